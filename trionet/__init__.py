@@ -1,0 +1,45 @@
+"""trionet: a trio-native, structured-concurrency networking toolkit.
+
+``import trionet`` needs only trio and msgpack. Components with optional dependencies live in
+subpackages (``trionet.asgi``, ``trionet.mqtt``, ``trionet.kafka``) and import them only there.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .errors import (
+    AProtoError as AProtoError,
+    ASGIError as ASGIError,
+    ChannelError as ChannelError,
+    CodecError as CodecError,
+    FrameError as FrameError,
+    FrameTooLarge as FrameTooLarge,
+    KafkaError as KafkaError,
+    MailError as MailError,
+    MQTTError as MQTTError,
+    ProtocolError as ProtocolError,
+    RemoteException as RemoteException,
+    TrionetError as TrionetError,
+)
+
+try:
+    __version__ = _version("trionet")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "AProtoError",
+    "ASGIError",
+    "ChannelError",
+    "CodecError",
+    "FrameError",
+    "FrameTooLarge",
+    "KafkaError",
+    "MQTTError",
+    "MailError",
+    "ProtocolError",
+    "RemoteException",
+    "TrionetError",
+    "__version__",
+]

@@ -1,0 +1,48 @@
+"""The ``trionet`` command line (also ``python -m trionet``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from . import __version__
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trionet", description="trio-native networking toolkit"
+    )
+    parser.add_argument("--version", action="version", version=f"trionet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="run every component in one nursery on embedded defaults and print what happened",
+    )
+    demo.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="PART",
+        help="run only this part of the demo (repeatable); default: all parts",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trionet`` console script. Returns the process exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        status: int = trio.run(run_demo, args.only)
+        return status
+    parser.print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The trionet exception tree.
+
+Every error trionet raises on purpose derives from :class:`TrionetError`. Errors about bytes on
+the wire derive from :class:`ProtocolError`, which records *whose fault* the problem was:
+``fault="remote"`` when the peer sent something we cannot accept, ``fault="local"`` when our own
+side asked for something impossible (for example encoding a frame larger than the configured
+limit). The names used by mtaio (``ProtocolError``, ``ASGIError``, ``MQTTError``, ``MailError``)
+keep their spelling so that users of the original find them.
+
+::
+
+    TrionetError
+    ├── ProtocolError                (fault: "local" | "remote")
+    │   ├── FrameError
+    │   │   ├── FrameTooLarge        (size, limit)
+    │   │   └── IncompleteFrame      (expected, received)
+    │   ├── CodecError               (codec)
+    │   ├── ASGIError
+    │   ├── MQTTError
+    │   │   ├── MQTTConnectError     (reason_code)
+    │   │   ├── MQTTNotConnected
+    │   │   └── MQTTTimeout
+    │   ├── KafkaError
+    │   ├── MailError
+    │   │   ├── SMTPError            (code)
+    │   │   └── IMAPError
+    │   ├── ChannelError
+    │   │   ├── RemoteException      (origin, remote_traceback, remote_type)
+    │   │   └── ChannelClosed        (also trio.BrokenResourceError, ConnectionResetError)
+    │   └── AProtoError              (error_code)
+    └── ConfigurationError
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import trio
+
+__all__ = [
+    "AProtoError",
+    "ASGIError",
+    "ChannelClosed",
+    "ChannelError",
+    "CodecError",
+    "ConfigurationError",
+    "Fault",
+    "FrameError",
+    "FrameTooLarge",
+    "IMAPError",
+    "IncompleteFrame",
+    "KafkaError",
+    "MQTTConnectError",
+    "MQTTError",
+    "MQTTNotConnected",
+    "MQTTTimeout",
+    "MTAIOError",
+    "MailError",
+    "ProtocolError",
+    "RemoteException",
+    "SMTPError",
+    "TrionetError",
+]
+
+Fault = Literal["local", "remote"]
+
+
+class TrionetError(Exception):
+    """Root of every exception trionet raises on purpose."""
+
+
+#: mtaio's name for its root exception.
+MTAIOError = TrionetError
+
+
+class ConfigurationError(TrionetError, ValueError):
+    """A configuration value is missing, unknown or of the wrong type (always our side's fault)."""
+
+
+class ProtocolError(TrionetError):
+    """Something on the wire (or about to go on it) breaks the protocol.
+
+    Attributes:
+        fault: ``"remote"`` if the peer sent something invalid, ``"local"`` if our own side tried
+            to send something the protocol does not allow.
+    """
+
+    def __init__(self, message: str, *, fault: Fault = "remote") -> None:
+        super().__init__(message)
+        self.fault: Fault = fault
+
+
+# -- framing and codecs -------------------------------------------------------------------------
+
+
+class FrameError(ProtocolError):
+    """A length-prefixed frame is malformed."""
+
+
+class FrameTooLarge(FrameError):
+    """A frame's announced (or requested) size exceeds ``max_frame_size``.
+
+    Raised by the decoder from the header alone, before any payload is buffered.
+
+    Attributes:
+        size: the size the header announced (or the payload size we were asked to encode).
+        limit: the configured ``max_frame_size``.
+    """
+
+    def __init__(self, size: int, limit: int, *, fault: Fault = "remote") -> None:
+        who = "peer announced" if fault == "remote" else "refusing to send"
+        super().__init__(
+            f"{who} a frame of {size} bytes, larger than max_frame_size={limit}", fault=fault
+        )
+        self.size = size
+        self.limit = limit
+
+
+class IncompleteFrame(FrameError):
+    """The stream ended in the middle of a frame.
+
+    Attributes:
+        expected: bytes the current frame (header included) needs, or the header size if the
+            header itself was cut short.
+        received: bytes of that frame that arrived before end-of-file.
+    """
+
+    def __init__(self, expected: int, received: int) -> None:
+        super().__init__(
+            f"connection closed mid-frame: got {received} of {expected} bytes", fault="remote"
+        )
+        self.expected = expected
+        self.received = received
+
+
+class CodecError(ProtocolError):
+    """A value could not be encoded, or bytes could not be decoded, by a codec.
+
+    Attributes:
+        codec: the codec's name (``"json"``, ``"msgpack"``, ``"ziproto"``, ...).
+    """
+
+    def __init__(self, message: str, *, codec: str, fault: Fault = "remote") -> None:
+        super().__init__(f"{codec}: {message}", fault=fault)
+        self.codec = codec
+
+
+# -- components ---------------------------------------------------------------------------------
+
+
+class ASGIError(ProtocolError):
+    """The ASGI layer received or was asked to send something invalid."""
+
+
+class MQTTError(ProtocolError):
+    """Base class of MQTT client errors."""
+
+
+class MQTTConnectError(MQTTError):
+    """The broker refused the connection, or could not be reached.
+
+    Attributes:
+        reason_code: the CONNACK reason code (MQTT 5 numbering; ``None`` if unreachable).
+    """
+
+    def __init__(self, message: str, *, reason_code: int | None = None) -> None:
+        super().__init__(message, fault="remote")
+        self.reason_code = reason_code
+
+
+class MQTTNotConnected(MQTTError):
+    """An operation needs a connection to the broker and there is none."""
+
+    def __init__(self, message: str = "the MQTT client is not connected") -> None:
+        super().__init__(message, fault="local")
+
+
+class MQTTTimeout(MQTTError, trio.TooSlowError):
+    """The broker did not complete a handshake in time."""
+
+
+class KafkaError(ProtocolError):
+    """Base class of Kafka client errors."""
+
+
+class MailError(ProtocolError):
+    """Base class of mail (SMTP and IMAP) errors."""
+
+
+class SMTPError(MailError):
+    """An SMTP server refused a command.
+
+    Attributes:
+        code: the server's reply code (``None`` when the connection failed before a reply).
+    """
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message, fault="remote")
+        self.code = code
+
+
+class IMAPError(MailError):
+    """An IMAP server refused a command or answered something we cannot parse."""
+
+
+class ChannelError(ProtocolError):
+    """Base class of request-reply Channel errors."""
+
+
+class RemoteException(ChannelError):
+    """The peer's handler raised while answering our request.
+
+    Attributes:
+        origin: a description of the peer (its address).
+        remote_traceback: the traceback text the peer sent.
+        remote_type: the remote exception's type name, when the peer sent one.
+    """
+
+    def __init__(self, origin: str, remote_traceback: str, remote_type: str | None = None) -> None:
+        what = f"{remote_type} raised" if remote_type else "exception raised"
+        super().__init__(f"{what} by {origin}:\n{remote_traceback}", fault="remote")
+        self.origin = origin
+        self.remote_traceback = remote_traceback
+        self.remote_type = remote_type
+
+
+class ChannelClosed(ChannelError, trio.BrokenResourceError, ConnectionResetError):
+    """The connection behind a Channel is gone; pending and future requests fail with this."""
+
+
+class AProtoError(ProtocolError):
+    """An AsyncAProto packet is invalid.
+
+    Attributes:
+        error_code: the protocol's error name, e.g. ``"ERR_REQUEST_MALFORMED"``.
+    """
+
+    def __init__(self, message: str, *, error_code: str = "ERR_REQUEST_MALFORMED",
+                 fault: Fault = "remote") -> None:
+        super().__init__(message, fault=fault)
+        self.error_code = error_code

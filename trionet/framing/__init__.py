@@ -1,0 +1,33 @@
+"""Length-prefix framing: a sans-I/O decoder and encoder, and a trio stream driver.
+
+The decoder and encoder (:class:`LengthPrefixDecoder`, :class:`LengthPrefixEncoder`) do no I/O
+and import no trio; :class:`FramedStream` drives them over any :class:`trio.abc.Stream`. Both
+the request-reply Channel (4-byte big-endian lengths, as aiomas) and AsyncAProto (1 to 8 bytes,
+either order, with 2 extra header bytes counted in the length) sit on this module.
+"""
+
+from __future__ import annotations
+
+from ._length_prefix import (
+    DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE,
+    NEED_DATA as NEED_DATA,
+    LengthPrefixDecoder as LengthPrefixDecoder,
+    LengthPrefixEncoder as LengthPrefixEncoder,
+    NeedData as NeedData,
+)
+from ._stream import FramedStream as FramedStream
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "NEED_DATA",
+    "FramedStream",
+    "LengthPrefixDecoder",
+    "LengthPrefixEncoder",
+    "NeedData",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__") and isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj
