@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgpack
+from msgpack import unpackb
 
 from .errors import CodecError
 
@@ -235,10 +236,8 @@ class MsgPack(SerializingCodec):
     def decode(self, data: bytes) -> Any:
         try:
             if self._by_code:
-                return msgpack.unpackb(
-                    data, raw=False, strict_map_key=False, ext_hook=self._ext_hook
-                )
-            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+                return unpackb(data, raw=False, strict_map_key=False, ext_hook=self._ext_hook)
+            return unpackb(data, raw=False, strict_map_key=False)
         except CodecError:
             raise
         except Exception as exc:

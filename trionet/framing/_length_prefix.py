@@ -165,7 +165,7 @@ class LengthPrefixDecoder:
         "_frames",
         "_hsize",
         "_limit",
-        "_pos",
+        "_need",
         "_unpack_from",
         "byteorder",
         "header_size",
@@ -196,7 +196,7 @@ class LengthPrefixDecoder:
         else:
             self._unpack_from = self._unpack_odd
         self._buf = bytearray()
-        self._pos = 0
+        self._need = header_size
         self._frames: deque[bytes] = deque()
         self._eof = False
         self._error: FrameError | None = None
@@ -208,12 +208,12 @@ class LengthPrefixDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned in a frame."""
-        return len(self._buf) - self._pos + sum(map(len, self._frames))
+        return len(self._buf) + sum(map(len, self._frames))
 
     @property
     def at_frame_boundary(self) -> bool:
         """True when no partial frame is buffered (complete, untaken frames do not count)."""
-        return len(self._buf) == self._pos
+        return not self._buf
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes; ``b""`` signals end of file.
@@ -259,70 +259,83 @@ class LengthPrefixDecoder:
             self._frames.clear()
         if not data:
             self._eof = True
-            pending = len(self._buf) - self._pos
+            pending = len(self._buf)
             if pending:
-                if pending < self._hsize:
-                    expected = self._hsize
-                else:
-                    expected = self._hsize + self._unpack_from(self._buf, self._pos)[0]
+                expected = self._hsize
+                if pending >= self._hsize:
+                    expected = self._hsize + self._unpack_from(self._buf, 0)[0]
                 self._error = IncompleteFrame(expected, pending)
                 self._drop_buffer()
                 raise self._error
             return out
 
-        buf = self._buf
-        if len(buf) == self._pos:
-            # Nothing pending: parse the chunk in place, keep only its unfinished tail.
-            source: bytes | bytearray | memoryview = data
-            pos = 0
-            end = len(data)
-        else:
-            buf += data
-            source = buf
-            pos = self._pos
-            end = len(buf)
         hsize = self._hsize
+        buf = self._buf
+        if buf:
+            # A frame is pending. Append, and only build one contiguous bytes object once the
+            # pending frame is complete (so a large frame arriving in many chunks costs O(n)).
+            buf += data
+            if len(buf) < self._need:
+                return out
+            if self._need == hsize:
+                try:
+                    self._need = hsize + self._check_length(self._unpack_from(buf, 0)[0])
+                except FrameError as exc:
+                    return self._fail(exc, out)
+                if len(buf) < self._need:
+                    return out
+            source = bytes(buf)
+            buf.clear()
+        elif type(data) is bytes:
+            source = data
+        else:
+            source = bytes(data)
+        pos = 0
+        end = len(source)
         limit = self._limit
         extra = self._extra
         unpack_from = self._unpack_from
-        try:
-            while end - pos >= hsize:
-                length = unpack_from(source, pos)[0]
-                if length > limit:
-                    raise FrameTooLarge(length, limit, fault="remote")
-                if length < extra:
-                    raise FrameError(
-                        f"header announced {length} bytes, less than the "
-                        f"{extra} fixed header bytes the length must count",
-                        fault="remote",
-                    )
-                start = pos + hsize
-                stop = start + length
-                if stop > end:
-                    break
-                out.append(bytes(source[start:stop]))
-                pos = stop
-        except FrameError as exc:
-            # Frames before the bad header are good: hand them over, raise on the next call.
-            self._error = exc
-            self._drop_buffer()
-            if out:
-                return out
-            raise
-        if source is buf:
-            if pos == end:
-                buf.clear()
-                self._pos = 0
-            elif pos > 65536 or pos * 2 > end:
-                del buf[:pos]
-                self._pos = 0
-            else:
-                self._pos = pos
-        elif pos < end:
-            buf += data[pos:]
-            self._pos = 0
+        append = out.append
+        while end - pos >= hsize:
+            length = unpack_from(source, pos)[0]
+            if length > limit or length < extra:
+                try:
+                    self._check_length(length)
+                except FrameError as exc:
+                    return self._fail(exc, out)
+            start = pos + hsize
+            stop = start + length
+            if stop > end:
+                break
+            append(source[start:stop])
+            pos = stop
+        if pos < end:
+            with memoryview(source) as view:
+                buf += view[pos:]
+            self._need = (end - pos >= hsize and hsize + unpack_from(source, pos)[0]) or hsize
+        else:
+            self._need = hsize
         return out
+
+    def _check_length(self, length: int) -> int:
+        if length > self._limit:
+            raise FrameTooLarge(length, self._limit, fault="remote")
+        if length < self._extra:
+            raise FrameError(
+                f"header announced {length} bytes, less than the {self._extra} fixed "
+                "header bytes the length must count",
+                fault="remote",
+            )
+        return length
+
+    def _fail(self, exc: FrameError, out: list[bytes]) -> list[bytes]:
+        # Frames before the bad header are good: hand them over, raise on the next call.
+        self._error = exc
+        self._drop_buffer()
+        if out:
+            return out
+        raise exc
 
     def _drop_buffer(self) -> None:
         self._buf = bytearray()
-        self._pos = 0
+        self._need = self._hsize

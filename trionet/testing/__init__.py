@@ -1,0 +1,44 @@
+"""Helpers for testing trionet programs: real-server launchers and pytest fixtures.
+
+The pytest plugin in :mod:`trionet.testing._plugin` is registered through the ``pytest11`` entry
+point, so installing trionet makes its fixtures (``mosquitto``, ``kafka_broker``,
+``mail_servers``, ``tls_ca``, ...) available to any pytest run; ``-p no:trionet`` turns it off.
+Importing this module loads no optional dependency: trustme, paho-mqtt and kafka-python are
+imported only inside the fixtures that need them.
+"""
+
+from __future__ import annotations
+
+from ._servers import (
+    DEFAULT_MAIL_USERS as DEFAULT_MAIL_USERS,
+    KAFKA_BOOTSTRAP_ENV as KAFKA_BOOTSTRAP_ENV,
+    KAFKA_TEST_CONSUMER_CONFIG as KAFKA_TEST_CONSUMER_CONFIG,
+    KafkaBroker as KafkaBroker,
+    KafkaInfo as KafkaInfo,
+    MailInfo as MailInfo,
+    MailServers as MailServers,
+    MailUser as MailUser,
+    MosquittoInfo as MosquittoInfo,
+    MosquittoServer as MosquittoServer,
+    ServerError as ServerError,
+    ServerNotInstalled as ServerNotInstalled,
+    ServerStartError as ServerStartError,
+    fresh_loopback_address as fresh_loopback_address,
+)
+
+__all__ = [
+    "DEFAULT_MAIL_USERS",
+    "KAFKA_BOOTSTRAP_ENV",
+    "KAFKA_TEST_CONSUMER_CONFIG",
+    "KafkaBroker",
+    "KafkaInfo",
+    "MailInfo",
+    "MailServers",
+    "MailUser",
+    "MosquittoInfo",
+    "MosquittoServer",
+    "ServerError",
+    "ServerNotInstalled",
+    "ServerStartError",
+    "fresh_loopback_address",
+]
