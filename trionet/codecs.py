@@ -206,16 +206,16 @@ class MsgPack(SerializingCodec):
 
     def __init__(self) -> None:
         super().__init__()
-        self._packer = msgpack.Packer(use_bin_type=True)
-
-    def _serializers_changed(self) -> None:
+        # ``default`` is only consulted for types msgpack does not know: no cost otherwise.
         self._packer = msgpack.Packer(use_bin_type=True, default=self._default)
 
     def _default(self, value: Any) -> Any:
         ser = self._by_type.get(type(value))
         if ser is None:
             raise self._fail_encode(value)
-        return msgpack.ExtType(ser.code, self.encode(ser.serialize(value)))
+        # Not self.encode: the shared packer is in the middle of packing the outer value.
+        data = msgpack.packb(ser.serialize(value), use_bin_type=True, default=self._default)
+        return msgpack.ExtType(ser.code, data)
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         ser = self._by_code.get(code)
