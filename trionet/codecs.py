@@ -191,7 +191,7 @@ class JSON(SerializingCodec):
                 return json.loads(data, object_hook=self._object_hook)
             return json.loads(data)
         except Exception as exc:
-            raise CodecError(f"invalid data: {exc}", codec=self.name) from exc
+            raise CodecError(f"invalid data ({_describe(exc)})", codec=self.name) from exc
 
 
 class MsgPack(SerializingCodec):
@@ -241,7 +241,7 @@ class MsgPack(SerializingCodec):
         except CodecError:
             raise
         except Exception as exc:
-            raise CodecError(f"invalid data: {exc}", codec=self.name) from exc
+            raise CodecError(f"invalid data ({_describe(exc)})", codec=self.name) from exc
 
 
 class ZiProto(MsgPack):
@@ -252,6 +252,11 @@ class ZiProto(MsgPack):
     """
 
     name = "ziproto"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 _REGISTRY: dict[str, Callable[[], Codec]] = {

@@ -73,7 +73,7 @@ def test_garbage_raises_only_codec_error(codec: Codec, garbage: bytes) -> None:
     [b"\xc1", b"\x92\x01", b"\x81\xc0", b"\xd9\x05ab", b"\x93" + b"\x91" * 10 + b"\xc0"],
 )
 def test_msgpack_malformed_examples(data: bytes) -> None:
-    with pytest.raises(CodecError, match="msgpack: invalid data"):
+    with pytest.raises(CodecError, match=r"msgpack: invalid data \("):
         MsgPack().decode(data)
 
 

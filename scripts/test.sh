@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Everything the tests need, on a fresh Debian machine, then every check:
+#   1. system packages for the real servers the tests start (mosquitto, Dovecot, Postfix);
+#   2. a venv (.venv) with trionet and all its extras and test dependencies;
+#   3. ruff, mypy --strict, the Sphinx docs build (warnings as errors), and the pytest suite.
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# -- 1. system packages -----------------------------------------------------------------------
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
+[ -e /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+[ -e /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+[ -x /usr/lib/postfix/sbin/master ] || need+=(postfix)
+if [ ${#need[@]} -gt 0 ]; then
+    step "apt-get install ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    # The tests only ever run private server instances on free loopback ports: keep the
+    # packages' own system services from starting during installation.
+    added_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+    [ -z "$added_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# -- 2. the venv ------------------------------------------------------------------------------
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    step "create .venv"
+    "$PYTHON" -m venv .venv
+fi
+step "pip install -e '.[all,test]'"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[all,test]'
+
+# -- 3. checks --------------------------------------------------------------------------------
+step "ruff"
+.venv/bin/ruff check trionet tests bench docs
+step "mypy --strict trionet"
+.venv/bin/mypy --strict trionet
+step "docs (sphinx-build -W)"
+rm -rf docs/_build
+.venv/bin/sphinx-build -W -q -b html docs docs/_build/html
+step "pytest"
+.venv/bin/pytest -q "$@"
