@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.abspath(".."))
 
 project = "trionet"
 author = "trionet developers"
-copyright = "2026, trionet developers"  # noqa: A001
+copyright = "2026, trionet developers"
 
 extensions = [
     "sphinx.ext.autodoc",
