@@ -40,7 +40,9 @@ async def _framed_echo(report: Report) -> None:
 
 
 def _parts() -> dict[str, DemoPart]:
-    return {"framing": _framed_echo}
+    from .aproto._demo import demo as aproto_demo
+
+    return {"framing": _framed_echo, "aproto": aproto_demo}
 
 
 async def run_demo(only: Sequence[str] | None = None) -> int:

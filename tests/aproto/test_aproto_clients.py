@@ -1,0 +1,340 @@
+"""AsyncClient and the blocking Client: exact reply parsing, pipelining, errors, TLS."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trustme
+from aproto_helpers import ENCODER, echo_server, raw_packet, start
+
+from trionet.aproto import (
+    AsyncClient,
+    Client,
+    ConnectionClosed,
+    HandlerClient,
+    Packet,
+    PacketEncoder,
+    Server,
+)
+from trionet.errors import AProtoError, ConfigurationError, FrameTooLarge, IncompleteFrame
+
+ScriptedReply = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def scripted_server(nursery: trio.Nursery, script: ScriptedReply) -> int:
+    """A raw server: reads the first request (any bytes), then runs *script* on the stream."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await script(stream)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+REPLIES = [ENCODER.encode({"n": n}, "ziproto" if n % 2 else "json") for n in range(6)]
+
+
+async def fragmented_and_pipelined(stream: trio.SocketStream) -> None:
+    wire = b"".join(REPLIES)
+    # byte by byte for the first two replies, then the rest in one write (pipelined)
+    cut = len(REPLIES[0]) + len(REPLIES[1])
+    for i in range(cut):
+        await stream.send_all(wire[i : i + 1])
+        await trio.sleep(0.001)
+    await stream.send_all(wire[cut:])
+    await stream.send_eof()
+
+
+async def test_async_client_parses_fragmented_and_pipelined_replies(
+    nursery: trio.Nursery,
+) -> None:
+    port = await scripted_server(nursery, fragmented_and_pipelined)
+    async with AsyncClient(tls=False) as client:
+        await client.connect("127.0.0.1", port)
+        await client.send({"go": 1})
+        assert [await client.receive() for _ in range(5)] == [{"n": n} for n in range(5)]
+        assert await client.receive_raw() == REPLIES[5]
+        assert await client.receive_raw() == b""
+        with pytest.raises(ConnectionClosed):
+            await client.receive()
+
+
+def test_blocking_client_parses_fragmented_and_pipelined_replies() -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await scripted_server(nursery, fragmented_and_pipelined)
+            await trio.to_thread.run_sync(blocking_part, port)
+            nursery.cancel_scope.cancel()
+
+    def blocking_part(port: int) -> None:
+        with Client(tls=False, timeout=10) as client:
+            client.connect("127.0.0.1", port)
+            client.send({"go": 1})
+            assert [client.receive() for _ in range(5)] == [{"n": n} for n in range(5)]
+            assert client.receive_raw() == REPLIES[5]
+            assert client.receive_raw() == b""
+            with pytest.raises(ConnectionClosed):
+                client.receive()
+
+    trio.run(main)
+
+
+async def truncated(stream: trio.SocketStream) -> None:
+    await stream.send_all(REPLIES[0][:-2])
+    await stream.send_eof()
+
+
+async def bad_version(stream: trio.SocketStream) -> None:
+    await stream.send_all(raw_packet(b"\x17\x00{}") + raw_packet(b"\x16\x00[1]"))
+
+
+async def huge(stream: trio.SocketStream) -> None:
+    await stream.send_all((10**9).to_bytes(4, "big"))
+
+
+async def test_async_client_errors(nursery: trio.Nursery) -> None:
+    for script, check in [
+        (truncated, IncompleteFrame),
+        (huge, FrameTooLarge),
+    ]:
+        port = await scripted_server(nursery, script)
+        async with AsyncClient(tls=False, max_packet_size=1000) as client:
+            await client.connect("127.0.0.1", port)
+            await client.send({})
+            with pytest.raises(check):
+                await client.receive()
+    port = await scripted_server(nursery, bad_version)
+    async with AsyncClient(tls=False) as client:
+        await client.connect("127.0.0.1", port)
+        await client.send({})
+        with pytest.raises(AProtoError, match="Protocol-Version 23") as info:
+            await client.receive()
+        assert info.value.fault == "remote"
+        assert info.value.error_code == "ERR_HEADER_INVALID"
+        with pytest.raises(AProtoError, match="not a map"):
+            await client.receive()
+
+
+def test_blocking_client_errors() -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            ports = [await scripted_server(nursery, s) for s in (truncated, huge, bad_version)]
+            await trio.to_thread.run_sync(blocking_part, ports)
+            nursery.cancel_scope.cancel()
+
+    def blocking_part(ports: list[int]) -> None:
+        for port, check in zip(ports, (IncompleteFrame, FrameTooLarge, AProtoError), strict=True):
+            with Client(tls=False, timeout=10, max_packet_size=1000) as client:
+                client.connect("127.0.0.1", port)
+                client.send({})
+                with pytest.raises(check):
+                    client.receive()
+
+    trio.run(main)
+
+
+async def test_async_client_against_the_server(nursery: trio.Nursery) -> None:
+    port = await start(nursery, echo_server(header_size=2, byteorder="little"))
+    async with AsyncClient(header_size=2, byteorder="little", tls=False, encoding="ziproto") as c:
+        await c.connect("127.0.0.1", port)
+        assert c.connected
+        assert (await c.request({"a": 1}))["echo"] == {"a": 1}
+        assert (await c.request('{"json": "text"}'))["echo"] == {"json": "text"}
+        assert (await c.request(Packet({"p": 1}, encoding="json")))["echo"] == {"p": 1}
+        replies = await c.request_many({"i": i} for i in range(100))
+        assert [r["echo"] for r in replies] == [{"i": i} for i in range(100)]
+        await c.send_many([{"x": 1}, {"x": 2}])
+        assert [(await c.receive())["echo"] for _ in range(2)] == [{"x": 1}, {"x": 2}]
+        with pytest.raises(AProtoError, match="not valid JSON"):
+            await c.send("{nope")
+        with pytest.raises(AProtoError, match="JSON object"):
+            await c.send("[1]")
+        with pytest.raises(TypeError):
+            await c.send(5)  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="already connected"):
+            await c.connect("127.0.0.1", port)
+    assert "not connected" in repr(c)
+    with pytest.raises(trio.ClosedResourceError, match="not connected"):
+        await c.request({})
+    await c.disconnect()  # no error when not connected
+
+
+async def test_concurrent_requests_and_cancelled_requests(nursery: trio.Nursery) -> None:
+    server = Server("127.0.0.1", 0, logging_level=100)
+
+    @server.add_handler()
+    async def slow_first(client: HandlerClient, packet: Packet) -> None:
+        if packet.get("slow"):
+            await trio.sleep(0.3)
+        await client.send({"n": packet["n"]})
+
+    port = await start(nursery, server)
+    async with AsyncClient(tls=False) as client:
+        await client.connect("127.0.0.1", port)
+        with trio.move_on_after(0.05):
+            await client.request({"n": 0, "slow": True})
+        # The cancelled request's late reply is skipped, not returned to the next request.
+        assert await client.request({"n": 1}) == {"n": 1}
+        results: dict[int, Any] = {}
+
+        async def ask(n: int) -> None:
+            results[n] = await client.request({"n": n})
+
+        async with trio.open_nursery() as tasks:
+            for n in range(2, 12):
+                tasks.start_soon(ask, n)
+        assert results == {n: {"n": n} for n in range(2, 12)}
+
+
+async def test_async_client_timeout(nursery: trio.Nursery) -> None:
+    server = Server("127.0.0.1", 0, logging_level=100)
+
+    @server.add_handler()
+    async def silent(client: HandlerClient, packet: Packet) -> None:
+        pass
+
+    port = await start(nursery, server)
+    async with AsyncClient(tls=False, timeout=0.1) as client:
+        await client.connect("127.0.0.1", port)
+        with pytest.raises(trio.TooSlowError):
+            await client.request({"no": "reply"})
+
+
+def test_blocking_client_against_the_server_in_a_thread() -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await start(nursery, echo_server())
+            await trio.to_thread.run_sync(blocking_part, port)
+            nursery.cancel_scope.cancel()
+
+    def blocking_part(port: int) -> None:
+        with Client(tls=False, encoding="ziproto", timeout=10) as client:
+            client.connect("127.0.0.1", port)
+            for i in range(20):
+                assert client.request({"i": i})["echo"] == {"i": i}
+            replies = client.request_many([{"p": i} for i in range(50)])
+            assert [r["echo"] for r in replies] == [{"p": i} for i in range(50)]
+            client.send('{"text": 1}')
+            raw = client.receive_raw()
+            assert raw[:4] == (len(raw) - 4).to_bytes(4, "big")
+            assert raw[4:6] == b"\x16\x01"  # JSON text is sent in the client's encoding
+            with pytest.raises(RuntimeError, match="already connected"):
+                client.connect("127.0.0.1", port)
+        with Client(tls=False, timeout=0.2) as quiet:
+            quiet.connect("127.0.0.1", port)
+            with pytest.raises(TimeoutError):
+                quiet.receive()
+        with pytest.raises(ConnectionError, match="not connected"):
+            Client(tls=False).send({})
+
+    trio.run(main)
+
+
+def test_client_argument_validation() -> None:
+    for cls in (Client, AsyncClient):
+        with pytest.raises(ConfigurationError):
+            cls(byteorder="middle")
+        with pytest.raises(ConfigurationError):
+            cls(header_size=0)
+        with pytest.raises(ValueError, match="encoding"):
+            cls(encoding="xml")
+        with pytest.raises(ConfigurationError):
+            cls(tls="yes")  # type: ignore[arg-type]
+        assert "not connected" in repr(cls(tls=False))
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_server(ca: trustme.CA) -> Server:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    server = Server("127.0.0.1", 0, logging_level=100, tls=context)
+
+    @server.add_handler()
+    async def echo(client: HandlerClient, packet: Packet) -> None:
+        await client.send({"secure": packet["n"], "peer": client.address})
+
+    return server
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_tls_async_client_verified(nursery: trio.Nursery, ca: trustme.CA) -> None:
+    port = await start(nursery, tls_server(ca))
+    async with AsyncClient(tls=client_context(ca)) as client:
+        await client.connect("127.0.0.1", port)
+        for n in range(3):
+            assert await client.request({"n": n}) == {"secure": n, "peer": "127.0.0.1"}
+        assert await client.request_many([{"n": 7}, {"n": 8}]) == [
+            {"secure": 7, "peer": "127.0.0.1"},
+            {"secure": 8, "peer": "127.0.0.1"},
+        ]
+    async with AsyncClient(tls=client_context(ca)) as client:  # name checked too
+        await client.connect("127.0.0.1", port, server_hostname="localhost")
+        assert (await client.request({"n": 1}))["secure"] == 1
+
+
+async def test_tls_is_verified_by_default(nursery: trio.Nursery, ca: trustme.CA) -> None:
+    port = await start(nursery, tls_server(ca))
+    client = AsyncClient()  # tls=True: system CAs, which do not trust our test CA
+    with pytest.raises(trio.BrokenResourceError) as info:
+        await client.connect("127.0.0.1", port)
+    assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+    assert not client.connected
+    wrong_name = AsyncClient(tls=client_context(ca))
+    with pytest.raises(trio.BrokenResourceError):
+        await wrong_name.connect("127.0.0.1", port, server_hostname="example.com")
+    # the server survives the failed handshakes
+    async with AsyncClient(tls=client_context(ca)) as good:
+        await good.connect("127.0.0.1", port)
+        assert (await good.request({"n": 5}))["secure"] == 5
+
+
+def test_tls_blocking_client(ca: trustme.CA) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await start(nursery, tls_server(ca))
+            await trio.to_thread.run_sync(blocking_part, port)
+            nursery.cancel_scope.cancel()
+
+    def blocking_part(port: int) -> None:
+        with Client(tls=client_context(ca), timeout=10) as client:
+            client.connect("127.0.0.1", port)
+            assert client.request({"n": 3}) == {"secure": 3, "peer": "127.0.0.1"}
+        with pytest.raises(ssl.SSLCertVerificationError):
+            Client(timeout=10).connect("127.0.0.1", port)  # tls=True by default, verified
+
+    trio.run(main)
+
+
+async def test_plain_client_against_tls_server_fails_cleanly(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    port = await start(nursery, tls_server(ca))
+    async with AsyncClient(tls=False, timeout=5) as client:
+        await client.connect("127.0.0.1", port)
+        await client.send({"n": 1})
+        with pytest.raises((ConnectionClosed, trio.BrokenResourceError, AProtoError)):
+            await client.receive()
+
+
+def test_packet_encoder_is_shared_by_both_clients() -> None:
+    # The clients send exactly what the encoder builds.
+    assert PacketEncoder().encode({"a": 1}) == b'\x00\x00\x00\x09\x16\x00{"a":1}'
