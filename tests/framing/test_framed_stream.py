@@ -323,3 +323,14 @@ async def test_writer_cancelled_between_batches_hands_over_to_waiter() -> None:
     assert await receiver.receive_frame() == b"first"
     assert await receiver.receive_frame() == b"second"
     assert hooked.send_all_calls == 2
+
+
+async def test_send_frames_with_extra_and_receive_nowait() -> None:
+    a, b = framed_pair(header_size=1, extra_header_size=2)
+    await a.send_frames([b"{}", b"[]"], extra=b"\x16\x00")
+    with pytest.raises(trio.WouldBlock):
+        b.receive_frame_nowait()
+    assert await b.receive_frame() == b"\x16\x00{}"
+    assert b.receive_frame_nowait() == b"\x16\x00[]"
+    with pytest.raises(FrameTooLarge):
+        await a.send_frames([b"ok", b"x" * 300], extra=b"\x16\x00")

@@ -269,3 +269,10 @@ def test_garbage_never_raises_anything_undocumented(garbage: bytes, cuts: list[i
         return
     for f in frames:
         assert 1 <= len(f) <= 64
+
+
+def test_pending_error_is_visible_before_the_next_call() -> None:
+    dec = LengthPrefixDecoder(max_frame_size=10)
+    assert dec.pending_error is None
+    assert dec.feed(b"\x00\x00\x00\x01x\x00\x00\x01\x00") == [b"x"]
+    assert isinstance(dec.pending_error, FrameTooLarge)

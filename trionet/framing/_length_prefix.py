@@ -215,6 +215,15 @@ class LengthPrefixDecoder:
         """True when no partial frame is buffered (complete, untaken frames do not count)."""
         return not self._buf
 
+    @property
+    def pending_error(self) -> FrameError | None:
+        """The error the next call will raise, if the input is already known to be bad.
+
+        :meth:`feed` returns the frames completed before bad bytes and raises on the *next*
+        call; a server that must answer at once (the peer may send nothing more) can look here.
+        """
+        return self._error
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes; ``b""`` signals end of file.
 

@@ -100,9 +100,13 @@ class FramedStream(trio.abc.Channel[bytes]):
         frame = self.encoder.encode(payload, extra)
         await self._send_encoded(frame)
 
-    async def send_frames(self, payloads: list[bytes]) -> None:
-        """Send several frames in one write (same errors as :meth:`send_frame`)."""
-        frames = [self.encoder.encode(p) for p in payloads]
+    async def send_frames(self, payloads: list[bytes], extra: bytes = b"") -> None:
+        """Send several frames (each with the same *extra* bytes) in one write.
+
+        Same errors as :meth:`send_frame`; if any payload is too large, nothing is sent.
+        """
+        encode = self.encoder.encode
+        frames = [encode(p, extra) for p in payloads]
         await self._send_encoded(b"".join(frames))
 
     async def send(self, value: bytes) -> None:
@@ -211,6 +215,16 @@ class FramedStream(trio.abc.Channel[bytes]):
                     return frames[0]
         finally:
             self._receiving = False
+
+    def receive_frame_nowait(self) -> bytes:
+        """Return a frame that is already buffered, without waiting.
+
+        Raises:
+            trio.WouldBlock: no complete frame is buffered.
+        """
+        if self._received:
+            return self._received.popleft()
+        raise trio.WouldBlock
 
     async def receive(self) -> bytes:
         """Alias of :meth:`receive_frame`, for the :class:`trio.abc.ReceiveChannel` interface."""
