@@ -16,6 +16,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 [ -e /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 [ -e /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
 [ -x /usr/lib/postfix/sbin/master ] || need+=(postfix)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # load generator for bench/asgi.py
 if [ ${#need[@]} -gt 0 ]; then
     step "apt-get install ${need[*]}"
     SUDO=""

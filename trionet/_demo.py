@@ -41,8 +41,9 @@ async def _framed_echo(report: Report) -> None:
 
 def _parts() -> dict[str, DemoPart]:
     from .aproto._demo import demo as aproto_demo
+    from .asgi._demo import demo as asgi_demo
 
-    return {"framing": _framed_echo, "aproto": aproto_demo}
+    return {"framing": _framed_echo, "asgi": asgi_demo, "aproto": aproto_demo}
 
 
 async def run_demo(only: Sequence[str] | None = None) -> int:

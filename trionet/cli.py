@@ -28,6 +28,9 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="PART",
         help="run only this part of the demo (repeatable); default: all parts",
     )
+    serve = sub.add_parser("serve", help="serve an ASGI app on Hypercorn's trio worker")
+    serve.add_argument("app", help="the app to serve, as module:attribute")
+    serve.add_argument("--bind", default="127.0.0.1:8000", help="host:port (default %(default)s)")
     return parser
 
 
@@ -40,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         status: int = trio.run(run_demo, args.only)
         return status
+    if args.command == "serve":
+        from .asgi._serve import serve_cli
+
+        return serve_cli(args.app, args.bind)
     parser.print_help(sys.stderr)
     return 2
 

@@ -1,0 +1,130 @@
+"""An ASGI micro-framework on trio, served by Hypercorn's trio worker.
+
+The seed's names (``ASGIApplication``, ``Request``, ``Response``, ``Router``,
+``ASGIMiddleware``) keep their shape; see ``docs/asgi.rst`` for a tour. Hypercorn and
+trio-websocket are imported only when :func:`serve` or :func:`connect_websocket` is called.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress as _suppress
+
+from ..errors import ASGIError as ASGIError
+from ._app import ASGIApplication as ASGIApplication
+from ._datastructures import (
+    URL as URL,
+    Address as Address,
+    FormData as FormData,
+    Headers as Headers,
+    MutableHeaders as MutableHeaders,
+    QueryParams as QueryParams,
+    State as State,
+    UploadFile as UploadFile,
+)
+from ._exceptions import (
+    ClientDisconnect as ClientDisconnect,
+    HTTPException as HTTPException,
+    ValidationError as ValidationError,
+    WebSocketDisconnect as WebSocketDisconnect,
+    WebSocketRejected as WebSocketRejected,
+)
+from ._middleware import (
+    ASGIMiddleware as ASGIMiddleware,
+    CORSMiddleware as CORSMiddleware,
+    GZipMiddleware as GZipMiddleware,
+    LoggingMiddleware as LoggingMiddleware,
+    RequestIdMiddleware as RequestIdMiddleware,
+    TimeoutMiddleware as TimeoutMiddleware,
+    TrustedHostMiddleware as TrustedHostMiddleware,
+    current_request_id as current_request_id,
+)
+from ._requests import (
+    DEFAULT_MAX_BODY_SIZE as DEFAULT_MAX_BODY_SIZE,
+    HTTPConnection as HTTPConnection,
+    Request as Request,
+)
+from ._responses import (
+    FileResponse as FileResponse,
+    Response as Response,
+    StreamingResponse as StreamingResponse,
+)
+from ._routing import (
+    Converter as Converter,
+    Mount as Mount,
+    Route as Route,
+    Router as Router,
+    WebSocketRoute as WebSocketRoute,
+)
+from ._serve import BoundAddress as BoundAddress, serve as serve
+from ._testclient import TestClient as TestClient, TestResponse as TestResponse
+from ._types import (
+    ASGIApp as ASGIApp,
+    Message as Message,
+    Receive as Receive,
+    Scope as Scope,
+    Send as Send,
+)
+from ._websockets import (
+    DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE,
+    WebSocket as WebSocket,
+    WebSocketClient as WebSocketClient,
+    connect_websocket as connect_websocket,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "URL",
+    "ASGIApp",
+    "ASGIApplication",
+    "ASGIError",
+    "ASGIMiddleware",
+    "Address",
+    "BoundAddress",
+    "CORSMiddleware",
+    "ClientDisconnect",
+    "Converter",
+    "FileResponse",
+    "FormData",
+    "GZipMiddleware",
+    "HTTPConnection",
+    "HTTPException",
+    "Headers",
+    "LoggingMiddleware",
+    "Message",
+    "Mount",
+    "MutableHeaders",
+    "QueryParams",
+    "Receive",
+    "Request",
+    "RequestIdMiddleware",
+    "Response",
+    "Route",
+    "Router",
+    "Scope",
+    "Send",
+    "State",
+    "StreamingResponse",
+    "TestClient",
+    "TestResponse",
+    "TimeoutMiddleware",
+    "TrustedHostMiddleware",
+    "UploadFile",
+    "ValidationError",
+    "WebSocket",
+    "WebSocketClient",
+    "WebSocketDisconnect",
+    "WebSocketRejected",
+    "WebSocketRoute",
+    "connect_websocket",
+    "current_request_id",
+    "serve",
+]
+
+# Report public classes and functions as trionet.asgi.X (docs, reprs, pickling by name).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("trionet.asgi._"):
+        with _suppress(AttributeError, TypeError):  # e.g. type aliases
+            _obj.__module__ = __name__
+del _name, _obj, _suppress

@@ -1,0 +1,91 @@
+"""The ASGI part of ``trionet demo``: a small app on Hypercorn's trio worker, exercised by a
+client in the same nursery."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import trio
+
+from ._app import ASGIApplication
+from ._middleware import RequestIdMiddleware
+from ._requests import Request
+from ._responses import Response
+from ._routing import Router
+from ._serve import BoundAddress, serve
+from ._websockets import WebSocket, connect_websocket
+
+__all__ = ["build_demo_app", "demo"]
+
+
+def build_demo_app() -> ASGIApplication:
+    """The demo application: ``GET /hello?name=...`` and a websocket echo at ``/echo``."""
+    router = Router()
+
+    @router.route("/hello")
+    async def hello(request: Request) -> Response:
+        name = request.query_params.get("name", "world")
+        return Response.json({"message": f"hello, {name}"})
+
+    @router.websocket("/echo")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for message in websocket:
+            await websocket.send(message)
+
+    app = ASGIApplication(router)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def _http_get(address: BoundAddress, target: str) -> tuple[int, dict[str, str], bytes]:
+    import h11  # a Hypercorn dependency, so present whenever trionet[asgi] is
+
+    connection = h11.Connection(h11.CLIENT)
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    async with stream:
+        request = h11.Request(
+            method="GET",
+            target=target,
+            headers=[("Host", f"{address.host}:{address.port}"), ("Connection", "close")],
+        )
+        await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
+        status, headers, body = 0, {}, b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status, headers, body
+
+
+async def demo(report: Callable[[str], None]) -> None:
+    """Serve the demo app on 127.0.0.1 (a free port), call it over HTTP and a websocket,
+    report each step through ``report(line)``, then shut the server down."""
+    app = build_demo_app()
+    async with trio.open_nursery() as nursery:
+        address: BoundAddress = await nursery.start(serve, app, "127.0.0.1:0")
+        report(f"asgi: Hypercorn trio worker serving a trionet app on {address.url}")
+
+        status, headers, body = await _http_get(address, "/hello?name=trionet")
+        message = json.loads(body)["message"]
+        report(
+            f"asgi: GET /hello?name=trionet -> {status} {message!r} "
+            f"(x-request-id {headers.get('x-request-id', '?')[:8]}…)"
+        )
+
+        async with connect_websocket(address.ws_url + "/echo") as websocket:
+            for text in ("ping", "structured concurrency"):
+                await websocket.send(text)
+                echoed = await websocket.receive()
+                report(f"asgi: websocket /echo: sent {text!r}, got {echoed!r}")
+        report("asgi: websocket closed normally")
+
+        nursery.cancel_scope.cancel()
+    report("asgi: server shut down gracefully")
