@@ -1,0 +1,152 @@
+"""Run every benchmark and write a Markdown report with ratio tables and PNG plots.
+
+Usage::
+
+    .venv/bin/python bench/run_all.py [--quick] [--only framing,aproto] [--out bench/report]
+
+Each ``bench/<name>.py`` prints, as its last line, the JSON object the harness writes
+(``{"bench": ..., "rows": [...]}``). This script runs them one after another (never in
+parallel: they would measure each other), collects those lines, and writes
+``<out>/REPORT.md`` plus one ``<out>/<bench>.png`` bar chart of trionet's ratio against the
+baseline per row, with the goal drawn where a row has one. A benchmark that fails is reported as
+failed, with the tail of its output; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SKIP = {"run_all.py", "_harness.py"}
+
+
+def discover() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*.py") if p.name not in SKIP
+                  and not p.name.startswith("_"))
+
+
+def run_one(name: str, quick: bool, timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / f"{name}.py")]
+    if quick:
+        cmd.append("--quick")
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
+    except subprocess.TimeoutExpired:
+        return {"bench": name, "error": f"timed out after {timeout:.0f} s"}
+    elapsed = time.monotonic() - t0
+    result: dict[str, Any] | None = None
+    for line in reversed(proc.stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and '"rows"' in line:
+            result = json.loads(line)
+            break
+    if proc.returncode != 0 or result is None:
+        tail = (proc.stdout + proc.stderr)[-2000:]
+        return {"bench": name, "error": f"exit {proc.returncode}", "tail": tail}
+    result["seconds"] = round(elapsed, 1)
+    result["table"] = "\n".join(s for s in proc.stdout.splitlines() if s.startswith("|"))
+    return result
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in result["rows"] if r.get("ratios")]
+    if not rows:
+        return False
+    labels = [r["row"] for r in rows]
+    # The last contender is trionet by the harness convention.
+    values = [list(r["ratios"].values())[-1] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4.2))
+    colours = []
+    for r, v in zip(rows, values, strict=True):
+        goal = r.get("goal")
+        colours.append("#c0392b" if goal is not None and v < goal else "#2e86c1")
+    ax.bar(range(len(rows)), values, color=colours)
+    for i, r in enumerate(rows):
+        if r.get("goal") is not None:
+            ax.hlines(r["goal"], i - 0.4, i + 0.4, colors="black", linestyles="dashed")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("trionet / baseline (median of rounds)")
+    ax.set_title(f"{result['bench']}: ratio per row (dashed = goal)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(results: list[dict[str, Any]], out: Path, quick: bool) -> Path:
+    lines = [
+        "# trionet benchmark report",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `bench/run_all.py"
+        f"{' --quick' if quick else ''}` on a shared 2-core machine: ratios are measured within "
+        "one interleaved run of each script; absolute numbers are not comparable across runs.",
+        "",
+        "| bench | rows | goals met | seconds |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['bench']} | failed: {r['error']} | | |")
+            continue
+        goals = [row for row in r["rows"] if row.get("goal") is not None]
+        met = sum(1 for row in goals if row.get("met"))
+        lines.append(f"| {r['bench']} | {len(r['rows'])} | {met}/{len(goals)} | {r['seconds']} |")
+    for r in results:
+        lines += ["", f"## {r['bench']}", ""]
+        if "error" in r:
+            lines += ["Failed:", "", "```", r.get("tail", ""), "```"]
+            continue
+        lines.append(r["table"])
+        if r.get("plot"):
+            lines += ["", f"![{r['bench']} ratios]({r['plot']})"]
+    path = out / "REPORT.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
+    parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument("--out", default=str(HERE / "report"), help="output directory")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
+    args = parser.parse_args()
+    names = discover()
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+        unknown = wanted - set(names)
+        if unknown:
+            parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+        names = [n for n in names if n in wanted]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in names:
+        print(f"running bench/{name}.py ...", file=sys.stderr, flush=True)
+        result = run_one(name, args.quick, args.timeout)
+        if "error" not in result and plot(result, out / f"{name}.png"):
+            result["plot"] = f"{name}.png"
+        results.append(result)
+    report = write_report(results, out, args.quick)
+    print(report)
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
