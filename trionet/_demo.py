@@ -42,8 +42,14 @@ async def _framed_echo(report: Report) -> None:
 def _parts() -> dict[str, DemoPart]:
     from .aproto._demo import demo as aproto_demo
     from .asgi._demo import demo as asgi_demo
+    from .channel._demo import demo as channel_demo
 
-    return {"framing": _framed_echo, "asgi": asgi_demo, "aproto": aproto_demo}
+    return {
+        "framing": _framed_echo,
+        "asgi": asgi_demo,
+        "channel": channel_demo,
+        "aproto": aproto_demo,
+    }
 
 
 async def run_demo(only: Sequence[str] | None = None) -> int:

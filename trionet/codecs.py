@@ -278,12 +278,15 @@ def register_codec(name: str, factory: Callable[[], Codec], *, replace: bool = F
     _REGISTRY[key] = factory
 
 
-def get_codec(codec: str | Codec) -> Codec:
-    """Return a new codec for a registered name (case-insensitive), or *codec* itself.
+def get_codec(codec: str | Codec | type[Codec]) -> Codec:
+    """Return a codec: a new one for a registered name (case-insensitive) or a codec class
+    (aiomas users pass classes), or *codec* itself if it is already an instance.
 
     Raises:
         ValueError: for an unknown name; the message lists the known ones.
     """
+    if isinstance(codec, type):
+        return codec()
     if not isinstance(codec, str):
         return codec
     try:

@@ -167,6 +167,7 @@ def test_registry() -> None:
     assert a is not b  # each caller gets its own serializer registry
     codec = ZiProto()
     assert get_codec(codec) is codec
+    assert isinstance(get_codec(MsgPack), MsgPack)  # a class is instantiated, as aiomas does
     with pytest.raises(ValueError, match="known codecs: json, msgpack, ziproto"):
         get_codec("yaml")
     with pytest.raises(ValueError, match="already registered"):

@@ -1,0 +1,315 @@
+"""Opening channels: :func:`open_connection`, :func:`open_channel` and :func:`start_server`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as _stdlib_socket
+import ssl
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import trio
+
+from ..codecs import Codec, get_codec
+from ..framing import DEFAULT_MAX_FRAME_SIZE
+from ._channel import Channel
+
+__all__ = ["Address", "CodecSpec", "open_channel", "open_connection", "start_server"]
+
+logger = logging.getLogger("trionet.channel")
+
+#: A TCP ``(host, port)`` tuple or a Unix socket path.
+Address = tuple[str, int] | str
+#: A codec name, a codec object (shared by all connections) or a factory called per connection.
+CodecSpec = str | Codec | Callable[[], Codec]
+
+_DEFAULT_BACKLOG = 128
+
+
+def _codec_factory(codec: CodecSpec) -> Callable[[], Codec]:
+    """One codec per call for factories; names and objects are resolved once and shared."""
+    if isinstance(codec, type):
+        return codec  # a codec class: one instance per connection
+    if isinstance(codec, (str, Codec)):
+        shared = get_codec(codec)
+        return lambda: shared
+    if callable(codec):
+        return codec
+    raise TypeError(f"codec must be a name, a codec or a codec factory, not {codec!r}")
+
+
+def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The single exception inside a (possibly nested) group, or ``None`` if there are more."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
+
+
+@asynccontextmanager
+async def _open_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery that lets a single exception out as itself, not in an exception group.
+
+    For async context managers that hide a nursery: the caller's own exception (or the one
+    error of a helper task) comes out unwrapped; several at once stay grouped.
+    """
+    error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        error = _unwrap_group(group)
+        if error is None:
+            raise
+    if error is not None:
+        # Raised outside the except block so that its context stays what it was.
+        raise error
+
+
+@asynccontextmanager
+async def open_channel(
+    stream: trio.abc.Stream,
+    *,
+    codec: CodecSpec = "json",
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> AsyncIterator[Channel]:
+    """Run a :class:`Channel` over an existing stream; close both on exit.
+
+    Use it for streams you opened yourself, for example one end of
+    :func:`trio.testing.memory_stream_pair`::
+
+        left, right = trio.testing.memory_stream_pair()
+        async with open_channel(left) as a, open_channel(right) as b:
+            ...
+
+    Args:
+        stream: the byte stream; it is closed when the block exits.
+        codec: a codec name (``"json"`` by default, ``"msgpack"``), object or factory.
+        max_frame_size: the largest message accepted or sent, in bytes.
+    """
+    channel: Channel | None = None
+    try:
+        async with _open_nursery() as nursery:
+            channel = Channel(
+                stream, nursery, codec=_codec_factory(codec)(), max_frame_size=max_frame_size
+            )
+            try:
+                yield channel
+            finally:
+                await channel.aclose()
+    finally:
+        if channel is None:
+            await trio.aclose_forcefully(stream)
+
+
+async def _connect(
+    addr: Address,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    kwds: dict[str, Any],
+) -> trio.abc.Stream:
+    stream: trio.abc.Stream
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        stream = await trio.open_tcp_stream(host, port, **kwds)
+        hostname = server_hostname if server_hostname is not None else host
+    elif isinstance(addr, (str, os.PathLike)):
+        if kwds:
+            raise TypeError(f"unexpected arguments for a Unix socket: {', '.join(kwds)}")
+        stream = await trio.open_unix_socket(addr)
+        hostname = server_hostname if server_hostname is not None else "localhost"
+    else:
+        raise TypeError(f"addr must be a (host, port) tuple or a socket path, not {addr!r}")
+    if ssl_context is None:
+        return stream
+    ssl_stream = trio.SSLStream(stream, ssl_context, server_hostname=hostname)
+    try:
+        await ssl_stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(ssl_stream)
+        raise
+    return ssl_stream
+
+
+@asynccontextmanager
+async def open_connection(
+    addr: Address,
+    *,
+    codec: CodecSpec = "json",
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    **kwds: Any,
+) -> AsyncIterator[Channel]:
+    """Connect to a channel server; yield the :class:`Channel`, close it on exit.
+
+    ::
+
+        async with open_connection(("127.0.0.1", 5555)) as channel:
+            reply = await channel.send(["ping", 42])
+
+    Args:
+        addr: ``(host, port)`` for TCP, or a path (``str``) for a Unix socket.
+        codec: a codec name (``"json"`` by default, as aiomas 2.x, or ``"msgpack"``), a codec
+            object, or a factory returning one.
+        ssl_context: connect with TLS using this context (server certificate checked against
+            *server_hostname*).
+        server_hostname: the name to check the server's certificate against; defaults to the
+            TCP host (``"localhost"`` for Unix sockets).
+        max_frame_size: the largest message accepted or sent, in bytes.
+        **kwds: passed on to :func:`trio.open_tcp_stream` (``happy_eyeballs_delay``,
+            ``local_address``).
+
+    Raises:
+        OSError: the connection could not be made (for example ``ConnectionRefusedError``, or
+            ``FileNotFoundError`` for a missing socket path).
+        trio.BrokenResourceError: the TLS handshake failed.
+    """
+    stream = await _connect(addr, ssl_context, server_hostname, kwds)
+    async with open_channel(stream, codec=codec, max_frame_size=max_frame_size) as channel:
+        yield channel
+
+
+async def _open_listeners(addr: Address, backlog: int | None) -> list[trio.SocketListener]:
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return await trio.open_tcp_listeners(port, host=host or None, backlog=backlog)
+    if not isinstance(addr, (str, os.PathLike)):
+        raise TypeError(f"addr must be a (host, port) tuple or a socket path, not {addr!r}")
+    path = os.fspath(addr)
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)  # a stale socket left by an earlier server, as asyncio does
+    except FileNotFoundError:
+        pass
+    sock = trio.socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        sock.listen(_DEFAULT_BACKLOG if backlog is None else backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return [trio.SocketListener(sock)]
+
+
+def _bound_address(listener: trio.SocketListener) -> Any:
+    name = listener.socket.getsockname()
+    if isinstance(name, tuple):
+        return (name[0], name[1])
+    return os.fsdecode(name)
+
+
+async def start_server(
+    addr: Address,
+    client_connected_cb: Callable[[Channel], Awaitable[object]],
+    *,
+    codec: CodecSpec = "json",
+    ssl_context: ssl.SSLContext | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    backlog: int | None = None,
+    task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve channels on *addr* until cancelled; start it with ``nursery.start``.
+
+    ::
+
+        async def handle(channel):
+            async for request in channel:
+                await request.reply(request.content)
+
+        addresses = await nursery.start(start_server, ("127.0.0.1", 0), handle)
+
+    For each connection, ``await client_connected_cb(channel)`` runs in a task of a nursery
+    the server owns; the connection is closed when it returns. An exception escaping it is
+    logged (on the ``trionet.channel`` logger) and closes that connection only. Cancelling the
+    server cancels every connection's task and closes every connection. A client sending a
+    malformed or oversize message is disconnected; the others are not affected.
+
+    Args:
+        addr: ``(host, port)`` for TCP (port 0 picks a free port; host ``""`` means every
+            interface), or a path (``str``) for a Unix socket (a stale socket file there is
+            replaced, and removed again when the server stops).
+        client_connected_cb: ``async def cb(channel)``, run once per connection.
+        codec: a codec name (``"json"`` by default, as aiomas 2.x, or ``"msgpack"``) or a
+            codec object, shared by all connections; or a factory called per connection.
+        ssl_context: serve TLS with this server-side context; the handshake is done before
+            *client_connected_cb* runs, and a failed handshake only closes that connection.
+        max_frame_size: the largest message accepted or sent, in bytes.
+        backlog: the listen backlog (trio's default if ``None``).
+        task_status: set by ``nursery.start``; receives the list of bound addresses,
+            ``(host, port)`` tuples or the socket path.
+    """
+    make_codec = _codec_factory(codec)
+    listeners = await _open_listeners(addr, backlog)
+    unix_path = None if isinstance(addr, tuple) else os.fspath(addr)
+    unix_inode = os.stat(unix_path).st_ino if unix_path is not None else None
+    try:
+        async with trio.open_nursery() as nursery:
+            handler = partial(
+                _serve_connection,
+                nursery=nursery,
+                callback=client_connected_cb,
+                make_codec=make_codec,
+                ssl_context=ssl_context,
+                max_frame_size=max_frame_size,
+            )
+            await nursery.start(partial(trio.serve_listeners, handler, listeners,
+                                        handler_nursery=nursery))
+            task_status.started([_bound_address(listener) for listener in listeners])
+    finally:
+        if unix_path is not None:
+            _remove_socket_file(unix_path, unix_inode)
+
+
+def _remove_socket_file(path: str, inode: int | None) -> None:
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+async def _serve_connection(
+    stream: trio.abc.Stream,
+    *,
+    nursery: trio.Nursery,
+    callback: Callable[[Channel], Awaitable[object]],
+    make_codec: Callable[[], Codec],
+    ssl_context: ssl.SSLContext | None,
+    max_frame_size: int,
+) -> None:
+    peer = "a client"
+    try:
+        if ssl_context is not None:
+            stream = trio.SSLStream(stream, ssl_context, server_side=True)
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as exc:
+                logger.info("TLS handshake failed: %s", exc.__cause__ or exc)
+                return
+        channel = Channel(stream, nursery, codec=make_codec(), max_frame_size=max_frame_size)
+        peer = channel.origin
+        try:
+            await callback(channel)
+        finally:
+            await channel.aclose()
+    except Exception as exc:
+        if _is_disconnect(exc):
+            logger.debug("connection from %s ended: %s", peer, exc)
+        else:
+            logger.exception("unhandled error in the handler for %s", peer)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """True for a lost connection, or an exception group made only of lost connections."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_disconnect(inner) for inner in exc.exceptions)
+    return isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError))

@@ -1,0 +1,55 @@
+"""Remote procedure calls over request-reply channels, wire-compatible with aiomas 2.x rpc.
+
+Expose functions with :func:`expose` on a service (a class with ``router = Service()``, or a
+:class:`ServiceDict`), serve it with :func:`start_server`, and call it through the proxies of an
+:class:`RpcClient`::
+
+    class Calculator:
+        router = Service()
+
+        @expose
+        def add(self, a, b):
+            return a + b
+
+    addresses = await nursery.start(start_server, ("127.0.0.1", 0), Calculator())
+    async with open_connection(addresses[0]) as client:
+        assert await client.remote.add(1, 2) == 3
+
+A remote exception is raised as :class:`~trionet.errors.RemoteException`.
+"""
+
+from __future__ import annotations
+
+from ..errors import RemoteException as RemoteException
+from ._rpc import (
+    Proxy as Proxy,
+    Router as Router,
+    RpcClient as RpcClient,
+    RpcService as RpcService,
+    Service as Service,
+    ServiceDict as ServiceDict,
+    expose as expose,
+    open_connection as open_connection,
+    serve_rpc as serve_rpc,
+    start_server as start_server,
+)
+
+__all__ = [
+    "Proxy",
+    "RemoteException",
+    "Router",
+    "RpcClient",
+    "RpcService",
+    "Service",
+    "ServiceDict",
+    "expose",
+    "open_connection",
+    "serve_rpc",
+    "start_server",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "."):
+        _obj.__module__ = __name__
+del _name, _obj

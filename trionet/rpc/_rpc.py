@@ -1,0 +1,439 @@
+"""Remote procedure calls over a request-reply :class:`~trionet.channel.Channel` (aiomas rpc).
+
+A call is one channel request whose content is ``[path, args, kwargs]``, exactly as aiomas
+sends it: *path* names the function, ``/``-separated through nested services
+(``"calc/add"``). The reply is the function's return value; an exception becomes a failure,
+raised on the caller's side as :class:`~trionet.errors.RemoteException`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Protocol, TypeVar, cast, overload, runtime_checkable
+
+import trio
+
+from ..channel import (
+    Channel,
+    open_connection as _open_channel_connection,
+    start_server as _start_channel_server,
+)
+from ..channel._open import Address, CodecSpec, _open_nursery
+from ..framing import DEFAULT_MAX_FRAME_SIZE
+
+__all__ = [
+    "Proxy",
+    "Router",
+    "RpcClient",
+    "RpcService",
+    "Service",
+    "ServiceDict",
+    "expose",
+    "open_connection",
+    "serve_rpc",
+    "start_server",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EXPOSED = "__rpc__"
+
+
+def expose(func: F) -> F:
+    """Decorator: make *func* callable by the peer. The function is returned unchanged.
+
+    Works on plain functions, methods, ``async def`` functions and methods.
+
+    Raises:
+        TypeError: *func* is not callable.
+    """
+    if not callable(func):
+        raise TypeError(f"{func!r} is not callable")
+    setattr(func, _EXPOSED, True)
+    return func
+
+
+def _is_exposed(obj: object) -> bool:
+    return callable(obj) and getattr(obj, _EXPOSED, False) is True
+
+
+@runtime_checkable
+class RpcService(Protocol):
+    """Anything with a :class:`Router` in its ``router`` attribute can be served."""
+
+    @property
+    def router(self) -> Router: ...
+
+
+class Router:
+    """Resolves call paths such as ``"calc/add"`` to exposed functions of an object.
+
+    Each service object has one router (made for it by :class:`Service` or
+    :class:`ServiceDict`). Sub-services are attached by name with :meth:`add`; a path walks
+    them and ends at an exposed function.
+
+    Args:
+        obj: the service object (or dict, for :class:`ServiceDict`).
+        lookup: how a name is looked up on *obj*; attribute access by default.
+    """
+
+    __slots__ = ("_cache", "_children", "_lookup", "name", "obj", "parent")
+
+    def __init__(self, obj: Any, lookup: Callable[[str], Any] | None = None) -> None:
+        self.obj = obj
+        self._lookup: Callable[[str], Any] = lookup or partial(getattr, obj)
+        self._children: dict[str, Router] = {}
+        self._cache: dict[str, Callable[..., Any]] = {}
+        #: The name under which the parent router knows this one ("" for a root).
+        self.name = ""
+        #: The parent router, or ``None`` for a root.
+        self.parent: Router | None = None
+
+    def __repr__(self) -> str:
+        return f"<Router {self.path or '/'} of {type(self.obj).__name__}>"
+
+    @property
+    def path(self) -> str:
+        """This router's path from the root (``""`` for the root itself)."""
+        parts: list[str] = []
+        router: Router | None = self
+        while router is not None and router.parent is not None:
+            parts.append(router.name)
+            router = router.parent
+        return "/".join(reversed(parts))
+
+    def add(self, name: str, service: RpcService | None = None) -> None:
+        """Attach a sub-service under *name*: ``self.obj.<name>`` unless *service* is given.
+
+        Raises:
+            ValueError: the name contains ``/``, is taken, or the service already has a parent.
+            TypeError: the object is not a service (it has no ``router``).
+        """
+        if not name or "/" in name:
+            raise ValueError(f"invalid sub-service name {name!r}")
+        if name in self._children:
+            raise ValueError(f"a sub-service named {name!r} is already attached")
+        target = self._lookup(name) if service is None else service
+        router = getattr(target, "router", None)
+        if not isinstance(router, Router):
+            raise TypeError(f"{target!r} is not an RPC service (it has no Router 'router')")
+        if router.parent is not None:
+            raise ValueError(f"{target!r} is already a sub-service of {router.parent.obj!r}")
+        router.name = name
+        router.parent = self
+        self._children[name] = router
+        self._cache.clear()
+
+    def resolve(self, path: str) -> Callable[..., Any]:
+        """Return the exposed function at *path*.
+
+        Raises:
+            LookupError: nothing is exposed at *path* (the message says which part failed).
+        """
+        func = self._cache.get(path)
+        if func is not None:
+            return func
+        if not isinstance(path, str) or not path:
+            raise LookupError(f"invalid RPC path {path!r}")
+        *services, name = path.split("/")
+        router = self
+        for index, part in enumerate(services):
+            child = router._children.get(part)
+            if child is None:
+                where = "/".join(services[:index]) or "/"
+                raise LookupError(f"no service {part!r} in {where!r}")
+            router = child
+        try:
+            found: Any = router._lookup(name)
+        except (AttributeError, KeyError):
+            found = None
+        if found is None or name.startswith("_") or not _is_exposed(found):
+            where = "/".join(services) or "/"
+            raise LookupError(f"no exposed function {name!r} in {where!r}")
+        self._cache[path] = found
+        return cast(Callable[..., Any], found)
+
+
+class Service:
+    """Descriptor giving each instance of a class its own :class:`Router`::
+
+        class Calculator:
+            router = Service()
+
+            @expose
+            def add(self, a, b):
+                return a + b
+
+        class Root:
+            router = Service(["calc"])  # attributes holding sub-services
+
+            def __init__(self):
+                self.calc = Calculator()
+
+    Args:
+        sub_services: names of instance attributes holding sub-services; they are attached
+            the first time the router is used.
+    """
+
+    def __init__(self, sub_services: Iterable[str] = ()) -> None:
+        self._sub_services = tuple(sub_services)
+        self._attr = "router"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Service: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> Router: ...
+    def __get__(self, instance: object | None, owner: type) -> Service | Router:
+        if instance is None:
+            return self
+        key = f"_{self._attr}_router"
+        router: Router | None = instance.__dict__.get(key)
+        if router is None:
+            router = Router(instance)
+            instance.__dict__[key] = router
+            for name in self._sub_services:
+                router.add(name)
+        return router
+
+    def __set__(self, instance: object, value: object) -> None:
+        raise AttributeError("the router of a service cannot be replaced")
+
+    #: Alias of :func:`expose`, so that ``@Service.expose`` reads as in aiomas.
+    expose = staticmethod(expose)
+
+
+class ServiceDict:
+    """A service made of a dict: its values are exposed functions or sub-services.
+
+    ::
+
+        service = ServiceDict({"add": expose(lambda a, b: a + b), "calc": Calculator()})
+    """
+
+    def __init__(self, entries: dict[str, Any] | None = None) -> None:
+        self.entries: dict[str, Any] = dict(entries or {})
+        self.router = Router(self, self.entries.__getitem__)
+        for name, value in self.entries.items():
+            if isinstance(getattr(value, "router", None), Router):
+                self.router.add(name, value)
+
+
+class Proxy:
+    """A remote function or service: attribute access goes deeper, calling sends the request.
+
+    ``await client.remote.calc.add(1, 2)`` sends ``["calc/add", [1, 2], {}]`` and returns the
+    reply. Cancel the call with a trio deadline as usual; the channel stays usable.
+    """
+
+    __slots__ = ("_channel", "_children", "_path")
+
+    def __init__(self, channel: Channel, path: str = "") -> None:
+        self._channel = channel
+        self._path = path
+        self._children: dict[str, Proxy] = {}
+
+    def __repr__(self) -> str:
+        return f"<Proxy {self._path or '/'} on {self._channel.origin}>"
+
+    def __getattr__(self, name: str) -> Proxy:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        proxy = self._children.get(name)
+        if proxy is None:
+            path = f"{self._path}/{name}" if self._path else name
+            proxy = self._children[name] = Proxy(self._channel, path)
+        return proxy
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the remote function; return its result.
+
+        Raises:
+            RemoteException: the remote function raised (or the path does not exist there).
+            ChannelClosed: the connection is gone.
+            AttributeError: this proxy is the root (no function named).
+        """
+        if not self._path:
+            raise AttributeError("name a remote function: client.remote.<name>(...)")
+        return await self._channel.send([self._path, list(args), kwargs])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Proxy):
+            return NotImplemented
+        return self._channel is other._channel and self._path == other._path
+
+    def __hash__(self) -> int:
+        return hash((id(self._channel), self._path))
+
+
+class RpcClient:
+    """Calls the peer's service through :attr:`remote`.
+
+    Args:
+        channel: the channel to the peer.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._remote = Proxy(channel)
+
+    @property
+    def channel(self) -> Channel:
+        """The underlying :class:`~trionet.channel.Channel`."""
+        return self._channel
+
+    @property
+    def remote(self) -> Proxy:
+        """The root proxy: ``await client.remote.name(...)``, ``client.remote.sub.name(...)``."""
+        return self._remote
+
+    async def call(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the remote function at *path* (``"calc/add"``); same as going through
+        :attr:`remote`."""
+        return await self._channel.send([path, list(args), kwargs])
+
+
+def _router_of(service: RpcService) -> Router:
+    router = getattr(service, "router", None)
+    if not isinstance(router, Router):
+        raise TypeError(f"{service!r} is not an RPC service (it has no Router 'router')")
+    return router
+
+
+def _dispatcher(router: Router) -> Callable[[Any], Any]:
+    def dispatch(content: Any) -> Any:
+        if not isinstance(content, (list, tuple)) or len(content) != 3:
+            raise TypeError("an RPC request must be [path, args, kwargs]")
+        path, args, kwargs = content
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+            raise TypeError("an RPC request must be [path, args, kwargs]")
+        return router.resolve(path)(*args, **kwargs)
+
+    return dispatch
+
+
+async def serve_rpc(channel: Channel, service: RpcService, *, max_concurrency: int = 64) -> None:
+    """Answer the peer's calls on *channel* with *service* until the peer closes.
+
+    Plain functions run inline; ``async def`` functions run in their own tasks, at most
+    *max_concurrency* at a time. See :meth:`Channel.serve <trionet.channel.Channel.serve>`.
+
+    Raises:
+        TypeError: *service* has no router.
+        ChannelClosed: the connection broke.
+    """
+    await channel.serve(_dispatcher(_router_of(service)), max_concurrency=max_concurrency)
+
+
+@asynccontextmanager
+async def open_connection(
+    addr: Address,
+    *,
+    rpc_service: RpcService | None = None,
+    codec: CodecSpec = "json",
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    max_concurrency: int = 64,
+    **kwds: Any,
+) -> AsyncIterator[RpcClient]:
+    """Connect to an RPC server; yield an :class:`RpcClient`.
+
+    ::
+
+        async with trionet.rpc.open_connection(("127.0.0.1", port)) as client:
+            three = await client.remote.calc.add(1, 2)
+
+    Args:
+        addr: ``(host, port)`` or a Unix socket path.
+        rpc_service: serve this service to the peer too (calls in both directions), in a
+            task that ends with the block.
+        codec, ssl_context, server_hostname, max_frame_size, kwds: as for
+            :func:`trionet.channel.open_connection`.
+        max_concurrency: limit of concurrent ``async`` calls served to the peer.
+    """
+    router = _router_of(rpc_service) if rpc_service is not None else None
+    async with _open_channel_connection(
+        addr,
+        codec=codec,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        max_frame_size=max_frame_size,
+        **kwds,
+    ) as channel:
+        client = RpcClient(channel)
+        if router is None:
+            yield client
+            return
+        async with _open_nursery() as nursery:
+            nursery.start_soon(_serve_quietly, channel, _dispatcher(router), max_concurrency)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _serve_quietly(channel: Channel, dispatch: Callable[[Any], Any], limit: int) -> None:
+    # A lost connection is reported by the caller's own calls.
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await channel.serve(dispatch, max_concurrency=limit)
+
+
+async def start_server(
+    addr: Address,
+    rpc_service: RpcService,
+    client_connected_cb: Callable[[RpcClient], Awaitable[object]] | None = None,
+    *,
+    codec: CodecSpec = "json",
+    ssl_context: ssl.SSLContext | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    max_concurrency: int = 64,
+    backlog: int | None = None,
+    task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve *rpc_service* to every client until cancelled; start it with ``nursery.start``.
+
+    ::
+
+        addresses = await nursery.start(trionet.rpc.start_server, ("127.0.0.1", 0), Root())
+
+    Args:
+        addr: ``(host, port)`` or a Unix socket path.
+        rpc_service: the service (an object with a :class:`Router` ``router``).
+        client_connected_cb: optional ``async def cb(client)`` run alongside serving each
+            connection, with an :class:`RpcClient` to call the peer back; it is cancelled
+            when the peer disconnects.
+        codec, ssl_context, max_frame_size, backlog, task_status: as for
+            :func:`trionet.channel.start_server`.
+        max_concurrency: limit of concurrent ``async`` calls per connection.
+
+    Raises:
+        TypeError: *rpc_service* has no router.
+    """
+    dispatch = _dispatcher(_router_of(rpc_service))
+
+    async def on_connection(channel: Channel) -> None:
+        if client_connected_cb is None:
+            await channel.serve(dispatch, max_concurrency=max_concurrency)
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client_connected_cb, RpcClient(channel))
+            await channel.serve(dispatch, max_concurrency=max_concurrency)
+            nursery.cancel_scope.cancel()
+
+    await _start_channel_server(
+        addr,
+        on_connection,
+        codec=codec,
+        ssl_context=ssl_context,
+        max_frame_size=max_frame_size,
+        backlog=backlog,
+        task_status=task_status,
+    )
+
