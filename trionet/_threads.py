@@ -68,14 +68,31 @@ async def run_blocking(
             if result is None:
                 callback()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch_for_cancel)
-        with trio.CancelScope(shield=True):
-            result = await trio.to_thread.run_sync(outcome.capture, fn, *args, limiter=limiter)
-        nursery.cancel_scope.cancel()
-    # If we were cancelled, leaving the nursery raised Cancelled and we never get here.
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_for_cancel)
+            with trio.CancelScope(shield=True):
+                result = await trio.to_thread.run_sync(
+                    outcome.capture, fn, *args, limiter=limiter
+                )
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The watcher's Cancelled arrives wrapped in the nursery's group; callers must see the
+        # bare trio.Cancelled, as from any other checkpoint.
+        cancelled, rest = group.split(trio.Cancelled)
+        if rest is None and cancelled is not None:
+            raise _first_leaf(cancelled) from None
+        raise
+    # If we were cancelled, we left through the except clause and never get here.
     assert result is not None
     return result.unwrap()
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 class TrioPortal:
@@ -252,3 +269,316 @@ class ThreadWorker:
         self._queue.put(job)
         await done.wait()
         return box[0].unwrap()
+
+
+__all__ += ["SocketInterrupter"]
+
+_SockT = TypeVar("_SockT")
+
+
+class SocketInterrupter:
+    """Lets trio interrupt a blocking socket call that runs on a worker thread.
+
+    A blocking client (smtplib, imaplib) running under :func:`run_blocking` tells the interrupter
+    which socket it is using (:meth:`attach`, or :meth:`replace` when a TLS wrap swaps the socket
+    object); pass :meth:`interrupt` as *on_cancel*. Interrupting shuts a connected socket down in
+    both directions, so a ``recv()``, ``sendall()`` or TLS handshake blocked on it returns at once
+    with an error. (Connect the socket before attaching it, e.g. from trio: a socket that is not
+    connected yet cannot be shut down.) The state is sticky: once interrupted, every later
+    :meth:`attach` or :meth:`replace` fails, so a call that was about to start blocking on a new
+    socket cannot miss the interruption. The connection is unusable afterwards; make a new
+    interrupter for the next one.
+
+    All methods are thread-safe and never block for long (the lock only covers non-blocking work).
+    """
+
+    __slots__ = ("_interrupted", "_lock", "_sock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: Any = None
+        self._interrupted = False
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether :meth:`interrupt` has been called."""
+        return self._interrupted
+
+    def attach(self, sock: Any) -> None:
+        """Make ``sock`` the socket that :meth:`interrupt` shuts down.
+
+        Raises:
+            InterruptedError: :meth:`interrupt` was already called; ``sock`` is left untouched
+                (the caller still owns it and should close it).
+        """
+        with self._lock:
+            if self._interrupted:
+                raise InterruptedError("the blocking call was interrupted (cancelled)")
+            self._sock = sock
+
+    def replace(self, make: Callable[[], _SockT]) -> _SockT:
+        """Call ``make()`` (non-blocking, e.g. an ``SSLContext.wrap_socket`` with
+        ``do_handshake_on_connect=False``) and attach its result, atomically with respect to
+        :meth:`interrupt`.
+
+        Raises:
+            InterruptedError: :meth:`interrupt` was already called; ``make`` is not called.
+        """
+        with self._lock:
+            if self._interrupted:
+                raise InterruptedError("the blocking call was interrupted (cancelled)")
+            sock = make()
+            self._sock = sock
+            return sock
+
+    def interrupt(self) -> None:
+        """Shut the attached socket down (if any) and refuse every later attach. Idempotent."""
+        import contextlib
+        import socket
+
+        with self._lock:
+            self._interrupted = True
+            sock = self._sock
+            if sock is None:
+                return
+            # not connected yet, already closed, or the peer is gone: nothing to interrupt
+            with contextlib.suppress(OSError):
+                # The plain socket method, also for an ssl.SSLSocket: SSLSocket.shutdown would
+                # also drop its SSL object, which another thread is using right now.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+__all__ += ["LoopThread"]
+
+
+class LoopThread:
+    """One dedicated OS thread that runs a *step* function over and over, plus calls queued from
+    trio in between, and that trio can wake while the step waits on its sockets.
+
+    It is made for a blocking network library driven by a select loop (paho-mqtt): the step
+    function does one round of network work and waits for its sockets with :meth:`wait`, which
+    returns early as soon as a call is queued with :meth:`submit` or :meth:`call`, or when the
+    thread is asked to stop. Everything the library does then happens on this one thread, so the
+    library needs no locking, and queued calls reach it without a polling delay.
+
+    Waking costs at most one byte written to a socket pair per round of the loop, however many
+    calls are queued in that round (calls queued while a wake-up is still pending write nothing).
+
+    Start it inside a nursery (``await nursery.start(loop.run)``); it stops, and the nursery waits
+    for the thread, when that nursery is cancelled or :meth:`stop` is called::
+
+        def step() -> None:
+            readable, writable = loop.wait([sock.fileno()], [], 1.0)
+            ...
+
+        loop = LoopThread("mqtt-network", step)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(loop.run)
+            loop.submit(print, "runs on the loop thread")
+            nursery.cancel_scope.cancel()
+
+    Args:
+        name: the thread's name (shown in tracebacks and ``threading.enumerate()``).
+        step: called on the thread in a loop until the thread stops; it should block only in
+            :meth:`wait`. An exception it raises stops the thread and is re-raised by :meth:`run`.
+        on_exit: optional callable run on the thread just before it exits.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], object],
+        *,
+        on_exit: Callable[[], object] | None = None,
+    ) -> None:
+        import collections
+
+        self.name = name
+        self._step = step
+        self._on_exit = on_exit
+        self._jobs: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._running = False
+        self._stopped = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._wake_r: Any = None
+        self._wake_w: Any = None
+        self._wake_pending = False
+        self._poll: Any = None
+        self._registered: dict[int, int] = {}
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The loop's thread while it runs, else None."""
+        return self._thread
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`run` until the thread has stopped."""
+        return self._running and not self._stopped
+
+    def in_loop_thread(self) -> bool:
+        """True when called on the loop's own thread."""
+        return self._thread is threading.current_thread()
+
+    async def run(self, *, task_status: trio.TaskStatus[LoopThread] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Run the thread until :meth:`stop` or cancellation; use with ``nursery.start``."""
+        import socket
+
+        if self._running or self._stopped:
+            raise RuntimeError(f"{self.name}: a LoopThread runs once")
+        self._running = True
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+        async def stop_on_cancel() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.stop()
+
+        def main() -> None:
+            self._thread = threading.current_thread()
+            self._main()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stop_on_cancel)
+                task_status.started(self)
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(main, thread_name=self.name)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._stopped = True
+            self._thread = None
+            self._jobs.clear()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _main(self) -> None:
+        jobs = self._jobs
+        step = self._step
+        try:
+            while True:
+                while jobs:
+                    fn, args = jobs.popleft()
+                    fn(*args)
+                if self._stopping:
+                    break
+                step()
+        finally:
+            if self._on_exit is not None:
+                self._on_exit()
+
+    def _wake(self) -> None:
+        if not self._wake_pending and self._wake_w is not None:
+            self._wake_pending = True
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:  # buffer full: a wake-up is pending anyway; closed: the loop is over
+                return
+
+    def stop(self) -> None:
+        """Ask the thread to exit after the step it is running (safe from any thread)."""
+        self._stopping = True
+        self._wake_pending = False
+        self._wake()
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        """Queue ``fn(*args)`` on the loop thread and wake it; do not wait. Thread-safe.
+
+        Calls run in the order they were submitted, between two steps. An exception raised by
+        the call stops the thread (and :meth:`run` re-raises it), so submit only calls that
+        handle their own errors, or use :meth:`call`.
+
+        Raises:
+            trio.ClosedResourceError: the loop has stopped.
+        """
+        if self._stopped or self._stopping:
+            raise trio.ClosedResourceError(f"{self.name}: the loop thread has stopped")
+        self._jobs.append((fn, args))
+        self._wake()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the loop thread and return its result (or raise its error).
+
+        If the caller is cancelled, the call still runs when its turn comes and its result is
+        dropped.
+
+        Raises:
+            trio.ClosedResourceError: the loop is not running (or stops before the call runs).
+        """
+        if not self.running or self._stopping:
+            raise trio.ClosedResourceError(f"{self.name}: the loop thread is not running")
+        portal = TrioPortal()
+        done = trio.Event()
+        box: list[outcome.Outcome[T]] = []
+
+        def finish(result: outcome.Outcome[T]) -> None:
+            box.append(result)
+            done.set()
+
+        def job() -> None:
+            portal.call_soon(finish, outcome.capture(fn, *args))
+
+        self.submit(job)
+        await done.wait()
+        return box[0].unwrap()
+
+    def wait(self, readable: list[int] | tuple[int, ...], writable: list[int] | tuple[int, ...],
+             timeout: float | None) -> tuple[list[int], list[int]]:
+        """Wait (on the loop thread) until a file descriptor is ready, a call is queued, the
+        loop is asked to stop, or *timeout* seconds (None: no limit) have passed.
+
+        Returns:
+            ``(readable_fds, writable_fds)``: the descriptors that are ready. A descriptor with
+            an error or hang-up condition is reported in both lists, so that the caller's next
+            read or write discovers the error.
+        """
+        import select
+
+        if self._jobs or self._stopping:
+            timeout = 0.0
+        poll = self._poll
+        if poll is None:
+            poll = self._poll = select.poll()
+            poll.register(self._wake_r.fileno(), select.POLLIN)
+        wanted: dict[int, int] = {}
+        for fd in readable:
+            wanted[fd] = select.POLLIN
+        for fd in writable:
+            wanted[fd] = wanted.get(fd, 0) | select.POLLOUT
+        registered = self._registered
+        if wanted != registered:
+            for fd in registered:
+                if fd not in wanted:
+                    poll.unregister(fd)
+            for fd, mask in wanted.items():
+                if registered.get(fd) != mask:
+                    poll.register(fd, mask)  # register() also modifies an existing entry
+            self._registered = wanted
+        ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        ready = poll.poll(ms)
+        wake_fd = self._wake_r.fileno()
+        out_r: list[int] = []
+        out_w: list[int] = []
+        for fd, events in ready:
+            if fd == wake_fd:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+                # Cleared only after draining: a submit() that saw True put its call in the queue
+                # before we got here, so the loop runs it; one that sees False writes a new byte.
+                self._wake_pending = False
+                continue
+            if events & (select.POLLIN | select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                out_r.append(fd)
+            if events & (select.POLLOUT | select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                out_w.append(fd)
+        return out_r, out_w

@@ -24,6 +24,7 @@ async def test_run_blocking_cancel_unblocks_the_thread() -> None:
     before = threading.active_count()
     a, b = socket.socketpair()
     cancelled_calls = []
+    raised_bare = False
 
     def on_cancel() -> None:
         cancelled_calls.append(True)
@@ -31,8 +32,13 @@ async def test_run_blocking_cancel_unblocks_the_thread() -> None:
 
     try:
         with trio.move_on_after(0.2) as scope:
-            await run_blocking(a.recv, 10, on_cancel=on_cancel)
+            try:
+                await run_blocking(a.recv, 10, on_cancel=on_cancel)
+            except trio.Cancelled:  # bare, not wrapped in an ExceptionGroup
+                raised_bare = True
+                raise
         assert scope.cancelled_caught
+        assert raised_bare
         assert cancelled_calls == [True]
     finally:
         a.close()

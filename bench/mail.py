@@ -1,0 +1,321 @@
+"""Mail: trionet's SMTP and IMAP clients vs plain smtplib / imaplib, against real Postfix and
+Dovecot (started here with trionet.testing.MailServers; needs root, like the tests).
+
+Rows (times in ms, lower is better; each contender connects, logs in and disconnects outside
+the timed part, so a row measures only the work named):
+
+* ``send N small``: N small messages on one connection. Peer: plain smtplib, an EmailMessage
+  built and ``send_message()`` called per message. trionet: ``AsyncSMTPClient.send_many``
+  (MailMessage objects built in the timed part too). Goal: trionet >= 0.9x the peer.
+* ``fetch N``: read N small messages of a mailbox and parse them. Peers: imaplib with one
+  ``FETCH (RFC822)`` per message and the original's parsing (compat32 ``message_from_bytes`` +
+  a walk over the parts), once as a plain loop and once with a thread hop per FETCH as mtaio's
+  ``asyncio.to_thread`` did; trionet: ``fetch_messages("ALL", limit=None)``, one batched
+  ``UID FETCH ... BODY.PEEK[]`` whose result is parsed into MailMessage objects. Goal:
+  trionet >= 5x the plain loop.
+
+On loopback a round trip costs ~0.3 ms, so parsing dominates; mail servers are usually further
+away. The ``@ 2 ms RTT`` rows run the same contenders through a relay that delays every chunk by
+1 ms each way (a LAN; the internet is 10-100x that), which is where one round trip per message
+shows. (Informational, no goal.)
+
+``--quick``: 2 rounds of 50 messages. The machine is shared: read the ratios, not the times.
+"""
+
+from __future__ import annotations
+
+import email
+import imaplib
+import smtplib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from email.message import EmailMessage, Message
+from types import TracebackType
+from typing import Any
+
+import trio
+from _harness import Contender, Row, main_args, run_rows
+
+from trionet.mail import AsyncIMAPClient, AsyncSMTPClient, MailMessage
+from trionet.testing import MailInfo, MailServers
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class LatencyRelay:
+    """A TCP relay to ``host:port`` that holds every chunk ``delay`` seconds in each direction
+    (a longer wire, not a narrower one). Runs its own trio loop on a thread of this script."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self.target = (host, port)
+        self.delay = delay
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), name="relay")
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope = trio.CancelScope()
+
+    def __enter__(self) -> LatencyRelay:
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        assert self._token is not None
+        self._token.run_sync_soon(self._scope.cancel)
+        self._thread.join()
+
+    async def _main(self) -> None:
+        with self._scope:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            self.port = listeners[0].socket.getsockname()[1]
+            self._token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with (
+            client,
+            await trio.open_tcp_stream(*self.target) as upstream,
+            trio.open_nursery() as nursery,
+        ):
+            for source, sink in ((client, upstream), (upstream, client)):
+                send, receive = trio.open_memory_channel[tuple[float, bytes]](1000)
+                nursery.start_soon(self._read, source, send, nursery.cancel_scope)
+                nursery.start_soon(self._write, receive, sink)
+
+    async def _read(self, source: trio.SocketStream,
+                    send: trio.MemorySendChannel[tuple[float, bytes]],
+                    scope: trio.CancelScope) -> None:
+        async with send:
+            try:
+                while data := await source.receive_some(65536):
+                    await send.send((trio.current_time() + self.delay, data))
+            except trio.BrokenResourceError:
+                pass
+        await trio.sleep(self.delay * 2)
+        scope.cancel()
+
+    async def _write(self, receive: trio.MemoryReceiveChannel[tuple[float, bytes]],
+                     sink: trio.SocketStream) -> None:
+        async for due, data in receive:
+            await trio.sleep_until(due)
+            try:
+                await sink.send_all(data)
+            except trio.BrokenResourceError:
+                return
+
+
+def _with_relay(info: MailInfo, *, smtp: LatencyRelay, imap: LatencyRelay) -> MailInfo:
+    return replace(info, smtp_port=smtp.port, imaps_port=imap.port)
+
+
+# -- sending --------------------------------------------------------------------------------------
+
+
+def smtplib_send(info: MailInfo, count: int) -> float:
+    alice, bob = info.user("alice"), info.user("bob")
+    with smtplib.SMTP(info.host, info.smtp_port, timeout=60) as smtp:
+        smtp.starttls(context=info.ssl_context())
+        smtp.login(alice.address, alice.password)
+        start = time.perf_counter()
+        for n in range(count):
+            message = EmailMessage()
+            message["Subject"] = f"bench smtplib {n}"
+            message["From"] = alice.address
+            message["To"] = bob.address
+            message.set_content(f"small message {n}\n")
+            smtp.send_message(message)
+        return _ms(start)
+
+
+def trionet_send(info: MailInfo, count: int) -> float:
+    alice, bob = info.user("alice"), info.user("bob")
+
+    async def main() -> float:
+        async with AsyncSMTPClient() as client:
+            await client.connect(info.host, info.smtp_port, ssl_context=info.ssl_context())
+            await client.login(alice.address, alice.password)
+            start = time.perf_counter()
+            messages = [
+                MailMessage(f"bench trionet {n}", alice.address, [bob.address],
+                            text_content=f"small message {n}\n")
+                for n in range(count)
+            ]
+            results = await client.send_many(messages)
+            elapsed = _ms(start)
+        assert all(r.sent for r in results)
+        return elapsed
+
+    return trio.run(main)
+
+
+# -- fetching -------------------------------------------------------------------------------------
+
+
+def original_parse(raw: bytes) -> dict[str, Any]:
+    """What mtaio did with each fetched message: compat32 parse, then a walk over the parts."""
+    message = email.message_from_bytes(raw)
+    text = html = None
+    attachments = []
+    part: Message
+    for part in message.walk():
+        kind = part.get_content_type()
+        payload = part.get_payload(decode=True)
+        if kind == "text/plain" and isinstance(payload, bytes):
+            text = payload.decode()
+        elif kind == "text/html" and isinstance(payload, bytes):
+            html = payload.decode()
+        elif part.get_filename():
+            attachments.append((part.get_filename(), payload))
+    return {"subject": message.get("Subject", ""), "from": message.get("From", ""),
+            "text": text, "html": html, "attachments": attachments}
+
+
+def _imaplib_session(info: MailInfo, mailbox: str) -> imaplib.IMAP4_SSL:
+    imap = imaplib.IMAP4_SSL(info.host, info.imaps_port, ssl_context=info.ssl_context())
+    alice = info.user("alice")
+    imap.login(alice.address, alice.password)
+    imap.select(f'"{mailbox}"')
+    return imap
+
+
+def imaplib_fetch(info: MailInfo, mailbox: str, count: int) -> float:
+    imap = _imaplib_session(info, mailbox)
+    try:
+        start = time.perf_counter()
+        _, found = imap.search(None, "ALL")
+        parsed = []
+        for number in found[0].split():
+            _, data = imap.fetch(number.decode(), "(RFC822)")
+            part = data[0]
+            assert isinstance(part, tuple)
+            parsed.append(original_parse(part[1]))
+        elapsed = _ms(start)
+    finally:
+        imap.logout()
+    assert len(parsed) == count
+    return elapsed
+
+
+def threaded_fetch(info: MailInfo, mailbox: str, count: int) -> float:
+    """The original's shape: every FETCH is its own thread hop (asyncio.to_thread there)."""
+
+    async def main() -> float:
+        imap = await trio.to_thread.run_sync(_imaplib_session, info, mailbox)
+        try:
+            start = time.perf_counter()
+            _, found = await trio.to_thread.run_sync(imap.search, None, "ALL")
+            parsed = []
+            for number in found[0].split():
+                _, data = await trio.to_thread.run_sync(imap.fetch, number.decode(), "(RFC822)")
+                part = data[0]
+                assert isinstance(part, tuple)
+                parsed.append(original_parse(part[1]))
+            elapsed = _ms(start)
+        finally:
+            await trio.to_thread.run_sync(imap.logout)
+        assert len(parsed) == count
+        return elapsed
+
+    return trio.run(main)
+
+
+def trionet_fetch(info: MailInfo, mailbox: str, count: int) -> float:
+    alice = info.user("alice")
+
+    async def main() -> float:
+        async with AsyncIMAPClient() as imap:
+            await imap.connect(info.host, info.imaps_port, use_tls=True,
+                               ssl_context=info.ssl_context())
+            await imap.login(alice.address, alice.password)
+            await imap.select_mailbox(mailbox)
+            start = time.perf_counter()
+            messages = await imap.fetch_messages("ALL", limit=None)
+            elapsed = _ms(start)
+        assert len(messages) == count and all(m.text_content for m in messages)
+        return elapsed
+
+    return trio.run(main)
+
+
+def fill_mailbox(info: MailInfo, mailbox: str, count: int) -> None:
+    alice, bob = info.user("alice"), info.user("bob")
+
+    async def main() -> None:
+        async with AsyncIMAPClient() as imap:
+            await imap.connect(info.host, info.imaps_port, use_tls=True,
+                               ssl_context=info.ssl_context())
+            await imap.login(alice.address, alice.password)
+            await imap.create_mailbox(mailbox)
+            for n in range(count):
+                await imap.append(
+                    MailMessage(f"stored {n}", bob.address, [alice.address],
+                                text_content=f"message {n}\n" * 10),
+                    mailbox,
+                )
+
+    trio.run(main)
+
+
+def _bind(fn: Callable[[MailInfo, str, int], float], info: MailInfo, count: int
+          ) -> Callable[[], float]:
+    return lambda: fn(info, "bench", count)
+
+
+def main() -> None:
+    args = main_args(__doc__ or "mail benchmark")
+    count = 50 if args.quick else 200
+    with (
+        MailServers() as servers,
+        LatencyRelay(servers.info.host, servers.info.smtp_port, 0.001) as smtp_relay,
+        LatencyRelay(servers.info.host, servers.info.imaps_port, 0.001) as imap_relay,
+    ):
+        info = servers.info
+        far = _with_relay(info, smtp=smtp_relay, imap=imap_relay)
+        fill_mailbox(info, "bench", count)
+
+        def fetchers(target: MailInfo) -> list[Contender]:
+            run: list[tuple[str, Callable[[MailInfo, str, int], float]]] = [
+                ("original: per-message + thread hop", threaded_fetch),
+                ("imaplib per-message", imaplib_fetch),
+                ("trionet", trionet_fetch),
+            ]
+            return [Contender(name, _bind(fn, target, count)) for name, fn in run]
+
+        rows = [
+            Row(
+                f"send {count} small",
+                [
+                    Contender("smtplib", lambda: smtplib_send(info, count)),
+                    Contender("trionet", lambda: trionet_send(info, count)),
+                ],
+                goal=0.9,
+                unit="ms",
+            ),
+            Row(f"fetch {count}", fetchers(info), goal=5.0, unit="ms"),
+            Row(
+                f"send {count} small @ 2 ms RTT",
+                [
+                    Contender("smtplib", lambda: smtplib_send(far, count)),
+                    Contender("trionet", lambda: trionet_send(far, count)),
+                ],
+                unit="ms",
+            ),
+            Row(f"fetch {count} @ 2 ms RTT", fetchers(far), unit="ms"),
+        ]
+        run_rows(
+            "mail",
+            rows,
+            rounds=args.rounds,
+            note="Postfix + Dovecot on loopback, STARTTLS/IMAPS; times in ms (lower is better), "
+            "ratio = baseline time / contender time.",
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,803 @@
+"""AsyncSMTPClient: smtplib on a worker thread, driven from trio.
+
+How a call runs: the client holds one ``smtplib.SMTP`` object per connection and a
+:class:`trio.Lock`, so exactly one blocking smtplib call runs at a time, on a worker thread
+(:func:`trionet._threads.run_blocking`). The TCP connection itself is made from trio. If the
+calling task is cancelled (a ``trio.fail_after`` deadline, a cancelled nursery), the connection's
+socket is shut down, which makes the blocked smtplib call return at once; the connection is then
+closed and the next send opens a new one. Every blocking socket operation also carries a timeout
+(``socket_timeout``) as a backstop. No thread outlives the call that started it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import re
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import trio
+
+from .._threads import SocketInterrupter
+from ..errors import ConfigurationError, MailError
+from ._errors import (
+    MailMessageError,
+    MailNotConnected,
+    SMTPAuthenticationError,
+    SMTPConnectionError,
+    SMTPProtocolError,
+    SMTPRecipientsRefused,
+    SMTPResponseError,
+)
+from ._message import MailMessage
+from ._transport import (
+    CLOSE_TIMEOUT,
+    DEFAULT_SOCKET_TIMEOUT,
+    Address,
+    check_credential,
+    default_ssl_context,
+    open_tcp_socket,
+    plain_initial_response,
+    run_interruptible,
+    xoauth2_initial_response,
+)
+
+__all__ = ["AsyncSMTPClient", "RecipientResult", "SMTPStatistics", "SendResult"]
+
+logger = logging.getLogger("trionet.mail")
+
+T = TypeVar("T")
+
+_IMPLICIT_TLS_PORTS: Final = frozenset({465})
+_MECHANISMS: Final = ("PLAIN", "LOGIN", "XOAUTH2")
+_LINE_START_DOT: Final = re.compile(rb"(?m)^\.")
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    """The server's reply to ``RCPT TO`` for one envelope recipient.
+
+    Attributes:
+        address: the recipient's address as sent in the envelope.
+        code: the reply code (250 when accepted).
+        reply: the reply text.
+    """
+
+    address: str
+    code: int
+    reply: str
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the server accepted this recipient (a 2xx reply)."""
+        return 200 <= self.code < 300
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What happened to one message: the reply for every recipient and for the data.
+
+    Attributes:
+        message_id: the message's ``Message-ID``.
+        recipients: one :class:`RecipientResult` per envelope recipient (To, Cc and Bcc).
+        code: the server's final reply code for the message data, or None if the data was not
+            sent (every recipient was refused).
+        reply: the final reply text (the server's queue id is usually in it), or ``""``.
+    """
+
+    message_id: str
+    recipients: tuple[RecipientResult, ...]
+    code: int | None
+    reply: str
+
+    @property
+    def sent(self) -> bool:
+        """Whether the server took the message for at least one recipient."""
+        return self.code is not None and 200 <= self.code < 300
+
+    @property
+    def accepted(self) -> list[str]:
+        """The recipients the server accepted."""
+        return [r.address for r in self.recipients if r.accepted]
+
+    @property
+    def refused(self) -> dict[str, tuple[int, str]]:
+        """The refused recipients: address -> (reply code, reply text)."""
+        return {r.address: (r.code, r.reply) for r in self.recipients if not r.accepted}
+
+
+@dataclass(frozen=True)
+class SMTPStatistics:
+    """Counters of an :class:`AsyncSMTPClient` (see :meth:`AsyncSMTPClient.statistics`).
+
+    Attributes:
+        connections: TCP connections opened (the first one included).
+        reconnects: connections opened again after the previous one was lost.
+        messages_sent: messages the server accepted.
+        recipients_refused: recipients the server refused.
+    """
+
+    connections: int
+    reconnects: int
+    messages_sent: int
+    recipients_refused: int
+
+
+# -- the blocking side (runs on worker threads) -------------------------------------------------
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+
+
+def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a blocking call so that smtplib's and the socket's errors become trionet's."""
+
+    def call(*args: Any) -> T:
+        try:
+            return fn(*args)
+        except MailError:
+            raise
+        except smtplib.SMTPServerDisconnected as exc:
+            if isinstance(exc.__context__, TimeoutError):
+                raise SMTPConnectionError(
+                    "the SMTP server did not answer within socket_timeout"
+                ) from exc
+            raise SMTPConnectionError(f"the SMTP server closed the connection ({exc})") from exc
+        except TimeoutError as exc:
+            raise SMTPConnectionError(
+                "the SMTP server did not answer within socket_timeout"
+            ) from exc
+        except smtplib.SMTPResponseException as exc:
+            raise SMTPResponseError("SMTP", exc.smtp_code, _text(exc.smtp_error)) from exc
+        except smtplib.SMTPException as exc:
+            raise SMTPProtocolError(str(exc)) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise SMTPConnectionError(
+                f"the SMTP server's TLS certificate was refused: {exc.verify_message}"
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise SMTPConnectionError(f"SMTP connection failed: {exc}") from exc
+
+    return call
+
+
+class _Outgoing:
+    """A message being sent: its envelope and bytes, built once (on a worker thread)."""
+
+    __slots__ = ("data", "message", "recipients", "sender", "smtputf8")
+
+    def __init__(self, message: MailMessage) -> None:
+        self.message = message
+        self.sender = message.envelope_sender
+        self.recipients = message.envelope_recipients
+        self.smtputf8 = message.needs_smtputf8
+        self.data: bytes | None = None
+
+    def build(self) -> bytes:
+        if self.data is None:
+            self.data = self.message.as_bytes(utf8=self.smtputf8)
+        return self.data
+
+
+class _SMTPConnection(smtplib.SMTP):
+    """smtplib.SMTP on a socket that trio connected. Every method blocks; call them through
+    :func:`run_interruptible` with this connection's :attr:`interrupter`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        interrupter: SocketInterrupter,
+        *,
+        implicit_tls: ssl.SSLContext | None,
+        local_hostname: str | None,
+    ) -> None:
+        self._connected_sock = sock
+        self.interrupter = interrupter
+        self._implicit_tls = implicit_tls
+        self.tls = False
+        # host="" makes smtplib connect later, through connect() and our _get_socket (the
+        # socket already carries its timeout)
+        super().__init__("", local_hostname=local_hostname)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = self._connected_sock
+        context = self._implicit_tls
+        if context is not None:
+            sock = self._wrap(context, sock, host)
+        return sock
+
+    def _wrap(self, context: ssl.SSLContext, sock: socket.socket, host: str) -> ssl.SSLSocket:
+        wrapped = self.interrupter.replace(
+            lambda: context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+        )
+        try:
+            wrapped.do_handshake()
+        except BaseException:
+            wrapped.close()
+            raise
+        self.tls = True
+        return wrapped
+
+    def reply(self) -> tuple[int, str]:
+        code, text = self.getreply()
+        if code < 0:
+            raise SMTPProtocolError(f"malformed SMTP reply: {_text(text)!r}")
+        if code == 421:
+            self.close()
+            raise SMTPConnectionError(f"the SMTP server is closing the connection: 421 "
+                                      f"{_text(text)}", code=421)
+        return code, _text(text)
+
+    def command(self, line: str) -> tuple[int, str]:
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def _hello(self) -> None:
+        self.helo_resp = None
+        self.ehlo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+        self.ehlo_or_helo_if_needed()
+
+    def open(self, host: str, port: int, start_tls: bool | None, context: ssl.SSLContext | None
+             ) -> None:
+        code, greeting = self.connect(host, port)
+        if code == 421 or not 200 <= code < 300:
+            raise SMTPConnectionError(
+                f"the SMTP server refused the connection: {code} {_text(greeting)}", code=code
+            )
+        self._hello()
+        if self.tls or start_tls is False:
+            return
+        offered = self.has_extn("starttls")
+        if not offered:
+            if start_tls:
+                raise SMTPConnectionError("the SMTP server does not offer STARTTLS")
+            return
+        code, reply = self.command("STARTTLS")
+        if code != 220:
+            raise SMTPResponseError("STARTTLS", code, reply)
+        assert self.sock is not None
+        self.sock = self._wrap(context or default_ssl_context(), self.sock, host)
+        self.file = None  # anything the server sent before the handshake is dropped, unread
+        self._hello()
+
+    def authenticate(self, mechanism: str | None, username: str, secret: str) -> str:
+        self.ehlo_or_helo_if_needed()
+        offered = self.esmtp_features.get("auth", "").upper().split()
+        if mechanism is None:
+            mechanism = next((m for m in ("PLAIN", "LOGIN") if m in offered), None)
+            if mechanism is None:
+                detail = f"it offers {' '.join(offered)}" if offered else (
+                    "it offers none (servers often offer AUTH only after STARTTLS)"
+                )
+                raise SMTPAuthenticationError(
+                    f"the SMTP server offers neither AUTH PLAIN nor LOGIN: {detail}",
+                    code=None, reply="",
+                )
+        elif mechanism not in offered:
+            raise SMTPAuthenticationError(
+                f"the SMTP server does not offer AUTH {mechanism} "
+                f"(it offers: {' '.join(offered) or 'nothing'})",
+                code=None, reply="",
+            )
+        if mechanism == "PLAIN":
+            code, reply = self.command("AUTH PLAIN " + plain_initial_response(username, secret))
+        elif mechanism == "LOGIN":
+            code, reply = self.command("AUTH LOGIN")
+            for value in (username, secret):
+                if code != 334:
+                    break
+                code, reply = self.command(plain_b64(value))
+        else:
+            code, reply = self.command("AUTH XOAUTH2 " + xoauth2_initial_response(username, secret))
+            if code == 334:  # a base64 JSON error: answer with an empty line to get the 535
+                code, reply = self.command("")
+        if code != 235:
+            raise SMTPAuthenticationError(
+                f"the SMTP server refused AUTH {mechanism} for {username!r}: {code} {reply}",
+                code=code, reply=reply,
+            )
+        return mechanism
+
+    def transact(
+        self, outgoing: _Outgoing, following: _Outgoing | None = None
+    ) -> tuple[list[RecipientResult], tuple[int, str] | None]:
+        """One mail transaction; returns the RCPT replies and the final reply (None if no data
+        was sent because every recipient was refused).
+
+        While the server stores the message (its final reply takes longest), the ``following``
+        message is built, so that building and the server's work overlap.
+        """
+        data = outgoing.build()
+        self.ehlo_or_helo_if_needed()
+        options = []
+        if self.has_extn("size"):
+            options.append(f"SIZE={len(data)}")
+        if outgoing.smtputf8:
+            if not self.has_extn("smtputf8"):
+                raise MailMessageError(
+                    "the message has non-ASCII addresses, and the SMTP server does not "
+                    "support SMTPUTF8"
+                )
+            options += ["SMTPUTF8", "BODY=8BITMIME"]
+        mail = f"MAIL FROM:<{outgoing.sender}>" + "".join(f" {o}" for o in options)
+        rcpts = [f"RCPT TO:<{address}>" for address in outgoing.recipients]
+        self.command_encoding = "utf-8" if outgoing.smtputf8 else "ascii"
+        try:
+            if self.has_extn("pipelining"):
+                # RFC 2920: the envelope and DATA in one write, then the replies in order.
+                self.send("".join(f"{line}\r\n" for line in (mail, *rcpts, "DATA")))
+                mail_reply = self.reply()
+                rcpt_replies = [self.reply() for _ in rcpts]
+                data_reply: tuple[int, str] | None = self.reply()
+            else:
+                mail_reply = self.command(mail)
+                if not 200 <= mail_reply[0] < 300:
+                    self._reset()
+                    raise SMTPResponseError("MAIL FROM", *mail_reply)
+                rcpt_replies = [self.command(line) for line in rcpts]
+                accepted = any(200 <= code < 300 for code, _ in rcpt_replies)
+                data_reply = self.command("DATA") if accepted else None
+        finally:
+            self.command_encoding = "ascii"
+        if not 200 <= mail_reply[0] < 300:
+            if data_reply is not None and data_reply[0] == 354:
+                self.send(b".\r\n")
+                self.reply()
+            self._reset()
+            raise SMTPResponseError("MAIL FROM", *mail_reply)
+        results = [
+            RecipientResult(address, code, reply)
+            for address, (code, reply) in zip(outgoing.recipients, rcpt_replies, strict=True)
+        ]
+        accepted = any(r.accepted for r in results)
+        if data_reply is None or data_reply[0] != 354:
+            self._reset()
+            if accepted and data_reply is not None:
+                raise SMTPResponseError("DATA", *data_reply)
+            return results, None
+        if not accepted:
+            # DATA was accepted although no recipient was: end the empty transaction
+            self.send(b".\r\n")
+            self.reply()
+            self._reset()
+            return results, None
+        body = _LINE_START_DOT.sub(b"..", data)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        self.send(body + b".\r\n")
+        if following is not None:
+            with contextlib.suppress(MailError):  # reported when that message is sent
+                following.build()
+        final = self.reply()
+        if not 200 <= final[0] < 300:
+            raise SMTPResponseError("DATA", *final)
+        return results, final
+
+    def transact_many(
+        self, batch: list[_Outgoing]
+    ) -> tuple[list[tuple[list[RecipientResult], tuple[int, str] | None]], MailError | None]:
+        """:meth:`transact` for each message in turn, in this one thread call (no hand-off per
+        message); stops at the first error and returns it with the results so far."""
+        done: list[tuple[list[RecipientResult], tuple[int, str] | None]] = []
+        transact = _translate_errors(self.transact)
+        for index, outgoing in enumerate(batch):
+            following = batch[index + 1] if index + 1 < len(batch) else None
+            try:
+                done.append(transact(outgoing, following))
+            except MailError as exc:
+                return done, exc
+        return done, None
+
+    def _reset(self) -> None:
+        code, reply = self.command("RSET")
+        if not 200 <= code < 300:
+            raise SMTPResponseError("RSET", code, reply)
+
+    def ping(self) -> tuple[int, str]:
+        return self.command("NOOP")
+
+    def goodbye(self) -> None:
+        try:
+            self.command("QUIT")
+        finally:
+            self.close()
+
+
+def plain_b64(value: str) -> str:
+    return base64.b64encode(value.encode("utf-8")).decode("ascii")
+
+
+# -- the trio side ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ConnectParams:
+    host: str
+    port: int
+    implicit_tls: bool
+    start_tls: bool | None
+    ssl_context: ssl.SSLContext | None
+    source_address: Address | None
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    mechanism: str | None
+    username: str
+    secret: str
+
+
+class AsyncSMTPClient:
+    """An SMTP client for trio (smtplib underneath, on worker threads).
+
+    ::
+
+        async with AsyncSMTPClient() as client:
+            await client.connect("smtp.example.com", 587)
+            await client.login("user@example.com", "password")
+            result = await client.send_message(message)
+
+    One connection serves any number of messages; calls from several tasks are served one at a
+    time. If the server drops the connection (or a call was cancelled, which closes it), the next
+    send connects, negotiates TLS and logs in again by itself, and retries the message once.
+
+    Args:
+        local_hostname: the name sent with EHLO (default: this host's FQDN).
+        socket_timeout: seconds any single blocking socket operation may take before the
+            connection is given up (None: no limit). This is a backstop: trio deadlines and
+            cancellation interrupt a blocked call at once whatever this is.
+
+    Leaving ``async with`` (or :meth:`aclose`) sends QUIT and closes the connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        local_hostname: str | None = None,
+        socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
+    ) -> None:
+        if socket_timeout is not None and socket_timeout <= 0:
+            raise ConfigurationError("socket_timeout must be positive or None")
+        if local_hostname is not None:
+            check_credential(local_hostname, "local_hostname")
+        self._local_hostname = local_hostname
+        self._socket_timeout = socket_timeout
+        self._lock = trio.Lock()
+        self._conn: _SMTPConnection | None = None
+        self._params: _ConnectParams | None = None
+        self._credentials: _Credentials | None = None
+        self._connections = 0
+        self._reconnects = 0
+        self._messages_sent = 0
+        self._recipients_refused = 0
+
+    async def __aenter__(self) -> AsyncSMTPClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open right now."""
+        return self._conn is not None
+
+    @property
+    def username(self) -> str | None:
+        """The user name of the last successful :meth:`login` (None before)."""
+        return self._credentials.username if self._credentials is not None else None
+
+    @property
+    def tls(self) -> bool:
+        """Whether the current connection is encrypted (implicit TLS or STARTTLS)."""
+        return self._conn is not None and self._conn.tls
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        """The ESMTP extensions the server announced in its last EHLO reply (lower-case keys)."""
+        if self._conn is None:
+            return {}
+        return dict(self._conn.esmtp_features)
+
+    def statistics(self) -> SMTPStatistics:
+        """Counters of connections, reconnections, sent messages and refused recipients."""
+        return SMTPStatistics(
+            self._connections, self._reconnects, self._messages_sent, self._recipients_refused
+        )
+
+    # -- connection ------------------------------------------------------------------------------
+
+    async def connect(
+        self,
+        host: str,
+        port: int = 587,
+        *,
+        use_tls: bool | None = None,
+        start_tls: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        source_address: Address | None = None,
+    ) -> None:
+        """Connect, read the greeting, say EHLO and set up TLS.
+
+        Args:
+            host: the server's name or address.
+            port: 587 (submission, STARTTLS), 465 (implicit TLS) or 25.
+            use_tls: implicit TLS from the first byte; default: only on port 465.
+            start_tls: upgrade with STARTTLS: None (default) when the server offers it, True to
+                require it, False never.
+            ssl_context: the TLS settings; default: :func:`ssl.create_default_context`, which
+                verifies the certificate and the host name against the system's CAs.
+            source_address: a local ``(address, port)`` to connect from.
+
+        Calling it again closes the current connection first.
+
+        Raises:
+            SMTPConnectionError: the server could not be reached, refused the connection, the
+                TLS handshake failed (an untrusted certificate: see ``__cause__``), or STARTTLS
+                was required and not offered.
+            SMTPResponseError: the server refused STARTTLS.
+        """
+        check_credential(host, "host")
+        implicit = port in _IMPLICIT_TLS_PORTS if use_tls is None else bool(use_tls)
+        if implicit and start_tls:
+            raise ConfigurationError("use_tls (implicit TLS) and start_tls exclude each other")
+        params = _ConnectParams(host, port, implicit, start_tls, ssl_context, source_address)
+        async with self._lock:
+            self._drop()
+            self._params = None
+            self._credentials = None
+            self._conn = await self._open(params)
+            self._params = params
+
+    async def _open(self, params: _ConnectParams) -> _SMTPConnection:
+        try:
+            sock = await open_tcp_socket(
+                params.host,
+                params.port,
+                source_address=params.source_address,
+                socket_timeout=self._socket_timeout,
+            )
+        except OSError as exc:
+            raise SMTPConnectionError(
+                f"cannot connect to the SMTP server {params.host}:{params.port}: {exc}"
+            ) from exc
+        interrupter = SocketInterrupter()
+        interrupter.attach(sock)
+        made: list[_SMTPConnection] = []
+
+        def job() -> None:
+            context = params.ssl_context
+            if params.implicit_tls and context is None:
+                context = default_ssl_context()
+            conn = _SMTPConnection(
+                sock,
+                interrupter,
+                implicit_tls=context if params.implicit_tls else None,
+                local_hostname=self._local_hostname,
+            )
+            made.append(conn)
+            conn.open(params.host, params.port, params.start_tls, context)
+
+        try:
+            await run_interruptible(interrupter, _translate_errors(job))
+        except BaseException:
+            for conn in made:
+                conn.close()
+            sock.close()
+            raise
+        self._connections += 1
+        return made[0]
+
+    def _drop(self) -> None:
+        """Forget the current connection, closing its socket (no QUIT)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    async def _reconnect(self, *, login: bool = True) -> None:
+        """Open a new connection with the last connect() arguments, and log in again."""
+        params = self._params
+        if params is None:
+            raise MailNotConnected("the SMTP client is not connected; call connect() first")
+        conn = await self._open(params)
+        self._conn = conn
+        self._reconnects += 1
+        logger.info("reconnected to the SMTP server %s:%s", params.host, params.port)
+        credentials = self._credentials
+        if credentials is not None and login:
+            await self._call(conn.authenticate, credentials.mechanism, credentials.username,
+                             credentials.secret)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a method of the current connection on a worker thread (lock held)."""
+        conn = self._conn
+        if conn is None:
+            raise MailNotConnected("the SMTP client is not connected; call connect() first")
+        try:
+            return await run_interruptible(conn.interrupter, _translate_errors(fn), *args)
+        except SMTPConnectionError:
+            self._drop()
+            raise
+        except trio.Cancelled:
+            if conn.interrupter.interrupted:  # the call was cut short: the session is unusable
+                self._drop()
+            raise
+
+    async def _ensure_connected(self) -> None:
+        if self._conn is None:
+            await self._reconnect()
+
+    # -- commands --------------------------------------------------------------------------------
+
+    async def login(self, username: str, password: str, *, mechanism: str | None = None) -> None:
+        """Authenticate (``AUTH``), once, with one mechanism.
+
+        Args:
+            username: the user name (often the e-mail address).
+            password: the password (or, with ``mechanism="XOAUTH2"``, an OAuth 2.0 access token).
+            mechanism: ``"PLAIN"``, ``"LOGIN"`` or ``"XOAUTH2"``; default: PLAIN if the server
+                offers it, else LOGIN. No other mechanism is tried after a refusal (servers delay
+                further attempts after a failed one).
+
+        Raises:
+            SMTPAuthenticationError: the server refused (``code`` 535 and ``reply`` tell why),
+                or does not offer the mechanism (``code`` None).
+        """
+        check_credential(username, "username")
+        check_credential(password, "password")
+        if mechanism is not None:
+            mechanism = mechanism.upper()
+            if mechanism not in _MECHANISMS:
+                raise ConfigurationError(
+                    f"unsupported AUTH mechanism {mechanism!r}; use one of {_MECHANISMS}"
+                )
+        async with self._lock:
+            if self._conn is None:  # lost: reconnect, but log in with the new credentials only
+                await self._reconnect(login=False)
+            assert self._conn is not None
+            used = await self._call(self._conn.authenticate, mechanism, username, password)
+            self._credentials = _Credentials(used, username, password)
+
+    async def login_oauth2(self, username: str, access_token: str) -> None:
+        """Authenticate with ``AUTH XOAUTH2`` and an OAuth 2.0 access token (Gmail, Outlook).
+
+        Raises:
+            SMTPAuthenticationError: see :meth:`login`.
+        """
+        await self.login(username, access_token, mechanism="XOAUTH2")
+
+    async def noop(self) -> tuple[int, str]:
+        """Send NOOP (keeps an idle connection alive); returns the reply code and text."""
+        async with self._lock:
+            await self._ensure_connected()
+            assert self._conn is not None
+            return await self._call(self._conn.ping)
+
+    async def send_message(self, message: MailMessage) -> SendResult:
+        """Send one message to its To, Cc and Bcc recipients.
+
+        Recipients the server refuses while others are accepted are reported in the result
+        (:attr:`SendResult.refused`, also logged as a warning); they are never dropped silently.
+
+        Returns:
+            The :class:`SendResult` with the reply for every recipient.
+
+        Raises:
+            SMTPRecipientsRefused: every recipient was refused, so nothing was sent.
+            SMTPResponseError: the server refused the sender or the message data.
+            SMTPConnectionError: the connection was lost and could not be re-established.
+            MailMessageError: the message is invalid (e.g. no recipient).
+        """
+        if not isinstance(message, MailMessage):
+            raise MailMessageError(f"send_message() takes a MailMessage, not "
+                                   f"{type(message).__name__}")
+        outgoing = _Outgoing(message)
+        async with self._lock:
+            (result,) = await self._send([outgoing])
+        if not result.sent:
+            raise SMTPRecipientsRefused(result)
+        return result
+
+    async def send_many(self, messages: Iterable[MailMessage]) -> list[SendResult]:
+        """Send several messages over the one connection, in order.
+
+        If the server drops the connection, the client reconnects (TLS and login included) and
+        goes on with the message it was sending; a message whose final reply was lost with the
+        connection may thus be delivered twice, never zero times. A message whose recipients
+        were all refused does not stop the batch: its result has ``sent == False`` and the
+        refusals in :attr:`SendResult.refused`.
+
+        Returns:
+            One :class:`SendResult` per message, in order.
+
+        Raises:
+            SMTPResponseError: the server refused a sender or a message's data (the messages
+                before it were sent).
+            SMTPConnectionError: the connection was lost twice for the same message.
+            MailMessageError: a message is invalid (checked for all before sending any).
+        """
+        batch = list(messages)
+        for message in batch:
+            if not isinstance(message, MailMessage):
+                raise MailMessageError(
+                    f"send_many() takes MailMessage objects, not {type(message).__name__}"
+                )
+        outgoing = [_Outgoing(message) for message in batch]
+        async with self._lock:
+            return await self._send(outgoing)
+
+    async def _send(self, batch: list[_Outgoing]) -> list[SendResult]:
+        """Send messages in order, a whole run of them per worker-thread call; after a lost
+        connection, reconnect and go on with the message that failed (once per message)."""
+        results: list[SendResult] = []
+        retried = -1
+        while len(results) < len(batch):
+            await self._ensure_connected()
+            assert self._conn is not None
+            done, error = await self._call(self._conn.transact_many, batch[len(results) :])
+            for outgoing, (rcpts, final) in zip(batch[len(results) :], done, strict=False):
+                results.append(self._record(outgoing, rcpts, final))
+            if error is None:
+                continue
+            if not isinstance(error, SMTPConnectionError):
+                raise error
+            self._drop()
+            if retried == len(results) or self._params is None:
+                raise error
+            retried = len(results)
+            logger.info("SMTP connection lost (%s); reconnecting", error)
+        return results
+
+    def _record(
+        self, outgoing: _Outgoing, rcpts: list[RecipientResult], final: tuple[int, str] | None
+    ) -> SendResult:
+        result = SendResult(
+            outgoing.message.message_id or "",
+            tuple(rcpts),
+            final[0] if final is not None else None,
+            final[1] if final is not None else "",
+        )
+        refused = result.refused
+        self._recipients_refused += len(refused)
+        if result.sent:
+            self._messages_sent += 1
+        if refused:
+            logger.warning("the SMTP server refused recipients of %s: %s", result.message_id,
+                           "; ".join(f"{a}: {c} {t}" for a, (c, t) in refused.items()))
+        return result
+
+    async def quit(self) -> None:
+        """Say QUIT and close the connection (the same as :meth:`aclose`)."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Send QUIT (bounded to a few seconds, even when cancelled) and close the connection.
+
+        A call running in another task at that moment is interrupted.
+        """
+        if self._lock.locked() and self._conn is not None:
+            self._conn.interrupter.interrupt()
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                conn, self._conn = self._conn, None
+                self._params = None
+                if conn is None:
+                    return
+                # errors do not matter: the connection is going away anyway
+                with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(MailError):
+                    await run_interruptible(conn.interrupter, _translate_errors(conn.goodbye))
+                conn.close()

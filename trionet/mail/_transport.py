@@ -1,0 +1,134 @@
+"""What the SMTP and IMAP clients share: opening the TCP connection from trio, TLS settings, SASL
+initial responses, and the per-connection call discipline (one blocking call at a time, on a
+worker thread, interrupted by cancellation).
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import trio
+
+from .._threads import SocketInterrupter, run_blocking
+from ..errors import ConfigurationError
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "Address",
+    "check_credential",
+    "default_ssl_context",
+    "open_tcp_socket",
+    "plain_initial_response",
+    "run_interruptible",
+    "xoauth2_bytes",
+    "xoauth2_initial_response",
+]
+
+T = TypeVar("T")
+
+#: A ``(host, port)`` pair for a local address to connect from.
+Address = tuple[str, int]
+
+#: Default bound on every blocking socket operation (a backstop: trio deadlines and cancellation
+#: interrupt a call long before this).
+DEFAULT_SOCKET_TIMEOUT: Final = 60.0
+
+#: How long a polite goodbye (QUIT, LOGOUT, IDLE's DONE) may take when closing.
+CLOSE_TIMEOUT: Final = 5.0
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """A client context that verifies the server's certificate and host name (system CAs)."""
+    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+
+
+async def open_tcp_socket(
+    host: str,
+    port: int,
+    *,
+    source_address: Address | None,
+    socket_timeout: float | None,
+) -> socket.socket:
+    """Resolve ``host`` and connect a plain blocking socket to it, waiting in trio.
+
+    The name is resolved on a worker thread (waited for, never abandoned); the TCP handshake
+    happens on a non-blocking socket that trio waits on, so a deadline or cancellation ends it at
+    once. The socket is returned in blocking mode with ``socket_timeout``, ready for smtplib or
+    imaplib.
+
+    Raises:
+        OSError: the name could not be resolved, or no address accepted the connection.
+    """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ConfigurationError(f"port must be an int in 1..65535, not {port!r}")
+    infos = await run_blocking(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if source_address is not None:
+                sock.bind(source_address)
+            try:
+                sock.connect(sockaddr)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    raise OSError(code, f"{os.strerror(code)} ({host}:{port})") from None
+            sock.settimeout(socket_timeout)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise error if error is not None else OSError(
+        errno.EADDRNOTAVAIL, f"no address found for {host!r}"
+    )
+
+
+async def run_interruptible(
+    interrupter: SocketInterrupter, fn: Callable[..., T], *args: Any
+) -> T:
+    """Run a blocking call of a connection on a worker thread; cancellation interrupts it.
+
+    If the caller is cancelled (a trio deadline, a cancelled nursery) while ``fn`` blocks, the
+    connection's socket is shut down so that ``fn`` returns at once; then :class:`trio.Cancelled`
+    propagates. The connection cannot be used after that.
+    """
+    return await run_blocking(fn, *args, on_cancel=interrupter.interrupt)
+
+
+def plain_initial_response(username: str, password: str) -> str:
+    """The SASL PLAIN initial response (RFC 4616), base64 of ``\\0user\\0password`` in UTF-8."""
+    raw = b"\0" + username.encode("utf-8") + b"\0" + password.encode("utf-8")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def xoauth2_bytes(username: str, access_token: str) -> bytes:
+    """The SASL XOAUTH2 client response (Google's and Microsoft's OAuth 2.0 mechanism):
+    ``"user=" user "\\x01auth=Bearer " token "\\x01\\x01"``."""
+    return f"user={username}\x01auth=Bearer {access_token}\x01\x01".encode()
+
+
+def xoauth2_initial_response(username: str, access_token: str) -> str:
+    """:func:`xoauth2_bytes`, base64-encoded, as sent after ``AUTH XOAUTH2``."""
+    return base64.b64encode(xoauth2_bytes(username, access_token)).decode("ascii")
+
+
+def check_credential(value: object, what: str) -> str:
+    """Refuse credentials that are not strings or that contain line breaks or NUL."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a str, not {type(value).__name__}")
+    if any(ch in value for ch in "\r\n\0"):
+        raise ConfigurationError(f"{what} must not contain line breaks or NUL")
+    return value
