@@ -47,6 +47,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from ..errors import ConfigurationError
+from ..observability import set_correlation_id
 from ._config import read_config, validate_option
 from ._errors import StopPropagation
 from ._filters import Filter, IPAddress, normalize_ip
@@ -716,6 +717,7 @@ class Server:
         client = HandlerClient(self, transport, ip, peer[1])
         session = client.session
         sid = session.session_id
+        set_correlation_id(str(sid))  # this task serves one connection: its logs carry the session
         if self.session_limit and self.sessions.count(client.address) >= self.session_limit:
             self._log(
                 logging.WARNING,

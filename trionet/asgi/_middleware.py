@@ -10,7 +10,6 @@ middleware added last is the outermost** — it sees the request first and the r
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import trio
 
+from .. import observability as _observability
 from ._datastructures import Headers
 from ._requests import _headers_from_scope
 from ._responses import Response
@@ -126,9 +126,9 @@ class LoggingMiddleware(ASGIMiddleware):
                 )
 
 
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "trionet_request_id", default=None
-)
+# The request id is trionet's correlation id (trionet.observability), so that log records and
+# messages published on the bus while handling the request carry it.
+_request_id = _observability._correlation_id
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 
 
