@@ -1,0 +1,109 @@
+"""Kafka for trio: producer, consumer, admin client and request/reply, on kafka-python.
+
+Every client is an async context manager that owns the threads it needs and waits for them on
+exit::
+
+    async with KafkaProducer("127.0.0.1:9092") as producer:
+        await producer.send("orders", b"one", key=b"customer-7")
+
+    async with KafkaConsumer("orders", bootstrap_servers="127.0.0.1:9092",
+                             group_id="billing", auto_offset_reset="earliest") as consumer:
+        async for record in consumer:
+            ...
+            await consumer.commit()
+
+kafka-python is imported only by :mod:`trionet.kafka._kafka_python` (install the ``kafka``
+extra: ``pip install trionet[kafka]``). Its errors reach you as
+:class:`~trionet.errors.KafkaError` subclasses.
+"""
+
+from __future__ import annotations
+
+from ..errors import KafkaError as KafkaError
+from ._admin import (
+    KafkaAdmin as KafkaAdmin,
+    NewTopic as NewTopic,
+    PartitionDescription as PartitionDescription,
+    TopicDescription as TopicDescription,
+)
+from ._consumer import (
+    ConsumerRebalanceListener as ConsumerRebalanceListener,
+    KafkaConsumer as KafkaConsumer,
+)
+from ._errors import (
+    KafkaCommitError as KafkaCommitError,
+    KafkaConnectionError as KafkaConnectionError,
+    KafkaDeliveryError as KafkaDeliveryError,
+    KafkaRemoteError as KafkaRemoteError,
+    KafkaTimeout as KafkaTimeout,
+    RecordDecodeError as RecordDecodeError,
+    UnknownTopicError as UnknownTopicError,
+)
+from ._producer import (
+    Delivery as Delivery,
+    KafkaProducer as KafkaProducer,
+    ProducerStatistics as ProducerStatistics,
+)
+from ._records import (
+    Deserializer as Deserializer,
+    HeadersInput as HeadersInput,
+    KafkaRecord as KafkaRecord,
+    RecordMetadata as RecordMetadata,
+    Serializer as Serializer,
+    TopicPartition as TopicPartition,
+)
+from ._requestreply import (
+    CORRELATION_ID_HEADER as CORRELATION_ID_HEADER,
+    DEADLINE_HEADER as DEADLINE_HEADER,
+    ERROR_HEADER as ERROR_HEADER,
+    REPLY_PARTITION_HEADER as REPLY_PARTITION_HEADER,
+    REPLY_TO_HEADER as REPLY_TO_HEADER,
+    KafkaRequester as KafkaRequester,
+    RequesterStatistics as RequesterStatistics,
+    reply as reply,
+    serve_requests as serve_requests,
+)
+from ._url import KafkaURL as KafkaURL, parse_kafka_url as parse_kafka_url
+
+__all__ = [
+    "CORRELATION_ID_HEADER",
+    "DEADLINE_HEADER",
+    "ERROR_HEADER",
+    "REPLY_PARTITION_HEADER",
+    "REPLY_TO_HEADER",
+    "ConsumerRebalanceListener",
+    "Delivery",
+    "Deserializer",
+    "HeadersInput",
+    "KafkaAdmin",
+    "KafkaCommitError",
+    "KafkaConnectionError",
+    "KafkaConsumer",
+    "KafkaDeliveryError",
+    "KafkaError",
+    "KafkaProducer",
+    "KafkaRecord",
+    "KafkaRemoteError",
+    "KafkaRequester",
+    "KafkaTimeout",
+    "KafkaURL",
+    "NewTopic",
+    "PartitionDescription",
+    "ProducerStatistics",
+    "RecordDecodeError",
+    "RecordMetadata",
+    "RequesterStatistics",
+    "Serializer",
+    "TopicDescription",
+    "TopicPartition",
+    "UnknownTopicError",
+    "parse_kafka_url",
+    "reply",
+    "serve_requests",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "."):
+        _obj.__module__ = __name__
+del _name, _obj

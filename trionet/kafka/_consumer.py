@@ -1,0 +1,935 @@
+"""The Kafka consumer: one kafka-python consumer pinned to one thread, inside a nursery.
+
+kafka-python's consumer is not thread-safe, so each :class:`KafkaConsumer` owns a
+:class:`~trionet._threads.ThreadWorker`: one OS thread, started in the consumer's nursery, on which
+the kafka-python object is built, used and closed. Records cross into trio a batch at a time (one
+hand-off per ``poll()``, not per record) and wait in a small buffer until the application takes
+them. Each ``poll()`` is short (``poll_interval``), so cancelling a reader takes effect promptly;
+records polled for a reader that was cancelled meanwhile stay in the buffer for the next one.
+
+Delivery bookkeeping is what makes commits safe. The consumer polls only when its buffer is
+empty, so kafka-python's position for a partition never runs ahead of the records the application
+has been handed, and :meth:`KafkaConsumer.commit` commits, per partition, the offset after the
+last record handed out; records still in the buffer are never committed.
+
+Rebalances happen inside ``poll()`` (or ``close()``), on kafka-python's I/O thread, while the
+consumer's thread waits. A :class:`ConsumerRebalanceListener` runs in trio meanwhile; the calls it
+makes on the consumer (``commit``, ``seek``, ``assignment``...) are run on kafka-python's I/O
+loop, since the consumer's own thread is busy waiting for the listener.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, Final, TypeVar, cast
+
+import outcome
+import trio
+
+from .._threads import ThreadWorker, TrioPortal
+from ..errors import ConfigurationError, KafkaError
+from . import _kafka_python as kp
+from ._common import (
+    DEFAULT_BOOTSTRAP_TIMEOUT_MS,
+    check_servers,
+    hidden_nursery,
+    servers_text,
+    with_defaults,
+)
+from ._errors import KafkaCommitError, KafkaConnectionError, RecordDecodeError
+from ._records import Deserializer, KafkaRecord, TopicPartition, make_decoder
+from ._url import parse_kafka_url
+
+__all__ = ["ConsumerRebalanceListener", "KafkaConsumer"]
+
+T = TypeVar("T")
+
+_HANDLED: Final = frozenset({"key_deserializer", "value_deserializer"})
+_new_tuple = tuple.__new__
+
+#: Set in the tasks that run a consumer's rebalance listener: the consumer they belong to.
+_IN_LISTENER: ContextVar[KafkaConsumer | None] = ContextVar("trionet_kafka_listener",
+                                                            default=None)
+#: ``__anext__`` checks for cancellation at every record and lets other tasks run at least
+#: every this many records (and at every poll).
+_YIELD_EVERY: Final = 16
+
+
+class ConsumerRebalanceListener:
+    """Hooks called when a group rebalance takes partitions away or hands them over.
+
+    Subclass it and override what you need; the methods run in trio, in the consumer's nursery,
+    while kafka-python waits for them (its heartbeats go on). Inside them you may call the
+    consumer's :meth:`~KafkaConsumer.commit`, :meth:`~KafkaConsumer.seek`,
+    :meth:`~KafkaConsumer.assignment`, :meth:`~KafkaConsumer.pause` and
+    :meth:`~KafkaConsumer.resume`; reading records is not possible until they return. An
+    exception raised here comes out of the consumer's next read as a
+    :class:`~trionet.errors.KafkaError` (with yours as its ``__cause__``).
+
+    ``on_partitions_revoked`` is also called when the consumer closes, before it leaves the
+    group: the place to commit what has been processed. Commit-after-processing example::
+
+        class CommitOnRevoke(ConsumerRebalanceListener):
+            def __init__(self) -> None:
+                self.consumer: KafkaConsumer | None = None
+
+            async def on_partitions_revoked(self, revoked):
+                await self.consumer.commit()
+    """
+
+    async def on_partitions_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        """The consumer is about to lose *revoked* (a rebalance starts, or it closes)."""
+
+    async def on_partitions_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        """The consumer now owns *assigned*; reading starts at their committed offsets."""
+
+    async def on_partitions_lost(self, lost: frozenset[TopicPartition]) -> None:
+        """The consumer was dropped from the group: *lost* belongs to others already.
+
+        Committing is pointless then. By default this calls :meth:`on_partitions_revoked`.
+        """
+        await self.on_partitions_revoked(lost)
+
+
+class _Undecodable:
+    """Stands in the buffer for a record the deserializers failed on."""
+
+    __slots__ = ("error", "record")
+
+    def __init__(self, record: KafkaRecord, error: RecordDecodeError) -> None:
+        self.record = record
+        self.error = error
+
+
+class KafkaConsumer:
+    """A Kafka consumer for trio: ``async with KafkaConsumer(...) as consumer``.
+
+    Example (commit after processing, i.e. at-least-once)::
+
+        async with KafkaConsumer("orders", bootstrap_servers="127.0.0.1:9092",
+                                 group_id="billing", auto_offset_reset="earliest") as consumer:
+            async for record in consumer:
+                await process(record)
+                await consumer.commit()
+
+    Entering the block connects (failing with :class:`~trionet.kafka.KafkaConnectionError`
+    within ``bootstrap_timeout_ms``, 10 s unless given) and subscribes to *topics* (or
+    *pattern*), or assigns *partitions*. Leaving it stops reading, commits what was handed out if
+    the block ended without an exception (``commit_on_exit``), runs the listener's
+    ``on_partitions_revoked``, leaves the group and closes, all within *close_timeout* seconds,
+    then waits for the consumer's threads (its own and kafka-python's I/O thread) to end.
+
+    Args:
+        *topics: topics to subscribe to.
+        bootstrap_servers: ``"host:port"`` or a list of them.
+        group_id: the consumer group; without one, nothing is committed and topics are read
+            whole (every partition).
+        pattern: a regular expression of topics to subscribe to, instead of *topics*.
+        partitions: partitions to assign manually (no group management), instead of
+            subscribing.
+        listener: a :class:`ConsumerRebalanceListener` for the initial subscription.
+        key_deserializer: turns key bytes into values: a callable, a
+            :class:`~trionet.codecs.Codec` or a codec name (``"json"``, ``"msgpack"``).
+        value_deserializer: the same for values.
+        poll_interval: seconds each ``poll()`` may block; bounds how long cancelling a reader
+            waits for the consumer's thread.
+        close_timeout: seconds the exit may spend committing, revoking and leaving the group.
+        commit_on_exit: commit the handed-out offsets when the block ends without an exception
+            (only with a *group_id*).
+        broker_timeout: seconds without any reachable broker after which reading raises
+            :class:`~trionet.kafka.KafkaConnectionError` (``None``: keep retrying for ever).
+        **config: any other kafka-python ``KafkaConsumer`` option (``auto_offset_reset``,
+            ``enable_auto_commit``, ``max_poll_records``, ``session_timeout_ms``,
+            ``security_protocol``, ``sasl_*``, ``ssl_*``, ``isolation_level``,
+            ``group_instance_id``...). trionet's defaults differ from kafka-python's in
+            ``enable_auto_commit`` (False: commit explicitly, after processing) and
+            ``bootstrap_timeout_ms`` (10 s).
+
+    Raises:
+        ConfigurationError: an unknown option or an invalid value.
+    """
+
+    def __init__(
+        self,
+        *topics: str,
+        bootstrap_servers: str | Sequence[str] = "localhost:9092",
+        group_id: str | None = None,
+        pattern: str | None = None,
+        partitions: Iterable[tuple[str, int]] | None = None,
+        listener: ConsumerRebalanceListener | None = None,
+        key_deserializer: Deserializer | None = None,
+        value_deserializer: Deserializer | None = None,
+        poll_interval: float = 0.1,
+        close_timeout: float = 10.0,
+        commit_on_exit: bool = True,
+        broker_timeout: float | None = 30.0,
+        **config: Any,
+    ) -> None:
+        kp.check_options("consumer", config, kp.CONSUMER_OPTIONS, _HANDLED)
+        for name in ("group_id", "bootstrap_servers"):
+            if name in config:  # pragma: no cover - Python routes them to the parameters
+                raise ConfigurationError(f"{name} given twice")
+        if sum((bool(topics), pattern is not None, partitions is not None)) > 1:
+            raise ConfigurationError("give topics, a pattern or partitions, not several")
+        if listener is not None and not isinstance(listener, ConsumerRebalanceListener):
+            raise ConfigurationError("listener must be a ConsumerRebalanceListener")
+        if not (isinstance(poll_interval, (int, float)) and 0 < poll_interval <= 60):
+            raise ConfigurationError(f"poll_interval must be in (0, 60] s, not {poll_interval!r}")
+        if not close_timeout >= 0:
+            raise ConfigurationError(f"close_timeout must be >= 0, not {close_timeout!r}")
+        if broker_timeout is not None and not broker_timeout > 0:
+            raise ConfigurationError(f"broker_timeout must be > 0 or None, not {broker_timeout!r}")
+        for topic in topics:
+            _check_topic(topic)
+        self._servers = check_servers(bootstrap_servers)
+        self._servers_text = servers_text(self._servers)
+        self._group_id = group_id
+        self._initial_topics = tuple(topics)
+        self._initial_pattern = pattern
+        self._initial_partitions = (
+            None if partitions is None else [_as_tp(tp) for tp in partitions]
+        )
+        self._listener = listener
+        self._decode_key = make_decoder(key_deserializer, "key")
+        self._decode_value = make_decoder(value_deserializer, "value")
+        self._poll_ms = max(1, round(poll_interval * 1000))
+        self._close_timeout = close_timeout
+        self._commit_on_exit = commit_on_exit
+        self._broker_timeout = broker_timeout
+        settings = with_defaults(
+            config,
+            enable_auto_commit=False,
+            bootstrap_timeout_ms=DEFAULT_BOOTSTRAP_TIMEOUT_MS,
+        )
+        settings["bootstrap_servers"] = self._servers
+        settings["group_id"] = group_id
+        self._config = settings
+        self._max_records = int(settings.get("max_poll_records", 500))
+        self._listener_timeout_ms = int(settings.get("max_poll_interval_ms", 300_000))
+
+        self._cm: Any = None
+        self._kc: Any = None
+        self._trap = kp.ClientTrap()
+        self._worker = ThreadWorker(f"trionet-kafka-consumer-{id(self):x}",
+                                    on_exit=self._close_on_thread)
+        self._portal: TrioPortal | None = None
+        self._nursery: trio.Nursery | None = None
+        self._buffer: collections.deque[KafkaRecord | _Undecodable] = collections.deque()
+        self._delivered: dict[tuple[str, int], int] = {}
+        self._rewind: dict[TopicPartition, int] = {}
+        self._poll_done: trio.Event | None = None
+        self._poll_error: BaseException | None = None
+        self._unreachable_since: float | None = None
+        self._position_lock = trio.Lock()
+        self._since_yield = 0
+        self._open = False
+        self._aborting = False
+
+    @classmethod
+    def from_url(cls, url: str, *topics: str, **overrides: Any) -> KafkaConsumer:
+        """A consumer for ``kafka://host:port?group=name&option=value``.
+
+        Query options are kafka-python options; user information becomes SASL PLAIN
+        credentials. *overrides* win over the URL.
+        """
+        parsed = parse_kafka_url(url)
+        options = parsed.consumer_options()
+        options.update(overrides)
+        return cls(*topics, bootstrap_servers=parsed.bootstrap_servers, **options)
+
+    def __repr__(self) -> str:
+        return (f"<trionet.kafka.KafkaConsumer {self._servers_text} group={self._group_id!r} "
+                f"buffered={len(self._buffer)}>")
+
+    @property
+    def group_id(self) -> str | None:
+        """The consumer group, or None."""
+        return self._group_id
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> KafkaConsumer:
+        if self._cm is not None:
+            raise RuntimeError("a KafkaConsumer can be entered only once")
+        self._cm = self._lifetime()
+        return await self._cm.__aenter__()  # type: ignore[no-any-return]
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
+        return await self._cm.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[KafkaConsumer]:
+        self._portal = TrioPortal()
+        async with hidden_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await nursery.start(self._run_worker)
+                await self._start()
+                clean_exit = False
+                try:
+                    yield self
+                    clean_exit = True
+                finally:
+                    self._open = False
+                    with trio.move_on_after(self._close_timeout, shield=True):
+                        await self._close_gracefully(commit=clean_exit and self._commit_on_exit)
+            finally:
+                self._open = False
+                self._aborting = True
+                self._worker.stop()  # after the calls already queued; then it closes the consumer
+                nursery.cancel_scope.cancel()
+
+    async def _run_worker(self, *, task_status: trio.TaskStatus[ThreadWorker]) -> None:
+        # Shielded: cancelling the consumer's surroundings must not stop its thread before the
+        # graceful close has run on it. _lifetime stops it explicitly, and every call on it is
+        # bounded (short polls, kafka-python's timeouts), so the nursery's wait is too.
+        with trio.CancelScope(shield=True):
+            await self._worker.run(task_status=task_status)
+
+    async def _start(self) -> None:
+        try:
+            await self._run(self._build, operation="starting the Kafka consumer")
+        except BaseException:
+            self._trap.abort()  # a cancelled bootstrap gives up at once
+            raise
+        self._open = True
+        if self._initial_partitions is not None:
+            await self.assign(self._initial_partitions)
+        elif self._initial_topics or self._initial_pattern is not None:
+            await self.subscribe(self._initial_topics, pattern=self._initial_pattern,
+                                 listener=self._listener)
+
+    def _build(self) -> None:  # consumer thread
+        self._kc = kp.build_consumer(self._config, self._trap, servers=self._servers_text)
+
+    async def _close_gracefully(self, *, commit: bool) -> None:
+        # Runs in a shielded scope whose deadline is close_timeout from now; every call on the
+        # consumer's thread gets the time that is left, since the thread cannot be interrupted.
+        if self._kc is None:
+            return
+        if commit and self._group_id is not None and self._delivered:
+            with contextlib.suppress(KafkaError):  # at-least-once: they will be read again
+                await self._commit(None, timeout_ms=self._remaining_ms())
+        with contextlib.suppress(KafkaError):  # the group forgets us after session_timeout_ms
+            # Revokes (the listener runs) and leaves the group.
+            await self._run(kp.close_consumer, self._kc, operation="closing the consumer",
+                            timeout_ms=self._remaining_ms())
+
+    def _remaining_ms(self) -> int:
+        deadline = trio.current_effective_deadline()
+        budget = self._close_timeout if math.isinf(deadline) else deadline - trio.current_time()
+        return max(1, int(budget * 1000))
+
+    def _close_on_thread(self) -> None:  # consumer thread, as it exits
+        self._aborting = True
+        kc = self._kc
+        if kc is not None:
+            try:
+                kp.close_consumer(kc, timeout_ms=max(1, int(self._close_timeout * 1000)))
+            finally:
+                self._kc = None
+        else:
+            self._trap.close()
+
+    # -- running calls on the consumer's thread ----------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any, operation: str,
+                   after: Callable[[T], object] | None = None, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on the consumer's thread (or, inside a rebalance listener,
+        on kafka-python's I/O loop) and return its result, translated errors included.
+
+        *after(result)* runs in trio when ``fn`` succeeded, before the caller resumes and even if
+        the caller was cancelled meanwhile (buffer bookkeeping that must match what ``fn`` did).
+        """
+        portal = self._portal
+        assert portal is not None
+        done = trio.Event()
+        box: list[outcome.Outcome[T]] = []
+
+        def finish(result: outcome.Outcome[T]) -> None:  # trio thread
+            if after is not None and isinstance(result, outcome.Value):
+                try:
+                    after(result.value)
+                except Exception as exc:  # our own bookkeeping; report it to the caller
+                    result = outcome.Error(exc)
+            box.append(result)
+            done.set()
+
+        if self._in_listener() and self._kc is not None:
+
+            def io_done(error: BaseException | None, value: Any) -> None:  # I/O thread
+                if isinstance(error, RuntimeError):  # it needed a broker round trip
+                    blocked = KafkaError(f"{operation} is not possible inside a rebalance "
+                                         "listener (it needs kafka-python's I/O loop, which "
+                                         "waits for the listener)", fault="local")
+                    blocked.__cause__ = error
+                    error = blocked
+                portal.call_soon(finish, outcome.Error(error) if error is not None
+                                 else outcome.Value(value))
+
+            try:
+                kp.call_on_io_loop(self._kc, lambda: fn(*args, **kwargs), (), io_done)
+            except RuntimeError:  # kafka-python's loop has stopped
+                raise trio.ClosedResourceError("the Kafka consumer is closed") from None
+        else:
+            worker = self._worker
+
+            def job() -> None:  # consumer thread (or trio, if the thread has stopped)
+                if worker.in_worker_thread():
+                    result = outcome.capture(fn, *args, **kwargs)
+                else:
+                    result = outcome.Error(
+                        trio.ClosedResourceError("the Kafka consumer's thread has stopped"))
+                portal.call_soon(finish, result)
+
+            worker.submit(job)
+        await done.wait()
+        result = box[0]
+        if isinstance(result, outcome.Error):
+            error = kp.translate(result.error, servers=self._servers_text, operation=operation)
+            if error is not result.error:
+                raise error from result.error
+        return result.unwrap()
+
+    def _check_open(self) -> None:
+        if not self._open and not self._in_listener():
+            raise trio.ClosedResourceError("the Kafka consumer is not open")
+
+    def _in_listener(self) -> bool:
+        """Whether the calling task is (or was spawned by) this consumer's rebalance listener."""
+        return _IN_LISTENER.get() is self
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def __aiter__(self) -> KafkaConsumer:
+        return self
+
+    async def __anext__(self) -> KafkaRecord:
+        """The next record, waiting for one if needed.
+
+        Every call checks for cancellation; other tasks get to run at every poll and at least
+        every 16 records (a full checkpoint per buffered record would cost about as much as
+        kafka-python's own per-record work).
+
+        Raises:
+            KafkaConnectionError: no broker was reachable for ``broker_timeout`` seconds.
+            RecordDecodeError: the deserializers failed on this record (it counts as handed
+                out; iterate again to go on).
+            trio.ClosedResourceError: the consumer is closed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        buffer = self._buffer
+        if not buffer:
+            await self._fill()
+            self._since_yield = 0
+        else:
+            self._since_yield += 1
+            if self._since_yield >= _YIELD_EVERY:
+                self._since_yield = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            if not buffer:  # another task took them meanwhile
+                await self._fill()
+        item = buffer.popleft()
+        if type(item) is _Undecodable:
+            self._delivered[(item.record.topic, item.record.partition)] = item.record.offset + 1
+            raise item.error
+        record = cast(KafkaRecord, item)
+        self._delivered[(record[0], record[1])] = record[2] + 1  # topic, partition, offset
+        return record
+
+    async def getone(self) -> KafkaRecord:
+        """The next record (the same as ``await anext(consumer)``)."""
+        return await self.__anext__()
+
+    async def getmany(self, max_records: int | None = None) -> list[KafkaRecord]:
+        """The records available now, at most *max_records*, waiting until there is one.
+
+        Raises:
+            RecordDecodeError: the deserializers failed on the first record available (it
+                counts as handed out). Records after it come with the next call.
+            KafkaConnectionError, trio.ClosedResourceError: as for ``async for``.
+        """
+        if max_records is not None and (not isinstance(max_records, int) or max_records < 1):
+            raise ConfigurationError(f"max_records must be a positive int, not {max_records!r}")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        buffer = self._buffer
+        if buffer:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        while not buffer:
+            await self._fill()
+        count = len(buffer) if max_records is None else min(max_records, len(buffer))
+        out: list[KafkaRecord] = []
+        delivered = self._delivered
+        for _ in range(count):
+            item = buffer[0]
+            if type(item) is _Undecodable:
+                if out:
+                    break
+                buffer.popleft()
+                delivered[(item.record.topic, item.record.partition)] = item.record.offset + 1
+                raise item.error
+            assert isinstance(item, KafkaRecord)
+            buffer.popleft()
+            delivered[(item.topic, item.partition)] = item.offset + 1
+            out.append(item)
+        return out
+
+    async def _fill(self) -> None:
+        """Wait for one poll's worth of records (or raise why there are none)."""
+        while not self._buffer:
+            if self._poll_error is not None:
+                error, self._poll_error = self._poll_error, None
+                raise error
+            if self._in_listener():
+                raise KafkaError("a rebalance listener cannot read records: the consumer's "
+                                 "poll() is waiting for the listener to return", fault="local")
+            self._check_open()
+            if self._poll_done is None:
+                self._start_poll(self._poll_ms)
+            assert self._poll_done is not None
+            await self._poll_done.wait()
+
+    def _start_poll(self, timeout_ms: int) -> None:
+        done = self._poll_done = trio.Event()
+        portal = self._portal
+        assert portal is not None
+        worker = self._worker
+
+        def job() -> None:  # consumer thread
+            if worker.in_worker_thread():
+                result: outcome.Outcome[tuple[list[KafkaRecord | _Undecodable], bool]] = (
+                    outcome.capture(self._poll_on_thread, timeout_ms))
+            else:
+                result = outcome.Error(
+                    trio.ClosedResourceError("the Kafka consumer's thread has stopped"))
+            portal.call_soon(self._poll_finished, done, result)
+
+        worker.submit(job)
+
+    def _poll_on_thread(self, timeout_ms: int) -> tuple[list[KafkaRecord | _Undecodable], bool]:
+        raw = kp.poll(self._kc, timeout_ms, self._max_records)
+        if not raw:
+            unreachable = self._broker_timeout is not None and kp.brokers_unreachable(self._kc)
+            return [], unreachable
+        decode_key = self._decode_key
+        decode_value = self._decode_value
+        if decode_key is None and decode_value is None:
+            # tuple.__new__ skips the NamedTuple's Python-level __new__: this loop is the
+            # per-record cost of crossing into trio.
+            return [
+                _new_tuple(KafkaRecord, (r.topic, r.partition, r.offset, r.key, r.value,
+                                         r.headers, r.timestamp, r.timestamp_type))
+                for r in raw
+            ], False
+        out: list[KafkaRecord | _Undecodable] = []
+        for r in raw:
+            key, value = r.key, r.value
+            try:
+                if decode_key is not None and key is not None:
+                    key = decode_key(key)
+                if decode_value is not None and value is not None:
+                    value = decode_value(value)
+            except Exception as exc:
+                raw_record = KafkaRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                                         r.headers, r.timestamp, r.timestamp_type)
+                error = RecordDecodeError(
+                    f"cannot deserialize the record at offset {r.offset} of "
+                    f"{r.topic}[{r.partition}]: {exc}", record=raw_record)
+                error.__cause__ = exc
+                out.append(_Undecodable(raw_record, error))
+                continue
+            out.append(KafkaRecord(r.topic, r.partition, r.offset, key, value, r.headers,
+                                   r.timestamp, r.timestamp_type))
+        return out, False
+
+    def _poll_finished(
+        self, done: trio.Event,
+        result: outcome.Outcome[tuple[list[KafkaRecord | _Undecodable], bool]],
+    ) -> None:  # trio thread
+        self._poll_done = None
+        try:
+            if isinstance(result, outcome.Error):
+                error = kp.translate(result.error, servers=self._servers_text,
+                                     operation="polling")
+                if error is not result.error:
+                    error.__cause__ = result.error
+                self._poll_error = error
+                return
+            records, unreachable = result.unwrap()
+            if records:
+                self._unreachable_since = None
+                self._buffer.extend(records)
+            elif not unreachable:
+                self._unreachable_since = None
+            elif self._unreachable_since is None:
+                self._unreachable_since = trio.current_time()
+            elif (self._broker_timeout is not None
+                  and trio.current_time() - self._unreachable_since >= self._broker_timeout):
+                self._poll_error = KafkaConnectionError(
+                    f"no Kafka broker has been reachable for {self._broker_timeout:g} s "
+                    f"(bootstrap servers {self._servers_text})",
+                    bootstrap_servers=self._servers_text,
+                )
+        finally:
+            done.set()
+
+    # -- offsets ----------------------------------------------------------------------------------
+
+    def delivered_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record handed out (what :meth:`commit`
+        commits by default)."""
+        return {TopicPartition(topic, partition): offset
+                for (topic, partition), offset in self._delivered.items()}
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None
+                     ) -> dict[TopicPartition, int]:
+        """Commit offsets for the consumer group, waiting for the broker's answer.
+
+        By default: per partition, the offset after the last record this consumer handed out
+        (records still buffered are not included), for the partitions it still owns. Call it
+        after processing to get at-least-once delivery.
+
+        Args:
+            offsets: explicit ``{partition: next offset to read}`` instead.
+
+        Returns:
+            The offsets committed.
+
+        Raises:
+            KafkaCommitError: the group rebalanced or the member was dropped meanwhile; the
+                records will be read again by the partition's next owner.
+            KafkaError: no ``group_id``, or another failure.
+        """
+        self._check_open()
+        return await self._commit(offsets)
+
+    async def _commit(self, offsets: Mapping[TopicPartition, int] | None,
+                      timeout_ms: int | None = None) -> dict[TopicPartition, int]:
+        if self._group_id is None:
+            raise KafkaError("commit needs a consumer group (group_id)", fault="local")
+        only_assigned = offsets is None
+        wanted = self.delivered_offsets() if offsets is None else {
+            _as_tp(tp): _check_offset(off) for tp, off in offsets.items()}
+        if not wanted:
+            await trio.lowlevel.checkpoint()
+            return {}
+        if self._in_listener():
+            return await self._commit_in_listener(wanted)
+        return await self._run(kp.commit, self._kc, wanted, only_assigned=only_assigned,
+                               timeout_ms=timeout_ms, operation="committing offsets")
+
+    async def _commit_in_listener(self, offsets: dict[TopicPartition, int]
+                                  ) -> dict[TopicPartition, int]:
+        portal = self._portal
+        assert portal is not None
+        done = trio.Event()
+        box: list[BaseException | None] = []
+
+        def finish(error: BaseException | None) -> None:
+            box.append(error)
+            done.set()
+
+        timeout_ms = int(self._config.get("request_timeout_ms", 30_000))
+        kp.commit_on_io_loop(self._kc, offsets, timeout_ms,
+                             lambda error: portal.call_soon(finish, error))
+        await done.wait()
+        if box[0] is not None:
+            error = kp.translate(box[0], servers=self._servers_text,
+                                 operation="committing offsets")
+            if isinstance(error, KafkaError) and not isinstance(error, KafkaCommitError):
+                raise KafkaCommitError(str(error), fault="remote") from box[0]
+            raise error from box[0]
+        return offsets
+
+    async def _group_metadata(self) -> Any:
+        """kafka-python's group membership snapshot (for transactional offset commits)."""
+        self._check_open()
+        if self._group_id is None:
+            raise KafkaError("transactional offsets need a consumer group (group_id)",
+                             fault="local")
+        return await self._run(kp.group_metadata, self._kc, operation="reading group metadata")
+
+    async def committed(self, partition: tuple[str, int]) -> int | None:
+        """The group's committed offset for *partition* (None if nothing was committed)."""
+        self._check_open()
+        return await self._run(kp.committed, self._kc, _as_tp(partition),
+                               operation="reading a committed offset")
+
+    async def position(self, partition: tuple[str, int]) -> int:
+        """The offset of the next record kafka-python will fetch for *partition*.
+
+        Records already buffered in trionet come before it.
+        """
+        self._check_open()
+        return await self._run(kp.position, self._kc, _as_tp(partition),
+                               operation="reading a position")
+
+    async def beginning_offsets(self, partitions: Iterable[tuple[str, int]]
+                                ) -> dict[TopicPartition, int]:
+        """The first offset of each partition."""
+        self._check_open()
+        return await self._run(kp.edge_offsets, self._kc, [_as_tp(tp) for tp in partitions],
+                               "beginning", operation="listing offsets")
+
+    async def end_offsets(self, partitions: Iterable[tuple[str, int]]
+                          ) -> dict[TopicPartition, int]:
+        """The offset after the last record of each partition (its high watermark)."""
+        self._check_open()
+        return await self._run(kp.edge_offsets, self._kc, [_as_tp(tp) for tp in partitions],
+                               "end", operation="listing offsets")
+
+    # -- subscription and assignment ---------------------------------------------------------------
+
+    async def subscribe(self, topics: Iterable[str] = (), *, pattern: str | None = None,
+                        listener: ConsumerRebalanceListener | None = None) -> None:
+        """Subscribe to *topics*, or to every topic matching the regex *pattern*.
+
+        Replaces the previous subscription. Partitions are assigned by the group (or, without a
+        ``group_id``, every partition of the topics).
+
+        Raises:
+            ConfigurationError: both or neither of topics and pattern, or a bad listener.
+        """
+        self._check_open()
+        names = tuple(topics)
+        if bool(names) == (pattern is not None):
+            raise ConfigurationError("subscribe needs topics or a pattern (not both)")
+        for topic in names:
+            _check_topic(topic)
+        if listener is not None and not isinstance(listener, ConsumerRebalanceListener):
+            raise ConfigurationError("listener must be a ConsumerRebalanceListener")
+        self._listener = listener
+        bridge = kp.ListenerBridge(self._kc, self._dispatch_rebalance, self._listener_timeout_ms)
+
+        def after(_: None) -> None:
+            if pattern is None:
+                self._discard(lambda tp: tp[0] not in names)
+
+        async with self._position_lock:
+            with trio.CancelScope(shield=True):
+                await self._run(kp.subscribe, self._kc, names, pattern, bridge, after=after,
+                                operation="subscribing")
+
+    async def unsubscribe(self) -> None:
+        """Drop the subscription or assignment (and every buffered record)."""
+        self._check_open()
+        async with self._position_lock:
+            with trio.CancelScope(shield=True):
+                await self._run(kp.unsubscribe, self._kc, operation="unsubscribing",
+                                after=lambda _: self._discard(lambda tp: True))
+
+    async def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Read exactly these partitions (no group management, no rebalances).
+
+        Replaces the previous assignment; offsets still come from the group's commits when a
+        ``group_id`` is set.
+
+        Raises:
+            UnknownTopicError: a topic or partition does not exist.
+        """
+        self._check_open()
+        wanted = frozenset(_as_tp(tp) for tp in partitions)
+        async with self._position_lock:
+            with trio.CancelScope(shield=True):
+                await self._run(kp.assign, self._kc, wanted, operation="assigning partitions",
+                                after=lambda _: self._discard(lambda tp: tp not in wanted))
+
+    async def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions currently assigned to this consumer."""
+        self._check_open()
+        return await self._run(kp.assignment, self._kc, operation="reading the assignment")
+
+    async def subscription(self) -> frozenset[str] | None:
+        """The subscribed topics (None when partitions are assigned manually)."""
+        self._check_open()
+        return await self._run(kp.subscription, self._kc, operation="reading the subscription")
+
+    async def topics(self) -> set[str]:
+        """Every topic in the cluster."""
+        self._check_open()
+        return await self._run(kp.topics, self._kc, operation="listing topics")
+
+    async def partitions_for_topic(self, topic: str) -> set[int]:
+        """The partition numbers of *topic* (empty if it does not exist; never creates it)."""
+        self._check_open()
+        return await self._run(kp.existing_partitions, self._kc, topic,
+                               operation="reading topic metadata")
+
+    # -- positions --------------------------------------------------------------------------------
+
+    async def seek(self, partition: tuple[str, int], offset: int) -> None:
+        """Read *partition* from *offset* next; buffered records of it are dropped.
+
+        Raises:
+            KafkaError: the partition is not assigned to this consumer.
+        """
+        self._check_open()
+        tp = _as_tp(partition)
+        offset = _check_offset(offset)
+
+        def after(_: None) -> None:
+            self._discard(lambda p: p == tp)
+            self._delivered[tp] = offset
+
+        await self._position_op(kp.seek, self._kc, tp, offset, after=after, operation="seeking")
+
+    async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
+        """Read the given partitions (all assigned ones by default) from their first record."""
+        await self._seek_to("beginning", partitions)
+
+    async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
+        """Skip to the end of the given partitions (all assigned ones by default)."""
+        await self._seek_to("end", partitions)
+
+    async def _seek_to(self, where: str, partitions: Sequence[tuple[str, int]]) -> None:
+        self._check_open()
+        tps = frozenset(_as_tp(tp) for tp in partitions)
+
+        def after(moved: frozenset[TopicPartition]) -> None:
+            self._discard(lambda p: p in moved)
+            for tp in moved:
+                self._delivered.pop(tp, None)
+
+        await self._position_op(kp.seek_to, self._kc, tps, where, after=after,
+                                operation=f"seeking to the {where}")
+
+    async def pause(self, *partitions: tuple[str, int]) -> None:
+        """Stop reading the given partitions until :meth:`resume`.
+
+        Their records already buffered are dropped and read again after :meth:`resume`.
+        """
+        self._check_open()
+        tps = frozenset(_as_tp(tp) for tp in partitions)
+
+        def after(_: None) -> None:
+            for tp, first in self._discard(lambda p: p in tps).items():
+                self._rewind[tp] = min(first, self._rewind.get(tp, first))
+
+        await self._position_op(kp.pause, self._kc, tps, after=after, operation="pausing")
+
+    async def resume(self, *partitions: tuple[str, int]) -> None:
+        """Read the given paused partitions again."""
+        self._check_open()
+        tps = frozenset(_as_tp(tp) for tp in partitions)
+        async with self._maybe_position_lock():
+            rewind = {tp: self._rewind.pop(tp) for tp in tps if tp in self._rewind}
+            with trio.CancelScope(shield=True):
+                await self._run(kp.resume, self._kc, tps, rewind, operation="resuming")
+
+    async def paused(self) -> frozenset[TopicPartition]:
+        """The partitions paused with :meth:`pause`."""
+        self._check_open()
+        return await self._run(kp.paused, self._kc, operation="reading paused partitions")
+
+    async def _position_op(self, fn: Callable[..., T], *args: Any, operation: str,
+                           after: Callable[[T], object]) -> T:
+        async with self._maybe_position_lock():
+            with trio.CancelScope(shield=True):  # quick, local; keeps the bookkeeping in step
+                result = await self._run(fn, *args, after=after, operation=operation)
+        return result
+
+    @asynccontextmanager
+    async def _maybe_position_lock(self) -> AsyncIterator[None]:
+        # In a rebalance listener the lock may be held by a task whose call is queued behind the
+        # very poll() that waits for the listener: do not wait for it there.
+        if self._in_listener():
+            await trio.lowlevel.checkpoint()
+            yield
+        else:
+            async with self._position_lock:
+                yield
+
+    def _discard(self, match: Callable[[TopicPartition], bool]) -> dict[TopicPartition, int]:
+        """Drop buffered records of the matching partitions; the first dropped offset of each."""
+        first: dict[TopicPartition, int] = {}
+        if not self._buffer:
+            return first
+        kept: list[KafkaRecord | _Undecodable] = []
+        for item in self._buffer:
+            record = item.record if type(item) is _Undecodable else item
+            assert isinstance(record, KafkaRecord)
+            tp = TopicPartition(record.topic, record.partition)
+            if match(tp):
+                first.setdefault(tp, record.offset)
+            else:
+                kept.append(item)
+        # In place: readers hold on to the deque across their awaits.
+        self._buffer.clear()
+        self._buffer.extend(kept)
+        return first
+
+    # -- rebalances -------------------------------------------------------------------------------
+
+    def _dispatch_rebalance(self, kind: str, partitions: frozenset[TopicPartition],
+                            done: Callable[[BaseException | None], None]) -> bool:
+        # kafka-python's I/O thread, inside poll() or close() on the consumer's thread.
+        if self._aborting or self._portal is None or (kind != "assigned" and not partitions):
+            return False  # (kafka-python revokes an empty set before the first join)
+        return self._portal.call_soon(self._start_listener, kind, partitions, done)
+
+    def _start_listener(self, kind: str, partitions: frozenset[TopicPartition],
+                        done: Callable[[BaseException | None], None]) -> None:
+        if self._nursery is None or self._aborting:
+            done(None)
+            return
+        try:
+            self._nursery.start_soon(self._run_listener, kind, partitions, done)
+        except RuntimeError:  # the nursery is closed
+            done(None)
+
+    async def _run_listener(self, kind: str, partitions: frozenset[TopicPartition],
+                            done: Callable[[BaseException | None], None]) -> None:
+        error: BaseException | None = None
+        _IN_LISTENER.set(self)  # this task's context only (and its children's)
+        try:
+            listener = self._listener
+            if listener is not None:
+                if kind == "assigned":
+                    await listener.on_partitions_assigned(partitions)
+                elif kind == "lost":
+                    await listener.on_partitions_lost(partitions)
+                else:
+                    await listener.on_partitions_revoked(partitions)
+        except Exception as exc:
+            error = exc
+        finally:
+            if kind != "assigned":
+                self._forget(partitions)
+            done(error)
+
+    def _forget(self, partitions: frozenset[TopicPartition]) -> None:
+        self._discard(lambda tp: tp in partitions)
+        for tp in partitions:
+            self._delivered.pop(tp, None)
+            self._rewind.pop(tp, None)
+
+
+def _as_tp(value: tuple[str, int]) -> TopicPartition:
+    try:
+        topic, partition = value
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"expected a (topic, partition) pair, not {value!r}") from None
+    if not isinstance(topic, str) or not topic:
+        raise ConfigurationError(f"topic must be a non-empty string, not {topic!r}")
+    if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+        raise ConfigurationError(f"partition must be an int >= 0, not {partition!r}")
+    return TopicPartition(topic, partition)
+
+
+def _check_offset(offset: object) -> int:
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ConfigurationError(f"offset must be an int >= 0, not {offset!r}")
+    return offset
+
+
+def _check_topic(topic: object) -> None:
+    if not isinstance(topic, str) or not topic:
+        raise ConfigurationError(f"topic must be a non-empty string, not {topic!r}")
+

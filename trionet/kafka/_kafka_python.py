@@ -1,0 +1,808 @@
+"""Everything trionet knows about kafka-python 3.0: the only module that imports it.
+
+Nothing here touches trio. The functions are plain, blocking calls that :mod:`._producer`,
+:mod:`._consumer` and :mod:`._admin` run on the right thread through :mod:`trionet._threads`;
+the few callbacks that cross back into trio arrive as plain callables (a
+:class:`~trionet._threads.TrioPortal`'s ``call_soon``).
+
+Where kafka-python's public API falls short, this module reaches into its internals, always in a
+function of its own with a comment saying why. kafka-python is pinned to ``>=3.0,<3.1``:
+
+* :class:`ClientTrap` is passed as kafka-python's documented ``kafka_client`` factory, so that a
+  constructor that fails (or is cancelled) during bootstrap can be cleaned up: kafka-python 3.0
+  starts a consumer's or admin client's I/O thread before bootstrapping and leaves it running when
+  the bootstrap fails.
+* :func:`brokers_unreachable` reads the connection manager, to turn "every broker has stopped
+  answering" into an error instead of polling an empty topic forever.
+* :func:`commit_on_io_loop` and :func:`call_on_io_loop` run consumer work on kafka-python's I/O
+  loop while the consumer's own thread is blocked inside ``poll()`` or ``close()`` waiting for a
+  rebalance listener (calling back into the consumer's thread then would deadlock).
+* :func:`close_producer` forces a producer's sender thread down when a flush cannot finish
+  (kafka-python's ``close()`` raises and leaves the thread running in that case).
+* :func:`watch_delivery` registers both callbacks of a record future under one lock.
+* :func:`metadata_cached` and :func:`known_partitions` read the producer's metadata cache, so
+  that trionet calls kafka-python's ``send`` on the trio thread only when it cannot block.
+* :func:`_close_failed_connects` fixes a socket leak: kafka-python 3.0 does not close the socket
+  of a failed connection attempt (refused, timed out), so every retry against a dead broker
+  leaks a file descriptor until the garbage collector finds it (with a ``ResourceWarning``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Final
+
+try:
+    import kafka
+    import kafka.errors as kerrors
+    from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+    from kafka.future import Future as KFuture
+    from kafka.net.compat import KafkaNetClient
+    from kafka.net.inet import KafkaNetSocket
+    from kafka.structs import OffsetAndMetadata
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "trionet.kafka needs kafka-python 3.0 (pip install 'trionet[kafka]' or "
+        f"'kafka-python>=3.0,<3.1'): {exc}"
+    ) from exc
+
+from ..errors import ConfigurationError, KafkaError, TrionetError
+from ._errors import (
+    KafkaCommitError,
+    KafkaConnectionError,
+    KafkaDeliveryError,
+    KafkaTimeout,
+    UnknownTopicError,
+)
+from ._records import RecordMetadata, TopicPartition
+
+__all__ = [
+    "ADMIN_OPTIONS",
+    "CONSUMER_OPTIONS",
+    "KAFKA_PYTHON_VERSION",
+    "PRODUCER_OPTIONS",
+    "ClientTrap",
+    "ListenerBridge",
+    "abort_transaction",
+    "assign",
+    "assignment",
+    "begin_transaction",
+    "brokers_unreachable",
+    "build_admin",
+    "build_consumer",
+    "build_producer",
+    "call_on_io_loop",
+    "check_options",
+    "close_admin",
+    "close_consumer",
+    "close_producer",
+    "commit",
+    "commit_on_io_loop",
+    "commit_transaction",
+    "committed",
+    "create_topics",
+    "delete_groups",
+    "delete_topics",
+    "delivery_error",
+    "describe_topics",
+    "edge_offsets",
+    "existing_partitions",
+    "group_metadata",
+    "init_transactions",
+    "is_transaction_abort",
+    "known_partitions",
+    "list_group_offsets",
+    "list_groups",
+    "list_topics",
+    "metadata_cached",
+    "offsets_to_commit",
+    "partitions_for",
+    "pause",
+    "paused",
+    "poll",
+    "position",
+    "record_metadata",
+    "resume",
+    "seek",
+    "seek_to",
+    "send",
+    "send_offsets_to_transaction",
+    "subscribe",
+    "subscription",
+    "topics",
+    "translate",
+    "unsubscribe",
+    "watch_delivery",
+]
+
+KAFKA_PYTHON_VERSION: Final[str] = kafka.__version__
+
+CONSUMER_OPTIONS: Final = frozenset(kafka.KafkaConsumer.DEFAULT_CONFIG)
+PRODUCER_OPTIONS: Final = frozenset(kafka.KafkaProducer.DEFAULT_CONFIG)
+ADMIN_OPTIONS: Final = frozenset(kafka.KafkaAdminClient.DEFAULT_CONFIG)
+
+_COMMIT_ERRORS: Final = (
+    kerrors.CommitFailedError,
+    kerrors.RebalanceInProgressError,
+    kerrors.IllegalGenerationError,
+    kerrors.UnknownMemberIdError,
+    kerrors.FencedInstanceIdError,
+)
+
+
+def _close_failed_connects() -> None:
+    """Make kafka-python close the socket of a connection attempt that failed.
+
+    ``KafkaNetSocket.sock_connect`` raises on ECONNREFUSED or a timeout without closing the
+    socket it was given. The wrapper closes it and re-raises; success is untouched. Applied once,
+    at import; a no-op if kafka-python already behaves (or was patched before).
+    """
+    original = KafkaNetSocket.sock_connect
+    if getattr(original, "_trionet_closes_failed_sockets", False):
+        return
+
+    async def sock_connect(self: Any, net: Any, sock: Any, sockaddr: Any,
+                           timeout_at: Any = None) -> Any:
+        try:
+            return await original(self, net, sock, sockaddr, timeout_at=timeout_at)
+        except BaseException:
+            sock.close()
+            raise
+
+    sock_connect._trionet_closes_failed_sockets = True  # type: ignore[attr-defined]
+    KafkaNetSocket.sock_connect = sock_connect
+
+
+_close_failed_connects()
+
+
+def check_options(kind: str, options: Mapping[str, Any], known: Collection[str],
+                  handled: Collection[str] = ()) -> None:
+    """Reject option names kafka-python does not know, before any thread or socket exists.
+
+    Raises:
+        ConfigurationError: naming the unknown options.
+    """
+    unknown = sorted(set(options) - set(known) - set(handled))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown {kind} option(s) {', '.join(unknown)}; trionet passes options through to "
+            f"kafka-python {KAFKA_PYTHON_VERSION}, see its {kind} documentation"
+        )
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def translate(exc: BaseException, *, servers: str, topic: str | None = None,
+              operation: str = "") -> BaseException:
+    """Map a kafka-python exception to the trionet exception to raise ``from`` it.
+
+    Exceptions that are not kafka-python's (trionet's own, trio's, programming errors) are
+    returned unchanged.
+    """
+    if isinstance(exc, TrionetError) or not isinstance(exc, kerrors.KafkaError):
+        return exc
+    where = f"{operation}: " if operation else ""
+    text = _describe(exc)
+    if isinstance(exc, kerrors.KafkaTimeoutError) and "bootstrap" in text.lower():
+        return KafkaConnectionError(
+            f"{where}cannot reach the Kafka bootstrap servers {servers} "
+            f"(kafka-python: {text})",
+            bootstrap_servers=servers,
+        )
+    if isinstance(exc, (kerrors.KafkaConnectionError, kerrors.NodeNotReadyError)):
+        return KafkaConnectionError(
+            f"{where}lost the connection to the Kafka brokers (bootstrap servers {servers}): "
+            f"{text}",
+            bootstrap_servers=servers,
+        )
+    if isinstance(exc, kerrors.UnknownTopicOrPartitionError):
+        return UnknownTopicError(topic or "?", detail=text)
+    if isinstance(exc, _COMMIT_ERRORS):
+        return KafkaCommitError(f"{where}{text}", fault="remote")
+    if isinstance(exc, kerrors.KafkaTimeoutError):
+        return KafkaTimeout(f"{where}{text} (bootstrap servers {servers})", fault="remote")
+    if isinstance(exc, kerrors.KafkaConfigurationError):
+        return ConfigurationError(f"{where}{text}")
+    if isinstance(exc, (kerrors.IllegalStateError, kerrors.IllegalArgumentError)):
+        return KafkaError(f"{where}{text}", fault="local")
+    return KafkaError(f"{where}{text}", fault="remote")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+# -- construction and clean-up ------------------------------------------------------------------
+
+
+class ClientTrap:
+    """A ``kafka_client`` factory that remembers the network client kafka-python builds.
+
+    kafka-python 3.0 consumers and admin clients start their I/O thread *before* bootstrapping
+    and do not stop it when the bootstrap fails; and no constructor can be interrupted. With the
+    client in hand, :meth:`abort` ends a bootstrap in progress (from any thread) and
+    :meth:`close` stops the client's thread and sockets after a failed construction.
+    """
+
+    def __init__(self, factory: Callable[..., Any] = KafkaNetClient) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._aborted = False
+
+    def __call__(self, **configs: Any) -> Any:
+        client = self._factory(**configs)
+        with self._lock:
+            self._client = client
+            aborted = self._aborted
+        if aborted:
+            _abort_client(client)
+        return client
+
+    @property
+    def aborted(self) -> bool:
+        """Whether :meth:`abort` was called."""
+        return self._aborted
+
+    def abort(self) -> None:
+        """Make a constructor that is bootstrapping give up soon. Safe from any thread."""
+        with self._lock:
+            self._aborted = True
+            client = self._client
+        if client is not None:
+            _abort_client(client)
+
+    def close(self) -> None:
+        """Close the captured client (joins its I/O thread). Idempotent; call after a failure."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def _abort_client(client: Any) -> None:
+    # Closing the connection manager on its own loop makes _do_bootstrap's loop condition false,
+    # so the blocked constructor raises "Unable to bootstrap" at once. The loop is either the
+    # client's I/O thread (consumer, admin) or the constructing thread itself (producer);
+    # call_soon_threadsafe wakes either.
+    with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is already closed
+        client._net.call_soon_threadsafe(client._manager.close)
+
+
+def _build(cls: Any, trap: ClientTrap, config: Mapping[str, Any], *, servers: str,
+           what: str) -> Any:
+    options = dict(config)
+    trap._factory = options.pop("kafka_client", KafkaNetClient)
+    options["kafka_client"] = trap
+    try:
+        return cls(**options)
+    except BaseException as exc:
+        trap.close()
+        if trap.aborted:
+            raise
+        raise translate(exc, servers=servers, operation=f"starting the Kafka {what}") from exc
+
+
+def build_producer(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:
+    """Construct a ``kafka.KafkaProducer`` (blocks for the bootstrap); translate failures."""
+    return _build(kafka.KafkaProducer, trap, config, servers=servers, what="producer")
+
+
+def build_consumer(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:
+    """Construct a ``kafka.KafkaConsumer`` (blocks for the bootstrap); translate failures."""
+    return _build(kafka.KafkaConsumer, trap, config, servers=servers, what="consumer")
+
+
+def build_admin(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:
+    """Construct a ``kafka.KafkaAdminClient`` (blocks for the bootstrap); translate failures."""
+    return _build(kafka.KafkaAdminClient, trap, config, servers=servers, what="admin client")
+
+
+def close_consumer(consumer: Any, *, timeout_ms: int) -> None:
+    """Leave the group and close the consumer, joining its I/O thread. Never commits."""
+    consumer.close(autocommit=False, timeout_ms=timeout_ms)
+
+
+def close_admin(admin: Any) -> None:
+    """Close the admin client, joining its I/O thread."""
+    admin.close()
+
+
+def close_producer(producer: Any, *, timeout: float) -> bool:
+    """Flush for up to *timeout* seconds, then close, joining the sender thread.
+
+    Records that could not be delivered in time are failed (their futures get an error) and the
+    sender thread is stopped anyway. kafka-python's ``close()`` would raise instead and leave the
+    thread running, so when the flush times out this forces the sender down first.
+
+    Returns:
+        True if every record was flushed.
+    """
+    deadline = time.monotonic() + timeout
+    flushed = True
+    try:
+        producer.flush(timeout)
+    except kerrors.KafkaTimeoutError:
+        flushed = False
+        producer._sender.force_close()  # fail the incomplete batches, stop the sender loop
+    remaining = max(0.0, deadline - time.monotonic())
+    try:
+        producer.close(timeout=max(remaining, 1.0))
+    except kerrors.KafkaTimeoutError:
+        producer._sender.force_close()
+    producer._sender.join(max(remaining, 1.0))
+    return flushed
+
+
+# -- producer -----------------------------------------------------------------------------------
+
+
+def watch_delivery(future: Any, on_success: Callable[[Any], object],
+                   on_failure: Callable[[BaseException], object]) -> None:
+    """Register both callbacks of a ``FutureRecordMetadata``.
+
+    They run on the producer's sender thread (or at once, if the future is already done).
+    ``_add_cb_eb`` takes the future's lock once instead of twice; it is on the per-record path.
+    """
+    future._add_cb_eb(on_success, on_failure)
+
+
+if not hasattr(KFuture, "_add_cb_eb"):  # pragma: no cover - other kafka-python versions
+
+    def watch_delivery(future: Any, on_success: Callable[[Any], object],
+                       on_failure: Callable[[BaseException], object]) -> None:
+        future.add_callback(on_success)
+        future.add_errback(on_failure)
+
+
+def record_metadata(md: Any) -> RecordMetadata:
+    """kafka-python's ``RecordMetadata`` as trionet's."""
+    return RecordMetadata(md.topic, md.partition, md.offset, md.timestamp)
+
+
+def delivery_error(exc: BaseException, *, topic: str, partition: int | None,
+                   servers: str) -> KafkaError:
+    """The error a failed delivery of a record to *topic* reports."""
+    if isinstance(exc, KafkaError):
+        return exc
+    if isinstance(exc, kerrors.UnknownTopicOrPartitionError):
+        error: KafkaError = UnknownTopicError(topic, partition, detail=_describe(exc))
+    elif isinstance(exc, kerrors.KafkaTimeoutError):
+        error = KafkaDeliveryError(
+            f"a record for {topic!r} was not acknowledged in time ({_describe(exc)}; "
+            f"bootstrap servers {servers})", topic=topic, partition=partition)
+    else:
+        error = KafkaDeliveryError(f"a record for {topic!r} was not delivered: {_describe(exc)}",
+                                   topic=topic, partition=partition)
+    error.__cause__ = exc
+    return error
+
+
+def partitions_for(producer: Any, topic: str) -> set[int]:
+    """The partitions of *topic*, fetching metadata if needed (blocks up to ``max_block_ms``)."""
+    return set(producer.partitions_for(topic))
+
+
+def known_partitions(producer: Any, topic: str) -> set[int] | None:
+    """The partitions of *topic* the producer already knows, without any I/O (None if unknown).
+
+    Used so that ``send_nowait`` never blocks the trio thread: kafka-python's ``send`` waits for
+    metadata when the topic is new.
+    """
+    partitions = producer._metadata.partitions_for_topic(topic)
+    return None if partitions is None else set(partitions)
+
+
+def metadata_cached(producer: Any, topic: str) -> bool:
+    """Whether ``producer.send(topic, ...)`` would go ahead without waiting for metadata.
+
+    kafka-python's ``send`` blocks (up to ``max_block_ms``) when the topic's partitions are not in
+    its metadata cache; a topic can also drop out of the cache (deleted, metadata expired). This
+    is the same check, without building the partition set.
+    """
+    return topic in producer._metadata._partitions
+
+
+def send(producer: Any, topic: str, value: Any, key: Any, headers: list[tuple[str, bytes]],
+         partition: int | None, timestamp_ms: int | None) -> Any:
+    """``producer.send`` (non-blocking once the topic's metadata is known)."""
+    return producer.send(topic, value=value, key=key, headers=headers, partition=partition,
+                         timestamp_ms=timestamp_ms)
+
+
+# -- consumer -----------------------------------------------------------------------------------
+
+
+def poll(consumer: Any, timeout_ms: int, max_records: int) -> list[Any]:
+    """One ``poll``; kafka-python's ``ConsumerRecord`` tuples, partition by partition."""
+    batches = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+    if not batches:
+        return []
+    if len(batches) == 1:
+        (records,) = batches.values()
+        return list(records)
+    out: list[Any] = []
+    for records in batches.values():
+        out.extend(records)
+    return out
+
+
+def brokers_unreachable(consumer: Any) -> bool:
+    """True when the consumer has no live broker connection and its last attempt failed.
+
+    kafka-python retries a lost broker forever while ``poll()`` returns nothing, so an
+    application reading a quiet topic cannot tell a dead cluster from an idle one. The
+    connection manager knows: every broker in the metadata is in reconnect back-off (a failure
+    since the last success) and no connection is up.
+    """
+    manager = consumer._client._manager
+    brokers = manager.cluster.brokers()
+    if not brokers:
+        return False
+    if any(conn.connected for conn in list(manager._conns.values())):
+        return False
+    backoff = manager._backoff
+    return all(broker.node_id in backoff for broker in brokers)
+
+
+def offsets_to_commit(offsets: Mapping[TopicPartition, int]) -> dict[Any, Any]:
+    return {
+        kafka.TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
+        for tp, offset in offsets.items()
+    }
+
+
+def commit(consumer: Any, offsets: Mapping[TopicPartition, int], *, only_assigned: bool,
+           timeout_ms: int | None) -> dict[TopicPartition, int]:
+    """Commit *offsets* (next offset to read, per partition) synchronously.
+
+    With *only_assigned*, partitions the consumer no longer owns are left out: after a rebalance
+    their new owner's commits must not be overwritten with older offsets.
+
+    Returns:
+        What was committed.
+    """
+    if only_assigned:
+        assigned = consumer.assignment()
+        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+    if offsets:
+        consumer.commit(offsets_to_commit(offsets), timeout_ms=timeout_ms)
+    return dict(offsets)
+
+
+def commit_on_io_loop(consumer: Any, offsets: Mapping[TopicPartition, int], timeout_ms: int,
+                      done: Callable[[BaseException | None], object]) -> None:
+    """Commit from kafka-python's I/O loop; *done(error)* is called on the I/O thread.
+
+    Only for rebalance listeners: the consumer's thread is then blocked inside ``poll()`` or
+    ``close()`` until the listener returns, so a commit queued for it would deadlock. This is
+    the coroutine kafka-python itself runs for a synchronous commit.
+    """
+    manager = consumer._client._manager
+    kafka_offsets = offsets_to_commit(offsets)
+    coordinator = consumer._coordinator
+    future = manager.call_soon(coordinator._commit_offsets_sync_async, kafka_offsets, timeout_ms)
+    future.add_both(lambda _: done(future.exception))
+
+
+def call_on_io_loop(consumer: Any, fn: Callable[..., Any], args: Iterable[Any],
+                    done: Callable[[BaseException | None, Any], object]) -> None:
+    """Run ``fn(*args)`` on kafka-python's I/O loop; *done(error, value)* on the I/O thread.
+
+    Only for rebalance listeners (see :func:`commit_on_io_loop`): calls that only change the
+    consumer's local state (``seek``, ``pause``, ``assignment``...) are safe there while the
+    consumer's own thread is blocked waiting for the listener. Calls that need a broker round
+    trip fail with kafka-python's "Cannot block on net.run() from the IO thread".
+    """
+    manager = consumer._client._manager
+    future = manager.call_soon(fn, *args)
+    future.add_both(lambda _: done(future.exception, future.value))
+
+
+class ListenerBridge(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """The rebalance listener kafka-python calls; forwards each event to trio and waits.
+
+    kafka-python awaits it on its I/O loop (``AsyncConsumerRebalanceListener``), so heartbeats go
+    on while trio runs the user's listener. *dispatch(kind, partitions, done)* is called on the
+    I/O thread; it must hand the event to trio and return True (or False to skip it), and trio
+    must eventually call ``done(error)``, from any thread. A listener that takes longer than
+    *timeout_ms* fails the rebalance step with a timeout.
+    """
+
+    def __init__(self, consumer: Any,
+                 dispatch: Callable[[str, frozenset[TopicPartition],
+                                     Callable[[BaseException | None], None]], bool],
+                 timeout_ms: int) -> None:
+        self._consumer = consumer
+        self._dispatch = dispatch
+        self._timeout_ms = timeout_ms
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._forward("revoked", revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._forward("assigned", assigned)
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        await self._forward("lost", lost)
+
+    async def _forward(self, kind: str, partitions: Any) -> None:
+        net = self._consumer._client._net
+        manager = self._consumer._client._manager
+        future = KFuture()
+
+        def finish(error: BaseException | None) -> None:
+            if future.is_done:
+                return
+            if error is None:
+                future.success(None)
+            else:
+                future.failure(error)
+
+        def done(error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop stopped: nobody waits any more
+                net.call_soon_threadsafe(lambda: finish(error))
+
+        tps = frozenset(TopicPartition(tp.topic, tp.partition) for tp in partitions)
+        if not self._dispatch(kind, tps, done):
+            return
+        await manager.wait_for(future, self._timeout_ms)
+
+
+# -- consumer operations (run on the consumer's thread, or on its I/O loop in a listener) ------
+
+
+def _ktp(tp: TopicPartition) -> Any:
+    return kafka.TopicPartition(tp.topic, tp.partition)
+
+
+def _tps(partitions: Iterable[Any]) -> frozenset[TopicPartition]:
+    return frozenset(TopicPartition(tp.topic, tp.partition) for tp in partitions)
+
+
+def existing_partitions(consumer: Any, topic: str) -> set[int]:
+    """The partitions of *topic* from the cluster metadata, without auto-creating it.
+
+    ``partitions_for_topic`` asks for every topic's metadata when the topic is not cached, and
+    such a request never creates topics.
+    """
+    return set(consumer.partitions_for_topic(topic))
+
+
+def topics(consumer: Any) -> set[str]:
+    """Every topic the cluster has (a metadata request)."""
+    return set(consumer.topics())
+
+
+def assign(consumer: Any, partitions: Collection[TopicPartition]) -> None:
+    """Check that every partition exists, then assign them (an empty list unassigns).
+
+    Raises:
+        UnknownTopicError: a topic or partition does not exist.
+    """
+    by_topic: dict[str, set[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, set()).add(tp.partition)
+    for topic, wanted in by_topic.items():
+        existing = existing_partitions(consumer, topic)
+        if not existing:
+            raise UnknownTopicError(topic, detail="it is not in the cluster's metadata")
+        missing = sorted(wanted - existing)
+        if missing:
+            raise UnknownTopicError(topic, missing[0],
+                                    detail=f"the topic has partitions {sorted(existing)}")
+    consumer.assign([_ktp(tp) for tp in partitions])
+
+
+def subscribe(consumer: Any, topics: Collection[str], pattern: str | None,
+              listener: Any) -> None:
+    """Subscribe to *topics* or a regex *pattern*, with kafka-python's listener *listener*."""
+    if pattern is not None:
+        consumer.subscribe(pattern=pattern, listener=listener)
+    else:
+        consumer.subscribe(topics=list(topics), listener=listener)
+
+
+def unsubscribe(consumer: Any) -> None:
+    consumer.unsubscribe()
+
+
+def assignment(consumer: Any) -> frozenset[TopicPartition]:
+    return _tps(consumer.assignment())
+
+
+def subscription(consumer: Any) -> frozenset[str] | None:
+    found = consumer.subscription()
+    return None if found is None else frozenset(found)
+
+
+def _require_assigned(consumer: Any, partitions: Iterable[TopicPartition]) -> None:
+    assigned = consumer.assignment()
+    for tp in partitions:
+        if _ktp(tp) not in assigned:
+            raise KafkaError(
+                f"partition {tp.partition} of {tp.topic!r} is not assigned to this consumer",
+                fault="local")
+
+
+def seek(consumer: Any, tp: TopicPartition, offset: int) -> None:
+    _require_assigned(consumer, [tp])
+    consumer.seek(_ktp(tp), offset)
+
+
+def seek_to(consumer: Any, partitions: Collection[TopicPartition], where: str
+            ) -> frozenset[TopicPartition]:
+    """Seek to the beginning or end of *partitions* (all assigned ones when empty)."""
+    _require_assigned(consumer, partitions)
+    if not partitions and not consumer.assignment():
+        raise KafkaError("no partitions are assigned to this consumer", fault="local")
+    args = [_ktp(tp) for tp in partitions]
+    if where == "beginning":
+        consumer.seek_to_beginning(*args)
+    else:
+        consumer.seek_to_end(*args)
+    return _tps(args) if args else assignment(consumer)
+
+
+def pause(consumer: Any, partitions: Collection[TopicPartition]) -> None:
+    _require_assigned(consumer, partitions)
+    consumer.pause(*[_ktp(tp) for tp in partitions])
+
+
+def resume(consumer: Any, partitions: Collection[TopicPartition],
+           rewind: Mapping[TopicPartition, int]) -> None:
+    """Seek the partitions in *rewind* back (records dropped at pause time), then resume all."""
+    assigned = consumer.assignment()
+    for tp, offset in rewind.items():
+        ktp = _ktp(tp)
+        if ktp in assigned:
+            consumer.seek(ktp, offset)
+    consumer.resume(*[_ktp(tp) for tp in partitions if _ktp(tp) in assigned])
+
+
+def paused(consumer: Any) -> frozenset[TopicPartition]:
+    return _tps(consumer.paused())
+
+
+def position(consumer: Any, tp: TopicPartition) -> int:
+    return int(consumer.position(_ktp(tp)))
+
+
+def committed(consumer: Any, tp: TopicPartition) -> int | None:
+    found = consumer.committed(_ktp(tp))
+    return None if found is None else int(found)
+
+
+def edge_offsets(consumer: Any, partitions: Collection[TopicPartition], where: str
+                 ) -> dict[TopicPartition, int]:
+    args = [_ktp(tp) for tp in partitions]
+    found = (consumer.beginning_offsets(args) if where == "beginning"
+             else consumer.end_offsets(args))
+    return {TopicPartition(tp.topic, tp.partition): int(off) for tp, off in found.items()}
+
+
+# -- admin ----------------------------------------------------------------------------------------
+
+_TOPIC_ALREADY_EXISTS: Final = kerrors.TopicAlreadyExistsError.errno
+_UNKNOWN_TOPIC: Final = kerrors.UnknownTopicOrPartitionError.errno
+
+
+def _broker_error(code: int, message: str | None, *, topic: str) -> KafkaError:
+    cls = kerrors.for_code(code)
+    if code == _UNKNOWN_TOPIC:
+        return UnknownTopicError(topic)
+    detail = f" ({message})" if message else ""
+    if issubclass(cls, kerrors.InvalidTopicError):
+        return KafkaError(f"invalid topic {topic!r}: {cls.__name__}{detail}", fault="local")
+    if issubclass(cls, (kerrors.InvalidPartitionsError, kerrors.InvalidReplicationFactorError,
+                        kerrors.InvalidConfigurationError, kerrors.PolicyViolationError)):
+        return KafkaError(f"topic {topic!r}: {cls.__name__}{detail}", fault="local")
+    return KafkaError(f"topic {topic!r}: {cls.__name__}{detail}", fault="remote")
+
+
+def create_topics(admin: Any, specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Create topics; those that exist already are skipped, not errors.
+
+    *specs* maps each name to ``num_partitions``, ``replication_factor`` and ``configs``.
+
+    Returns:
+        The names that were created now.
+    """
+    result = admin.create_topics(dict(specs), raise_errors=False)
+    created: list[str] = []
+    errors: list[KafkaError] = []
+    for topic in result["topics"]:
+        code = topic.get("error_code", 0)
+        if code == 0:
+            created.append(topic["name"])
+        elif code != _TOPIC_ALREADY_EXISTS:
+            errors.append(_broker_error(code, topic.get("error_message"), topic=topic["name"]))
+    if errors:
+        raise errors[0]
+    if created:
+        admin.wait_for_topics(created)
+    return created
+
+
+def delete_topics(admin: Any, names: Collection[str], *, missing_ok: bool) -> list[str]:
+    """Delete topics; returns the names deleted (unknown ones are skipped with *missing_ok*)."""
+    result = admin.delete_topics(list(names), raise_errors=False)
+    deleted: list[str] = []
+    for topic in result["topics"]:
+        code = topic.get("error_code", 0)
+        if code == 0:
+            deleted.append(topic["name"])
+        elif not (code == _UNKNOWN_TOPIC and missing_ok):
+            raise _broker_error(code, topic.get("error_message"), topic=topic["name"])
+    return deleted
+
+
+def describe_topics(admin: Any, names: Collection[str] | None) -> list[dict[str, Any]]:
+    """Topic metadata dicts from kafka-python; an unknown name raises UnknownTopicError."""
+    found = admin.describe_topics(None if names is None else list(names))
+    for topic in found:
+        code = topic.get("error_code", 0)
+        if code:
+            raise _broker_error(code, None, topic=topic.get("name") or "?")
+    return list(found)
+
+
+def list_topics(admin: Any) -> list[str]:
+    return list(admin.list_topics())
+
+
+def list_group_offsets(admin: Any, group_id: str) -> dict[TopicPartition, int]:
+    """The committed offsets of *group_id* (empty for an unknown group)."""
+    found = admin.list_group_offsets(group_id).get(group_id, {})
+    return {TopicPartition(tp.topic, tp.partition): int(meta.offset)
+            for tp, meta in found.items() if meta.offset >= 0}
+
+
+def list_groups(admin: Any) -> list[str]:
+    return sorted({group["group_id"] for group in admin.list_groups()})
+
+
+def delete_groups(admin: Any, group_ids: Collection[str]) -> dict[str, str]:
+    return {str(group): str(result)
+            for group, result in admin.delete_groups(list(group_ids)).items()}
+
+
+# -- transactions ---------------------------------------------------------------------------------
+
+
+def init_transactions(producer: Any) -> None:
+    """Fence earlier producers with the same ``transactional_id`` and get a producer id."""
+    producer.init_transactions()
+
+
+def begin_transaction(producer: Any) -> None:
+    producer.begin_transaction()
+
+
+def commit_transaction(producer: Any) -> None:
+    producer.commit_transaction()
+
+
+def abort_transaction(producer: Any) -> None:
+    producer.abort_transaction()
+
+
+def group_metadata(consumer: Any) -> Any:
+    """The consumer's group membership snapshot, for ``send_offsets_to_transaction``."""
+    return consumer.group_metadata()
+
+
+def send_offsets_to_transaction(producer: Any, offsets: Mapping[TopicPartition, int],
+                                metadata: Any) -> None:
+    producer.send_offsets_to_transaction(offsets_to_commit(offsets), metadata)
+
+
+def is_transaction_abort(exc: BaseException | None) -> bool:
+    """Whether a record failed only because its transaction was aborted (on purpose)."""
+    return isinstance(exc, kerrors.TransactionAbortedError)
