@@ -1,0 +1,108 @@
+"""MQTT 3.1.1 and 5.0 client for trio, on paho-mqtt.
+
+The seed's shape (mtaio) works as written::
+
+    client = MQTTClient()
+
+    @client.on_message
+    async def handle_message(message):
+        print(f"Received: {message.payload}")
+
+    async with client:
+        await client.connect("localhost", 1883)
+        await client.subscribe("test/topic", qos=QoS.AT_LEAST_ONCE)
+        await client.publish("test/topic", "Hello MQTT", qos=QoS.AT_LEAST_ONCE)
+
+and so does the trio-idiomatic one::
+
+    async with open_mqtt_client("mqtt://localhost") as client:
+        async with client.subscription("sensors/+", qos=1) as messages:
+            async for message in messages:
+                ...
+
+paho-mqtt does the protocol on one network thread owned by the client's ``async with`` block;
+see :mod:`trionet.mqtt._client` for how the two sides meet. Importing this package needs
+paho-mqtt (``pip install 'trionet[mqtt]'``).
+"""
+
+from __future__ import annotations
+
+from ..errors import (
+    MQTTConnectError as MQTTConnectError,
+    MQTTError as MQTTError,
+    MQTTNotConnected as MQTTNotConnected,
+    MQTTTimeout as MQTTTimeout,
+)
+from ._client import (
+    MessageHandler as MessageHandler,
+    MQTTClient as MQTTClient,
+    MQTTClientOptions as MQTTClientOptions,
+    open_mqtt_client as open_mqtt_client,
+    parse_mqtt_url as parse_mqtt_url,
+)
+from ._errors import (
+    InvalidPayload as InvalidPayload,
+    InvalidTopic as InvalidTopic,
+    MQTTPublishError as MQTTPublishError,
+    MQTTSubscribeError as MQTTSubscribeError,
+)
+from ._message import (
+    MQTTV5 as MQTTV5,
+    MQTTV311 as MQTTV311,
+    ConnectionEvent as ConnectionEvent,
+    ConnectionState as ConnectionState,
+    MessageProperties as MessageProperties,
+    MQTTMessage as MQTTMessage,
+    MQTTStatistics as MQTTStatistics,
+    Payload as Payload,
+    QoS as QoS,
+    Will as Will,
+)
+from ._reconnect import ReconnectPolicy as ReconnectPolicy
+from ._subscription import (
+    ConnectionEvents as ConnectionEvents,
+    Subscription as Subscription,
+    SubscriptionStatistics as SubscriptionStatistics,
+)
+from ._topics import (
+    TopicMatcher as TopicMatcher,
+    parse_filter as parse_filter,
+    topic_matches as topic_matches,
+    validate_filter as validate_filter,
+    validate_topic as validate_topic,
+)
+
+__all__ = [
+    "MQTTV5",
+    "MQTTV311",
+    "ConnectionEvent",
+    "ConnectionEvents",
+    "ConnectionState",
+    "InvalidPayload",
+    "InvalidTopic",
+    "MQTTClient",
+    "MQTTClientOptions",
+    "MQTTConnectError",
+    "MQTTError",
+    "MQTTMessage",
+    "MQTTNotConnected",
+    "MQTTPublishError",
+    "MQTTStatistics",
+    "MQTTSubscribeError",
+    "MQTTTimeout",
+    "MessageHandler",
+    "MessageProperties",
+    "Payload",
+    "QoS",
+    "ReconnectPolicy",
+    "Subscription",
+    "SubscriptionStatistics",
+    "TopicMatcher",
+    "Will",
+    "open_mqtt_client",
+    "parse_filter",
+    "parse_mqtt_url",
+    "topic_matches",
+    "validate_filter",
+    "validate_topic",
+]

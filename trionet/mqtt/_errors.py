@@ -1,0 +1,67 @@
+"""MQTT-specific exceptions, all derived from :class:`trionet.errors.MQTTError`.
+
+The base classes for refused connections, missing connections and timeouts live in
+:mod:`trionet.errors` (:class:`~trionet.errors.MQTTConnectError`,
+:class:`~trionet.errors.MQTTNotConnected`, :class:`~trionet.errors.MQTTTimeout`); this module adds
+the errors only the MQTT client raises.
+"""
+
+from __future__ import annotations
+
+from ..errors import MQTTError
+
+__all__ = ["InvalidPayload", "InvalidTopic", "MQTTPublishError", "MQTTSubscribeError"]
+
+
+class InvalidTopic(MQTTError, ValueError):
+    """A topic name or topic filter breaks the MQTT rules (our side's fault).
+
+    Attributes:
+        topic: the offending topic name or filter.
+    """
+
+    def __init__(self, topic: str, why: str) -> None:
+        super().__init__(f"invalid MQTT topic {topic!r}: {why}", fault="local")
+        self.topic = topic
+
+
+class InvalidPayload(MQTTError, TypeError):
+    """A payload is not ``bytes``, ``bytearray``, ``memoryview``, ``str`` or ``None``."""
+
+    def __init__(self, payload: object) -> None:
+        super().__init__(
+            f"an MQTT payload must be bytes, bytearray, memoryview, str or None, not "
+            f"{type(payload).__name__}",
+            fault="local",
+        )
+
+
+class MQTTSubscribeError(MQTTError):
+    """The broker refused a subscription (SUBACK reason code 0x80 or above).
+
+    Attributes:
+        topic: the topic filter that was refused.
+        reason_code: the SUBACK reason code (MQTT 5 numbering; 0x80 "unspecified error" is all
+            that MQTT 3.1.1 brokers report).
+    """
+
+    def __init__(self, topic: str, reason_code: int, reason: str = "") -> None:
+        text = reason or f"reason code 0x{reason_code:02x}"
+        super().__init__(f"the broker refused the subscription to {topic!r}: {text}")
+        self.topic = topic
+        self.reason_code = reason_code
+
+
+class MQTTPublishError(MQTTError):
+    """The broker refused a QoS 1/2 publish (MQTT 5 PUBACK/PUBREC reason code 0x80 or above).
+
+    Attributes:
+        topic: the topic of the refused message.
+        reason_code: the reason code the broker sent.
+    """
+
+    def __init__(self, topic: str, reason_code: int, reason: str = "") -> None:
+        text = reason or f"reason code 0x{reason_code:02x}"
+        super().__init__(f"the broker refused the message published to {topic!r}: {text}")
+        self.topic = topic
+        self.reason_code = reason_code

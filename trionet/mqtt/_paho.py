@@ -1,0 +1,1055 @@
+"""The only module that imports paho-mqtt: one paho client, driven by one loop, with batched I/O.
+
+:class:`PahoEngine` owns a paho-mqtt 2.x client (callback API version 2) and everything that
+touches it. Every method of the engine runs on the engine's *owner*: the dedicated network
+thread of :class:`trionet._threads.LoopThread` (paho is not thread-safe, and several of its
+cross-thread paths can deadlock: eclipse-paho/paho.mqtt.python#354, #177, #358). The trio side
+never calls paho; it submits engine methods to the owner and gets results back as *events*.
+
+Events are plain tuples collected while paho runs its callbacks and handed to trio in one batch
+per loop round (one ``TrioToken.run_sync_soon`` per round, not one thread hop per message).
+
+Two paho behaviours are changed, by overriding private hooks of ``paho.mqtt.client.Client``
+(pinned to paho-mqtt 2.x; ``tests/mqtt/test_mqtt_paho_internals.py`` fails loudly if a paho
+release moves them):
+
+* **Buffered socket I/O.** paho reads every packet with three ``recv`` calls (type byte, length,
+  body) and writes every packet with its own ``send``. :class:`_BufferedClient` reads 64 KiB at a
+  time and serves paho's small reads from that buffer, and collects outgoing packets and writes
+  them once per loop round. On a loaded connection this removes most system calls.
+* **Protocol fixes.** With ``manual_ack`` paho does not answer a PUBREL whose packet id it does not
+  know (a QoS 2 message it had already delivered before a reconnect), so the broker would wait
+  for that PUBCOMP for ever; the override answers it. Packet ids are never handed out while the
+  same id is still in flight (after 65535 messages a slow QoS 1 message and a new publish could
+  otherwise share one), a failed TLS or WebSocket handshake closes its socket, and TCP
+  sockets get ``TCP_NODELAY``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import ssl
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from .._threads import SocketInterrupter
+from ._message import (
+    ENVELOPE_MAGIC,
+    MessageProperties,
+    MQTTMessage,
+    QoS,
+    Will,
+    unpack_envelope,
+)
+
+__all__ = [
+    "EV_ACKED",
+    "EV_ACKED_N",
+    "EV_CONNACK",
+    "EV_CONNECT_FAILED",
+    "EV_CREDIT",
+    "EV_DONE",
+    "EV_FAILED",
+    "EV_LOST",
+    "EV_MESSAGE",
+    "EV_RESUBSCRIBE_FAILED",
+    "EV_SUBACK",
+    "EV_UNSUBACK",
+    "EngineSettings",
+    "PahoEngine",
+    "publish_properties",
+]
+
+_log = logging.getLogger("trionet.mqtt")
+
+# -- events (engine -> trio), plain tuples, first item is the kind ------------------------------
+#: ``(EV_CONNACK, attempt, ok, reason_code, reason, session_present)``
+EV_CONNACK: Final = 0
+#: ``(EV_CONNECT_FAILED, attempt, exception_or_None, reason)``: no CONNACK (network, TLS, ...)
+EV_CONNECT_FAILED: Final = 1
+#: ``(EV_LOST, reason_code, reason, intentional)``: an established connection ended
+EV_LOST: Final = 2
+#: ``(EV_ACKED, waiter, reason_code, reason, topic)``: one QoS 1/2 publish completed
+EV_ACKED: Final = 3
+#: ``(EV_ACKED_N, waiter, count)``: *count* QoS 0 publishes of a batch were written
+EV_ACKED_N: Final = 4
+#: ``(EV_SUBACK, waiters, topic_filter, reason_code, reason)``
+EV_SUBACK: Final = 5
+#: ``(EV_UNSUBACK, waiters, topic_filter, reason_code, reason)``
+EV_UNSUBACK: Final = 6
+#: ``(EV_MESSAGE, message, ack_token_or_None)``; the token is ``(generation, mid, qos)``
+EV_MESSAGE: Final = 7
+#: ``(EV_CREDIT, count)``: *count* QoS 0 publishes left the job queue
+EV_CREDIT: Final = 8
+#: ``(EV_FAILED, waiters, reason)``: these operations can no longer complete
+EV_FAILED: Final = 9
+#: ``(EV_RESUBSCRIBE_FAILED, topic_filter, reason_code, reason)``
+EV_RESUBSCRIBE_FAILED: Final = 10
+#: ``(EV_DONE, waiter, value)``
+EV_DONE: Final = 11
+
+Event = tuple[Any, ...]
+AckToken = tuple[int, int, int]
+
+_READ_SIZE: Final = 65536
+_WRITE_HIGH_WATER: Final = 1 << 20
+_MAX_READS_PER_ROUND: Final = 256
+_SUCCESS: Final = MQTTErrorCode.MQTT_ERR_SUCCESS
+_NO_CONN: Final = MQTTErrorCode.MQTT_ERR_NO_CONN
+_QOS: Final = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
+_SESSION_NEVER_EXPIRES: Final = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Everything the engine needs to build and connect its paho client."""
+
+    client_id: str
+    protocol: int
+    clean_start: bool
+    session_expiry: int | None
+    keepalive: int
+    username: str | None
+    password: str | None
+    tls: ssl.SSLContext | None
+    transport: str
+    websocket_path: str
+    websocket_headers: dict[str, str] | None
+    will: Will | None
+    max_inflight: int
+    receive_maximum: int | None
+    connect_timeout: float
+
+
+# -- MQTT 5 property conversion -----------------------------------------------------------------
+
+
+def to_paho_properties(props: MessageProperties | None, packet_type: int) -> Properties | None:
+    """Build paho ``Properties`` for a PUBLISH (or will) from :class:`MessageProperties`."""
+    if props is None:
+        return None
+    out = Properties(packet_type)  # type: ignore[no-untyped-call]
+    empty = True
+    if props.payload_format_indicator is not None:
+        out.PayloadFormatIndicator = props.payload_format_indicator
+        empty = False
+    if props.message_expiry_interval is not None:
+        out.MessageExpiryInterval = props.message_expiry_interval
+        empty = False
+    if props.content_type is not None:
+        out.ContentType = props.content_type
+        empty = False
+    if props.response_topic is not None:
+        out.ResponseTopic = props.response_topic
+        empty = False
+    if props.correlation_data is not None:
+        out.CorrelationData = props.correlation_data
+        empty = False
+    if props.user_properties:
+        out.UserProperty = list(props.user_properties)
+        empty = False
+    return None if empty else out
+
+
+def from_paho_properties(props: Properties | None) -> MessageProperties | None:
+    """Convert received paho ``Properties`` (None when there are none of interest)."""
+    if props is None:
+        return None
+    attrs = props.__dict__
+    # paho keeps its four bookkeeping attributes in __dict__ too; only set properties add more
+    if len(attrs) <= 4:
+        return None
+    user = attrs.get("UserProperty")
+    ids = attrs.get("SubscriptionIdentifier")
+    correlation = attrs.get("CorrelationData")
+    return MessageProperties(
+        payload_format_indicator=attrs.get("PayloadFormatIndicator"),
+        message_expiry_interval=attrs.get("MessageExpiryInterval"),
+        content_type=attrs.get("ContentType"),
+        response_topic=attrs.get("ResponseTopic"),
+        correlation_data=bytes(correlation) if correlation is not None else None,
+        user_properties=tuple((str(k), str(v)) for k, v in user) if user else (),
+        subscription_identifiers=tuple(ids) if ids else (),
+    )
+
+
+def publish_properties(props: MessageProperties | None) -> Properties | None:
+    """paho ``Properties`` for a PUBLISH packet (None when there is nothing to send)."""
+    return to_paho_properties(props, PacketTypes.PUBLISH)
+
+
+def reason_name(code: ReasonCode | int) -> str:
+    """Human-readable name of a paho reason code."""
+    if isinstance(code, ReasonCode):
+        return str(code).lower()
+    return f"reason code {code}"
+
+
+# -- the paho client with buffered I/O and protocol fixes ---------------------------------------
+
+
+class _BufferedClient(paho.Client):
+    """paho's client with read/write buffering, safe packet ids and a PUBREL fix (see above)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rbuf = b""
+        self.rpos = 0
+        self.drained = False
+        self.short_read = False
+        self.wbuf = bytearray()
+        self.closing_hook: Callable[[int], None] | None = None
+        self.socket_created_hook: Callable[[Any], None] | None = None
+        self.socket_replace_hook: Callable[[Callable[[], ssl.SSLSocket]], ssl.SSLSocket] | None = (
+            None
+        )
+        self.final_flush_timeout = 1.0
+
+    # reads: one large recv, then paho's small reads come from the buffer
+    def _sock_recv(self, bufsize: int) -> bytes:
+        rbuf = self.rbuf
+        pos = self.rpos
+        if pos >= len(rbuf):
+            try:
+                rbuf = super()._sock_recv(_READ_SIZE)
+            except BlockingIOError:
+                self.drained = True
+                raise
+            if not rbuf:
+                return rbuf
+            # less than asked for: the kernel had no more just now, so once this is parsed the
+            # loop goes back to waiting instead of making a recv() that fails with EAGAIN
+            self.short_read = len(rbuf) < _READ_SIZE
+            pos = 0
+            self.rbuf = rbuf
+        end = pos + bufsize
+        self.rpos = end
+        if pos == 0 and end >= len(rbuf):
+            self.rbuf = b""
+            self.rpos = 0
+            return rbuf
+        return rbuf[pos:end]
+
+    def buffered_input(self) -> bool:
+        """Whether bytes already read from the socket are waiting to be parsed."""
+        if self.rpos < len(self.rbuf):
+            return True
+        sock = self._sock
+        pending = getattr(sock, "pending", None)
+        return bool(pending is not None and pending())
+
+    # writes: collected, and sent by flush_output() once per loop round
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        if self._sock is None:
+            raise ConnectionError("self._sock is None")
+        wbuf = self.wbuf
+        if len(wbuf) >= _WRITE_HIGH_WATER:
+            self.flush_output()
+            if len(wbuf) >= _WRITE_HIGH_WATER:
+                raise BlockingIOError
+        wbuf += buf
+        return len(buf)
+
+    def flush_output(self) -> None:
+        """Write as much of the collected output as the socket takes without blocking."""
+        wbuf = self.wbuf
+        while wbuf:
+            try:
+                sent = super()._sock_send(wbuf)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # the connection is gone; the next read reports it
+                _log.debug("MQTT socket write failed: %r", exc)
+                wbuf.clear()
+                return
+            if sent <= 0:  # the WebSocket wrapper wrote part of a frame: try again later
+                return
+            del wbuf[:sent]
+
+    def _final_flush(self) -> None:
+        deadline = time.monotonic() + self.final_flush_timeout
+        sock = self._sock
+        while self.wbuf and sock is not None:
+            self.flush_output()
+            remaining = deadline - time.monotonic()
+            if not self.wbuf or remaining <= 0:
+                return
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLOUT)
+            poller.poll(int(remaining * 1000) + 1)
+
+    def _sock_close(self) -> None:
+        sock = self._sock
+        if sock is not None:
+            if self.wbuf:
+                with contextlib.suppress(OSError):
+                    self._final_flush()
+            if self.closing_hook is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self.closing_hook(sock.fileno())
+        self.wbuf = bytearray()
+        self.rbuf = b""
+        self.rpos = 0
+        super()._sock_close()
+
+    # never reuse a packet id that is still in flight
+    def _mid_generate(self) -> int:
+        mid = super()._mid_generate()
+        in_flight = self._out_messages
+        while mid in in_flight:
+            mid = super()._mid_generate()
+        return mid
+
+    # answer a PUBREL for an already delivered QoS 2 message (paho stays silent with manual_ack)
+    def _handle_pubrel(self) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        mid = struct.unpack_from("!H", packet)[0] if len(packet) >= 2 else None
+        known = mid in self._in_messages
+        rc = super()._handle_pubrel()
+        if rc == _SUCCESS and mid is not None and not known and self._manual_ack:
+            rc = self._send_pubcomp(mid)
+        return rc
+
+    # close the socket when a TLS or WebSocket handshake fails (paho leaks it)
+    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
+        context = self._ssl_context
+        assert context is not None
+
+        def wrap() -> ssl.SSLSocket:
+            return context.wrap_socket(
+                tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
+            )
+
+        try:
+            # (wrapping detaches the TCP socket object: an interrupter must switch over to the
+            # SSL socket atomically, or an interruption in between would be lost)
+            replace = self.socket_replace_hook
+            ssl_sock = wrap() if replace is None else replace(wrap)
+        except BaseException:
+            tcp_sock.close()
+            raise
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+    def _create_socket(self) -> Any:
+        sock: Any = self._create_socket_connection()
+        try:
+            if self.socket_created_hook is not None:
+                self.socket_created_hook(sock)  # from here on, the handshakes can be interrupted
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                # MQTT packets are small and answered one by one: do not let Nagle hold them
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl:
+                sock = self._ssl_wrap_socket(sock)
+            if self._transport == "websockets":
+                sock.settimeout(self._connect_timeout)
+                return paho._WebsocketWrapper(
+                    socket=sock,
+                    host=self._host,
+                    port=self._port,
+                    is_ssl=self._ssl,
+                    path=self._websocket_path,
+                    extra_headers=self._websocket_extra_headers,
+                )
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+# -- the engine ---------------------------------------------------------------------------------
+
+Wait = Callable[[list[int], list[int], "float | None"], tuple[list[int], list[int]]]
+
+
+def _no_wait(readable: list[int], writable: list[int], timeout: float | None
+             ) -> tuple[list[int], list[int]]:
+    raise RuntimeError("this engine is driven by trio, not by a network thread")
+
+
+class PahoEngine:
+    """Drives one paho client; every method runs on the owner (the network thread).
+
+    Args:
+        settings: connection settings.
+        emit: called on the owner with a list of events, once per loop round that produced any
+            (it must not block: it hands the batch to trio).
+        wait: waits for socket readiness on the owner (``LoopThread.wait``); not used when
+            trio drives the engine.
+        on_socket_close: called with the file descriptor just before the connection's socket is
+            closed (trio's driver calls ``trio.lowlevel.notify_closing`` there).
+        final_flush_timeout: how long closing may block to write what is still buffered (a
+            DISCONNECT); 0 when trio drives the engine (one non-blocking attempt).
+    """
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        emit: Callable[[list[Event]], None],
+        wait: Wait = _no_wait,
+        *,
+        on_socket_close: Callable[[int], None] | None = None,
+        final_flush_timeout: float = 1.0,
+    ) -> None:
+        self._on_socket_close = on_socket_close
+        self._final_flush_timeout = final_flush_timeout
+        self._s = settings
+        self._emit = emit
+        self._wait = wait
+        self._v5 = settings.protocol == 5
+        self._events: list[Event] = []
+        self._client = self._make_client()
+        #: Set by trio (atomically) to stop reading while its buffers are full.
+        self.read_paused = False
+        #: Messages handed to trio (written by the owner thread only) and messages trio has
+        #: routed (written by trio only). Reading stops while ``transit_limit`` messages are on
+        #: their way, so the thread never runs more than that ahead of trio.
+        self.delivered_messages = 0
+        self.routed_messages = 0
+        self.transit_limit = 1000
+        #: True while reading is held back by the transit limit (trio then wakes the thread).
+        self.throttled = False
+        self._gen = 0
+        self._connected = False
+        self._connecting: int | None = None
+        self._connection_attempt: int | None = None
+        self._interrupter: SocketInterrupter | None = None
+        self._refused = False
+        self._intentional = False
+        self._window = settings.max_inflight
+        self._inflight = 0
+        self._need_pump = False
+        self._outbox: deque[tuple[str, bytes, int, bool, Properties | None, Any]] = deque()
+        self._pub_waiters: dict[int, tuple[Any, str]] = {}
+        self._sub_waiters: dict[int, tuple[str, list[Any]]] = {}
+        self._unsub_waiters: dict[int, tuple[str, list[Any]]] = {}
+        self._subs: dict[str, tuple[int, bool, bool, int, int | None]] = {}
+        self._deferred_subs: dict[str, list[Any]] = {}
+        self._deferred_unsubs: set[str] = set()
+        self._credits = 0
+        self._misc_interval = min(1.0, max(0.05, settings.keepalive / 4)) if (
+            settings.keepalive
+        ) else 1.0
+        self._next_misc = 0.0
+
+    # -- construction ---------------------------------------------------------------------------
+
+    def _make_client(self) -> _BufferedClient:
+        s = self._s
+        if self._v5:
+            client = _BufferedClient(
+                CallbackAPIVersion.VERSION2,
+                client_id=s.client_id,
+                protocol=MQTTProtocolVersion.MQTTv5,
+                transport="websockets" if s.transport == "websockets" else "tcp",
+                reconnect_on_failure=False,
+                manual_ack=True,
+            )
+        else:
+            client = _BufferedClient(
+                CallbackAPIVersion.VERSION2,
+                client_id=s.client_id,
+                clean_session=s.clean_start,
+                protocol=MQTTProtocolVersion.MQTTv311,
+                transport="websockets" if s.transport == "websockets" else "tcp",
+                reconnect_on_failure=False,
+                manual_ack=True,
+            )
+        client.enable_logger(logging.getLogger("trionet.mqtt.paho"))
+        client.closing_hook = self._on_socket_close
+        client.socket_created_hook = self._socket_created
+        client.socket_replace_hook = self._socket_replaced
+        client.final_flush_timeout = self._final_flush_timeout
+        # trionet keeps its own in-flight window (see _pump): paho sends what it is given.
+        client.max_inflight_messages = 0
+        client.connect_timeout = s.connect_timeout
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls is not None:
+            client.tls_set_context(s.tls)
+        if s.transport == "websockets":
+            client.ws_set_options(path=s.websocket_path, headers=s.websocket_headers)
+        if s.will is not None:
+            will = s.will
+            client.will_set(
+                will.topic,
+                will.payload,
+                int(will.qos),
+                will.retain,
+                to_paho_properties(will.properties, PacketTypes.WILLMESSAGE)
+                if self._v5
+                else None,
+            )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
+        client.on_message = self._on_message
+        return client
+
+    def reconfigure(self, settings: EngineSettings) -> None:
+        """Rebuild the paho client with new settings (only before the first connection)."""
+        self._s = settings
+        self._v5 = settings.protocol == 5
+        self._client = self._make_client()
+
+    @property
+    def pending_publishes(self) -> int:
+        """QoS 1/2 publishes not yet acknowledged (read from trio: a racy snapshot)."""
+        return len(self._pub_waiters) + len(self._outbox)
+
+    def _connect_properties(self) -> Properties | None:
+        if not self._v5:
+            return None
+        s = self._s
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        expiry = s.session_expiry
+        if expiry is None:
+            expiry = 0 if s.clean_start else _SESSION_NEVER_EXPIRES
+        if expiry:
+            props.SessionExpiryInterval = expiry
+        if s.receive_maximum is not None:
+            props.ReceiveMaximum = s.receive_maximum
+        return props
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    # The loop is made of the pieces below, so that the network thread (step) and the
+    # thread-free trio driver (trionet.mqtt._driver) can both run it.
+
+    def socket_fd(self) -> int | None:
+        """The connection's file descriptor, or None when not connected."""
+        sock = self._client._sock
+        return None if sock is None else sock.fileno()
+
+    def wants_read(self) -> bool:
+        """Whether to read now (False while trio's buffers are full)."""
+        return not self.read_paused and not self._over_transit_limit()
+
+    def wants_write(self) -> bool:
+        """Whether output is waiting for the socket to become writable."""
+        c = self._client
+        return bool(c.wbuf) or c.want_write()
+
+    def has_buffered_input(self) -> bool:
+        """Whether input was read already but not parsed yet (no need to wait for the fd)."""
+        return self._client.buffered_input()
+
+    @property
+    def misc_interval(self) -> float:
+        """How often :meth:`misc` (keepalive) should run."""
+        return self._misc_interval
+
+    def flush_output(self) -> None:
+        """Pump the in-flight window and write what is collected, without blocking."""
+        if self._need_pump:
+            self._need_pump = False
+            self._pump()
+        if self._client.wbuf:
+            self._client.flush_output()
+
+    def write_round(self) -> None:
+        """The socket is writable: write collected output and paho's queued packets."""
+        c = self._client
+        c.flush_output()
+        if c.want_write():
+            c.loop_write()
+            c.flush_output()
+
+    def read_round(self) -> None:
+        """The socket is readable (or input is buffered): parse what is there."""
+        self._read()
+
+    def misc(self) -> None:
+        """Keepalive: send PINGREQ when due, drop the connection if the broker went silent."""
+        if self._client._sock is not None:
+            self._client.loop_misc()
+        self._next_misc = time.monotonic() + self._misc_interval
+
+    def take_events(self) -> list[Event]:
+        """Remove and return the events collected so far."""
+        if self._credits:
+            self._events.append((EV_CREDIT, self._credits))
+            self._credits = 0
+        events = self._events
+        self._events = []
+        return events
+
+    def step(self) -> None:
+        """One round of the network thread: write, hand events to trio, wait, read, keepalive."""
+        self.flush_output()
+        if self._events or self._credits:
+            self._flush_events()
+        fd = self.socket_fd()
+        if fd is None:
+            self._wait([], [], None)
+            return
+        reading = self.wants_read()
+        timeout = max(0.0, self._next_misc - time.monotonic())
+        buffered = reading and self.has_buffered_input()
+        if buffered:
+            timeout = 0.0
+        readable, writable = self._wait(
+            [fd] if reading else [], [fd] if self.wants_write() else [], timeout
+        )
+        if writable:
+            self.write_round()
+        if readable or buffered:
+            self._read()
+        if time.monotonic() >= self._next_misc:
+            self.misc()
+
+    def _over_transit_limit(self) -> bool:
+        if self.delivered_messages - self.routed_messages < self.transit_limit:
+            return False
+        # Raise the flag first, then look again: trio either sees the flag after routing (and
+        # wakes us), or has routed already and the second look lets us read on.
+        self.throttled = True
+        return self.delivered_messages - self.routed_messages >= self.transit_limit
+
+    def _read(self) -> None:
+        c = self._client
+        c.drained = False
+        c.short_read = False
+        for _ in range(_MAX_READS_PER_ROUND):
+            rc = c.loop_read()
+            if (
+                rc != _SUCCESS
+                or c._sock is None
+                or c.drained
+                or (c.short_read and not c.buffered_input())
+                or self.read_paused
+                or self._over_transit_limit()
+            ):
+                break
+        if self._need_pump:
+            self._need_pump = False
+            self._pump()
+
+    def _flush_events(self) -> None:
+        self._emit(self.take_events())
+
+    def shutdown(self) -> None:
+        """Close the connection without a DISCONNECT and fail what is pending (thread exit)."""
+        c = self._client
+        self._connected = False
+        self._fail_all("the MQTT client is closed")
+        c.wbuf.clear()
+        c._reset_sockets()
+        if self._events or self._credits:
+            self._flush_events()
+
+    # -- paho callbacks (run inside paho calls made by the methods here) ------------------------
+
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        attempt = self._connecting
+        if reason_code.is_failure:
+            self._refused = True
+            self._events.append(
+                (EV_CONNACK, attempt, False, reason_code.value, reason_name(reason_code), False)
+            )
+            return
+        self._connection_attempt = attempt
+        self._connecting = None
+        self._connected = True
+        self._gen += 1
+        self._window = self._s.max_inflight
+        receive_maximum = getattr(properties, "ReceiveMaximum", None) if self._v5 else None
+        if receive_maximum:
+            self._window = max(1, min(self._window, receive_maximum))
+        session_present = bool(flags.session_present)
+        self._restore_subscriptions(session_present)
+        self._need_pump = True
+        self._events.append(
+            (EV_CONNACK, attempt, True, reason_code.value, reason_name(reason_code),
+             session_present)
+        )
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        was_connected = self._connected
+        self._connected = False
+        if self._connecting is not None:
+            attempt = self._connecting
+            self._connecting = None
+            if not self._refused:
+                self._events.append(
+                    (EV_CONNECT_FAILED, attempt, None,
+                     f"the broker closed the connection before CONNACK "
+                     f"({reason_name(reason_code)})")
+                )
+            return
+        if not was_connected:
+            return
+        self._requeue_after_loss()
+        self._events.append(
+            (EV_LOST, reason_code.value, reason_name(reason_code), self._intentional)
+        )
+
+    def _on_publish(
+        self, client: Any, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        entry = self._pub_waiters.pop(mid, None)
+        if entry is None:  # a QoS 0 message was written: nobody waits for that
+            return
+        self._inflight -= 1
+        if self._outbox:
+            self._need_pump = True
+        self._events.append(
+            (EV_ACKED, entry[0], reason_code.value, reason_name(reason_code), entry[1])
+        )
+
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        entry = self._sub_waiters.pop(mid, None)
+        if entry is None:
+            return
+        topic_filter, waiters = entry
+        code = reason_codes[0] if reason_codes else ReasonCode(PacketTypes.SUBACK, "Granted QoS 0")
+        if waiters:
+            self._events.append((EV_SUBACK, waiters, topic_filter, code.value, reason_name(code)))
+        elif code.value >= 0x80:
+            self._events.append(
+                (EV_RESUBSCRIBE_FAILED, topic_filter, code.value, reason_name(code))
+            )
+
+    def _on_unsubscribe(
+        self, client: Any, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        entry = self._unsub_waiters.pop(mid, None)
+        if entry is None:
+            return
+        topic_filter, waiters = entry
+        code = reason_codes[0].value if reason_codes else 0
+        reason = reason_name(reason_codes[0]) if reason_codes else "success"
+        if waiters:
+            self._events.append((EV_UNSUBACK, waiters, topic_filter, code, reason))
+
+    def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        qos = msg.qos
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            _log.warning("dropping an MQTT message whose topic is not UTF-8: %r", msg._topic)
+            if qos:
+                client.ack(msg.mid, qos)
+            return
+        payload = msg.payload
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        props = from_paho_properties(msg.properties) if self._v5 else None
+        if not self._v5 and payload[:1] == b"\xff" and payload.startswith(ENVELOPE_MAGIC):
+            unpacked = unpack_envelope(payload)
+            if unpacked is not None:
+                response_topic, correlation, payload = unpacked
+                props = MessageProperties(
+                    response_topic=response_topic, correlation_data=correlation
+                )
+        message = MQTTMessage(
+            topic, payload, _QOS[qos], bool(msg.retain), msg.mid if qos else None, props
+        )
+        self.delivered_messages += 1
+        self._events.append((EV_MESSAGE, message, (self._gen, msg.mid, qos) if qos else None))
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def _send_subscribe(
+        self, topic_filter: str, spec: tuple[int, bool, bool, int, int | None], waiters: list[Any]
+    ) -> None:
+        qos, no_local, retain_as_published, retain_handling, sub_id = spec
+        client = self._client
+        if self._v5:
+            options = SubscribeOptions(
+                qos=qos,
+                noLocal=no_local,
+                retainAsPublished=retain_as_published,
+                retainHandling=retain_handling,
+            )
+            props = None
+            if sub_id is not None:
+                props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+                props.SubscriptionIdentifier = sub_id
+            rc, mid = client.subscribe(topic_filter, options=options, properties=props)
+        else:
+            rc, mid = client.subscribe(topic_filter, qos)
+        if rc == _SUCCESS and mid is not None:
+            self._sub_waiters[mid] = (topic_filter, waiters)
+        else:
+            self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
+
+    def _restore_subscriptions(self, session_present: bool) -> None:
+        deferred = self._deferred_subs
+        self._deferred_subs = {}
+        for topic_filter, spec in self._subs.items():
+            waiters = deferred.pop(topic_filter, [])
+            if session_present and not waiters:
+                continue  # the broker kept it (and re-subscribing would resend retained messages)
+            self._send_subscribe(topic_filter, spec, waiters)
+        for waiters in deferred.values():
+            self._events.append((EV_FAILED, waiters, "unsubscribed before the broker confirmed"))
+        if session_present:
+            for topic_filter in self._deferred_unsubs:
+                self._client.unsubscribe(topic_filter)
+        self._deferred_unsubs.clear()
+
+    def _requeue_after_loss(self) -> None:
+        # SUBSCRIBEs without SUBACK are sent again after reconnecting; UNSUBSCRIBEs count as done
+        for topic_filter, waiters in self._sub_waiters.values():
+            if topic_filter in self._subs:
+                self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
+            elif waiters:
+                self._events.append(
+                    (EV_FAILED, waiters, "unsubscribed before the broker confirmed")
+                )
+        self._sub_waiters.clear()
+        for topic_filter, waiters in self._unsub_waiters.values():
+            self._deferred_unsubs.add(topic_filter)
+            if waiters:
+                self._events.append((EV_UNSUBACK, waiters, topic_filter, 0, "connection lost"))
+        self._unsub_waiters.clear()
+
+    def subscribe(
+        self,
+        waiters: list[Any],
+        topic_filter: str,
+        qos: int,
+        no_local: bool,
+        retain_as_published: bool,
+        retain_handling: int,
+        sub_id: int | None,
+    ) -> None:
+        """Subscribe (now, or as soon as connected); SUBACK comes back as EV_SUBACK."""
+        spec = (qos, no_local, retain_as_published, retain_handling, sub_id)
+        self._subs[topic_filter] = spec
+        self._deferred_unsubs.discard(topic_filter)
+        if self._connected:
+            self._send_subscribe(topic_filter, spec, waiters)
+        else:
+            self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
+
+    def unsubscribe(self, waiter: Any, topic_filter: str) -> None:
+        """Unsubscribe; UNSUBACK comes back as EV_UNSUBACK (at once when not connected)."""
+        self._subs.pop(topic_filter, None)
+        orphans = self._deferred_subs.pop(topic_filter, None)
+        if orphans:
+            self._events.append((EV_FAILED, orphans, "unsubscribed before the broker confirmed"))
+        if self._connected:
+            rc, mid = self._client.unsubscribe(topic_filter)
+            if rc == _SUCCESS and mid is not None:
+                self._unsub_waiters[mid] = (topic_filter, [waiter])
+                return
+        self._deferred_unsubs.add(topic_filter)
+        self._events.append((EV_UNSUBACK, [waiter], topic_filter, 0, "not connected"))
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def publish0(self, topic: str, payload: bytes, retain: bool, props: Properties | None) -> None:
+        """Publish at QoS 0 (fire and forget; dropped when not connected)."""
+        self._credits += 1
+        if self._connected:
+            client = self._client
+            # paho would build a PUBACK ReasonCode and Properties per QoS 0 packet just to call
+            # on_publish, which has nothing to do for QoS 0: switch it off meanwhile.
+            client._on_publish = None
+            try:
+                client.publish(topic, payload, 0, retain, props)
+            except (ValueError, TypeError) as exc:  # validated by trio first; never expected
+                _log.error("paho refused a QoS 0 publish to %r: %s", topic, exc)
+            finally:
+                client._on_publish = self._on_publish
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties | None,
+        waiter: Any,
+    ) -> None:
+        """Publish at QoS 1/2; completion comes back as EV_ACKED."""
+        if self._inflight < self._window and not self._outbox:
+            self._send(topic, payload, qos, retain, props, waiter)
+        else:
+            self._outbox.append((topic, payload, qos, retain, props, waiter))
+
+    def publish_batch(
+        self, items: list[tuple[str, bytes, int, bool, Properties | None]], waiter: Any
+    ) -> None:
+        """Publish many messages; QoS 0 ones are reported together as one EV_ACKED_N."""
+        written = 0
+        client = self._client
+        outbox = self._outbox
+        for topic, payload, qos, retain, props in items:
+            if qos == 0:
+                written += 1
+                if self._connected:
+                    client._on_publish = None  # see publish0
+                    try:
+                        client.publish(topic, payload, 0, retain, props)
+                    finally:
+                        client._on_publish = self._on_publish
+            elif self._inflight < self._window and not outbox:
+                self._send(topic, payload, qos, retain, props, waiter)
+            else:
+                outbox.append((topic, payload, qos, retain, props, waiter))
+        if written:
+            self._events.append((EV_ACKED_N, waiter, written))
+
+    def _send(
+        self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties | None,
+        waiter: Any,
+    ) -> None:
+        try:
+            info = self._client.publish(topic, payload, qos, retain, props)
+        except (ValueError, TypeError) as exc:
+            self._events.append((EV_FAILED, [waiter], f"paho refused the message: {exc}"))
+            return
+        if info.rc in (_SUCCESS, _NO_CONN):  # not connected: paho sends it after reconnecting
+            self._inflight += 1
+            self._pub_waiters[info.mid] = (waiter, topic)
+        else:
+            self._events.append((EV_FAILED, [waiter], paho.error_string(info.rc)))
+
+    def _pump(self) -> None:
+        outbox = self._outbox
+        while outbox and self._inflight < self._window:
+            self._send(*outbox.popleft())
+
+    def ack(self, tokens: list[AckToken]) -> None:
+        """Acknowledge received QoS 1/2 messages (PUBACK / PUBCOMP).
+
+        Tokens from an earlier connection are dropped: the broker resends those messages (QoS 1)
+        or their PUBREL (QoS 2, answered by the PUBREL fix above).
+        """
+        if not self._connected:
+            return
+        gen = self._gen
+        client = self._client
+        for token_gen, mid, qos in tokens:
+            if token_gen == gen:
+                client.ack(mid, qos)
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def connect(self, attempt: int, host: str, port: int, first: bool) -> None:
+        """Open the network connection (blocking) and send CONNECT; the answer comes as
+        EV_CONNACK, or EV_CONNECT_FAILED."""
+        client = self._client
+        self._connecting = attempt
+        self._refused = False
+        self._intentional = False
+        interrupter = self._interrupter = SocketInterrupter()
+        try:
+            if first:
+                if self._v5:
+                    client.connect(
+                        host,
+                        port,
+                        self._s.keepalive,
+                        clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY
+                        if self._s.clean_start
+                        else False,
+                        properties=self._connect_properties(),
+                    )
+                else:
+                    client.connect(host, port, self._s.keepalive)
+            else:
+                client.reconnect()
+        except Exception as exc:  # OSError, ssl.SSLError, WebsocketConnectionError, ValueError
+            self._connecting = None
+            client._sock_close()
+            error: BaseException = exc
+            if interrupter.interrupted:
+                error = InterruptedError("the connection attempt was abandoned")
+            self._events.append((EV_CONNECT_FAILED, attempt, error, str(error) or repr(error)))
+            return
+        finally:
+            self._interrupter = None
+        self._next_misc = time.monotonic() + self._misc_interval
+
+    def _socket_created(self, sock: Any) -> None:
+        interrupter = self._interrupter
+        if interrupter is not None:
+            interrupter.attach(sock)  # InterruptedError if abandoned already
+
+    def _socket_replaced(self, make: Callable[[], ssl.SSLSocket]) -> ssl.SSLSocket:
+        interrupter = self._interrupter
+        return make() if interrupter is None else interrupter.replace(make)
+
+    def interrupt_connect(self) -> None:
+        """Abandon a connection attempt blocked in a TLS or WebSocket handshake (any thread).
+
+        The TCP connect itself cannot be interrupted; it ends within ``connect_timeout``.
+        """
+        interrupter = self._interrupter
+        if interrupter is not None:
+            interrupter.interrupt()
+
+    def abort_connect(self, attempt: int) -> None:
+        """Give up a connection attempt that got no CONNACK in time (or whose CONNACK came
+        after trio stopped waiting): close it without any event."""
+        if self._connecting == attempt:
+            self._connecting = None
+            self._client._sock_close()
+        elif self._connected and self._connection_attempt == attempt:
+            self._connected = False
+            self._client._sock_close()
+            self._requeue_after_loss()
+
+    def disconnect(self, waiter: Any, reason: str) -> None:
+        """Send DISCONNECT and close; pending publishes fail (EV_FAILED), then EV_DONE."""
+        self._intentional = True
+        client = self._client
+        if self._connected:
+            client.disconnect()
+            client.flush_output()
+        self._connecting = None
+        self._connected = False
+        client._sock_close()
+        self._fail_all(reason)
+        self._events.append((EV_DONE, waiter, None))
+
+    def abandon(self, reason: str) -> None:
+        """Fail every pending operation: the client will not reconnect."""
+        self._fail_all(reason)
+
+    def _fail_all(self, reason: str) -> None:
+        waiters: list[Any] = [entry[0] for entry in self._pub_waiters.values()]
+        waiters.extend(item[5] for item in self._outbox)
+        for _, sub_waiters in self._sub_waiters.values():
+            waiters.extend(sub_waiters)
+        for sub_waiters in self._deferred_subs.values():
+            waiters.extend(sub_waiters)
+        for _, unsub_waiters in self._unsub_waiters.values():
+            waiters.extend(unsub_waiters)
+        self._pub_waiters.clear()
+        self._outbox.clear()
+        self._sub_waiters.clear()
+        self._deferred_subs.clear()
+        self._unsub_waiters.clear()
+        self._inflight = 0
+        self._client.drop_out_messages()
+        if waiters:
+            self._events.append((EV_FAILED, waiters, reason))
