@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -26,8 +27,23 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="PART",
-        help="run only this part of the demo (repeatable); default: all parts",
+        help="run only this component's own demo (repeatable): framing, asgi, channel, "
+        "aproto, bus (and mqtt or kafka with --broker)",
     )
+    demo.add_argument(
+        "--broker",
+        default="memory://",
+        metavar="URL",
+        help="the message bus: memory:// (embedded, default), mqtt://host:port, kafka://host:port",
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the servers running and print their addresses; SIGINT/SIGTERM stops them",
+    )
+    from .bus._cli import add_run_parser
+
+    add_run_parser(sub)
     serve = sub.add_parser("serve", help="serve an ASGI app on Hypercorn's trio worker")
     serve.add_argument("app", help="the app to serve, as module:attribute")
     serve.add_argument("--bind", default="127.0.0.1:8000", help="host:port (default %(default)s)")
@@ -41,8 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
-        status: int = trio.run(run_demo, args.only)
+        status: int = trio.run(partial(run_demo, args.only, args.broker, args.serve))
         return status
+    if args.command == "run":
+        from .bus._cli import run_command
+
+        return run_command(args)
     if args.command == "serve":
         from .asgi._serve import serve_cli
 

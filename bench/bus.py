@@ -1,0 +1,366 @@
+"""Message bus throughput and round trips: trionet.bus vs the transport used directly, one run.
+
+Rows (each trionet contender against the baseline a user would write without the bus):
+
+* ``memory produce→consume``: N messages of 100 bytes from a producer task to a consumer.
+  Baseline: a bare ``trio.open_memory_channel(1000)``, ``await send.send(payload)`` and
+  ``async for payload in receive``. trionet: a socket of ``memory://`` publishing
+  :class:`BusMessage` objects to a consumer application (``@app.application``). Goal ≥ 0.5×.
+* ``mqtt produce→consume``: N messages with QoS 1 through a private mosquitto, published one
+  after the other (each waits for its PUBACK) on one connection and received on another.
+  Baseline: :mod:`trionet.mqtt` directly (``client.publish`` / ``client.subscription``). trionet:
+  ``mqtt://`` socket → consumer application. Goal ≥ 0.85×.
+* ``kafka produce→consume``: the same through a private noida-db (or
+  ``TRIONET_KAFKA_BOOTSTRAP``). Baseline: :mod:`trionet.kafka` directly (``await
+  producer.send`` one after the other, ``async for record in consumer``). trionet: ``kafka://``
+  socket → consumer application. Goal ≥ 0.85×.
+* ``... request/response``: sequential round trips. Baselines: a pair of memory channels;
+  ``MQTTClient.request``/``reply``; ``KafkaRequester`` with ``serve_requests``. trionet:
+  ``socket.request`` to a responder application. No goal (reported).
+
+Everything of one broker lives in one trio run: clients, sockets and applications are made and
+subscribed before the rounds, so connection set-up and group joins are outside the timings; the
+contenders of a row alternate round by round, and each measurement is bounded (``--timeout``).
+
+Run: ``.venv/bin/python bench/bus.py [--quick] [--rounds N] [--only memory,mqtt,kafka]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+_HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(_HERE))
+
+from _harness import Row, _print_table  # noqa: E402
+
+# bench/kafka.py would shadow kafka-python (which trionet.kafka imports) from here on.
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
+
+from trionet.bus import BusMessage, BusSocket, DistributedApplication, from_url  # noqa: E402
+
+PAYLOAD = b"x" * 100
+Measure = Callable[[], Awaitable[float]]
+
+
+class Bench:
+    """Collects per-round throughputs of a row's contenders and the per-round ratios."""
+
+    def __init__(self, rounds: int, timeout: float) -> None:
+        self.rounds = rounds
+        self.timeout = timeout
+        self.rows: list[Row] = []
+
+    async def row(self, name: str, contenders: list[tuple[str, Measure]],
+                  goal: float | None = None) -> None:
+        row = Row(name, [], goal)
+        base = contenders[0][0]
+        for r in range(self.rounds):
+            order = contenders if r % 2 == 0 else list(reversed(contenders))
+            this_round: dict[str, float] = {}
+            for label, measure in order:
+                with trio.fail_after(self.timeout):
+                    this_round[label] = await measure()
+                row.results.setdefault(label, []).append(this_round[label])
+            for label, _ in contenders[1:]:
+                row.ratios.setdefault(label, []).append(this_round[label] / this_round[base])
+        # the table prints contender names from row.contenders: fill them in order
+        row.contenders = [_Named(label) for label, _ in contenders]  # type: ignore[misc]
+        self.rows.append(row)
+        print(f"  measured {name}", file=sys.stderr, flush=True)
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class Counter:
+    """Counts received messages; ``await wait(n)`` returns once *n* have arrived."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = 0
+        self.done = trio.Event()
+
+    def reset(self, target: int) -> None:
+        self.count = 0
+        self.target = target
+        self.done = trio.Event()
+
+    def hit(self) -> None:
+        self.count += 1
+        if self.count == self.target:
+            self.done.set()
+
+
+def bus_consumer(url: str, topic: str, counter: Counter) -> DistributedApplication:
+    app = DistributedApplication(url)
+
+    @app.application(topic, name="bench-consumer")
+    async def consume(message: BusMessage) -> None:
+        counter.hit()
+
+    @app.application(f"{topic}-rpc", name="bench-responder")
+    async def respond(message: BusMessage, socket: BusSocket) -> None:
+        await socket.reply(message, message.payload)
+
+    return app
+
+
+def bus_contenders(publisher: BusSocket, topic: str, counter: Counter, n: int,
+                   rr_n: int) -> tuple[Measure, Measure]:
+    async def throughput() -> float:
+        counter.reset(n)
+        start = time.perf_counter()
+        for _ in range(n):
+            await publisher.publish(BusMessage(PAYLOAD, topic))
+        await counter.done.wait()
+        return n / (time.perf_counter() - start)
+
+    async def round_trips() -> float:
+        start = time.perf_counter()
+        for _ in range(rr_n):
+            await publisher.request(BusMessage(PAYLOAD, f"{topic}-rpc"), timeout=30)
+        return rr_n / (time.perf_counter() - start)
+
+    return throughput, round_trips
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+
+async def bench_memory(bench: Bench, n: int, rr_n: int) -> None:
+    url = f"memory://bench-{uuid.uuid4().hex[:8]}"
+    topic = "bench/memory"
+    counter = Counter()
+    app = bus_consumer(url, topic, counter)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(app.serve)
+        async with from_url(url).create_socket(name="bench-publisher") as publisher:
+            bus_tp, bus_rr = bus_contenders(publisher, topic, counter, n, rr_n)
+
+            async def channel_throughput() -> float:
+                send, receive = trio.open_memory_channel[bytes](1000)
+                start = time.perf_counter()
+                async with trio.open_nursery() as inner:
+                    async def consume() -> None:
+                        count = 0
+                        async for _ in receive:
+                            count += 1
+                            if count == n:
+                                return
+
+                    inner.start_soon(consume)
+                    for _ in range(n):
+                        await send.send(PAYLOAD)
+                return n / (time.perf_counter() - start)
+
+            async def channel_round_trips() -> float:
+                req_send, req_receive = trio.open_memory_channel[bytes](0)
+                rep_send, rep_receive = trio.open_memory_channel[bytes](0)
+                async with trio.open_nursery() as inner:
+                    async def respond() -> None:
+                        async for request in req_receive:
+                            await rep_send.send(request)
+
+                    inner.start_soon(respond)
+                    start = time.perf_counter()
+                    for _ in range(rr_n):
+                        await req_send.send(PAYLOAD)
+                        await rep_receive.receive()
+                    elapsed = time.perf_counter() - start
+                    inner.cancel_scope.cancel()
+                return rr_n / elapsed
+
+            await bench.row("memory produce→consume",
+                            [("trio channel", channel_throughput), ("trionet bus", bus_tp)],
+                            goal=0.5)
+            await bench.row("memory request/response",
+                            [("trio channels", channel_round_trips), ("trionet bus", bus_rr)])
+        app.stop()
+
+
+# -- MQTT ---------------------------------------------------------------------------------------
+
+
+async def bench_mqtt(bench: Bench, host: str, port: int, n: int, rr_n: int) -> None:
+    from trionet.mqtt import MQTTV5, open_mqtt_client
+
+    tag = uuid.uuid4().hex[:8]
+    url = f"mqtt://{host}:{port}?qos=1&max_queue=1000"
+    topic = f"bench/{tag}/bus"
+    raw_topic = f"bench/{tag}/raw"
+    counter = Counter()
+    raw_counter = Counter()
+    app = bus_consumer(url, topic, counter)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(app.serve)
+        async with from_url(url).create_socket(name="bench-publisher") as publisher, \
+                open_mqtt_client(host, port, protocol=MQTTV5) as raw_pub, \
+                open_mqtt_client(host, port, protocol=MQTTV5) as raw_sub, \
+                open_mqtt_client(host, port, protocol=MQTTV5) as raw_responder:
+            bus_tp, bus_rr = bus_contenders(publisher, topic, counter, n, rr_n)
+
+            async def receive_raw(*, task_status: trio.TaskStatus[None]) -> None:
+                async with raw_sub.subscription(raw_topic, 1, max_buffer_size=1000) as box:
+                    task_status.started()
+                    async for _ in box:
+                        raw_counter.hit()
+
+            async def respond_raw(*, task_status: trio.TaskStatus[None]) -> None:
+                async with raw_responder.subscription(f"{raw_topic}-rpc", 1) as box:
+                    task_status.started()
+                    async for request in box:
+                        await raw_responder.reply(request, request.payload)
+
+            await nursery.start(receive_raw)
+            await nursery.start(respond_raw)
+
+            async def raw_throughput() -> float:
+                raw_counter.reset(n)
+                start = time.perf_counter()
+                for _ in range(n):
+                    await raw_pub.publish(raw_topic, PAYLOAD, qos=1)
+                await raw_counter.done.wait()
+                return n / (time.perf_counter() - start)
+
+            async def raw_round_trips() -> float:
+                start = time.perf_counter()
+                for _ in range(rr_n):
+                    await raw_pub.request(f"{raw_topic}-rpc", PAYLOAD)
+                return rr_n / (time.perf_counter() - start)
+
+            await bench.row("mqtt produce→consume (QoS 1)",
+                            [("trionet.mqtt", raw_throughput), ("trionet bus", bus_tp)],
+                            goal=0.85)
+            await bench.row("mqtt request/response",
+                            [("trionet.mqtt", raw_round_trips), ("trionet bus", bus_rr)])
+            nursery.cancel_scope.cancel()
+        app.stop()
+
+
+# -- Kafka --------------------------------------------------------------------------------------
+
+
+async def bench_kafka(bench: Bench, servers: str, n: int, rr_n: int) -> None:
+    from trionet.kafka import (
+        KafkaAdmin,
+        KafkaConsumer,
+        KafkaProducer,
+        KafkaRequester,
+        NewTopic,
+        serve_requests,
+    )
+
+    tag = uuid.uuid4().hex[:8]
+    fast_join = "&consumer.session_timeout_ms=6000&consumer.heartbeat_interval_ms=1000"
+    url = (f"kafka://{servers}?group=bench{tag}&offset_reset=earliest{fast_join}"
+           "&producer.linger_ms=0")
+    topic = f"bench/{tag}/bus"
+    raw_topic = f"bench.{tag}.raw"
+    consumer_options: dict[str, Any] = {"session_timeout_ms": 6000,
+                                        "heartbeat_interval_ms": 1000,
+                                        "fetch_max_wait_ms": 100,
+                                        "auto_offset_reset": "earliest"}
+    counter = Counter()
+    raw_counter = Counter()
+    app = bus_consumer(url, topic, counter)
+    async with KafkaAdmin(servers) as admin:
+        await admin.create_topics([NewTopic(raw_topic), NewTopic(f"{raw_topic}-rpc")])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(app.serve)
+        async with from_url(url).create_socket(name="bench-publisher") as publisher, \
+                KafkaProducer(servers, linger_ms=0) as raw_producer, \
+                KafkaConsumer(raw_topic, bootstrap_servers=servers, group_id=f"raw{tag}",
+                              **consumer_options) as raw_consumer, \
+                KafkaConsumer(f"{raw_topic}-rpc", bootstrap_servers=servers,
+                              group_id=f"rpc{tag}", **consumer_options) as rpc_consumer, \
+                KafkaRequester(servers, producer_config={"linger_ms": 0}) as requester:
+            bus_tp, bus_rr = bus_contenders(publisher, topic, counter, n, rr_n)
+
+            async def consume_raw() -> None:
+                async for _ in raw_consumer:
+                    raw_counter.hit()
+
+            async def echo(record: Any) -> bytes:
+                return bytes(record.value)
+
+            nursery.start_soon(consume_raw)
+            await nursery.start(serve_requests, rpc_consumer, raw_producer, echo)
+
+            async def raw_throughput() -> float:
+                raw_counter.reset(n)
+                start = time.perf_counter()
+                for _ in range(n):
+                    await raw_producer.send(raw_topic, PAYLOAD)
+                await raw_counter.done.wait()
+                return n / (time.perf_counter() - start)
+
+            async def raw_round_trips() -> float:
+                start = time.perf_counter()
+                for _ in range(rr_n):
+                    await requester.request(f"{raw_topic}-rpc", PAYLOAD)
+                return rr_n / (time.perf_counter() - start)
+
+            # Warm-up: the first records wait for the consumer groups' assignments.
+            await raw_throughput()
+            await bus_tp()
+            await bench.row("kafka produce→consume",
+                            [("trionet.kafka", raw_throughput), ("trionet bus", bus_tp)],
+                            goal=0.85)
+            await bench.row("kafka request/response",
+                            [("trionet.kafka", raw_round_trips), ("trionet bus", bus_rr)])
+            nursery.cancel_scope.cancel()
+        app.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds, small counts")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5, quick 2)")
+    parser.add_argument("--only", default="memory,mqtt,kafka",
+                        help="comma-separated brokers to run (default: all three)")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds one measurement may take")
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    bench = Bench(rounds, args.timeout)
+    scale = 10 if args.quick else 1
+
+    if "memory" in only:
+        trio.run(bench_memory, bench, 200_000 // scale, 20_000 // scale)
+    if "mqtt" in only:
+        from trionet.testing import MosquittoServer
+
+        with MosquittoServer() as broker:
+            trio.run(bench_mqtt, bench, broker.info.host, broker.info.port,
+                     5_000 // scale, 1_000 // scale)
+    if "kafka" in only:
+        from trionet.testing import KafkaBroker
+
+        with KafkaBroker.from_env() as kafka:
+            trio.run(bench_kafka, bench, kafka.info.bootstrap_servers,
+                     1_000 // scale, 100 // max(1, scale // 2))
+
+    _print_table("bus", bench.rows, rounds,
+                 "messages (or round trips) per second; producer→consume rows: sequential "
+                 "publishes, timed until the consumer has them all")
+    if os.environ.get("BUS_BENCH_JSON"):
+        print(json.dumps({"rounds": rounds}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

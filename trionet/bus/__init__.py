@@ -1,0 +1,139 @@
+"""The message bus: ``DistributedApplication`` over ``memory://``, ``mqtt://`` and ``kafka://``.
+
+A trio rewrite of spa_dat. Applications are async functions registered with decorators:
+consumers (``@app.application(topics)``) are called for every message on their topics,
+producers (``@app.producer()``) run once. They talk through sockets (``publish``,
+``subscribe``, ``unsubscribe``, ``request``, ``reply``) made by a socket provider for a
+broker URL::
+
+    from trionet.bus import BusMessage, DistributedApplication
+
+    app = DistributedApplication("memory://")
+
+    @app.application("greetings/+")
+    async def greeter(message, socket):
+        await socket.reply(message, b"hello " + message.payload)
+
+    @app.producer()
+    async def ask(socket):
+        reply = await socket.request(BusMessage(b"trio", "greetings/en"))
+        print(reply.payload)
+        app.stop()
+
+    app.start()
+
+``memory://`` needs nothing but trio; ``mqtt://`` needs the ``mqtt`` extra and ``kafka://``
+the ``kafka`` extra (imported only when such a socket is made).
+"""
+
+from __future__ import annotations
+
+from ._app import (
+    ApplicationSpec as ApplicationSpec,
+    AppStatistics as AppStatistics,
+    ConsumerCallback as ConsumerCallback,
+    DistributedApplication as DistributedApplication,
+    ProducerCallback as ProducerCallback,
+    Resource as Resource,
+)
+from ._config import (
+    BusConfig as BusConfig,
+    KafkaConfig as KafkaConfig,
+    MemoryConfig as MemoryConfig,
+    MqttConfig as MqttConfig,
+    parse_url as parse_url,
+)
+from ._errors import (
+    BusClosed as BusClosed,
+    BusError as BusError,
+    EnvelopeError as EnvelopeError,
+    NoResponseTopic as NoResponseTopic,
+    RequestTimeout as RequestTimeout,
+)
+from ._memory import (
+    MemoryBroker as MemoryBroker,
+    MemoryBrokerStatistics as MemoryBrokerStatistics,
+    MemorySocket as MemorySocket,
+    MemorySocketProvider as MemorySocketProvider,
+)
+from ._message import (
+    BusMessage as BusMessage,
+    EnvelopeCodec as EnvelopeCodec,
+    SpaMessage as SpaMessage,
+    decode_envelope as decode_envelope,
+    encode_envelope as encode_envelope,
+)
+from ._policy import (
+    AckPolicy as AckPolicy,
+    Backoff as Backoff,
+    ErrorPolicy as ErrorPolicy,
+    RestartPolicy as RestartPolicy,
+)
+from ._socket import (
+    REPLY_PREFIX as REPLY_PREFIX,
+    BusSocket as BusSocket,
+    Delivery as Delivery,
+    SocketProvider as SocketProvider,
+    SocketProviderFactory as SocketProviderFactory,
+    SocketStatistics as SocketStatistics,
+    SpaSocket as SpaSocket,
+    from_config as from_config,
+    from_url as from_url,
+)
+from ._topics import (
+    TopicFilter as TopicFilter,
+    check_topic as check_topic,
+    check_topic_filter as check_topic_filter,
+    topic_matches as topic_matches,
+)
+
+__all__ = [
+    "REPLY_PREFIX",
+    "AckPolicy",
+    "AppStatistics",
+    "ApplicationSpec",
+    "Backoff",
+    "BusClosed",
+    "BusConfig",
+    "BusError",
+    "BusMessage",
+    "BusSocket",
+    "ConsumerCallback",
+    "Delivery",
+    "DistributedApplication",
+    "EnvelopeCodec",
+    "EnvelopeError",
+    "ErrorPolicy",
+    "KafkaConfig",
+    "MemoryBroker",
+    "MemoryBrokerStatistics",
+    "MemoryConfig",
+    "MemorySocket",
+    "MemorySocketProvider",
+    "MqttConfig",
+    "NoResponseTopic",
+    "ProducerCallback",
+    "RequestTimeout",
+    "Resource",
+    "RestartPolicy",
+    "SocketProvider",
+    "SocketProviderFactory",
+    "SocketStatistics",
+    "SpaMessage",
+    "SpaSocket",
+    "TopicFilter",
+    "check_topic",
+    "check_topic_filter",
+    "decode_envelope",
+    "encode_envelope",
+    "from_config",
+    "from_url",
+    "parse_url",
+    "topic_matches",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "._"):
+        _obj.__module__ = __name__
+del _name, _obj

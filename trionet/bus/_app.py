@@ -1,0 +1,810 @@
+"""``DistributedApplication``: consumer and producer applications on one message bus.
+
+Every application runs as a task of one nursery (:meth:`DistributedApplication.serve`), each
+with its own socket, resources and state. What happens when things go wrong:
+
+* A failing application fails the whole :class:`DistributedApplication` (its siblings are
+  cancelled and the error propagates), unless it has a :class:`RestartPolicy`.
+* A handler error is dealt with by the application's :class:`ErrorPolicy` (fail, log and go
+  on, retry with backoff, dead-letter topic).
+* Shutdown, by :meth:`DistributedApplication.stop`, SIGINT/SIGTERM under
+  :meth:`~DistributedApplication.start`, or cancellation of the surrounding nursery, is
+  graceful: producers are cancelled, consumers stop taking messages, handlers already running
+  finish (and acknowledge) within ``shutdown_timeout`` seconds, then sockets close.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, TypeVar
+
+import trio
+
+from ..errors import ConfigurationError
+from ._errors import BusError
+from ._message import BusMessage
+from ._policy import AckPolicy, ErrorPolicy, RestartPolicy
+from ._socket import BusSocket, Delivery, ProviderSpec, SocketProvider, from_config
+from ._topics import normalize_topics
+
+__all__ = [
+    "AppStatistics",
+    "ApplicationSpec",
+    "ConsumerCallback",
+    "DistributedApplication",
+    "ProducerCallback",
+    "Resource",
+]
+
+logger = logging.getLogger("trionet.bus")
+
+#: A consumer: ``async def handler(message, socket, state, **resources)`` (it may declare only
+#: the arguments it uses).
+ConsumerCallback: TypeAlias = Callable[..., Awaitable[Any]]
+#: A producer: ``async def producer(socket, state, **resources)``, run once.
+ProducerCallback: TypeAlias = Callable[..., Awaitable[Any]]
+#: A resource: a context manager (sync or async), or a callable returning a fresh one each
+#: time the application starts (needed for applications that may be restarted).
+Resource: TypeAlias = (
+    AbstractContextManager[Any]
+    | AbstractAsyncContextManager[Any]
+    | Callable[[], AbstractContextManager[Any] | AbstractAsyncContextManager[Any]]
+)
+
+CallbackT = TypeVar("CallbackT", bound=Callable[..., Awaitable[Any]])
+
+_RESERVED_ARGUMENTS = frozenset({"message", "socket", "state"})
+#: While messages are queued, a consumer lets other tasks run at least this often.
+_YIELD_EVERY = 16
+
+
+@dataclass(slots=True)
+class AppStatistics:
+    """Counters of one application, kept across restarts.
+
+    Attributes:
+        handled: messages whose handler returned.
+        failed: handler calls that raised (retries included).
+        dead_lettered: messages sent to the dead-letter topic.
+        restarts: times the application was restarted by its restart policy.
+        in_flight: handlers running right now.
+    """
+
+    handled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    restarts: int = 0
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class ApplicationSpec:
+    """One registered application (what the decorators record; nothing is shared).
+
+    Attributes:
+        kind: ``"consumer"`` or ``"producer"``.
+        callback: the coroutine function.
+        name: unique within its :class:`DistributedApplication`.
+        topics: the consumer's topic filters.
+        socket_provider: the provider, or ``None`` for the application's default.
+        state: the object passed as ``state``.
+        resources: the context managers (or factories) entered for each run.
+        max_concurrency: handlers of this application that may run at once.
+        ack: the :class:`AckPolicy`.
+        on_error: the :class:`ErrorPolicy`.
+        restart: the :class:`RestartPolicy`, or ``None`` to fail the whole bus.
+    """
+
+    kind: Literal["consumer", "producer"]
+    callback: Callable[..., Awaitable[Any]]
+    name: str
+    topics: tuple[str, ...]
+    socket_provider: SocketProvider | None
+    state: Any
+    resources: Mapping[str, Resource]
+    max_concurrency: int
+    ack: AckPolicy
+    on_error: ErrorPolicy
+    restart: RestartPolicy | None
+    accepts: frozenset[str] | None
+    """The keyword arguments the callback takes (``None``: it takes ``**kwargs``)."""
+
+
+def _accepted_arguments(callback: Callable[..., Any]) -> tuple[frozenset[str] | None, list[str]]:
+    """The callback's keyword parameters (None for **kwargs) and its required ones."""
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return None, []
+    names: set[str] = set()
+    required: list[str] = []
+    var_keyword = False
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            var_keyword = True
+        elif parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                inspect.Parameter.KEYWORD_ONLY):
+            names.add(parameter.name)
+            if parameter.default is inspect.Parameter.empty:
+                required.append(parameter.name)
+        elif (parameter.kind is inspect.Parameter.POSITIONAL_ONLY
+              and parameter.default is inspect.Parameter.empty):
+            required.append(parameter.name)
+    return (None if var_keyword else frozenset(names)), required
+
+
+def _is_async_callable(callback: object) -> bool:
+    if inspect.iscoroutinefunction(callback):
+        return True
+    call = getattr(callback, "__call__", None)  # noqa: B004 - instances with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _is_async_cm(value: object) -> bool:
+    return hasattr(value, "__aenter__") and hasattr(value, "__aexit__")
+
+
+def _is_sync_cm(value: object) -> bool:
+    return hasattr(value, "__enter__") and hasattr(value, "__exit__")
+
+
+def _check_resources(resources: Mapping[str, Resource]) -> dict[str, Resource]:
+    checked: dict[str, Resource] = {}
+    for name, resource in resources.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigurationError(f"resource name {name!r} must be a Python identifier")
+        if name in _RESERVED_ARGUMENTS:
+            raise ConfigurationError(
+                f"resource name {name!r} clashes with the {name!r} argument of handlers"
+            )
+        if not (_is_async_cm(resource) or _is_sync_cm(resource) or callable(resource)):
+            raise ConfigurationError(
+                f"resource {name!r} must be a context manager (sync or async) or a callable "
+                f"returning one, not {type(resource).__name__}"
+            )
+        checked[name] = resource
+    return checked
+
+
+async def _enter_resources(stack: AsyncExitStack, resources: Mapping[str, Resource]
+                           ) -> dict[str, Any]:
+    entered: dict[str, Any] = {}
+    for name, resource in resources.items():
+        manager: object = resource
+        if not (_is_async_cm(manager) or _is_sync_cm(manager)):
+            manager = resource()  # type: ignore[operator]
+        if _is_async_cm(manager):
+            entered[name] = await stack.enter_async_context(manager)  # type: ignore[arg-type]
+        elif _is_sync_cm(manager):
+            entered[name] = stack.enter_context(manager)  # type: ignore[arg-type]
+        else:
+            raise ConfigurationError(
+                f"resource {name!r}: the factory returned {type(manager).__name__}, "
+                "not a context manager"
+            )
+    return entered
+
+
+def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
+
+
+def _note(exc: BaseException, text: str) -> None:
+    if text not in getattr(exc, "__notes__", ()):
+        exc.add_note(text)
+
+
+class _AppRunner:
+    """Runs one application for one :meth:`DistributedApplication.serve` call."""
+
+    def __init__(self, spec: ApplicationSpec, provider: SocketProvider,
+                 statistics: AppStatistics, shutdown_timeout: float) -> None:
+        self.spec = spec
+        self.provider = provider
+        self.statistics = statistics
+        self.shutdown_timeout = shutdown_timeout
+        self.stopping = False
+        self.ready = False
+        self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self._shield: trio.CancelScope | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._sleep_scope: trio.CancelScope | None = None
+        self._producer_scope: trio.CancelScope | None = None
+        self._pass_message = spec.accepts is None or "message" in spec.accepts
+        self._socket: BusSocket | None = None
+        self._since_yield = 0
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Stop taking messages; give running handlers ``shutdown_timeout`` seconds."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self._socket is not None:
+            self._socket._wake_receiver()
+        for scope in (self._wait_scope, self._sleep_scope, self._producer_scope):
+            if scope is not None:
+                scope.cancel()
+        if self._shield is not None:
+            if not self.ready:
+                self._shield.cancel()
+            else:
+                self._shield.deadline = min(
+                    self._shield.deadline, trio.current_time() + self.shutdown_timeout
+                )
+
+    def _shutting_down(self) -> bool:
+        return self.stopping
+
+    def force_shutdown(self) -> None:
+        """Cancel running handlers now."""
+        self.begin_shutdown()
+        if self._shield is not None:
+            self._shield.cancel()
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        self._task_status = task_status
+        if self.spec.kind == "producer":
+            with trio.CancelScope() as self._producer_scope:
+                if self.stopping:
+                    self._producer_scope.cancel()
+                await self._supervise()
+        else:
+            await self._run_shielded()
+        if not self.ready:  # shut down before it was up: nothing to wait for
+            self._mark_ready()
+
+    async def _run_shielded(self) -> None:
+        # Consumers run shielded from outside cancellation, so that cancelling the bus still
+        # lets running handlers finish (and acknowledge). A watcher task outside the shield
+        # notices the cancellation and turns it into a graceful shutdown with a deadline.
+        finished = False
+
+        async def watch_for_cancellation() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                if not finished:
+                    self.begin_shutdown()
+
+        async with trio.open_nursery() as guard:
+            guard.start_soon(watch_for_cancellation)
+            with trio.CancelScope(shield=True) as self._shield:
+                if self.stopping:
+                    self._shield.cancel()
+                try:
+                    await self._supervise()
+                finally:
+                    finished = True
+            guard.cancel_scope.cancel()
+
+    def _mark_ready(self) -> None:
+        if not self.ready:
+            self.ready = True
+            self._task_status.started()
+
+    async def _supervise(self) -> None:
+        spec = self.spec
+        restarts = 0
+        while True:
+            began = trio.current_time()
+            try:
+                await self._run_once()
+                return
+            except Exception as exc:
+                policy = spec.restart
+                _note(exc, f"in bus application {spec.name!r}")
+                if policy is None or self.stopping:
+                    raise
+                if trio.current_time() - began >= policy.reset_after:
+                    restarts = 0
+                if policy.max_restarts is not None and restarts >= policy.max_restarts:
+                    logger.error("bus application %r failed %d time(s); giving up",
+                                 spec.name, restarts + 1)
+                    raise
+                restarts += 1
+                self.statistics.restarts += 1
+                delay = policy.backoff.delay(restarts)
+                logger.warning("bus application %r failed (%s: %s); restart %d in %.2f s",
+                               spec.name, type(exc).__name__, exc, restarts, delay)
+            with trio.CancelScope() as self._sleep_scope:
+                await trio.sleep(delay)
+            self._sleep_scope = None
+            if self._shutting_down():  # stop() came during the backoff
+                return
+
+    async def _run_once(self) -> None:
+        spec = self.spec
+        logger.info("starting bus application %r", spec.name)
+        try:
+            async with AsyncExitStack() as stack:
+                socket = self.provider.create_socket(spec.topics, name=spec.name)
+                await stack.enter_async_context(socket)
+                self._socket = socket
+                stack.callback(self._forget_socket)
+                resources = await _enter_resources(stack, spec.resources)
+                kwargs: dict[str, Any] = {"socket": socket, "state": spec.state, **resources}
+                if spec.accepts is not None:
+                    kwargs = {k: v for k, v in kwargs.items() if k in spec.accepts}
+                self._mark_ready()
+                if spec.kind == "producer":
+                    await spec.callback(**kwargs)
+                elif not self.stopping:
+                    await self._consume(socket, kwargs)
+        finally:
+            logger.info("halted bus application %r", spec.name)
+
+    def _forget_socket(self) -> None:
+        self._socket = None
+
+    # -- consuming ------------------------------------------------------------------------------
+
+    async def _next(self, socket: BusSocket) -> Delivery | None:
+        """The next delivery, or ``None`` once the application is shutting down.
+
+        :meth:`begin_shutdown` wakes a waiting call by queueing :data:`WAKEUP`. While messages
+        are queued, other tasks get to run at least every :data:`_YIELD_EVERY` messages (a
+        scheduling round per message would cost as much as the rest of the bus together).
+        """
+        while not self.stopping:
+            item = socket._receive_nowait()
+            if item is None:
+                item = await socket._receive_inbound()
+                self._since_yield = 0
+            else:
+                self._since_yield += 1
+                if self._since_yield >= _YIELD_EVERY:
+                    self._since_yield = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            delivery = await socket._accept(item)
+            if delivery is not None:
+                return delivery
+        return None
+
+    async def _consume(self, socket: BusSocket, kwargs: dict[str, Any]) -> None:
+        limit = self.spec.max_concurrency
+        if limit == 1:
+            while True:
+                delivery = await self._next(socket)
+                if delivery is None:
+                    return
+                await self._process(socket, delivery, kwargs)
+        slots = trio.Semaphore(limit)
+
+        async def process_then_release(delivery: Delivery) -> None:
+            try:
+                await self._process(socket, delivery, kwargs)
+            finally:
+                slots.release()
+
+        async with trio.open_nursery() as handlers:
+            while True:
+                with trio.CancelScope() as scope:
+                    self._wait_scope = scope
+                    try:
+                        await slots.acquire()
+                    finally:
+                        self._wait_scope = None
+                if scope.cancelled_caught or self.stopping:
+                    if not scope.cancelled_caught:
+                        slots.release()
+                    return
+                delivery = await self._next(socket)
+                if delivery is None:
+                    slots.release()
+                    return
+                handlers.start_soon(process_then_release, delivery)
+
+    async def _process(self, socket: BusSocket, delivery: Delivery,
+                       kwargs: dict[str, Any]) -> None:
+        spec = self.spec
+        stats = self.statistics
+        message = delivery.message
+        if spec.ack is AckPolicy.BEFORE:
+            await delivery.ack()
+        policy = spec.on_error
+        attempt = 0
+        stats.in_flight += 1
+        try:
+            while True:
+                try:
+                    if self._pass_message:
+                        await spec.callback(message=message, **kwargs)
+                    else:
+                        await spec.callback(**kwargs)
+                    stats.handled += 1
+                    break
+                except Exception as exc:
+                    stats.failed += 1
+                    if attempt < policy.retries and not self.stopping:
+                        attempt += 1
+                        delay = policy.backoff.delay(attempt)
+                        logger.warning(
+                            "bus application %r: handler failed on %r (%s: %s); "
+                            "retry %d of %d in %.2f s", spec.name, message.topic,
+                            type(exc).__name__, exc, attempt, policy.retries, delay,
+                        )
+                        await trio.sleep(delay)
+                        continue
+                    if policy.action == "raise":
+                        _note(exc, f"while handling a message on {message.topic!r}")
+                        raise
+                    if policy.action == "dead_letter":
+                        await self._dead_letter(socket, message, exc)
+                    else:
+                        logger.error(
+                            "bus application %r: handler failed on %r; message skipped",
+                            spec.name, message.topic, exc_info=exc,
+                        )
+                    break
+        finally:
+            stats.in_flight -= 1
+        await delivery.ack()
+
+    async def _dead_letter(self, socket: BusSocket, message: BusMessage,
+                           exc: Exception) -> None:
+        topic = self.spec.on_error.dead_letter_topic
+        assert topic is not None
+        headers = dict(message.headers)
+        headers["x-error"] = f"{type(exc).__name__}: {exc}"
+        headers["x-original-topic"] = message.topic
+        headers["x-application"] = self.spec.name
+        await socket.publish(message.copy(topic=topic, headers=headers))
+        self.statistics.dead_lettered += 1
+        logger.warning("bus application %r: handler failed on %r (%s); sent to %r",
+                       self.spec.name, message.topic, exc, topic)
+
+
+class DistributedApplication:
+    """Consumer and producer applications connected to one message bus (spa_dat's class).
+
+    Args:
+        default_socket_provider: the broker of applications that name none: a provider, a
+            configuration, or a URL (``"memory://"``, ``"mqtt://host:1883"``,
+            ``"kafka://host:9092"``). ``None``: ``memory://``, or what ``trionet run
+            --broker`` says.
+        shutdown_timeout: seconds that running handlers get to finish when the bus shuts down.
+
+    Example::
+
+        app = DistributedApplication("memory://")
+
+        @app.application("greetings/#")
+        async def greeter(message, socket):
+            await socket.reply(message, b"hello " + message.payload)
+
+        @app.producer()
+        async def ask(socket):
+            reply = await socket.request(BusMessage(b"trio", "greetings/en"))
+            print(reply.payload)
+            app.stop()
+
+        app.start()
+    """
+
+    def __init__(self, default_socket_provider: ProviderSpec | None = None, *,
+                 shutdown_timeout: float = 10.0) -> None:
+        self.default_socket_provider: SocketProvider | None = (
+            None if default_socket_provider is None else from_config(default_socket_provider)
+        )
+        if not shutdown_timeout >= 0:
+            raise ConfigurationError("shutdown_timeout must be >= 0")
+        self.shutdown_timeout = shutdown_timeout
+        #: The registered applications, in registration order.
+        self.applications: list[ApplicationSpec] = []
+        #: Per-application counters, by application name.
+        self.statistics: dict[str, AppStatistics] = {}
+        self._runners: list[_AppRunner] | None = None
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def _unique_name(self, name: str | None, callback: Callable[..., Any]) -> str:
+        base = name or getattr(callback, "__name__", None) or "app"
+        taken = {spec.name for spec in self.applications}
+        if name is not None and name in taken:
+            raise ConfigurationError(f"an application named {name!r} is already registered")
+        unique, counter = base, 2
+        while unique in taken:
+            unique, counter = f"{base}-{counter}", counter + 1
+        return unique
+
+    def _register(
+        self,
+        kind: Literal["consumer", "producer"],
+        callback: Callable[..., Awaitable[Any]],
+        *,
+        topics: tuple[str, ...],
+        socket_provider: ProviderSpec | None,
+        state: Any,
+        ressources: Mapping[str, Resource] | None,
+        resources: Mapping[str, Resource] | None,
+        name: str | None,
+        max_concurrency: int = 1,
+        ack: AckPolicy | str = AckPolicy.AFTER,
+        on_error: ErrorPolicy | str = "raise",
+        restart: RestartPolicy | None = None,
+    ) -> ApplicationSpec:
+        if not _is_async_callable(callback):
+            raise ConfigurationError(
+                f"{getattr(callback, '__name__', callback)!r} must be an async function"
+            )
+        if ressources is not None and resources is not None:
+            raise ConfigurationError("give either ressources= or resources=, not both")
+        checked = _check_resources(ressources or resources or {})
+        accepts, required = _accepted_arguments(callback)
+        offered = {"socket", "state", *checked}
+        if kind == "consumer":
+            offered.add("message")
+        missing = [p for p in required if p not in offered]
+        if missing:
+            raise ConfigurationError(
+                f"{getattr(callback, '__name__', 'callback')}() requires "
+                f"{', '.join(map(repr, missing))}, which the bus does not provide "
+                f"(it provides {', '.join(sorted(offered))})"
+            )
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) \
+                or max_concurrency < 1:
+            raise ConfigurationError("max_concurrency must be an integer >= 1")
+        try:
+            ack_policy = AckPolicy(ack)
+        except ValueError:
+            raise ConfigurationError(f"unknown ack policy {ack!r}; use 'after' or 'before'"
+                                     ) from None
+        error_policy = ErrorPolicy.coerce(on_error)  # type: ignore[arg-type]
+        if restart is not None and not isinstance(restart, RestartPolicy):
+            raise ConfigurationError("restart must be a RestartPolicy or None")
+        provider = None if socket_provider is None else from_config(socket_provider)
+        spec = ApplicationSpec(
+            kind=kind,
+            callback=callback,
+            name=self._unique_name(name, callback),
+            topics=topics,
+            socket_provider=provider,
+            state=state,
+            resources=checked,
+            max_concurrency=max_concurrency,
+            ack=ack_policy,
+            on_error=error_policy,
+            restart=restart,
+            accepts=accepts,
+        )
+        self.applications.append(spec)
+        self.statistics[spec.name] = AppStatistics()
+        return spec
+
+    def application(
+        self,
+        topics: str | Sequence[str],
+        *,
+        socket_provider: ProviderSpec | None = None,
+        state: Any = None,
+        ressources: Mapping[str, Resource] | None = None,
+        resources: Mapping[str, Resource] | None = None,
+        name: str | None = None,
+        max_concurrency: int = 1,
+        ack: AckPolicy | Literal["after", "before"] = AckPolicy.AFTER,
+        on_error: ErrorPolicy | Literal["raise", "log"] = "raise",
+        restart: RestartPolicy | None = None,
+    ) -> Callable[[CallbackT], CallbackT]:
+        """Decorator: a consumer called as ``callback(message=, socket=, state=, **ressources)``
+        for each message on *topics*.
+
+        The callback may declare only the arguments it uses. Resources are entered once per
+        run of the application and passed as the entered objects.
+
+        Args:
+            topics: a topic filter or several (``+`` and ``#`` wildcards allowed).
+            socket_provider: this application's broker (default: the application's default).
+            state: any object, passed as ``state`` to every call.
+            ressources: name → context manager (sync or async) or factory of one (spa_dat's
+                spelling; ``resources=`` is accepted too).
+            resources: the same, spelled in English.
+            name: the application's name (default: the callback's name).
+            max_concurrency: how many messages may be handled at once (1: in order).
+            ack: :class:`AckPolicy` (``"after"`` the handler, or ``"before"``).
+            on_error: :class:`ErrorPolicy`, ``"raise"`` or ``"log"``.
+            restart: a :class:`RestartPolicy`, or ``None`` to let a failure end the bus.
+
+        Raises:
+            ConfigurationError: for an invalid filter, a callback that is not async or that
+                requires arguments the bus does not provide, or an invalid option.
+        """
+        filters = normalize_topics(topics)
+        if not filters:
+            raise ConfigurationError("an application needs at least one topic")
+
+        def decorate(callback: CallbackT) -> CallbackT:
+            self._register(
+                "consumer", callback, topics=filters, socket_provider=socket_provider,
+                state=state, ressources=ressources, resources=resources, name=name,
+                max_concurrency=max_concurrency, ack=ack, on_error=on_error, restart=restart,
+            )
+            return callback
+
+        return decorate
+
+    def producer(
+        self,
+        *,
+        socket_provider: ProviderSpec | None = None,
+        state: Any = None,
+        ressources: Mapping[str, Resource] | None = None,
+        resources: Mapping[str, Resource] | None = None,
+        name: str | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> Callable[[CallbackT], CallbackT]:
+        """Decorator: a producer, called once as ``callback(socket=, state=, **ressources)``.
+
+        Producers start once every consumer is connected and subscribed, so their first
+        messages are not lost. A producer that returns is done; the others go on.
+
+        Args:
+            socket_provider: this application's broker (default: the application's default).
+            state: any object, passed as ``state``.
+            ressources: name → context manager or factory (``resources=`` works too).
+            resources: the same, spelled in English.
+            name: the application's name (default: the callback's name).
+            restart: a :class:`RestartPolicy` for a producer that raises.
+        """
+
+        def decorate(callback: CallbackT) -> CallbackT:
+            self._register(
+                "producer", callback, topics=(), socket_provider=socket_provider, state=state,
+                ressources=ressources, resources=resources, name=name, restart=restart,
+            )
+            return callback
+
+        return decorate
+
+    def add_application(
+        self,
+        async_consumer_callback: ConsumerCallback,
+        socket_provider: ProviderSpec | None = None,
+        state: Any = None,
+        ressources: Mapping[str, Resource] | None = None,
+        *,
+        topics: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> ApplicationSpec:
+        """Register a consumer without the decorator (spa_dat's method).
+
+        *topics* defaults to the provider's ``default_subscription_topics``; *options* are
+        the other keyword arguments of :meth:`application`.
+        """
+        if topics is None:
+            provider = (from_config(socket_provider) if socket_provider is not None
+                        else self.default_socket_provider)
+            topics = provider.config.topics if provider is not None else ()
+        filters = normalize_topics(topics)
+        if not filters:
+            raise ConfigurationError("an application needs at least one topic")
+        return self._register("consumer", async_consumer_callback, topics=filters,
+                              socket_provider=socket_provider, state=state,
+                              ressources=ressources, resources=options.pop("resources", None),
+                              name=options.pop("name", None), **options)
+
+    def add_producer_application(
+        self,
+        async_producer_callback: ProducerCallback,
+        socket_provider: ProviderSpec | None = None,
+        state: Any = None,
+        ressources: Mapping[str, Resource] | None = None,
+        **options: Any,
+    ) -> ApplicationSpec:
+        """Register a producer without the decorator (spa_dat's method)."""
+        return self._register("producer", async_producer_callback, topics=(),
+                              socket_provider=socket_provider, state=state,
+                              ressources=ressources, resources=options.pop("resources", None),
+                              name=options.pop("name", None), **options)
+
+    # -- running --------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`serve` is running."""
+        return self._runners is not None
+
+    def stop(self) -> None:
+        """Shut down gracefully: producers are cancelled, consumers stop taking messages and
+        finish the ones they are handling (within ``shutdown_timeout``), then :meth:`serve`
+        returns. Does nothing when the application is not running."""
+        for runner in self._runners or ():
+            runner.begin_shutdown()
+
+    def _force_stop(self) -> None:
+        for runner in self._runners or ():
+            runner.force_shutdown()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Run every application until they are all done or the bus is shut down.
+
+        Use ``await nursery.start(app.serve)``: it returns once every consumer is connected
+        and subscribed (producers start then). Cancelling the nursery shuts down gracefully
+        (running handlers get ``shutdown_timeout`` seconds).
+
+        Raises:
+            BusError: if the application is already running.
+            Exception: the exception of an application that failed (with a note naming it);
+                an :class:`ExceptionGroup` if several failed at once.
+        """
+        if self._runners is not None:
+            raise BusError("this DistributedApplication is already running")
+        default = self.default_socket_provider or from_config("memory://")
+        runners = [
+            _AppRunner(spec, spec.socket_provider or default, self.statistics[spec.name],
+                       self.shutdown_timeout)
+            for spec in self.applications
+        ]
+        self._runners = runners
+        try:
+            async with trio.open_nursery() as nursery:
+                consumers = [r for r in runners if r.spec.kind == "consumer"]
+                if consumers:
+                    async with trio.open_nursery() as starting:
+                        for runner in consumers:
+                            starting.start_soon(nursery.start, runner.run)
+                task_status.started()
+                for runner in runners:
+                    if runner.spec.kind == "producer":
+                        nursery.start_soon(runner.run)
+        except BaseExceptionGroup as group:
+            sole = _unwrap_group(group)
+            if sole is None:
+                raise
+            raise sole from None
+        finally:
+            self._runners = None
+
+    async def start_async(self, *, handle_signals: bool = True) -> None:
+        """Run the applications until they are done or stopped (spa_dat's method).
+
+        Args:
+            handle_signals: when run in the main thread, SIGINT and SIGTERM shut down
+                gracefully (a second signal cancels running handlers at once).
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                if handle_signals and threading.current_thread() is threading.main_thread():
+                    await nursery.start(self._watch_signals)
+                await self.serve()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            sole = _unwrap_group(group)
+            if sole is None:
+                raise
+            raise sole from None
+
+    async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                             ) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            count = 0
+            async for signum in signals:
+                count += 1
+                if count == 1:
+                    logger.warning("received %s: shutting down (again to force)",
+                                   signal.Signals(signum).name)
+                    self.stop()
+                else:
+                    self._force_stop()
+
+    def start(self) -> None:
+        """Run the applications in a new trio event loop until they are done or stopped."""
+        trio.run(self.start_async)
+

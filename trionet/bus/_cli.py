@@ -1,0 +1,128 @@
+"""``trionet run module:app --broker URL``: run a :class:`DistributedApplication` from the shell.
+
+:func:`add_run_parser` adds the ``run`` sub-command to an :mod:`argparse` parser and
+:func:`run_command` executes it; :func:`main` is a stand-alone entry point
+(``python -m trionet.bus._cli run module:app``).
+
+The application runs until its applications are done, or until SIGINT/SIGTERM (graceful: running
+handlers finish within the shutdown timeout; a second signal cancels them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from ..errors import ConfigurationError
+from ._app import DistributedApplication
+from ._socket import from_url
+
+__all__ = ["add_run_parser", "load_application", "main", "run", "run_command"]
+
+
+def load_application(target: str) -> DistributedApplication:
+    """Import ``module:attribute`` and return the :class:`DistributedApplication` it names.
+
+    The attribute may be a dotted path, and may be a callable returning the application (a
+    factory, called with no arguments). The current directory is importable, as with
+    ``python -m``.
+
+    Raises:
+        ConfigurationError: if *target* is malformed, cannot be imported, or is not an
+            application.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(f"expected MODULE:APP (e.g. 'myservice:app'), got {target!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(obj, DistributedApplication) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, DistributedApplication):
+        raise ConfigurationError(
+            f"{target!r} is a {type(obj).__name__}, not a DistributedApplication"
+        )
+    return obj
+
+
+def run(target: str, *, broker: str | None = None, shutdown_timeout: float | None = None) -> int:
+    """Load *target* (``module:app``) and run it until it is done or signalled.
+
+    Args:
+        target: ``module:attribute`` naming the application (or a factory of it).
+        broker: a broker URL for the applications that name no provider of their own
+            (replaces the application's default).
+        shutdown_timeout: seconds running handlers get when shutting down.
+
+    Returns:
+        The process exit status (0).
+    """
+    app = load_application(target)
+    if broker is not None:
+        app.default_socket_provider = from_url(broker)
+    if shutdown_timeout is not None:
+        if not shutdown_timeout >= 0:
+            raise ConfigurationError("--shutdown-timeout must be >= 0")
+        app.shutdown_timeout = shutdown_timeout
+    trio.run(app.start_async)
+    return 0
+
+
+def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``run`` sub-command to *subparsers* (from ``parser.add_subparsers()``)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "run",
+        help="run a message-bus DistributedApplication (MODULE:APP)",
+        description="Run a trionet.bus DistributedApplication until SIGINT/SIGTERM.",
+    )
+    parser.add_argument("target", metavar="MODULE:APP",
+                        help="the application, e.g. 'myservice:app' (or a factory of it)")
+    parser.add_argument("--broker", metavar="URL", default=None,
+                        help="broker for applications without their own: memory://, "
+                             "mqtt://user:pass@host:1883, kafka://host:9092?group=g")
+    parser.add_argument("--shutdown-timeout", metavar="SECONDS", type=float, default=None,
+                        help="time running handlers get to finish on shutdown")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"],
+                        help="logging level (default: info)")
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Execute a parsed ``run`` command; returns the exit status (2 for usage errors)."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return run(args.target, broker=args.broker, shutdown_timeout=args.shutdown_timeout)
+    except ConfigurationError as exc:
+        print(f"trionet run: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m trionet.bus._cli run MODULE:APP [--broker URL]``."""
+    parser = argparse.ArgumentParser(prog="trionet")
+    add_run_parser(parser.add_subparsers(dest="command", required=True))
+    return run_command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

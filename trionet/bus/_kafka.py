@@ -1,0 +1,419 @@
+"""``kafka://``: bus sockets on :mod:`trionet.kafka` (kafka-python underneath).
+
+Topic names: a bus topic's ``/`` becomes ``.`` on Kafka (``sensors/kitchen`` is the Kafka topic
+``sensors.kitchen``), and filters with ``+``/``#`` become one regular-expression subscription,
+so an application runs unchanged on every broker. A filter starting with a wildcard does not
+match Kafka topics starting with ``_`` (internal topics, the bus's reply topics), as MQTT's
+wildcards skip ``$`` topics.
+
+Each socket has a producer; the first subscription starts a consumer in the application's
+group (``{group prefix}.{app name}``), read by one task that feeds the socket's bounded queue.
+Offsets are committed for acknowledged messages only, contiguously per partition, every
+``commit_interval`` seconds, when partitions are revoked, and when the socket closes: a message
+that was received but not handled (or whose handler failed under ``on_error="raise"``) is read
+again by the group's next consumer (at-least-once).
+
+Request/response: replies travel on one Kafka topic per socket, ``_trionet.reply.<client id>``,
+read by a consumer that is assigned its partition manually (no group, no rebalances) and that
+has fixed its position before the first request goes out, so no reply can slip past it.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, Final
+
+import trio
+
+from ..errors import ConfigurationError, KafkaError
+from ..kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdmin,
+    KafkaConsumer,
+    KafkaProducer,
+    NewTopic,
+    TopicPartition,
+)
+from ._config import KafkaConfig, Topics
+from ._message import BusMessage
+from ._socket import CLOSE_TIMEOUT, REPLY_PREFIX, BusSocket, SocketProvider, new_client_id
+
+__all__ = ["KafkaSocket", "KafkaSocketProvider", "filter_to_pattern", "kafka_topic"]
+
+logger = logging.getLogger("trionet.bus")
+
+_LEGAL: Final = re.compile(r"[A-Za-z0-9._-]+")
+#: How long subscribing waits for the group to assign partitions before going on.
+ASSIGNMENT_TIMEOUT: Final = 60.0
+_CONSUMER_DEFAULTS: Final = {
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 3_000,
+    "metadata_max_age_ms": 5_000,
+    "fetch_max_wait_ms": 100,  # bounds latency on brokers that hold fetches
+}
+
+
+def kafka_topic(topic: str) -> str:
+    """The Kafka topic for a bus topic (``/`` becomes ``.``).
+
+    Raises:
+        ConfigurationError: if the result is not a legal Kafka topic name.
+    """
+    name = topic.replace("/", ".")
+    if not _LEGAL.fullmatch(name) or len(name) > 249 or name in (".", ".."):
+        raise ConfigurationError(
+            f"{topic!r} cannot be a Kafka topic: use letters, digits, '.', '_', '-' and '/' "
+            "(at most 249 characters)"
+        )
+    return name
+
+
+def filter_to_pattern(topic_filter: str) -> str:
+    """A regular expression for the Kafka topics a bus topic filter matches.
+
+    Levels are separated by ``/`` or ``.``; ``+`` matches one level, a final ``#`` the parent
+    level and everything below. A leading wildcard does not match topics starting with ``_``.
+    """
+    levels = topic_filter.replace("/", ".").split(".")
+    parts: list[str] = []
+    multi = levels[-1] == "#"
+    if multi:
+        levels = levels[:-1]
+    for level in levels:
+        if level == "+":
+            parts.append(r"[^.]*")
+        else:
+            kafka_topic(level or "x")  # legal characters only
+            parts.append(re.escape(level))
+    body = r"\.".join(parts)
+    if multi:
+        body = r".*" if not parts else body + r"(?:\..*)?"
+    if not levels or levels[0] == "+":
+        body = "(?!_)" + body
+    return body
+
+
+class _Offsets:
+    """Per partition: offsets handed out, which are still unacknowledged, what to commit."""
+
+    def __init__(self) -> None:
+        self.handed_out: dict[TopicPartition, collections.deque[int]] = {}
+        self.unacked: dict[TopicPartition, set[int]] = {}
+        self.committable: dict[TopicPartition, int] = {}
+        self.dirty: set[TopicPartition] = set()
+
+    def handed(self, tp: TopicPartition, offset: int) -> None:
+        queue = self.handed_out.get(tp)
+        if queue is None:
+            queue = self.handed_out[tp] = collections.deque()
+            self.unacked[tp] = set()
+        queue.append(offset)
+        self.unacked[tp].add(offset)
+
+    def acked(self, tp: TopicPartition, offset: int) -> None:
+        unacked = self.unacked.get(tp)
+        if unacked is None or offset not in unacked:
+            return  # the partition was revoked meanwhile
+        unacked.discard(offset)
+        queue = self.handed_out[tp]
+        while queue and queue[0] not in unacked:
+            self.committable[tp] = queue.popleft() + 1
+            self.dirty.add(tp)
+
+    def take(self, only: frozenset[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        chosen = self.dirty if only is None else self.dirty & only
+        offsets = {tp: self.committable[tp] for tp in chosen}
+        self.dirty -= set(offsets)
+        return offsets
+
+    def restore(self, offsets: dict[TopicPartition, int]) -> None:
+        """Mark offsets whose commit failed as to be committed again."""
+        for tp, offset in offsets.items():
+            if tp in self.handed_out and self.committable.get(tp) == offset:
+                self.dirty.add(tp)
+
+    def forget(self, partitions: frozenset[TopicPartition]) -> None:
+        for tp in partitions:
+            self.handed_out.pop(tp, None)
+            self.unacked.pop(tp, None)
+            self.committable.pop(tp, None)
+            self.dirty.discard(tp)
+
+
+class _Reader:
+    __slots__ = ("consumer", "done", "scope")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+        self.consumer: KafkaConsumer | None = None
+
+
+class KafkaSocket(BusSocket):
+    """A bus socket on a Kafka cluster (made by :class:`KafkaSocketProvider`)."""
+
+    config: KafkaConfig
+
+    def __init__(self, config: KafkaConfig, *, topics: Sequence[str] = (),
+                 name: str | None = None) -> None:
+        super().__init__(config, topics=topics, name=name,
+                         client_id=new_client_id(config.client_id, name),
+                         default_codec="msgpack")
+        label = re.sub(r"[^A-Za-z0-9._-]", "_", self.name)
+        self.group_id = f"{config.group_id or 'trionet'}.{label}"
+        self._reply_topic = kafka_topic(self._reply_base.replace("/", "."))
+        self._servers = config.servers
+        self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdmin | None = None
+        self._nursery: trio.Nursery | None = None
+        self._known_topics: set[str] = set()
+        self._filters: list[str] = []
+        self._reader: _Reader | None = None
+        self._reply_reader: _Reader | None = None
+        self._offsets = _Offsets()
+        self._assigned: trio.Event = trio.Event()
+        self._pattern_mode: bool | None = None
+
+    # -- connection -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connect(self, nursery: trio.Nursery) -> AsyncIterator[None]:
+        config = self.config
+        async with AsyncExitStack() as stack:
+            self._producer = await stack.enter_async_context(KafkaProducer(
+                self._servers, client_id=self.client_id, close_timeout=CLOSE_TIMEOUT,
+                **dict(config.producer_config),
+            ))
+            if config.create_topics:
+                self._admin = await stack.enter_async_context(
+                    KafkaAdmin(self._servers, client_id=f"{self.client_id}-admin"))
+            self._nursery = nursery
+            try:
+                yield
+            finally:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+                    await self._commit_now()
+                    for reader in (self._reader, self._reply_reader):
+                        if reader is not None:
+                            reader.scope.cancel()
+                            await reader.done.wait()
+                    self._reader = self._reply_reader = None
+                self._producer = None
+                self._admin = None
+
+    def _connection(self, nursery: trio.Nursery) -> AbstractAsyncContextManager[None]:
+        return self._connect(nursery)
+
+    async def _ensure_topics(self, names: Sequence[str], *, partitions: int = 1) -> None:
+        missing = [name for name in names if name not in self._known_topics]
+        if missing and self._admin is not None:
+            await self._admin.create_topics([NewTopic(name, partitions) for name in missing])
+        self._known_topics.update(missing)
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    async def _send(self, topic: str, data: bytes | BusMessage) -> None:
+        assert isinstance(data, bytes)
+        assert self._producer is not None
+        if topic.startswith(REPLY_PREFIX + "/"):
+            # <reply base>/<correlation id>: the requester's reply topic is the base.
+            name = kafka_topic(topic.rpartition("/")[0])
+        else:
+            name = kafka_topic(topic)
+            await self._ensure_topics([name])
+        await self._producer.send(name, data)
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def _subscription_args(self) -> tuple[list[str], str | None]:
+        if any("+" in f or "#" in f for f in self._filters):
+            pattern = "|".join(filter_to_pattern(f) for f in self._filters)
+            return [], f"(?:{pattern})$"
+        return [kafka_topic(f) for f in self._filters], None
+
+    async def _subscribe(self, filters: Sequence[str]) -> None:
+        for topic_filter in filters:
+            if "+" in topic_filter or "#" in topic_filter:
+                filter_to_pattern(topic_filter)
+            else:
+                kafka_topic(topic_filter)
+        self._filters.extend(filters)
+        try:
+            await self._apply_subscription()
+        except BaseException:
+            del self._filters[-len(filters):]
+            raise
+
+    async def _unsubscribe(self, filters: Sequence[str]) -> None:
+        self._filters = [f for f in self._filters if f not in filters]
+        await self._apply_subscription()
+
+    async def _apply_subscription(self) -> None:
+        topics, pattern = self._subscription_args()
+        await self._ensure_topics(topics)
+        reader = self._reader
+        if reader is None:
+            if topics or pattern:
+                assert self._nursery is not None
+                self._reader = await self._nursery.start(self._read_subscription)
+            return
+        consumer = reader.consumer
+        assert consumer is not None
+        self._assigned = trio.Event()
+        if not topics and pattern is None:
+            await consumer.unsubscribe()
+            self._pattern_mode = None
+            return
+        if self._pattern_mode is not None and self._pattern_mode != (pattern is not None):
+            await consumer.unsubscribe()  # kafka-python cannot switch topics <-> pattern
+        self._pattern_mode = pattern is not None
+        await consumer.subscribe(topics, pattern=pattern, listener=_Listener(self))
+        with trio.move_on_after(ASSIGNMENT_TIMEOUT):
+            await self._assigned.wait()
+
+    async def _read_subscription(
+        self, *, task_status: trio.TaskStatus[_Reader] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        reader = _Reader()
+        topics, pattern = self._subscription_args()
+        options = {**_CONSUMER_DEFAULTS, **self.config.consumer_config}
+        try:
+            with reader.scope:
+                async with KafkaConsumer(
+                    bootstrap_servers=self._servers,
+                    group_id=self.group_id,
+                    client_id=self.client_id,
+                    auto_offset_reset=self.config.offset_reset,
+                    commit_on_exit=False,
+                    close_timeout=CLOSE_TIMEOUT,
+                    **options,
+                ) as consumer:
+                    reader.consumer = consumer
+                    self._assigned = trio.Event()
+                    self._pattern_mode = pattern is not None
+                    await consumer.subscribe(topics, pattern=pattern, listener=_Listener(self))
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, consumer)  # polling joins the group
+                        nursery.start_soon(self._commit_periodically)
+                        with trio.move_on_after(ASSIGNMENT_TIMEOUT) as waited:
+                            await self._assigned.wait()
+                        if waited.cancelled_caught:
+                            logger.warning("%s: no partitions assigned to group %r after %g s",
+                                           self.client_id, self.group_id, ASSIGNMENT_TIMEOUT)
+                        task_status.started(reader)
+        finally:
+            reader.done.set()
+
+    async def _pump(self, consumer: KafkaConsumer) -> None:
+        send = self._inbound_send.send
+        handed = self._offsets.handed
+        ack = self._ack
+        async for record in consumer:
+            tp = TopicPartition(record.topic, record.partition)
+            handed(tp, record.offset)
+            await send((record.topic, record.value or b"",
+                        functools.partial(ack, tp, record.offset)))
+
+    async def _ack(self, tp: TopicPartition, offset: int) -> None:
+        self._offsets.acked(tp, offset)
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.config.commit_interval)
+            await self._commit_now()
+
+    async def _commit_now(self, only: frozenset[TopicPartition] | None = None) -> None:
+        reader = self._reader
+        if reader is None or reader.consumer is None:
+            return
+        offsets = self._offsets.take(only)
+        if not offsets:
+            return
+        try:
+            await reader.consumer.commit(offsets)
+        except KafkaError as exc:
+            # Usually a rebalance in progress: the revocation hook commits them again (or, if
+            # the partitions went to another member, it reads them again: at-least-once).
+            self._offsets.restore(offsets)
+            logger.info("%s: committing offsets failed: %s", self.client_id, exc)
+
+    # -- replies --------------------------------------------------------------------------------
+
+    async def _open_reply_route(self) -> None:
+        await self._ensure_topics([self._reply_topic])
+        assert self._nursery is not None
+        self._reply_reader = await self._nursery.start(self._read_replies)
+
+    async def _read_replies(
+        self, *, task_status: trio.TaskStatus[_Reader] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        reader = _Reader()
+        partition = (self._reply_topic, 0)
+        options = {**_CONSUMER_DEFAULTS, **self.config.consumer_config}
+        try:
+            with reader.scope:
+                async with KafkaConsumer(
+                    bootstrap_servers=self._servers,
+                    partitions=[partition],
+                    client_id=f"{self.client_id}-replies",
+                    auto_offset_reset="latest",
+                    close_timeout=CLOSE_TIMEOUT,
+                    **options,
+                ) as consumer:
+                    reader.consumer = consumer
+                    await consumer.position(partition)  # fixed before any request goes out
+                    task_status.started(reader)
+                    async for record in consumer:
+                        self._route_reply(record.topic, record.value or b"")
+        finally:
+            reader.done.set()
+
+    # -- rebalances -----------------------------------------------------------------------------
+
+    def _partitions_assigned(self) -> None:
+        self._assigned.set()
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Commits acknowledged offsets before partitions go, and signals assignments."""
+
+    def __init__(self, socket: KafkaSocket) -> None:
+        self.socket = socket
+
+    async def on_partitions_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        await self.socket._commit_now(revoked)
+        self.socket._offsets.forget(revoked)
+
+    async def on_partitions_lost(self, lost: frozenset[TopicPartition]) -> None:
+        self.socket._offsets.forget(lost)
+        await trio.lowlevel.checkpoint()
+
+    async def on_partitions_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        self.socket._partitions_assigned()
+        await trio.lowlevel.checkpoint()
+
+
+class KafkaSocketProvider(SocketProvider):
+    """Makes sockets connected to a Kafka cluster (``kafka://host:port?group=prefix``).
+
+    Args:
+        config: the cluster configuration.
+    """
+
+    config: KafkaConfig
+
+    def __init__(self, config: KafkaConfig) -> None:
+        super().__init__(config)
+
+    def create_socket(self, topics: Topics = None, *, name: str | None = None) -> KafkaSocket:
+        """A new, unopened socket (a producer; a consumer once it subscribes)."""
+        return KafkaSocket(self.config, topics=self._topics(topics), name=name)
+
+    def _with_config(self, config: Any) -> KafkaSocketProvider:
+        return KafkaSocketProvider(config)

@@ -1,0 +1,382 @@
+"""Bus messages and their envelopes (sans-I/O).
+
+A :class:`BusMessage` travels inside an *envelope*: the bytes a transport carries. trionet
+writes a msgpack map (binary-safe, compact) by default, or JSON with spa_dat's field names for
+talking to spa_dat programs. :func:`decode_envelope` reads both, telling them apart by the first
+byte (a JSON object starts with ``{``, a msgpack map never does), and accepts spa_dat's
+PascalCase aliases (``Payload``, ``ResponseTopic``, ...) as well as snake_case names.
+
+The msgpack envelope is a map with the keys ``payload`` (bin), ``topic`` (str) and, when set,
+``content_type``, ``client_name``, ``response_topic``, ``timestamp`` (int, seconds),
+``headers`` (map of str to str) and ``correlation_id`` (str). Unknown keys are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, Final, Literal, TypeAlias
+
+import msgpack
+
+from ._errors import EnvelopeError, NoResponseTopic
+
+__all__ = [
+    "BusMessage",
+    "EnvelopeCodec",
+    "SpaMessage",
+    "decode_envelope",
+    "encode_envelope",
+]
+
+#: How envelopes are written: ``"msgpack"`` (binary-safe, the default) or ``"json"`` (spa_dat's
+#: SpaMessage JSON; payloads that are not UTF-8 are base64-encoded and flagged).
+EnvelopeCodec: TypeAlias = Literal["msgpack", "json"]
+
+PayloadInput: TypeAlias = bytes | bytearray | memoryview | str
+
+_FIELDS: Final = (
+    "payload",
+    "topic",
+    "content_type",
+    "client_name",
+    "response_topic",
+    "timestamp",
+    "headers",
+    "correlation_id",
+)
+
+# spa_dat 0.4 declares its model with a PascalCase alias generator.
+_PASCAL: Final = {
+    "Payload": "payload",
+    "Topic": "topic",
+    "ContentType": "content_type",
+    "ClientName": "client_name",
+    "ResponseTopic": "response_topic",
+    "Timestamp": "timestamp",
+    "Headers": "headers",
+    "CorrelationId": "correlation_id",
+    "PayloadEncoding": "payload_encoding",
+}
+
+
+class BusMessage:
+    """One message on the bus.
+
+    ``BusMessage(payload, topic)`` is the minimum; text payloads are encoded as UTF-8, as
+    spa_dat's pydantic model did. ``timestamp`` defaults to the time the message is made (whole
+    seconds since the epoch, as in spa_dat).
+
+    Args:
+        payload: the message body (``str`` is stored as its UTF-8 bytes).
+        topic: the topic to publish to, or the topic it arrived on.
+        content_type: a MIME type for the payload, for the receiver's benefit.
+        client_name: who sent it.
+        response_topic: where replies go; :meth:`BusSocket.request
+            <trionet.bus.BusSocket.request>` sets it.
+        timestamp: seconds since the epoch; the current time if omitted.
+        headers: free-form text metadata.
+        correlation_id: pairs a reply with its request.
+    """
+
+    __slots__ = (
+        "client_name",
+        "content_type",
+        "correlation_id",
+        "headers",
+        "payload",
+        "response_topic",
+        "timestamp",
+        "topic",
+    )
+
+    payload: bytes
+    topic: str
+    content_type: str | None
+    client_name: str | None
+    response_topic: str | None
+    timestamp: int
+    headers: dict[str, str]
+    correlation_id: str | None
+
+    def __init__(
+        self,
+        payload: PayloadInput,
+        topic: str,
+        content_type: str | None = None,
+        client_name: str | None = None,
+        response_topic: str | None = None,
+        timestamp: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        elif not isinstance(payload, bytes):
+            if not isinstance(payload, bytearray | memoryview):
+                raise TypeError(
+                    f"payload must be bytes or str, not {type(payload).__name__}"
+                )
+            payload = bytes(payload)
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        self.payload = payload
+        self.topic = topic
+        self.content_type = content_type
+        self.client_name = client_name
+        self.response_topic = response_topic
+        self.timestamp = int(time.time()) if timestamp is None else int(timestamp)
+        self.headers = {} if headers is None else dict(headers)
+        self.correlation_id = correlation_id
+
+    # -- conveniences ---------------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The payload decoded as UTF-8 (raises :class:`UnicodeDecodeError` if it is not)."""
+        return self.payload.decode("utf-8")
+
+    def json(self) -> Any:
+        """The payload parsed as JSON."""
+        return json.loads(self.payload)
+
+    def copy(self, **changes: Any) -> BusMessage:
+        """A copy (with its own ``headers`` dict), with the given fields changed."""
+        fields = {name: getattr(self, name) for name in _FIELDS}
+        fields.update(changes)
+        return BusMessage(**fields)
+
+    def _clone(self) -> BusMessage:
+        """A fast copy for the in-memory transport (its own ``headers`` dict)."""
+        new = object.__new__(BusMessage)
+        new.payload = self.payload
+        new.topic = self.topic
+        new.content_type = self.content_type
+        new.client_name = self.client_name
+        new.response_topic = self.response_topic
+        new.timestamp = self.timestamp
+        new.headers = dict(self.headers) if self.headers else {}
+        new.correlation_id = self.correlation_id
+        return new
+
+    def make_reply(
+        self,
+        payload: PayloadInput,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_name: str | None = None,
+    ) -> BusMessage:
+        """A reply to this message: addressed to its ``response_topic``, same correlation id.
+
+        Raises:
+            NoResponseTopic: if this message names no ``response_topic``.
+        """
+        if not self.response_topic:
+            raise NoResponseTopic(f"the message on {self.topic!r} has no response_topic")
+        return BusMessage(
+            payload,
+            self.response_topic,
+            content_type=content_type,
+            client_name=client_name,
+            headers=headers,
+            correlation_id=self.correlation_id,
+        )
+
+    # -- dunder ---------------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BusMessage):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like spa_dat's pydantic model
+
+    def __repr__(self) -> str:
+        shown = self.payload if len(self.payload) <= 40 else self.payload[:37] + b"..."
+        extra = "".join(
+            f", {name}={getattr(self, name)!r}"
+            for name in ("content_type", "client_name", "response_topic", "correlation_id")
+            if getattr(self, name) is not None
+        )
+        if self.headers:
+            extra += f", headers={self.headers!r}"
+        return f"BusMessage(payload={shown!r}, topic={self.topic!r}{extra})"
+
+    # -- envelopes ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as a plain dict of spa_dat's field names (payload as bytes)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def to_json(self) -> bytes:
+        """spa_dat's JSON form (see :func:`encode_envelope` with ``codec="json"``)."""
+        return encode_envelope(self, "json")
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> BusMessage:
+        """Parse spa_dat's JSON form (snake_case or PascalCase field names).
+
+        Raises:
+            EnvelopeError: if *data* is not such a JSON object.
+        """
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        return _decode_json(data)
+
+
+#: spa_dat's name for :class:`BusMessage`.
+SpaMessage = BusMessage
+
+def encode_envelope(message: BusMessage, codec: EnvelopeCodec = "msgpack") -> bytes:
+    """The bytes that carry *message* over a transport.
+
+    Args:
+        message: the message.
+        codec: ``"msgpack"`` (binary-safe, compact) or ``"json"`` (spa_dat's JSON).
+
+    Raises:
+        EnvelopeError: (``fault="local"``) if a header is not text, or the codec is unknown.
+    """
+    if codec == "msgpack":
+        envelope: dict[str, Any] = {"payload": message.payload, "topic": message.topic}
+        if message.content_type is not None:
+            envelope["content_type"] = message.content_type
+        if message.client_name is not None:
+            envelope["client_name"] = message.client_name
+        if message.response_topic is not None:
+            envelope["response_topic"] = message.response_topic
+        envelope["timestamp"] = message.timestamp
+        if message.headers:
+            _check_headers(message.headers)
+            envelope["headers"] = message.headers
+        if message.correlation_id is not None:
+            envelope["correlation_id"] = message.correlation_id
+        try:
+            return msgpack.packb(envelope, use_bin_type=True)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EnvelopeError(f"cannot encode the message: {exc}", fault="local") from exc
+    if codec == "json":
+        return _encode_json(message)
+    raise EnvelopeError(f"unknown envelope codec {codec!r}; use 'msgpack' or 'json'",
+                        fault="local")
+
+
+def decode_envelope(data: bytes) -> BusMessage:
+    """Read a message from envelope bytes written by :func:`encode_envelope` or spa_dat.
+
+    Raises:
+        EnvelopeError: for anything that is not a valid envelope, whatever the bytes.
+    """
+    if not data:
+        raise EnvelopeError("empty envelope")
+    if data[0] == 0x7B or data[:1].isspace():  # "{" or leading JSON whitespace
+        return _decode_json(data)
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise EnvelopeError(f"not a bus envelope ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(value, dict):
+        raise EnvelopeError(f"not a bus envelope (a msgpack {type(value).__name__})")
+    payload = value.get("payload")
+    if not isinstance(payload, bytes):
+        raise EnvelopeError("not a bus envelope (no binary 'payload')")
+    return _from_fields(value, payload)
+
+
+def _check_headers(headers: Mapping[str, str]) -> None:
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise EnvelopeError(
+                f"header {key!r}: names and values must be str, not {type(value).__name__}",
+                fault="local",
+            )
+
+
+def _optional_str(fields: Mapping[str, Any], name: str) -> str | None:
+    value = fields.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise EnvelopeError(f"envelope field {name!r} must be a string, not {type(value).__name__}")
+
+
+def _from_fields(fields: Mapping[str, Any], payload: bytes) -> BusMessage:
+    topic = fields.get("topic")
+    if not isinstance(topic, str):
+        raise EnvelopeError("envelope field 'topic' must be a string")
+    timestamp = fields.get("timestamp")
+    if timestamp is not None and (
+        isinstance(timestamp, bool) or not isinstance(timestamp, int | float)
+    ):
+        raise EnvelopeError("envelope field 'timestamp' must be a number")
+    headers = fields.get("headers")
+    if headers is None:
+        headers = {}
+    elif not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise EnvelopeError("envelope field 'headers' must map strings to strings")
+    return BusMessage(
+        payload,
+        topic,
+        content_type=_optional_str(fields, "content_type"),
+        client_name=_optional_str(fields, "client_name"),
+        response_topic=_optional_str(fields, "response_topic"),
+        timestamp=None if timestamp is None else int(timestamp),
+        headers=headers,
+        correlation_id=_optional_str(fields, "correlation_id"),
+    )
+
+
+def _encode_json(message: BusMessage) -> bytes:
+    try:
+        payload: str = message.payload.decode("utf-8")
+        encoding = None
+    except UnicodeDecodeError:
+        payload = base64.b64encode(message.payload).decode("ascii")
+        encoding = "base64"
+    body: dict[str, Any] = {
+        "payload": payload,
+        "topic": message.topic,
+        "content_type": message.content_type,
+        "client_name": message.client_name,
+        "response_topic": message.response_topic,
+        "timestamp": message.timestamp,
+    }
+    if encoding is not None:
+        body["payload_encoding"] = encoding
+    if message.headers:
+        _check_headers(message.headers)
+        body["headers"] = message.headers
+    if message.correlation_id is not None:
+        body["correlation_id"] = message.correlation_id
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _decode_json(data: bytes) -> BusMessage:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"not a bus envelope (invalid JSON: {exc})") from exc
+    if not isinstance(value, dict):
+        raise EnvelopeError(f"not a bus envelope (a JSON {type(value).__name__})")
+    fields: dict[str, Any] = {}
+    for key, item in value.items():
+        fields[_PASCAL.get(key) or key] = item
+    raw = fields.get("payload")
+    if not isinstance(raw, str):
+        raise EnvelopeError("not a bus envelope (no string 'payload')")
+    encoding = fields.get("payload_encoding")
+    if encoding is None:
+        payload = raw.encode("utf-8", "surrogatepass")
+    elif encoding == "base64":
+        try:
+            payload = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise EnvelopeError(f"payload is not valid base64: {exc}") from exc
+    else:
+        raise EnvelopeError(f"unknown payload_encoding {encoding!r}")
+    return _from_fields(fields, payload)

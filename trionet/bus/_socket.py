@@ -1,0 +1,650 @@
+"""The socket interface (spa_dat's ``SpaSocket``), socket providers and their factory.
+
+A :class:`BusSocket` is one connection to a broker: ``publish``, ``subscribe``,
+``unsubscribe``, ``request`` and ``reply``, and the messages of its subscriptions through
+``receive()`` / ``async for``. Providers implement five small hooks (connect, disconnect, send,
+subscribe, unsubscribe, plus opening the reply route); everything else, envelopes, topic checks,
+request/response correlation and malformed-message handling, lives here once for all brokers.
+
+Request/response: each socket has one reply topic base, ``_trionet/reply/<client id>``, and
+one long-lived subscription to ``<base>/+`` opened at its first request. A request goes out
+with a fresh correlation id and ``response_topic = <base>/<correlation id>``, so a responder
+that only copies ``response_topic`` (as spa_dat's examples do) still gets its reply matched. A
+reply that arrives after its request gave up is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, TypeAlias, TypeVar
+
+import trio
+
+from ..errors import ConfigurationError
+from ._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Topics, parse_url
+from ._errors import BusClosed, BusError, EnvelopeError, RequestTimeout
+from ._message import BusMessage, EnvelopeCodec, PayloadInput, decode_envelope, encode_envelope
+from ._topics import check_topic, normalize_topics
+
+__all__ = [
+    "REPLY_PREFIX",
+    "BusSocket",
+    "Delivery",
+    "SocketProvider",
+    "SocketProviderFactory",
+    "SocketStatistics",
+    "SpaSocket",
+    "from_config",
+    "from_url",
+]
+
+logger = logging.getLogger("trionet.bus")
+
+#: Topics under this prefix carry replies; the bus routes them to the requesting socket.
+REPLY_PREFIX: Final = "_trionet/reply"
+_RESERVED: Final = "_trionet/"
+#: How long closing a socket may take (flushing, DISCONNECT, committing offsets), in seconds.
+CLOSE_TIMEOUT: Final = 5.0
+
+AckFn: TypeAlias = Callable[[], Awaitable[None]]
+#: What a transport hands the socket: (transport topic, envelope bytes or message, ack or None).
+Inbound: TypeAlias = tuple[str, "bytes | BusMessage", "AckFn | None"]
+
+#: Put into a socket's queue to wake its reader (skipped by everyone).
+WAKEUP: Final[Inbound] = ("", b"", None)
+
+SelfT = TypeVar("SelfT", bound="BusSocket")
+ProviderT = TypeVar("ProviderT", bound="SocketProvider")
+
+
+class _Unset(enum.Enum):
+    token = 0
+
+
+_UNSET: Final = _Unset.token
+
+
+class Delivery:
+    """A received message and the means to acknowledge it (used by the application runner).
+
+    Attributes:
+        message: the decoded message.
+    """
+
+    __slots__ = ("_ack", "message")
+
+    def __init__(self, message: BusMessage, ack: AckFn | None) -> None:
+        self.message = message
+        self._ack = ack
+
+    async def ack(self) -> None:
+        """Acknowledge the message to the broker (once; later calls do nothing)."""
+        ack, self._ack = self._ack, None
+        if ack is not None:
+            await ack()
+
+
+@dataclass(slots=True)
+class SocketStatistics:
+    """Counters of one socket.
+
+    Attributes:
+        published: messages published (requests and replies included).
+        received: messages received from subscriptions and handed out.
+        malformed: received payloads that were not bus envelopes (logged and skipped).
+        replies: replies matched to a waiting request.
+        late_replies: replies for no waiting request (timed out, cancelled, or duplicates).
+        pending_requests: requests waiting for their reply right now.
+    """
+
+    published: int = 0
+    received: int = 0
+    malformed: int = 0
+    replies: int = 0
+    late_replies: int = 0
+    pending_requests: int = 0
+
+
+class _Waiter:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: BusMessage | None = None
+
+
+def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
+
+
+def _safe_level(text: str) -> str:
+    return text.replace("/", "_").replace("+", "_").replace("#", "_") or "_"
+
+
+def new_client_id(base: str | None, name: str | None) -> str:
+    """``{base}-{name}`` when *base* is given (stable), else a random ``trionet-...`` id."""
+    label = _safe_level(name or "socket")
+    if base:
+        return f"{base}-{label}"
+    return f"trionet-{label}-{uuid.uuid4().hex[:12]}"
+
+
+_NEW, _OPENING, _OPEN, _CLOSED = "new", "opening", "open", "closed"
+
+
+class BusSocket(abc.ABC):
+    """One connection to a message broker (spa_dat's ``SpaSocket``).
+
+    Made by a provider (:meth:`SocketProvider.create_socket`) and used as an async context
+    manager, which connects, subscribes to the initial topics, and on exit closes the
+    connection (within :data:`CLOSE_TIMEOUT` seconds, even when cancelled)::
+
+        async with provider.create_socket(["sensors/+/temp"]) as socket:
+            await socket.publish(BusMessage(b"21.5", "sensors/kitchen/temp"))
+            message = await socket.receive()
+
+    Inside a :class:`~trionet.bus.DistributedApplication` the application makes, enters and
+    closes the sockets; handlers get theirs as the ``socket`` argument.
+
+    Attributes:
+        name: the application (or caller) the socket belongs to.
+        client_id: the socket's unique id on the broker.
+        statistics: the socket's :class:`SocketStatistics`.
+    """
+
+    def __init__(
+        self,
+        config: BusConfig,
+        *,
+        topics: Sequence[str] = (),
+        name: str | None = None,
+        client_id: str | None = None,
+        default_codec: EnvelopeCodec | None = "msgpack",
+    ) -> None:
+        self.config = config
+        self.name = name or "socket"
+        self.client_id = client_id or new_client_id(None, name)
+        self.statistics = SocketStatistics()
+        self._codec: EnvelopeCodec | None = config.codec or default_codec
+        self._client_name = config.client_name
+        self._request_timeout = config.request_timeout
+        self._initial_topics = normalize_topics(topics)
+        self._subscriptions: dict[str, None] = {}
+        self._pending: dict[str, _Waiter] = {}
+        self._reply_base = f"{REPLY_PREFIX}/{_safe_level(self.client_id)}"
+        self._reply_open = False
+        self._reply_lock = trio.Lock()
+        self._correlation_prefix = uuid.uuid4().hex[:16]
+        self._request_count = 0
+        self._checked_topics: set[str] = set()
+        self._state = _NEW
+        self._stack: AsyncExitStack | None = None
+        send, receive = trio.open_memory_channel[Inbound](config.max_queue)
+        self._inbound_send: trio.MemorySendChannel[Inbound] = send
+        self._inbound_receive: trio.MemoryReceiveChannel[Inbound] = receive
+
+    # -- provider hooks -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _connection(self, nursery: trio.Nursery) -> AbstractAsyncContextManager[None]:
+        """Connect on entry, close on exit (cleanup must be shielded and bounded in time).
+
+        Background readers may run in *nursery*; they put subscription messages into
+        ``self._inbound_send`` (waiting when it is full) and hand replies (transport topics
+        under :data:`REPLY_PREFIX`) to :meth:`_route_reply`. They must be stopped before the
+        context manager exits.
+        """
+
+    @abc.abstractmethod
+    async def _send(self, topic: str, data: bytes | BusMessage) -> None:
+        """Publish envelope bytes (or, for codec ``None``, a private message copy)."""
+
+    @abc.abstractmethod
+    async def _subscribe(self, filters: Sequence[str]) -> None:
+        """Subscribe to new filters (already checked and not yet subscribed)."""
+
+    @abc.abstractmethod
+    async def _unsubscribe(self, filters: Sequence[str]) -> None:
+        """Unsubscribe from filters that are subscribed."""
+
+    async def _open_reply_route(self) -> None:
+        """Start receiving replies sent to ``<reply base>/<correlation id>``."""
+        await self._subscribe([f"{self._reply_base}/+"])
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self: SelfT) -> SelfT:
+        if self._state != _NEW:
+            raise BusError("a BusSocket can be entered only once")
+        self._state = _OPENING
+        stack = AsyncExitStack()
+        try:
+            await stack.enter_async_context(self._lifetime())
+        except BaseException:
+            self._state = _CLOSED
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:  # pragma: no cover - only if __aexit__ is called without __aenter__
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[None]:
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    async with self._connection(nursery):
+                        self._state = _OPEN
+                        try:
+                            if self._initial_topics:
+                                await self.subscribe(self._initial_topics)
+                            yield
+                        finally:
+                            self._state = _CLOSED
+                finally:
+                    self._state = _CLOSED
+                    self._inbound_receive.close()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            sole = _unwrap_group(group)
+            if sole is None:
+                raise
+            raise sole from None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket has been closed (or failed to open)."""
+        return self._state == _CLOSED
+
+    def _check_open(self) -> None:
+        if self._state != _OPEN:
+            what = "not open yet" if self._state in (_NEW, _OPENING) else "closed"
+            raise BusClosed(f"the socket {self.client_id!r} is {what}")
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def _check_publish_topic(self, topic: str) -> None:
+        if topic not in self._checked_topics:
+            check_topic(topic)
+            if len(self._checked_topics) > 4096:
+                self._checked_topics.clear()
+            self._checked_topics.add(topic)
+
+    async def publish(self, message: BusMessage) -> None:
+        """Publish *message* to ``message.topic``.
+
+        The message is encoded when it is published, so changing it afterwards changes
+        nothing that was sent.
+
+        Raises:
+            BusClosed: if the socket is not open.
+            ConfigurationError: if the topic is not valid for publishing (a wildcard, empty).
+            EnvelopeError: if the message cannot be encoded (a header that is not text).
+        """
+        if self._state != _OPEN:
+            self._check_open()
+        if type(message) is not BusMessage and not isinstance(message, BusMessage):
+            raise TypeError(f"publish() takes a BusMessage, not {type(message).__name__}")
+        topic = message.topic
+        if topic not in self._checked_topics:
+            self._check_publish_topic(topic)
+        if self._client_name is not None and message.client_name is None:
+            message = message.copy(client_name=self._client_name)
+        codec = self._codec
+        await self._send(topic, message._clone() if codec is None
+                         else encode_envelope(message, codec))
+        self.statistics.published += 1
+
+    async def publish_raw(self, topic: str, data: bytes) -> None:
+        """Publish bytes as they are, with no envelope (for consumers that are not trionet).
+
+        Raises:
+            BusClosed: if the socket is not open.
+            ConfigurationError: if the topic is not valid for publishing.
+        """
+        self._check_open()
+        self._check_publish_topic(topic)
+        await self._send(topic, bytes(data))
+        self.statistics.published += 1
+
+    async def reply(
+        self,
+        request: BusMessage,
+        payload: PayloadInput,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answer *request*: publish *payload* to its ``response_topic``.
+
+        Raises:
+            NoResponseTopic: if the request names no ``response_topic``.
+        """
+        await self.publish(
+            request.make_reply(payload, content_type=content_type, headers=headers)
+        )
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The topic filters this socket is subscribed to."""
+        return tuple(self._subscriptions)
+
+    async def subscribe(self, topic: str | Sequence[str]) -> None:
+        """Subscribe to one filter or several (``+`` and ``#`` wildcards allowed).
+
+        Raises:
+            BusClosed: if the socket is not open.
+            ConfigurationError: for an invalid filter.
+        """
+        self._check_open()
+        filters = [f for f in normalize_topics(topic) if f not in self._subscriptions]
+        for topic_filter in filters:
+            if topic_filter.startswith(_RESERVED):
+                raise ConfigurationError(f"topics under {_RESERVED!r} are reserved for the bus")
+        if filters:
+            await self._subscribe(filters)
+            for topic_filter in filters:
+                self._subscriptions[topic_filter] = None
+            logger.debug("%s subscribed to %s", self.client_id, ", ".join(filters))
+
+    async def unsubscribe(self, topic: str | Sequence[str]) -> None:
+        """Unsubscribe from one filter or several (unknown ones are ignored).
+
+        Raises:
+            BusClosed: if the socket is not open.
+        """
+        self._check_open()
+        filters = [f for f in normalize_topics(topic) if f in self._subscriptions]
+        if filters:
+            await self._unsubscribe(filters)
+            for topic_filter in filters:
+                del self._subscriptions[topic_filter]
+            logger.debug("%s unsubscribed from %s", self.client_id, ", ".join(filters))
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def _wake_receiver(self) -> None:
+        """Wake a task waiting in :meth:`_receive_inbound` (it gets :data:`WAKEUP`)."""
+        # full (so nobody waits), or closed: nothing to wake
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
+                                 trio.ClosedResourceError):
+            self._inbound_send.send_nowait(WAKEUP)
+
+    def _receive_nowait(self) -> Inbound | None:
+        try:
+            return self._inbound_receive.receive_nowait()
+        except trio.WouldBlock:
+            return None
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise BusClosed(f"the socket {self.client_id!r} is closed") from None
+
+    async def _receive_inbound(self) -> Inbound:
+        try:
+            return await self._inbound_receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise BusClosed(f"the socket {self.client_id!r} is closed") from None
+
+    async def _accept(self, item: Inbound) -> Delivery | None:
+        """Decode one inbound item; ``None`` for replies and malformed data (acked, skipped)."""
+        if item is WAKEUP:
+            return None
+        topic, data, ack = item
+        if topic.startswith(_RESERVED):
+            if topic.startswith(self._reply_base):
+                self._route_reply(topic, data)
+            if ack is not None:
+                await ack()
+            return None
+        if isinstance(data, BusMessage):
+            message = data
+        else:
+            try:
+                message = decode_envelope(data)
+            except EnvelopeError as exc:
+                self.statistics.malformed += 1
+                logger.warning(
+                    "%s: skipped a malformed message on %r (%d bytes): %s",
+                    self.client_id, topic, len(data), exc,
+                )
+                if ack is not None:
+                    await ack()
+                return None
+        self.statistics.received += 1
+        return Delivery(message, ack)
+
+    async def receive(self) -> BusMessage:
+        """The next message of this socket's subscriptions (acknowledged at once).
+
+        Malformed messages are logged and skipped.
+
+        Raises:
+            BusClosed: if the socket is or gets closed.
+        """
+        while True:
+            if self._state == _NEW:
+                self._check_open()
+            delivery = await self._accept(await self._receive_inbound())
+            if delivery is not None:
+                await delivery.ack()
+                return delivery.message
+
+    def __aiter__(self) -> BusSocket:
+        return self
+
+    async def __anext__(self) -> BusMessage:
+        try:
+            return await self.receive()
+        except BusClosed:
+            raise StopAsyncIteration from None
+
+    # -- request / response ---------------------------------------------------------------------
+
+    def _route_reply(self, topic: str, data: bytes | BusMessage) -> None:
+        """Hand a reply to its waiting request (called by transports; never blocks)."""
+        if isinstance(data, BusMessage):
+            message = data
+        else:
+            try:
+                message = decode_envelope(data)
+            except EnvelopeError as exc:
+                self.statistics.malformed += 1
+                logger.warning("%s: skipped a malformed reply on %r: %s", self.client_id,
+                               topic, exc)
+                return
+        correlation_id = message.correlation_id
+        if correlation_id is None:
+            reply_topic = message.topic if message.topic.startswith(_RESERVED) else topic
+            correlation_id = reply_topic.rpartition("/")[2]
+        waiter = self._pending.get(correlation_id)
+        if waiter is None or waiter.reply is not None:
+            self.statistics.late_replies += 1
+            logger.debug("%s: dropped a late reply (correlation id %s)", self.client_id,
+                         correlation_id)
+            return
+        waiter.reply = message
+        waiter.event.set()
+        self.statistics.replies += 1
+
+    async def _ensure_reply_route(self) -> None:
+        if self._reply_open:
+            return
+        async with self._reply_lock:
+            if not self._reply_open:
+                await self._open_reply_route()
+                self._reply_open = True
+
+    async def request(
+        self,
+        message: BusMessage,
+        *,
+        timeout: float | _Unset | None = _UNSET,  # noqa: ASYNC109 - spa_dat's request has one
+    ) -> BusMessage:
+        """Publish *message* as a request and return the reply.
+
+        The request gets a correlation id (a fresh one unless the message has one) and a
+        ``response_topic`` on this socket's reply route; *message* itself is not changed.
+
+        Args:
+            message: the request.
+            timeout: seconds to wait for the reply; by default the provider's
+                ``request_timeout`` (30 s), ``None`` to wait forever. A caller's own
+                :func:`trio.fail_after` works too (it raises :class:`trio.TooSlowError`).
+
+        Raises:
+            RequestTimeout: (a :class:`trio.TooSlowError`) if no reply came in time. A reply
+                that arrives later is dropped.
+            BusClosed: if the socket is not open.
+        """
+        self._check_open()
+        limit = self._request_timeout if timeout is _UNSET else timeout
+        if limit is not None and limit <= 0:
+            raise ConfigurationError("a request timeout must be positive (or None)")
+        correlation_id = message.correlation_id
+        if correlation_id is None:
+            self._request_count += 1
+            correlation_id = f"{self._correlation_prefix}{self._request_count:x}"
+        elif correlation_id in self._pending:
+            raise BusError(f"a request with correlation id {correlation_id!r} is pending")
+        if not self._reply_open:
+            await self._ensure_reply_route()
+        outgoing = message._clone()
+        outgoing.response_topic = f"{self._reply_base}/{_safe_level(correlation_id)}"
+        outgoing.correlation_id = correlation_id
+        waiter = _Waiter()
+        self._pending[correlation_id] = waiter
+        self.statistics.pending_requests += 1
+        try:
+            with trio.move_on_after(float("inf") if limit is None else limit):
+                await self.publish(outgoing)
+                await waiter.event.wait()
+        finally:
+            del self._pending[correlation_id]
+            self.statistics.pending_requests -= 1
+        if waiter.reply is None:
+            assert limit is not None
+            raise RequestTimeout(message.topic, limit, correlation_id)
+        return waiter.reply
+
+
+#: spa_dat's name for the socket interface.
+SpaSocket = BusSocket
+
+
+class SocketProvider(abc.ABC):
+    """Makes sockets for one broker configuration (spa_dat's ``SocketProvider``).
+
+    Providers are immutable: :meth:`rebuild` returns a changed copy, and the application
+    decorators keep each application's topics to themselves (spa_dat's ``overwrite_config``
+    changed the shared provider, so the last decorator's topics won for every application).
+
+    Attributes:
+        config: the broker configuration.
+    """
+
+    def __init__(self, config: BusConfig) -> None:
+        self.config = config
+
+    @property
+    def url(self) -> str:
+        """The provider's URL (password hidden)."""
+        return self.config.to_url()
+
+    @abc.abstractmethod
+    def create_socket(self, topics: Topics = None, *, name: str | None = None) -> BusSocket:
+        """A new, unopened socket subscribing to *topics* (default: the configuration's).
+
+        Args:
+            topics: filters to subscribe to when the socket is entered.
+            name: the application's name, used in client ids and logs.
+        """
+
+    def _topics(self, topics: Topics) -> tuple[str, ...]:
+        return normalize_topics(topics) if topics is not None else self.config.topics
+
+    def rebuild(self: ProviderT, topics: Topics = None, **changes: object) -> ProviderT:
+        """A provider like this one, with other default topics or configuration fields."""
+        if topics is not None:
+            changes["default_subscription_topics"] = normalize_topics(topics)
+        return self._with_config(self.config.replace(**changes))
+
+    def _with_config(self: ProviderT, config: BusConfig) -> ProviderT:
+        return type(self)(config)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+class SocketProviderFactory:
+    """Makes providers from configurations or URLs (spa_dat's name)."""
+
+    @staticmethod
+    def from_config(config: BusConfig | SocketProvider | str) -> SocketProvider:
+        """The provider for a configuration (:class:`MemoryConfig`, :class:`MqttConfig`,
+        :class:`KafkaConfig`), a URL, or a provider (returned as it is).
+
+        Raises:
+            ConfigurationError: for anything else.
+        """
+        if isinstance(config, SocketProvider):
+            return config
+        if isinstance(config, str):
+            config = parse_url(config)
+        if isinstance(config, MemoryConfig):
+            from ._memory import MemorySocketProvider
+
+            return MemorySocketProvider(config)
+        if isinstance(config, MqttConfig):
+            from ._mqtt import MqttSocketProvider
+
+            return MqttSocketProvider(config)
+        if isinstance(config, KafkaConfig):
+            from ._kafka import KafkaSocketProvider
+
+            return KafkaSocketProvider(config)
+        raise ConfigurationError(f"no socket provider for a {type(config).__name__}")
+
+    @staticmethod
+    def from_url(url: str) -> SocketProvider:
+        """The provider for ``memory://...``, ``mqtt://...``, ``mqtts://...`` or ``kafka://...``.
+
+        Raises:
+            ConfigurationError: for a malformed URL or an unknown scheme or parameter.
+        """
+        return SocketProviderFactory.from_config(parse_url(url))
+
+
+def from_url(url: str) -> SocketProvider:
+    """Shortcut for :meth:`SocketProviderFactory.from_url`."""
+    return SocketProviderFactory.from_url(url)
+
+
+def from_config(config: BusConfig | SocketProvider | str) -> SocketProvider:
+    """Shortcut for :meth:`SocketProviderFactory.from_config`."""
+    return SocketProviderFactory.from_config(config)
+
+
+ProviderSpec: TypeAlias = SocketProvider | BusConfig | str
