@@ -1,4 +1,11 @@
-"""``trionet demo``: every component in one nursery, on embedded defaults (no broker needed)."""
+"""``trionet demo``: every component in one nursery, on embedded defaults (no broker needed).
+
+By default the demo starts a :class:`~trionet._stack.Stack` (ASGI on Hypercorn's trio worker, an
+AsyncAProto server, an RPC server and a DistributedApplication on ``memory://``), exercises each
+service with a client, prints what happened, and shuts down gracefully. ``--serve`` keeps the
+stack running until SIGINT/SIGTERM; ``--broker`` moves the bus to MQTT or Kafka. ``--only PART``
+runs one component's own small demo instead.
+"""
 
 from __future__ import annotations
 
@@ -39,35 +46,77 @@ async def _framed_echo(report: Report) -> None:
     report("framed echo server stopped")
 
 
-def _parts() -> dict[str, DemoPart]:
+def _parts(broker: str) -> dict[str, DemoPart]:
     from .aproto._demo import demo as aproto_demo
     from .asgi._demo import demo as asgi_demo
+    from .bus._demo import demo as bus_demo
     from .channel._demo import demo as channel_demo
 
-    return {
+    parts: dict[str, DemoPart] = {
         "framing": _framed_echo,
         "asgi": asgi_demo,
         "channel": channel_demo,
         "aproto": aproto_demo,
+        "bus": partial(bus_demo, broker_url=broker),
     }
+    if broker.startswith("mqtt"):
+        from .mqtt._demo import demo as mqtt_demo
+
+        parts["mqtt"] = partial(mqtt_demo, url=broker)
+    if broker.startswith("kafka"):
+        from .kafka._demo import demo as kafka_demo
+
+        parts["kafka"] = partial(kafka_demo, url=broker)
+    return parts
 
 
-async def run_demo(only: Sequence[str] | None = None) -> int:
-    """Run the demo parts named in *only* (all by default); print a line per event."""
-    parts = _parts()
-    unknown = sorted(set(only or ()) - set(parts))
+def _report(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _run_stack(broker: str, report: Report) -> None:
+    from ._stack import Stack, exercise
+
+    stack = Stack(broker=broker)
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(stack.serve)
+        report("== one nursery: ASGI + AsyncAProto + RPC + DistributedApplication")
+        for line in addresses.lines():
+            report(line)
+        with trio.fail_after(60):
+            await exercise(addresses, report)
+        stats = stack.statistics()
+        report(f"statistics: {stats['orders_handled']} orders handled by the bus, "
+               f"gateway published {stats['gateway']['published']} request(s)")
+        report("shutting down: http, aproto, bus (draining), rpc, gateway ...")
+        stack.begin_shutdown()
+    report("states after shutdown: "
+           + ", ".join(f"{name}={state}" for name, state in stack.states.items()))
+
+
+async def run_demo(
+    only: Sequence[str] | None = None, broker: str = "memory://", serve: bool = False
+) -> int:
+    """Run the demo; see the module docstring. Returns the process exit status."""
+    if serve:
+        from ._stack import Stack, serve_until_signal
+
+        await serve_until_signal(Stack(broker=broker), _report)
+        return 0
+    if not only:
+        await _run_stack(broker, _report)
+        _report("demo finished: every component shut down cleanly")
+        return 0
+    parts = _parts(broker)
+    unknown = sorted(set(only) - set(parts))
     if unknown:
         print(f"unknown demo part(s): {', '.join(unknown)}; known: {', '.join(parts)}",
               file=sys.stderr)
         return 2
-
-    def report(line: str) -> None:
-        print(line, flush=True)
-
-    chosen = [name for name in parts if not only or name in only]
-    with trio.fail_after(60):
-        for name in chosen:
-            report(f"== {name}")
-            await parts[name](report)
-    report("demo finished: every component shut down cleanly")
+    with trio.fail_after(120):
+        for name in parts:
+            if name in only:
+                _report(f"== {name}")
+                await parts[name](_report)
+    _report("demo finished: every component shut down cleanly")
     return 0

@@ -1,0 +1,466 @@
+"""One trio program: every trionet server in one nursery, with health and graceful shutdown.
+
+:class:`Stack` runs, as tasks of one nursery:
+
+* a :class:`~trionet.bus.DistributedApplication` on a broker URL (``memory://`` by default) whose
+  ``orders`` consumer answers requests, plus one long-lived *gateway* socket that the HTTP layer
+  uses for request/response;
+* an RPC server (:mod:`trionet.rpc`) with an ``inventory`` service;
+* an AsyncAProto :class:`~trionet.aproto.Server` answering ``ping`` and ``stock`` packets;
+* an ASGI app on Hypercorn's trio worker: ``GET /hello``, ``POST /orders`` (published on the bus,
+  answered by the consumer), a websocket echo at ``/ws/echo``, and ``/healthz`` / ``/readyz``.
+
+Shutdown is ordered: :meth:`Stack.begin_shutdown` marks the stack not ready (``/readyz``
+answers 503), then stops the front doors first and the back end last: HTTP (Hypercorn finishes
+in-flight requests), AProto (in-flight packets finish), the bus applications (in-flight messages
+are handled and acknowledged), the RPC server, and finally the gateway socket. The whole sequence
+is bounded by ``grace_period``; past it, everything still running is cancelled.
+:func:`serve_until_signal` maps SIGINT/SIGTERM onto this: the first signal shuts down
+gracefully, a second one cancels at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from . import rpc
+from .aproto import AsyncClient, Filters, HandlerClient, Packet, Server
+from .asgi import (
+    ASGIApplication,
+    Request,
+    RequestIdMiddleware,
+    Response,
+    Router,
+    WebSocket,
+    serve as serve_asgi,
+)
+from .bus import (
+    BusMessage,
+    BusSocket,
+    DistributedApplication,
+    RequestTimeout,
+    SocketProviderFactory as _Providers,
+)
+
+__all__ = ["Stack", "StackAddresses", "exercise", "serve_until_signal"]
+
+logger = logging.getLogger("trionet.stack")
+
+ORDERS_TOPIC = "trionet/demo/orders"
+PRICES = {"widget": 2.5, "gadget": 10.0, "gizmo": 99.0}
+
+
+@dataclass(frozen=True)
+class StackAddresses:
+    """Where a running :class:`Stack` listens."""
+
+    http: str
+    websocket: str
+    aproto: tuple[str, int]
+    rpc: tuple[str, int]
+    broker: str
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, one per service."""
+        return [
+            f"http:      {self.http}  (GET /hello, POST /orders, GET /work, /healthz, /readyz)",
+            f"websocket: {self.websocket}/ws/echo",
+            f"aproto:    {self.aproto[0]}:{self.aproto[1]}  (protocol v22, JSON or ZiProto)",
+            f"rpc:       {self.rpc[0]}:{self.rpc[1]}  (aiomas wire format, JSON)",
+            f"bus:       {self.broker}  (orders on {ORDERS_TOPIC})",
+        ]
+
+
+class _Inventory:
+    router = rpc.Service()
+
+    def __init__(self) -> None:
+        self.stock = {"widget": 120, "gadget": 8, "gizmo": 0}
+
+    @rpc.expose
+    def available(self, item: str) -> int:
+        return self.stock.get(item, 0)
+
+    @rpc.expose
+    def items(self) -> list[str]:
+        return sorted(self.stock)
+
+
+class _Root:
+    router = rpc.Service(["inventory"])
+
+    def __init__(self, inventory: _Inventory) -> None:
+        self.inventory = inventory
+
+
+class Stack:
+    """Every trionet server in one nursery. Start it with ``await nursery.start(stack.serve)``.
+
+    Args:
+        broker: the bus broker URL: ``memory://`` (embedded, the default), ``mqtt://...`` or
+            ``kafka://...``.
+        host: the address every server binds (port 0: the kernel picks free ports).
+        grace_period: seconds the graceful shutdown may take before everything is cancelled.
+    """
+
+    def __init__(
+        self, *, broker: str = "memory://", host: str = "127.0.0.1", grace_period: float = 5.0
+    ) -> None:
+        self.broker = broker
+        self.host = host
+        self.grace_period = grace_period
+        self.inventory = _Inventory()
+        self.states: dict[str, str] = {
+            name: "starting" for name in ("bus", "gateway", "rpc", "aproto", "http")
+        }
+        self.orders_handled = 0
+        self.bus_app = self._build_bus()
+        self.aproto_server = self._build_aproto()
+        self.http_app = self._build_http()
+        self.gateway: BusSocket | None = None
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._done: dict[str, trio.Event] = {}
+        self._shutdown_started = False
+        self._nursery: trio.Nursery | None = None
+        self._close_gateway = trio.Event()
+
+    # -- components -------------------------------------------------------------------------
+
+    def _build_bus(self) -> DistributedApplication:
+        app = DistributedApplication(self.broker)
+        stack = self
+
+        @app.application(ORDERS_TOPIC, name="orders", max_concurrency=8)
+        async def orders(message: BusMessage, socket: BusSocket) -> None:
+            order = json.loads(message.payload)
+            item = str(order.get("item", ""))
+            qty = int(order.get("qty", 1))
+            in_stock = stack.inventory.available(item)
+            accepted = item in PRICES and 0 < qty <= in_stock
+            reply = {
+                "item": item,
+                "qty": qty,
+                "status": "accepted" if accepted else "refused",
+                "total": round(PRICES.get(item, 0.0) * qty, 2) if accepted else 0,
+            }
+            if accepted:
+                stack.inventory.stock[item] = in_stock - qty
+            stack.orders_handled += 1
+            await socket.reply(message, json.dumps(reply).encode(),
+                               content_type="application/json")
+
+        return app
+
+    def _build_aproto(self) -> Server:
+        server = Server(self.host, 0, logging_level=logging.WARNING, timeout=30)
+        stack = self
+
+        @server.add_handler(Filters.Fields(cmd="ping$"))
+        async def ping(client: HandlerClient, packet: Packet) -> None:
+            await client.send(Packet({"status": "ok", "pong": True}, encoding=packet.encoding))
+
+        @server.add_handler(Filters.Fields(cmd="stock$", item=None))
+        async def stock(client: HandlerClient, packet: Packet) -> None:
+            item = str(packet["item"])
+            await client.send({"status": "ok", "item": item,
+                               "available": stack.inventory.available(item)})
+
+        return server
+
+    def _build_http(self) -> ASGIApplication:
+        router = Router()
+        stack = self
+
+        @router.route("/hello")
+        async def hello(request: Request) -> Response:
+            return Response.json({"message": f"hello, {request.query_params.get('name', 'world')}"})
+
+        @router.route("/orders", methods=["POST"])
+        async def order(request: Request) -> Response:
+            body = await request.json()
+            if not isinstance(body, dict) or "item" not in body:
+                return Response.json({"error": "expected a JSON object with 'item'"},
+                                     status_code=400)
+            gateway = stack.gateway
+            if gateway is None or gateway.closed or stack._shutdown_started:
+                return Response.json({"error": "the bus is not available"}, status_code=503)
+            try:
+                reply = await gateway.request(
+                    BusMessage(json.dumps(body).encode(), ORDERS_TOPIC,
+                               content_type="application/json"),
+                    timeout=5,
+                )
+            except RequestTimeout:
+                return Response.json({"error": "no reply from the orders service"},
+                                     status_code=504)
+            return Response.json(json.loads(reply.payload))
+
+        @router.route("/work")
+        async def work(request: Request) -> Response:
+            # Simulated slow work, to watch a graceful shutdown finish in-flight requests.
+            seconds = min(float(request.query_params.get("seconds", "0.5")), 10.0)
+            await trio.sleep(seconds)
+            return Response.json({"worked": seconds})
+
+        @router.route("/healthz")
+        async def healthz(request: Request) -> Response:
+            return Response.json({"status": "alive"})
+
+        @router.route("/readyz")
+        async def readyz(request: Request) -> Response:
+            ready = stack.ready
+            return Response.json(
+                {"ready": ready, "components": dict(stack.states)},
+                status_code=200 if ready else 503,
+            )
+
+        @router.websocket("/ws/echo")
+        async def echo(websocket: WebSocket) -> None:
+            await websocket.accept()
+            async for message in websocket:
+                await websocket.send(message)
+
+        app = ASGIApplication(router)
+        app.add_middleware(RequestIdMiddleware)
+        return app
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True while every component is serving and no shutdown has begun."""
+        gateway_ok = self.gateway is not None and not self.gateway.closed
+        return (
+            not self._shutdown_started
+            and gateway_ok
+            and all(state == "ready" for state in self.states.values())
+        )
+
+    def statistics(self) -> dict[str, Any]:
+        """Per-component counters, one call for the whole stack."""
+        gateway = self.gateway
+        return {
+            "states": dict(self.states),
+            "orders_handled": self.orders_handled,
+            "gateway": None if gateway is None else dataclasses.asdict(gateway.statistics),
+            "bus": {
+                name: dataclasses.asdict(stats)
+                for name, stats in self.bus_app.statistics.items()
+            },
+            "aproto_sessions": len(self.aproto_server.sessions),
+        }
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def _component(
+        self,
+        name: str,
+        run: Callable[..., Awaitable[object]],
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        done = self._done[name] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._scopes[name] = scope
+
+                def started(value: Any = None) -> None:
+                    self.states[name] = "ready"
+                    task_status.started(value)
+
+                status = _Relay(started)
+                await run(task_status=status)
+        except BaseException:
+            self.states[name] = "failed" if not self._shutdown_started else "stopped"
+            raise
+        finally:
+            done.set()
+        self.states[name] = "stopped"
+
+    async def _hold_gateway(self, *, task_status: trio.TaskStatus[None]) -> None:
+        provider = _Providers.from_url(self.broker)
+        async with provider.create_socket(name="http-gateway") as socket:
+            self.gateway = socket
+            task_status.started()
+            await self._close_gateway.wait()
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[StackAddresses] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run every component until :meth:`begin_shutdown` has finished, or cancellation."""
+        from functools import partial
+
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self._component, "bus", self.bus_app.serve)
+            await nursery.start(self._component, "gateway", self._hold_gateway)
+            rpc_addresses = await nursery.start(
+                self._component,
+                "rpc",
+                partial(rpc.start_server, (self.host, 0), _Root(self.inventory)),
+            )
+            aproto_port = await nursery.start(self._component, "aproto",
+                                              self.aproto_server.serve)
+            http = await nursery.start(
+                self._component, "http", partial(serve_asgi, self.http_app, f"{self.host}:0")
+            )
+            rpc_host, rpc_port = rpc_addresses[0][:2]
+            task_status.started(
+                StackAddresses(
+                    http=http.url,
+                    websocket=http.ws_url,
+                    aproto=(self.host, aproto_port),
+                    rpc=(rpc_host, rpc_port),
+                    broker=self.broker,
+                )
+            )
+
+    def begin_shutdown(self) -> None:
+        """Start the ordered, graceful shutdown (idempotent). :meth:`serve` returns when done."""
+        if self._shutdown_started or self._nursery is None:
+            return
+        self._shutdown_started = True
+        self._nursery.start_soon(self._shutdown_sequence)
+
+    def cancel(self) -> None:
+        """Stop everything at once (what a second signal does)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _shutdown_sequence(self) -> None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.deadline = trio.current_time() + self.grace_period
+        for name in self.states:
+            if self.states[name] == "ready":
+                self.states[name] = "stopping"
+
+        async def stop(name: str, how: Callable[[], object]) -> None:
+            if name in self._done:
+                how()
+                await self._done[name].wait()
+            logger.info("shutdown: %s stopped", name)
+
+        # Front doors first, the back end last.
+        await stop("http", self._scopes["http"].cancel)  # Hypercorn shuts down gracefully
+        await stop("aproto", self.aproto_server.stop)
+        await stop("bus", self.bus_app.stop)  # drains in-flight messages
+        await stop("rpc", self._scopes["rpc"].cancel)
+        await stop("gateway", self._close_gateway.set)
+
+
+class _Relay:
+    """A task_status that runs a callback (so a component can be marked ready)."""
+
+    def __init__(self, started: Callable[[Any], None]) -> None:
+        self._started = started
+
+    def started(self, value: Any = None) -> None:
+        self._started(value)
+
+
+# -- exercising a running stack ------------------------------------------------------------------
+
+
+async def _http(
+    addresses: StackAddresses, method: str, target: str, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    import h11  # a Hypercorn dependency
+
+    host, port = addresses.http.rsplit("//", 1)[1].rsplit(":", 1)
+    connection = h11.Connection(h11.CLIENT)
+    headers = [("Host", f"{host}:{port}"), ("Connection", "close")]
+    if body is not None:
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        data = connection.send(h11.Request(method=method, target=target, headers=headers))
+        if body is not None:
+            data += connection.send(h11.Data(data=body))
+        data += connection.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status, response_headers, content = 0, {}, b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                response_headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                content += event.data
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status, response_headers, content
+
+
+async def exercise(addresses: StackAddresses, report: Callable[[str], None]) -> None:
+    """Talk to every service of a running stack and report what happened."""
+    from .asgi import connect_websocket
+
+    status, _, body = await _http(addresses, "GET", "/readyz")
+    report(f"http: GET /readyz -> {status} {json.loads(body)['ready']}")
+    status, headers, body = await _http(addresses, "GET", "/hello?name=trionet")
+    report(f"http: GET /hello -> {status} {json.loads(body)['message']!r} "
+           f"(request id {headers.get('x-request-id', '?')[:8]}…)")
+    for order in ({"item": "widget", "qty": 3}, {"item": "gizmo", "qty": 1}):
+        status, _, body = await _http(addresses, "POST", "/orders", json.dumps(order).encode())
+        reply = json.loads(body)
+        report(f"http → bus: POST /orders {order} -> {status} {reply['status']}"
+               f" (total {reply['total']}), answered by the orders consumer over "
+               f"{addresses.broker.split(':', 1)[0]}://")
+    async with connect_websocket(addresses.websocket + "/ws/echo") as websocket:
+        await websocket.send("structured concurrency")
+        report(f"websocket: echo -> {await websocket.receive()!r}")
+    async with AsyncClient(tls=False, encoding="ziproto") as client:
+        await client.connect(*addresses.aproto)
+        reply = await client.request({"cmd": "ping"})
+        report(f"aproto: ping -> {reply}")
+        reply = await client.request({"cmd": "stock", "item": "widget"})
+        report(f"aproto: stock widget -> {reply['available']} left")
+    async with rpc.open_connection(addresses.rpc) as rpc_client:
+        available = await rpc_client.remote.inventory.available("gadget")
+        items = await rpc_client.remote.inventory.items()
+        report(f"rpc: inventory.available('gadget') = {available}; items = {items}")
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+
+async def serve_until_signal(
+    stack: Stack, report: Callable[[str], None] = print
+) -> None:
+    """Run *stack* until SIGINT or SIGTERM: the first signal shuts down gracefully (bounded
+    by ``stack.grace_period``), a second one cancels everything at once."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    with trio.open_signal_receiver(*signals) as received:
+        async with trio.open_nursery() as nursery:
+
+            async def run_stack(
+                *, task_status: trio.TaskStatus[StackAddresses] = trio.TASK_STATUS_IGNORED
+            ) -> None:
+                await stack.serve(task_status=task_status)
+                nursery.cancel_scope.cancel()  # stopped: no more signals to watch
+
+            addresses = await nursery.start(run_stack)
+            for line in addresses.lines():
+                report(line)
+            report("serving; press Ctrl-C (or send SIGTERM) to stop")
+            count = 0
+            async for signum in received:
+                count += 1
+                name = signal.Signals(signum).name
+                if count == 1:
+                    report(f"{name}: shutting down gracefully "
+                           f"(within {stack.grace_period:g} s; again to stop at once)")
+                    stack.begin_shutdown()
+                else:
+                    report(f"{name} again: stopping at once")
+                    stack.cancel()
+    report("stopped")
