@@ -117,6 +117,31 @@ def write_report(results: list[dict[str, Any]], out: Path, quick: bool) -> Path:
             lines += ["", f"![{r['bench']} ratios]({r['plot']})"]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
+    write_rst(results, out, quick)
+    return path
+
+
+def write_rst(results: list[dict[str, Any]], out: Path, quick: bool) -> Path:
+    """The same report as reStructuredText, for the Sphinx docs (``docs/benchmarks.rst``)."""
+    lines = [
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by ``bench/run_all.py"
+        f"{' --quick' if quick else ''}``.",
+        "",
+    ]
+    for r in results:
+        title = r["bench"]
+        lines += [title, "-" * len(title), ""]
+        if "error" in r:
+            lines += [f"Failed: {r['error']}", ""]
+            continue
+        lines += [".. code-block:: text", ""]
+        lines += ["   " + row for row in r["table"].splitlines()]
+        lines.append("")
+        if r.get("plot"):
+            # Relative to docs/benchmarks.rst, which includes this file.
+            lines += [f".. image:: ../bench/report/{r['plot']}", f"   :alt: {title} ratios", ""]
+    path = out / "REPORT.rst"
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
