@@ -31,7 +31,32 @@ def discover() -> list[str]:
                   and not p.name.startswith("_"))
 
 
-def run_one(name: str, quick: bool, timeout: float) -> dict[str, Any]:
+def parse_output(name: str, stdout: str, stderr: str, returncode: int) -> dict[str, Any]:
+    result: dict[str, Any] | None = None
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and '"rows"' in line:
+            result = json.loads(line)
+            break
+    if returncode != 0 or result is None:
+        tail = (stdout + stderr)[-2000:]
+        return {"bench": name, "error": f"exit {returncode}", "tail": tail}
+    result["table"] = "\n".join(s for s in stdout.splitlines() if s.startswith("|"))
+    return result
+
+
+def run_one(name: str, quick: bool, timeout: float, out: Path, reuse: bool) -> dict[str, Any]:
+    """Run bench/<name>.py (or reuse its saved output) and parse its JSON line.
+
+    The raw output is saved as ``<out>/<name>.out`` as soon as the script ends, so that a
+    failure later in the run loses nothing.
+    """
+    saved = out / f"{name}.out"
+    if reuse and saved.exists():
+        data = json.loads(saved.read_text())
+        result = parse_output(name, data["stdout"], data["stderr"], data["returncode"])
+        result["seconds"] = data["seconds"]
+        return result
     cmd = [sys.executable, str(HERE / f"{name}.py")]
     if quick:
         cmd.append("--quick")
@@ -40,19 +65,29 @@ def run_one(name: str, quick: bool, timeout: float) -> dict[str, Any]:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
     except subprocess.TimeoutExpired:
         return {"bench": name, "error": f"timed out after {timeout:.0f} s"}
-    elapsed = time.monotonic() - t0
-    result: dict[str, Any] | None = None
-    for line in reversed(proc.stdout.splitlines()):
-        line = line.strip()
-        if line.startswith("{") and '"rows"' in line:
-            result = json.loads(line)
-            break
-    if proc.returncode != 0 or result is None:
-        tail = (proc.stdout + proc.stderr)[-2000:]
-        return {"bench": name, "error": f"exit {proc.returncode}", "tail": tail}
-    result["seconds"] = round(elapsed, 1)
-    result["table"] = "\n".join(s for s in proc.stdout.splitlines() if s.startswith("|"))
+    elapsed = round(time.monotonic() - t0, 1)
+    saved.write_text(json.dumps({"stdout": proc.stdout, "stderr": proc.stderr,
+                                 "returncode": proc.returncode, "seconds": elapsed}))
+    result = parse_output(name, proc.stdout, proc.stderr, proc.returncode)
+    result["seconds"] = elapsed
     return result
+
+
+def _headline(row: dict[str, Any]) -> tuple[str, float, float | None] | None:
+    """The ratio to plot for a row: trionet's against the baseline, with its goal if any.
+
+    Scripts report ratios as ``{name: value}``; some rows have several (against two peers),
+    and the goal is a number or ``{name: goal}``.
+    """
+    ratios = row.get("ratios") or {}
+    numeric = {k: v for k, v in ratios.items() if isinstance(v, int | float)}
+    if not numeric:
+        return None
+    key = next((k for k in numeric if "trionet" in k), next(iter(numeric)))
+    goal = row.get("goal")
+    if isinstance(goal, dict):
+        goal = goal.get(key)
+    return key, float(numeric[key]), float(goal) if isinstance(goal, int | float) else None
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
@@ -63,21 +98,20 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = [r for r in result["rows"] if r.get("ratios")]
-    if not rows:
+    points = [(r["row"], h) for r in result["rows"] if (h := _headline(r)) is not None]
+    if not points:
         return False
-    labels = [r["row"] for r in rows]
-    # The last contender is trionet by the harness convention.
-    values = [list(r["ratios"].values())[-1] for r in rows]
+    labels = [label for label, _ in points]
+    values = [h[1] for _, h in points]
+    goals = [h[2] for _, h in points]
+    rows = points
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4.2))
-    colours = []
-    for r, v in zip(rows, values, strict=True):
-        goal = r.get("goal")
-        colours.append("#c0392b" if goal is not None and v < goal else "#2e86c1")
+    colours = ["#c0392b" if g is not None and v < g else "#2e86c1"
+               for v, g in zip(values, goals, strict=True)]
     ax.bar(range(len(rows)), values, color=colours)
-    for i, r in enumerate(rows):
-        if r.get("goal") is not None:
-            ax.hlines(r["goal"], i - 0.4, i + 0.4, colors="black", linestyles="dashed")
+    for i, goal in enumerate(goals):
+        if goal is not None:
+            ax.hlines(goal, i - 0.4, i + 0.4, colors="black", linestyles="dashed")
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
@@ -87,6 +121,13 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _met(value: Any) -> bool:
+    # A row's verdict: a bool, or one bool per contender (all must hold).
+    if isinstance(value, dict):
+        return all(bool(v) for v in value.values())
+    return value is True
 
 
 def write_report(results: list[dict[str, Any]], out: Path, quick: bool) -> Path:
@@ -104,8 +145,8 @@ def write_report(results: list[dict[str, Any]], out: Path, quick: bool) -> Path:
         if "error" in r:
             lines.append(f"| {r['bench']} | failed: {r['error']} | | |")
             continue
-        goals = [row for row in r["rows"] if row.get("goal") is not None]
-        met = sum(1 for row in goals if row.get("met"))
+        goals = [row for row in r["rows"] if row.get("met") is not None]
+        met = sum(1 for row in goals if _met(row["met"]))
         lines.append(f"| {r['bench']} | {len(r['rows'])} | {met}/{len(goals)} | {r['seconds']} |")
     for r in results:
         lines += ["", f"## {r['bench']}", ""]
@@ -151,6 +192,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--out", default=str(HERE / "report"), help="output directory")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse each benchmark's saved output from an earlier run if present")
     args = parser.parse_args()
     names = discover()
     if args.only:
@@ -164,7 +207,7 @@ def main() -> int:
     results = []
     for name in names:
         print(f"running bench/{name}.py ...", file=sys.stderr, flush=True)
-        result = run_one(name, args.quick, args.timeout)
+        result = run_one(name, args.quick, args.timeout, out, args.reuse)
         if "error" not in result and plot(result, out / f"{name}.png"):
             result["plot"] = f"{name}.png"
         results.append(result)

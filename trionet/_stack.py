@@ -42,6 +42,7 @@ from .asgi import (
     WebSocket,
     serve as serve_asgi,
 )
+from .asgi._demo import http_request
 from .bus import (
     BusMessage,
     BusSocket,
@@ -372,32 +373,8 @@ class _Relay:
 async def _http(
     addresses: StackAddresses, method: str, target: str, body: bytes | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    import h11  # a Hypercorn dependency
-
     host, port = addresses.http.rsplit("//", 1)[1].rsplit(":", 1)
-    connection = h11.Connection(h11.CLIENT)
-    headers = [("Host", f"{host}:{port}"), ("Connection", "close")]
-    if body is not None:
-        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        data = connection.send(h11.Request(method=method, target=target, headers=headers))
-        if body is not None:
-            data += connection.send(h11.Data(data=body))
-        data += connection.send(h11.EndOfMessage())
-        await stream.send_all(data)
-        status, response_headers, content = 0, {}, b""
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                connection.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                response_headers = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                content += event.data
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return status, response_headers, content
+    return await http_request(host, int(port), method, target, body)
 
 
 async def exercise(addresses: StackAddresses, report: Callable[[str], None]) -> None:

@@ -46,6 +46,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from .._util import reraise_single
 from ..errors import ConfigurationError
 from ..observability import set_correlation_id
 from ._config import read_config, validate_option
@@ -289,22 +290,6 @@ class Handler:
     def __repr__(self) -> str:
         name = getattr(self.function, "__qualname__", repr(self.function))
         return f"Handler({name}, {list(self.filters)!r})"
-
-
-def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:
-    """If *group* holds exactly one exception (however nested), raise that one."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    if len(leaves) == 1:
-        raise leaves[0] from None
 
 
 def _is_async_callable(obj: object) -> bool:
@@ -579,8 +564,7 @@ class Server:
                 self._conn_scope = None
                 outer.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            _raise_single(group)
-            raise
+            reraise_single(group)
         self._log(logging.INFO, "server stopped")
 
     async def _accept(
@@ -651,8 +635,7 @@ class Server:
         try:
             trio.run(self._main)
         except BaseExceptionGroup as group:
-            _raise_single(group)
-            raise
+            reraise_single(group)
         finally:
             if handler is not None:
                 self.logger.removeHandler(handler)

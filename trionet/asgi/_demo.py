@@ -16,7 +16,7 @@ from ._routing import Router
 from ._serve import BoundAddress, serve
 from ._websockets import WebSocket, connect_websocket
 
-__all__ = ["build_demo_app", "demo"]
+__all__ = ["build_demo_app", "demo", "http_request"]
 
 
 def build_demo_app() -> ASGIApplication:
@@ -39,30 +39,38 @@ def build_demo_app() -> ASGIApplication:
     return app
 
 
-async def _http_get(address: BoundAddress, target: str) -> tuple[int, dict[str, str], bytes]:
+async def http_request(
+    host: str, port: int, method: str, target: str, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """A minimal HTTP/1.1 client on h11 (one request per connection), for the demos.
+
+    Returns the status code, the response headers (lower-case names) and the body.
+    """
     import h11  # a Hypercorn dependency, so present whenever trionet[asgi] is
 
     connection = h11.Connection(h11.CLIENT)
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    headers = [("Host", f"{host}:{port}"), ("Connection", "close")]
+    if body is not None:
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    stream = await trio.open_tcp_stream(host, port)
     async with stream:
-        request = h11.Request(
-            method="GET",
-            target=target,
-            headers=[("Host", f"{address.host}:{address.port}"), ("Connection", "close")],
-        )
-        await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
-        status, headers, body = 0, {}, b""
+        data = connection.send(h11.Request(method=method, target=target, headers=headers))
+        if body is not None:
+            data += connection.send(h11.Data(data=body))
+        data += connection.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status, response_headers, content = 0, {}, b""
         while True:
             event = connection.next_event()
             if event is h11.NEED_DATA:
                 connection.receive_data(await stream.receive_some(65536))
             elif isinstance(event, h11.Response):
                 status = event.status_code
-                headers = {k.decode(): v.decode() for k, v in event.headers}
+                response_headers = {k.decode(): v.decode() for k, v in event.headers}
             elif isinstance(event, h11.Data):
-                body += event.data
+                content += event.data
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return status, headers, body
+                return status, response_headers, content
 
 
 async def demo(report: Callable[[str], None]) -> None:
@@ -73,7 +81,9 @@ async def demo(report: Callable[[str], None]) -> None:
         address: BoundAddress = await nursery.start(serve, app, "127.0.0.1:0")
         report(f"asgi: Hypercorn trio worker serving a trionet app on {address.url}")
 
-        status, headers, body = await _http_get(address, "/hello?name=trionet")
+        status, headers, body = await http_request(
+            address.host, address.port, "GET", "/hello?name=trionet"
+        )
         message = json.loads(body)["message"]
         report(
             f"asgi: GET /hello?name=trionet -> {status} {message!r} "

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from .._util import collapse_single_error as collapse_single_error
 
 __all__ = ["collapse_single_error", "single_leaf"]
 
@@ -18,23 +17,3 @@ def single_leaf(error: Exception) -> Exception:
     while isinstance(leaf, ExceptionGroup) and len(leaf.exceptions) == 1:
         leaf = leaf.exceptions[0]
     return leaf
-
-
-@contextmanager
-def collapse_single_error() -> Iterator[None]:
-    """Re-raise the only exception of an exception group coming out of a hidden nursery.
-
-    Callers of a function that uses a nursery internally should see the error they would see
-    without it (``HTTPException``, ``OSError``...), not an ``ExceptionGroup`` of one (or a
-    group of a group of one, when nurseries are nested). Groups with several exceptions pass
-    through unchanged.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        only: BaseException = group
-        while isinstance(only, BaseExceptionGroup) and len(only.exceptions) == 1:
-            only = only.exceptions[0]
-        if only is group or isinstance(only, BaseExceptionGroup):
-            raise
-        raise only from only.__cause__

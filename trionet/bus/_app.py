@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import trio
 
+from .._util import reraise_single
 from ..errors import ConfigurationError
 from ._errors import BusError
 from ._message import BusMessage
@@ -190,14 +191,6 @@ async def _enter_resources(stack: AsyncExitStack, resources: Mapping[str, Resour
             )
     return entered
 
-
-def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    inner: BaseException = group
-    while isinstance(inner, BaseExceptionGroup):
-        if len(inner.exceptions) != 1:
-            return None
-        inner = inner.exceptions[0]
-    return inner
 
 
 def _note(exc: BaseException, text: str) -> None:
@@ -764,10 +757,7 @@ class DistributedApplication:
                     if runner.spec.kind == "producer":
                         nursery.start_soon(runner.run)
         except BaseExceptionGroup as group:
-            sole = _unwrap_group(group)
-            if sole is None:
-                raise
-            raise sole from None
+            reraise_single(group)
         finally:
             self._runners = None
 
@@ -785,10 +775,7 @@ class DistributedApplication:
                 await self.serve()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            sole = _unwrap_group(group)
-            if sole is None:
-                raise
-            raise sole from None
+            reraise_single(group)
 
     async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                              ) -> None:

@@ -28,6 +28,7 @@ from typing import Final, TypeAlias, TypeVar
 
 import trio
 
+from .._util import reraise_single
 from ..errors import ConfigurationError
 from ._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Topics, parse_url
 from ._errors import BusClosed, BusError, EnvelopeError, RequestTimeout
@@ -120,14 +121,6 @@ class _Waiter:
         self.event = trio.Event()
         self.reply: BusMessage | None = None
 
-
-def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    inner: BaseException = group
-    while isinstance(inner, BaseExceptionGroup):
-        if len(inner.exceptions) != 1:
-            return None
-        inner = inner.exceptions[0]
-    return inner
 
 
 def _safe_level(text: str) -> str:
@@ -268,10 +261,7 @@ class BusSocket(abc.ABC):
                     self._inbound_receive.close()
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            sole = _unwrap_group(group)
-            if sole is None:
-                raise
-            raise sole from None
+            reraise_single(group)
 
     @property
     def closed(self) -> bool:

@@ -23,7 +23,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ._app import DistributedApplication, _unwrap_group
+from .._util import reraise_single
+from ._app import DistributedApplication
 from ._memory import (
     MemoryBroker as MemoryBroker,
     MemoryBrokerStatistics as MemoryBrokerStatistics,
@@ -48,7 +49,4 @@ async def serving(app: DistributedApplication) -> AsyncIterator[DistributedAppli
             finally:
                 app.stop()
     except BaseExceptionGroup as group:
-        sole = _unwrap_group(group)
-        if sole is None:
-            raise
-        raise sole from None
+        reraise_single(group)

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from .._util import open_hidden_nursery
 from ..codecs import Codec, get_codec
 from ..framing import DEFAULT_MAX_FRAME_SIZE
 from ._channel import Channel
@@ -42,36 +43,6 @@ def _codec_factory(codec: CodecSpec) -> Callable[[], Codec]:
     raise TypeError(f"codec must be a name, a codec or a codec factory, not {codec!r}")
 
 
-def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The single exception inside a (possibly nested) group, or ``None`` if there are more."""
-    inner: BaseException = group
-    while isinstance(inner, BaseExceptionGroup):
-        if len(inner.exceptions) != 1:
-            return None
-        inner = inner.exceptions[0]
-    return inner
-
-
-@asynccontextmanager
-async def _open_nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery that lets a single exception out as itself, not in an exception group.
-
-    For async context managers that hide a nursery: the caller's own exception (or the one
-    error of a helper task) comes out unwrapped; several at once stay grouped.
-    """
-    error: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            yield nursery
-    except BaseExceptionGroup as group:
-        error = _unwrap_group(group)
-        if error is None:
-            raise
-    if error is not None:
-        # Raised outside the except block so that its context stays what it was.
-        raise error
-
-
 @asynccontextmanager
 async def open_channel(
     stream: trio.abc.Stream,
@@ -95,7 +66,7 @@ async def open_channel(
     """
     channel: Channel | None = None
     try:
-        async with _open_nursery() as nursery:
+        async with open_hidden_nursery() as nursery:
             channel = Channel(
                 stream, nursery, codec=_codec_factory(codec)(), max_frame_size=max_frame_size
             )

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, TypeVar
 
-import trio
-
 from .._threads import TrioPortal
+from .._util import open_hidden_nursery
 from ..errors import ConfigurationError
 
 T = TypeVar("T")
@@ -51,34 +49,8 @@ def with_defaults(config: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
     return merged
 
 
-def unwrap_single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside a (possibly nested) group, or None if there are several."""
-    inner: BaseException = group
-    while isinstance(inner, BaseExceptionGroup):
-        if len(inner.exceptions) != 1:
-            return None
-        inner = inner.exceptions[0]
-    return inner
-
-
-@asynccontextmanager
-async def hidden_nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery for a client's background work, raising a lone error without its group.
-
-    The body of the client's ``async with`` runs inside it; when the body ends the caller
-    cancels the nursery (after its graceful shutdown), and a single error, whether the body's or
-    a background task's, comes out as itself rather than as an ``ExceptionGroup`` of one.
-    """
-    error: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            yield nursery
-    except BaseExceptionGroup as group:
-        error = unwrap_single(group)
-        if error is None:
-            raise
-    if error is not None:
-        raise error
+# The hidden nursery every Kafka client's ``async with`` owns: a lone error comes out as itself.
+hidden_nursery = open_hidden_nursery
 
 
 class Completions(Generic[T]):

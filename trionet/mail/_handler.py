@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import trio
 
+from .._util import reraise_single
 from ._errors import MailNotConnected
 from ._imap import AsyncIMAPClient
 from ._message import Attachment, MailMessage
@@ -34,9 +35,7 @@ async def gather(*calls: Callable[[], Awaitable[T]]) -> list[T]:
             for index, call in enumerate(calls):
                 nursery.start_soon(run, index, call)
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        reraise_single(group)
     return [results[index] for index in range(len(calls))]
 
 

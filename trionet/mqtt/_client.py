@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import trio
 
+from .._util import single_exception
 from ..errors import (
     ConfigurationError,
     MQTTConnectError,
@@ -89,16 +90,6 @@ MessageHandler = Callable[[MQTTMessage], Awaitable[object]]
 _QOS0_CREDIT = 1024
 _BATCH = 256
 _BATCHES_IN_FLIGHT = 4
-
-
-def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside (nested) single-member groups, else None."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        if len(exc.exceptions) != 1:
-            return None
-        exc = exc.exceptions[0]
-    return exc
 
 
 class _Route:
@@ -498,7 +489,7 @@ class MQTTClient:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # The nursery is an implementation detail: one error comes out as itself.
-            inner = _single_exception(group)
+            inner = single_exception(group)
             if inner is None:
                 raise
         finally:

@@ -17,12 +17,13 @@ from typing import Any, Protocol, TypeVar, cast, overload, runtime_checkable
 
 import trio
 
+from .._util import open_hidden_nursery
 from ..channel import (
     Channel,
     open_connection as _open_channel_connection,
     start_server as _start_channel_server,
 )
-from ..channel._open import Address, CodecSpec, _open_nursery
+from ..channel._open import Address, CodecSpec
 from ..framing import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = [
@@ -371,7 +372,7 @@ async def open_connection(
         if router is None:
             yield client
             return
-        async with _open_nursery() as nursery:
+        async with open_hidden_nursery() as nursery:
             nursery.start_soon(_serve_quietly, channel, _dispatcher(router), max_concurrency)
             try:
                 yield client
