@@ -34,6 +34,7 @@ __all__ = [
     "configure_logging",
     "correlation_scope",
     "current_correlation_id",
+    "reset_correlation_id",
     "set_correlation_id",
 ]
 
@@ -57,6 +58,11 @@ def set_correlation_id(value: str | None) -> contextvars.Token[str | None]:
     work (a connection, a message) without resetting is fine: the task's context dies with it.
     """
     return _correlation_id.set(value)
+
+
+def reset_correlation_id(token: contextvars.Token[str | None]) -> None:
+    """Undo a :func:`set_correlation_id` (in the same task)."""
+    _correlation_id.reset(token)
 
 
 @contextmanager

@@ -80,3 +80,31 @@ async def test_aproto_session_id_is_the_correlation_id() -> None:
             reply = await client.request({"cmd": "whoami"})
         server.stop()
     assert reply["correlation_id"] == reply["session"]
+
+
+async def test_correlation_id_travels_over_the_bus() -> None:
+    from trionet.bus import BusMessage, BusSocket, DistributedApplication
+
+    app = DistributedApplication("memory://observability-test")
+    seen: list[tuple[str | None, str | None]] = []
+
+    @app.application("jobs/+")
+    async def worker(message: BusMessage, socket: BusSocket) -> None:
+        seen.append((current_correlation_id(), message.headers.get("x-correlation-id")))
+        await socket.reply(message, b"done")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(app.serve)
+        from trionet.bus import SocketProviderFactory
+
+        provider = SocketProviderFactory.from_url("memory://observability-test")
+        async with provider.create_socket(name="caller") as socket:
+            with correlation_scope("http-req-9"):
+                reply = await socket.request(BusMessage(b"job", "jobs/a"), timeout=5)
+            assert reply.payload == b"done"
+            # Outside any unit of work, nothing is added.
+            await socket.request(BusMessage(b"job", "jobs/b"), timeout=5)
+        app.stop()
+    assert seen[0] == ("http-req-9", "http-req-9")
+    assert seen[1][1] is None
+    assert seen[1][0] is not None  # the message's own correlation id (the request's)

@@ -28,6 +28,7 @@ import trio
 
 from .._util import reraise_single
 from ..errors import ConfigurationError
+from ..observability import CORRELATION_HEADER, reset_correlation_id, set_correlation_id
 from ._errors import BusError
 from ._message import BusMessage
 from ._policy import AckPolicy, ErrorPolicy, RestartPolicy
@@ -413,6 +414,10 @@ class _AppRunner:
         policy = spec.on_error
         attempt = 0
         stats.in_flight += 1
+        # The handler's logs (and what it publishes) carry the message's correlation id.
+        token = set_correlation_id(
+            message.headers.get(CORRELATION_HEADER) or message.correlation_id
+        )
         try:
             while True:
                 try:
@@ -447,6 +452,7 @@ class _AppRunner:
                     break
         finally:
             stats.in_flight -= 1
+            reset_correlation_id(token)
         await delivery.ack()
 
     async def _dead_letter(self, socket: BusSocket, message: BusMessage,

@@ -30,6 +30,7 @@ import trio
 
 from .._util import reraise_single
 from ..errors import ConfigurationError
+from ..observability import CORRELATION_HEADER, current_correlation_id
 from ._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Topics, parse_url
 from ._errors import BusClosed, BusError, EnvelopeError, RequestTimeout
 from ._message import BusMessage, EnvelopeCodec, PayloadInput, decode_envelope, encode_envelope
@@ -302,6 +303,11 @@ class BusSocket(abc.ABC):
             self._check_publish_topic(topic)
         if self._client_name is not None and message.client_name is None:
             message = message.copy(client_name=self._client_name)
+        work_id = current_correlation_id()
+        if work_id is not None and CORRELATION_HEADER not in message.headers:
+            # Published while handling an HTTP request, a session or another message: the
+            # receiver's logs get the same correlation id (trionet.observability).
+            message = message.copy(headers={**message.headers, CORRELATION_HEADER: work_id})
         codec = self._codec
         await self._send(topic, message._clone() if codec is None
                          else encode_envelope(message, codec))
