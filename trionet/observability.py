@@ -6,6 +6,8 @@ request is seen by everything that request's task calls, and tasks it starts inh
 
 * the ASGI :class:`~trionet.asgi.RequestIdMiddleware` sets it to the request id;
 * the AsyncAProto server sets it to the session id for each connection;
+* :meth:`Channel.serve <trionet.channel.Channel.serve>` sets it to ``"<peer>#<request id>"``
+  while a handler answers a request (RPC calls included);
 * the message bus sets it to a message's correlation id while its handler runs, and puts the
   current id into the ``x-correlation-id`` header of messages published from a context that
   has one, so an HTTP request id travels over the bus to the consumer that answers it.

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import trio
+import trio.lowlevel
 
 from trionet.aproto import AsyncClient, HandlerClient, Packet, Server
 from trionet.asgi import ASGIApplication, Request, RequestIdMiddleware, Response, TestClient
@@ -108,3 +109,28 @@ async def test_correlation_id_travels_over_the_bus() -> None:
     assert seen[0] == ("http-req-9", "http-req-9")
     assert seen[1][1] is None
     assert seen[1][0] is not None  # the message's own correlation id (the request's)
+
+
+async def test_channel_request_id_is_the_correlation_id() -> None:
+    from functools import partial
+
+    from trionet.channel import Channel, open_connection, start_server
+
+    async def async_handler(content: object) -> object:
+        await trio.lowlevel.checkpoint()
+        return current_correlation_id()
+
+    async def handle(channel: Channel) -> None:
+        await channel.serve(lambda content: current_correlation_id() if content == "sync"
+                            else async_handler(content))
+
+    async with trio.open_nursery() as nursery:
+        (address,) = await nursery.start(partial(start_server, ("127.0.0.1", 0), handle))
+        async with open_connection(address) as channel:
+            first = await channel.send("sync")
+            second = await channel.send("async")
+        nursery.cancel_scope.cancel()
+    assert isinstance(first, str)
+    assert isinstance(second, str)
+    assert first.startswith("127.0.0.1:")
+    assert first.split("#")[1] != second.split("#")[1]  # one id per request

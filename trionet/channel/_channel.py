@@ -42,6 +42,7 @@ import trio
 from ..codecs import Codec
 from ..errors import ChannelClosed, CodecError, FrameTooLarge, ProtocolError, RemoteException
 from ..framing import DEFAULT_MAX_FRAME_SIZE
+from ..observability import reset_correlation_id, set_correlation_id
 from ._protocol import REQUEST, RESULT, ChannelProtocol, remote_type_name
 
 if TYPE_CHECKING:
@@ -468,6 +469,7 @@ class Channel:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency!r}")
         slots = _Slots(max_concurrency)
         broken: BaseException | None = None
+        origin = self.origin
         async with trio.open_nursery() as nursery:
             while True:
                 await slots.acquire()
@@ -479,20 +481,25 @@ class Channel:
                     broken = exc
                     nursery.cancel_scope.cancel()
                     break
+                # The handler (and the task it may get) logs under this request's id.
+                token = set_correlation_id(f"{origin}#{request.msg_id}")
                 try:
-                    result = handler(request.content)
-                except Exception as exc:
-                    slots.release()
-                    await _answer_quietly(request.fail, exc)
-                    continue
-                if inspect.isawaitable(result):
-                    # The handler will likely reply before it blocks: count it, so that replies
-                    # finishing together are written together.
-                    self._writers_due += 1
-                    nursery.start_soon(_await_and_answer, result, request, slots)
-                else:
-                    slots.release()
-                    await _answer_quietly(request.reply, result)
+                    try:
+                        result = handler(request.content)
+                    except Exception as exc:
+                        slots.release()
+                        await _answer_quietly(request.fail, exc)
+                        continue
+                    if inspect.isawaitable(result):
+                        # The handler will likely reply before it blocks: count it, so that
+                        # replies finishing together are written together.
+                        self._writers_due += 1
+                        nursery.start_soon(_await_and_answer, result, request, slots)
+                    else:
+                        slots.release()
+                        await _answer_quietly(request.reply, result)
+                finally:
+                    reset_correlation_id(token)
         if broken is not None:
             raise broken
 
