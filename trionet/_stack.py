@@ -256,7 +256,8 @@ class Stack:
                 name: dataclasses.asdict(stats)
                 for name, stats in self.bus_app.statistics.items()
             },
-            "aproto_sessions": len(self.aproto_server.sessions),
+            "aproto": dataclasses.asdict(self.aproto_server.statistics()),
+            "http": dataclasses.asdict(self.http_app.statistics()),
         }
 
     # -- running ----------------------------------------------------------------------------

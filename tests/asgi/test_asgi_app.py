@@ -306,3 +306,20 @@ async def test_url_for_reaches_into_a_mounted_application() -> None:
     outer.mount("/admin", inner, name="admin")
     response = await TestClient(outer).get("/admin/things/1")
     assert response.text == "http://testserver/admin/things/2"
+
+
+async def test_application_statistics() -> None:
+    from trionet.asgi import Response, TestClient
+
+    app = ASGIApplication()
+
+    @app.route("/ok")
+    async def ok(request: Request) -> Response:
+        stats = app.statistics()
+        return Response.json({"in_flight": stats.in_flight})
+
+    async with TestClient(app) as client:
+        assert (await client.get("/ok")).json() == {"in_flight": 1}
+        assert (await client.get("/missing")).status_code == 404
+    stats = app.statistics()
+    assert (stats.requests, stats.in_flight, stats.errors) == (2, 0, 0)

@@ -42,6 +42,8 @@ async def test_stack_serves_every_component_and_shuts_down_in_order() -> None:
     assert stats["orders_handled"] == 2
     assert stats["bus"]["orders"]["handled"] == 2
     assert stats["gateway"]["replies"] == 2
+    assert stats["http"]["requests"] == 4  # /readyz, /hello and two orders
+    assert stats["aproto"]["packets"] == 2
     assert threading.active_count() <= threads_before + 1  # trio's idle thread cache at most
 
 

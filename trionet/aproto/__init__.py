@@ -49,6 +49,7 @@ from ._server import (
     HandlerClient as HandlerClient,
     HandlerFunction as HandlerFunction,
     Server as Server,
+    ServerStatistics as ServerStatistics,
 )
 from ._sessions import Session as Session
 from ._sync_client import Client as Client
@@ -78,6 +79,7 @@ __all__ = [
     "Rejected",
     "SQLiteKeyStorage",
     "Server",
+    "ServerStatistics",
     "Session",
     "StopPropagation",
     "error_payload",

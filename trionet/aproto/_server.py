@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
@@ -83,6 +84,29 @@ _CORK_LIMIT: Final = 65536
 _LINGER: Final = 2.0
 #: Bound on sending an error reply to a peer that may not be reading.
 _ERROR_REPLY_TIMEOUT: Final = 5.0
+
+
+@dataclasses.dataclass
+class ServerStatistics:
+    """Counters of a :class:`Server` (see :meth:`Server.statistics`).
+
+    Attributes:
+        connections: connections accepted since the server started.
+        open_sessions: connections being served now.
+        busy_sessions: of those, the ones handling packets right now (in flight).
+        packets: packets dispatched to handlers.
+        rejected: bad packets answered with an error reply.
+        handler_errors: handler calls that raised (each closed its connection).
+        timeouts: sessions closed with ``ERR_TIMED_OUT``.
+    """
+
+    connections: int = 0
+    open_sessions: int = 0
+    busy_sessions: int = 0
+    packets: int = 0
+    rejected: int = 0
+    handler_errors: int = 0
+    timeouts: int = 0
 
 
 class HandlerClient:
@@ -422,12 +446,21 @@ class Server:
             max_packet_size=self.max_packet_size,
         )
         self._clients: set[HandlerClient] = set()
+        self._stats = ServerStatistics()
         self._tick = 0
         self._running = False
         self._stopping = False
         self._token: trio.lowlevel.TrioToken | None = None
         self._accept_scope = trio.CancelScope()
         self._conn_scope: trio.CancelScope | None = None
+
+    def statistics(self) -> ServerStatistics:
+        """A snapshot of the server's counters."""
+        return dataclasses.replace(
+            self._stats,
+            open_sessions=len(self._clients),
+            busy_sessions=sum(1 for client in self._clients if client._state == _BUSY),
+        )
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -701,6 +734,7 @@ class Server:
         session = client.session
         sid = session.session_id
         set_correlation_id(str(sid))  # this task serves one connection: its logs carry the session
+        self._stats.connections += 1
         if self.session_limit and self.sessions.count(client.address) >= self.session_limit:
             self._log(
                 logging.WARNING,
@@ -736,6 +770,7 @@ class Server:
             self._clients.discard(client)
             self.sessions.remove(client.address, session)
         if timed_out and client._state == _WAITING:
+            self._stats.timeouts += 1
             await self._send_error_and_close(client, ERR_TIMED_OUT)
         elif linger and not timed_out and not self._stopping:
             await self._close_gracefully(client)
@@ -786,6 +821,7 @@ class Server:
         keep_alive = self.keep_alive
         debug = self.logging_level <= logging.DEBUG and self.logger.isEnabledFor(logging.DEBUG)
         sid = client.session.session_id
+        stats = self._stats
         while not self._stopping:
             client._state = _WAITING
             client._since = self._tick
@@ -802,10 +838,12 @@ class Server:
                     if debug:
                         self._log(logging.DEBUG, "(%s) packet %r", sid, event.fields)
                     client.encoding = event.encoding
+                    stats.packets += 1
                     await dispatch(client, Packet._received(event.fields, event.encoding, client))
                     if client._failed:
                         return True
                 else:
+                    stats.rejected += 1
                     self._log(
                         logging.WARNING, "(%s) %s: %s", sid, event.error_code, event.reason
                     )
@@ -843,6 +881,7 @@ class Server:
                 )
         except Exception:
             client._failed = True
+            self._stats.handler_errors += 1
             self.logger.exception(
                 "(%s) a handler failed; closing the connection", client.session.session_id
             )

@@ -10,7 +10,10 @@ from __future__ import annotations
 from contextlib import suppress as _suppress
 
 from ..errors import ASGIError as ASGIError
-from ._app import ASGIApplication as ASGIApplication
+from ._app import (
+    ApplicationStatistics as ApplicationStatistics,
+    ASGIApplication as ASGIApplication,
+)
 from ._datastructures import (
     URL as URL,
     Address as Address,
@@ -80,6 +83,7 @@ __all__ = [
     "ASGIError",
     "ASGIMiddleware",
     "Address",
+    "ApplicationStatistics",
     "BoundAddress",
     "CORSMiddleware",
     "ClientDisconnect",

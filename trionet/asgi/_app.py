@@ -18,6 +18,7 @@ then runs the shutdown hooks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import (
     AsyncIterator,
@@ -54,6 +55,23 @@ _UNSET: Any = object()
 @asynccontextmanager
 async def _no_lifespan(app: ASGIApplication) -> AsyncIterator[None]:
     yield
+
+
+@dataclasses.dataclass
+class ApplicationStatistics:
+    """Counters of an :class:`ASGIApplication` (see :meth:`ASGIApplication.statistics`).
+
+    Attributes:
+        requests: HTTP requests received.
+        websockets: websocket connections received.
+        in_flight: requests and websocket connections being handled now.
+        errors: requests whose handling raised past the application (the server aborted them).
+    """
+
+    requests: int = 0
+    websockets: int = 0
+    in_flight: int = 0
+    errors: int = 0
 
 
 class ASGIApplication:
@@ -110,6 +128,7 @@ class ASGIApplication:
         self._middleware: list[tuple[Callable[..., ASGIApp], tuple[Any, ...], dict[str, Any]]] = []
         self._stack: ASGIApp | None = None
         self._nursery: trio.Nursery | None = None
+        self._stats = ApplicationStatistics()
         for entry in middleware:
             if isinstance(entry, tuple):
                 self.add_middleware(entry[0], **entry[1])
@@ -267,7 +286,23 @@ class ASGIApplication:
         if stack is None:
             stack = self._stack = self._build_stack()
         scope["app"] = self
-        await stack(scope, receive, send)
+        stats = self._stats
+        if scope["type"] == "http":
+            stats.requests += 1
+        else:
+            stats.websockets += 1
+        stats.in_flight += 1
+        try:
+            await stack(scope, receive, send)
+        except Exception:
+            stats.errors += 1
+            raise
+        finally:
+            stats.in_flight -= 1
+
+    def statistics(self) -> ApplicationStatistics:
+        """A snapshot of the application's counters."""
+        return dataclasses.replace(self._stats)
 
     def _build_stack(self) -> ASGIApp:
         app: ASGIApp = self._dispatch
