@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from trionet.testing import python_code_blocks
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "bus.rst"
 
 
-def python_blocks() -> list[str]:
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    blocks: list[str] = []
-    i = 0
-    while i < len(lines):
-        if lines[i].strip() == ".. code-block:: python":
-            i += 1
-            body: list[str] = []
-            while i < len(lines) and (not lines[i].strip() or lines[i].startswith("   ")):
-                body.append(lines[i])
-                i += 1
-            blocks.append(textwrap.dedent("\n".join(body)))
-        else:
-            i += 1
-    return blocks
-
-
-BLOCKS = python_blocks()
+BLOCKS = python_code_blocks(DOC)
 
 
 def test_the_page_has_examples() -> None:

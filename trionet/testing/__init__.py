@@ -9,6 +9,7 @@ imported only inside the fixtures that need them.
 
 from __future__ import annotations
 
+from ._docs import python_code_blocks as python_code_blocks
 from ._servers import (
     DEFAULT_MAIL_USERS as DEFAULT_MAIL_USERS,
     KAFKA_BOOTSTRAP_ENV as KAFKA_BOOTSTRAP_ENV,
@@ -41,4 +42,5 @@ __all__ = [
     "ServerNotInstalled",
     "ServerStartError",
     "fresh_loopback_address",
+    "python_code_blocks",
 ]
