@@ -617,7 +617,7 @@ class KafkaProducer:
         try:
             future = kp.send(self._kp, delivery.topic, value, key, headers, partition,
                              timestamp_ms)
-        except BaseException as exc:
+        except Exception as exc:  # the record's own failure; KeyboardInterrupt & co. propagate
             self._fail_locally(delivery, self._send_error(exc, delivery.topic, partition))
             return
         kp.watch_delivery(future, delivery._on_success, delivery._on_failure)
