@@ -117,6 +117,33 @@ class TrioPortal:
         return True
 
 
+async def _run_owned_thread(
+    name: str,
+    main: Callable[[], object],
+    stop: Callable[[], object],
+    task_status: trio.TaskStatus[Any],
+    started: object,
+) -> None:
+    """Run ``main`` on a new thread named *name* until it returns, reporting *started* first.
+
+    The thread is never abandoned: if the caller is cancelled, ``stop()`` asks ``main`` to
+    return, and this waits for it; then Cancelled propagates.
+    """
+
+    async def stop_on_cancel() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            stop()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_cancel)
+        task_status.started(started)
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(main, thread_name=name)
+        nursery.cancel_scope.cancel()
+
+
 class ThreadWorker:
     """One dedicated OS thread that runs submitted calls in order.
 
@@ -172,24 +199,13 @@ class ThreadWorker:
             raise RuntimeError(f"{self.name}: a ThreadWorker runs once")
         self._running = True
 
-        async def stop_on_cancel() -> None:
-            try:
-                await trio.sleep_forever()
-            finally:
-                self.stop()
-
         def main() -> None:
             self._thread = threading.current_thread()
             self._main()
 
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stop_on_cancel)
-                # Calls queued from now on run as soon as the thread is up.
-                task_status.started(self)
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(main, thread_name=self.name)
-                nursery.cancel_scope.cancel()
+            # Calls queued from the moment it reports started run as soon as the thread is up.
+            await _run_owned_thread(self.name, main, self.stop, task_status, self)
         finally:
             self._running = False
             self._stopped = True
@@ -435,23 +451,12 @@ class LoopThread:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
 
-        async def stop_on_cancel() -> None:
-            try:
-                await trio.sleep_forever()
-            finally:
-                self.stop()
-
         def main() -> None:
             self._thread = threading.current_thread()
             self._main()
 
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stop_on_cancel)
-                task_status.started(self)
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(main, thread_name=self.name)
-                nursery.cancel_scope.cancel()
+            await _run_owned_thread(self.name, main, self.stop, task_status, self)
         finally:
             self._stopped = True
             self._thread = None

@@ -55,9 +55,12 @@ from ._transport import (
     CLOSE_TIMEOUT,
     DEFAULT_SOCKET_TIMEOUT,
     Address,
+    ConnectParams,
+    Credentials,
     check_credential,
+    connect_params,
     default_ssl_context,
-    open_tcp_socket,
+    open_connection,
     run_interruptible,
     xoauth2_bytes,
 )
@@ -593,23 +596,6 @@ class _IMAPConnection(imaplib.IMAP4):
 # -- the trio side -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _ConnectParams:
-    host: str
-    port: int
-    implicit_tls: bool
-    start_tls: bool | None
-    ssl_context: ssl.SSLContext | None
-    source_address: Address | None
-
-
-@dataclass(frozen=True)
-class _Credentials:
-    mechanism: str | None
-    username: str
-    secret: str
-
-
 class AsyncIMAPClient:
     """An IMAP client for trio (imaplib underneath, on worker threads).
 
@@ -640,8 +626,8 @@ class AsyncIMAPClient:
         self._socket_timeout = socket_timeout
         self._lock = trio.Lock()
         self._conn: _IMAPConnection | None = None
-        self._params: _ConnectParams | None = None
-        self._credentials: _Credentials | None = None
+        self._params: ConnectParams | None = None
+        self._credentials: Credentials | None = None
         self._mailbox: tuple[str, bool] | None = None
         self._connections = 0
         self._reconnects = 0
@@ -718,11 +704,10 @@ class AsyncIMAPClient:
                 handshake failed (an untrusted certificate: see ``__cause__``), or STARTTLS was
                 required and not offered.
         """
-        check_credential(host, "host")
-        implicit = port in _IMPLICIT_TLS_PORTS if use_tls is None else bool(use_tls)
-        if implicit and start_tls:
-            raise ConfigurationError("use_tls (implicit TLS) and start_tls exclude each other")
-        params = _ConnectParams(host, port, implicit, start_tls, ssl_context, source_address)
+        params = connect_params(
+            host, port, use_tls=use_tls, start_tls=start_tls, ssl_context=ssl_context,
+            source_address=source_address, implicit_tls_ports=_IMPLICIT_TLS_PORTS,
+        )
         async with self._lock:
             self._drop()
             self._params = None
@@ -731,47 +716,27 @@ class AsyncIMAPClient:
             self._conn = await self._open(params)
             self._params = params
 
-    async def _open(self, params: _ConnectParams) -> _IMAPConnection:
-        try:
-            sock = await open_tcp_socket(
-                params.host,
-                params.port,
-                source_address=params.source_address,
-                socket_timeout=self._socket_timeout,
-            )
-        except OSError as exc:
-            raise IMAPConnectionError(
-                f"cannot connect to the IMAP server {params.host}:{params.port}: {exc}"
-            ) from exc
-        interrupter = SocketInterrupter()
-        interrupter.attach(sock)
-        made: list[_IMAPConnection] = []
-
-        def job() -> None:
-            context = params.ssl_context
-            if params.implicit_tls and context is None:
-                context = default_ssl_context()
+    async def _open(self, params: ConnectParams) -> _IMAPConnection:
+        conn = await open_connection(
+            params,
+            socket_timeout=self._socket_timeout,
+            protocol="IMAP",
+            error=IMAPConnectionError,
             # (if __init__ fails, imaplib closes the connection itself)
-            conn = _IMAPConnection(
+            build=lambda sock, interrupter, implicit_tls: _IMAPConnection(
                 sock,
                 interrupter,
                 host=params.host,
                 port=params.port,
-                implicit_tls=context if params.implicit_tls else None,
+                implicit_tls=implicit_tls,
                 socket_timeout=self._socket_timeout,
-            )
-            made.append(conn)
-            conn.open_session(params.start_tls, context)
-
-        try:
-            await run_interruptible(interrupter, _translate_errors(job))
-        except BaseException:
-            for conn in made:
-                conn.shutdown()
-            sock.close()
-            raise
+            ),
+            start=lambda conn, context: conn.open_session(params.start_tls, context),
+            close=_IMAPConnection.shutdown,
+            translate=_translate_errors,
+        )
         self._connections += 1
-        return made[0]
+        return conn
 
     def _drop(self) -> None:
         """Forget the current connection, closing its socket (no LOGOUT)."""
@@ -849,7 +814,7 @@ class AsyncIMAPClient:
             # after a lost connection: reconnect, but log in with the new credentials only
             conn = await self._ensure_connected(login=False)
             used = await self._call(conn.authenticate_with, mechanism, username, secret)
-            self._credentials = _Credentials(used, username, secret)
+            self._credentials = Credentials(used, username, secret)
             if self._mailbox is not None:  # a reconnection: select the mailbox again
                 await self._call(conn.select_mailbox, *self._mailbox)
 

@@ -40,9 +40,12 @@ from ._transport import (
     CLOSE_TIMEOUT,
     DEFAULT_SOCKET_TIMEOUT,
     Address,
+    ConnectParams,
+    Credentials,
     check_credential,
+    connect_params,
     default_ssl_context,
-    open_tcp_socket,
+    open_connection,
     plain_initial_response,
     run_interruptible,
     xoauth2_initial_response,
@@ -422,23 +425,6 @@ def plain_b64(value: str) -> str:
 # -- the trio side ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _ConnectParams:
-    host: str
-    port: int
-    implicit_tls: bool
-    start_tls: bool | None
-    ssl_context: ssl.SSLContext | None
-    source_address: Address | None
-
-
-@dataclass(frozen=True)
-class _Credentials:
-    mechanism: str | None
-    username: str
-    secret: str
-
-
 class AsyncSMTPClient:
     """An SMTP client for trio (smtplib underneath, on worker threads).
 
@@ -476,8 +462,8 @@ class AsyncSMTPClient:
         self._socket_timeout = socket_timeout
         self._lock = trio.Lock()
         self._conn: _SMTPConnection | None = None
-        self._params: _ConnectParams | None = None
-        self._credentials: _Credentials | None = None
+        self._params: ConnectParams | None = None
+        self._credentials: Credentials | None = None
         self._connections = 0
         self._reconnects = 0
         self._messages_sent = 0
@@ -551,11 +537,10 @@ class AsyncSMTPClient:
                 was required and not offered.
             SMTPResponseError: the server refused STARTTLS.
         """
-        check_credential(host, "host")
-        implicit = port in _IMPLICIT_TLS_PORTS if use_tls is None else bool(use_tls)
-        if implicit and start_tls:
-            raise ConfigurationError("use_tls (implicit TLS) and start_tls exclude each other")
-        params = _ConnectParams(host, port, implicit, start_tls, ssl_context, source_address)
+        params = connect_params(
+            host, port, use_tls=use_tls, start_tls=start_tls, ssl_context=ssl_context,
+            source_address=source_address, implicit_tls_ports=_IMPLICIT_TLS_PORTS,
+        )
         async with self._lock:
             self._drop()
             self._params = None
@@ -563,44 +548,26 @@ class AsyncSMTPClient:
             self._conn = await self._open(params)
             self._params = params
 
-    async def _open(self, params: _ConnectParams) -> _SMTPConnection:
-        try:
-            sock = await open_tcp_socket(
-                params.host,
-                params.port,
-                source_address=params.source_address,
-                socket_timeout=self._socket_timeout,
-            )
-        except OSError as exc:
-            raise SMTPConnectionError(
-                f"cannot connect to the SMTP server {params.host}:{params.port}: {exc}"
-            ) from exc
-        interrupter = SocketInterrupter()
-        interrupter.attach(sock)
-        made: list[_SMTPConnection] = []
-
-        def job() -> None:
-            context = params.ssl_context
-            if params.implicit_tls and context is None:
-                context = default_ssl_context()
-            conn = _SMTPConnection(
+    async def _open(self, params: ConnectParams) -> _SMTPConnection:
+        conn = await open_connection(
+            params,
+            socket_timeout=self._socket_timeout,
+            protocol="SMTP",
+            error=SMTPConnectionError,
+            build=lambda sock, interrupter, implicit_tls: _SMTPConnection(
                 sock,
                 interrupter,
-                implicit_tls=context if params.implicit_tls else None,
+                implicit_tls=implicit_tls,
                 local_hostname=self._local_hostname,
-            )
-            made.append(conn)
-            conn.open(params.host, params.port, params.start_tls, context)
-
-        try:
-            await run_interruptible(interrupter, _translate_errors(job))
-        except BaseException:
-            for conn in made:
-                conn.close()
-            sock.close()
-            raise
+            ),
+            start=lambda conn, context: conn.open(
+                params.host, params.port, params.start_tls, context
+            ),
+            close=_SMTPConnection.close,
+            translate=_translate_errors,
+        )
         self._connections += 1
-        return made[0]
+        return conn
 
     def _drop(self) -> None:
         """Forget the current connection, closing its socket (no QUIT)."""
@@ -670,7 +637,7 @@ class AsyncSMTPClient:
                 await self._reconnect(login=False)
             assert self._conn is not None
             used = await self._call(self._conn.authenticate, mechanism, username, password)
-            self._credentials = _Credentials(used, username, password)
+            self._credentials = Credentials(used, username, password)
 
     async def login_oauth2(self, username: str, access_token: str) -> None:
         """Authenticate with ``AUTH XOAUTH2`` and an OAuth 2.0 access token (Gmail, Outlook).

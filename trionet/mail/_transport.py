@@ -10,13 +10,14 @@ import errno
 import os
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import trio
 
 from .._threads import SocketInterrupter, run_blocking
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, MailError
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -132,3 +133,99 @@ def check_credential(value: object, what: str) -> str:
     if any(ch in value for ch in "\r\n\0"):
         raise ConfigurationError(f"{what} must not contain line breaks or NUL")
     return value
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    """What ``connect()`` was given, kept so that a dropped connection can be reopened."""
+
+    host: str
+    port: int
+    implicit_tls: bool
+    start_tls: bool | None
+    ssl_context: ssl.SSLContext | None
+    source_address: Address | None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What ``login()`` was given, kept to log in again after a reconnection."""
+
+    mechanism: str | None
+    username: str
+    secret: str
+
+
+def connect_params(
+    host: str,
+    port: int,
+    *,
+    use_tls: bool | None,
+    start_tls: bool | None,
+    ssl_context: ssl.SSLContext | None,
+    source_address: Address | None,
+    implicit_tls_ports: Collection[int],
+) -> ConnectParams:
+    """Check ``connect()``'s arguments; implicit TLS defaults on for *implicit_tls_ports*."""
+    check_credential(host, "host")
+    implicit = port in implicit_tls_ports if use_tls is None else bool(use_tls)
+    if implicit and start_tls:
+        raise ConfigurationError("use_tls (implicit TLS) and start_tls exclude each other")
+    return ConnectParams(host, port, implicit, start_tls, ssl_context, source_address)
+
+
+ConnT = TypeVar("ConnT")
+
+
+async def open_connection(
+    params: ConnectParams,
+    *,
+    socket_timeout: float | None,
+    protocol: str,
+    error: type[MailError],
+    build: Callable[[socket.socket, SocketInterrupter, ssl.SSLContext | None], ConnT],
+    start: Callable[[ConnT, ssl.SSLContext | None], None],
+    close: Callable[[ConnT], None],
+    translate: Callable[[Callable[[], None]], Callable[[], None]],
+) -> ConnT:
+    """Open a mail connection: a TCP connect from trio, then, on a worker thread (interrupted
+    if the caller is cancelled), ``build(sock, interrupter, implicit_tls_context)`` makes the
+    blocking client object and ``start(conn, context)`` opens its session (greeting, STARTTLS).
+
+    ``implicit_tls_context`` is None unless ``params.implicit_tls``; *context* is
+    ``params.ssl_context``, or the default verified context for implicit TLS. If anything fails,
+    the connection is closed with ``close(conn)`` and the socket is closed.
+
+    Raises:
+        error: (the protocol's connection error) if the TCP connect fails; errors of *build* and
+            *start* as *translate* maps them.
+    """
+    try:
+        sock = await open_tcp_socket(
+            params.host, params.port, source_address=params.source_address,
+            socket_timeout=socket_timeout,
+        )
+    except OSError as exc:
+        raise error(
+            f"cannot connect to the {protocol} server {params.host}:{params.port}: {exc}"
+        ) from exc
+    interrupter = SocketInterrupter()
+    interrupter.attach(sock)
+    made: list[ConnT] = []
+
+    def job() -> None:
+        context = params.ssl_context
+        if params.implicit_tls and context is None:
+            context = default_ssl_context()
+        conn = build(sock, interrupter, context if params.implicit_tls else None)
+        made.append(conn)
+        start(conn, context)
+
+    try:
+        await run_interruptible(interrupter, translate(job))
+    except BaseException:
+        for conn in made:
+            close(conn)
+        sock.close()
+        raise
+    return made[0]
