@@ -13,8 +13,10 @@ Contenders:
   ``LengthPrefixDecoder.feed`` and one ``send_all`` per received chunk on the server; on the
   client the requester reads its own reply (``seq``, ``conn20``), or a reader task wakes
   per-request events behind a coalescing writer (``pipe100``).
-* ``trionet``: ``trionet.channel.start_server`` with ``async for req in channel: await
-  req.reply(req.content)``, and ``open_connection`` + ``await channel.send(payload)``.
+* ``trionet``: ``trionet.channel.start_server`` with ``await channel.serve(identity)`` (the
+  channel's own answering loop), and ``open_connection`` + ``await channel.send(payload)``.
+  ``TRIONET_BENCH_SERVER=loop`` makes the server a hand-written ``async for req in channel:
+  await req.reply(req.content)`` loop instead.
 
 Modes: ``seq`` (1 connection, 1 request outstanding), ``pipe100`` (1 connection, 100 tasks each
 with 1 outstanding), ``conn20`` (20 connections, 1 outstanding each). Payloads: ``["ping", 42]``,
@@ -125,9 +127,15 @@ def serve(impl: str, codec: str) -> None:
             else:
                 from trionet.channel import Channel, start_server
 
+                def identity(content: Any) -> Any:
+                    return content
+
                 async def echo(channel: Channel) -> None:
-                    async for request in channel:
-                        await request.reply(request.content)
+                    if os.environ.get("TRIONET_BENCH_SERVER") == "loop":
+                        async for request in channel:
+                            await request.reply(request.content)
+                    else:
+                        await channel.serve(identity)
 
                 addresses = await nursery.start(
                     partial(start_server, ("127.0.0.1", 0), echo, codec=codec)

@@ -42,7 +42,7 @@ import trio
 from ..codecs import Codec
 from ..errors import ChannelClosed, CodecError, FrameTooLarge, ProtocolError, RemoteException
 from ..framing import DEFAULT_MAX_FRAME_SIZE
-from ..observability import reset_correlation_id, set_correlation_id
+from ..observability import _correlation_id
 from ._protocol import REQUEST, RESULT, ChannelProtocol, remote_type_name
 
 if TYPE_CHECKING:
@@ -53,14 +53,29 @@ __all__ = ["Channel", "ChannelStatistics", "Request"]
 
 logger = logging.getLogger("trionet.channel")
 
-_RECEIVE_SIZE: Final = 256 * 1024  # as asyncio reads sockets
+# 64 KiB, not asyncio's 256 KiB: glibc serves allocations above 128 KiB with mmap, so a
+# 256 KiB read buffer costs an mmap, mremap and munmap (and fresh page faults) per read.
+_RECEIVE_SIZE: Final = 64 * 1024
 #: Queued output above which writers wait (backpressure), and below which they resume.
 _HIGH_WATER: Final = 1024 * 1024
 _LOW_WATER: Final = 256 * 1024
+#: Buffers per writev call (Linux's IOV_MAX is 1024).
+_IOV_MAX: Final = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 #: How long :meth:`Channel.aclose` waits for queued output to reach the kernel.
 _CLOSE_FLUSH_TIMEOUT: Final = 5.0
 
 _FAST_PATH: Final = os.name == "posix"
+
+_checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
+_reschedule: Final = trio.lowlevel.reschedule
+_current_task: Final = trio.lowlevel.current_task
+_wait_task_rescheduled: Final = trio.lowlevel.wait_task_rescheduled
+#: How many queued requests :meth:`Channel.serve` answers between two checks for cancellation.
+_CANCEL_CHECK_EVERY: Final = 32
+#: Result types that are certainly not awaitable (skips inspect.isawaitable in serve()).
+_PLAIN_TYPES: Final = frozenset(
+    {str, int, float, bool, bytes, list, dict, tuple, type(None)}
+)
 
 
 @dataclass(frozen=True)
@@ -88,13 +103,22 @@ class ChannelStatistics:
 class _Waiter:
     """One task waiting on the channel: for a reply (send) or for a request (recv)."""
 
-    __slots__ = ("done", "error", "from_dispatch", "value")
+    __slots__ = ("channel", "done", "error", "from_dispatch", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
         self.from_dispatch = False
+
+    def abort(self, _: Any) -> trio.lowlevel.Abort:
+        """The abort function of a parked waiter (see :meth:`Channel._wait`)."""
+        channel = self.channel
+        del channel._parked[self]
+        if not self.done:
+            channel._discard_recv_waiter(self)
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class Request:
@@ -146,10 +170,13 @@ class Request:
             ChannelClosed: the connection is gone.
             trio.ClosedResourceError: the channel was closed on this side.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await _checkpoint_if_cancelled()
         channel = self.channel
-        channel._check_writable()
-        self._claim()
+        if channel._closed or channel._broken is not None:
+            raise channel._closed_error()
+        if self._answered:
+            raise RuntimeError(f"request {self.msg_id} was already answered")
+        self._answered = True
         try:
             frame = channel._proto.result(self.msg_id, value)
         except (CodecError, FrameTooLarge) as exc:
@@ -157,7 +184,12 @@ class Request:
             raise
         if channel._out_bytes >= _HIGH_WATER:
             await channel._wait_for_space()
-        channel._put(frame)
+        if channel._out or channel._draining:
+            # Output is already queued: this reply joins it (the common case when serving).
+            channel._out.append(frame)
+            channel._out_bytes += len(frame)
+        else:
+            channel._put(frame)
 
     async def fail(self, exception: BaseException) -> None:
         """Answer the request with an error: the peer's ``send`` raises
@@ -213,7 +245,7 @@ class Channel:
         "_draining",
         "_eof",
         "_flushed",
-                "_inbox",
+        "_inbox",
         "_more_to_read",
         "_nursery",
         "_origin",
@@ -249,7 +281,8 @@ class Channel:
         self._more_to_read = False
         self._parked: dict[_Waiter, trio.lowlevel.Task] = {}
         self._recv_waiters: deque[_Waiter] = deque()
-        self._inbox: deque[Request] = deque()
+        # Requests nobody has taken yet, as (msg_id, content): a Request is made when taken.
+        self._inbox: deque[tuple[int, Any]] = deque()
         self._writers_due = 0
         self._out: list[bytes | memoryview] = []
         self._out_bytes = 0
@@ -379,18 +412,33 @@ class Channel:
             CodecError: *content* cannot be encoded (nothing was sent).
             FrameTooLarge: the encoded request exceeds ``max_frame_size`` (nothing was sent).
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_sendable()
-        call = _Waiter()
+        await _checkpoint_if_cancelled()
+        if self._closed or self._broken is not None or self._eof:
+            raise self._closed_error()
+        call = _Waiter(self)
         msg_id, frame = self._proto.request(content, call)
         try:
             if self._out_bytes >= _HIGH_WATER:
                 await self._wait_for_space()
-            self._put(frame)
-            await self._wait(call)
+            if self._out or self._draining:
+                self._out.append(frame)
+                self._out_bytes += len(frame)
+            else:
+                self._put(frame)
+            if self._reading:
+                # The common case under load: park right here (what _wait does first).
+                self._parked[call] = _current_task()
+                await _wait_task_rescheduled(call.abort)
+                if call.from_dispatch:
+                    call.from_dispatch = False
+                    self._writers_due -= 1
+            if not call.done or (self._parked and not self._reading):
+                await self._wait(call)
         except BaseException:
             if not call.done:
                 self._proto.forget(msg_id)
+            if self._parked and not self._reading:
+                self._hand_off()
             raise
         if call.error is not None:
             raise call.error
@@ -413,11 +461,11 @@ class Channel:
                 every request that arrived before it was taken).
             trio.ClosedResourceError: the channel was closed on this side.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await _checkpoint_if_cancelled()
         if self._inbox:
-            return self._inbox.popleft()
+            return Request(self, *self._inbox.popleft())
         self._check_receivable()
-        waiter = _Waiter()
+        waiter = _Waiter(self)
         self._recv_waiters.append(waiter)
         try:
             await self._wait(waiter)
@@ -434,6 +482,10 @@ class Channel:
 
     async def __anext__(self) -> Request:
         """Next request; the iteration ends when the peer closes the connection cleanly."""
+        if self._inbox:  # the fast path of recv(), without a second coroutine
+            await _checkpoint_if_cancelled()
+            if self._inbox:
+                return Request(self, *self._inbox.popleft())
         try:
             return await self.recv()
         except ChannelClosed:
@@ -470,9 +522,11 @@ class Channel:
         slots = _Slots(max_concurrency)
         broken: BaseException | None = None
         origin = self.origin
+        frame_result = self._proto.result
         async with trio.open_nursery() as nursery:
             while True:
                 await slots.acquire()
+                request: Request | None
                 try:
                     request = await self.__anext__()
                 except StopAsyncIteration:
@@ -481,27 +535,101 @@ class Channel:
                     broken = exc
                     nursery.cancel_scope.cancel()
                     break
-                # The handler (and the task it may get) logs under this request's id.
-                token = set_correlation_id(f"{origin}#{request.msg_id}")
+                # Answer this request, then every one that arrived with it, without yielding
+                # (but checking for cancellation): plain results are framed and queued at once,
+                # and the drainer writes them together when this task next blocks; awaitable
+                # results get a task each.
+                msg_id, content = request.msg_id, request.content
                 try:
-                    try:
-                        result = handler(request.content)
-                    except Exception as exc:
-                        slots.release()
-                        await _answer_quietly(request.fail, exc)
-                        continue
-                    if inspect.isawaitable(result):
+                    await self._answer_batch(
+                        handler, request, msg_id, content, slots, nursery, frame_result, origin
+                    )
+                finally:
+                    # The replies queued in the batch go out now, in one writev.
+                    self._flush_queued()
+        if broken is not None:
+            raise broken
+
+    async def _answer_batch(
+        self,
+        handler: Callable[[Any], Any],
+        request: Request | None,
+        msg_id: int,
+        content: Any,
+        slots: _Slots,
+        nursery: trio.Nursery,
+        frame_result: Callable[[int, Any], bytes],
+        origin: str,
+    ) -> None:
+        """Answer one request, then every one that arrived with it, for :meth:`serve`.
+
+        This does not yield (but checks for cancellation every few requests): plain results
+        are framed and queued without a drainer, and the caller flushes them in one go with
+        :meth:`_flush_queued`, which is also called before any wait in here. Awaitable
+        results get a task each. The caller holds a slot for the first request.
+        """
+        inbox = self._inbox
+        countdown = _CANCEL_CHECK_EVERY
+        while True:
+            # The handler (and the task it may get) logs under this request's id.
+            token = _correlation_id.set(f"{origin}#{msg_id}")
+            try:
+                try:
+                    result = handler(content)
+                except Exception as exc:
+                    slots.release()
+                    self._flush_queued()
+                    failed = self._request(request, msg_id, content)
+                    await _answer_quietly(failed.fail, exc)
+                else:
+                    if type(result) not in _PLAIN_TYPES and inspect.isawaitable(result):
                         # The handler will likely reply before it blocks: count it, so that
                         # replies finishing together are written together.
                         self._writers_due += 1
-                        nursery.start_soon(_await_and_answer, result, request, slots)
+                        answered = self._request(request, msg_id, content)
+                        nursery.start_soon(_await_and_answer, result, answered, slots)
                     else:
                         slots.release()
-                        await _answer_quietly(request.reply, result)
-                finally:
-                    reset_correlation_id(token)
-        if broken is not None:
-            raise broken
+                        # Frame and queue the reply here; anything unusual (an unencodable
+                        # result, a closed channel, too much queued output) goes through
+                        # Request.reply, which reports or waits.
+                        frame = None
+                        if (
+                            self._out_bytes < _HIGH_WATER
+                            and self._broken is None
+                            and not self._closed
+                        ):
+                            try:
+                                frame = frame_result(msg_id, result)
+                            except (CodecError, FrameTooLarge):
+                                frame = None
+                        if frame is None:
+                            self._flush_queued()
+                            answer = self._request(request, msg_id, content).reply
+                            await _answer_quietly(answer, result)
+                        elif self._draining or self._sock is not None:
+                            # Queued without a drainer: flushed before this task yields.
+                            self._out.append(frame)
+                            self._out_bytes += len(frame)
+                        else:
+                            self._put(frame)
+            finally:
+                _correlation_id.reset(token)
+            if not inbox or slots._free <= 0 or self._closed:
+                return
+            countdown -= 1
+            if not countdown:
+                countdown = _CANCEL_CHECK_EVERY
+                self._flush_queued()
+                await _checkpoint_if_cancelled()
+                if not inbox:
+                    return
+            slots._free -= 1
+            request = None
+            msg_id, content = inbox.popleft()
+
+    def _request(self, request: Request | None, msg_id: int, content: Any) -> Request:
+        return Request(self, msg_id, content) if request is None else request
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -572,31 +700,27 @@ class Channel:
                     await self._read_once()
                     continue
                 # Someone else reads: park until they hand us our result or the reading duty.
-                self._parked[waiter] = trio.lowlevel.current_task()
-
-                def abort(_: Any) -> trio.lowlevel.Abort:
-                    del self._parked[waiter]
-                    if not waiter.done:
-                        self._discard_recv_waiter(waiter)
-                    return trio.lowlevel.Abort.SUCCEEDED
-
-                await trio.lowlevel.wait_task_rescheduled(abort)
+                self._parked[waiter] = _current_task()
+                await _wait_task_rescheduled(waiter.abort)
                 if waiter.from_dispatch:
                     waiter.from_dispatch = False
                     self._writers_due -= 1
         finally:
             if self._parked and not self._reading:
-                # Nobody reads any more: hand the duty to the longest-waiting task.
-                waiter_, task = next(iter(self._parked.items()))
-                del self._parked[waiter_]
-                trio.lowlevel.reschedule(task)
+                self._hand_off()
+
+    def _hand_off(self) -> None:
+        """Nobody reads any more: hand the reading duty to the longest-waiting task."""
+        waiter, task = next(iter(self._parked.items()))
+        del self._parked[waiter]
+        _reschedule(task)
 
     def _wake(self, waiter: _Waiter) -> None:
         task = self._parked.pop(waiter, None)
         if task is not None:
             waiter.from_dispatch = True
             self._writers_due += 1
-            trio.lowlevel.reschedule(task)
+            _reschedule(task)
 
     def _discard_recv_waiter(self, waiter: _Waiter) -> None:
         with contextlib.suppress(ValueError):
@@ -657,14 +781,13 @@ class Channel:
                 waiter.value = content
                 self._wake(waiter)
             elif msg_type == REQUEST:
-                request = Request(self, msg_id, content)
                 if self._recv_waiters:
                     waiter = self._recv_waiters.popleft()
                     waiter.done = True
-                    waiter.value = request
+                    waiter.value = Request(self, msg_id, content)
                     self._wake(waiter)
                 else:
-                    self._inbox.append(request)
+                    self._inbox.append((msg_id, content))
             else:
                 waiter.done = True
                 waiter.error = RemoteException(self.origin, content, remote_type_name(content))
@@ -779,14 +902,12 @@ class Channel:
                 while self._out:
                     chunks = self._out
                     self._out = []
-                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                     if self._sock is not None:
-                        await self._drain_fd(self._sock, data)
+                        await self._drain_fd(self._sock, chunks)
                     else:
+                        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                         await self._stream.send_all(data)
-                    self._out_bytes = max(0, self._out_bytes - len(data))
-                    if self._out_bytes < _LOW_WATER:
-                        self._space.unpark_all()
+                        self._wrote(len(data))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closed:
                 await self._break(exc)
@@ -795,39 +916,93 @@ class Channel:
             self._draining = False
             self._flushed.unpark_all()
 
-    async def _drain_fd(self, sock: trio.socket.SocketType, data: bytes | memoryview) -> None:
-        view = memoryview(data)
+    def _wrote(self, count: int) -> None:
+        self._out_bytes = max(0, self._out_bytes - count)
+        if self._out_bytes < _LOW_WATER:
+            self._space.unpark_all()
+
+    def _writev(self, fd: int, chunks: list[bytes | memoryview], first: int) -> tuple[int, bool]:
+        """Write ``chunks[first:]`` with ``writev`` (no copy into one buffer first) until the
+        kernel stops taking them; return the index of the first chunk not fully written and
+        whether the socket's buffer is full. A partly written chunk is replaced by its rest.
+        """
+        while first < len(chunks):
+            batch = chunks[first : first + _IOV_MAX] if first or len(chunks) > _IOV_MAX else chunks
+            try:
+                written = os.writev(fd, batch)
+            except BlockingIOError:
+                return first, True
+            self._wrote(written)
+            for chunk in batch:
+                size = len(chunk)
+                if written < size:
+                    chunks[first] = memoryview(chunk)[written:]
+                    return first, True
+                written -= size
+                first += 1
+        return first, False
+
+    async def _drain_fd(
+        self, sock: trio.socket.SocketType, chunks: list[bytes | memoryview]
+    ) -> None:
+        first = 0
         while True:
             fd = sock.fileno()
             if fd < 0:
                 raise trio.ClosedResourceError("the socket was closed")
-            try:
-                written = os.write(fd, view)
-            except BlockingIOError:
-                written = 0
-            view = view[written:]
-            if not view:
+            first, full = self._writev(fd, chunks, first)
+            if not full:
                 return
             await trio.lowlevel.wait_writable(fd)
+
+    def _flush_queued(self) -> None:
+        """Write queued output now, as far as the kernel takes it; a drainer does the rest.
+
+        :meth:`serve` queues a batch of replies without starting the drainer and calls this
+        before it next yields: one ``writev`` per batch and no helper task when the kernel
+        takes it all.
+        """
+        if not self._out or self._draining:
+            return
+        sock = self._sock
+        fd = -1 if sock is None or self._broken is not None else sock.fileno()
+        if fd >= 0:
+            chunks = self._out
+            try:
+                first, _ = self._writev(fd, chunks, 0)
+            except OSError as exc:
+                self._mark_broken(exc)
+                return
+            del chunks[:first]
+            if not chunks:
+                self._flushed.unpark_all()
+                return
+        self._start_drainer()
 
 
 class _Slots:
     """A counter of free handler slots; cheaper than a Semaphore (no yield when free)."""
 
-    __slots__ = ("_free", "_lot")
+    __slots__ = ("_free", "_lot", "_waiting")
 
     def __init__(self, total: int) -> None:
         self._free = total
+        self._waiting = 0
         self._lot = trio.lowlevel.ParkingLot()
 
     async def acquire(self) -> None:
         while self._free <= 0:
-            await self._lot.park()
+            self._waiting += 1
+            try:
+                await self._lot.park()
+            finally:
+                self._waiting -= 1
         self._free -= 1
 
     def release(self) -> None:
         self._free += 1
-        self._lot.unpark()
+        if self._waiting:
+            self._lot.unpark()
 
 
 async def _await_and_answer(result: Awaitable[Any], request: Request, slots: _Slots) -> None:

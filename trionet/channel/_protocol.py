@@ -240,7 +240,11 @@ class ChannelProtocol:
             CodecError: *value* cannot be encoded (``fault="local"``).
             FrameTooLarge: the reply exceeds ``max_frame_size`` (``fault="local"``).
         """
-        return self._frame([RESULT, msg_id, value])
+        body = self._encode([RESULT, msg_id, value])  # _frame, inlined: a hot path
+        size = len(body)
+        if size > self._limit:
+            raise FrameTooLarge(size, self._limit, fault="local")
+        return _pack_header(size) + body
 
     def exception(self, msg_id: int, error: BaseException | str) -> bytes:
         """Frame a failed reply to the peer's request *msg_id*.
