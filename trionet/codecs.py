@@ -25,7 +25,10 @@ Codecs can learn new types with :meth:`SerializingCodec.add_serializer` (aiomas'
 
 from __future__ import annotations
 
+import contextlib
 import json
+import json.decoder
+import json.encoder
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -161,6 +164,20 @@ class JSON(SerializingCodec):
         self._encoder = json.JSONEncoder(
             ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=self._default
         )
+        self._decoder = json.JSONDecoder()
+        self._hooked_decoder = json.JSONDecoder(object_hook=self._object_hook)
+        # The json module's C accelerators, made once: JSONEncoder.encode builds its C encoder
+        # anew on every call, and json.loads sniffs the encoding of bytes, which together cost
+        # more than the encoding itself for small messages. No circular-reference markers (a
+        # failed encode could leave stale ones behind): a cycle ends in RecursionError.
+        self._c_encode: Callable[[Any, int], Any] | None = None
+        make_encoder = getattr(json.encoder, "c_make_encoder", None)
+        if make_encoder is not None:
+            with contextlib.suppress(TypeError):  # another Python's signature: use the default
+                self._c_encode = make_encoder(
+                    None, self._default, json.encoder.encode_basestring, None, ":", ",",
+                    False, False, False,
+                )
 
     def _default(self, value: Any) -> Any:
         ser = self._by_type.get(type(value))
@@ -179,6 +196,9 @@ class JSON(SerializingCodec):
 
     def encode(self, value: Any) -> bytes:
         try:
+            c_encode = self._c_encode
+            if c_encode is not None:
+                return "".join(c_encode(value, 0)).encode("utf-8")
             return self._encoder.encode(value).encode("utf-8")
         except CodecError:
             raise
@@ -186,10 +206,19 @@ class JSON(SerializingCodec):
             raise CodecError(f"cannot encode value: {exc}", codec=self.name, fault="local") from exc
 
     def decode(self, data: bytes) -> Any:
+        decoder = self._hooked_decoder if self._by_type else self._decoder
         try:
-            if self._by_type:
-                return json.loads(data, object_hook=self._object_hook)
-            return json.loads(data)
+            try:
+                text = data.decode("utf-8") if type(data) is bytes else bytes(data).decode("utf-8")
+            except UnicodeDecodeError:
+                return json.loads(data, object_hook=decoder.object_hook)  # UTF-16/32 or bad
+            try:
+                value, end = decoder.scan_once(text, 0)  # type: ignore[attr-defined]
+            except StopIteration:
+                return decoder.decode(text)  # leading whitespace, or the error message
+            if end != len(text):
+                return decoder.decode(text)  # trailing whitespace, or "Extra data"
+            return value
         except Exception as exc:
             raise CodecError(f"invalid data ({_describe(exc)})", codec=self.name) from exc
 

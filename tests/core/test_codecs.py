@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
@@ -82,6 +83,37 @@ def test_json_bad_utf8_and_deep_nesting() -> None:
         JSON().decode(b'"\xff"')
     with pytest.raises(CodecError):
         JSON().decode(b"[" * 100_000)
+
+
+@given(json_values)
+def test_json_bytes_equal_the_json_module(value: Any) -> None:
+    # trionet calls the json module's C encoder directly: the bytes must not change.
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert JSON().encode(value) == expected.encode("utf-8")
+
+
+def test_json_decode_accepts_what_json_loads_accepts() -> None:
+    codec = JSON()
+    assert codec.decode(b'  [1, "\xc3\xa9"]\n') == [1, "é"]
+    assert codec.decode(bytearray(b"[1,2]")) == [1, 2]
+    assert codec.decode(memoryview(b'{"a":null}')) == {"a": None}
+    assert codec.decode('[1, "é"]'.encode("utf-16")) == [1, "é"]  # json.loads sniffs it
+    bad_inputs = [(b"[1] [2]", "Extra data"), (b"", "Expecting value"), (b"  ", "Expecting")]
+    for bad, message in bad_inputs:
+        with pytest.raises(CodecError, match=message) as info:
+            codec.decode(bad)
+        assert info.value.fault == "remote"
+
+
+def test_json_refuses_cycles_and_lone_surrogates_and_stays_usable() -> None:
+    codec = JSON()
+    cycle: list[Any] = [1]
+    cycle.append(cycle)
+    for value in (cycle, "\ud800"):
+        with pytest.raises(CodecError) as info:
+            codec.encode(value)
+        assert info.value.fault == "local"
+    assert codec.encode([1, {"b": 2}]) == b'[1,{"b":2}]'
 
 
 def test_bytes_round_trip_in_msgpack_and_text_stays_text() -> None:
