@@ -53,9 +53,10 @@ __all__ = ["Channel", "ChannelStatistics", "Request"]
 
 logger = logging.getLogger("trionet.channel")
 
-# 64 KiB, not asyncio's 256 KiB: glibc serves allocations above 128 KiB with mmap, so a
-# 256 KiB read buffer costs an mmap, mremap and munmap (and fresh page faults) per read.
-_RECEIVE_SIZE: Final = 64 * 1024
+# Just under 128 KiB, not asyncio's 256 KiB: glibc serves allocations of 128 KiB and more
+# with mmap, so a 256 KiB read buffer costs an mmap, mremap and munmap (and fresh page faults)
+# on every read. 127 KiB still takes a 64 KiB frame and the next one in one read.
+_RECEIVE_SIZE: Final = 127 * 1024
 #: Queued output above which writers wait (backpressure), and below which they resume.
 _HIGH_WATER: Final = 1024 * 1024
 _LOW_WATER: Final = 256 * 1024
