@@ -18,7 +18,10 @@ the reply that follows is dropped and counted as late. Output is also queued, an
 one go by the drainer as soon as the writing task yields, when more of it is known to be coming:
 replies, while requests already received wait to be answered; requests of tasks just woken by
 their replies (after the first, written at once). That is what coalesces pipelined traffic into
-few system calls.
+few system calls. Queued output goes out with one ``writev`` call, never copied into one
+buffer first. :meth:`Channel.serve` goes one step further: it answers every request that
+arrived in one read before it yields, queues the replies without a drainer and writes them
+itself, in one ``writev``, before its next wait.
 
 For :class:`trio.SocketStream` (TCP and Unix sockets) the driver reads and writes the socket's
 file descriptor directly, waiting with :func:`trio.lowlevel.wait_readable` and
@@ -508,6 +511,10 @@ class Channel:
         (backpressure reaches the peer through TCP). A plain value is sent at once. An
         exception the handler raises (any :class:`Exception`) is sent as the failure, and
         serving goes on.
+
+        Requests that arrived together are answered together: on a socket, the plain results
+        of one read's worth of requests are written with a single ``writev`` call. Cancellation
+        is checked every 32 requests of such a batch.
 
         Returns when the peer closes the connection cleanly, once the running handlers have
         answered. If the connection breaks, or this call is cancelled, the running handlers
