@@ -280,27 +280,33 @@ class LengthPrefixDecoder:
 
         hsize = self._hsize
         buf = self._buf
+        source = data if type(data) is bytes else bytes(data)
+        pos = 0
+        end = len(source)
         if buf:
-            # A frame is pending. Append, and only build one contiguous bytes object once the
-            # pending frame is complete (so a large frame arriving in many chunks costs O(n)).
-            buf += data
-            if len(buf) < self._need:
-                return out
-            if self._need == hsize:
+            # A frame is pending: move over only the bytes that complete it (a large frame
+            # arriving in many chunks costs O(n)), and decode the rest from *source* in place.
+            if len(buf) < hsize:
+                pos = min(hsize - len(buf), end)
+                buf += source[:pos]
+                if len(buf) < hsize:
+                    return out
                 try:
                     self._need = hsize + self._check_length(self._unpack_from(buf, 0)[0])
                 except FrameError as exc:
                     return self._fail(exc, out)
-                if len(buf) < self._need:
-                    return out
-            source = bytes(buf)
+            take = min(self._need - len(buf), end - pos)
+            with memoryview(source) as view:
+                buf += view[pos : pos + take]
+            pos += take
+            if len(buf) < self._need:
+                return out
+            with memoryview(buf) as view:
+                body = view[hsize:]
+                out.append(bytes(body))
+                body.release()
             buf.clear()
-        elif type(data) is bytes:
-            source = data
-        else:
-            source = bytes(data)
-        pos = 0
-        end = len(source)
+            self._need = hsize
         limit = self._limit
         extra = self._extra
         unpack_from = self._unpack_from
