@@ -3,7 +3,7 @@
 Shape of one client (everything lives in the nursery its ``async with`` opens)::
 
     trio tasks ── driver.submit(engine.method, ...) ──►  PahoEngine: paho client, socket,
-       ▲                                                 keepalive, in-flight window
+       ▲          (publish, ack: driver.try_direct)      keepalive, in-flight window
        │                                                 (on a LoopThread, or on the trio
        │          batches of events                      thread with backend="trio")
        └──────────────────────────────────────────────────┘
@@ -216,9 +216,10 @@ class MQTTClient:
         reply_topic: the topic this client receives ``request()`` replies on (default:
             ``trionet/replies/<random>``).
         backend: ``"thread"`` (default): paho runs on a network thread owned by the client's
-            nursery. ``"trio"``: no network thread; paho's socket is driven by trio's I/O waits
-            on the trio thread (lower latency; connecting still uses a worker thread for the
-            blocking handshakes). Same API and behaviour either way.
+            nursery (a publish made while that thread idles is written by the trio thread,
+            under a lock). ``"trio"``: no network thread; paho's socket is driven by trio's I/O
+            waits on the trio thread (lower latency; connecting still uses a worker thread for
+            the blocking handshakes). Same API and behaviour either way.
 
     Raises:
         ConfigurationError: an option is invalid.
@@ -823,8 +824,7 @@ class MQTTClient:
             if self._acks:
                 tokens = self._acks
                 self._acks = []
-                if engine is not None:
-                    self._submit_quiet(engine.ack, tokens)
+                self._send_acks(tokens)
             if not self._paused and self._held >= self._max_buffered:
                 self._pause_reading(True)
             elif engine is not None and engine.throttled and not self._paused:
@@ -929,8 +929,17 @@ class MQTTClient:
         """Acknowledge a message that waited for room in a buffer."""
         if self._in_events:
             self._acks.append(token)
-        elif self._engine is not None:
-            self._submit_quiet(self._engine.ack, [token])
+        else:
+            self._send_acks([token])
+
+    def _send_acks(self, tokens: list[tuple[int, int, int]]) -> None:
+        # written at once when the network thread is idle, else queued for it
+        engine = self._engine
+        driver = self._driver
+        if engine is not None and driver is not None and not driver.try_direct(
+            engine.ack, tokens
+        ):
+            self._submit_quiet(engine.ack, tokens)
 
     def _consumed(self) -> None:
         self._held -= 1
@@ -966,10 +975,10 @@ class MQTTClient:
     ) -> None:
         """Publish a message and wait until its QoS handshake is complete.
 
-        QoS 0 returns once the message is queued for the network thread; QoS 1 returns on
-        PUBACK, QoS 2 on PUBCOMP. While the client is reconnecting, QoS 1/2 messages are queued
-        and sent (again) on the new connection; QoS 0 waits for it. Cancelling a QoS 1/2
-        publish stops the wait, not the delivery.
+        QoS 0 returns once the message is written to the socket (or, while the network thread
+        is busy, queued for it); QoS 1 returns on PUBACK, QoS 2 on PUBCOMP. While the client is
+        reconnecting, QoS 1/2 messages are queued and sent (again) on the new connection; QoS 0
+        waits for it. Cancelling a QoS 1/2 publish stops the wait, not the delivery.
 
         Args:
             topic: the topic name (no wildcards).
@@ -993,6 +1002,15 @@ class MQTTClient:
             if self._state is not ConnectionState.CONNECTED:
                 await self._ready(queue_while_reconnecting=False)
             await trio.lowlevel.checkpoint_if_cancelled()
+            # Written to the socket right here when the network thread is idle (see
+            # ThreadDriver.try_direct); otherwise queued for it, under a credit.
+            driver = self._driver
+            if driver is not None and driver.try_direct(
+                engine.publish0, topic, data, retain, props, False
+            ):
+                self._published += 1
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
             try:
                 self._qos0_credit.acquire_nowait()
             except trio.WouldBlock:
@@ -1009,7 +1027,11 @@ class MQTTClient:
         if self._state is not ConnectionState.CONNECTED:
             await self._ready(queue_while_reconnecting=True)
         box: _Box[None] = _Box()
-        self._submit(engine.publish, topic, data, int(level), retain, props, box)
+        driver = self._driver
+        if driver is None or not driver.try_direct(
+            engine.publish, topic, data, int(level), retain, props, box
+        ):
+            self._submit(engine.publish, topic, data, int(level), retain, props, box)
         await box.wait()
 
     async def publish_many(

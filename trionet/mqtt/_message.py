@@ -46,10 +46,15 @@ class QoS(enum.IntEnum):
     """Four-step handshake (PUBREC/PUBREL/PUBCOMP): delivered exactly once."""
 
 
+_QOS_BY_INT: Final = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
+
+
 def to_qos(value: int) -> QoS:
     """Return *value* as a :class:`QoS`, or raise :exc:`~trionet.errors.ConfigurationError`."""
     if type(value) is QoS:
         return value
+    if type(value) is int and 0 <= value <= 2:
+        return _QOS_BY_INT[value]
     try:
         return QoS(value)
     except (ValueError, TypeError):

@@ -1,15 +1,18 @@
 """The only module that imports paho-mqtt: one paho client, driven by one loop, with batched I/O.
 
 :class:`PahoEngine` owns a paho-mqtt 2.x client (callback API version 2) and everything that
-touches it. Every method of the engine runs on the engine's *owner*: the dedicated network
-thread of :class:`trionet._threads.LoopThread` (paho is not thread-safe, and several of its
-cross-thread paths can deadlock: eclipse-paho/paho.mqtt.python#354, #177, #358). The trio side
-never calls paho; it submits engine methods to the owner and gets results back as *events*.
+touches it. The engine is never used by two threads at once (paho is not thread-safe, and
+several of its cross-thread paths can deadlock: eclipse-paho/paho.mqtt.python#354, #177, #358):
+its *owner* is the dedicated network thread of :class:`trionet._threads.LoopThread`, or, with
+``backend="trio"``, the trio thread. With a network thread, the trio thread runs an engine
+method itself only while it holds the lock the network thread lets go of when it waits for its
+socket (a publish, an acknowledgement: see ``ThreadDriver.try_direct``). Results go back to
+trio as *events*.
 
 Events are plain tuples collected while paho runs its callbacks and handed to trio in one batch
-per loop round (one ``TrioToken.run_sync_soon`` per round, not one thread hop per message).
+per loop round (one wake-up of trio per round, not one thread hop per message).
 
-Two paho behaviours are changed, by overriding private hooks of ``paho.mqtt.client.Client``
+Three paho behaviours are changed, by overriding private hooks of ``paho.mqtt.client.Client``
 (pinned to paho-mqtt 2.x; ``tests/mqtt/test_mqtt_paho_internals.py`` fails loudly if a paho
 release moves them):
 
@@ -23,6 +26,10 @@ release moves them):
   same id is still in flight (after 65535 messages a slow QoS 1 message and a new publish could
   otherwise share one), a failed TLS or WebSocket handshake closes its socket, and TCP
   sockets get ``TCP_NODELAY``.
+* **A shorter per-message path.** A QoS 0 PUBLISH without properties is encoded here
+  (:func:`encode_publish0`: no packet id, no state) instead of through paho's ``publish()``,
+  and every received message goes straight to ``on_message`` without paho's per-topic
+  callback lookup. Both matter for the latency of one message.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -71,6 +78,7 @@ __all__ = [
     "EV_UNSUBACK",
     "EngineSettings",
     "PahoEngine",
+    "encode_publish0",
     "publish_properties",
 ]
 
@@ -112,6 +120,9 @@ _SUCCESS: Final = MQTTErrorCode.MQTT_ERR_SUCCESS
 _NO_CONN: Final = MQTTErrorCode.MQTT_ERR_NO_CONN
 _QOS: Final = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
 _SESSION_NEVER_EXPIRES: Final = 0xFFFFFFFF
+# what a bare PUBACK/PUBCOMP means, made once (read only; see _handle_pubackcomp)
+_ACK_SUCCESS: Final = ReasonCode(PacketTypes.PUBACK)
+_NO_ACK_PROPERTIES: Final = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +208,33 @@ def reason_name(code: ReasonCode | int) -> str:
     if isinstance(code, ReasonCode):
         return str(code).lower()
     return f"reason code {code}"
+
+
+# -- QoS 0 PUBLISH packets ----------------------------------------------------------------------
+
+
+def encode_publish0(topic: bytes, payload: bytes, retain: bool, v5: bool) -> bytearray:
+    """The bytes of a QoS 0 PUBLISH packet without properties (MQTT 3.1.1 §3.3, MQTT 5 §3.3).
+
+    Fixed header (type 3, flags: retain only), remaining length (variable byte integer), topic
+    (two-byte length + UTF-8), for MQTT 5 an empty property list, then the payload. A QoS 0
+    PUBLISH has no packet id and leaves no state behind, so paho's ``publish()`` bookkeeping
+    (a packet id, an ``MQTTMessageInfo`` with its ``threading.Condition``, a debug log record:
+    about 10 µs a message) buys nothing here. ``tests/mqtt/test_mqtt_paho_internals.py``
+    checks these bytes against paho's own encoder.
+    """
+    remaining = 2 + len(topic) + len(payload) + (1 if v5 else 0)
+    packet = bytearray(b"\x31" if retain else b"\x30")
+    while remaining > 0x7F:
+        packet.append((remaining & 0x7F) | 0x80)
+        remaining >>= 7
+    packet.append(remaining)
+    packet += len(topic).to_bytes(2, "big")
+    packet += topic
+    if v5:
+        packet.append(0)
+    packet += payload
+    return packet
 
 
 # -- the paho client with buffered I/O and protocol fixes ---------------------------------------
@@ -306,6 +344,26 @@ class _BufferedClient(paho.Client):
         self.rpos = 0
         super()._sock_close()
 
+    # every message goes to on_message: paho's per-topic callback lookup (a topic matcher walk
+    # and two locks per message) has nothing to find, since trionet adds no topic callbacks
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        on_message = self._on_message
+        if on_message is not None:
+            on_message(self, self._userdata, message)
+
+    # a PUBACK/PUBCOMP without reason code or properties (every one in MQTT 3.1.1, a success in
+    # MQTT 5) completes its publish without paho decoding a ReasonCode and a Properties object
+    # for it (Properties() alone builds several dicts): the shared success values stand in
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        self._easy_log(paho.MQTT_LOG_DEBUG, "Received %s (Mid: %d)", cmd, mid)
+        if mid in self._out_messages:
+            return self._do_on_publish(mid, _ACK_SUCCESS, _NO_ACK_PROPERTIES)
+        return _SUCCESS
+
     # never reuse a packet id that is still in flight
     def _mid_generate(self) -> int:
         mid = super()._mid_generate()
@@ -387,7 +445,7 @@ def _no_wait(readable: list[int], writable: list[int], timeout: float | None
 
 
 class PahoEngine:
-    """Drives one paho client; every method runs on the owner (the network thread).
+    """Drives one paho client; one thread at a time calls its methods (see the module docstring).
 
     Args:
         settings: connection settings.
@@ -869,11 +927,24 @@ class PahoEngine:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def publish0(self, topic: str, payload: bytes, retain: bool, props: Properties | None) -> None:
-        """Publish at QoS 0 (fire and forget; dropped when not connected)."""
-        self._credits += 1
+    def publish0(
+        self, topic: str, payload: bytes, retain: bool, props: Properties | None,
+        counted: bool = True,
+    ) -> None:
+        """Publish at QoS 0 (fire and forget; dropped when not connected).
+
+        *counted*: the message was queued for the owner under one of trio's QoS 0 credits;
+        give it back (EV_CREDIT). Not counted when trio runs the call itself.
+        """
+        if counted:
+            self._credits += 1
         if self._connected:
             client = self._client
+            if props is None and not client._out_packet and len(client.wbuf) < _WRITE_HIGH_WATER:
+                # (nothing queued inside paho that this packet could overtake)
+                client.wbuf += encode_publish0(topic.encode(), payload, retain, self._v5)
+                client._last_msg_out = time.monotonic()  # what paho's keepalive looks at
+                return
             # paho would build a PUBACK ReasonCode and Properties per QoS 0 packet just to call
             # on_publish, which has nothing to do for QoS 0: switch it off meanwhile.
             client._on_publish = None
