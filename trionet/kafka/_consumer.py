@@ -3,14 +3,39 @@
 kafka-python's consumer is not thread-safe, so each :class:`KafkaConsumer` owns a
 :class:`~trionet._threads.ThreadWorker`: one OS thread, started in the consumer's nursery, on which
 the kafka-python object is built, used and closed. Records cross into trio a batch at a time (one
-hand-off per ``poll()``, not per record) and wait in a small buffer until the application takes
-them. Each ``poll()`` is short (``poll_interval``), so cancelling a reader takes effect promptly;
-records polled for a reader that was cancelled meanwhile stay in the buffer for the next one.
+hand-off per one or more ``poll()`` calls, never per record) and wait in a bounded buffer until
+the application takes them. Each ``poll()`` is short (``poll_interval``), so cancelling a reader
+takes effect promptly; records polled for a reader that was cancelled meanwhile stay in the
+buffer for the next one.
 
-Delivery bookkeeping is what makes commits safe. The consumer polls only when its buffer is
-empty, so kafka-python's position for a partition never runs ahead of the records the application
-has been handed, and :meth:`KafkaConsumer.commit` commits, per partition, the offset after the
-last record handed out; records still in the buffer are never committed.
+Prefetch (a pipeline; by default on for manually assigned partitions, off for group
+subscriptions, see ``_DEFAULT_PREFETCH``). With ``prefetch`` = P >= 2 and
+``max_poll_records`` = M, the buffer holds at most P * M records (counting those on their way
+to trio). The first read starts a poll;
+consecutive polls that find records join one hand-off of up to (P // 2) * M records, so trio is
+woken (and the GIL changes hands) once per hand-off rather than once per poll. After a hand-off
+the thread starts the next one at once if at most (P - P // 2) * M records are outstanding, so
+kafka-python fetches and decodes the next hand-off while trio gives out the previous one.
+Otherwise the chain stops (stalls), and readers restart it as they take records. Read-ahead
+polls (trio still has records) wait at most 10 ms for the network, so a call queued behind one
+(``commit``, ``seek``...) never waits for ``poll_interval``; one that finds nothing stalls the
+chain too. A poll made for a reader that found the buffer empty waits up to ``poll_interval``;
+if it finds nothing the chain ends until the next read. With P < 2 a poll happens only when the
+buffer is empty.
+
+Ordering is what keeps read-ahead correct. Every call on kafka-python runs on the one thread, in
+the order submitted, and every result (a poll's batch or a call's outcome) is handed to trio
+through the same FIFO (``TrioToken.run_sync_soon``). So when the trio-side bookkeeping of a
+``seek``, ``pause``, ``assign``... runs, every batch polled before that call is already in the
+buffer (and is dropped there for the affected partitions), and every batch polled after it
+reflects the new position: nothing is delivered twice or skipped, with no generation counter
+needed.
+
+Delivery bookkeeping is what makes commits safe: :meth:`KafkaConsumer.commit` commits, per
+partition, the offset after the last record handed out to the application, never kafka-python's
+position (which includes read-ahead). Records still in the buffer are never committed. With
+``enable_auto_commit`` kafka-python commits its own positions, so read-ahead is switched off then
+(as if ``prefetch=0``).
 
 Rebalances happen inside ``poll()`` (or ``close()``), on kafka-python's I/O thread, while the
 consumer's thread waits. A :class:`ConsumerRebalanceListener` runs in trio meanwhile; the calls it
@@ -23,6 +48,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -56,9 +83,20 @@ _new_tuple = tuple.__new__
 #: Set in the tasks that run a consumer's rebalance listener: the consumer they belong to.
 _IN_LISTENER: ContextVar[KafkaConsumer | None] = ContextVar("trionet_kafka_listener",
                                                             default=None)
-#: ``__anext__`` checks for cancellation at every record and lets other tasks run at least
-#: every this many records (and at every poll).
+#: ``__anext__`` checks for cancellation at every record; every this many records it lets other
+#: tasks run, unless it did so less than _YIELD_INTERVAL seconds ago (a checkpoint costs far more
+#: while the consumer's thread holds the GIL decoding the next batch).
 _YIELD_EVERY: Final = 16
+_YIELD_INTERVAL: Final = 0.001
+#: How long a read-ahead poll (the application still has records) may wait for the network.
+#: Not 0: kafka-python abandons a group join/sync step at every poll that times out, and
+#: against noida-db a rebalance driven only by zero-timeout polls was seen to stall.
+_READ_AHEAD_WAIT_MS: Final = 10
+#: ``prefetch`` for manually assigned partitions when not given. Group subscriptions default to
+#: no read-ahead: against noida-db, kafka-python 3.0.12's rebalances were seen to stall (a join
+#: completed while no poll() waited for it is thrown away and sent again) when the consumer's
+#: thread polls ahead of a slow reader.
+_DEFAULT_PREFETCH: Final = 8
 
 
 class ConsumerRebalanceListener:
@@ -140,6 +178,15 @@ class KafkaConsumer:
         poll_interval: seconds each ``poll()`` may block; bounds how long cancelling a reader
             waits for the consumer's thread.
         close_timeout: seconds the exit may spend committing, revoking and leaving the group.
+        prefetch: how many ``poll()`` batches trionet may buffer, so that the consumer's
+            thread reads ahead while the application works: at most ``max(1, prefetch) *
+            max_poll_records`` records. Below 2 there is no read-ahead (a poll only when the
+            buffer is empty). Default: 8 with manually assigned partitions, 0 with a group
+            subscription (see the Kafka guide). Read-ahead never
+            changes what :meth:`commit` commits (only records handed out) and is off with
+            ``enable_auto_commit``.
+        prefetch_bytes: read-ahead also stops while the buffered records are estimated (from
+            their serialized sizes) at more than this many bytes (64 MiB).
         commit_on_exit: commit the handed-out offsets when the block ends without an exception
             (only with a *group_id*).
         broker_timeout: seconds without any reachable broker after which reading raises
@@ -167,6 +214,8 @@ class KafkaConsumer:
         value_deserializer: Deserializer | None = None,
         poll_interval: float = 0.1,
         close_timeout: float = 10.0,
+        prefetch: int | None = None,
+        prefetch_bytes: int = 64 * 1024 * 1024,
         commit_on_exit: bool = True,
         broker_timeout: float | None = 30.0,
         **config: Any,
@@ -183,6 +232,9 @@ class KafkaConsumer:
             raise ConfigurationError(f"poll_interval must be in (0, 60] s, not {poll_interval!r}")
         if not close_timeout >= 0:
             raise ConfigurationError(f"close_timeout must be >= 0, not {close_timeout!r}")
+        if prefetch is not None and (not isinstance(prefetch, int) or isinstance(prefetch, bool)
+                                     or prefetch < 0):
+            raise ConfigurationError(f"prefetch must be an int >= 0, not {prefetch!r}")
         if broker_timeout is not None and not broker_timeout > 0:
             raise ConfigurationError(f"broker_timeout must be > 0 or None, not {broker_timeout!r}")
         for topic in topics:
@@ -199,6 +251,7 @@ class KafkaConsumer:
         self._decode_key = make_decoder(key_deserializer, "key")
         self._decode_value = make_decoder(value_deserializer, "value")
         self._poll_ms = max(1, round(poll_interval * 1000))
+        self._read_ahead_ms = min(self._poll_ms, _READ_AHEAD_WAIT_MS)
         self._close_timeout = close_timeout
         self._commit_on_exit = commit_on_exit
         self._broker_timeout = broker_timeout
@@ -211,6 +264,15 @@ class KafkaConsumer:
         settings["group_id"] = group_id
         self._config = settings
         self._max_records = int(settings.get("max_poll_records", 500))
+        self._auto_commit = bool(settings.get("enable_auto_commit"))
+        self._prefetch_setting = prefetch
+        self._set_prefetch(group_managed=partitions is None)
+        if not (isinstance(prefetch_bytes, int) and prefetch_bytes > 0):
+            raise ConfigurationError(
+                f"prefetch_bytes must be a positive int, not {prefetch_bytes!r}")
+        self._bytes_bound = prefetch_bytes
+        #: Average serialized size of the records of the last poll (consumer thread only).
+        self._record_size = 0
         self._listener_timeout_ms = int(settings.get("max_poll_interval_ms", 300_000))
 
         self._cm: Any = None
@@ -223,11 +285,25 @@ class KafkaConsumer:
         self._buffer: collections.deque[KafkaRecord | _Undecodable] = collections.deque()
         self._delivered: dict[tuple[str, int], int] = {}
         self._rewind: dict[TopicPartition, int] = {}
-        self._poll_done: trio.Event | None = None
+        # The poll pipeline. _polling and _stalled are trio's: _polling is True from the moment
+        # trio submits a poll until a result says the thread's chain of polls has ended;
+        # _stalled says it ended for want of room (readers restart it). _handed counts the
+        # records the thread handed over (written on the thread only), _received those trio
+        # took in (written in trio only): their difference is the records on their way.
+        self._polling = False
+        self._stalled = False
+        self._handed = 0
+        self._received = 0
+        # Records polled and not handed over yet (consumer thread; a rebalance on kafka-python's
+        # I/O thread may take them, under the lock).
+        self._pending: list[KafkaRecord | _Undecodable] | None = None
+        self._pending_lock = threading.Lock()
+        self._arrived: trio.Event | None = None
         self._poll_error: BaseException | None = None
         self._unreachable_since: float | None = None
         self._position_lock = trio.Lock()
         self._since_yield = 0
+        self._yielded_at = 0.0
         self._open = False
         self._aborting = False
 
@@ -251,6 +327,15 @@ class KafkaConsumer:
     def group_id(self) -> str | None:
         """The consumer group, or None."""
         return self._group_id
+
+    @property
+    def buffered(self) -> int:
+        """Records polled (read ahead) and waiting in trionet to be handed out.
+
+        At most ``max(1, prefetch) * max_poll_records`` (fewer when ``prefetch_bytes`` limits
+        read-ahead). They are not committed by :meth:`commit` until handed out.
+        """
+        return len(self._buffer)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -414,9 +499,10 @@ class KafkaConsumer:
     async def __anext__(self) -> KafkaRecord:
         """The next record, waiting for one if needed.
 
-        Every call checks for cancellation; other tasks get to run at every poll and at least
-        every 16 records (a full checkpoint per buffered record would cost about as much as
-        kafka-python's own per-record work).
+        Every call checks for cancellation; other tasks get to run whenever it waits for
+        records, and otherwise every 16 records unless they ran less than a millisecond ago (a
+        full checkpoint per buffered record would cost about as much as kafka-python's own
+        per-record work).
 
         Raises:
             KafkaConnectionError: no broker was reachable for ``broker_timeout`` seconds.
@@ -429,11 +515,16 @@ class KafkaConsumer:
         if not buffer:
             await self._fill()
             self._since_yield = 0
+            self._yielded_at = time.perf_counter()
         else:
             self._since_yield += 1
             if self._since_yield >= _YIELD_EVERY:
                 self._since_yield = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self._stalled:
+                    self._restart_polling()
+                if time.perf_counter() - self._yielded_at >= _YIELD_INTERVAL:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    self._yielded_at = time.perf_counter()
             if not buffer:  # another task took them meanwhile
                 await self._fill()
         item = buffer.popleft()
@@ -479,10 +570,12 @@ class KafkaConsumer:
             buffer.popleft()
             delivered[(item.topic, item.partition)] = item.offset + 1
             out.append(item)
+        if self._stalled:
+            self._restart_polling()
         return out
 
     async def _fill(self) -> None:
-        """Wait for one poll's worth of records (or raise why there are none)."""
+        """Wait for the next batch of records (or raise why there are none)."""
         while not self._buffer:
             if self._poll_error is not None:
                 error, self._poll_error = self._poll_error, None
@@ -491,33 +584,136 @@ class KafkaConsumer:
                 raise KafkaError("a rebalance listener cannot read records: the consumer's "
                                  "poll() is waiting for the listener to return", fault="local")
             self._check_open()
-            if self._poll_done is None:
-                self._start_poll(self._poll_ms)
-            assert self._poll_done is not None
-            await self._poll_done.wait()
+            if not self._polling:
+                self._start_polling()
+            if self._arrived is None:
+                self._arrived = trio.Event()
+            await self._arrived.wait()
 
-    def _start_poll(self, timeout_ms: int) -> None:
-        done = self._poll_done = trio.Event()
+    def _outstanding(self) -> int:
+        """Records buffered or on their way to trio (either thread; read in this order, a race
+        can only overestimate it)."""
+        return self._handed - self._received + len(self._buffer)
+
+    def _start_polling(self) -> None:  # trio thread
+        self._polling = True
+        self._stalled = False
+        try:
+            self._worker.submit(self._poll_job)
+        except trio.ClosedResourceError:
+            self._polling = False
+            raise trio.ClosedResourceError("the Kafka consumer's thread has stopped") from None
+
+    def _restart_polling(self) -> None:  # trio thread, when a reader took records
+        if (self._stalled and not self._polling and self._open
+                and self._outstanding() <= self._ahead):
+            self._start_polling()
+
+    def _set_prefetch(self, *, group_managed: bool) -> None:
+        """Apply ``prefetch`` (default: read ahead with manually assigned partitions only)."""
+        if self._auto_commit:
+            prefetch = 0  # kafka-python's auto-commit commits its positions, read-ahead included
+        elif self._prefetch_setting is not None:
+            prefetch = self._prefetch_setting
+        else:
+            prefetch = 0 if group_managed else _DEFAULT_PREFETCH
+        self._prefetch = prefetch
+        #: At most this many records are buffered or on their way to trio.
+        self._bound = max(1, prefetch) * self._max_records
+        #: At most this many records cross into trio in one hand-off.
+        self._handoff = max(1, prefetch // 2) * self._max_records
+        #: The thread starts the next hand-off at once while at most this many are outstanding.
+        self._ahead = self._bound - self._handoff
+
+    def _byte_bounds(self) -> tuple[int, int]:
+        """The record bound and hand-off size, lowered so that the buffer stays within
+        ``prefetch_bytes`` at the size of the records seen last (consumer thread)."""
+        size = self._record_size
+        bound, handoff = self._bound, self._handoff
+        if size and size * bound > self._bytes_bound:
+            bound = max(1, self._bytes_bound // size)
+            handoff = min(handoff, max(1, bound // 2))
+        return bound, handoff
+
+    def _poll_job(self) -> None:
+        """Poll on the consumer's thread and hand the records to trio; chain the next poll
+        while records flow and there is room."""
         portal = self._portal
         assert portal is not None
         worker = self._worker
-
-        def job() -> None:  # consumer thread
-            if worker.in_worker_thread():
-                result: outcome.Outcome[tuple[list[KafkaRecord | _Undecodable], bool]] = (
-                    outcome.capture(self._poll_on_thread, timeout_ms))
-            else:
-                result = outcome.Error(
-                    trio.ClosedResourceError("the Kafka consumer's thread has stopped"))
-            portal.call_soon(self._poll_finished, done, result)
-
-        worker.submit(job)
+        if not worker.in_worker_thread():  # run by the worker's drain: the thread has stopped
+            portal.call_soon(self._poll_finished, outcome.Error(
+                trio.ClosedResourceError("the Kafka consumer's thread has stopped")), False,
+                False)
+            return
+        outstanding = self._outstanding()
+        # Read-ahead (trio still has records) waits only briefly for the network: calls queued
+        # behind this poll wait with it. A group join needs long polls (see kp.group_joining).
+        brief = self._read_ahead_ms
+        if not outstanding or (self._group_id is not None and kp.group_joining(self._kc)):
+            wait_ms = self._poll_ms
+        else:
+            wait_ms = brief
+        first = outcome.capture(self._poll_on_thread, wait_ms)
+        if isinstance(first, outcome.Error):
+            portal.call_soon(self._poll_finished, first, False, False)
+            return
+        batch, unreachable = first.value
+        failure: outcome.Error | None = None
+        bound, handoff = self._byte_bounds()
+        if batch and self._prefetch > 1:
+            # Records already fetched come in the same hand-off: one wake-up of trio (and one
+            # round of GIL hand-overs) per up to _handoff records, not per poll. While they
+            # wait in _pending, a rebalance inside one of these polls hands them over before
+            # its listener runs (see _dispatch_rebalance).
+            per_poll = self._max_records
+            limit = min(handoff, bound - outstanding)
+            taken = len(batch)
+            self._pending = batch
+            while taken + per_poll <= limit and self._open and not self._aborting:
+                more = outcome.capture(self._poll_on_thread, brief)
+                if isinstance(more, outcome.Error):
+                    failure = more
+                    break
+                records = more.value[0]
+                if not records:
+                    break
+                taken += len(records)
+                with self._pending_lock:
+                    self._pending.extend(records)
+            with self._pending_lock:
+                batch, self._pending = self._pending, None
+        again = stalled = False
+        reading_ahead = self._prefetch > 1 and self._open and not self._aborting
+        if batch:
+            with self._pending_lock:
+                self._handed += len(batch)
+            if failure is None and reading_ahead:
+                bound, handoff = self._byte_bounds()
+                self._ahead = bound - handoff  # for readers restarting the chain
+                again = self._outstanding() <= self._ahead
+                stalled = not again
+        elif outstanding and reading_ahead:
+            # Nothing arrived within the brief wait of a read-ahead poll: stop here, and let
+            # readers start the next poll as they take records (as for a full buffer).
+            stalled = True
+        if (failure is None and self._open and not self._aborting
+                and self._group_id is not None and kp.group_joining(self._kc)):
+            # A rebalance is under way: keep polling until it completes, whatever the buffer
+            # holds (no records come meanwhile).
+            again, stalled = True, False
+        portal.call_soon(self._poll_finished, outcome.Value((batch, unreachable)), again, stalled)
+        if failure is not None:
+            portal.call_soon(self._poll_finished, failure, False, False)
+        elif again:
+            worker.submit(self._poll_job)
 
     def _poll_on_thread(self, timeout_ms: int) -> tuple[list[KafkaRecord | _Undecodable], bool]:
         raw = kp.poll(self._kc, timeout_ms, self._max_records)
         if not raw:
             unreachable = self._broker_timeout is not None and kp.brokers_unreachable(self._kc)
             return [], unreachable
+        self._record_size = max(1, kp.serialized_size(raw) // len(raw))
         decode_key = self._decode_key
         decode_value = self._decode_value
         if decode_key is None and decode_value is None:
@@ -550,10 +746,12 @@ class KafkaConsumer:
         return out, False
 
     def _poll_finished(
-        self, done: trio.Event,
-        result: outcome.Outcome[tuple[list[KafkaRecord | _Undecodable], bool]],
+        self, result: outcome.Outcome[tuple[list[KafkaRecord | _Undecodable], bool]],
+        again: bool, stalled: bool,
     ) -> None:  # trio thread
-        self._poll_done = None
+        if not again:
+            self._polling = False
+            self._stalled = stalled
         try:
             if isinstance(result, outcome.Error):
                 error = kp.translate(result.error, servers=self._servers_text,
@@ -565,7 +763,8 @@ class KafkaConsumer:
             records, unreachable = result.unwrap()
             if records:
                 self._unreachable_since = None
-                self._buffer.extend(records)
+                self._buffer.extend(records)  # before counting: see _outstanding
+                self._received += len(records)
             elif not unreachable:
                 self._unreachable_since = None
             elif self._unreachable_since is None:
@@ -578,7 +777,9 @@ class KafkaConsumer:
                     bootstrap_servers=self._servers_text,
                 )
         finally:
-            done.set()
+            arrived, self._arrived = self._arrived, None
+            if arrived is not None:
+                arrived.set()
 
     # -- offsets ----------------------------------------------------------------------------------
 
@@ -709,6 +910,7 @@ class KafkaConsumer:
         bridge = kp.ListenerBridge(self._kc, self._dispatch_rebalance, self._listener_timeout_ms)
 
         def after(_: None) -> None:
+            self._set_prefetch(group_managed=True)
             if pattern is None:
                 self._discard(lambda tp: tp[0] not in names)
 
@@ -739,7 +941,7 @@ class KafkaConsumer:
         async with self._position_lock:
             with trio.CancelScope(shield=True):
                 await self._run(kp.assign, self._kc, wanted, operation="assigning partitions",
-                                after=lambda _: self._discard(lambda tp: tp not in wanted))
+                                after=lambda _: self._assigned(wanted))
 
     async def assignment(self) -> frozenset[TopicPartition]:
         """The partitions currently assigned to this consumer."""
@@ -846,6 +1048,10 @@ class KafkaConsumer:
             async with self._position_lock:
                 yield
 
+    def _assigned(self, wanted: frozenset[TopicPartition]) -> None:
+        self._set_prefetch(group_managed=False)
+        self._discard(lambda tp: tp not in wanted)
+
     def _discard(self, match: Callable[[TopicPartition], bool]) -> dict[TopicPartition, int]:
         """Drop buffered records of the matching partitions; the first dropped offset of each."""
         first: dict[TopicPartition, int] = {}
@@ -872,6 +1078,17 @@ class KafkaConsumer:
         # kafka-python's I/O thread, inside poll() or close() on the consumer's thread.
         if self._aborting or self._portal is None or (kind != "assigned" and not partitions):
             return False  # (kafka-python revokes an empty set before the first join)
+        # Records polled before this rebalance and still waiting on the consumer's thread (it
+        # is blocked in poll() meanwhile) must reach the buffer before the listener runs, so
+        # that forgetting revoked partitions (or a seek in the listener) covers them too.
+        with self._pending_lock:
+            early = self._pending
+            if early:
+                self._pending = []
+                self._handed += len(early)
+        if early:
+            self._portal.call_soon(self._poll_finished, outcome.Value((early, False)), True,
+                                   False)
         return self._portal.call_soon(self._start_listener, kind, partitions, done)
 
     def _start_listener(self, kind: str, partitions: frozenset[TopicPartition],

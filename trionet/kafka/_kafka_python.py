@@ -22,6 +22,10 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
 * :func:`watch_delivery` registers both callbacks of a record future under one lock.
 * :func:`metadata_cached` and :func:`known_partitions` read the producer's metadata cache, so
   that trionet calls kafka-python's ``send`` on the trio thread only when it cannot block.
+* :func:`group_joining` reads the group coordinator's state, so that the consumer's thread keeps
+  polling while a rebalance is in progress (see its docstring for the kafka-python quirk).
+* :func:`_drop_parked_records` works around a stall after ``resume()``: kafka-python 3.0.12 may
+  never hand back the records it parked for a paused partition, nor fetch that partition again.
 * :func:`_close_failed_connects` fixes a socket leak: kafka-python 3.0 does not close the socket
   of a failed connection attempt (refused, timed out), so every retry against a dead broker
   leaks a file descriptor until the garbage collector finds it (with a ``ResourceWarning``).
@@ -30,6 +34,7 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
 from __future__ import annotations
 
 import contextlib
+import operator
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -90,6 +95,7 @@ __all__ = [
     "describe_topics",
     "edge_offsets",
     "existing_partitions",
+    "group_joining",
     "group_metadata",
     "init_transactions",
     "is_transaction_abort",
@@ -110,6 +116,7 @@ __all__ = [
     "seek_to",
     "send",
     "send_offsets_to_transaction",
+    "serialized_size",
     "subscribe",
     "subscription",
     "topics",
@@ -433,6 +440,17 @@ def poll(consumer: Any, timeout_ms: int, max_records: int) -> list[Any]:
     return out
 
 
+_KEY_SIZE: Final = operator.attrgetter("serialized_key_size")
+_VALUE_SIZE: Final = operator.attrgetter("serialized_value_size")
+
+
+def serialized_size(records: list[Any]) -> int:
+    """The serialized size of the keys and values of kafka-python ``ConsumerRecord`` objects
+    (a missing key or value counts as -1), in bytes."""
+    total: int = sum(map(_KEY_SIZE, records)) + sum(map(_VALUE_SIZE, records))
+    return max(0, total)
+
+
 def brokers_unreachable(consumer: Any) -> bool:
     """True when the consumer has no live broker connection and its last attempt failed.
 
@@ -449,6 +467,19 @@ def brokers_unreachable(consumer: Any) -> bool:
         return False
     backoff = manager._backoff
     return all(broker.node_id in backoff for broker in brokers)
+
+
+def group_joining(consumer: Any) -> bool:
+    """Whether the consumer is (re)joining its group: a join started and has not completed.
+
+    kafka-python 3.0.12 drives a join only while a ``poll()`` waits for it, and a join step that
+    finishes while no ``poll()`` waits is thrown away and sent again (so the group rebalances
+    again). The consumer's thread therefore keeps polling, with the full timeout, until this is
+    False.
+    """
+    coordinator = consumer._coordinator
+    return bool(getattr(coordinator, "rejoining", False)
+                or getattr(coordinator, "_join_task", None) is not None)
 
 
 def offsets_to_commit(offsets: Mapping[TopicPartition, int]) -> dict[Any, Any]:
@@ -663,7 +694,24 @@ def resume(consumer: Any, partitions: Collection[TopicPartition],
         ktp = _ktp(tp)
         if ktp in assigned:
             consumer.seek(ktp, offset)
-    consumer.resume(*[_ktp(tp) for tp in partitions if _ktp(tp) in assigned])
+    resumed = [_ktp(tp) for tp in partitions if _ktp(tp) in assigned]
+    for ktp in resumed:
+        _drop_parked_records(consumer, ktp)
+    consumer.resume(*resumed)
+
+
+def _drop_parked_records(consumer: Any, ktp: Any) -> None:
+    """Forget the records kafka-python fetched for a paused partition and kept aside.
+
+    kafka-python 3.0.12 parks a paused partition's fetched data and hands it back after
+    ``resume()`` only when its "next partition records" slot is ``None``; but a drained slot keeps
+    its (empty) object, so the parked records never come back, and the partition, which has parked
+    data, is never fetched again: it stalls for good. Its position was not advanced past the
+    parked records, so dropping them just makes the next fetch read them again.
+    """
+    fetcher = consumer._fetcher
+    fetcher._paused_partition_records.pop(ktp, None)
+    fetcher._paused_completed_fetches.pop(ktp, None)
 
 
 def paused(consumer: Any) -> frozenset[TopicPartition]:
