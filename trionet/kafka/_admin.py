@@ -151,11 +151,9 @@ class KafkaAdmin:
             try:
                 return fn(admin, *args, **kwargs)
             except BaseException as exc:
-                error = kp.translate(exc, servers=self._servers_text, topic=topic,
-                                     operation=operation)
-                if error is exc:
-                    raise
-                raise error from exc
+                raise kp.translated(  # noqa: B904 (translated() sets the cause)
+                    exc, servers=self._servers_text, topic=topic, operation=operation
+                )
 
         return await run_blocking(call)
 

@@ -478,9 +478,9 @@ class KafkaConsumer:
         await done.wait()
         result = box[0]
         if isinstance(result, outcome.Error):
-            error = kp.translate(result.error, servers=self._servers_text, operation=operation)
+            error = kp.translated(result.error, servers=self._servers_text, operation=operation)
             if error is not result.error:
-                raise error from result.error
+                raise error
         return result.unwrap()
 
     def _check_open(self) -> None:
@@ -754,11 +754,8 @@ class KafkaConsumer:
             self._stalled = stalled
         try:
             if isinstance(result, outcome.Error):
-                error = kp.translate(result.error, servers=self._servers_text,
-                                     operation="polling")
-                if error is not result.error:
-                    error.__cause__ = result.error
-                self._poll_error = error
+                self._poll_error = kp.translated(result.error, servers=self._servers_text,
+                                                 operation="polling")
                 return
             records, unreachable = result.unwrap()
             if records:
@@ -842,11 +839,11 @@ class KafkaConsumer:
                              lambda error: portal.call_soon(finish, error))
         await done.wait()
         if box[0] is not None:
-            error = kp.translate(box[0], servers=self._servers_text,
-                                 operation="committing offsets")
+            error = kp.translated(box[0], servers=self._servers_text,
+                                  operation="committing offsets")
             if isinstance(error, KafkaError) and not isinstance(error, KafkaCommitError):
                 raise KafkaCommitError(str(error), fault="remote") from box[0]
-            raise error from box[0]
+            raise error
         return offsets
 
     async def _group_metadata(self) -> Any:

@@ -121,6 +121,7 @@ __all__ = [
     "subscription",
     "topics",
     "translate",
+    "translated",
     "unsubscribe",
     "watch_delivery",
 ]
@@ -220,6 +221,19 @@ def translate(exc: BaseException, *, servers: str, topic: str | None = None,
     return KafkaError(f"{where}{text}", fault="remote")
 
 
+def translated(exc: BaseException, *, servers: str, topic: str | None = None,
+               operation: str = "") -> BaseException:
+    """:func:`translate`, ready to raise: a new exception gets *exc* as its cause; anything
+    returned unchanged (a trio exception, ``Cancelled``, a trionet error) is *exc* itself, so
+    ``raise translated(exc, ...)`` re-raises it rather than making it its own cause.
+    """
+    error = translate(exc, servers=servers, topic=topic, operation=operation)
+    if error is not exc:
+        error.__cause__ = exc
+        error.__suppress_context__ = True
+    return error
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return text if text else type(exc).__name__
@@ -293,7 +307,7 @@ def _build(cls: Any, trap: ClientTrap, config: Mapping[str, Any], *, servers: st
         trap.close()
         if trap.aborted:
             raise
-        raise translate(exc, servers=servers, operation=f"starting the Kafka {what}") from exc
+        raise translated(exc, servers=servers, operation=f"starting the Kafka {what}")  # noqa: B904
 
 
 def build_producer(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:

@@ -306,8 +306,8 @@ class KafkaProducer:
                 kp.init_transactions(producer)
             except BaseException as exc:
                 kp.close_producer(producer, timeout=0)
-                raise kp.translate(exc, servers=self._servers_text,
-                                   operation="initializing transactions") from exc
+                raise kp.translated(exc, servers=self._servers_text,  # noqa: B904
+                                    operation="initializing transactions")
         return producer
 
     async def _shutdown(self, clean_exit: bool) -> None:
@@ -396,7 +396,7 @@ class KafkaProducer:
             try:
                 future = producer.send(topic, value, key, header_list, partition, timestamp_ms)
             except BaseException as exc:
-                raise self._send_error(exc, topic, partition) from exc
+                raise self._send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
             self._sent += 1
             kp.watch_delivery(future, delivery._on_success, delivery._on_failure)
             return delivery
@@ -413,7 +413,7 @@ class KafkaProducer:
                 future = self._kp.send(topic, value=value, key=key, headers=headers,
                                        partition=partition, timestamp_ms=timestamp_ms)
             except BaseException as exc:
-                raise self._send_error(exc, topic, partition) from exc
+                raise self._send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
             self._sent += 1
             kp.watch_delivery(future, delivery._on_success, delivery._on_failure)
             return delivery
@@ -532,8 +532,8 @@ class KafkaProducer:
         try:
             kp.begin_transaction(self._kp)
         except BaseException as exc:
-            raise kp.translate(exc, servers=self._servers_text,
-                               operation="beginning a transaction") from exc
+            raise kp.translated(exc, servers=self._servers_text,  # noqa: B904
+                                operation="beginning a transaction")
         try:
             yield
             await self.flush()
@@ -571,10 +571,7 @@ class KafkaProducer:
         try:
             fn(self._kp, *args)
         except BaseException as exc:
-            error = kp.translate(exc, servers=self._servers_text, operation=what)
-            if error is exc:
-                raise
-            raise error from exc
+            raise kp.translated(exc, servers=self._servers_text, operation=what)  # noqa: B904
 
     def statistics(self) -> ProducerStatistics:
         """The producer's counters."""
@@ -587,15 +584,15 @@ class KafkaProducer:
         try:
             return kp.partitions_for(self._kp, topic)
         except BaseException as exc:
-            error = kp.translate(exc, servers=self._servers_text, topic=topic,
-                                 operation=f"looking up topic {topic!r}")
+            error = kp.translated(exc, servers=self._servers_text, topic=topic,
+                                  operation=f"looking up topic {topic!r}")
             if isinstance(error, trio.TooSlowError):
                 raise UnknownTopicError(
                     topic,
                     detail=f"no metadata within max_block_ms={self._config['max_block_ms']} "
                     "(does it exist? is auto-creation disabled?)",
                 ) from exc
-            raise error from exc
+            raise error  # noqa: B904 (translated() set the cause)
 
     async def _fetch_metadata(self, topic: str) -> None:
         error: BaseException | None = None
@@ -623,13 +620,23 @@ class KafkaProducer:
         kp.watch_delivery(future, delivery._on_success, delivery._on_failure)
 
     def _send_error(self, exc: BaseException, topic: str, partition: int | None) -> BaseException:
-        if isinstance(exc, ValueError) and "partition" in str(exc).lower():
-            return UnknownTopicError(topic, partition, detail=str(exc))
-        if isinstance(exc, (TypeError, ValueError)):
-            return ConfigurationError(f"cannot send to {topic!r}: {exc}")
+        """The error to raise for *exc* from a send: *exc* itself (not an Exception: Cancelled,
+        KeyboardInterrupt), or a new one with *exc* as its cause."""
+        error: BaseException
         if not isinstance(exc, Exception):
             return exc
-        return kp.delivery_error(exc, topic=topic, partition=partition, servers=self._servers_text)
+        if isinstance(exc, ValueError) and "partition" in str(exc).lower():
+            error = UnknownTopicError(topic, partition, detail=str(exc))
+        elif isinstance(exc, (TypeError, ValueError)):
+            error = ConfigurationError(f"cannot send to {topic!r}: {exc}")
+        else:
+            error = kp.delivery_error(
+                exc, topic=topic, partition=partition, servers=self._servers_text
+            )
+        if error is not exc:
+            error.__cause__ = exc
+            error.__suppress_context__ = True
+        return error
 
     # -- delivery bookkeeping ---------------------------------------------------------------------
 
