@@ -19,7 +19,8 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
   rebalance listener (calling back into the consumer's thread then would deadlock).
 * :func:`close_producer` forces a producer's sender thread down when a flush cannot finish
   (kafka-python's ``close()`` raises and leaves the thread running in that case).
-* :func:`watch_delivery` registers both callbacks of a record future under one lock.
+* :func:`watch_delivery` registers both callbacks of a record future under one lock, and
+  :func:`record_partition` reads a record future's partition (for its failure's message).
 * :func:`metadata_cached` and :func:`known_partitions` read the producer's metadata cache, so
   that trionet calls kafka-python's ``send`` on the trio thread only when it cannot block.
 * :func:`group_joining` reads the group coordinator's state, so that the consumer's thread keeps
@@ -111,6 +112,7 @@ __all__ = [
     "poll",
     "position",
     "record_metadata",
+    "record_partition",
     "resume",
     "seek",
     "seek_to",
@@ -369,7 +371,7 @@ def watch_delivery(future: Any, on_success: Callable[[Any], object],
     """Register both callbacks of a ``FutureRecordMetadata``.
 
     They run on the producer's sender thread (or at once, if the future is already done).
-    ``_add_cb_eb`` takes the future's lock once instead of twice; it is on the per-record path.
+    ``_add_cb_eb`` takes the future's lock once instead of twice.
     """
     future._add_cb_eb(on_success, on_failure)
 
@@ -380,6 +382,12 @@ if not hasattr(KFuture, "_add_cb_eb"):  # pragma: no cover - other kafka-python 
                        on_failure: Callable[[BaseException], object]) -> None:
         future.add_callback(on_success)
         future.add_errback(on_failure)
+
+
+def record_partition(future: Any) -> tuple[str, int | None]:
+    """The topic and partition (None if none was chosen) of a ``FutureRecordMetadata``."""
+    topic, partition = future._produce_future.topic_partition
+    return topic, partition
 
 
 def record_metadata(md: Any) -> RecordMetadata:

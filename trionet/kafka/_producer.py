@@ -5,12 +5,15 @@ trio side calls ``send`` directly: appending a record to kafka-python's buffer d
 once the topic's metadata is known (the first record for a new topic waits for its metadata in
 the background, in order with the records after it).
 
-Delivery reports cost the sender thread almost nothing: an acknowledgement stores the metadata
-on the record's :class:`Delivery` and bumps a counter. Trio hears about it only when a task
-waits, for that record (:meth:`Delivery.wait`, :meth:`KafkaProducer.send`) or for the producer
-(:meth:`~KafkaProducer.flush`, back-pressure), and then through one
-:class:`~trionet.kafka._common.Completions` queue whose hand-off to trio covers every report
-queued by then. Failures always go through that queue, so none is lost.
+Delivery reports cost the sender thread nothing per record. A :class:`Delivery` keeps
+kafka-python's record future and reads its outcome when asked; the producer keeps its
+deliveries in send order and, on the trio thread, counts (and checks for failures) the finished
+ones at the front of that queue, every 1024 sends and whenever a task waits. A task that waits
+(:meth:`Delivery.wait`, :meth:`KafkaProducer.flush`, back-pressure) asks for one wake-up from
+the sender thread: when that record's future (the last one sent, for a flush; the oldest
+pending one, for room) is done. So trio is woken about once per wait, or once per batch that
+makes room, never once per record, and no failure goes unseen: each one is found by the
+counting, and the first one nobody waited for is raised by the next flush.
 
 Blocking steps (the bootstrap, the first metadata lookup of a topic, the final flush and close)
 run on worker threads through :mod:`trionet._threads`; the ``async with`` block waits for every
@@ -19,7 +22,7 @@ thread it started, including kafka-python's sender thread.
 
 from __future__ import annotations
 
-import threading
+import collections
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +36,6 @@ from ..errors import CodecError, ConfigurationError, KafkaError
 from . import _kafka_python as kp
 from ._common import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
-    Completions,
     check_servers,
     hidden_nursery,
     servers_text,
@@ -57,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["Delivery", "KafkaProducer", "ProducerStatistics"]
 
 _DEFAULT_MAX_BLOCK_MS: Final = 10_000
+#: send_nowait counts the finished deliveries every this many records (a power of 2, minus 1).
+_COLLECT_MASK: Final = 1023
 _HANDLED: Final = frozenset({"key_serializer", "value_serializer"})
 
 
@@ -90,24 +94,31 @@ class Delivery:
     lost: :meth:`KafkaProducer.flush` and the end of the producer's ``async with`` raise it.
     """
 
-    __slots__ = ("_error", "_event", "_metadata", "_producer", "_waited", "partition", "topic")
+    __slots__ = ("_error", "_future", "_metadata", "_producer", "_waited", "partition", "topic")
 
-    def __init__(self, producer: KafkaProducer, topic: str, partition: int | None) -> None:
+    def __init__(self, producer: KafkaProducer, topic: str, partition: int | None,
+                 future: Any = None) -> None:
         self.topic = topic
         self.partition = partition
         self._producer = producer
-        self._metadata: Any = None
+        #: kafka-python's FutureRecordMetadata (None while the topic's metadata is awaited).
+        self._future = future
+        self._metadata: RecordMetadata | None = None
         self._error: BaseException | None = None
-        self._event: trio.Event | None = None
         self._waited = False
 
     def __repr__(self) -> str:
-        state = "failed" if self._error else ("acknowledged" if self.done() else "pending")
+        state = "pending"
+        if self.done():
+            state = "failed" if self._failure() is not None else "acknowledged"
         return f"<Delivery to {self.topic!r}: {state}>"
 
     def done(self) -> bool:
         """Whether the record was acknowledged or failed."""
-        return self._metadata is not None or self._error is not None
+        if self._error is not None:
+            return True
+        future = self._future
+        return future is not None and future.is_done
 
     def result(self) -> RecordMetadata:
         """The record's metadata, if it was acknowledged.
@@ -117,14 +128,15 @@ class Delivery:
                 not delivered.
             trio.WouldBlock: it is still pending.
         """
-        if self._error is not None:
-            self._waited = True
-            raise self._error
+        if not self.done():
+            raise trio.WouldBlock
+        error = self._failure()
+        if error is not None:
+            self._observe()
+            raise error
         metadata = self._metadata
         if metadata is None:
-            raise trio.WouldBlock
-        if not isinstance(metadata, RecordMetadata):
-            metadata = self._metadata = kp.record_metadata(metadata)
+            metadata = self._metadata = kp.record_metadata(self._future.value)
         return metadata
 
     async def wait(self) -> RecordMetadata:
@@ -134,35 +146,30 @@ class Delivery:
             KafkaDeliveryError: (or another :class:`~trionet.errors.KafkaError`) the record was
                 not delivered.
         """
-        self._waited = True
+        self._observe()
         if self.done():
             await trio.lowlevel.checkpoint()
         else:
-            # Set the event before looking again: the sender thread stores the result first
-            # and looks for an event second, so one of the two sides sees the other.
-            self._event = trio.Event()
-            if not self.done():
-                await self._event.wait()
-            else:
-                await trio.lowlevel.checkpoint()
+            await self._producer._wait_for(self)
         return self.result()
 
-    # -- called from kafka-python's sender thread (or any thread) -----------------------------
+    def _observe(self) -> None:
+        """Someone looks at this record's outcome: a failure is theirs, not flush()'s."""
+        self._waited = True
+        if self._future is not None:
+            self._producer._observed.add(self._future)
 
-    def _on_success(self, metadata: Any) -> None:  # the per-record path: kept short
-        self._metadata = metadata
-        producer = self._producer
-        with producer._count_lock:
-            producer._completed += 1
-        if self._event is not None or producer._watchers:
-            producer._completions.push((self, None))
-
-    def _on_failure(self, error: BaseException) -> None:
-        producer = self._producer
-        self._error = kp.delivery_error(error, topic=self.topic, partition=self.partition,
-                                        servers=producer._servers_text)
-        producer._count_completion(failed=True)
-        producer._completions.push((self, self._error))
+    def _failure(self) -> BaseException | None:
+        """Why the (finished) record was not delivered, translated once; None if it was."""
+        error = self._error
+        if error is None:
+            future = self._future
+            if future is not None and future.exception is not None:
+                producer = self._producer
+                error = self._error = kp.delivery_error(
+                    future.exception, topic=self.topic, partition=self.partition,
+                    servers=producer._servers_text)
+        return error
 
 
 class KafkaProducer:
@@ -234,17 +241,23 @@ class KafkaProducer:
         self._kp: Any = None
         self._nursery: trio.Nursery | None = None
         self._cm: Any = None
-        self._completions: Completions[tuple[Delivery, BaseException | None]]
+        self._portal: TrioPortal | None = None
         self._ready_topics: set[str] = set()
         self._waiting: dict[str, list[tuple[Delivery, tuple[Any, ...]]]] = {}
-        # _sent is written by trio only; _completed and _failed by whichever thread reports a
-        # delivery (kafka-python's sender thread, mostly), under _count_lock.
+        # Every record not counted yet, in send order (trio thread only, like the counters):
+        # kafka-python's record future, or the Delivery while it has none (metadata wait).
+        # Not the Delivery itself, which is then freed as soon as the caller drops it: keeping
+        # one more object per pending record alive made the garbage collector cost more than
+        # the rest of trionet's per-record work.
+        self._pending: collections.deque[Any] = collections.deque()
+        # Futures whose Delivery someone waited for or read (their failures are not flush()'s).
+        self._observed: set[Any] = set()
         self._sent = 0
         self._completed = 0
         self._failed = 0
-        self._count_lock = threading.Lock()
-        self._watchers = 0  # tasks waiting for _changed; the sender thread only reads it
+        # Set (and replaced) when a watched future finishes or a local step changes a delivery.
         self._changed = trio.Event()
+        self._watched: set[Any] = set()  # futures with a wake-up registered
         self._unobserved: list[BaseException] = []
         self._closing = False
 
@@ -262,7 +275,7 @@ class KafkaProducer:
         return cls(parsed.bootstrap_servers, **options)
 
     def __repr__(self) -> str:
-        pending = self._sent - self._completed
+        pending = len(self._pending)
         return f"<trionet.kafka.KafkaProducer {self._servers_text} pending={pending}>"
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -279,7 +292,7 @@ class KafkaProducer:
 
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[KafkaProducer]:
-        self._completions = Completions(TrioPortal(), self._complete)
+        self._portal = TrioPortal()
         trap = kp.ClientTrap()
         self._kp = await run_blocking(self._build, trap, on_cancel=trap.abort)
         clean_exit = False
@@ -323,8 +336,8 @@ class KafkaProducer:
         timeout = 0.0 if not self._all_done() else self._close_timeout
         with trio.CancelScope(shield=True):
             await run_blocking(self._close_kafka_producer, timeout)
-        # The sender thread has been joined: take in the reports it queued before it stopped.
-        self._completions.drain()
+        # The sender thread has been joined: every record it had is acknowledged or failed.
+        self._collect()
         self._kp = None
         if clean_exit and self._unobserved:
             first = self._unobserved[0]
@@ -370,8 +383,11 @@ class KafkaProducer:
         producer = self._kp
         if producer is None or self._closing:
             raise trio.ClosedResourceError("the Kafka producer is not open")
-        if self._sent - self._completed >= self._max_pending:
-            raise trio.WouldBlock
+        pending = self._pending
+        if len(pending) >= self._max_pending:
+            self._collect()
+            if len(pending) >= self._max_pending:
+                raise trio.WouldBlock
         if type(topic) is not str or not topic:
             raise ConfigurationError(f"topic must be a non-empty string, not {topic!r}")
         if value is not None:
@@ -392,31 +408,31 @@ class KafkaProducer:
         if topic in self._ready_topics and kp.metadata_cached(producer, topic):
             # The hot path, inlined: kafka-python's thread-safe send does not block once the
             # topic's metadata is cached.
-            delivery = Delivery(self, topic, partition)
             try:
                 future = producer.send(topic, value, key, header_list, partition, timestamp_ms)
             except BaseException as exc:
                 raise self._send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
+            pending.append(future)
             self._sent += 1
-            kp.watch_delivery(future, delivery._on_success, delivery._on_failure)
-            return delivery
+            if not self._sent & _COLLECT_MASK:
+                self._collect()
+            return Delivery(self, topic, partition, future)
         return self._enqueue(topic, value, key, header_list, partition, timestamp_ms)
 
     def _enqueue(self, topic: str, value: bytes | bytearray | memoryview | None,
                  key: bytes | bytearray | memoryview | None, headers: list[tuple[str, bytes]],
                  partition: int | None, timestamp_ms: int | None) -> Delivery:
-        delivery = Delivery(self, topic, partition)
         if topic in self._ready_topics and kp.metadata_cached(self._kp, topic):
-            # The hot path: a direct call of kafka-python's thread-safe send, which does not
-            # block now that the topic's metadata is cached.
+            # A direct call of kafka-python's thread-safe send, which does not block now that
+            # the topic's metadata is cached.
             try:
                 future = self._kp.send(topic, value=value, key=key, headers=headers,
                                        partition=partition, timestamp_ms=timestamp_ms)
             except BaseException as exc:
                 raise self._send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
+            self._pending.append(future)
             self._sent += 1
-            kp.watch_delivery(future, delivery._on_success, delivery._on_failure)
-            return delivery
+            return Delivery(self, topic, partition, future)
         self._ready_topics.discard(topic)
         args = (value, key, headers, partition, timestamp_ms)
         queued = self._waiting.get(topic)
@@ -427,6 +443,8 @@ class KafkaProducer:
             queued = self._waiting[topic] = []
             assert self._nursery is not None
             self._nursery.start_soon(self._fetch_metadata, topic)
+        delivery = Delivery(self, topic, partition)
+        self._pending.append(delivery)
         self._sent += 1
         queued.append((delivery, args))
         return delivery
@@ -575,8 +593,24 @@ class KafkaProducer:
 
     def statistics(self) -> ProducerStatistics:
         """The producer's counters."""
-        completed, failed = self._completed, self._failed
-        return ProducerStatistics(self._sent - completed, completed - failed, failed)
+        self._collect()
+        # Records finished behind an older pending one are counted here too (not collected).
+        acknowledged = failed = 0
+        for item in self._pending:
+            if type(item) is Delivery:
+                if item.done():
+                    if item._failure() is None:
+                        acknowledged += 1
+                    else:
+                        failed += 1
+            elif item.is_done:
+                if item.exception is None:
+                    acknowledged += 1
+                else:
+                    failed += 1
+        failed += self._failed
+        acknowledged += self._completed - self._failed
+        return ProducerStatistics(self._sent - acknowledged - failed, acknowledged, failed)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -608,6 +642,7 @@ class KafkaProducer:
                 self._hand_over(delivery, args)
             else:
                 self._fail_locally(delivery, error)
+        self._notify()
 
     def _hand_over(self, delivery: Delivery, args: tuple[Any, ...]) -> None:
         value, key, headers, partition, timestamp_ms = args
@@ -617,7 +652,7 @@ class KafkaProducer:
         except Exception as exc:  # the record's own failure; KeyboardInterrupt & co. propagate
             self._fail_locally(delivery, self._send_error(exc, delivery.topic, partition))
             return
-        kp.watch_delivery(future, delivery._on_success, delivery._on_failure)
+        delivery._future = future
 
     def _send_error(self, exc: BaseException, topic: str, partition: int | None) -> BaseException:
         """The error to raise for *exc* from a send: *exc* itself (not an Exception: Cancelled,
@@ -638,45 +673,107 @@ class KafkaProducer:
             error.__suppress_context__ = True
         return error
 
-    # -- delivery bookkeeping ---------------------------------------------------------------------
+    # -- delivery bookkeeping (trio thread) ----------------------------------------------------
 
-    def _count_completion(self, *, failed: bool) -> None:  # any thread
-        with self._count_lock:
+    def _collect(self) -> None:
+        """Count the finished records at the front of the queue; note their failures."""
+        pending = self._pending
+        observed = self._observed
+        while pending:
+            item = pending[0]
+            if type(item) is Delivery:
+                if not item.done():
+                    return
+                error = item._failure()
+                waited = item._waited
+                future = item._future
+            else:
+                if not item.is_done:
+                    return
+                future = item
+                error = None if item.exception is None else self._failure_of(item)
+                waited = False
+            pending.popleft()
             self._completed += 1
-            if failed:
+            if future in observed:
+                observed.discard(future)
+                waited = True
+            if error is not None:
                 self._failed += 1
+                if not waited and not kp.is_transaction_abort(error.__cause__):
+                    self._unobserved.append(error)
+        observed.clear()  # what is left belongs to records counted already
 
-    def _fail_locally(self, delivery: Delivery, error: BaseException) -> None:  # trio thread
+    def _failure_of(self, future: Any) -> BaseException:
+        topic, partition = kp.record_partition(future)
+        return kp.delivery_error(future.exception, topic=topic, partition=partition,
+                                 servers=self._servers_text)
+
+    def _fail_locally(self, delivery: Delivery, error: BaseException) -> None:
         delivery._error = error
-        self._count_completion(failed=True)
-        self._complete((delivery, error))
+        self._notify()
 
-    def _complete(self, item: tuple[Delivery, BaseException | None]) -> None:  # trio thread
-        delivery, error = item
-        if (error is not None and not delivery._waited
-                and not kp.is_transaction_abort(error.__cause__)):
-            self._unobserved.append(error)
-        if delivery._event is not None:
-            delivery._event.set()
+    def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _watch(self, item: Any) -> None:
+        """Have :meth:`_notify` called when a pending record finishes (at most one wake-up
+        registered per record)."""
+        future = item._future if type(item) is Delivery else item
+        if future is None or future in self._watched:
+            return  # a local step notifies (metadata arrived), or a wake-up is registered
+        self._watched.add(future)
+        portal = self._portal
+        assert portal is not None
+
+        def wake(_: object) -> None:  # sender thread, or at once if the future is done
+            portal.call_soon(self._woken, future)
+
+        kp.watch_delivery(future, wake, wake)
+
+    def _woken(self, future: Any) -> None:
+        self._watched.discard(future)
+        self._notify()
+
     def _has_room(self) -> bool:
-        return self._sent - self._completed < self._max_pending
+        return len(self._pending) < self._max_pending
 
     def _all_done(self) -> bool:
-        return self._sent == self._completed
+        return not self._pending
+
+    async def _wait_for(self, delivery: Delivery) -> None:
+        """Wait until *delivery* finished: one wake-up for this record alone."""
+        portal = self._portal
+        assert portal is not None
+        while not delivery.done():
+            future = delivery._future
+            if future is None:  # waiting for its topic's metadata (a local step notifies)
+                await self._changed.wait()
+                continue
+            finished = trio.Event()
+
+            def wake(_: object, finished: trio.Event = finished) -> None:  # sender thread
+                portal.call_soon(finished.set)
+
+            kp.watch_delivery(future, wake, wake)
+            await finished.wait()
 
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
-        """Wait until *condition()* holds; it is re-checked whenever a delivery is reported."""
+        """Wait until *condition()* holds, re-checked as deliveries finish.
+
+        Wakes up when the last record sent finishes (all may be done then) and, while that is
+        not enough, when the oldest pending one does.
+        """
+        self._collect()
         if condition():
             await trio.lowlevel.checkpoint()
             return
-        # Register before looking again: the sender thread counts first and looks for
-        # watchers second, so one of the two sides sees the other.
-        self._watchers += 1
-        try:
-            while not condition():
-                await self._changed.wait()
-        finally:
-            self._watchers -= 1
+        pending = self._pending
+        self._watch(pending[-1])
+        while not condition():
+            changed = self._changed
+            if pending:
+                self._watch(pending[0])
+            await changed.wait()
+            self._collect()
