@@ -23,4 +23,5 @@ async def test_benchmark_quick_round() -> None:
     assert summary["records"] == 10_000
     assert {row["row"] for row in summary["rows"]} == {"produce 100 B, acks=1", "consume 100 B"}
     assert set(summary["cpu_overhead_us"]) == {
-        "produce: trionet send_nowait", "consume: trionet getmany", "consume: trionet async for"}
+        "produce: trionet send_nowait", "consume: trionet getmany",
+        "consume: trionet getmany, poll_in_trio=False", "consume: trionet async for"}

@@ -165,14 +165,20 @@ async def test_broker_gone_mid_stream() -> None:
         async with KafkaProducer(servers, request_timeout_ms=1000, delivery_timeout_ms=2000,
                                  retry_backoff_ms=50, close_timeout=1) as producer, \
                 KafkaConsumer(topic, bootstrap_servers=servers, group_id=unique("gone"),
-                              broker_timeout=1.0, close_timeout=1, **CONSUMER) as consumer:
+                              broker_timeout=1.0, close_timeout=1, **CONSUMER) as consumer, \
+                KafkaConsumer(bootstrap_servers=servers, partitions=[(topic, 0)],
+                              broker_timeout=1.0, close_timeout=1, **CONSUMER) as assigned:
             with trio.fail_after(20):
                 assert (await consumer.getone()).value == b"before"
+                assert (await assigned.getone()).value == b"before"
                 await trio.to_thread.run_sync(broker.kill)
-                with pytest.raises(KafkaConnectionError) as info:
-                    async for record in consumer:
-                        pytest.fail(f"read {record} from a dead broker")
-                assert servers in str(info.value)
+                # The group member polls on its thread; the assigned consumer first tries a
+                # poll in trio, then falls back to its thread: both give up after 1 s.
+                for reader in (consumer, assigned):
+                    with pytest.raises(KafkaConnectionError) as info:
+                        async for record in reader:
+                            pytest.fail(f"read {record} from a dead broker")
+                    assert servers in str(info.value)
                 with pytest.raises(KafkaDeliveryError) as delivery:
                     await producer.send(topic, b"after")
                 assert delivery.value.topic == topic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -166,13 +167,15 @@ async def test_read_ahead_defaults_to_off_for_group_subscriptions(servers: str) 
     async with new_topic(servers, "pfdefault", partitions=1) as topic:
         await produce(servers, topic, [b"%03d" % n for n in range(60)])
         async with KafkaConsumer(topic, bootstrap_servers=servers, group_id=unique("pfdef"),
-                                 max_poll_records=5, **CONSUMER) as consumer:
+                                 max_poll_records=5, poll_in_trio=False,
+                                 **CONSUMER) as consumer:
             with trio.fail_after(20):
                 for expected in range(20):
                     assert (await consumer.getone()).offset == expected
                     assert consumer.buffered < 5  # polls only with an empty buffer
                     await trio.sleep(0.005)
-                # Switching to manual assignment turns the default read-ahead on.
+                # Switching to manual assignment (polled on the consumer's thread, as asked)
+                # turns the default read-ahead on.
                 await consumer.unsubscribe()
                 await consumer.assign([(topic, 0)])
                 await consumer.seek((topic, 0), 20)
@@ -184,6 +187,63 @@ async def test_read_ahead_defaults_to_off_for_group_subscriptions(servers: str) 
                 assert most >= 5
 
 
+async def test_assigned_partitions_are_polled_in_trio_by_default(servers: str) -> None:
+    # The deserializer runs wherever poll() runs: it tells which thread decoded each record.
+    decoded_on: list[str] = []
+
+    def note_thread(value: bytes) -> bytes:
+        decoded_on.append(threading.current_thread().name)
+        return value
+
+    trio_thread = threading.current_thread().name
+    async with new_topic(servers, "intrio", partitions=1) as topic:
+        await produce(servers, topic, [b"%03d" % n for n in range(60)])
+        async with KafkaConsumer(topic, bootstrap_servers=servers, group_id=unique("intrio"),
+                                 max_poll_records=5, value_deserializer=note_thread,
+                                 **CONSUMER) as consumer:
+            with trio.fail_after(20):
+                for expected in range(20):
+                    assert (await consumer.getone()).offset == expected
+                # A group subscription is always polled on the consumer's thread.
+                assert trio_thread not in decoded_on
+                await consumer.unsubscribe()
+                await consumer.assign([(topic, 0)])
+                await consumer.seek((topic, 0), 20)
+                for expected in range(20, 60):
+                    record = await consumer.getone()
+                    assert (record.offset, record.value) == (expected, b"%03d" % expected)
+                    assert consumer.buffered < 5  # no read-ahead: polls only when empty
+                # The first poll after the seek waits for the network on the consumer's
+                # thread; once records flow, the trio thread polls (without waiting).
+                assert trio_thread in decoded_on
+                assert len(decoded_on) == 60
+
+
+async def test_polling_in_trio_keeps_seeks_and_commits_exact(servers: str) -> None:
+    group = unique("intrio-commit")
+    async with new_topic(servers, "intrio-commit", partitions=2) as topic:
+        await produce(servers, topic, [b"%03d" % n for n in range(100)], partition=0)
+        await produce(servers, topic, [b"%03d" % n for n in range(100)], partition=1)
+        p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+        async with KafkaConsumer(bootstrap_servers=servers, partitions=[p0, p1],
+                                 group_id=group, max_poll_records=7, **CONSUMER) as consumer:
+            with trio.fail_after(20):
+                seen: dict[int, list[int]] = {0: [], 1: []}
+                while min(len(seen[0]), len(seen[1])) < 10:
+                    for record in await consumer.getmany(3):
+                        seen[record.partition].append(record.offset)
+                for offsets in seen.values():
+                    assert offsets == list(range(len(offsets)))
+                committed = await consumer.commit()
+                assert committed == {p0: len(seen[0]), p1: len(seen[1])}
+                await consumer.seek(p0, 90)
+                rest = [await consumer.getone() for _ in range(10 + 100 - len(seen[1]))]
+                assert sorted(r.offset for r in rest if r.partition == 0) == list(range(90, 100))
+                assert sorted(r.offset for r in rest if r.partition == 1) == list(
+                    range(len(seen[1]), 100))
+            assert await consumer.committed(p0) == len(seen[0])
+
+
 def test_prefetch_must_be_a_count() -> None:
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ConfigurationError, match="prefetch"):
@@ -191,3 +251,5 @@ def test_prefetch_must_be_a_count() -> None:
     for bad_bytes in (0, -5, 1.5):
         with pytest.raises(ConfigurationError, match="prefetch_bytes"):
             KafkaConsumer("t", prefetch_bytes=bad_bytes)
+    with pytest.raises(ConfigurationError, match="poll_in_trio"):
+        KafkaConsumer("t", poll_in_trio=1)  # type: ignore[arg-type]

@@ -1,15 +1,32 @@
-"""The Kafka consumer: one kafka-python consumer pinned to one thread, inside a nursery.
+"""The Kafka consumer: one kafka-python consumer owned by one thread, inside a nursery.
 
 kafka-python's consumer is not thread-safe, so each :class:`KafkaConsumer` owns a
-:class:`~trionet._threads.ThreadWorker`: one OS thread, started in the consumer's nursery, on which
-the kafka-python object is built, used and closed. Records cross into trio a batch at a time (one
-hand-off per one or more ``poll()`` calls, never per record) and wait in a bounded buffer until
-the application takes them. Each ``poll()`` is short (``poll_interval``), so cancelling a reader
-takes effect promptly; records polled for a reader that was cancelled meanwhile stay in the
-buffer for the next one.
+:class:`~trionet._threads.ThreadWorker`: one OS thread, started in the consumer's nursery, on
+which the kafka-python object is built, closed and used for every call that may wait (the one
+exception, a poll that cannot wait, is described below). Records cross into trio a batch at a
+time (one hand-off per one or more ``poll()`` calls, never per record) and wait in a bounded
+buffer until the application takes them. Each ``poll()`` is short (``poll_interval``), so
+cancelling a reader takes effect promptly; records polled for a reader that was cancelled
+meanwhile stay in the buffer for the next one.
 
-Prefetch (a pipeline; by default on for manually assigned partitions, off for group
-subscriptions, see ``_DEFAULT_PREFETCH``). With ``prefetch`` = P >= 2 and
+Polling in trio (``poll_in_trio``, on by default for manually assigned partitions without
+read-ahead or auto-commit). A reader that finds the buffer empty first calls ``poll(0)`` itself,
+on the trio thread, if nothing is submitted to the consumer's thread or on its way back from it
+(``_polling`` is False and ``_calls`` is 0): the thread is then idle, waiting for its next job,
+and stays so while the trio thread is busy, so kafka-python's consumer is still used by one
+thread at a time, with the hand-over ordered by the job queue and the trio token's FIFO. A zero
+timeout never waits for the network; it takes (at most ``_DIRECT_RECORDS``) records
+kafka-python has already fetched (its I/O thread fetches the next ones meanwhile) and decodes
+them. Only if it finds none does the reader hand a normal, waiting poll to the consumer's
+thread; and a poll in trio is tried only while records flow (the last poll found some), since
+an empty ``poll(0)`` still costs a few milliseconds of kafka-python's bookkeeping. Why: the
+records were otherwise built on the consumer's thread and used and freed on the trio thread, on
+another core; those cache misses cost more per record than all of trionet's own work (about
+10 % of the throughput on the project's machine). Group subscriptions always poll on the
+thread: a rebalance runs inside ``poll()`` and waits for the listener, which runs in trio.
+
+Prefetch (a pipeline; off by default, except for manually assigned partitions with
+``poll_in_trio=False``, see ``_DEFAULT_PREFETCH``). With ``prefetch`` = P >= 2 and
 ``max_poll_records`` = M, the buffer holds at most P * M records (counting those on their way
 to trio). The first read starts a poll;
 consecutive polls that find records join one hand-off of up to (P // 2) * M records, so trio is
@@ -24,8 +41,9 @@ if it finds nothing the chain ends until the next read. With P < 2 a poll happen
 buffer is empty.
 
 Ordering is what keeps read-ahead correct. Every call on kafka-python runs on the one thread, in
-the order submitted, and every result (a poll's batch or a call's outcome) is handed to trio
-through the same FIFO (``TrioToken.run_sync_soon``). So when the trio-side bookkeeping of a
+the order submitted (a poll in trio happens only when nothing is submitted), and every result (a
+poll's batch or a call's outcome) is handed to trio through the same FIFO
+(``TrioToken.run_sync_soon``). So when the trio-side bookkeeping of a
 ``seek``, ``pause``, ``assign``... runs, every batch polled before that call is already in the
 buffer (and is dropped there for the affected partitions), and every batch polled after it
 reflects the new position: nothing is delivered twice or skipped, with no generation counter
@@ -92,10 +110,14 @@ _YIELD_INTERVAL: Final = 0.001
 #: Not 0: kafka-python abandons a group join/sync step at every poll that times out, and
 #: against noida-db a rebalance driven only by zero-timeout polls was seen to stall.
 _READ_AHEAD_WAIT_MS: Final = 10
-#: ``prefetch`` for manually assigned partitions when not given. Group subscriptions default to
-#: no read-ahead: against noida-db, kafka-python 3.0.12's rebalances were seen to stall (a join
-#: completed while no poll() waited for it is thrown away and sent again) when the consumer's
-#: thread polls ahead of a slow reader.
+#: A poll on the trio thread decodes at most this many records (about 2 ms of kafka-python's
+#: pure-Python decoding), so other tasks wait no longer than that. Measured: polls of 100
+#: records are as fast per record as polls of 500.
+_DIRECT_RECORDS: Final = 100
+#: ``prefetch`` for manually assigned partitions with ``poll_in_trio=False`` when not given.
+#: Group subscriptions default to no read-ahead: against noida-db, kafka-python 3.0.12's
+#: rebalances were seen to stall (a join completed while no poll() waited for it is thrown away
+#: and sent again) when the consumer's thread polls ahead of a slow reader.
 _DEFAULT_PREFETCH: Final = 8
 
 
@@ -181,12 +203,19 @@ class KafkaConsumer:
         prefetch: how many ``poll()`` batches trionet may buffer, so that the consumer's
             thread reads ahead while the application works: at most ``max(1, prefetch) *
             max_poll_records`` records. Below 2 there is no read-ahead (a poll only when the
-            buffer is empty). Default: 8 with manually assigned partitions, 0 with a group
-            subscription (see the Kafka guide). Read-ahead never
+            buffer is empty). Default: 0, or 8 with manually assigned partitions and
+            ``poll_in_trio=False`` (see the Kafka guide). Read-ahead never
             changes what :meth:`commit` commits (only records handed out) and is off with
             ``enable_auto_commit``.
         prefetch_bytes: read-ahead also stops while the buffered records are estimated (from
             their serialized sizes) at more than this many bytes (64 MiB).
+        poll_in_trio: with manually assigned partitions (and no read-ahead, no
+            ``enable_auto_commit``), a read that finds no buffered record first takes the
+            records kafka-python has already fetched by polling on the trio thread, without
+            waiting for the network; only if there are none does the consumer's thread make a
+            waiting poll. Faster (the records are built on the core that uses them); the trio
+            thread then decodes up to 100 records at a time (about 2 ms). ``False`` keeps
+            every call on the consumer's thread. Group subscriptions always poll there.
         commit_on_exit: commit the handed-out offsets when the block ends without an exception
             (only with a *group_id*).
         broker_timeout: seconds without any reachable broker after which reading raises
@@ -216,6 +245,7 @@ class KafkaConsumer:
         close_timeout: float = 10.0,
         prefetch: int | None = None,
         prefetch_bytes: int = 64 * 1024 * 1024,
+        poll_in_trio: bool = True,
         commit_on_exit: bool = True,
         broker_timeout: float | None = 30.0,
         **config: Any,
@@ -235,6 +265,8 @@ class KafkaConsumer:
         if prefetch is not None and (not isinstance(prefetch, int) or isinstance(prefetch, bool)
                                      or prefetch < 0):
             raise ConfigurationError(f"prefetch must be an int >= 0, not {prefetch!r}")
+        if not isinstance(poll_in_trio, bool):
+            raise ConfigurationError(f"poll_in_trio must be True or False, not {poll_in_trio!r}")
         if broker_timeout is not None and not broker_timeout > 0:
             raise ConfigurationError(f"broker_timeout must be > 0 or None, not {broker_timeout!r}")
         for topic in topics:
@@ -266,6 +298,7 @@ class KafkaConsumer:
         self._max_records = int(settings.get("max_poll_records", 500))
         self._auto_commit = bool(settings.get("enable_auto_commit"))
         self._prefetch_setting = prefetch
+        self._poll_in_trio = poll_in_trio
         self._set_prefetch(group_managed=partitions is None)
         if not (isinstance(prefetch_bytes, int) and prefetch_bytes > 0):
             raise ConfigurationError(
@@ -302,6 +335,10 @@ class KafkaConsumer:
         self._poll_error: BaseException | None = None
         self._unreachable_since: float | None = None
         self._position_lock = trio.Lock()
+        #: Calls submitted to the consumer's thread whose result trio has not taken in yet.
+        self._calls = 0
+        #: Whether the last poll found records (only then is a poll in trio worth trying).
+        self._flowing = False
         self._since_yield = 0
         self._yielded_at = 0.0
         self._open = False
@@ -439,6 +476,7 @@ class KafkaConsumer:
         box: list[outcome.Outcome[T]] = []
 
         def finish(result: outcome.Outcome[T]) -> None:  # trio thread
+            self._calls -= 1
             if after is not None and isinstance(result, outcome.Value):
                 try:
                     after(result.value)
@@ -459,9 +497,11 @@ class KafkaConsumer:
                 portal.call_soon(finish, outcome.Error(error) if error is not None
                                  else outcome.Value(value))
 
+            self._calls += 1
             try:
                 kp.call_on_io_loop(self._kc, lambda: fn(*args, **kwargs), (), io_done)
             except RuntimeError:  # kafka-python's loop has stopped
+                self._calls -= 1
                 raise trio.ClosedResourceError("the Kafka consumer is closed") from None
         else:
             worker = self._worker
@@ -474,7 +514,12 @@ class KafkaConsumer:
                         trio.ClosedResourceError("the Kafka consumer's thread has stopped"))
                 portal.call_soon(finish, result)
 
-            worker.submit(job)
+            self._calls += 1
+            try:
+                worker.submit(job)
+            except BaseException:
+                self._calls -= 1
+                raise
         await done.wait()
         result = box[0]
         if isinstance(result, outcome.Error):
@@ -585,10 +630,31 @@ class KafkaConsumer:
                                  "poll() is waiting for the listener to return", fault="local")
             self._check_open()
             if not self._polling:
+                if (self._direct and self._flowing and not self._calls and not self._aborting
+                        and self._poll_directly()):
+                    # The poll ran on this thread: let other tasks run before going on.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    continue
                 self._start_polling()
             if self._arrived is None:
                 self._arrived = trio.Event()
             await self._arrived.wait()
+
+    def _poll_directly(self) -> bool:
+        """Poll on the trio thread, without waiting for the network (see the module's
+        docstring); whether that gave records (or an error to raise)."""
+        try:
+            records, _ = self._poll_once(0, min(self._max_records, _DIRECT_RECORDS))
+        except Exception as exc:
+            self._poll_error = kp.translated(exc, servers=self._servers_text,
+                                             operation="polling")
+            return True
+        if not records:
+            self._flowing = False
+            return False
+        self._unreachable_since = None
+        self._buffer.extend(records)
+        return True
 
     def _outstanding(self) -> int:
         """Records buffered or on their way to trio (either thread; read in this order, a race
@@ -610,14 +676,20 @@ class KafkaConsumer:
             self._start_polling()
 
     def _set_prefetch(self, *, group_managed: bool) -> None:
-        """Apply ``prefetch`` (default: read ahead with manually assigned partitions only)."""
+        """Apply ``prefetch`` and ``poll_in_trio`` (by default, manually assigned partitions
+        are polled on the trio thread when possible; read-ahead only when asked for)."""
         if self._auto_commit:
             prefetch = 0  # kafka-python's auto-commit commits its positions, read-ahead included
         elif self._prefetch_setting is not None:
             prefetch = self._prefetch_setting
+        elif group_managed or self._poll_in_trio:
+            prefetch = 0
         else:
-            prefetch = 0 if group_managed else _DEFAULT_PREFETCH
+            prefetch = _DEFAULT_PREFETCH
         self._prefetch = prefetch
+        #: Whether a reader that finds the buffer empty first polls on the trio thread.
+        self._direct = (self._poll_in_trio and not group_managed and prefetch < 2
+                        and not self._auto_commit)
         #: At most this many records are buffered or on their way to trio.
         self._bound = max(1, prefetch) * self._max_records
         #: At most this many records cross into trio in one hand-off.
@@ -654,7 +726,7 @@ class KafkaConsumer:
             wait_ms = self._poll_ms
         else:
             wait_ms = brief
-        first = outcome.capture(self._poll_on_thread, wait_ms)
+        first = outcome.capture(self._poll_once, wait_ms)
         if isinstance(first, outcome.Error):
             portal.call_soon(self._poll_finished, first, False, False)
             return
@@ -671,7 +743,7 @@ class KafkaConsumer:
             taken = len(batch)
             self._pending = batch
             while taken + per_poll <= limit and self._open and not self._aborting:
-                more = outcome.capture(self._poll_on_thread, brief)
+                more = outcome.capture(self._poll_once, brief)
                 if isinstance(more, outcome.Error):
                     failure = more
                     break
@@ -708,20 +780,27 @@ class KafkaConsumer:
         elif again:
             worker.submit(self._poll_job)
 
-    def _poll_on_thread(self, timeout_ms: int) -> tuple[list[KafkaRecord | _Undecodable], bool]:
-        raw = kp.poll(self._kc, timeout_ms, self._max_records)
+    def _poll_once(self, timeout_ms: int, max_records: int | None = None,
+                   ) -> tuple[list[KafkaRecord | _Undecodable], bool]:
+        raw = kp.poll(self._kc, timeout_ms, max_records or self._max_records)
         if not raw:
             unreachable = self._broker_timeout is not None and kp.brokers_unreachable(self._kc)
             return [], unreachable
-        self._record_size = max(1, kp.serialized_size(raw) // len(raw))
+        # The average size, estimated from at most 64 records spread over the batch.
+        sample = raw if len(raw) <= 64 else raw[::len(raw) // 64]
+        self._record_size = max(1, kp.serialized_size(sample) // len(sample))
         decode_key = self._decode_key
         decode_value = self._decode_value
         if decode_key is None and decode_value is None:
             # tuple.__new__ skips the NamedTuple's Python-level __new__: this loop is the
-            # per-record cost of crossing into trio.
+            # per-record cost of crossing into trio. No headers become one shared empty tuple,
+            # not kafka-python's fresh list: a record then holds no container, so the garbage
+            # collector stops tracking it while it waits in the buffer (and trio does not free
+            # one more object per record that the consumer's thread allocated, on another
+            # core). Together that was about 10 % of the consumer's throughput.
             return [
                 _new_tuple(KafkaRecord, (r.topic, r.partition, r.offset, r.key, r.value,
-                                         r.headers, r.timestamp, r.timestamp_type))
+                                         r.headers or (), r.timestamp, r.timestamp_type))
                 for r in raw
             ], False
         out: list[KafkaRecord | _Undecodable] = []
@@ -734,14 +813,14 @@ class KafkaConsumer:
                     value = decode_value(value)
             except Exception as exc:
                 raw_record = KafkaRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                                         r.headers, r.timestamp, r.timestamp_type)
+                                         r.headers or (), r.timestamp, r.timestamp_type)
                 error = RecordDecodeError(
                     f"cannot deserialize the record at offset {r.offset} of "
                     f"{r.topic}[{r.partition}]: {exc}", record=raw_record)
                 error.__cause__ = exc
                 out.append(_Undecodable(raw_record, error))
                 continue
-            out.append(KafkaRecord(r.topic, r.partition, r.offset, key, value, r.headers,
+            out.append(KafkaRecord(r.topic, r.partition, r.offset, key, value, r.headers or (),
                                    r.timestamp, r.timestamp_type))
         return out, False
 
@@ -758,6 +837,7 @@ class KafkaConsumer:
                                                  operation="polling")
                 return
             records, unreachable = result.unwrap()
+            self._flowing = bool(records)
             if records:
                 self._unreachable_since = None
                 self._buffer.extend(records)  # before counting: see _outstanding
