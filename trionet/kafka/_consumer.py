@@ -17,9 +17,10 @@ and stays so while the trio thread is busy, so kafka-python's consumer is still 
 thread at a time, with the hand-over ordered by the job queue and the trio token's FIFO. A zero
 timeout never waits for the network; it takes (at most ``_DIRECT_RECORDS``) records
 kafka-python has already fetched (its I/O thread fetches the next ones meanwhile) and decodes
-them. Only if it finds none does the reader hand a normal, waiting poll to the consumer's
-thread; and a poll in trio is tried only while records flow (the last poll found some), since
-an empty ``poll(0)`` still costs a few milliseconds of kafka-python's bookkeeping. Why: the
+them. It is tried only when kafka-python holds fetched records (``kp.records_ready``), since
+an empty ``poll(0)`` still costs about a millisecond of kafka-python's bookkeeping; otherwise
+(or if it finds none after all) the reader hands a normal, waiting poll to the consumer's
+thread. Why: the
 records were otherwise built on the consumer's thread and used and freed on the trio thread, on
 another core; those cache misses cost more per record than all of trionet's own work (about
 10 % of the throughput on the project's machine). Group subscriptions always poll on the
@@ -337,8 +338,6 @@ class KafkaConsumer:
         self._position_lock = trio.Lock()
         #: Calls submitted to the consumer's thread whose result trio has not taken in yet.
         self._calls = 0
-        #: Whether the last poll found records (only then is a poll in trio worth trying).
-        self._flowing = False
         self._since_yield = 0
         self._yielded_at = 0.0
         self._open = False
@@ -630,8 +629,8 @@ class KafkaConsumer:
                                  "poll() is waiting for the listener to return", fault="local")
             self._check_open()
             if not self._polling:
-                if (self._direct and self._flowing and not self._calls and not self._aborting
-                        and self._poll_directly()):
+                if (self._direct and not self._calls and not self._aborting
+                        and kp.records_ready(self._kc) and self._poll_directly()):
                     # The poll ran on this thread: let other tasks run before going on.
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     continue
@@ -650,7 +649,6 @@ class KafkaConsumer:
                                              operation="polling")
             return True
         if not records:
-            self._flowing = False
             return False
         self._unreachable_since = None
         self._buffer.extend(records)
@@ -837,7 +835,6 @@ class KafkaConsumer:
                                                  operation="polling")
                 return
             records, unreachable = result.unwrap()
-            self._flowing = bool(records)
             if records:
                 self._unreachable_since = None
                 self._buffer.extend(records)  # before counting: see _outstanding

@@ -12,6 +12,8 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
   constructor that fails (or is cancelled) during bootstrap can be cleaned up: kafka-python 3.0
   starts a consumer's or admin client's I/O thread before bootstrapping and leaves it running when
   the bootstrap fails.
+* :func:`records_ready` reads the fetcher's queue, so that a reader polls on the trio thread only
+  when records are already fetched (an empty zero-timeout poll still costs about a millisecond).
 * :func:`brokers_unreachable` reads the connection manager, to turn "every broker has stopped
   answering" into an error instead of polling an empty topic forever.
 * :func:`commit_on_io_loop` and :func:`call_on_io_loop` run consumer work on kafka-python's I/O
@@ -113,6 +115,7 @@ __all__ = [
     "position",
     "record_metadata",
     "record_partition",
+    "records_ready",
     "resume",
     "seek",
     "seek_to",
@@ -471,6 +474,21 @@ def serialized_size(records: list[Any]) -> int:
     (a missing key or value counts as -1), in bytes."""
     total: int = sum(map(_KEY_SIZE, records)) + sum(map(_VALUE_SIZE, records))
     return max(0, total)
+
+
+def records_ready(consumer: Any) -> bool:
+    """Whether a zero-timeout ``poll()`` would find fetched records (a hint).
+
+    It reads the fetcher's queue of fetch responses, which kafka-python's I/O thread fills, with
+    no lock: the answer may be stale by the time it is used, which costs one empty poll or one
+    poll on the consumer's thread, never a record. Responses without record data (an idle
+    partition's fetch comes back empty every ``fetch_max_wait_ms``) do not count.
+    """
+    fetcher = consumer._fetcher
+    if fetcher._next_partition_records:
+        return True
+    pending = tuple(fetcher._completed_fetches)  # copied in C, under the GIL
+    return any(completed.partition_data.records for completed in pending)
 
 
 def brokers_unreachable(consumer: Any) -> bool:
