@@ -94,13 +94,16 @@ class Delivery:
     lost: :meth:`KafkaProducer.flush` and the end of the producer's ``async with`` raise it.
     """
 
-    __slots__ = ("_error", "_future", "_metadata", "_producer", "_waited", "partition", "topic")
+    __slots__ = ("_error", "_future", "_metadata", "_producer", "_seq", "_waited", "partition",
+                 "topic")
 
-    def __init__(self, producer: KafkaProducer, topic: str, partition: int | None,
+    def __init__(self, producer: KafkaProducer, topic: str, partition: int | None, seq: int,
                  future: Any = None) -> None:
         self.topic = topic
         self.partition = partition
         self._producer = producer
+        #: The record's place in the producer's send order (see KafkaProducer._collect).
+        self._seq = seq
         #: kafka-python's FutureRecordMetadata (None while the topic's metadata is awaited).
         self._future = future
         self._metadata: RecordMetadata | None = None
@@ -156,8 +159,9 @@ class Delivery:
     def _observe(self) -> None:
         """Someone looks at this record's outcome: a failure is theirs, not flush()'s."""
         self._waited = True
-        if self._future is not None:
-            self._producer._observed.add(self._future)
+        producer = self._producer
+        if self._future is not None and self._seq >= producer._completed:
+            producer._observed.add(self._future)  # not counted yet; _collect removes it
 
     def _failure(self) -> BaseException | None:
         """Why the (finished) record was not delivered, translated once; None if it was."""
@@ -244,13 +248,15 @@ class KafkaProducer:
         self._portal: TrioPortal | None = None
         self._ready_topics: set[str] = set()
         self._waiting: dict[str, list[tuple[Delivery, tuple[Any, ...]]]] = {}
-        # Every record not counted yet, in send order (trio thread only, like the counters):
+        # Every record not counted yet, in send order (trio thread only, like the counters; the
+        # record numbered n in that order is counted once _completed > n):
         # kafka-python's record future, or the Delivery while it has none (metadata wait).
         # Not the Delivery itself, which is then freed as soon as the caller drops it: keeping
         # one more object per pending record alive made the garbage collector cost more than
         # the rest of trionet's per-record work.
         self._pending: collections.deque[Any] = collections.deque()
-        # Futures whose Delivery someone waited for or read (their failures are not flush()'s).
+        # Futures not counted yet whose Delivery someone waited for or read (their failures
+        # are not flush()'s to raise).
         self._observed: set[Any] = set()
         self._sent = 0
         self._completed = 0
@@ -412,11 +418,12 @@ class KafkaProducer:
                 future = producer.send(topic, value, key, header_list, partition, timestamp_ms)
             except BaseException as exc:
                 raise self._send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
+            seq = self._sent
             pending.append(future)
-            self._sent += 1
-            if not self._sent & _COLLECT_MASK:
+            self._sent = seq + 1
+            if not seq & _COLLECT_MASK:
                 self._collect()
-            return Delivery(self, topic, partition, future)
+            return Delivery(self, topic, partition, seq, future)
         return self._enqueue(topic, value, key, header_list, partition, timestamp_ms)
 
     def _enqueue(self, topic: str, value: bytes | bytearray | memoryview | None,
@@ -430,9 +437,10 @@ class KafkaProducer:
                                        partition=partition, timestamp_ms=timestamp_ms)
             except BaseException as exc:
                 raise self._send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
+            seq = self._sent
             self._pending.append(future)
-            self._sent += 1
-            return Delivery(self, topic, partition, future)
+            self._sent = seq + 1
+            return Delivery(self, topic, partition, seq, future)
         self._ready_topics.discard(topic)
         args = (value, key, headers, partition, timestamp_ms)
         queued = self._waiting.get(topic)
@@ -443,7 +451,7 @@ class KafkaProducer:
             queued = self._waiting[topic] = []
             assert self._nursery is not None
             self._nursery.start_soon(self._fetch_metadata, topic)
-        delivery = Delivery(self, topic, partition)
+        delivery = Delivery(self, topic, partition, self._sent)
         self._pending.append(delivery)
         self._sent += 1
         queued.append((delivery, args))
@@ -702,7 +710,6 @@ class KafkaProducer:
                 self._failed += 1
                 if not waited and not kp.is_transaction_abort(error.__cause__):
                     self._unobserved.append(error)
-        observed.clear()  # what is left belongs to records counted already
 
     def _failure_of(self, future: Any) -> BaseException:
         topic, partition = kp.record_partition(future)
