@@ -389,7 +389,10 @@ if not hasattr(KFuture, "_add_cb_eb"):  # pragma: no cover - other kafka-python 
 
 def record_partition(future: Any) -> tuple[str, int | None]:
     """The topic and partition (None if none was chosen) of a ``FutureRecordMetadata``."""
-    topic, partition = future._produce_future.topic_partition
+    try:
+        topic, partition = future._produce_future.topic_partition
+    except AttributeError:  # pragma: no cover - another kafka-python
+        return "?", None
     return topic, partition
 
 
@@ -484,11 +487,14 @@ def records_ready(consumer: Any) -> bool:
     poll on the consumer's thread, never a record. Responses without record data (an idle
     partition's fetch comes back empty every ``fetch_max_wait_ms``) do not count.
     """
-    fetcher = consumer._fetcher
-    if fetcher._next_partition_records:
-        return True
-    pending = tuple(fetcher._completed_fetches)  # copied in C, under the GIL
-    return any(completed.partition_data.records for completed in pending)
+    try:
+        fetcher = consumer._fetcher
+        if fetcher._next_partition_records:
+            return True
+        pending = tuple(fetcher._completed_fetches)  # copied in C, under the GIL
+        return any(completed.partition_data.records for completed in pending)
+    except (AttributeError, RuntimeError):  # pragma: no cover - another kafka-python, or
+        return False  # the queue changed while copied: poll on the consumer's thread then
 
 
 def brokers_unreachable(consumer: Any) -> bool:
