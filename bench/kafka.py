@@ -13,6 +13,12 @@ each round then moves the same records:
   ``async for record in consumer`` (the main row, on which the goal is judged); and ``getmany``
   of a consumer made with ``poll_in_trio=False``, whose thread polls (with read-ahead) and hands
   batches to trio.
+* ``consume, group member`` (for information, no goal): the same records read by a member of a
+  consumer group (subscribed; its partitions come from the group). Each round seeks to the
+  beginning of the assigned partitions. raw: ``poll(timeout_ms=100)``; trionet: ``getmany()``.
+  A group member always polls on its own thread (a rebalance inside ``poll()`` waits for the
+  listener, which runs in trio), so this row shows the cost of records built on one core and
+  used on another, which polling in trio avoids for assigned partitions.
 
 The trionet clients live in one trio loop on a helper thread for the whole run (a measurement
 is one ``trio.from_thread.run`` call), so client start-up is outside the timings on both sides.
@@ -185,6 +191,29 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
                 raise TimeoutError("raw consume exceeded the time cap")
         return got
 
+    # A consumer group member (the subscription's partitions come from the group coordinator).
+    group_options = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+    raw_member = kafka.KafkaConsumer(consume_topic, bootstrap_servers=servers,
+                                     group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+                                     enable_auto_commit=False, auto_offset_reset="earliest",
+                                     **group_options)
+    cleanup.append(raw_member.close)
+
+    def raw_group_consume() -> float:
+        deadline = time.monotonic() + TIME_CAP
+        while len(raw_member.assignment()) < PARTITIONS:  # the first round joins the group
+            raw_member.poll(timeout_ms=100)
+            if time.monotonic() > deadline:
+                raise TimeoutError("raw group join exceeded the time cap")
+        raw_member.seek_to_beginning()
+        got = 0
+        while got < count:
+            for records in raw_member.poll(timeout_ms=100).values():
+                got += len(records)
+            if time.monotonic() > deadline:
+                raise TimeoutError("raw group consume exceeded the time cap")
+        return got
+
     # -- trionet, in the trio loop ---------------------------------------------------------------
     producer = host.enter(KafkaProducer(servers, acks=1))
     host.run(producer.send, produce_topic, VALUE)
@@ -224,6 +253,20 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
     async def trionet_consume_threaded() -> float:
         return await trionet_consume_many(threaded)
 
+    member = host.enter(KafkaConsumer(
+        consume_topic, bootstrap_servers=servers, group_id=f"bench-trionet-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest", **group_options))
+
+    async def trionet_group_consume() -> float:
+        with trio.fail_after(TIME_CAP):
+            while len(await member.assignment()) < PARTITIONS:  # the first round joins
+                await member.getmany()  # reading drives the join (and may return records)
+            await member.seek_to_beginning()
+            got = 0
+            while got < count:
+                got += len(await member.getmany())
+        return got
+
     return [
         Row("produce 100 B, acks=1", [
             Contender("raw kafka-python", CPU.meter("produce", "raw kafka-python", raw_produce)),
@@ -241,6 +284,12 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
             Contender("trionet async for", CPU.meter(
                 "consume", "trionet async for", lambda: host.run(trionet_consume_iter))),
         ], goal=GOAL),
+        Row("consume 100 B, group member", [
+            Contender("raw kafka-python", CPU.meter("group", "raw kafka-python",
+                                                   raw_group_consume)),
+            Contender("trionet getmany", CPU.meter(
+                "group", "trionet getmany", lambda: host.run(trionet_group_consume))),
+        ]),  # no goal of its own: issue 7's consume goal is the row above (see the docstring)
     ]
 
 

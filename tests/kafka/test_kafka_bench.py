@@ -21,7 +21,9 @@ async def test_benchmark_quick_round() -> None:
     summary = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert summary["bench"] == "kafka"
     assert summary["records"] == 10_000
-    assert {row["row"] for row in summary["rows"]} == {"produce 100 B, acks=1", "consume 100 B"}
+    assert {row["row"] for row in summary["rows"]} == {
+        "produce 100 B, acks=1", "consume 100 B", "consume 100 B, group member"}
     assert set(summary["cpu_overhead_us"]) == {
         "produce: trionet send_nowait", "consume: trionet getmany",
-        "consume: trionet getmany, poll_in_trio=False", "consume: trionet async for"}
+        "consume: trionet getmany, poll_in_trio=False", "consume: trionet async for",
+        "group: trionet getmany"}
