@@ -180,16 +180,19 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
     cleanup.append(raw_consumer.close)
     raw_consumer.assign(partitions)
 
-    def raw_consume() -> float:
-        raw_consumer.seek_to_beginning()
-        deadline = time.monotonic() + TIME_CAP
+    def raw_drain(consumer: Any, deadline: float) -> float:
+        """From the beginning, poll *consumer* until it returned *count* records."""
+        consumer.seek_to_beginning()
         got = 0
         while got < count:
-            for records in raw_consumer.poll(timeout_ms=100).values():
+            for records in consumer.poll(timeout_ms=100).values():
                 got += len(records)
             if time.monotonic() > deadline:
                 raise TimeoutError("raw consume exceeded the time cap")
         return got
+
+    def raw_consume() -> float:
+        return raw_drain(raw_consumer, time.monotonic() + TIME_CAP)
 
     # A consumer group member (the subscription's partitions come from the group coordinator).
     group_options = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
@@ -205,14 +208,7 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
             raw_member.poll(timeout_ms=100)
             if time.monotonic() > deadline:
                 raise TimeoutError("raw group join exceeded the time cap")
-        raw_member.seek_to_beginning()
-        got = 0
-        while got < count:
-            for records in raw_member.poll(timeout_ms=100).values():
-                got += len(records)
-            if time.monotonic() > deadline:
-                raise TimeoutError("raw group consume exceeded the time cap")
-        return got
+        return raw_drain(raw_member, deadline)
 
     # -- trionet, in the trio loop ---------------------------------------------------------------
     producer = host.enter(KafkaProducer(servers, acks=1))

@@ -163,31 +163,9 @@ async def test_prefetch_bytes_bounds_read_ahead_of_large_records(servers: str) -
         assert most >= 2  # it did read ahead, within the byte bound
 
 
-async def test_read_ahead_defaults_to_off_for_group_subscriptions(servers: str) -> None:
-    async with new_topic(servers, "pfdefault", partitions=1) as topic:
-        await produce(servers, topic, [b"%03d" % n for n in range(60)])
-        async with KafkaConsumer(topic, bootstrap_servers=servers, group_id=unique("pfdef"),
-                                 max_poll_records=5, poll_in_trio=False,
-                                 **CONSUMER) as consumer:
-            with trio.fail_after(20):
-                for expected in range(20):
-                    assert (await consumer.getone()).offset == expected
-                    assert consumer.buffered < 5  # polls only with an empty buffer
-                    await trio.sleep(0.005)
-                # Switching to manual assignment (polled on the consumer's thread, as asked)
-                # turns the default read-ahead on.
-                await consumer.unsubscribe()
-                await consumer.assign([(topic, 0)])
-                await consumer.seek((topic, 0), 20)
-                most = 0
-                for expected in range(20, 60):
-                    assert (await consumer.getone()).offset == expected
-                    most = max(most, consumer.buffered)
-                    await trio.sleep(0.005)
-                assert most >= 5
-
-
-async def test_assigned_partitions_are_polled_in_trio_by_default(servers: str) -> None:
+@pytest.mark.parametrize("in_trio", [True, False], ids=["poll-in-trio", "poll-on-thread"])
+async def test_defaults_for_group_subscriptions_and_assigned_partitions(
+        servers: str, in_trio: bool) -> None:
     # The deserializer runs wherever poll() runs: it tells which thread decoded each record.
     decoded_on: list[str] = []
 
@@ -196,27 +174,38 @@ async def test_assigned_partitions_are_polled_in_trio_by_default(servers: str) -
         return value
 
     trio_thread = threading.current_thread().name
-    async with new_topic(servers, "intrio", partitions=1) as topic:
+    async with new_topic(servers, "defaults", partitions=1) as topic:
         await produce(servers, topic, [b"%03d" % n for n in range(60)])
-        async with KafkaConsumer(topic, bootstrap_servers=servers, group_id=unique("intrio"),
+        async with KafkaConsumer(topic, bootstrap_servers=servers, group_id=unique("defaults"),
                                  max_poll_records=5, value_deserializer=note_thread,
-                                 **CONSUMER) as consumer:
+                                 poll_in_trio=in_trio, **CONSUMER) as consumer:
             with trio.fail_after(20):
+                # A group subscription: no read-ahead, polled on the consumer's thread.
                 for expected in range(20):
                     assert (await consumer.getone()).offset == expected
-                # A group subscription is always polled on the consumer's thread.
+                    assert consumer.buffered < 5  # polls only with an empty buffer
+                    await trio.sleep(0.005)
                 assert trio_thread not in decoded_on
                 await consumer.unsubscribe()
                 await consumer.assign([(topic, 0)])
                 await consumer.seek((topic, 0), 20)
+                most = 0
                 for expected in range(20, 60):
                     record = await consumer.getone()
                     assert (record.offset, record.value) == (expected, b"%03d" % expected)
-                    assert consumer.buffered < 5  # no read-ahead: polls only when empty
-                # The first poll after the seek waits for the network on the consumer's
-                # thread; once records flow, the trio thread polls (without waiting).
-                assert trio_thread in decoded_on
+                    most = max(most, consumer.buffered)
+                    await trio.sleep(0.005)
                 assert len(decoded_on) == 60
+                if in_trio:
+                    # Assigned partitions: no read-ahead; the first poll after the seek waits
+                    # for the network on the consumer's thread, and once records are fetched
+                    # the trio thread polls them (without waiting).
+                    assert most < 5
+                    assert trio_thread in decoded_on
+                else:
+                    # Assigned partitions polled on the thread: read-ahead is on by default.
+                    assert most >= 5
+                    assert trio_thread not in decoded_on
 
 
 async def test_polling_in_trio_keeps_seeks_and_commits_exact(servers: str) -> None:
