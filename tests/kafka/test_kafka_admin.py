@@ -8,12 +8,6 @@ from kafka_support import CONSUMER, produce, unique
 
 from trionet.kafka import KafkaAdmin, KafkaConsumer, NewTopic, TopicPartition, UnknownTopicError
 from trionet.kafka._demo import demo
-from trionet.testing import KafkaBroker
-
-
-@pytest.fixture
-def servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.info.bootstrap_servers
 
 
 async def test_topics_are_created_idempotently_described_and_deleted(servers: str) -> None:

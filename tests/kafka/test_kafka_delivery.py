@@ -21,11 +21,6 @@ from trionet.kafka import (
 from trionet.testing import KafkaBroker
 
 
-@pytest.fixture
-def servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.info.bootstrap_servers
-
-
 async def test_thousands_of_send_nowait_are_counted_and_acknowledged(servers: str) -> None:
     # More records than one counting interval (1024): the queue of pending records is counted
     # while sending, and flush() leaves nothing pending.

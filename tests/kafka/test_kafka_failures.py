@@ -25,11 +25,6 @@ from trionet.testing import KafkaBroker
 
 
 @pytest.fixture
-def servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.info.bootstrap_servers
-
-
-@pytest.fixture
 def dead_address() -> str:
     """A loopback port nothing listens on."""
     with socket.socket() as sock:

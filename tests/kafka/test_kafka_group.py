@@ -16,12 +16,6 @@ from trionet.kafka import (
     KafkaError,
     TopicPartition,
 )
-from trionet.testing import KafkaBroker
-
-
-@pytest.fixture
-def servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.info.bootstrap_servers
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):

@@ -8,12 +8,6 @@ from kafka_support import CONSUMER, new_topic, produce, unique
 
 from trionet.errors import KafkaError
 from trionet.kafka import KafkaAdmin, KafkaConsumer, KafkaRecord, TopicPartition
-from trionet.testing import KafkaBroker
-
-
-@pytest.fixture
-def servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.info.bootstrap_servers
 
 
 async def test_group_resumes_exactly_at_the_committed_offset(servers: str) -> None:

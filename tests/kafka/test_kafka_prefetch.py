@@ -16,16 +16,10 @@ from trionet.kafka import (
     KafkaRecord,
     TopicPartition,
 )
-from trionet.testing import KafkaBroker
 
 #: Small polls so that read-ahead spans many of them: at most 8 * 5 records are buffered.
 SMALL: dict[str, Any] = {"max_poll_records": 5, "prefetch": 8}
 BOUND = 40
-
-
-@pytest.fixture
-def servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.info.bootstrap_servers
 
 
 async def _read_ahead(consumer: KafkaConsumer, at_least: int) -> list[KafkaRecord]:
@@ -236,9 +230,9 @@ async def test_polling_in_trio_keeps_seeks_and_commits_exact(servers: str) -> No
 def test_prefetch_must_be_a_count() -> None:
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ConfigurationError, match="prefetch"):
-            KafkaConsumer("t", prefetch=bad)
+            KafkaConsumer("t", prefetch=bad)  # type: ignore[arg-type]
     for bad_bytes in (0, -5, 1.5):
         with pytest.raises(ConfigurationError, match="prefetch_bytes"):
-            KafkaConsumer("t", prefetch_bytes=bad_bytes)
+            KafkaConsumer("t", prefetch_bytes=bad_bytes)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="poll_in_trio"):
         KafkaConsumer("t", poll_in_trio=1)  # type: ignore[arg-type]

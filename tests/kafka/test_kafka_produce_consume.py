@@ -14,12 +14,6 @@ from trionet.kafka import (
     TopicPartition,
     UnknownTopicError,
 )
-from trionet.testing import KafkaBroker
-
-
-@pytest.fixture
-def servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.info.bootstrap_servers
 
 
 async def test_keys_and_headers_across_three_partitions(servers: str) -> None:

@@ -25,12 +25,6 @@ from trionet.kafka import (
     reply,
     serve_requests,
 )
-from trionet.testing import KafkaBroker
-
-
-@pytest.fixture
-def servers(kafka_broker: KafkaBroker) -> str:
-    return kafka_broker.info.bootstrap_servers
 
 
 @asynccontextmanager
