@@ -37,8 +37,8 @@ def collapse_single_error() -> Iterator[None]:
     A function that uses a nursery internally should raise what it would raise without one
     (``OSError``, ``HTTPException``, ``trio.Cancelled``...), not an ``ExceptionGroup`` of one,
     or a group of a group of one when nurseries nest. Groups of several exceptions pass through
-    unchanged. The exception keeps its own cause and context: it is raised outside the
-    ``except`` block, so the group does not become its context.
+    unchanged. The exception keeps its own cause and context (the group does not become its
+    context, which would print every traceback twice, the group first).
     """
     error: BaseException | None = None
     try:
@@ -48,7 +48,14 @@ def collapse_single_error() -> Iterator[None]:
         if error is None:
             raise
     if error is not None:
-        raise error
+        # Raised here, the error would get the group as its context (the ``with`` statement
+        # is still handling it): keep the context it had.
+        context = error.__context__
+        try:
+            raise error
+        finally:
+            error.__context__ = context
+            del error, context
 
 
 @asynccontextmanager
