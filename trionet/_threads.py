@@ -15,19 +15,25 @@ started it:
 * :class:`TrioPortal` lets a foreign thread hand a plain callable to trio
   (``TrioToken.run_sync_soon``: no thread hop back and forth per message, ≈8 µs), typically a
   memory channel's ``send_nowait``.
+* :class:`LoopThread` is one thread running a network library's select loop, which trio wakes
+  when it queues a call; in *shared* mode the trio thread may also run a short call itself while
+  the loop waits on its sockets (:meth:`LoopThread.try_call`).
+* :class:`Mailbox` carries batches from a foreign thread to one trio task, which one byte on a
+  socket pair wakes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import outcome
 import trio
 
-__all__ = ["ThreadWorker", "TrioPortal", "run_blocking"]
+__all__ = ["LoopThread", "Mailbox", "ThreadWorker", "TrioPortal", "run_blocking"]
 
 T = TypeVar("T")
 
@@ -393,11 +399,22 @@ class LoopThread:
             loop.submit(print, "runs on the loop thread")
             nursery.cancel_scope.cancel()
 
+    Shared mode (``shared=True``): the thread holds a lock whenever it runs the step, a queued
+    call or *on_exit*, and lets go of it only inside :meth:`wait`, while it waits for its
+    sockets. :meth:`try_call` uses that window: when the lock is free and every call queued
+    earlier has run, the calling thread (trio's) runs a call itself at once, instead of waking
+    the loop thread and waiting for the GIL to pass over. The library is still only ever used by
+    the thread holding the lock, one at a time. No lock order can deadlock: :meth:`try_call`
+    only *tries* the lock, and neither side waits for the other while holding it (hand results
+    back without waiting: :class:`Mailbox`, :class:`TrioPortal`). A call made this way never
+    overtakes one queued before it, so order is kept. Only calls that never block belong there.
+
     Args:
         name: the thread's name (shown in tracebacks and ``threading.enumerate()``).
         step: called on the thread in a loop until the thread stops; it should block only in
             :meth:`wait`. An exception it raises stops the thread and is re-raised by :meth:`run`.
         on_exit: optional callable run on the thread just before it exits.
+        shared: allow :meth:`try_call` (see above).
     """
 
     def __init__(
@@ -406,6 +423,7 @@ class LoopThread:
         step: Callable[[], object],
         *,
         on_exit: Callable[[], object] | None = None,
+        shared: bool = False,
     ) -> None:
         import collections
 
@@ -424,6 +442,11 @@ class LoopThread:
         self._wake_pending = False
         self._poll: Any = None
         self._registered: dict[int, int] = {}
+        # Shared mode: held by whoever runs library code (see the class docstring). _live and
+        # _busy are written under it only.
+        self._lock = threading.Lock() if shared else None
+        self._live = False  # the thread runs the loop (from its start until on_exit)
+        self._busy = False  # a queued call is running (it may wait() and so free the lock)
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -467,17 +490,30 @@ class LoopThread:
     def _main(self) -> None:
         jobs = self._jobs
         step = self._step
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        self._live = True
         try:
             while True:
                 while jobs:
                     fn, args = jobs.popleft()
-                    fn(*args)
+                    self._busy = True
+                    try:
+                        fn(*args)
+                    finally:
+                        self._busy = False
                 if self._stopping:
                     break
                 step()
         finally:
-            if self._on_exit is not None:
-                self._on_exit()
+            self._live = False
+            try:
+                if self._on_exit is not None:
+                    self._on_exit()
+            finally:
+                if lock is not None:
+                    lock.release()
 
     def _wake(self) -> None:
         if not self._wake_pending and self._wake_w is not None:
@@ -534,6 +570,28 @@ class LoopThread:
         await done.wait()
         return box[0].unwrap()
 
+    def try_call(self, fn: Callable[..., object], *args: Any) -> bool:
+        """Shared mode: run ``fn(*args)`` on the calling thread, now, if the loop thread is
+        waiting on its sockets and every call queued before has run; False if it is busy (then
+        :meth:`submit` the call instead). An exception from *fn* propagates (nothing ran then,
+        as far as the loop is concerned).
+
+        Raises:
+            RuntimeError: the loop was not made with ``shared=True``.
+        """
+        lock = self._lock
+        if lock is None:
+            raise RuntimeError(f"{self.name}: try_call needs a LoopThread(shared=True)")
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            if not self._live or self._busy or self._jobs or self._stopping:
+                return False
+            fn(*args)
+            return True
+        finally:
+            lock.release()
+
     def wait(self, readable: list[int] | tuple[int, ...], writable: list[int] | tuple[int, ...],
              timeout: float | None) -> tuple[list[int], list[int]]:
         """Wait (on the loop thread) until a file descriptor is ready, a call is queued, the
@@ -567,7 +625,15 @@ class LoopThread:
                     poll.register(fd, mask)  # register() also modifies an existing entry
             self._registered = wanted
         ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        ready = poll.poll(ms)
+        lock = self._lock
+        if lock is None:
+            ready = poll.poll(ms)
+        else:
+            lock.release()  # the only time the thread lets go of the library: while it waits
+            try:
+                ready = poll.poll(ms)
+            finally:
+                lock.acquire()
         wake_fd = self._wake_r.fileno()
         out_r: list[int] = []
         out_w: list[int] = []
@@ -587,3 +653,72 @@ class LoopThread:
             if events & (select.POLLOUT | select.POLLERR | select.POLLHUP | select.POLLNVAL):
                 out_w.append(fd)
         return out_r, out_w
+
+
+class Mailbox(Generic[T]):
+    """Batches put from any thread, delivered in order to ``deliver(batch)`` in one trio task.
+
+    :meth:`put` never blocks: it appends the batch and, unless a wake-up is already pending,
+    writes one byte to a socket pair that the :meth:`serve` task waits on with
+    ``trio.lowlevel.wait_readable``. That wakes the task directly (cheaper than
+    ``TrioToken.run_sync_soon``, whose callbacks run one scheduling round later), and batches
+    put before the task has run share its wake-up. When :meth:`serve` ends (cancelled), it
+    delivers what is left; batches put after that wait for :meth:`deliver_pending` (call it once
+    the sending thread has stopped, so that nothing it said is lost).
+
+    Use: ``await nursery.start(mailbox.serve)``, then give :meth:`put` to the foreign thread.
+    """
+
+    __slots__ = ("_batches", "_deliver", "_signal_r", "_signal_w", "_signalled")
+
+    def __init__(self, deliver: Callable[[T], object]) -> None:
+        import collections
+
+        self._deliver = deliver
+        self._batches: collections.deque[T] = collections.deque()
+        self._signalled = False
+        self._signal_r: Any = None
+        self._signal_w: Any = None
+
+    def put(self, batch: T) -> None:
+        """Hand *batch* to trio without waiting (any thread)."""
+        self._batches.append(batch)
+        if not self._signalled:
+            signal = self._signal_w
+            if signal is not None:  # (before serve() starts, it delivers what it finds)
+                self._signalled = True
+                # OSError: full (a wake-up is pending anyway), or closed (serve() has ended)
+                with contextlib.suppress(OSError):
+                    signal.send(b"\0")
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Deliver batches as they come, until cancelled; then deliver the rest."""
+        import socket
+
+        self._signal_r, self._signal_w = socket.socketpair()
+        self._signal_r.setblocking(False)
+        self._signal_w.setblocking(False)
+        signal = self._signal_r
+        try:
+            task_status.started()
+            self.deliver_pending()  # put before the socket pair existed
+            while True:
+                await trio.lowlevel.wait_readable(signal)
+                with contextlib.suppress(OSError):
+                    signal.recv(4096)
+                # Cleared before taking the batches: a batch put from now on sends a new byte.
+                self._signalled = False
+                self.deliver_pending()
+        finally:
+            self._signal_w.close()
+            self._signal_w = None
+            signal.close()
+            self.deliver_pending()
+
+    def deliver_pending(self) -> None:
+        """Deliver every batch put so far (trio thread)."""
+        batches = self._batches
+        deliver = self._deliver
+        while batches:
+            deliver(batches.popleft())

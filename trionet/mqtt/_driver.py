@@ -3,9 +3,10 @@
 ``backend="thread"`` (the default): :class:`ThreadDriver`. The engine lives on one
 :class:`~trionet._threads.LoopThread` owned by the client's nursery, which reads, keeps the
 connection alive and parses; trio submits engine calls to it and receives batches of events
-through a socket pair watched by one trio task. A publish or an acknowledgement made while the
-thread idles in ``poll`` is written by the trio thread itself, under the engine lock
-(:meth:`ThreadDriver.try_direct`), which saves the thread hop on the way out.
+through a :class:`~trionet._threads.Mailbox` (a socket pair watched by one trio task). A publish
+or an acknowledgement made while the thread idles in ``poll`` is written by the trio thread
+itself, under the loop's lock (:meth:`ThreadDriver.try_direct`), which saves the thread hop on
+the way out.
 
 ``backend="trio"``: :class:`TrioDriver`. No network thread: the engine runs on the trio thread,
 driven by three small tasks (reader: ``trio.lowlevel.wait_readable``; writer:
@@ -21,15 +22,12 @@ shares the trio thread with the application.
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
 
-from .._threads import LoopThread, run_blocking
+from .._threads import LoopThread, Mailbox, run_blocking
 from ._paho import EngineSettings, Event, PahoEngine
 
 __all__ = ["Driver", "ThreadDriver", "TrioDriver"]
@@ -59,102 +57,54 @@ class Driver(Protocol):
 class ThreadDriver:
     """The engine on its own network thread (see the module docstring).
 
-    The network thread holds :attr:`_lock` whenever it runs engine code, and lets go of it only
-    while it waits for its sockets (``poll``). :meth:`try_direct` uses that window: when the
-    lock is free and every call queued with :meth:`submit` has run, the trio thread itself
-    runs the call (a publish, an acknowledgement) and writes it to the socket at once, instead
-    of waking the network thread and waiting for the GIL to pass over. That is what keeps the
-    latency of one publish close to raw paho's.
+    The thread is a :class:`~trionet._threads.LoopThread` in shared mode: it holds the loop's
+    lock whenever it runs engine code and lets go of it only while it waits for its sockets.
+    :meth:`try_direct` uses that window (:meth:`~trionet._threads.LoopThread.try_call`): when
+    the thread is idle and every call queued before has run, the trio thread itself runs the
+    call (a publish, an acknowledgement) and writes it to the socket at once, instead of waking
+    the network thread and waiting for the GIL to pass over. That is what keeps the latency of
+    one publish close to raw paho's.
 
     Why this is safe, although paho is not thread-safe (eclipse-paho/paho.mqtt.python#354,
     #177, #358 are deadlocks between paho's own locks when two threads use one client): the
-    engine, and paho with it, is only ever touched by the thread holding :attr:`_lock`, so paho
-    never sees two threads at once and its internal locks are never contended. The trio thread
-    only *tries* the lock (``acquire(blocking=False)``) and never waits for the network thread
-    while holding it, and the network thread never waits for trio while holding it (it hands
-    events over through a deque and one non-blocking ``send`` on a socket pair), so no lock
-    order can deadlock. Calls are only run directly when nothing submitted earlier is still
-    queued, so they never overtake an earlier call (message order is kept). Only calls that
-    never block go this way; connecting, disconnecting (a final flush may wait) and everything
-    else stay on the network thread.
+    engine, and paho with it, is only ever touched by the thread holding the loop's lock, so
+    paho never sees two threads at once and its internal locks are never contended. The trio
+    thread only *tries* that lock, the network thread hands events over through a
+    :class:`~trionet._threads.Mailbox` (no waiting), and neither waits for the other while
+    holding the lock, so no lock order can deadlock. Only calls that never block go this way;
+    connecting, disconnecting (a final flush may wait) and everything else stay on the network
+    thread.
     """
 
     def __init__(
         self, name: str, settings: EngineSettings, on_events: Callable[[list[Event]], None]
     ) -> None:
-        self._on_events = on_events
-        self._batches: deque[list[Event]] = deque()
-        self._signalled = False
-        self._signal_r: socket.socket | None = None
-        self._signal_w: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._submitted = 0  # calls queued for the network thread (written by trio only)
-        self._ran = 0  # of those, calls that have run (written under the lock only)
-        self._live = False  # the network thread runs the engine (written under the lock only)
+        self._events: Mailbox[list[Event]] = Mailbox(on_events)
         #: Calls run by :meth:`try_direct` on the trio thread so far.
         self.direct_calls = 0
-        self._loop = LoopThread(name, self._step, on_exit=self._exit)
-        self.engine = PahoEngine(settings, self._emit, self._wait)
+        self._loop = LoopThread(name, self._step, on_exit=self._exit, shared=True)
+        self.engine = PahoEngine(settings, self._events.put, self._loop.wait)
 
-    # -- on the network thread ------------------------------------------------------------------
+    # -- on the network thread (holding the loop's lock) ---------------------------------------
 
     def _step(self) -> None:
-        with self._lock:
-            self._live = True
-            self.engine.step()
-
-    def _wait(self, readable: list[int], writable: list[int], timeout: float | None
-              ) -> tuple[list[int], list[int]]:
-        # the only time the network thread lets go of the engine: while it waits
-        self._lock.release()
-        try:
-            return self._loop.wait(readable, writable, timeout)
-        finally:
-            self._lock.acquire()
-
-    def _run(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        with self._lock:
-            try:
-                fn(*args)
-            finally:
-                self._ran += 1
+        self.engine.step()
 
     def _exit(self) -> None:
-        with self._lock:
-            self._live = False
-            self.engine.shutdown()
-
-    def _emit(self, events: list[Event]) -> None:
-        # Hand the batch to trio without waiting (any thread). One byte on the signal socket
-        # wakes the delivering task directly (cheaper than TrioToken.run_sync_soon, whose
-        # callbacks run one scheduling round later); batches emitted before trio has taken
-        # the first one share its wake-up.
-        self._batches.append(events)
-        if not self._signalled:
-            self._signalled = True
-            signal = self._signal_w
-            if signal is not None:
-                with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
-                    signal.send(b"\0")
+        self.engine.shutdown()
 
     # -- on the trio thread ---------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        self._signal_r, self._signal_w = socket.socketpair()
-        self._signal_r.setblocking(False)
-        self._signal_w.setblocking(False)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._deliver)
+                await nursery.start(self._events.serve)
                 await nursery.start(self._run_loop, nursery.cancel_scope)
                 task_status.started()
         finally:
-            self._signal_w.close()
-            self._signal_w = None
-            self._signal_r.close()
             # the thread has exited: hand over what it said last (pending calls that failed)
-            self._deliver_batches()
+            self._events.deliver_pending()
 
     async def _run_loop(
         self, done: trio.CancelScope, *, task_status: trio.TaskStatus[LoopThread]
@@ -164,26 +114,9 @@ class ThreadDriver:
         finally:
             done.cancel()  # the thread is gone: stop delivering
 
-    async def _deliver(self) -> None:
-        signal = self._signal_r
-        assert signal is not None
-        while True:
-            await trio.lowlevel.wait_readable(signal)
-            with contextlib.suppress(OSError):
-                signal.recv(4096)
-            # cleared before taking the batches: a batch emitted from now on sends a new byte
-            self._signalled = False
-            self._deliver_batches()
-
-    def _deliver_batches(self) -> None:
-        batches = self._batches
-        while batches:
-            self._on_events(batches.popleft())
-
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
         """Queue ``fn(*args)`` on the network thread (raises ClosedResourceError if stopped)."""
-        self._loop.submit(self._run, fn, args)
-        self._submitted += 1
+        self._loop.submit(fn, *args)
 
     def try_direct(self, fn: Callable[..., object], *args: Any) -> bool:
         """Run the non-blocking engine call ``fn(*args)`` on this (the trio) thread, now, if the
@@ -191,27 +124,21 @@ class ThreadDriver:
 
         The call's output is written to the socket before this returns.
         """
-        lock = self._lock
-        if not lock.acquire(blocking=False):
-            return False
-        try:
-            if not self._live or self._ran != self._submitted:
-                return False
-            engine = self.engine
-            fn(*args)
-            self.direct_calls += 1
-            engine.flush_output()
-            # (also events the network thread collected and has not handed over yet: emitted
-            # under the lock, so that batches reach trio in the order they were made)
-            events = engine.take_events()
-            if events:
-                self._emit(events)
-            wake = engine.wants_write()
-        finally:
-            lock.release()
-        if wake:  # the socket is full: the network thread must wait for it to drain
-            self.wake()
-        return True
+        return self._loop.try_call(self._direct, fn, args)
+
+    def _direct(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        # trio thread, holding the loop's lock
+        engine = self.engine
+        fn(*args)
+        self.direct_calls += 1
+        engine.flush_output()
+        # (also events the network thread collected and has not handed over yet: put under
+        # the lock, so that batches reach trio in the order they were made)
+        events = engine.take_events()
+        if events:
+            self._events.put(events)
+        if engine.wants_write():  # the socket is full: the network thread must wait for it
+            self.wake()  # (queues a call: never waits for the network thread)
 
     async def connect(self, attempt: int, host: str, port: int, first: bool) -> None:
         self.submit(self.engine.connect, attempt, host, port, first)
