@@ -8,10 +8,11 @@ started it:
   is cancelled, an ``on_cancel`` callback (for example: shut the socket down) makes the call
   return promptly; the thread is always waited for, never abandoned.
 * :class:`ThreadWorker` is one dedicated thread that runs submitted calls in order, for
-  libraries that are not thread-safe (a kafka-python consumer, a paho client): every call on the
-  object happens on its thread. It may run an *idle* function between calls (a network loop
-  step). It lives in a nursery: ``await nursery.start(worker.run)``; cancelling that nursery
-  stops the thread and waits for it.
+  libraries that are not thread-safe (a kafka-python consumer): the object is used by its
+  thread, one call at a time. (The Kafka consumer also polls on the trio thread, without
+  waiting, while nothing is submitted to its worker: see ``trionet.kafka._consumer``.) It may
+  run an *idle* function between calls. It lives in a nursery: ``await
+  nursery.start(worker.run)``; cancelling that nursery stops the thread and waits for it.
 * :class:`TrioPortal` lets a foreign thread hand a plain callable to trio
   (``TrioToken.run_sync_soon``: no thread hop back and forth per message, ≈8 µs), typically a
   memory channel's ``send_nowait``.
