@@ -17,13 +17,12 @@ and stays so while the trio thread is busy, so kafka-python's consumer is still 
 thread at a time, with the hand-over ordered by the job queue and the trio token's FIFO. A zero
 timeout never waits for the network; it takes (at most ``_DIRECT_RECORDS``) records
 kafka-python has already fetched (its I/O thread fetches the next ones meanwhile) and decodes
-them. It is tried only when kafka-python holds fetched records (``kp.records_ready``), since
-an empty ``poll(0)`` still costs about a millisecond of kafka-python's bookkeeping; otherwise
-(or if it finds none after all) the reader hands a normal, waiting poll to the consumer's
-thread. Why: the
-records were otherwise built on the consumer's thread and used and freed on the trio thread, on
-another core; those cache misses cost more per record than all of trionet's own work (about
-10 % of the throughput on the project's machine). Group subscriptions always poll on the
+them. It is tried only when kafka-python holds fetched records (``kp.records_ready``), since an
+empty ``poll(0)`` still costs about a millisecond of kafka-python's bookkeeping; otherwise (or
+if it finds none after all) the reader hands a normal, waiting poll to the consumer's thread.
+Why: the records were otherwise built on the consumer's thread and used and freed on the trio
+thread, on another core; those cache misses cost more per record than all of trionet's own work
+(about 10 % of the throughput on the project's machine). Group subscriptions always poll on the
 thread: a rebalance runs inside ``poll()`` and waits for the listener, which runs in trio.
 
 Prefetch (a pipeline; off by default, except for manually assigned partitions with
@@ -305,7 +304,8 @@ class KafkaConsumer:
             raise ConfigurationError(
                 f"prefetch_bytes must be a positive int, not {prefetch_bytes!r}")
         self._bytes_bound = prefetch_bytes
-        #: Average serialized size of the records of the last poll (consumer thread only).
+        #: Average serialized size of the records of the last poll (written by whichever thread
+        #: polls; never two at once).
         self._record_size = 0
         self._listener_timeout_ms = int(settings.get("max_poll_interval_ms", 300_000))
 
