@@ -25,5 +25,5 @@ async def test_benchmark_quick_round() -> None:
         "produce 100 B, acks=1", "consume 100 B", "consume 100 B, group member"}
     assert set(summary["cpu_overhead_us"]) == {
         "produce: trionet send_nowait", "consume: trionet getmany",
-        "consume: trionet getmany, poll_in_trio=False", "consume: trionet async for",
+        "consume: trionet getmany, decode_in_trio=False", "consume: trionet async for",
         "group: trionet getmany"}

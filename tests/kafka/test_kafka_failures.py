@@ -167,8 +167,8 @@ async def test_broker_gone_mid_stream() -> None:
                 assert (await consumer.getone()).value == b"before"
                 assert (await assigned.getone()).value == b"before"
                 await trio.to_thread.run_sync(broker.kill)
-                # The group member polls on its thread; the assigned consumer first tries a
-                # poll in trio, then falls back to its thread: both give up after 1 s.
+                # With nothing fetched left to decode, both poll on their threads, and give
+                # up after broker_timeout (1 s).
                 for reader in (consumer, assigned):
                     with pytest.raises(KafkaConnectionError) as info:
                         async for record in reader:

@@ -96,14 +96,14 @@ async def test_clean_exit_commits_what_was_handed_out(servers: str) -> None:
             assert await admin.list_consumer_group_offsets(group) == {TopicPartition(topic, 0): 7}
 
 
-@pytest.mark.parametrize("in_trio", [True, False], ids=["poll-in-trio", "poll-on-thread"])
+@pytest.mark.parametrize("in_trio", [True, False], ids=["decode-in-trio", "decode-on-thread"])
 async def test_pause_resume_and_seek(servers: str, in_trio: bool) -> None:
     async with new_topic(servers, "pause", partitions=2) as topic:
         p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
         await produce(servers, topic, [b"a%d" % n for n in range(5)], partition=0)
         await produce(servers, topic, [b"b%d" % n for n in range(5)], partition=1)
         async with KafkaConsumer(bootstrap_servers=servers, partitions=[p0, p1],
-                                 poll_in_trio=in_trio, **CONSUMER) as consumer:
+                                 decode_in_trio=in_trio, **CONSUMER) as consumer:
             seen: list[tuple[int, int]] = []
             with trio.fail_after(20):
                 first = await consumer.getone()  # the poll buffered more records than this
@@ -148,14 +148,14 @@ async def _take(consumer: KafkaConsumer, count: int) -> list[KafkaRecord]:
     return records
 
 
-@pytest.mark.parametrize("in_trio", [True, False], ids=["poll-in-trio", "poll-on-thread"])
+@pytest.mark.parametrize("in_trio", [True, False], ids=["decode-in-trio", "decode-on-thread"])
 async def test_cancelled_reads_lose_no_records(servers: str, in_trio: bool) -> None:
     values = [b"%03d" % n for n in range(60)]
     async with new_topic(servers, "cancelread", partitions=1) as topic:
         await produce(servers, topic, values)
         got: list[bytes] = []
         async with KafkaConsumer(bootstrap_servers=servers, partitions=[(topic, 0)],
-                                 max_poll_records=7, poll_in_trio=in_trio,
+                                 max_poll_records=7, decode_in_trio=in_trio,
                                  **CONSUMER) as consumer:
             with trio.fail_after(30):
                 while len(got) < len(values):

@@ -9,24 +9,24 @@ buffer until the application takes them. Each ``poll()`` is short (``poll_interv
 cancelling a reader takes effect promptly; records polled for a reader that was cancelled
 meanwhile stay in the buffer for the next one.
 
-Polling in trio (``poll_in_trio``, on by default for manually assigned partitions without
-read-ahead or auto-commit). A reader that finds the buffer empty first calls ``poll(0)`` itself,
-on the trio thread, if nothing is submitted to the consumer's thread or on its way back from it
-(``_polling`` is False and ``_calls`` is 0): the thread is then idle, waiting for its next job,
-and stays so while the trio thread is busy, so kafka-python's consumer is still used by one
-thread at a time, with the hand-over ordered by the job queue and the trio token's FIFO. A zero
-timeout never waits for the network; it takes (at most ``_DIRECT_RECORDS``) records
-kafka-python has already fetched (its I/O thread fetches the next ones meanwhile) and decodes
-them. It is tried only when kafka-python holds fetched records (``kp.records_ready``), since an
-empty ``poll(0)`` still costs about a millisecond of kafka-python's bookkeeping; otherwise (or
-if it finds none after all) the reader hands a normal, waiting poll to the consumer's thread.
-Why: the records were otherwise built on the consumer's thread and used and freed on the trio
-thread, on another core; those cache misses cost more per record than all of trionet's own work
-(about 10 % of the throughput on the project's machine). Group subscriptions always poll on the
-thread: a rebalance runs inside ``poll()`` and waits for the listener, which runs in trio.
+Decoding in trio (``decode_in_trio``, on by default unless read-ahead or auto-commit is on). A
+reader that finds the buffer empty while kafka-python holds records it has already fetched
+(``kp.records_ready``) decodes up to ``_DIRECT_RECORDS`` of them itself, on the trio thread,
+with ``kp.drain_fetched``: the fetcher's ``fetched_records``, the decoding half of ``poll()``,
+without group coordination, offset resets or new fetch requests. It does so only while nothing
+is submitted to the consumer's thread or on its way back from it (``_polling`` is False and
+``_calls`` is 0): the thread is then idle, waiting for its next job, and stays so while the trio
+thread is busy, so kafka-python's consumer is still used by one thread at a time, with the
+hand-over ordered by the job queue and the trio token's FIFO. Every ``poll()`` still runs on
+the consumer's thread: when the fetched records run out (new fetch requests are sent from
+``poll()``), at least every ``_DIRECT_WINDOW`` seconds (kafka-python counts the time between
+``poll()`` calls against ``max_poll_interval_ms``), and while a group (re)join is under way.
+Rebalances happen only inside ``poll()`` (or ``close()``), so never during a drain. Why: the
+records were otherwise built on the consumer's thread and used and freed on the trio thread, on
+another core; those cache misses cost more per record than all of trionet's own work.
 
 Prefetch (a pipeline; off by default, except for manually assigned partitions with
-``poll_in_trio=False``, see ``_DEFAULT_PREFETCH``). With ``prefetch`` = P >= 2 and
+``decode_in_trio=False``, see ``_DEFAULT_PREFETCH``). With ``prefetch`` = P >= 2 and
 ``max_poll_records`` = M, the buffer holds at most P * M records (counting those on their way
 to trio). The first read starts a poll;
 consecutive polls that find records join one hand-off of up to (P // 2) * M records, so trio is
@@ -41,7 +41,7 @@ if it finds nothing the chain ends until the next read. With P < 2 a poll happen
 buffer is empty.
 
 Ordering is what keeps read-ahead correct. Every call on kafka-python runs on the one thread, in
-the order submitted (a poll in trio happens only when nothing is submitted), and every result (a
+the order submitted (a drain in trio happens only when nothing is submitted), and every result (a
 poll's batch or a call's outcome) is handed to trio through the same FIFO
 (``TrioToken.run_sync_soon``). So when the trio-side bookkeeping of a
 ``seek``, ``pause``, ``assign``... runs, every batch polled before that call is already in the
@@ -110,11 +110,13 @@ _YIELD_INTERVAL: Final = 0.001
 #: Not 0: kafka-python abandons a group join/sync step at every poll that times out, and
 #: against noida-db a rebalance driven only by zero-timeout polls was seen to stall.
 _READ_AHEAD_WAIT_MS: Final = 10
-#: A poll on the trio thread decodes at most this many records (about 2 ms of kafka-python's
+#: A drain on the trio thread decodes at most this many records (about 2 ms of kafka-python's
 #: pure-Python decoding), so other tasks wait no longer than that. Measured: polls of 100
 #: records are as fast per record as polls of 500.
 _DIRECT_RECORDS: Final = 100
-#: ``prefetch`` for manually assigned partitions with ``poll_in_trio=False`` when not given.
+#: Decoding in trio stops for a ``poll()`` on the consumer's thread at least this often (s).
+_DIRECT_WINDOW: Final = 1.0
+#: ``prefetch`` for manually assigned partitions with ``decode_in_trio=False`` when not given.
 #: Group subscriptions default to no read-ahead: against noida-db, kafka-python 3.0.12's
 #: rebalances were seen to stall (a join completed while no poll() waited for it is thrown away
 #: and sent again) when the consumer's thread polls ahead of a slow reader.
@@ -204,18 +206,18 @@ class KafkaConsumer:
             thread reads ahead while the application works: at most ``max(1, prefetch) *
             max_poll_records`` records. Below 2 there is no read-ahead (a poll only when the
             buffer is empty). Default: 0, or 8 with manually assigned partitions and
-            ``poll_in_trio=False`` (see the Kafka guide). Read-ahead never
+            ``decode_in_trio=False`` (see the Kafka guide). Read-ahead never
             changes what :meth:`commit` commits (only records handed out) and is off with
             ``enable_auto_commit``.
         prefetch_bytes: read-ahead also stops while the buffered records are estimated (from
             their serialized sizes) at more than this many bytes (64 MiB).
-        poll_in_trio: with manually assigned partitions (and no read-ahead, no
-            ``enable_auto_commit``), a read that finds no buffered record first takes the
-            records kafka-python has already fetched by polling on the trio thread, without
-            waiting for the network; only if there are none does the consumer's thread make a
-            waiting poll. Faster (the records are built on the core that uses them); the trio
-            thread then decodes up to 100 records at a time (about 2 ms). ``False`` keeps
-            every call on the consumer's thread. Group subscriptions always poll there.
+        decode_in_trio: a read that finds no buffered record, while kafka-python holds records
+            it has already fetched, decodes them on the trio thread (up to 100 at a time, about
+            2 ms without ``crc32c``, less with it) instead of waiting for the consumer's thread
+            to do it; ``poll()`` itself (fetch requests, heartbeats, rebalances) stays on the
+            consumer's thread. Faster: the records are built on the core that uses them.
+            Off with read-ahead (``prefetch`` of 2 or more) and with ``enable_auto_commit``.
+            ``False`` keeps all of kafka-python's work on the consumer's thread.
         commit_on_exit: commit the handed-out offsets when the block ends without an exception
             (only with a *group_id*).
         broker_timeout: seconds without any reachable broker after which reading raises
@@ -245,7 +247,7 @@ class KafkaConsumer:
         close_timeout: float = 10.0,
         prefetch: int | None = None,
         prefetch_bytes: int = 64 * 1024 * 1024,
-        poll_in_trio: bool = True,
+        decode_in_trio: bool = True,
         commit_on_exit: bool = True,
         broker_timeout: float | None = 30.0,
         **config: Any,
@@ -265,8 +267,9 @@ class KafkaConsumer:
         if prefetch is not None and (not isinstance(prefetch, int) or isinstance(prefetch, bool)
                                      or prefetch < 0):
             raise ConfigurationError(f"prefetch must be an int >= 0, not {prefetch!r}")
-        if not isinstance(poll_in_trio, bool):
-            raise ConfigurationError(f"poll_in_trio must be True or False, not {poll_in_trio!r}")
+        if not isinstance(decode_in_trio, bool):
+            raise ConfigurationError(
+                f"decode_in_trio must be True or False, not {decode_in_trio!r}")
         if broker_timeout is not None and not broker_timeout > 0:
             raise ConfigurationError(f"broker_timeout must be > 0 or None, not {broker_timeout!r}")
         for topic in topics:
@@ -298,7 +301,7 @@ class KafkaConsumer:
         self._max_records = int(settings.get("max_poll_records", 500))
         self._auto_commit = bool(settings.get("enable_auto_commit"))
         self._prefetch_setting = prefetch
-        self._poll_in_trio = poll_in_trio
+        self._decode_in_trio = decode_in_trio
         self._set_prefetch(group_managed=partitions is None)
         if not (isinstance(prefetch_bytes, int) and prefetch_bytes > 0):
             raise ConfigurationError(
@@ -338,6 +341,8 @@ class KafkaConsumer:
         self._position_lock = trio.Lock()
         #: Calls submitted to the consumer's thread whose result trio has not taken in yet.
         self._calls = 0
+        #: When a poll() on the consumer's thread last returned (trio's clock).
+        self._thread_polled_at = -math.inf
         self._since_yield = 0
         self._yielded_at = 0.0
         self._open = False
@@ -629,9 +634,8 @@ class KafkaConsumer:
                                  "poll() is waiting for the listener to return", fault="local")
             self._check_open()
             if not self._polling:
-                if (self._direct and not self._calls and not self._aborting
-                        and kp.records_ready(self._kc) and self._poll_directly()):
-                    # The poll ran on this thread: let other tasks run before going on.
+                if self._may_drain() and self._drain():
+                    # The records were decoded on this thread: let other tasks run first.
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     continue
                 self._start_polling()
@@ -639,11 +643,20 @@ class KafkaConsumer:
                 self._arrived = trio.Event()
             await self._arrived.wait()
 
-    def _poll_directly(self) -> bool:
-        """Poll on the trio thread, without waiting for the network (see the module's
-        docstring); whether that gave records (or an error to raise)."""
+    def _may_drain(self) -> bool:
+        """Whether a reader may decode fetched records on the trio thread now (see the
+        module's docstring)."""
+        return (self._direct and not self._calls and not self._aborting
+                and trio.current_time() - self._thread_polled_at < _DIRECT_WINDOW
+                and kp.records_ready(self._kc)
+                and (self._group_id is None or not kp.group_joining(self._kc)))
+
+    def _drain(self) -> bool:
+        """Decode records kafka-python has already fetched, on the trio thread; whether that
+        gave records (or an error to raise)."""
         try:
-            records, _ = self._poll_once(0, min(self._max_records, _DIRECT_RECORDS))
+            records = self._decoded(kp.drain_fetched(
+                self._kc, min(self._max_records, _DIRECT_RECORDS)))
         except Exception as exc:
             self._poll_error = kp.translated(exc, servers=self._servers_text,
                                              operation="polling")
@@ -674,20 +687,19 @@ class KafkaConsumer:
             self._start_polling()
 
     def _set_prefetch(self, *, group_managed: bool) -> None:
-        """Apply ``prefetch`` and ``poll_in_trio`` (by default, manually assigned partitions
-        are polled on the trio thread when possible; read-ahead only when asked for)."""
+        """Apply ``prefetch`` and ``decode_in_trio`` (by default, fetched records are decoded on
+        the trio thread when possible, and read-ahead is off)."""
         if self._auto_commit:
             prefetch = 0  # kafka-python's auto-commit commits its positions, read-ahead included
         elif self._prefetch_setting is not None:
             prefetch = self._prefetch_setting
-        elif group_managed or self._poll_in_trio:
+        elif group_managed or self._decode_in_trio:
             prefetch = 0
         else:
             prefetch = _DEFAULT_PREFETCH
         self._prefetch = prefetch
-        #: Whether a reader that finds the buffer empty first polls on the trio thread.
-        self._direct = (self._poll_in_trio and not group_managed and prefetch < 2
-                        and not self._auto_commit)
+        #: Whether a reader that finds the buffer empty may decode fetched records itself.
+        self._direct = self._decode_in_trio and prefetch < 2 and not self._auto_commit
         #: At most this many records are buffered or on their way to trio.
         self._bound = max(1, prefetch) * self._max_records
         #: At most this many records cross into trio in one hand-off.
@@ -778,12 +790,17 @@ class KafkaConsumer:
         elif again:
             worker.submit(self._poll_job)
 
-    def _poll_once(self, timeout_ms: int, max_records: int | None = None,
-                   ) -> tuple[list[KafkaRecord | _Undecodable], bool]:
-        raw = kp.poll(self._kc, timeout_ms, max_records or self._max_records)
+    def _poll_once(self, timeout_ms: int) -> tuple[list[KafkaRecord | _Undecodable], bool]:
+        raw = kp.poll(self._kc, timeout_ms, self._max_records)
         if not raw:
             unreachable = self._broker_timeout is not None and kp.brokers_unreachable(self._kc)
             return [], unreachable
+        return self._decoded(raw), False
+
+    def _decoded(self, raw: list[Any]) -> list[KafkaRecord | _Undecodable]:
+        """kafka-python's records as trionet's (deserialized), on whichever thread decodes."""
+        if not raw:
+            return []
         # The average size, estimated from at most 64 records spread over the batch.
         sample = raw if len(raw) <= 64 else raw[::len(raw) // 64]
         self._record_size = max(1, kp.serialized_size(sample) // len(sample))
@@ -800,7 +817,7 @@ class KafkaConsumer:
                 _new_tuple(KafkaRecord, (r.topic, r.partition, r.offset, r.key, r.value,
                                          r.headers or (), r.timestamp, r.timestamp_type))
                 for r in raw
-            ], False
+            ]
         out: list[KafkaRecord | _Undecodable] = []
         for r in raw:
             key, value = r.key, r.value
@@ -820,12 +837,13 @@ class KafkaConsumer:
                 continue
             out.append(KafkaRecord(r.topic, r.partition, r.offset, key, value, r.headers or (),
                                    r.timestamp, r.timestamp_type))
-        return out, False
+        return out
 
     def _poll_finished(
         self, result: outcome.Outcome[tuple[list[KafkaRecord | _Undecodable], bool]],
         again: bool, stalled: bool,
     ) -> None:  # trio thread
+        self._thread_polled_at = trio.current_time()
         if not again:
             self._polling = False
             self._stalled = stalled

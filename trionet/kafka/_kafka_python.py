@@ -12,8 +12,9 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
   constructor that fails (or is cancelled) during bootstrap can be cleaned up: kafka-python 3.0
   starts a consumer's or admin client's I/O thread before bootstrapping and leaves it running when
   the bootstrap fails.
-* :func:`records_ready` reads the fetcher's queue, so that a reader polls on the trio thread only
-  when records are already fetched (an empty zero-timeout poll still costs about a millisecond).
+* :func:`records_ready` reads the fetcher's queue, and :func:`drain_fetched` decodes what it
+  holds (the fetcher's ``fetched_records``, the decoding half of ``poll()``), so that the trio
+  thread can decode records already fetched while the consumer's thread is idle.
 * :func:`brokers_unreachable` reads the connection manager, to turn "every broker has stopped
   answering" into an error instead of polling an empty topic forever.
 * :func:`commit_on_io_loop` and :func:`call_on_io_loop` run consumer work on kafka-python's I/O
@@ -96,6 +97,7 @@ __all__ = [
     "delete_topics",
     "delivery_error",
     "describe_topics",
+    "drain_fetched",
     "edge_offsets",
     "existing_partitions",
     "group_joining",
@@ -456,7 +458,24 @@ def send(producer: Any, topic: str, value: Any, key: Any, headers: list[tuple[st
 
 def poll(consumer: Any, timeout_ms: int, max_records: int) -> list[Any]:
     """One ``poll``; kafka-python's ``ConsumerRecord`` tuples, partition by partition."""
-    batches = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+    return _flatten(consumer.poll(timeout_ms=timeout_ms, max_records=max_records))
+
+
+def drain_fetched(consumer: Any, max_records: int) -> list[Any]:
+    """Up to *max_records* of the records kafka-python has already fetched, decoded now.
+
+    This is the decoding half of ``poll()`` alone (the fetcher's ``fetched_records``, which
+    also advances the positions, as ``poll()`` does): no group coordination (heartbeat
+    bookkeeping, joins, rebalances), no offset resets and no new fetch requests, so it never
+    waits for kafka-python's I/O thread or for the network. Those stay with ``poll()``, on the
+    consumer's thread. Raises what ``poll()`` would for the same records (a corrupt batch, an
+    offset out of range).
+    """
+    batches, _partial = consumer._fetcher.fetched_records(max_records, update_offsets=True)
+    return _flatten(batches)
+
+
+def _flatten(batches: Mapping[Any, list[Any]]) -> list[Any]:
     if not batches:
         return []
     if len(batches) == 1:
