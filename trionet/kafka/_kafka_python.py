@@ -499,7 +499,7 @@ def serialized_size(records: list[Any]) -> int:
 
 
 def records_ready(consumer: Any) -> bool:
-    """Whether a zero-timeout ``poll()`` would find fetched records (a hint).
+    """Whether kafka-python holds fetched records that ``drain_fetched`` would decode (a hint).
 
     It reads the fetcher's queue of fetch responses, which kafka-python's I/O thread fills, with
     no lock: the answer may be stale by the time it is used, which costs one empty poll or one
