@@ -72,7 +72,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 import outcome
 import trio
@@ -565,22 +565,22 @@ class KafkaConsumer:
             await self._fill()
             self._since_yield = 0
             self._yielded_at = time.perf_counter()
-        else:
+        elif self._since_yield < _YIELD_EVERY:
             self._since_yield += 1
-            if self._since_yield >= _YIELD_EVERY:
-                self._since_yield = 0
-                if self._stalled:
-                    self._restart_polling()
-                if time.perf_counter() - self._yielded_at >= _YIELD_INTERVAL:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    self._yielded_at = time.perf_counter()
-            if not buffer:  # another task took them meanwhile
-                await self._fill()
+        else:
+            self._since_yield = 0
+            if self._stalled:
+                self._restart_polling()
+            if time.perf_counter() - self._yielded_at >= _YIELD_INTERVAL:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                self._yielded_at = time.perf_counter()
+                if not buffer:  # another task took them meanwhile
+                    await self._fill()
         item = buffer.popleft()
         if type(item) is _Undecodable:
             self._delivered[(item.record.topic, item.record.partition)] = item.record.offset + 1
             raise item.error
-        record = cast(KafkaRecord, item)
+        record: KafkaRecord = item  # type: ignore[assignment]  # (no cast() call per record)
         self._delivered[(record[0], record[1])] = record[2] + 1  # topic, partition, offset
         return record
 
