@@ -29,8 +29,9 @@ Prefetch (a pipeline; off by default, except for manually assigned partitions wi
 ``decode_in_trio=False``, see ``_DEFAULT_PREFETCH``). With ``prefetch`` = P >= 2 and
 ``max_poll_records`` = M, the buffer holds at most P * M records (counting those on their way
 to trio). The first read starts a poll;
-consecutive polls that find records join one hand-off of up to (P // 2) * M records, so trio is
-woken (and the GIL changes hands) once per hand-off rather than once per poll. After a hand-off
+consecutive polls of records already fetched join one hand-off of up to (P // 2) * M records,
+so trio is woken (and the GIL changes hands) once per hand-off rather than once per poll (no
+poll waits for more records to join: a trickle is handed over record by record). After a hand-off
 the thread starts the next one at once if at most (P - P // 2) * M records are outstanding, so
 kafka-python fetches and decodes the next hand-off while trio gives out the previous one.
 Otherwise the chain stops (stalls), and readers restart it as they take records. Read-ahead
@@ -752,7 +753,11 @@ class KafkaConsumer:
             limit = min(handoff, bound - outstanding)
             taken = len(batch)
             self._pending = batch
-            while taken + per_poll <= limit and self._open and not self._aborting:
+            # Only records kafka-python has already fetched join the hand-off: waiting for more
+            # (up to the brief wait) would hold back the ones polled, 10 ms per record when
+            # they trickle in.
+            while (taken + per_poll <= limit and self._open and not self._aborting
+                   and kp.records_ready(self._kc)):
                 more = outcome.capture(self._poll_once, brief)
                 if isinstance(more, outcome.Error):
                     failure = more
