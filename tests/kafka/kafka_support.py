@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 
-from trionet.kafka import KafkaAdmin, KafkaProducer, NewTopic
+from trionet.kafka import KafkaAdmin, KafkaConsumer, KafkaProducer, KafkaRecord, NewTopic
 from trionet.testing import KAFKA_TEST_CONSUMER_CONFIG
 
 #: Consumer options for every test consumer: quick group joins, start at the beginning.
@@ -61,3 +62,16 @@ def foreign_threads(before: set[threading.Thread]) -> list[str]:
 
 def _is_kafka_thread(name: str) -> bool:
     return name.startswith(("kafka-", "trionet-kafka-")) or name.endswith("-network-thread")
+
+
+async def read_while_paused(consumer: KafkaConsumer, read: Callable[[], Awaitable[KafkaRecord]],
+                            seen: list[tuple[int, int]], partition: int, count: int) -> None:
+    """With every partition but *partition* paused: read one record at a time with *read*
+    until *seen* holds *count* of that partition's, then check that nothing else comes."""
+    while sum(1 for p, _ in seen if p == partition) < count:
+        record = await read()
+        assert record.partition == partition, "a paused partition was read"
+        seen.append((record.partition, record.offset))
+    with trio.move_on_after(0.3):
+        extra = await consumer.getmany()
+        pytest.fail(f"read {extra} while the other partition was paused")
