@@ -27,7 +27,10 @@ keep their spelling so that users of the original find them.
     │   ├── ChannelError
     │   │   ├── RemoteException      (origin, remote_traceback, remote_type)
     │   │   └── ChannelClosed        (also trio.BrokenResourceError, ConnectionResetError)
-    │   └── AProtoError              (error_code)
+    │   ├── AProtoError              (error_code)
+    │   └── TLSError                 (host; also trio.BrokenResourceError)
+    │       ├── TLSVerificationError (the peer's certificate could not be verified)
+    │       └── TLSNotSpoken         (the peer answered the TLS handshake in plain text)
     └── ConfigurationError
 """
 
@@ -59,6 +62,9 @@ __all__ = [
     "ProtocolError",
     "RemoteException",
     "SMTPError",
+    "TLSError",
+    "TLSNotSpoken",
+    "TLSVerificationError",
     "TrionetError",
 ]
 
@@ -239,3 +245,30 @@ class AProtoError(ProtocolError):
                  fault: Fault = "remote") -> None:
         super().__init__(message, fault=fault)
         self.error_code = error_code
+
+
+class TLSError(ProtocolError, trio.BrokenResourceError):
+    """The TLS handshake with *host* failed.
+
+    Also a :class:`trio.BrokenResourceError`, which is what code written before this class existed
+    caught. The :mod:`ssl` error that caused it is ``__cause__``.
+
+    Attributes:
+        host: the host name (or address) the connection was for, or ``None`` when unknown.
+    """
+
+    def __init__(self, message: str, *, host: str | None = None, fault: Fault = "remote") -> None:
+        super().__init__(message, fault=fault)
+        self.host = host
+
+
+class TLSVerificationError(TLSError):
+    """The peer's certificate could not be verified (untrusted issuer, wrong host name, expired).
+
+    The message names the host and the reason the :mod:`ssl` module gave.
+    """
+
+
+class TLSNotSpoken(TLSError):
+    """We started a TLS handshake and the peer answered in plain text: it does not speak TLS
+    on that port (connect without TLS, or give the server a certificate)."""

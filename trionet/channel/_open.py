@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from .._tls import client_handshake
 from .._util import open_hidden_nursery
 from ..codecs import Codec, get_codec
 from ..framing import DEFAULT_MAX_FRAME_SIZE
@@ -100,11 +101,7 @@ async def _connect(
     if ssl_context is None:
         return stream
     ssl_stream = trio.SSLStream(stream, ssl_context, server_hostname=hostname)
-    try:
-        await ssl_stream.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(ssl_stream)
-        raise
+    await client_handshake(ssl_stream, hostname)
     return ssl_stream
 
 
@@ -140,7 +137,11 @@ async def open_connection(
     Raises:
         OSError: the connection could not be made (for example ``ConnectionRefusedError``, or
             ``FileNotFoundError`` for a missing socket path).
-        trio.BrokenResourceError: the TLS handshake failed.
+        TLSVerificationError: the server's certificate could not be verified (the message
+            says for which host and why).
+        TLSNotSpoken: the server does not speak TLS on that port.
+        TLSError: the TLS handshake failed otherwise. All three are also
+            :exc:`trio.BrokenResourceError`.
     """
     stream = await _connect(addr, ssl_context, server_hostname, kwds)
     async with open_channel(stream, codec=codec, max_frame_size=max_frame_size) as channel:
