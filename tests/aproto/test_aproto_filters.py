@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
 import re
 import string
 from pathlib import Path
@@ -10,7 +12,8 @@ from typing import Any
 
 import pytest
 import trio
-from aproto_helpers import RawConn, start
+from aproto_helpers import RawConn, error_reply, raw_packet, start
+from hypothesis import given, settings, strategies as st
 
 from trionet.aproto import (
     APIKeyFactory,
@@ -22,6 +25,7 @@ from trionet.aproto import (
     Server,
     SQLiteKeyStorage,
 )
+from trionet.aproto._apikeys import MAX_KEY_SIZE
 from trionet.errors import ConfigurationError
 
 
@@ -276,3 +280,120 @@ async def test_ip_filter_behind_a_server_sees_the_peer(nursery: trio.Nursery) ->
     await conn.send_fields({})
     assert await conn.reply() == {"who": "inside"}
     await conn.aclose()
+
+
+# -- API keys of any shape (issue 15, defect 9) ---------------------------------------------------
+
+#: Bad API key values as raw JSON text: valid JSON that is not a usable key.
+BAD_KEYS_JSON = [
+    r'"\ud800"',  # a lone surrogate: valid JSON, not encodable as UTF-8
+    r'"\udfff"',
+    r'"abc\ud83d"',  # half of a surrogate pair at the end
+    r'"\ud83dabcdefghijklmnopqrstuvwxyz012345"',
+    '"' + "k" * (MAX_KEY_SIZE + 1) + '"',  # longer than any key
+    '"' + "k" * 1_000_000 + '"',  # huge
+    '""',
+    "123",
+    "1.5e300",
+    "-1",
+    "true",
+    "null",
+    "[]",
+    r'["\ud800"]',
+    '{"nested": {"key": "value"}}',
+    r'{"a": [{"b": "\ud800"}]}',
+    "[" * 20 + "]" * 20,
+]
+
+
+def test_api_key_check_refuses_every_shape_without_raising() -> None:
+    factory = APIKeyFactory()
+    key = factory.issue("ann")
+    for text in BAD_KEYS_JSON:
+        value = json.loads(text)
+        assert not factory.check(value), text[:40]
+        assert value not in factory if isinstance(value, str) else True
+        with pytest.raises(KeyError):
+            factory.get(value)
+        with pytest.raises(KeyError):
+            factory.revoke(value)
+    assert factory.check(key) and len(factory) == 1
+    with pytest.raises(ConfigurationError, match="size"):
+        APIKeyFactory(size=MAX_KEY_SIZE + 1)  # its keys could never be checked
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.text(st.characters(codec=None))  # surrogates included
+        | st.text(st.characters(categories=["Cs"]), min_size=1)
+        | st.binary(),
+        lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+        max_leaves=20,
+    )
+)
+def test_api_key_check_never_raises(value: Any) -> None:
+    assert APIKeyFactory().check(value) is False
+
+
+async def test_bad_api_keys_get_the_refusal_reply_and_the_server_goes_on(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    factory = APIKeyFactory()
+    server = Server("127.0.0.1", 0)
+    refusal = {"status": "failure", "error": "ERR_FORBIDDEN"}
+
+    @server.add_handler(Filters.APIFactory(factory, "key"))
+    async def private(client: HandlerClient, packet: Packet) -> None:
+        await client.send({"hello": factory.get(packet["key"])})
+
+    @server.add_handler()
+    async def denied(client: HandlerClient, packet: Packet) -> None:
+        await client.send(refusal)
+
+    port = await start(nursery, server)
+    key = factory.issue("ann")
+    conn = await RawConn.open(port)
+    try:
+        for text in BAD_KEYS_JSON:
+            await conn.send(raw_packet(b"\x16\x00" + b'{"key": ' + text.encode() + b"}"))
+            assert await conn.reply() == refusal, text[:40]
+            await conn.send_fields({"key": key})  # the same connection is still served
+            assert await conn.reply() == {"hello": "ann"}
+        # ZiProto: a key that is not valid UTF-8 (a surrogate's bytes) is a malformed payload.
+        await conn.send(raw_packet(b"\x16\x01" + b"\x81\xa3key\xa3\xed\xa0\x80"))
+        assert await conn.reply() == error_reply("ERR_REQUEST_MALFORMED")
+        await conn.send_fields({"key": key}, "ziproto")
+        assert await conn.reply() == {"hello": "ann"}
+    finally:
+        await conn.aclose()
+    stats = server.statistics()
+    assert stats.handler_errors == 0
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_bad_api_keys_without_a_fallback_get_no_reply_and_keep_the_connection(
+    nursery: trio.Nursery,
+) -> None:
+    factory = APIKeyFactory()
+    server = Server("127.0.0.1", 0, logging_level=100)
+
+    @server.add_handler(Filters.APIFactory(factory, "key"))
+    async def private(client: HandlerClient, packet: Packet) -> None:
+        await client.send({"hello": factory.get(packet["key"])})
+
+    port = await start(nursery, server)
+    key = factory.issue("ann")
+    conn = await RawConn.open(port)
+    try:
+        # No handler matches a bad key: nothing is sent, and the next packet is answered.
+        await conn.send(raw_packet(b'\x16\x00{"key": "\\ud800"}'))
+        await conn.send_fields({"key": key})
+        assert await conn.reply() == {"hello": "ann"}
+        assert server.statistics().handler_errors == 0
+    finally:
+        await conn.aclose()

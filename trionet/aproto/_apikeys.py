@@ -37,6 +37,8 @@ __all__ = [
 KEY_ALPHABET: Final = string.ascii_letters + string.digits
 #: Keys shorter than this are refused: 16 characters are about 95 bits.
 MIN_KEY_SIZE: Final = 16
+#: The longest value :meth:`APIKeyFactory.check` hashes; longer values are refused at once.
+MAX_KEY_SIZE: Final = 1024
 
 
 class APIKeyStorage(abc.ABC):
@@ -156,24 +158,41 @@ def _split_digest(key: str) -> tuple[str, str]:
     return digest[:32], digest[32:]
 
 
+def _valid_shape(key: object) -> bool:
+    """True if *key* could be a key at all: a str of at most MAX_KEY_SIZE characters that
+    encodes to UTF-8 (JSON and msgpack payloads may carry lone surrogates, which do not)."""
+    if not isinstance(key, str) or len(key) > MAX_KEY_SIZE:
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class APIKeyFactory:
     """Issue, check, revoke and reissue API keys.
 
     Args:
-        size: characters per key (letters and digits), at least 16; default 32.
+        size: characters per key (letters and digits), 16 to 1024; default 32.
         storage: where records live; default a new :class:`MemoryKeyStorage`.
 
     ``key in factory`` and :meth:`check` tell whether a key is valid; the
     :class:`Filters.APIFactory <trionet.aproto.Filters>` filter uses them.
 
     Raises:
-        ConfigurationError: *size* is not an int of at least 16.
+        ConfigurationError: *size* is not an int from 16 to 1024.
     """
 
     def __init__(self, size: int = 32, storage: APIKeyStorage | None = None) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < MIN_KEY_SIZE:
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not MIN_KEY_SIZE <= size <= MAX_KEY_SIZE
+        ):
             raise ConfigurationError(
-                f"APIKeyFactory size must be an int >= {MIN_KEY_SIZE}, not {size!r}"
+                f"APIKeyFactory size must be an int from {MIN_KEY_SIZE} to {MAX_KEY_SIZE}, "
+                f"not {size!r}"
             )
         self.size = size
         self.storage: APIKeyStorage = MemoryKeyStorage() if storage is None else storage
@@ -182,8 +201,9 @@ class APIKeyFactory:
         return "".join(secrets.choice(KEY_ALPHABET) for _ in range(self.size))
 
     def _record(self, key: object) -> tuple[str, Any] | None:
-        if not isinstance(key, str):
+        if not _valid_shape(key):
             return None
+        assert isinstance(key, str)
         selector, verifier = _split_digest(key)
         record = self.storage.load(selector)
         if record is None or not hmac.compare_digest(record[0], verifier):
@@ -218,7 +238,12 @@ class APIKeyFactory:
         return self._require(key)[2]
 
     def check(self, key: object) -> bool:
-        """True if *key* is a valid (issued, not revoked) key."""
+        """True if *key* is a valid (issued, not revoked) key.
+
+        Any other value is refused without an error: a non-string, a string longer than
+        ``MAX_KEY_SIZE`` (1024) characters (refused before hashing), or a string that UTF-8
+        cannot encode (a lone surrogate such as ``"\\ud800"``, which JSON allows).
+        """
         return self._record(key) is not None
 
     def __contains__(self, key: object) -> bool:

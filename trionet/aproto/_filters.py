@@ -276,8 +276,11 @@ class _Ip(Filter):
 class _APIFactory(Filter):
     """Passes when the packet's *field_name* holds a key that *factory* knows.
 
-    Revoked keys, and keys replaced by :meth:`~APIKeyFactory.reissue`, fail. Values that are not
-    strings fail.
+    Revoked keys, and keys replaced by :meth:`~APIKeyFactory.reissue`, fail. So does any value
+    that cannot be a key, without raising: a missing field, a non-string (number, list, map,
+    ...), a string longer than 1024 characters, or one that UTF-8 cannot encode (a lone
+    surrogate such as ``"\\ud800"``, valid in JSON). Register a handler without this filter
+    after it, in the same group, to answer refused packets.
 
     Args:
         factory: an :class:`APIKeyFactory` (or a subclass).
