@@ -11,6 +11,7 @@ plain text) and :class:`~trionet.errors.TLSError` for the rest. Each is still a
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import trio
 
@@ -55,7 +56,7 @@ def translate_handshake_error(exc: BaseException, host: str | None) -> TLSError 
     return None
 
 
-async def client_handshake(stream: trio.SSLStream[trio.abc.Stream], host: str | None) -> None:
+async def client_handshake(stream: trio.SSLStream[Any], host: str | None) -> None:
     """Run *stream*'s handshake; on failure close it and raise a :class:`TLSError`."""
     try:
         await stream.do_handshake()

@@ -11,6 +11,11 @@ A codec is any object with a ``name`` and two methods, ``encode(value) -> bytes`
   which the package cannot.
 
 Decoding never raises anything but :class:`~trionet.errors.CodecError`, whatever the input.
+Nesting is bounded: a value nested deeper than the codec's ``max_depth`` (arrays, maps/objects
+and extension values each count one level; :data:`DEFAULT_MAX_DEPTH` unless the codec was made
+with another) is refused with :class:`~trionet.errors.CodecError` before anything deep is built,
+and registered serializers nest at most :data:`MAX_EXT_DEPTH` extension values inside one
+another. :func:`check_depth` is the same bound for code that decodes JSON or MessagePack itself.
 Encoding a value the codec does not know raises :class:`~trionet.errors.CodecError` with
 ``fault="local"``.
 
@@ -26,9 +31,11 @@ Codecs can learn new types with :meth:`SerializingCodec.add_serializer` (aiomas'
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import json.decoder
 import json.encoder
+import re
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -38,12 +45,17 @@ from msgpack import unpackb
 from .errors import CodecError
 
 __all__ = [
+    "DEFAULT_MAX_DEPTH",
     "JSON",
+    "MAX_EXT_DEPTH",
     "Codec",
     "MsgPack",
     "SerializingCodec",
     "ZiProto",
     "available_codecs",
+    "check_depth",
+    "decode_json",
+    "decode_msgpack",
     "get_codec",
     "register_codec",
     "serializable",
@@ -55,6 +67,132 @@ T = TypeVar("T")
 JSON_TYPE_KEY = "__type__"
 #: The first msgpack extension type code handed out to registered serializers.
 MSGPACK_EXT_BASE = 16
+#: How deeply a decoded value may nest (arrays, maps/objects and extension values), unless a
+#: codec is made with another ``max_depth``. Legitimate messages rarely nest more than ten deep;
+#: msgpack itself stops at 1024 and Python's JSON parser at about 1000 (with RecursionError).
+DEFAULT_MAX_DEPTH = 128
+#: How many msgpack extension values (registered serializers) may nest inside one another.
+#: msgpack decodes each level on a fresh C stack frame of about 40 KiB, so 200 levels (714
+#: bytes) overflow an 8 MiB stack and crash the process; 16 levels need about 0.7 MiB (a
+#: thread's stack is 8 MiB on Linux unless a program asks for less).
+MAX_EXT_DEPTH = 16
+
+_CONTAINERS = frozenset((list, dict, tuple))
+# msgpack type bytes that open a container or an extension value: fixmap 0x80-0x8f, fixarray
+# 0x90-0x9f, ext 8/16/32 0xc7-0xc9, fixext 0xd4-0xd8, array/map 16/32 0xdc-0xdf. A value cannot
+# nest deeper than the number of such bytes in its encoding (payload bytes may count too, so
+# this is an upper bound).
+_MSGPACK_OPENERS = bytes([*range(0x80, 0xA0), 0xC7, 0xC8, 0xC9, *range(0xD4, 0xD9),
+                          *range(0xDC, 0xE0)])
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _too_deep(depth: int, limit: int, codec: str) -> CodecError:
+    return CodecError(f"value nested deeper than max_depth={limit} (at least {depth} levels)",
+                      codec=codec)
+
+
+def _unpack_error(exc: Exception, limit: int, codec: str) -> CodecError:
+    if isinstance(exc, msgpack.StackError):  # over msgpack's own limit of 1024 levels
+        return _too_deep(1025, limit, codec)
+    return CodecError(f"invalid data ({_describe(exc)})", codec=codec)
+
+
+def _container_depth_exceeds(value: Any, limit: int) -> int:
+    """The first depth beyond *limit* that *value*'s lists, tuples and dicts reach, or 0.
+
+    Iterative (no recursion, whatever the depth), and each container's children are filtered
+    by type at C speed.
+    """
+    if type(value) not in _CONTAINERS:
+        return 0
+    level = [value]
+    depth = 1
+    is_container = _CONTAINERS.__contains__
+    compress = itertools.compress
+    while level:
+        if depth > limit:
+            return depth
+        below: list[Any] = []
+        for item in level:
+            children = [*item.keys(), *item.values()] if type(item) is dict else item
+            below.extend(compress(children, map(is_container, map(type, children))))
+        level = below
+        depth += 1
+    return 0
+
+
+def _json_depth_exceeds(text: str, limit: int) -> int:
+    """The nesting depth of the JSON *text* if it is more than *limit*, else 0.
+
+    Brackets inside strings do not count. Costs two ``str.count`` calls for texts with at most
+    *limit* brackets; otherwise a few passes at C speed, one per level up to *limit*.
+    """
+    if len(text) <= limit or text.count("[") + text.count("{") <= limit:
+        return 0
+    if '"' in text:
+        text = _JSON_STRING.sub("", text)
+    brackets = _JSON_NOT_BRACKET.sub("", text)
+    depth = 0
+    while brackets:
+        reduced = brackets.replace("[]", "").replace("{}", "")
+        if len(reduced) == len(brackets):
+            return 0  # unbalanced: not JSON, and the parser will say so
+        brackets = reduced
+        depth += 1
+        if depth > limit:
+            return depth
+    return 0
+
+
+def check_depth(value: Any, max_depth: int = DEFAULT_MAX_DEPTH, *, codec: str = "value") -> None:
+    """Raise :class:`CodecError` if *value* (already decoded) nests deeper than *max_depth*.
+
+    Lists, tuples and dicts count one level each. Iterative: safe for any depth.
+    """
+    depth = _container_depth_exceeds(value, max_depth)
+    if depth:
+        raise _too_deep(depth, max_depth, codec)
+
+
+def decode_json(data: bytes | bytearray | memoryview | str, *,
+                max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """``json.loads`` with a nesting bound: :class:`CodecError` for anything invalid or nested
+    deeper than *max_depth*; the depth is checked before parsing."""
+    try:
+        if isinstance(data, str):
+            text = data
+        else:
+            raw = data if type(data) is bytes else bytes(data)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode(json.detect_encoding(raw))  # UTF-16/32, as json.loads reads
+        depth = _json_depth_exceeds(text, max_depth)
+        if depth:
+            raise _too_deep(depth, max_depth, "json")
+        return json.loads(text)
+    except CodecError:
+        raise
+    except Exception as exc:
+        raise CodecError(f"invalid data ({_describe(exc)})", codec="json") from exc
+
+
+def decode_msgpack(data: bytes | bytearray | memoryview, *, max_depth: int = DEFAULT_MAX_DEPTH,
+                   strict_map_key: bool = False) -> Any:
+    """``msgpack.unpackb(data, raw=False)`` with a nesting bound: :class:`CodecError` for
+    anything invalid or nested deeper than *max_depth*. Extension values stay
+    :class:`msgpack.ExtType` (use a :class:`MsgPack` codec for registered types)."""
+    try:
+        value = unpackb(data, raw=False, strict_map_key=strict_map_key)
+    except Exception as exc:
+        raise _unpack_error(exc, max_depth, "msgpack") from exc
+    if len(data) > max_depth:
+        raw = data if type(data) is bytes else bytes(data)
+        if len(raw) - len(raw.translate(None, _MSGPACK_OPENERS)) > max_depth:
+            check_depth(value, max_depth, codec="msgpack")
+    return value
 
 
 @runtime_checkable
@@ -98,7 +236,11 @@ class SerializingCodec:
 
     name = "abstract"
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        if max_depth < 1:
+            raise ValueError("max_depth must be at least 1")
+        #: The deepest nesting :meth:`decode` accepts (see the module's documentation).
+        self.max_depth = max_depth
         self._by_type: dict[type[Any], _Serializer] = {}
         self._by_name: dict[str, _Serializer] = {}
         self._by_code: dict[int, _Serializer] = {}
@@ -159,8 +301,8 @@ class JSON(SerializingCodec):
 
     name = "json"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        super().__init__(max_depth=max_depth)
         self._encoder = json.JSONEncoder(
             ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=self._default
         )
@@ -211,7 +353,11 @@ class JSON(SerializingCodec):
             try:
                 text = data.decode("utf-8") if type(data) is bytes else bytes(data).decode("utf-8")
             except UnicodeDecodeError:
-                return json.loads(data, object_hook=decoder.object_hook)  # UTF-16/32 or bad
+                raw = bytes(data)
+                text = raw.decode(json.detect_encoding(raw))  # UTF-16/32, as json.loads reads
+            depth = _json_depth_exceeds(text, self.max_depth)
+            if depth:
+                raise _too_deep(depth, self.max_depth, self.name)
             try:
                 value, end = decoder.scan_once(text, 0)  # type: ignore[attr-defined]
             except StopIteration:
@@ -219,6 +365,8 @@ class JSON(SerializingCodec):
             if end != len(text):
                 return decoder.decode(text)  # trailing whitespace, or "Extra data"
             return value
+        except CodecError:
+            raise
         except Exception as exc:
             raise CodecError(f"invalid data ({_describe(exc)})", codec=self.name) from exc
 
@@ -233,8 +381,9 @@ class MsgPack(SerializingCodec):
 
     name = "msgpack"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        super().__init__(max_depth=max_depth)
+        self._ext_depth = 0
         # ``default`` is only consulted for types msgpack does not know: no cost otherwise.
         self._packer = msgpack.Packer(use_bin_type=True, default=self._default)
 
@@ -250,7 +399,50 @@ class MsgPack(SerializingCodec):
         ser = self._by_code.get(code)
         if ser is None:
             raise CodecError(f"unknown extension type {code}", codec=self.name)
-        return ser.deserialize(self.decode(data))
+        # msgpack calls this hook from inside its C decoder, and decoding the extension's data
+        # starts another one on top: each level costs C stack, so the nesting is counted.
+        if self._ext_depth >= MAX_EXT_DEPTH:
+            raise CodecError(f"extension values nested more than {MAX_EXT_DEPTH} deep",
+                             codec=self.name)
+        self._ext_depth += 1
+        try:
+            value = unpackb(data, raw=False, strict_map_key=False, ext_hook=self._ext_hook)
+        finally:
+            self._ext_depth -= 1
+        return ser.deserialize(value)
+
+    def _check_depth_with_extensions(self, data: bytes, limit: int) -> None:
+        """Measure the nesting of *data*, counting into registered extension values, without
+        nesting msgpack's C decoder: each extension's data is decoded after the level above."""
+        try:
+            level = [unpackb(data, raw=False, strict_map_key=False)]
+        except Exception as exc:
+            raise _unpack_error(exc, limit, self.name) from exc
+        depth = 0
+        nested = _CONTAINERS | {msgpack.ExtType}
+        is_nested = nested.__contains__
+        while level:
+            depth += 1
+            if depth > limit:
+                raise _too_deep(depth, limit, self.name)
+            below: list[Any] = []
+            for item in level:
+                kind = type(item)
+                if kind is msgpack.ExtType:
+                    if item.code not in self._by_code:
+                        raise CodecError(f"unknown extension type {item.code}", codec=self.name)
+                    try:
+                        children = [unpackb(item.data, raw=False, strict_map_key=False)]
+                    except Exception as exc:
+                        raise _unpack_error(exc, limit, self.name) from exc
+                elif kind is dict:
+                    children = [*item.keys(), *item.values()]
+                elif kind in _CONTAINERS:
+                    children = item
+                else:
+                    continue
+                below.extend(itertools.compress(children, map(is_nested, map(type, children))))
+            level = below
 
     def encode(self, value: Any) -> bytes:
         try:
@@ -263,14 +455,33 @@ class MsgPack(SerializingCodec):
             raise CodecError(f"cannot encode value: {exc}", codec=self.name, fault="local") from exc
 
     def decode(self, data: bytes) -> Any:
+        limit = 0  # 0: the value is known to be shallow enough
+        if len(data) > self.max_depth:
+            # The number of container and extension type bytes bounds the depth from above:
+            # for most messages that alone proves the value shallow enough, before decoding.
+            try:
+                raw = data if type(data) is bytes else bytes(data)
+            except Exception as exc:
+                raise CodecError(f"invalid data ({_describe(exc)})", codec=self.name) from exc
+            if len(raw) - len(raw.translate(None, _MSGPACK_OPENERS)) > self.max_depth:
+                if self._by_code:
+                    self._check_depth_with_extensions(raw, self.max_depth)
+                else:
+                    limit = self.max_depth
         try:
             if self._by_code:
-                return unpackb(data, raw=False, strict_map_key=False, ext_hook=self._ext_hook)
-            return unpackb(data, raw=False, strict_map_key=False)
+                value = unpackb(data, raw=False, strict_map_key=False, ext_hook=self._ext_hook)
+            else:
+                value = unpackb(data, raw=False, strict_map_key=False)
         except CodecError:
             raise
         except Exception as exc:
-            raise CodecError(f"invalid data ({_describe(exc)})", codec=self.name) from exc
+            raise _unpack_error(exc, self.max_depth, self.name) from exc
+        if limit:
+            depth = _container_depth_exceeds(value, limit)
+            if depth:
+                raise _too_deep(depth, limit, self.name)
+        return value
 
 
 class ZiProto(MsgPack):

@@ -14,7 +14,7 @@ keep their spelling so that users of the original find them.
     │   ├── FrameError
     │   │   ├── FrameTooLarge        (size, limit)
     │   │   └── IncompleteFrame      (expected, received)
-    │   ├── CodecError               (codec)
+    │   ├── CodecError               (codec; also ValueError)
     │   ├── ASGIError
     │   ├── MQTTError
     │   │   ├── MQTTConnectError     (reason_code)
@@ -139,8 +139,11 @@ class IncompleteFrame(FrameError):
         self.received = received
 
 
-class CodecError(ProtocolError):
+class CodecError(ProtocolError, ValueError):
     """A value could not be encoded, or bytes could not be decoded, by a codec.
+
+    Also a :class:`ValueError`, as :class:`json.JSONDecodeError` is, so code written for
+    ``json.loads`` catches it.
 
     Attributes:
         codec: the codec's name (``"json"``, ``"msgpack"``, ``"ziproto"``, ...).

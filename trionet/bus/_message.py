@@ -22,6 +22,8 @@ from typing import Any, Final, Literal, TypeAlias
 
 import msgpack
 
+from ..codecs import decode_json, decode_msgpack
+from ..errors import CodecError
 from ._errors import EnvelopeError, NoResponseTopic
 
 __all__ = [
@@ -140,8 +142,13 @@ class BusMessage:
         return self.payload.decode("utf-8")
 
     def json(self) -> Any:
-        """The payload parsed as JSON."""
-        return json.loads(self.payload)
+        """The payload parsed as JSON.
+
+        Raises:
+            CodecError: the payload is not JSON, or nests deeper than
+                :data:`~trionet.codecs.DEFAULT_MAX_DEPTH` (also a :exc:`ValueError`).
+        """
+        return decode_json(self.payload)
 
     def copy(self, **changes: Any) -> BusMessage:
         """A copy (with its own ``headers`` dict), with the given fields changed."""
@@ -276,9 +283,9 @@ def decode_envelope(data: bytes) -> BusMessage:
     if data[0] == 0x7B or data[:1].isspace():  # "{" or leading JSON whitespace
         return _decode_json(data)
     try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise EnvelopeError(f"not a bus envelope ({type(exc).__name__}: {exc})") from exc
+        value = decode_msgpack(data, strict_map_key=True)
+    except CodecError as exc:
+        raise EnvelopeError(f"not a bus envelope ({exc})") from exc
     if not isinstance(value, dict):
         raise EnvelopeError(f"not a bus envelope (a msgpack {type(value).__name__})")
     payload = value.get("payload")
@@ -358,8 +365,8 @@ def _encode_json(message: BusMessage) -> bytes:
 
 def _decode_json(data: bytes) -> BusMessage:
     try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:
+        value = decode_json(data)
+    except CodecError as exc:
         raise EnvelopeError(f"not a bus envelope (invalid JSON: {exc})") from exc
     if not isinstance(value, dict):
         raise EnvelopeError(f"not a bus envelope (a JSON {type(value).__name__})")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..codecs import decode_json
 from ..errors import ConfigurationError
 from ._errors import InvalidPayload
 from ._topics import topic_matches, validate_topic
@@ -184,8 +184,13 @@ class MQTTMessage:
         return self.payload.decode("utf-8")
 
     def json(self) -> Any:
-        """The payload decoded as JSON."""
-        return json.loads(self.payload)
+        """The payload decoded as JSON.
+
+        Raises:
+            CodecError: the payload is not JSON, or nests deeper than
+                :data:`~trionet.codecs.DEFAULT_MAX_DEPTH` (also a :exc:`ValueError`).
+        """
+        return decode_json(self.payload)
 
     def matches(self, topic_filter: str) -> bool:
         """Whether this message's topic matches *topic_filter* (wildcards, ``$share/...``)."""
