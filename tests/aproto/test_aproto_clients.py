@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -21,7 +22,14 @@ from trionet.aproto import (
     PacketEncoder,
     Server,
 )
-from trionet.errors import AProtoError, ConfigurationError, FrameTooLarge, IncompleteFrame
+from trionet.errors import (
+    AProtoError,
+    ConfigurationError,
+    FrameTooLarge,
+    IncompleteFrame,
+    TLSNotSpoken,
+    TLSVerificationError,
+)
 
 ScriptedReply = Callable[[trio.SocketStream], Awaitable[None]]
 
@@ -318,8 +326,9 @@ def test_tls_blocking_client(ca: trustme.CA) -> None:
         with Client(tls=client_context(ca), timeout=10) as client:
             client.connect("127.0.0.1", port)
             assert client.request({"n": 3}) == {"secure": 3, "peer": "127.0.0.1"}
-        with pytest.raises(ssl.SSLCertVerificationError):
+        with pytest.raises(TLSVerificationError) as info:
             Client(timeout=10).connect("127.0.0.1", port)  # tls=True by default, verified
+        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
 
     trio.run(main)
 
@@ -338,3 +347,112 @@ async def test_plain_client_against_tls_server_fails_cleanly(
 def test_packet_encoder_is_shared_by_both_clients() -> None:
     # The clients send exactly what the encoder builds.
     assert PacketEncoder().encode({"a": 1}) == b'\x00\x00\x00\x09\x16\x00{"a":1}'
+
+
+# -- TLS failures say what happened (issue 15, defects 7 and 8) ---------------------------------
+
+
+def tls_ca_server(tls_ca: trustme.CA) -> Server:
+    """A TLS server whose certificate (for localhost and 127.0.0.1) comes from ``tls_ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    server = Server("127.0.0.1", 0, logging_level=100, tls=context)
+
+    @server.add_handler()
+    async def echo(client: HandlerClient, packet: Packet) -> None:
+        await client.send({"secure": packet["n"]})
+
+    return server
+
+
+def assert_unverified(error: TLSVerificationError, host: str, reason: str) -> None:
+    text = str(error)
+    assert "certificate" in text and "could not be verified" in text, text
+    assert host in text and error.host == host, text
+    assert reason in text, text  # the ssl library's reason
+    assert isinstance(error.__cause__, ssl.SSLCertVerificationError)
+
+
+async def test_tls_verification_failures_name_the_host_and_the_reason(
+    nursery: trio.Nursery, tls_ca: trustme.CA
+) -> None:
+    port = await start(nursery, tls_ca_server(tls_ca))
+    other_ca = client_context(trustme.CA())  # trusts a CA that did not issue the server's cert
+    trusting = client_context(tls_ca)
+
+    client = AsyncClient(tls=other_ca, timeout=10)
+    with pytest.raises(TLSVerificationError) as info:
+        await client.connect("127.0.0.1", port)
+    assert_unverified(info.value, "127.0.0.1", "unable to get local issuer certificate")
+    assert isinstance(info.value, trio.BrokenResourceError)  # what older code caught
+    assert not client.connected
+
+    client = AsyncClient(tls=trusting, timeout=10)
+    with pytest.raises(TLSVerificationError) as info:
+        await client.connect("127.0.0.1", port, server_hostname="example.com")
+    assert_unverified(info.value, "example.com", "Hostname mismatch")
+
+    def blocking() -> None:
+        with pytest.raises(TLSVerificationError) as info:
+            Client(tls=other_ca, timeout=10).connect("127.0.0.1", port)
+        assert_unverified(info.value, "127.0.0.1", "unable to get local issuer certificate")
+        with pytest.raises(TLSVerificationError) as info:
+            Client(tls=trusting, timeout=10).connect(
+                "127.0.0.1", port, server_hostname="example.com"
+            )
+        assert_unverified(info.value, "example.com", "Hostname mismatch")
+        with Client(tls=trusting, timeout=10) as good:  # the server survived all of that
+            good.connect("127.0.0.1", port, server_hostname="localhost")
+            assert good.request({"n": 1}) == {"secure": 1}
+
+    await trio.to_thread.run_sync(blocking)
+
+
+def assert_not_tls(error: TLSNotSpoken, port: int) -> None:
+    text = str(error)
+    assert "does not speak TLS" in text, text
+    assert "tls=False" in text and "certfile" in text, text  # what to do, on both ends
+    assert str(port) in text and error.host == "127.0.0.1", text
+
+
+@pytest.mark.parametrize(("header_size", "byteorder"), [(4, "big"), (2, "little"), (1, "big")])
+async def test_default_client_against_default_server_says_what_to_do(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, header_size: int, byteorder: str
+) -> None:
+    server = Server("127.0.0.1", 0, header_size=header_size, byteorder=byteorder)  # plain TCP
+
+    @server.add_handler()
+    async def echo(client: HandlerClient, packet: Packet) -> None:
+        await client.send({"plain": packet["n"]})
+
+    port = await start(nursery, server)
+    caplog.set_level(logging.INFO, logger="trionet.aproto.server")
+    caplog.clear()
+    client = AsyncClient(header_size=header_size, byteorder=byteorder, timeout=10)  # tls=True
+    with pytest.raises(TLSNotSpoken) as info:
+        await client.connect("127.0.0.1", port)
+    assert_not_tls(info.value, port)
+    assert not client.connected
+
+    def blocking() -> None:
+        with pytest.raises(TLSNotSpoken) as info:
+            Client(header_size=header_size, byteorder=byteorder, timeout=10).connect(
+                "127.0.0.1", port
+            )
+        assert_not_tls(info.value, port)
+
+    await trio.to_thread.run_sync(blocking)
+
+    # The server goes on serving, and logged one warning per TLS attempt, naming the client.
+    async with AsyncClient(header_size=header_size, byteorder=byteorder, tls=False) as plain:
+        await plain.connect("127.0.0.1", port)
+        assert await plain.request({"n": 2}) == {"plain": 2}
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    for record in warnings:
+        message = record.getMessage()
+        assert record.levelno == logging.WARNING
+        assert "TLS" in message and "127.0.0.1:" in message, message
+        assert "\n" not in message and record.exc_info is None
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert server.statistics().handler_errors == 0

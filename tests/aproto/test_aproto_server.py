@@ -606,3 +606,88 @@ async def test_a_client_that_never_reads_is_timed_out(nursery: trio.Nursery) -> 
     # The server is fine.
     other = await RawConn.open(port)
     await other.aclose()
+
+
+# -- TLS on a plain port (issue 15, defect 8) -----------------------------------------------------
+
+
+def packet_of_length(
+    length: int, encoding: Any, header_size: int, byteorder: Any
+) -> bytes:
+    """A valid packet whose Content-Length is exactly *length*."""
+    encoder = PacketEncoder(header_size=header_size, byteorder=byteorder)
+    base = len(encoder.encode({"pad": ""}, encoding)) - header_size
+    for extra in range(length - base, length - base - 8, -1):
+        packet = encoder.encode({"pad": "x" * extra}, encoding)
+        if len(packet) - header_size == length:
+            return packet
+    raise AssertionError(f"no packet of length {length}")
+
+
+@pytest.mark.parametrize(
+    ("header_size", "byteorder", "length"),
+    [(4, "little", 0x0316), (3, "little", 0x0316), (3, "big", 0x160300), (8, "little", 0x0316)],
+)
+@pytest.mark.parametrize("encoding", ["json", "ziproto"])
+async def test_packets_that_start_like_a_tls_record_are_served(
+    nursery: trio.Nursery, header_size: int, byteorder: Any, length: int, encoding: Any
+) -> None:
+    # Their Content-Length header starts 0x16 0x03 0x00, as a TLS handshake record does.
+    packet = packet_of_length(length, encoding, header_size, byteorder)
+    assert packet.startswith(b"\x16\x03\x00")
+    server = Server("127.0.0.1", 0, logging_level=100, header_size=header_size,
+                    byteorder=byteorder)
+
+    @server.add_handler()
+    async def size(client: HandlerClient, packet: Packet) -> None:
+        await client.send({"size": len(packet["pad"])})
+
+    port = await start(nursery, server)
+    conn = await RawConn.open(port, header_size=header_size, byteorder=byteorder)
+    try:
+        for chunk in (packet[:1], packet[1:3], packet[3:6], packet[6:]):  # split where we sniff
+            await conn.send(chunk)
+            await trio.sleep(0.01)
+        reply = await conn.reply()
+        assert reply["size"] > 0, reply
+    finally:
+        await conn.aclose()
+
+
+async def test_a_tls_client_hello_on_a_plain_port_is_refused_with_one_warning(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ssl
+
+    server = echo_server(logging_level=logging.INFO)
+    port = await start(nursery, server)
+    caplog.set_level(logging.INFO, logger="trionet.aproto.server")
+    caplog.clear()
+    # A real ClientHello, delivered one byte at a time.
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="x")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    conn = await RawConn.open(port)
+    try:
+        for i in range(len(hello)):
+            await conn.send(hello[i : i + 1])
+            if i < 8:
+                await trio.sleep(0.01)
+        assert await conn.reply() == error_reply(ERR_HEADER_INVALID)
+        await conn.expect_eof()
+    finally:
+        await conn.aclose()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "TLS" in message and "plain TCP" in message and "127.0.0.1:" in message, message
+    assert not [r for r in caplog.records if r.exc_info]
+    assert server.statistics().rejected == 1
+    conn = await RawConn.open(port)  # still serving
+    try:
+        await conn.send_fields({"ok": 1})
+        assert (await conn.reply())["echo"] == {"ok": 1}
+    finally:
+        await conn.aclose()

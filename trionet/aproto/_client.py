@@ -11,7 +11,8 @@ from typing import Any, Final
 
 import trio
 
-from ..errors import AProtoError, ConfigurationError
+from .._tls import client_handshake
+from ..errors import AProtoError, ConfigurationError, TLSNotSpoken
 from ..framing import FramedStream
 from ._config import validate_option
 from ._errors import ConnectionClosed
@@ -27,7 +28,7 @@ from ._packet import (
     parse_body,
 )
 
-__all__ = ["AsyncClient", "TLSArg", "make_client_context"]
+__all__ = ["AsyncClient", "TLSArg", "make_client_context", "plaintext_server_error"]
 
 #: ``tls=`` of the clients: True (verified, system CAs), False (plain TCP), or a context.
 TLSArg = bool | ssl.SSLContext
@@ -48,6 +49,18 @@ def make_client_context(tls: TLSArg) -> ssl.SSLContext | None:
     if isinstance(tls, ssl.SSLContext):
         return tls
     raise ConfigurationError(f"tls must be True, False or an ssl.SSLContext, not {tls!r}")
+
+
+def plaintext_server_error(error: TLSNotSpoken, port: int) -> TLSNotSpoken:
+    """*error* with the AsyncAProto way out spelled: what to pass to the client or the server.
+
+    ``Server()`` speaks plain TCP by default while both clients default to ``tls=True``.
+    """
+    return TLSNotSpoken(
+        f"{error} [port {port}: pass tls=False to the client, or start the Server with "
+        "tls=<server SSLContext> or certfile/keyfile]",
+        host=error.host,
+    )
 
 
 class _RequestCodec:
@@ -197,7 +210,13 @@ class AsyncClient:
 
         Raises:
             OSError: the connection failed.
-            trio.BrokenResourceError: the TLS handshake failed (e.g. certificate not trusted).
+            TLSVerificationError: the server's certificate could not be verified (not issued by
+                a trusted CA, or not for *server_hostname*); the message names the host and
+                the reason.
+            TLSNotSpoken: the server answered the TLS handshake in plain text: it does not
+                speak TLS (connect with ``tls=False``, or give the server a certificate).
+            TLSError: the TLS handshake failed otherwise. All three are in
+                :mod:`trionet.errors` and are also :class:`trio.BrokenResourceError`.
             trio.TooSlowError: the timeout expired.
             RuntimeError: already connected.
         """
@@ -208,14 +227,12 @@ class AsyncClient:
         with self._deadline():
             stream: trio.abc.Stream = await trio.open_tcp_stream(hostname, port)
             if self._context is not None:
-                ssl_stream = trio.SSLStream(
-                    stream, self._context, server_hostname=server_hostname or hostname
-                )
+                name = server_hostname or hostname
+                ssl_stream = trio.SSLStream(stream, self._context, server_hostname=name)
                 try:
-                    await ssl_stream.do_handshake()
-                except BaseException:
-                    await trio.aclose_forcefully(ssl_stream)
-                    raise
+                    await client_handshake(ssl_stream, name)
+                except TLSNotSpoken as exc:
+                    raise plaintext_server_error(exc, port) from exc.__cause__
                 stream = ssl_stream
         self._framed = FramedStream(
             stream,

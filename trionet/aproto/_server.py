@@ -55,6 +55,7 @@ from ._errors import StopPropagation
 from ._filters import Filter, IPAddress, normalize_ip
 from ._packet import (
     DEFAULT_MAX_PACKET_SIZE,
+    ERR_HEADER_INVALID,
     ERR_SESSION_LIMIT_REACHED,
     ERR_TIMED_OUT,
     ByteOrder,
@@ -84,6 +85,28 @@ _CORK_LIMIT: Final = 65536
 _LINGER: Final = 2.0
 #: Bound on sending an error reply to a peer that may not be reading.
 _ERROR_REPLY_TIMEOUT: Final = 5.0
+#: Bytes a plain-TCP connection's first read is extended to, to recognise a TLS ClientHello.
+_SNIFF_SIZE: Final = 7
+
+
+def _tls_client_hello_prefix(data: bytes | bytearray) -> bool | None:
+    """Whether *data*, a connection's first bytes, start a TLS ClientHello.
+
+    True/False once :data:`_SNIFF_SIZE` bytes are there; None while *data* is shorter and could
+    still be one. A ClientHello starts with a handshake record (``0x16``), a record version
+    ``0x03 0x0?``, a 2-byte record length, the handshake type 1 and the high byte of a 3-byte
+    handshake length (0: a ClientHello is far below 64 KiB). No valid AsyncAProto packet starts
+    that way, whatever the header size and byte order: the Protocol-Version byte or the first
+    payload byte would be wrong, or the Content-Length would exceed a terabyte.
+    """
+    n = len(data)
+    if n == 0:
+        return False
+    if data[0] != 0x16 or (n > 1 and data[1] != 0x03) or (n > 2 and data[2] > 0x0F):
+        return False
+    if (n > 5 and data[5] != 0x01) or (n > 6 and data[6] != 0x00):
+        return False
+    return True if n >= _SNIFF_SIZE else None
 
 
 @dataclasses.dataclass
@@ -822,11 +845,35 @@ class Server:
         debug = self.logging_level <= logging.DEBUG and self.logger.isEnabledFor(logging.DEBUG)
         sid = client.session.session_id
         stats = self._stats
+        pending: bytes | bytearray | None = None
+        if self.tls is None:
+            # The state is _WAITING: the idle timeout bounds this read too.
+            first = await receive_some(buf)
+            while (looks_tls := _tls_client_hello_prefix(first)) is None:
+                more = await receive_some(buf)
+                if not more:
+                    break
+                first += more
+            pending = first
+            if looks_tls:
+                stats.rejected += 1
+                self._log(
+                    logging.WARNING,
+                    "(%s) %s:%s started a TLS handshake, but this port speaks plain TCP: "
+                    "closing the connection (connect with tls=False, or give the server a "
+                    "certificate)",
+                    sid, client.address, client.port,
+                )
+                await client._write(encoder.error(ERR_HEADER_INVALID))
+                return True
         while not self._stopping:
             client._state = _WAITING
             client._since = self._tick
             while True:
-                data = await receive_some(buf)
+                if pending is None:
+                    data = await receive_some(buf)
+                else:
+                    data, pending = pending, None
                 events = feed(data)
                 if events or not data:
                     break

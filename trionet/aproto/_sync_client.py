@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from ..errors import ConfigurationError
-from ._client import TLSArg, _client_options, _RequestCodec, make_client_context
+from .._tls import translate_handshake_error
+from ..errors import ConfigurationError, TLSNotSpoken
+from ._client import (
+    TLSArg,
+    _client_options,
+    _RequestCodec,
+    make_client_context,
+    plaintext_server_error,
+)
 from ._config import validate_option
 from ._errors import ConnectionClosed
 from ._packet import DEFAULT_MAX_PACKET_SIZE, ByteOrder, Encoding, Packet, PacketDecoder
@@ -86,8 +94,12 @@ class Client:
         """Connect (and do the TLS handshake, if any).
 
         Raises:
-            OSError: the connection failed (``ssl.SSLCertVerificationError`` if the server's
-                certificate is not trusted, ``TimeoutError`` on timeout).
+            TLSVerificationError: the server's certificate could not be verified (the message
+                names the host and the reason; the :mod:`ssl` error is ``__cause__``).
+            TLSNotSpoken: the server answered the TLS handshake in plain text: it does not
+                speak TLS (connect with ``tls=False``, or give the server a certificate).
+            OSError: the connection failed (``TimeoutError`` on timeout, an
+                :class:`ssl.SSLError` for other TLS failures).
             RuntimeError: already connected.
         """
         if self.sock is not None:
@@ -98,9 +110,16 @@ class Client:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._context is not None:
-                sock = self._context.wrap_socket(
-                    sock, server_hostname=server_hostname or hostname
-                )
+                name = server_hostname or hostname
+                try:
+                    sock = self._context.wrap_socket(sock, server_hostname=name)
+                except ssl.SSLError as exc:
+                    error = translate_handshake_error(exc, name)
+                    if error is None:
+                        raise
+                    if isinstance(error, TLSNotSpoken):
+                        error = plaintext_server_error(error, port)
+                    raise error from exc
         except BaseException:
             sock.close()
             raise
