@@ -17,6 +17,8 @@ from ..errors import (
 )
 from ._channel import Channel as Channel, ChannelStatistics as ChannelStatistics, Request as Request
 from ._open import (
+    DEFAULT_FRAME_TIMEOUT as DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT,
     Address as Address,
     CodecSpec as CodecSpec,
     open_channel as open_channel,
@@ -37,6 +39,8 @@ from ._protocol import (
 )
 
 __all__ = [
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
     "EXCEPTION",
     "REQUEST",
     "RESULT",

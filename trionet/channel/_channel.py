@@ -249,7 +249,9 @@ class Channel:
         "_draining",
         "_eof",
         "_flushed",
+        "_frame_started",
         "_inbox",
+        "_last_input",
         "_more_to_read",
         "_nursery",
         "_origin",
@@ -297,6 +299,10 @@ class Channel:
         self._closed = False
         self._eof = False
         self._broken: BaseException | None = None
+        # For servers' timeouts (see stalled()): when the last bytes arrived, and when the
+        # partial frame now buffered (if any) began.
+        self._last_input = trio.current_time()
+        self._frame_started: float | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "broken" if self._broken else "open"
@@ -778,6 +784,7 @@ class Channel:
 
     def _feed(self, data: bytes | bytearray) -> None:
         proto = self._proto
+        self._last_input = now = trio.current_time()
         try:
             messages = proto.receive_messages(data)
         except ProtocolError as exc:
@@ -805,6 +812,32 @@ class Channel:
         elif not data:
             self._eof = True
             self._fail_waiters(self._closed_error)
+        elif proto.at_frame_boundary:
+            self._frame_started = None
+        elif self._frame_started is None:
+            self._frame_started = now
+
+    def stalled(
+        self, now: float, frame_timeout: float | None, idle_timeout: float | None
+    ) -> str | None:
+        """Why a server should drop this connection at *now*, or ``None``.
+
+        A frame that began arriving *frame_timeout* seconds ago and is still incomplete, or
+        *idle_timeout* seconds without input while nothing is outstanding either way (no request
+        of ours waiting for its reply, no request of the peer's unanswered, no output queued).
+        """
+        started = self._frame_started
+        if frame_timeout is not None and started is not None and now - started >= frame_timeout:
+            return f"a frame was not completed within frame_timeout={frame_timeout:g} s"
+        if idle_timeout is None or now - self._last_input < idle_timeout:
+            return None
+        proto = self._proto
+        if (proto.pending or self._inbox or self._out_bytes
+                or proto.requests_received > proto.replies_sent):
+            return None
+        if started is not None:
+            return None  # a frame is on its way: frame_timeout's business
+        return f"idle for idle_timeout={idle_timeout:g} s"
 
     def _protocol_error(self, exc: BaseException) -> None:
         logger.warning("closing the connection to %s: %s", self.origin, exc)

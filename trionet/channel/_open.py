@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket as _stdlib_socket
 import ssl
@@ -30,6 +31,10 @@ Address = tuple[str, int] | str
 CodecSpec = str | Codec | Callable[[], Codec]
 
 _DEFAULT_BACKLOG = 128
+#: Seconds a server's client has to complete a frame it started (and its TLS handshake).
+DEFAULT_FRAME_TIMEOUT = 30.0
+#: Seconds a server keeps a connection on which nothing is outstanding and nothing arrives.
+DEFAULT_IDLE_TIMEOUT = 300.0
 
 
 def _codec_factory(codec: CodecSpec) -> Callable[[], Codec]:
@@ -185,6 +190,8 @@ async def start_server(
     ssl_context: ssl.SSLContext | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     backlog: int | None = None,
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve channels on *addr* until cancelled; start it with ``nursery.start``.
@@ -214,6 +221,12 @@ async def start_server(
             *client_connected_cb* runs, and a failed handshake only closes that connection.
         max_frame_size: the largest message accepted or sent, in bytes.
         backlog: the listen backlog (trio's default if ``None``).
+        frame_timeout: seconds a client has to complete a frame it has started sending, and
+            to complete the TLS handshake (default 30; ``None`` disables it). A client that
+            holds a partial frame longer is disconnected and its buffered bytes are freed.
+        idle_timeout: seconds a connection may stay silent while nothing is outstanding
+            either way (no request unanswered, no reply awaited; default 300; ``None`` keeps
+            idle connections open forever, as aiomas does).
         task_status: set by ``nursery.start``; receives the list of bound addresses,
             ``(host, port)`` tuples or the socket path.
     """
@@ -221,8 +234,14 @@ async def start_server(
     listeners = await _open_listeners(addr, backlog)
     unix_path = None if isinstance(addr, tuple) else os.fspath(addr)
     unix_inode = os.stat(unix_path).st_ino if unix_path is not None else None
+    for name, value in (("frame_timeout", frame_timeout), ("idle_timeout", idle_timeout)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive or None, not {value!r}")
+    live: dict[Channel, trio.CancelScope] = {}
     try:
         async with trio.open_nursery() as nursery:
+            if frame_timeout is not None or idle_timeout is not None:
+                nursery.start_soon(_reap_stalled, live, frame_timeout, idle_timeout)
             handler = partial(
                 _serve_connection,
                 nursery=nursery,
@@ -230,6 +249,8 @@ async def start_server(
                 make_codec=make_codec,
                 ssl_context=ssl_context,
                 max_frame_size=max_frame_size,
+                handshake_timeout=frame_timeout,
+                live=live,
             )
             await nursery.start(partial(trio.serve_listeners, handler, listeners,
                                         handler_nursery=nursery))
@@ -255,22 +276,33 @@ async def _serve_connection(
     make_codec: Callable[[], Codec],
     ssl_context: ssl.SSLContext | None,
     max_frame_size: int,
+    handshake_timeout: float | None,
+    live: dict[Channel, trio.CancelScope],
 ) -> None:
     peer = "a client"
     try:
         if ssl_context is not None:
             stream = trio.SSLStream(stream, ssl_context, server_side=True)
-            try:
-                await stream.do_handshake()
-            except trio.BrokenResourceError as exc:
-                logger.info("TLS handshake failed: %s", exc.__cause__ or exc)
+            with trio.move_on_after(
+                math.inf if handshake_timeout is None else handshake_timeout
+            ) as handshake:
+                try:
+                    await stream.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    logger.info("TLS handshake failed: %s", exc.__cause__ or exc)
+                    return
+            if handshake.cancelled_caught:
+                logger.info("TLS handshake not completed within %g s", handshake_timeout)
                 return
         channel = Channel(stream, nursery, codec=make_codec(), max_frame_size=max_frame_size)
         peer = channel.origin
-        try:
-            await callback(channel)
-        finally:
-            await channel.aclose()
+        with trio.CancelScope() as scope:
+            live[channel] = scope
+            try:
+                await callback(channel)
+            finally:
+                del live[channel]
+                await channel.aclose()
     except Exception as exc:
         if _is_disconnect(exc):
             logger.debug("connection from %s ended: %s", peer, exc)
@@ -278,6 +310,28 @@ async def _serve_connection(
             logger.exception("unhandled error in the handler for %s", peer)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def _reap_stalled(
+    live: dict[Channel, trio.CancelScope],
+    frame_timeout: float | None,
+    idle_timeout: float | None,
+) -> None:
+    """Every tick, cancel the connections whose client stalls a frame or idles too long.
+
+    One task for the whole server. A tick is a tenth of the shorter timeout (at most a second),
+    so a connection goes between its timeout and its timeout plus a tick.
+    """
+    shortest = min(t for t in (frame_timeout, idle_timeout) if t is not None)
+    tick = min(max(shortest / 10, 0.005), 1.0)
+    while True:
+        await trio.sleep(tick)
+        now = trio.current_time()
+        for channel, scope in list(live.items()):
+            reason = channel.stalled(now, frame_timeout, idle_timeout)
+            if reason is not None and not scope.cancel_called:
+                logger.info("closing the connection to %s: %s", channel.origin, reason)
+                scope.cancel()
 
 
 def _is_disconnect(exc: BaseException) -> bool:

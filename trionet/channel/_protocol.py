@@ -173,6 +173,7 @@ class ChannelProtocol:
         "codec",
         "late_replies",
         "max_frame_size",
+        "replies_sent",
         "requests_received",
         "requests_sent",
     )
@@ -202,6 +203,8 @@ class ChannelProtocol:
         self.requests_sent = 0
         #: Requests received from the peer.
         self.requests_received = 0
+        #: Replies framed by :meth:`result` and :meth:`exception`.
+        self.replies_sent = 0
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -244,6 +247,7 @@ class ChannelProtocol:
         size = len(body)
         if size > self._limit:
             raise FrameTooLarge(size, self._limit, fault="local")
+        self.replies_sent += 1
         return _pack_header(size) + body
 
     def exception(self, msg_id: int, error: BaseException | str) -> bytes:
@@ -258,7 +262,9 @@ class ChannelProtocol:
             FrameTooLarge: the traceback text exceeds ``max_frame_size`` (``fault="local"``).
         """
         text = error if isinstance(error, str) else format_remote_exception(error)
-        return self._frame([EXCEPTION, msg_id, text])
+        frame = self._frame([EXCEPTION, msg_id, text])
+        self.replies_sent += 1
+        return frame
 
     def forget(self, msg_id: int) -> bool:
         """Stop waiting for the reply to *msg_id*; a reply arriving later is dropped and counted.

@@ -23,7 +23,7 @@ from ..channel import (
     open_connection as _open_channel_connection,
     start_server as _start_channel_server,
 )
-from ..channel._open import Address, CodecSpec
+from ..channel._open import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Address, CodecSpec
 from ..framing import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = [
@@ -396,6 +396,8 @@ async def start_server(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_concurrency: int = 64,
     backlog: int | None = None,
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve *rpc_service* to every client until cancelled; start it with ``nursery.start``.
@@ -410,8 +412,8 @@ async def start_server(
         client_connected_cb: optional ``async def cb(client)`` run alongside serving each
             connection, with an :class:`RpcClient` to call the peer back; it is cancelled
             when the peer disconnects.
-        codec, ssl_context, max_frame_size, backlog, task_status: as for
-            :func:`trionet.channel.start_server`.
+        codec, ssl_context, max_frame_size, backlog, frame_timeout, idle_timeout, task_status:
+            as for :func:`trionet.channel.start_server`.
         max_concurrency: limit of concurrent ``async`` calls per connection.
 
     Raises:
@@ -435,6 +437,8 @@ async def start_server(
         ssl_context=ssl_context,
         max_frame_size=max_frame_size,
         backlog=backlog,
+        frame_timeout=frame_timeout,
+        idle_timeout=idle_timeout,
         task_status=task_status,
     )
 
