@@ -691,3 +691,76 @@ async def test_a_tls_client_hello_on_a_plain_port_is_refused_with_one_warning(
         assert (await conn.reply())["echo"] == {"ok": 1}
     finally:
         await conn.aclose()
+
+
+# -- unfinished packets are bounded across connections (issue 15, "Also") -------------------------
+
+
+async def test_unfinished_packets_are_bounded_across_connections(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    mib = 1024 * 1024
+    server = echo_server(logging_level=logging.INFO, max_pending_bytes=3 * mib)
+    port = await start(nursery, server)
+    # Each staller announces a 10 MiB packet (below max_packet_size) and sends 1 MiB of it.
+    start_of_big_packet = (10 * mib).to_bytes(4, "big") + b"\x16\x00" + b" " * (mib - 6)
+
+    async def stall() -> RawConn:
+        conn = await RawConn.open(port)
+        await conn.send(start_of_big_packet)
+        return conn
+
+    async def wait_pending(expected: int) -> None:
+        with trio.fail_after(10):
+            while server.statistics().pending_bytes != expected:  # noqa: ASYNC110 - polls state
+                await trio.sleep(0.01)
+
+    stallers = [await stall() for _ in range(3)]
+    await wait_pending(3 * mib)
+    caplog.clear()
+    over = await stall()  # a fourth would take the server beyond 3 MiB: refused and closed
+    try:
+        assert await over.reply() == error_reply(ERR_HEADER_INVALID)
+        await over.expect_eof()
+    finally:
+        await over.aclose()
+    await wait_pending(3 * mib)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "max_pending_bytes" in warnings[0], warnings
+    # Small packets are served meanwhile; closing a staller gives its bytes back.
+    conn = await RawConn.open(port)
+    await conn.send_fields({"n": 1})
+    assert (await conn.reply())["echo"] == {"n": 1}
+    await stallers.pop().aclose()
+    await wait_pending(2 * mib)
+    stallers.append(await stall())
+    await wait_pending(3 * mib)
+    for staller in stallers:
+        await staller.aclose()
+    await wait_pending(0)
+    await conn.send_fields({"n": 2})
+    assert (await conn.reply())["echo"] == {"n": 2}
+    await conn.aclose()
+    assert server.statistics().pending_bytes == 0
+
+
+async def test_a_finished_big_packet_releases_its_bytes(nursery: trio.Nursery) -> None:
+    server = echo_server(max_pending_bytes=1024 * 1024)
+    port = await start(nursery, server)
+    conn = await RawConn.open(port)
+    try:
+        for _ in range(3):  # 0.9 MiB packets in small pieces, one after another
+            packet = ENCODER.encode({"pad": "x" * 900_000})
+            for i in range(0, len(packet), 50_000):
+                await conn.send(packet[i : i + 50_000])
+            assert len((await conn.reply())["echo"]["pad"]) == 900_000
+            assert server.statistics().pending_bytes == 0
+    finally:
+        await conn.aclose()
+
+
+def test_max_pending_bytes_option() -> None:
+    assert Server().max_pending_bytes == 64 * 1024 * 1024
+    assert Server(max_pending_bytes=None).max_pending_bytes is None
+    with pytest.raises(ConfigurationError, match="max_pending_bytes"):
+        Server(max_pending_bytes=0)

@@ -9,8 +9,9 @@ table, with TOML's own types. Unknown keys are an error that names the key.
 Keys: ``addr``, ``port``, ``buf``, ``logging_level`` (an int or a level name), ``console_format``,
 ``datefmt``, ``timeout``, ``header_size``, ``byteorder``, ``session_limit``, ``encoding`` (the
 original's keys), plus ``keep_alive``, ``session_timeout``, ``max_packet_size``,
-``shutdown_timeout``, ``certfile`` and ``keyfile`` (a certificate chain and its key: the server
-then speaks TLS). ``timeout`` and ``session_timeout`` accept ``none`` to disable them.
+``shutdown_timeout``, ``max_pending_bytes``, ``certfile`` and ``keyfile`` (a certificate chain and
+its key: the server then speaks TLS). ``timeout``, ``session_timeout`` and ``max_pending_bytes``
+accept ``none`` to disable them.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def _positive(name: str, value: object) -> float:
     return result
 
 
+def _int_or_none(name: str, value: object, *, low: int) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+        return None
+    return _int(name, value, low=low)
+
+
 def _str(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string, not {value!r}")
@@ -134,6 +141,7 @@ _VALIDATORS: Final[dict[str, Callable[[str, object], Any]]] = {
     "keep_alive": _bool,
     "session_timeout": _positive_or_none,
     "max_packet_size": lambda n, v: _int(n, v, low=2),
+    "max_pending_bytes": lambda n, v: _int_or_none(n, v, low=1),
     "shutdown_timeout": _positive,
     "certfile": _path,
     "keyfile": _path,

@@ -263,6 +263,11 @@ class PacketDecoder:
         return self._frames.byteorder
 
     @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned in a packet (an unfinished packet's bytes)."""
+        return self._frames.buffered
+
+    @property
     def at_packet_boundary(self) -> bool:
         """True when no partial packet is buffered."""
         return self._frames.at_frame_boundary

@@ -85,6 +85,8 @@ _CORK_LIMIT: Final = 65536
 _LINGER: Final = 2.0
 #: Bound on sending an error reply to a peer that may not be reading.
 _ERROR_REPLY_TIMEOUT: Final = 5.0
+#: Default bound on the bytes of unfinished packets held across all connections: 64 MiB.
+DEFAULT_MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 #: Bytes a plain-TCP connection's first read is extended to, to recognise a TLS ClientHello.
 _SNIFF_SIZE: Final = 7
 
@@ -121,6 +123,8 @@ class ServerStatistics:
         rejected: bad packets answered with an error reply.
         handler_errors: handler calls that raised (each closed its connection).
         timeouts: sessions closed with ``ERR_TIMED_OUT``.
+        pending_bytes: bytes of unfinished packets the server holds now, across connections
+            (bounded by ``max_pending_bytes``).
     """
 
     connections: int = 0
@@ -130,6 +134,7 @@ class ServerStatistics:
     rejected: int = 0
     handler_errors: int = 0
     timeouts: int = 0
+    pending_bytes: int = 0
 
 
 class HandlerClient:
@@ -153,6 +158,7 @@ class HandlerClient:
         "_closing",
         "_corked",
         "_failed",
+        "_held",
         "_lot",
         "_out",
         "_out_size",
@@ -184,6 +190,7 @@ class HandlerClient:
         self._corked = False
         self._closing = False
         self._failed = False
+        self._held = 0
         self._writing = False
         self._lot: trio.lowlevel.ParkingLot | None = None
         self._state = _WAITING
@@ -373,6 +380,11 @@ class Server:
             limit); then it gets ``ERR_TIMED_OUT`` and is closed.
         max_packet_size: the largest Content-Length accepted (default 16 MiB); a larger one
             gets ``ERR_HEADER_INVALID`` and the connection is closed.
+        max_pending_bytes: the most bytes of unfinished packets the server holds at once,
+            across all connections (default 64 MiB; None = no limit). A connection whose
+            bytes would go beyond it gets ``ERR_HEADER_INVALID`` and is closed, so slow or
+            stalled senders of big packets cannot make the server's memory grow with their
+            number.
         tls: an :class:`ssl.SSLContext` (server side) to speak TLS; None (default) = plain TCP.
         encoding: the encoding of a client before its first packet (default ``"json"``).
         shutdown_timeout: the grace period of :meth:`stop`, and the bound on :meth:`shutdown`
@@ -403,6 +415,7 @@ class Server:
         keep_alive: bool = True,
         session_timeout: float | None = None,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
         tls: ssl.SSLContext | None = None,
         encoding: str = "json",
         shutdown_timeout: float = 10.0,
@@ -422,6 +435,7 @@ class Server:
             "keep_alive": keep_alive,
             "session_timeout": session_timeout,
             "max_packet_size": max_packet_size,
+            "max_pending_bytes": max_pending_bytes,
             "encoding": encoding,
             "shutdown_timeout": shutdown_timeout,
         }
@@ -455,6 +469,7 @@ class Server:
         self.keep_alive: bool = options["keep_alive"]
         self.session_timeout: float | None = options["session_timeout"]
         self.max_packet_size: int = options["max_packet_size"]
+        self.max_pending_bytes: int | None = options["max_pending_bytes"]
         self.encoding: Encoding = options["encoding"]
         self.shutdown_timeout: float = options["shutdown_timeout"]
         self.tls = tls
@@ -471,6 +486,7 @@ class Server:
         self._clients: set[HandlerClient] = set()
         self._stats = ServerStatistics()
         self._tick = 0
+        self._pending = 0
         self._running = False
         self._stopping = False
         self._token: trio.lowlevel.TrioToken | None = None
@@ -482,6 +498,7 @@ class Server:
         return dataclasses.replace(
             self._stats,
             open_sessions=len(self._clients),
+            pending_bytes=self._pending,
             busy_sessions=sum(1 for client in self._clients if client._state == _BUSY),
         )
 
@@ -790,6 +807,8 @@ class Server:
         except Exception:
             self.logger.exception("(%s) unexpected error; connection closed", sid)
         finally:
+            self._pending -= client._held
+            client._held = 0
             self._clients.discard(client)
             self.sessions.remove(client.address, session)
         if timed_out and client._state == _WAITING:
@@ -842,6 +861,7 @@ class Server:
         encoder = self._encoder
         buf = self.buf
         keep_alive = self.keep_alive
+        budget = self.max_pending_bytes
         debug = self.logging_level <= logging.DEBUG and self.logger.isEnabledFor(logging.DEBUG)
         sid = client.session.session_id
         stats = self._stats
@@ -877,6 +897,24 @@ class Server:
                 events = feed(data)
                 if events or not data:
                     break
+                if budget is not None:
+                    # A packet is unfinished: count its bytes against the server's budget.
+                    held = decoder.buffered
+                    self._pending += held - client._held
+                    client._held = held
+                    if self._pending > budget:
+                        stats.rejected += 1
+                        self._log(
+                            logging.WARNING,
+                            "(%s) %s:%s: unfinished packets would hold more than "
+                            "max_pending_bytes=%d bytes across all connections: closing this one",
+                            sid, client.address, client.port, budget,
+                        )
+                        await client._write(encoder.error(ERR_HEADER_INVALID))
+                        return True
+            if client._held:
+                self._pending -= client._held
+                client._held = 0
             client._state = _BUSY
             last = len(events) - 1
             for index, event in enumerate(events):
