@@ -456,3 +456,23 @@ async def test_default_client_against_default_server_says_what_to_do(
         assert "\n" not in message and record.exc_info is None
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
     assert server.statistics().handler_errors == 0
+
+
+async def test_a_stalled_tls_handshake_is_closed_after_the_idle_timeout(
+    nursery: trio.Nursery, tls_ca: trustme.CA
+) -> None:
+    server = tls_ca_server(tls_ca)
+    server.timeout = 0.5
+    port = await start(nursery, server)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    try:
+        await stream.send_all(b"\x16\x03\x01\x02\x00\x01")  # half a ClientHello, then silence
+        with trio.fail_after(0.5 + 5 + 2 + 5):  # timeout + error-reply bound + linger + slack
+            try:
+                while await stream.receive_some(65536):
+                    pass
+            except trio.BrokenResourceError:  # closed with unread data: a reset, also fine
+                pass
+        assert server.statistics().open_sessions == 0
+    finally:
+        await stream.aclose()
