@@ -23,8 +23,7 @@ from trionet.channel import (
     open_connection,
     start_server,
 )
-from trionet.rpc import Service, expose
-from trionet.rpc import start_server as start_rpc_server
+from trionet.rpc import Service, expose, start_server as start_rpc_server
 
 MiB = 1024 * 1024
 
