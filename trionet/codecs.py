@@ -86,6 +86,7 @@ _MSGPACK_OPENERS = bytes([*range(0x80, 0xA0), 0xC7, 0xC8, 0xC9, *range(0xD4, 0xD
                           *range(0xDC, 0xE0)])
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_JSON_OPENERS = re.compile(r"[\[{]+")
 
 
 def _too_deep(depth: int, limit: int, codec: str) -> CodecError:
@@ -138,7 +139,10 @@ def _json_depth_exceeds(text: str, limit: int) -> int:
     while brackets:
         reduced = brackets.replace("[]", "").replace("{}", "")
         if len(reduced) == len(brackets):
-            return 0  # unbalanced: not JSON, and the parser will say so
+            # Unbalanced, so not JSON; but the parser would still descend through the longest
+            # run of opening brackets before it noticed.
+            run = max(map(len, _JSON_OPENERS.findall(brackets)), default=0)
+            return depth + run if depth + run > limit else 0
         brackets = reduced
         depth += 1
         if depth > limit:
