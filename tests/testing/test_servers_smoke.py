@@ -378,7 +378,9 @@ def fetch_by_message_id(info: MailInfo, user: MailUser, message_id: str) -> byte
 
 def test_mail_smtp_starttls_auth_plain_then_imaps_fetch(mail_servers: MailServers) -> None:
     info = mail_servers.info
-    assert_loopback_only(info.smtp_port, info.smtps_port, info.imap_port, info.imaps_port)
+    assert_loopback_only(
+        info.smtp_port, info.smtps_port, info.imap_port, info.imaps_port, info.smtp_plain_port
+    )
     alice, bob = info.user("alice"), info.user("bob")
     message_id = f"<{uuid.uuid4().hex}@{info.domain}>"
     message = EmailMessage()
@@ -442,6 +444,21 @@ def test_mail_smtps_and_lmtp_deliver_into_the_maildir(mail_servers: MailServers)
         return found
 
     wait_for(lambda: {smtps_id, lmtp_id} <= maildir_ids(), lambda: time.sleep(0.02), "maildir")
+
+
+def test_mail_plain_smtp_port_offers_auth_without_tls(mail_servers: MailServers) -> None:
+    info = mail_servers.info
+    alice = info.user("alice")
+    with smtplib.SMTP(
+        info.host, info.smtp_plain_port, timeout=WAIT,
+        source_address=(fresh_loopback_address(), 0),
+    ) as smtp:
+        smtp.ehlo("client.example.test")
+        assert not smtp.has_extn("starttls")
+        assert smtp.has_extn("auth")
+        smtp.user, smtp.password = alice.address, alice.password
+        code, _ = smtp.auth("PLAIN", smtp.auth_plain)
+        assert code == 235
 
 
 def test_mail_remote_client_needs_tls_and_bad_passwords_are_refused(

@@ -1177,6 +1177,10 @@ class MailInfo:
             Dovecot counts a connection from ``127.0.0.1`` to ``127.0.0.1`` as secured and allows
             it there: connect from :func:`fresh_loopback_address` to see ``LOGINDISABLED``.
         imaps_port: Dovecot IMAP over implicit TLS.
+        smtp_plain_port: Postfix SMTP without TLS: no ``STARTTLS``, and ``AUTH PLAIN LOGIN``
+            offered in clear (Dovecot accepts the password: loopback clients count as secured).
+            For tests of what a client does with a server that offers no encryption (it should
+            refuse to send the password unless told otherwise).
         lmtp_socket: Dovecot's LMTP unix socket (``smtplib.LMTP(str(lmtp_socket))`` delivers
             straight into the mailboxes, no authentication).
         domain: the mail domain, ``"example.test"``.
@@ -1203,6 +1207,7 @@ class MailInfo:
     mail_dir: Path
     dovecot_log: Path
     postfix_log: Path
+    smtp_plain_port: int
 
     def ssl_context(self) -> ssl.SSLContext:
         """Return a new client context that trusts :attr:`ca_file` (and checks host names)."""
@@ -1320,7 +1325,7 @@ class MailServers(_ServerProcesses):
         self._tls: _TLSFiles | None = None
         self._dovecot = ""
         self._postfix_master = ""
-        self._ports = (0, 0, 0, 0)
+        self._ports = (0, 0, 0, 0, 0)
 
     @property
     def info(self) -> MailInfo:
@@ -1369,8 +1374,8 @@ class MailServers(_ServerProcesses):
 
     def _configure(self, directory: Path) -> None:
         assert self._tls is not None
-        smtp, smtps, imap, imaps = (_free_port() for _ in range(4))
-        self._ports = (smtp, smtps, imap, imaps)
+        smtp, smtps, imap, imaps, smtp_plain = (_free_port() for _ in range(5))
+        self._ports = (smtp, smtps, imap, imaps, smtp_plain)
         dovecot_dir = directory / "dovecot"
         run = dovecot_dir / "run"
         mail_user = pwd.getpwnam("mail")
@@ -1480,6 +1485,10 @@ smtpd_helo_required = yes
                 f"{LOOPBACK}:{smtps}", "inet", "n", "-", "n", "-", "-",
                 "smtpd -o smtpd_tls_wrappermode=yes",
             ),
+            (
+                f"{LOOPBACK}:{smtp_plain}", "inet", "n", "-", "n", "-", "-",
+                "smtpd -o smtpd_tls_security_level=none -o smtpd_tls_auth_only=no",
+            ),
             *_POSTFIX_SERVICES,
         ]
         master_cf = "".join(
@@ -1512,7 +1521,7 @@ smtpd_helo_required = yes
                 cwd=directory,
                 output_file=postfix_dir / "master.out",
                 log_files=[postfix_dir / "maillog"],
-                ready_ports=[smtp, smtps],
+                ready_ports=[smtp, smtps, smtp_plain],
                 silent_failure_hint=(
                     "; Postfix reports start-up errors only to syslog, and "
                     f"`script -qc 'postfix -c {postfix_dir} check' /dev/null` shows "
@@ -1541,7 +1550,7 @@ smtpd_helo_required = yes
         os.chown(data, owner, -1)
 
     def _publish(self, directory: Path) -> None:
-        smtp, smtps, imap, imaps = self._ports
+        smtp, smtps, imap, imaps, smtp_plain = self._ports
         self._info = MailInfo(
             host=LOOPBACK,
             smtp_port=smtp,
@@ -1555,6 +1564,7 @@ smtpd_helo_required = yes
             mail_dir=directory / "mail",
             dovecot_log=directory / "dovecot" / "dovecot.log",
             postfix_log=directory / "postfix" / "maillog",
+            smtp_plain_port=smtp_plain,
         )
 
 
