@@ -3,6 +3,7 @@ network faults in front of a real server, and a check that no mail call is left 
 
 from __future__ import annotations
 
+import base64
 import sys
 import threading
 import uuid
@@ -180,3 +181,83 @@ class FaultyProxy:
             return
         finally:
             scope.cancel()  # one side done or cut: close both
+
+
+class RecordingProxy:
+    """A TCP relay in front of a real server that records every byte the client sends.
+
+    With ``strip_starttls`` set, it also plays the man in the middle who removes STARTTLS from
+    what the server announces (EHLO, CAPABILITY), so that the client believes the server does not
+    offer it. :meth:`drop_connections` cuts the connections relayed so far.
+    """
+
+    def __init__(self, host: str, port: int, *, strip_starttls: bool = False) -> None:
+        self.target = (host, port)
+        self.strip_starttls = strip_starttls
+        self.port = 0
+        self.connections = 0
+        self.sent = bytearray()  # everything the clients sent, all connections together
+        self._scopes: list[trio.CancelScope] = []
+
+    def drop_connections(self) -> None:
+        for scope in self._scopes:
+            scope.cancel()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        self.connections += 1
+        async with (
+            client,
+            await trio.open_tcp_stream(*self.target) as upstream,
+            trio.open_nursery() as nursery,
+        ):
+            self._scopes.append(nursery.cancel_scope)
+            nursery.start_soon(self._upstream, client, upstream, nursery.cancel_scope)
+            nursery.start_soon(self._downstream, upstream, client, nursery.cancel_scope)
+
+    async def _upstream(self, client: trio.SocketStream, upstream: trio.SocketStream,
+                        scope: trio.CancelScope) -> None:
+        try:
+            while data := await client.receive_some(65536):
+                self.sent += data
+                await upstream.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            scope.cancel()
+
+    async def _downstream(self, upstream: trio.SocketStream, client: trio.SocketStream,
+                          scope: trio.CancelScope) -> None:
+        pending = b""
+        try:
+            while data := await upstream.receive_some(65536):
+                if not self.strip_starttls:
+                    await client.send_all(data)
+                    continue
+                # whole lines only, so that a word split between reads is still found
+                pending += data
+                lines, _, pending = pending.rpartition(b"\n")
+                if lines:
+                    await client.send_all(lines.replace(b"STARTTLS", b"XNOTLS00") + b"\n")
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            scope.cancel()
+
+
+def secret_forms(username: str, secret: str) -> list[bytes]:
+    """The ways a password or token can appear on the wire: as is (IMAP LOGIN), in base64
+    alone (AUTH LOGIN), and inside a SASL PLAIN or XOAUTH2 response."""
+    b64 = base64.b64encode
+    return [
+        secret.encode(),
+        b64(secret.encode()),
+        b64(b"\0" + username.encode() + b"\0" + secret.encode()),
+        b64(f"user={username}\x01auth=Bearer {secret}\x01\x01".encode()),
+    ]

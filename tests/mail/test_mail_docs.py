@@ -29,6 +29,7 @@ def test_example_runs(
         "HOST": info.host,
         "SMTP_PORT": info.smtp_port,
         "IMAPS_PORT": info.imaps_port,
+        "DEV_SMTP_PORT": info.smtp_plain_port,
         "ADDRESS": bob.address,
         "PASSWORD": bob.password,
         "TO": info.user("alice").address,

@@ -229,7 +229,8 @@ async def test_starttls_and_logindisabled(mail_servers: MailServers) -> None:
     info = mail_servers.info
     bob = info.user("bob")
     # from another loopback address Dovecot treats us as remote: plaintext login is disabled
-    async with AsyncIMAPClient() as imap:
+    # (the client would refuse anyway; allowed here to see the server's LOGINDISABLED)
+    async with AsyncIMAPClient(allow_insecure_auth=True) as imap:
         await imap.connect(
             info.host, info.imap_port, start_tls=False,
             source_address=(fresh_loopback_address(), 0),

@@ -8,6 +8,7 @@ catch either way::
     ├── MailConnectionError         the server could not be reached, or the connection broke
     │   └── MailNotConnected        the client has no connection (our side's fault)
     ├── MailAuthenticationError     the server refused the credentials (reply kept)
+    │   └── InsecureAuthError       we refused to send them over an unencrypted connection
     ├── MailCommandError            the server refused a command (reply kept)
     ├── MailProtocolError           the server sent something we cannot understand
     ├── MailMessageError            a MailMessage / Attachment is invalid (also ValueError)
@@ -38,6 +39,7 @@ __all__ = [
     "IMAPCommandError",
     "IMAPConnectionError",
     "IMAPProtocolError",
+    "InsecureAuthError",
     "MailAuthenticationError",
     "MailCommandError",
     "MailConnectionError",
@@ -74,6 +76,20 @@ class MailAuthenticationError(MailError):
     """
 
     reply: str
+
+
+class InsecureAuthError(MailAuthenticationError):
+    """The client refused to send credentials over a connection that is not encrypted.
+
+    ``login()`` and ``login_oauth2()`` (and the login repeated after a reconnection) send the
+    password or token only over TLS (implicit TLS or STARTTLS), unless the client was made with
+    ``allow_insecure_auth=True``. Nothing secret was sent when this is raised. ``fault`` is
+    ``"local"``; ``reply`` is empty (the server was not asked).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, fault="local")
+        self.reply = ""
 
 
 class MailCommandError(MailError):

@@ -23,7 +23,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
@@ -53,17 +53,25 @@ from ._imap_protocol import (
 from ._message import MailMessage
 from ._transport import (
     CLOSE_TIMEOUT,
+    DEFAULT_GREETING_TIMEOUT,
     DEFAULT_SOCKET_TIMEOUT,
     Address,
     ConnectParams,
     Credentials,
     check_credential,
+    check_timeout,
     connect_params,
     default_ssl_context,
+    greeting_wait,
+    insecure_auth_error,
+    no_greeting_message,
     open_connection,
     run_interruptible,
     xoauth2_bytes,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["AsyncIMAPClient", "IMAPStatistics"]
 
@@ -72,7 +80,11 @@ logger = logging.getLogger("trionet.mail")
 T = TypeVar("T")
 
 _IMPLICIT_TLS_PORTS: Final = frozenset({993})
-_MAX_LINE: Final = 1_000_000
+#: Default limits on what one response from the server may make the client hold in memory.
+DEFAULT_MAX_LINE_LENGTH: Final = 1 << 20  # 1 MiB
+DEFAULT_MAX_LITERAL_SIZE: Final = 64 << 20  # 64 MiB
+DEFAULT_MAX_RESPONSE_SIZE: Final = 256 << 20  # 256 MiB
+DEFAULT_MAX_RESPONSE_LINES: Final = 1_000_000
 _COMPACT_AT: Final = 1 << 16
 _MAX_PENDING_EVENTS: Final = 1000
 # How long IDLE waits for the rest of a response once the socket became readable; readable
@@ -81,6 +93,16 @@ _IDLE_POLL: Final = 1.0
 # Reconnection after BYE / a dropped connection while idling: waits before each attempt.
 _RECONNECT_DELAYS: Final = (0.0, 0.5, 1.0, 2.0, 4.0)
 _FLAG_RE: Final = re.compile(r"\\?[!#$&'+-.0-9:<-Z^-z|~]+")
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """Bounds on one response (see :class:`AsyncIMAPClient`)."""
+
+    max_line_length: int
+    max_literal_size: int
+    max_response_size: int
+    max_response_lines: int
 
 
 @dataclass(frozen=True)
@@ -166,17 +188,37 @@ class _IMAPConnection(imaplib.IMAP4):
         port: int,
         implicit_tls: ssl.SSLContext | None,
         socket_timeout: float | None,
+        greeting_timeout: float | None,
+        allow_insecure_auth: bool,
+        limits: _Limits,
     ) -> None:
         self._connected_sock = sock
         self.interrupter = interrupter
         self._implicit_tls = implicit_tls
         self.socket_timeout = socket_timeout
+        self._allow_insecure_auth = allow_insecure_auth
+        self._limits = limits
         self.tls = False
+        self.plain_reason = "the connection has not been set up"
         self._buf = bytearray()
         self._pos = 0
+        # what the server sent since our last command (bounded by the limits)
+        self._response_bytes = 0
+        self._response_lines = 0
         self.pending: list[IdleEvent] = []
+        wait = greeting_wait(socket_timeout, greeting_timeout)
+        sock.settimeout(wait)
         # opens through our open(), reads the greeting, asks for CAPABILITY
-        super().__init__(host, port)
+        try:
+            super().__init__(host, port)
+        except TimeoutError as exc:
+            if getattr(self, "welcome", None):  # greeted: the server stopped answering later
+                raise
+            raise IMAPConnectionError(no_greeting_message(
+                "IMAP", host, port, implicit_tls=implicit_tls is not None, seconds=wait,
+                implicit_port=993,
+            )) from exc
+        self.sock.settimeout(socket_timeout)
 
     # -- transport --------------------------------------------------------------------------------
 
@@ -216,18 +258,46 @@ class _IMAPConnection(imaplib.IMAP4):
         while True:
             end = self._buf.find(b"\n", self._pos + scanned)
             if end >= 0:
+                self._count(end + 1 - self._pos, 1)
                 line = bytes(self._buf[self._pos : end + 1])
                 self._pos = end + 1
                 return line
             scanned = len(self._buf) - self._pos
-            if scanned > _MAX_LINE:
-                raise self.error(f"the server sent a line longer than {_MAX_LINE} bytes")
+            if scanned > self._limits.max_line_length:
+                raise IMAPProtocolError(
+                    f"the IMAP server sent a line longer than max_line_length="
+                    f"{self._limits.max_line_length} bytes; the connection is closed"
+                )
             if not self._fill():  # EOF: imaplib turns an incomplete line into an abort
                 line = bytes(self._buf[self._pos :])
                 self._pos = len(self._buf)
                 return line
 
+    def _count(self, size: int, lines: int) -> None:
+        """Charge received response data against the limits (before holding it)."""
+        limits = self._limits
+        self._response_bytes += size
+        self._response_lines += lines
+        if self._response_bytes > limits.max_response_size:
+            raise IMAPProtocolError(
+                f"the IMAP server's response exceeds max_response_size="
+                f"{limits.max_response_size} bytes; the connection is closed"
+            )
+        if self._response_lines > limits.max_response_lines:
+            raise IMAPProtocolError(
+                f"the IMAP server's response exceeds max_response_lines="
+                f"{limits.max_response_lines} lines; the connection is closed"
+            )
+
     def read(self, size: int) -> bytes:
+        """Read a literal of ``size`` bytes (imaplib calls this after a line ending in
+        ``{size}``); refused before any of it is read if it is beyond the limits."""
+        if size > self._limits.max_literal_size:
+            raise IMAPProtocolError(
+                f"the IMAP server announced a literal of {size} bytes, more than "
+                f"max_literal_size={self._limits.max_literal_size}; the connection is closed"
+            )
+        self._count(size, 0)
         while len(self._buf) - self._pos < size:
             if not self._fill():
                 break
@@ -240,6 +310,12 @@ class _IMAPConnection(imaplib.IMAP4):
         if self._pos < len(self._buf):
             return True
         return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
+    def send(self, data: ReadableBuffer) -> None:
+        # a new command (or continuation): its response starts a new count
+        self._response_bytes = 0
+        self._response_lines = 0
+        super().send(data)
 
     def shutdown(self) -> None:
         sock = self.sock
@@ -290,10 +366,15 @@ class _IMAPConnection(imaplib.IMAP4):
 
     def open_session(self, start_tls: bool | None, context: ssl.SSLContext | None) -> None:
         if self.tls or start_tls is False:
+            if not self.tls:
+                self.plain_reason = "connect() was called with start_tls=False"
             return
         if "STARTTLS" not in self.capabilities:
             if start_tls:
                 raise IMAPConnectionError("the IMAP server does not offer STARTTLS")
+            self.plain_reason = (
+                "the server did not offer STARTTLS, or something on the path removed it"
+            )
             return
         self.run("STARTTLS")
         if self.buffered():
@@ -312,6 +393,10 @@ class _IMAPConnection(imaplib.IMAP4):
         if self.state != "NONAUTH":
             raise IMAPAuthenticationError(
                 "already logged in", response_code=None, reply="", fault="local"
+            )
+        if not self.tls and not self._allow_insecure_auth:
+            raise insecure_auth_error(
+                "IMAP", "AsyncIMAPClient", self.host, self.port, self.plain_reason
             )
         caps = set(self.capabilities)
         if mechanism is None:
@@ -571,6 +656,8 @@ class _IMAPConnection(imaplib.IMAP4):
 
     def idle_events(self) -> list[IdleEvent]:
         """The updates received so far, in a stable order (EXISTS last: it means new mail)."""
+        self._response_bytes = 0  # handed over: no longer held
+        self._response_lines = 0
         responses: dict[str, Any] = self.untagged_responses
         events: list[IdleEvent] = []
         kinds: tuple[tuple[str, IdleKind], ...] = (
@@ -616,14 +703,60 @@ class AsyncIMAPClient:
         socket_timeout: seconds any single blocking socket operation may take before the
             connection is given up (None: no limit). A backstop: trio deadlines and cancellation
             interrupt a blocked call at once whatever this is.
+        greeting_timeout: seconds to wait for the server's greeting after the TCP connect (with
+            implicit TLS, for the handshake and the greeting); at most ``socket_timeout``.
+            Default 15. A server that says nothing usually expects implicit TLS (IMAPS), and
+            the error says so. None: only ``socket_timeout`` applies.
+        allow_insecure_auth: send credentials (:meth:`login`, :meth:`login_oauth2`) over a
+            connection that is not encrypted. By default they are refused with
+            :exc:`InsecureAuthError` unless the connection uses TLS (implicit or STARTTLS), so
+            that a server, or a man in the middle, that leaves STARTTLS out never sees the
+            password. Set it only for a trusted network, such as a development server on
+            loopback.
+        max_line_length: the longest response line accepted, in bytes (default 1 MiB).
+        max_literal_size: the largest literal (``{n}``, e.g. a message's body) accepted, in
+            bytes (default 64 MiB); checked when announced, before any of it is read.
+        max_response_size: the most bytes of lines and literals one command's response (or
+            one burst of IDLE updates) may carry (default 256 MiB).
+        max_response_lines: the most lines one command's response (or one burst of IDLE
+            updates) may carry (default 1 000 000).
+
+    A response beyond a limit raises :exc:`IMAPProtocolError` and closes the connection (the
+    next call connects again).
 
     Leaving ``async with`` (or :meth:`aclose`) logs out and closes the connection.
     """
 
-    def __init__(self, *, socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT) -> None:
-        if socket_timeout is not None and socket_timeout <= 0:
-            raise ConfigurationError("socket_timeout must be positive or None")
+    def __init__(
+        self,
+        *,
+        socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
+        greeting_timeout: float | None = DEFAULT_GREETING_TIMEOUT,
+        allow_insecure_auth: bool = False,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        max_literal_size: int = DEFAULT_MAX_LITERAL_SIZE,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        max_response_lines: int = DEFAULT_MAX_RESPONSE_LINES,
+    ) -> None:
+        socket_timeout = check_timeout(socket_timeout, "socket_timeout")
+        greeting_timeout = check_timeout(greeting_timeout, "greeting_timeout")
+        if not isinstance(allow_insecure_auth, bool):
+            raise ConfigurationError(
+                f"allow_insecure_auth must be a bool, not {type(allow_insecure_auth).__name__}"
+            )
+        limits = {
+            "max_line_length": max_line_length,
+            "max_literal_size": max_literal_size,
+            "max_response_size": max_response_size,
+            "max_response_lines": max_response_lines,
+        }
+        for name, value in limits.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
+        self._limits = _Limits(**limits)
         self._socket_timeout = socket_timeout
+        self._greeting_timeout = greeting_timeout
+        self._allow_insecure_auth = allow_insecure_auth
         self._lock = trio.Lock()
         self._conn: _IMAPConnection | None = None
         self._params: ConnectParams | None = None
@@ -700,9 +833,10 @@ class AsyncIMAPClient:
         Calling it again closes the current connection first.
 
         Raises:
-            IMAPConnectionError: the server could not be reached, greeted with BYE, the TLS
-                handshake failed (an untrusted certificate: see ``__cause__``), or STARTTLS was
-                required and not offered.
+            IMAPConnectionError: the server could not be reached, greeted with BYE, sent no
+                greeting within ``greeting_timeout`` (it may expect implicit TLS: pass
+                ``use_tls=True``), the TLS handshake failed (an untrusted certificate: see
+                ``__cause__``), or STARTTLS was required and not offered.
         """
         params = connect_params(
             host, port, use_tls=use_tls, start_tls=start_tls, ssl_context=ssl_context,
@@ -730,6 +864,9 @@ class AsyncIMAPClient:
                 port=params.port,
                 implicit_tls=implicit_tls,
                 socket_timeout=self._socket_timeout,
+                greeting_timeout=self._greeting_timeout,
+                allow_insecure_auth=self._allow_insecure_auth,
+                limits=self._limits,
             ),
             start=lambda conn, context: conn.open_session(params.start_tls, context),
             close=_IMAPConnection.shutdown,
@@ -751,8 +888,8 @@ class AsyncIMAPClient:
             raise MailNotConnected("the IMAP client is not connected; call connect() first")
         try:
             return await run_interruptible(conn.interrupter, _translate_errors(fn), *args)
-        except IMAPConnectionError:
-            self._drop()
+        except (IMAPConnectionError, IMAPProtocolError):
+            self._drop()  # lost, or out of step with the server: a new connection next time
             raise
         except trio.Cancelled:
             if conn.interrupter.interrupted:  # the call was cut short: the session is unusable
@@ -771,14 +908,18 @@ class AsyncIMAPClient:
         logger.info("reconnected to the IMAP server %s:%s", params.host, params.port)
         credentials = self._credentials
         if credentials is not None and login:
-            await self._call(
-                self._conn.authenticate_with,
-                credentials.mechanism,
-                credentials.username,
-                credentials.secret,
-            )
-            if self._mailbox is not None:
-                await self._call(self._conn.select_mailbox, *self._mailbox)
+            try:
+                await self._call(
+                    self._conn.authenticate_with,
+                    credentials.mechanism,
+                    credentials.username,
+                    credentials.secret,
+                )
+                if self._mailbox is not None:
+                    await self._call(self._conn.select_mailbox, *self._mailbox)
+            except MailError:
+                self._drop()  # not logged in (e.g. InsecureAuthError): do not use it as is
+                raise
         return self._conn
 
     async def _op(self, method: Callable[..., T], *args: Any) -> T:
@@ -796,6 +937,8 @@ class AsyncIMAPClient:
             IMAPAuthenticationError: the server refused (``response_code`` is typically
                 ``"AUTHENTICATIONFAILED"``, ``reply`` the server's text), or refuses plaintext
                 login before TLS (``LOGINDISABLED``).
+            InsecureAuthError: the connection is not encrypted (no TLS, no STARTTLS) and the
+                client was not made with ``allow_insecure_auth=True``; nothing was sent.
         """
         await self._login(None, username, password)
 
@@ -804,6 +947,7 @@ class AsyncIMAPClient:
 
         Raises:
             IMAPAuthenticationError: the server refused, or does not offer XOAUTH2.
+            InsecureAuthError: see :meth:`login`.
         """
         await self._login("XOAUTH2", username, access_token)
 

@@ -38,13 +38,18 @@ from ._errors import (
 from ._message import MailMessage
 from ._transport import (
     CLOSE_TIMEOUT,
+    DEFAULT_GREETING_TIMEOUT,
     DEFAULT_SOCKET_TIMEOUT,
     Address,
     ConnectParams,
     Credentials,
     check_credential,
+    check_timeout,
     connect_params,
     default_ssl_context,
+    greeting_wait,
+    insecure_auth_error,
+    no_greeting_message,
     open_connection,
     plain_initial_response,
     run_interruptible,
@@ -60,6 +65,9 @@ T = TypeVar("T")
 _IMPLICIT_TLS_PORTS: Final = frozenset({465})
 _MECHANISMS: Final = ("PLAIN", "LOGIN", "XOAUTH2")
 _LINE_START_DOT: Final = re.compile(rb"(?m)^\.")
+#: The most lines one (multi-line) reply may have, and the longest line (smtplib's limit).
+MAX_REPLY_LINES: Final = 1000
+_MAX_REPLY_LINE: Final = 8192
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -203,11 +211,17 @@ class _SMTPConnection(smtplib.SMTP):
         *,
         implicit_tls: ssl.SSLContext | None,
         local_hostname: str | None,
+        greeting_timeout: float | None,
+        allow_insecure_auth: bool,
     ) -> None:
         self._connected_sock = sock
         self.interrupter = interrupter
         self._implicit_tls = implicit_tls
+        self._greeting_timeout = greeting_timeout
+        self._allow_insecure_auth = allow_insecure_auth
         self.tls = False
+        self.plain_reason = "the connection has not been set up"
+        self._where = ("", 0)
         # host="" makes smtplib connect later, through connect() and our _get_socket (the
         # socket already carries its timeout)
         super().__init__("", local_hostname=local_hostname)
@@ -231,6 +245,39 @@ class _SMTPConnection(smtplib.SMTP):
         self.tls = True
         return wrapped
 
+    def getreply(self) -> tuple[int, bytes]:
+        """Read one reply (smtplib's, with a bound on the number of lines)."""
+        if self.file is None:
+            assert self.sock is not None
+            self.file = self.sock.makefile("rb")
+        texts: list[bytes] = []
+        while True:
+            try:
+                line = self.file.readline(_MAX_REPLY_LINE + 1)
+            except OSError as exc:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(
+                    f"Connection unexpectedly closed: {exc}"
+                ) from exc
+            if not line:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            if len(line) > _MAX_REPLY_LINE:
+                raise SMTPProtocolError(
+                    f"the SMTP server sent a reply line longer than {_MAX_REPLY_LINE} bytes"
+                )
+            texts.append(line[4:].strip(b" \t\r\n"))
+            try:
+                code = int(line[:3])
+            except ValueError:
+                return -1, b"\n".join(texts)
+            if line[3:4] != b"-":
+                return code, b"\n".join(texts)
+            if len(texts) >= MAX_REPLY_LINES:
+                raise SMTPProtocolError(
+                    f"the SMTP server sent a reply of more than {MAX_REPLY_LINES} lines"
+                )
+
     def reply(self) -> tuple[int, str]:
         code, text = self.getreply()
         if code < 0:
@@ -252,20 +299,46 @@ class _SMTPConnection(smtplib.SMTP):
         self.does_esmtp = False
         self.ehlo_or_helo_if_needed()
 
+    def _greet(self, host: str, port: int) -> tuple[int, bytes]:
+        """Connect smtplib (implicit TLS handshake included) and read the greeting, waiting at
+        most the greeting timeout for it."""
+        self._where = (host, port)
+        sock = self._connected_sock
+        previous = sock.gettimeout()
+        sock.settimeout(greeting_wait(previous, self._greeting_timeout))
+        try:
+            return self.connect(host, port)
+        except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+            timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
+            if not timed_out:
+                raise
+            raise SMTPConnectionError(no_greeting_message(
+                "SMTP", host, port, implicit_tls=self._implicit_tls is not None,
+                seconds=sock.gettimeout(), implicit_port=465,
+            )) from exc
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(previous)
+
     def open(self, host: str, port: int, start_tls: bool | None, context: ssl.SSLContext | None
              ) -> None:
-        code, greeting = self.connect(host, port)
+        code, greeting = self._greet(host, port)
         if code == 421 or not 200 <= code < 300:
             raise SMTPConnectionError(
                 f"the SMTP server refused the connection: {code} {_text(greeting)}", code=code
             )
         self._hello()
         if self.tls or start_tls is False:
+            if not self.tls:
+                self.plain_reason = "connect() was called with start_tls=False"
             return
         offered = self.has_extn("starttls")
         if not offered:
             if start_tls:
                 raise SMTPConnectionError("the SMTP server does not offer STARTTLS")
+            self.plain_reason = (
+                "the server did not offer STARTTLS, or something on the path removed it"
+            )
             return
         code, reply = self.command("STARTTLS")
         if code != 220:
@@ -276,6 +349,8 @@ class _SMTPConnection(smtplib.SMTP):
         self._hello()
 
     def authenticate(self, mechanism: str | None, username: str, secret: str) -> str:
+        if not self.tls and not self._allow_insecure_auth:
+            raise insecure_auth_error("SMTP", "AsyncSMTPClient", *self._where, self.plain_reason)
         self.ehlo_or_helo_if_needed()
         offered = self.esmtp_features.get("auth", "").upper().split()
         if mechanism is None:
@@ -444,6 +519,16 @@ class AsyncSMTPClient:
         socket_timeout: seconds any single blocking socket operation may take before the
             connection is given up (None: no limit). This is a backstop: trio deadlines and
             cancellation interrupt a blocked call at once whatever this is.
+        greeting_timeout: seconds to wait for the server's greeting after the TCP connect (with
+            implicit TLS, for the handshake and the greeting); at most ``socket_timeout``.
+            Default 15. A server that says nothing usually expects implicit TLS (SMTPS), and
+            the error says so. None: only ``socket_timeout`` applies.
+        allow_insecure_auth: send credentials (:meth:`login`, :meth:`login_oauth2`) over a
+            connection that is not encrypted. By default they are refused with
+            :exc:`InsecureAuthError` unless the connection uses TLS (implicit or STARTTLS), so
+            that a server, or a man in the middle, that leaves STARTTLS out never sees the
+            password. Set it only for a trusted network, such as a development server on
+            loopback.
 
     Leaving ``async with`` (or :meth:`aclose`) sends QUIT and closes the connection.
     """
@@ -453,13 +538,21 @@ class AsyncSMTPClient:
         *,
         local_hostname: str | None = None,
         socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
+        greeting_timeout: float | None = DEFAULT_GREETING_TIMEOUT,
+        allow_insecure_auth: bool = False,
     ) -> None:
-        if socket_timeout is not None and socket_timeout <= 0:
-            raise ConfigurationError("socket_timeout must be positive or None")
+        socket_timeout = check_timeout(socket_timeout, "socket_timeout")
+        greeting_timeout = check_timeout(greeting_timeout, "greeting_timeout")
+        if not isinstance(allow_insecure_auth, bool):
+            raise ConfigurationError(
+                f"allow_insecure_auth must be a bool, not {type(allow_insecure_auth).__name__}"
+            )
         if local_hostname is not None:
             check_credential(local_hostname, "local_hostname")
         self._local_hostname = local_hostname
         self._socket_timeout = socket_timeout
+        self._greeting_timeout = greeting_timeout
+        self._allow_insecure_auth = allow_insecure_auth
         self._lock = trio.Lock()
         self._conn: _SMTPConnection | None = None
         self._params: ConnectParams | None = None
@@ -532,9 +625,10 @@ class AsyncSMTPClient:
         Calling it again closes the current connection first.
 
         Raises:
-            SMTPConnectionError: the server could not be reached, refused the connection, the
-                TLS handshake failed (an untrusted certificate: see ``__cause__``), or STARTTLS
-                was required and not offered.
+            SMTPConnectionError: the server could not be reached, refused the connection, sent
+                no greeting within ``greeting_timeout`` (it may expect implicit TLS: pass
+                ``use_tls=True``), the TLS handshake failed (an untrusted certificate: see
+                ``__cause__``), or STARTTLS was required and not offered.
             SMTPResponseError: the server refused STARTTLS.
         """
         params = connect_params(
@@ -559,6 +653,8 @@ class AsyncSMTPClient:
                 interrupter,
                 implicit_tls=implicit_tls,
                 local_hostname=self._local_hostname,
+                greeting_timeout=self._greeting_timeout,
+                allow_insecure_auth=self._allow_insecure_auth,
             ),
             start=lambda conn, context: conn.open(
                 params.host, params.port, params.start_tls, context
@@ -586,8 +682,12 @@ class AsyncSMTPClient:
         logger.info("reconnected to the SMTP server %s:%s", params.host, params.port)
         credentials = self._credentials
         if credentials is not None and login:
-            await self._call(conn.authenticate, credentials.mechanism, credentials.username,
-                             credentials.secret)
+            try:
+                await self._call(conn.authenticate, credentials.mechanism,
+                                 credentials.username, credentials.secret)
+            except MailError:
+                self._drop()  # not logged in (e.g. InsecureAuthError): do not use it as is
+                raise
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a method of the current connection on a worker thread (lock held)."""
@@ -596,8 +696,8 @@ class AsyncSMTPClient:
             raise MailNotConnected("the SMTP client is not connected; call connect() first")
         try:
             return await run_interruptible(conn.interrupter, _translate_errors(fn), *args)
-        except SMTPConnectionError:
-            self._drop()
+        except (SMTPConnectionError, SMTPProtocolError):
+            self._drop()  # lost, or out of step with the server: a new connection next time
             raise
         except trio.Cancelled:
             if conn.interrupter.interrupted:  # the call was cut short: the session is unusable
@@ -623,6 +723,8 @@ class AsyncSMTPClient:
         Raises:
             SMTPAuthenticationError: the server refused (``code`` 535 and ``reply`` tell why),
                 or does not offer the mechanism (``code`` None).
+            InsecureAuthError: the connection is not encrypted (no TLS, no STARTTLS) and the
+                client was not made with ``allow_insecure_auth=True``; nothing was sent.
         """
         check_credential(username, "username")
         check_credential(password, "password")
@@ -644,6 +746,7 @@ class AsyncSMTPClient:
 
         Raises:
             SMTPAuthenticationError: see :meth:`login`.
+            InsecureAuthError: see :meth:`login`.
         """
         await self.login(username, access_token, mechanism="XOAUTH2")
 
@@ -721,6 +824,8 @@ class AsyncSMTPClient:
             if error is None:
                 continue
             if not isinstance(error, SMTPConnectionError):
+                if isinstance(error, SMTPProtocolError):
+                    self._drop()  # out of step with the server
                 raise error
             self._drop()
             if retried == len(results) or self._params is None:

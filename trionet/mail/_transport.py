@@ -18,13 +18,19 @@ import trio
 
 from .._threads import SocketInterrupter, run_blocking
 from ..errors import ConfigurationError, MailError
+from ._errors import InsecureAuthError
 
 __all__ = [
     "CLOSE_TIMEOUT",
+    "DEFAULT_GREETING_TIMEOUT",
     "DEFAULT_SOCKET_TIMEOUT",
     "Address",
     "check_credential",
+    "check_timeout",
     "default_ssl_context",
+    "greeting_wait",
+    "insecure_auth_error",
+    "no_greeting_message",
     "open_tcp_socket",
     "plain_initial_response",
     "run_interruptible",
@@ -40,6 +46,11 @@ Address = tuple[str, int]
 #: Default bound on every blocking socket operation (a backstop: trio deadlines and cancellation
 #: interrupt a call long before this).
 DEFAULT_SOCKET_TIMEOUT: Final = 60.0
+
+#: Default bound on the wait for the server's greeting (and, with implicit TLS, the handshake
+#: before it). Mail servers greet at once; a server that says nothing is usually one that expects
+#: the client to start a TLS handshake first (implicit TLS on a port other than 465 / 993).
+DEFAULT_GREETING_TIMEOUT: Final = 15.0
 
 #: How long a polite goodbye (QUIT, LOGOUT, IDLE's DONE) may take when closing.
 CLOSE_TIMEOUT: Final = 5.0
@@ -124,6 +135,48 @@ def xoauth2_bytes(username: str, access_token: str) -> bytes:
 def xoauth2_initial_response(username: str, access_token: str) -> str:
     """:func:`xoauth2_bytes`, base64-encoded, as sent after ``AUTH XOAUTH2``."""
     return base64.b64encode(xoauth2_bytes(username, access_token)).decode("ascii")
+
+
+def check_timeout(value: float | None, what: str) -> float | None:
+    """Refuse a timeout that is not a positive number (None: no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(f"{what} must be a positive number or None, not {value!r}")
+    return float(value)
+
+
+def greeting_wait(socket_timeout: float | None, greeting_timeout: float | None) -> float | None:
+    """The socket timeout while waiting for the greeting: the smaller of the two limits."""
+    limits = [t for t in (socket_timeout, greeting_timeout) if t is not None]
+    return min(limits) if limits else None
+
+
+def no_greeting_message(
+    protocol: str, host: str, port: int, *, implicit_tls: bool, seconds: float | None,
+    implicit_port: int,
+) -> str:
+    """Why a connection got no greeting, and what to do about it."""
+    within = f"within {seconds:g} s" if seconds is not None else "before the timeout"
+    if implicit_tls:
+        return (f"no greeting from the {protocol} server {host}:{port} {within} (TLS handshake "
+                f"and greeting)")
+    return (
+        f"no greeting from the {protocol} server {host}:{port} {within}: the server may expect "
+        f"implicit TLS (as on port {implicit_port}); pass use_tls=True to connect()"
+    )
+
+
+def insecure_auth_error(
+    protocol: str, client: str, host: str, port: int, reason: str
+) -> InsecureAuthError:
+    """The error for a login refused because the connection is not encrypted."""
+    return InsecureAuthError(
+        f"refusing to send credentials over an unencrypted {protocol} connection to "
+        f"{host}:{port} ({reason}): anyone on the path could read them. Connect with TLS "
+        f"(use_tls=True, or start_tls=True to require STARTTLS), or, on a trusted network only "
+        f"(loopback development), create the client with {client}(allow_insecure_auth=True)"
+    )
 
 
 def check_credential(value: object, what: str) -> str:
