@@ -310,6 +310,10 @@ def _optional_str(fields: Mapping[str, Any], name: str) -> str | None:
     raise EnvelopeError(f"envelope field {name!r} must be a string, not {type(value).__name__}")
 
 
+#: The largest timestamp an envelope may carry (that of a signed 64-bit integer).
+_MAX_TIMESTAMP: Final = 2**63 - 1
+
+
 def _from_fields(fields: Mapping[str, Any], payload: bytes) -> BusMessage:
     topic = fields.get("topic")
     if not isinstance(topic, str):
@@ -317,8 +321,10 @@ def _from_fields(fields: Mapping[str, Any], payload: bytes) -> BusMessage:
     timestamp = fields.get("timestamp")
     if timestamp is not None and (
         isinstance(timestamp, bool) or not isinstance(timestamp, int | float)
+        or not -_MAX_TIMESTAMP <= timestamp <= _MAX_TIMESTAMP  # also refuses NaN
     ):
-        raise EnvelopeError("envelope field 'timestamp' must be a number")
+        raise EnvelopeError("envelope field 'timestamp' must be a number of seconds "
+                            "within a signed 64-bit integer")
     headers = fields.get("headers")
     if headers is None:
         headers = {}

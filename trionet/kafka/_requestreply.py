@@ -326,9 +326,10 @@ def _request_deadline(record: KafkaRecord) -> float | None:
         return None
     try:
         deadline_ms = int(raw)
-    except ValueError:
+        remaining = deadline_ms / 1000 - time.time()
+    except (ValueError, OverflowError):  # not a number, or too large for a float
         return None
-    return trio.current_time() + (deadline_ms / 1000 - time.time())
+    return trio.current_time() + remaining
 
 
 async def reply(producer: KafkaProducer, request: KafkaRecord, value: Any = None, *,
