@@ -176,8 +176,19 @@ def run(examples: int) -> None:
         except FrameError:
             pass
 
+    fields = st.fixed_dictionaries(
+        {"payload": st.binary(max_size=10) | _values},
+        optional={name: _values for name in (
+            "topic", "timestamp", "headers", "content_type", "client_name", "response_topic",
+            "correlation_id", "payload_encoding")},
+    )
+    envelope_values = (fields.map(lambda f: msgpack.packb(f, use_bin_type=True))
+                       | fields.map(lambda f: json.dumps(
+                           {k: v.hex() if isinstance(v, bytes) else v for k, v in f.items()},
+                           default=repr).encode()))
+
     @config
-    @given(data=_msgpack_inputs | _json_inputs, flips=_flips)
+    @given(data=_msgpack_inputs | _json_inputs | envelope_values, flips=_flips)
     def envelopes(data: bytes, flips: list[tuple[int, int]]) -> None:
         for sample in (data, _mutate(data, flips),
                        b'{"payload": "", "headers": ' + data + b"}"):
