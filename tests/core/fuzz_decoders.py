@@ -178,9 +178,13 @@ def run(examples: int) -> None:
 
     fields = st.fixed_dictionaries(
         {"payload": st.binary(max_size=10) | _values},
-        optional={name: _values for name in (
-            "topic", "timestamp", "headers", "content_type", "client_name", "response_topic",
-            "correlation_id", "payload_encoding")},
+        optional={
+            "timestamp": st.floats() | st.integers(-(2**63), 2**64 - 1) | _values,
+            "topic": st.text(max_size=5) | _values,
+            **{name: _values for name in ("headers", "content_type", "client_name",
+                                           "response_topic", "correlation_id",
+                                           "payload_encoding")},
+        },
     )
     envelope_values = (fields.map(lambda f: msgpack.packb(f, use_bin_type=True))
                        | fields.map(lambda f: json.dumps(
