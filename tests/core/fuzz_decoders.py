@@ -177,10 +177,9 @@ def run(examples: int) -> None:
             pass
 
     fields = st.fixed_dictionaries(
-        {"payload": st.binary(max_size=10) | _values},
+        {"payload": st.binary(max_size=10), "topic": st.text(max_size=5)},
         optional={
             "timestamp": st.floats() | st.integers(-(2**63), 2**64 - 1) | _values,
-            "topic": st.text(max_size=5) | _values,
             **{name: _values for name in ("headers", "content_type", "client_name",
                                            "response_topic", "correlation_id",
                                            "payload_encoding")},
