@@ -141,3 +141,19 @@ def test_sasl_initial_responses() -> None:
         "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52"
         "YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
     )
+
+
+def test_deeply_nested_lists_are_refused() -> None:
+    """A server that nests thousands of lists gets IMAPProtocolError, never RecursionError;
+    nesting up to MAX_NESTING parses."""
+    from trionet.mail._imap_protocol import MAX_NESTING
+
+    for depth in (MAX_NESTING + 1, 10_000, 500_000):
+        line = b"1 (UID 7 X " + b"(" * depth + b")" * depth + b")"
+        with pytest.raises(IMAPProtocolError, match="nested deeper"):
+            parse_fetch_responses([line])
+        with pytest.raises(IMAPProtocolError, match="nested deeper"):
+            parse_list_response([b"(" * depth + b")" * depth + b' "/" INBOX'])
+    deep = MAX_NESTING - 1
+    line = b"1 (UID 7 X " + b"(" * deep + b")" * deep + b")"
+    assert parse_fetch_responses([line]) == [FetchedItem(1, 7, None, None)]

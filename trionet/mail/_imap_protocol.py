@@ -149,6 +149,10 @@ def quote_string(text: str) -> str:
 
 # -- a small tokenizer for IMAP data ------------------------------------------------------------
 
+#: The deepest nesting of parenthesised lists accepted in a response (real ones nest a few
+#: levels; a server sending thousands of "(" gets IMAPProtocolError, not a RecursionError).
+MAX_NESTING: Final = 100
+
 
 class _Parser:
     """Parses IMAP values from text interleaved with literals (given as bytes objects)."""
@@ -157,6 +161,7 @@ class _Parser:
         self.segments = list(segments)
         self.seg = 0
         self.pos = 0
+        self.depth = 0
 
     def _text(self) -> str | None:
         while self.seg < len(self.segments):
@@ -194,6 +199,11 @@ class _Parser:
             return current
         ch = current[self.pos]
         if ch == "(":
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise IMAPProtocolError(
+                    f"response lists nested deeper than {MAX_NESTING} levels"
+                )
             self.pos += 1
             items: list[Value] = []
             while True:
@@ -201,6 +211,7 @@ class _Parser:
                 text = self._text()
                 if text is not None and text[self.pos] == ")":
                     self.pos += 1
+                    self.depth -= 1
                     return items
                 if self.seg >= len(self.segments):
                     raise IMAPProtocolError("unterminated list in response")
