@@ -21,5 +21,6 @@ def test_decoders_raise_only_documented_errors() -> None:
     )
     assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     assert proc.stdout.split() == [
-        "codecs", "ok", "channel", "ok", "aproto", "ok", "framing", "ok", "envelopes", "ok",
+        "codecs", "ok", "channel", "ok", "aproto", "ok", "framing", "ok", "envelope_fields", "ok",
+        "envelopes", "ok",
     ]
