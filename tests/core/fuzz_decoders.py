@@ -185,10 +185,11 @@ def run(examples: int) -> None:
                                            "payload_encoding")},
         },
     )
-    envelope_values: st.SearchStrategy[bytes] = (fields.map(lambda f: msgpack.packb(f, use_bin_type=True))
-                       | fields.map(lambda f: json.dumps(
-                           {k: v.hex() if isinstance(v, bytes) else v for k, v in f.items()},
-                           default=repr).encode()))
+    envelope_values: st.SearchStrategy[bytes] = (
+        fields.map(lambda f: msgpack.packb(f, use_bin_type=True))
+        | fields.map(lambda f: json.dumps(
+            {k: v.hex() if isinstance(v, bytes) else v for k, v in f.items()},
+            default=repr).encode()))
 
     @config
     @given(data=envelope_values)
