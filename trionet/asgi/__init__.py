@@ -58,7 +58,13 @@ from ._routing import (
     Router as Router,
     WebSocketRoute as WebSocketRoute,
 )
-from ._serve import BoundAddress as BoundAddress, serve as serve
+from ._serve import (
+    DEFAULT_MAX_HEADER_COUNT as DEFAULT_MAX_HEADER_COUNT,
+    DEFAULT_MAX_HEADER_SIZE as DEFAULT_MAX_HEADER_SIZE,
+    BoundAddress as BoundAddress,
+    largest_websocket_limit as largest_websocket_limit,
+    serve as serve,
+)
 from ._testclient import TestClient as TestClient, TestResponse as TestResponse
 from ._types import (
     ASGIApp as ASGIApp,
@@ -76,6 +82,8 @@ from ._websockets import (
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_HEADER_COUNT",
+    "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "URL",
     "ASGIApp",
@@ -122,6 +130,7 @@ __all__ = [
     "WebSocketRoute",
     "connect_websocket",
     "current_request_id",
+    "largest_websocket_limit",
     "serve",
 ]
 

@@ -6,7 +6,22 @@ turns cancellation into a graceful shutdown: once the server is listening, Hyper
 shielded cancel scope, and when the caller's scope is cancelled :func:`serve` fires the trigger
 and puts a hard deadline on the shielded scope. Hypercorn then stops accepting, lets in-flight
 requests finish (up to ``graceful_timeout``), runs the lifespan shutdown, and returns; only
-then does the cancellation continue outwards. No Hypercorn task outlives the call.
+then does the cancellation continue outwards. No Hypercorn task outlives the call. A second
+stop, the ``force_stop`` event (what the command line sets on a second SIGINT/SIGTERM), cancels
+Hypercorn at once instead.
+
+Limits on untrusted input that :func:`serve` adds to Hypercorn's:
+
+* Request heads: at most ``max_header_count`` header lines and ``max_header_size`` bytes
+  (request line plus header lines), answered with 431. Hypercorn's h11 limit
+  (``h11_max_incomplete_size``) only bounds a head that is still *incomplete*; a complete
+  oversized head that arrives in one read gets through it, so the count and total size are also
+  checked by a small ASGI guard around the application, before the application sees the scope.
+* Websocket messages: Hypercorn's ``websocket_max_message_size`` is set to the largest route
+  limit of the application, and Hypercorn's message buffer is replaced (once per process) by one
+  that refuses a fragment *before* storing it past the limit. Hypercorn's own buffer stores
+  the data first and checks afterwards, and keeps storing what a client sends after the 1009
+  close, so without this a peer that ignores the close makes the server buffer the whole message.
 
 Hypercorn is imported when :func:`serve` is first called, so ``import trionet.asgi`` stays cheap.
 """
@@ -25,13 +40,31 @@ from urllib.parse import urlsplit
 import trio
 
 from ..errors import ASGIError
-from ._types import ASGIApp
+from ._app import ASGIApplication
+from ._routing import Mount, Router, WebSocketRoute
+from ._types import ASGIApp, Receive, Scope, Send
 from ._util import collapse_single_error
+from ._websockets import DEFAULT_MAX_MESSAGE_SIZE
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
 
-__all__ = ["BoundAddress", "load_app", "serve", "serve_cli"]
+__all__ = [
+    "DEFAULT_MAX_HEADER_COUNT",
+    "DEFAULT_MAX_HEADER_SIZE",
+    "BoundAddress",
+    "largest_websocket_limit",
+    "load_app",
+    "serve",
+    "serve_cli",
+]
+
+logger = logging.getLogger("trionet.asgi")
+
+#: Default request header count limit of :func:`serve` (more headers: 431).
+DEFAULT_MAX_HEADER_COUNT = 100
+#: Default request head size limit of :func:`serve`, in bytes (request line + headers; 431).
+DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 
 #: Extra time allowed after ``graceful_timeout`` + ``shutdown_timeout`` before the hard stop.
 _SHUTDOWN_MARGIN = 1.0
@@ -69,7 +102,9 @@ class BoundAddress:
 
 
 def _make_config(
-    config: Config | None, bind: str | Sequence[str] | None, graceful_timeout: float | None
+    config: Config | None,
+    bind: str | Sequence[str] | None,
+    graceful_timeout: float | None,
 ) -> Config:
     from hypercorn.config import Config
 
@@ -88,6 +123,170 @@ def _make_config(
     return config
 
 
+def _apply_limits(
+    config: Config,
+    from_caller: bool,
+    app: ASGIApp,
+    max_header_count: int | None,
+    max_header_size: int | None,
+    websocket_max_message_size: int | None,
+) -> tuple[int, int]:
+    """Put the limits into ``config``; returns the header count and size limits to enforce.
+
+    A limit passed to :func:`serve` wins. Otherwise the default applies, or the caller's
+    config value where that is tighter (a config can tighten a default, never loosen it).
+    """
+    count = _check_limit(
+        "max_header_count",
+        DEFAULT_MAX_HEADER_COUNT if max_header_count is None else max_header_count,
+    )
+    if max_header_size is None:
+        size = DEFAULT_MAX_HEADER_SIZE
+        if from_caller:
+            size = min(size, config.h11_max_incomplete_size)
+    else:
+        size = _check_limit("max_header_size", max_header_size)
+    if websocket_max_message_size is None:
+        ws_limit = largest_websocket_limit(app)
+        if from_caller:
+            ws_limit = min(ws_limit, config.websocket_max_message_size)
+    else:
+        ws_limit = _check_limit("websocket_max_message_size", websocket_max_message_size)
+    # h11 answers 431 when a head still incomplete outgrows this; HTTP/2 advertises the list
+    # size (which counts 32 bytes of overhead per header) in its SETTINGS frame.
+    config.h11_max_incomplete_size = size
+    h2_list_size = size + 32 * count
+    if from_caller and max_header_size is None and max_header_count is None:
+        h2_list_size = min(h2_list_size, config.h2_max_header_list_size)
+    config.h2_max_header_list_size = h2_list_size
+    config.websocket_max_message_size = ws_limit
+    return count, size
+
+
+def _check_limit(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def largest_websocket_limit(app: object) -> int:
+    """The largest ``max_message_size`` any websocket route of ``app`` accepts.
+
+    Looks through an :class:`~trionet.asgi.ASGIApplication` or :class:`~trionet.asgi.Router`
+    and the routers mounted in it. Where the limit cannot be known (an application of another
+    framework, a mounted foreign ASGI app, an application that overrides ``handle_websocket``),
+    trionet's default :data:`~trionet.asgi.DEFAULT_MAX_MESSAGE_SIZE` counts.
+    """
+    limits: list[int] = []
+    seen: set[int] = set()
+
+    def walk(obj: object) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, ASGIApplication):
+            if type(obj).handle_websocket is not ASGIApplication.handle_websocket:
+                limits.append(DEFAULT_MAX_MESSAGE_SIZE)
+            if obj.router is not None:
+                walk(obj.router)
+        elif isinstance(obj, Router):
+            for entry in obj.routes:
+                if isinstance(entry, WebSocketRoute):
+                    limits.append(entry.max_message_size)
+                elif isinstance(entry, Mount):
+                    walk(entry.app)
+        else:
+            limits.append(DEFAULT_MAX_MESSAGE_SIZE)
+
+    walk(app)
+    return max(limits, default=DEFAULT_MAX_MESSAGE_SIZE)
+
+
+def _install_bounded_websocket_buffer() -> None:
+    """Make Hypercorn refuse a websocket fragment before storing it past the limit (once).
+
+    Hypercorn's ``WebsocketBuffer.extend`` writes a fragment, then compares the total with
+    ``websocket_max_message_size``; after the 1009 close it goes on writing every fragment the
+    client still sends, so the buffer grows to the client's full message. The replacement
+    checks first and stores nothing once the limit would be passed: what arrives after the
+    refusal is parsed and dropped. Only this method changes; Hypercorn builds one buffer per
+    websocket from the module attribute, so the replacement applies to every server in the
+    process (it only ever stores less).
+    """
+    from hypercorn.protocol import ws_stream
+
+    original: Any = getattr(ws_stream, "WebsocketBuffer", None)
+    if getattr(original, "_trionet_bounded", False):
+        return
+    probe = original(1) if original is not None else None
+    if not (
+        hasattr(ws_stream, "FrameTooLargeError")
+        and hasattr(probe, "length")
+        and hasattr(probe, "max_length")
+    ):
+        # A Hypercorn whose internals differ from the ones this was written for (0.17/0.18):
+        # keep its own buffer rather than break every websocket.
+        logger.warning(
+            "cannot bound Hypercorn's websocket buffer (unknown Hypercorn internals): "
+            "websocket_max_message_size applies only after a message is buffered"
+        )
+        return
+
+    class _BoundedWebsocketBuffer(original):  # type: ignore[misc]
+        _trionet_bounded = True
+
+        def extend(self, event: Any) -> None:
+            if self.length + len(event.data) > self.max_length:
+                raise ws_stream.FrameTooLargeError()
+            super().extend(event)
+
+    ws_stream.WebsocketBuffer = _BoundedWebsocketBuffer  # type: ignore[misc]
+
+
+def _head_size(scope: Scope) -> int:
+    """The size of the request head as it was on the wire, near enough (HTTP/1.1 framing)."""
+    size = len(scope.get("method", "GET")) + len(scope.get("raw_path") or b"") + 12
+    query = scope.get("query_string", b"")
+    if query:
+        size += 1 + len(query)
+    for name, value in scope.get("headers", ()):
+        size += len(name) + len(value) + 4
+    return size + 2
+
+
+def _limit_request_heads(app: ASGIApp, max_count: int, max_size: int) -> ASGIApp:
+    """Wrap ``app`` so that a request or websocket handshake with too big a head gets 431."""
+    body = b"request header fields too large"
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+
+    async def limit_request_heads(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind in ("http", "websocket"):
+            count = len(scope.get("headers", ()))
+            if count > max_count or _head_size(scope) > max_size:
+                logger.debug(
+                    "refused a request head from %s: %d headers, about %d bytes (limits %d, %d)",
+                    scope.get("client"), count, _head_size(scope), max_count, max_size,
+                )
+                if kind == "http":
+                    await send({"type": "http.response.start", "status": 431, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                elif "websocket.http.response" in scope.get("extensions", {}):
+                    await send({"type": "websocket.http.response.start", "status": 431,
+                                "headers": headers})
+                    await send({"type": "websocket.http.response.body", "body": body})
+                else:  # the server cannot send a custom status: it answers 403
+                    await send({"type": "websocket.close"})
+                return
+        await app(scope, receive, send)
+
+    return limit_request_heads
+
+
 def _bound_address(urls: list[str]) -> BoundAddress:
     if not urls:
         raise ASGIError("the server did not bind any socket", fault="local")
@@ -101,6 +300,10 @@ async def serve(
     *,
     config: Config | None = None,
     graceful_timeout: float | None = None,
+    max_header_count: int | None = None,
+    max_header_size: int | None = None,
+    websocket_max_message_size: int | None = None,
+    force_stop: trio.Event | None = None,
     task_status: trio.TaskStatus[BoundAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` with Hypercorn's trio worker until cancelled, then shut down gracefully.
@@ -119,32 +322,70 @@ async def serve(
             them; default ``127.0.0.1:8000``, or the binds of ``config``. Positional, since
             ``nursery.start`` passes no keyword arguments.
         config: a ``hypercorn.config.Config`` for everything else (TLS, HTTP/2, timeouts,
-            ``websocket_max_message_size``, ``max_app_queue_size``...). Without one,
-            Hypercorn's defaults apply, except that errors are logged through the
-            ``hypercorn.error`` logger and ``graceful_timeout``/``shutdown_timeout`` are
-            5 s/10 s.
+            ``max_app_queue_size``...). Without one, Hypercorn's defaults apply, except that
+            errors are logged through the ``hypercorn.error`` logger and
+            ``graceful_timeout``/``shutdown_timeout`` are 5 s/10 s. :func:`serve` sets the
+            config's ``h11_max_incomplete_size``, ``h2_max_header_list_size`` and
+            ``websocket_max_message_size`` from the three limits below; where a limit is not
+            passed, the config's value counts when it is tighter than the default.
         graceful_timeout: how long in-flight requests may run after shutdown begins.
+        max_header_count: the most header lines a request (or websocket handshake) may have;
+            more are answered with 431 before the application sees the request. Default
+            :data:`DEFAULT_MAX_HEADER_COUNT` (100).
+        max_header_size: the largest request head in bytes (request line and header lines);
+            a bigger one is answered with 431. Default :data:`DEFAULT_MAX_HEADER_SIZE`
+            (16 KiB).
+        websocket_max_message_size: the largest websocket message the server buffers; a
+            bigger one is refused while it arrives (close code 1009) and what the client
+            still sends of it is dropped. Default: the largest ``max_message_size`` of the
+            application's websocket routes (see :func:`largest_websocket_limit`; 1 MiB for
+            an application whose routes trionet cannot see). A route with a smaller limit
+            still enforces its own.
+        force_stop: when this event is set during the graceful shutdown (or before it), the
+            shutdown is abandoned: in-flight requests and the lifespan shutdown are cancelled
+            at once. The command line sets it on a second SIGINT/SIGTERM.
 
     Raises:
         ASGIError: the application's lifespan startup or shutdown failed or timed out.
         OSError: the address cannot be bound.
+        ValueError: a limit is not a positive int.
     """
     from hypercorn.trio import serve as hypercorn_serve
     from hypercorn.utils import LifespanFailureError, LifespanTimeoutError
 
+    from_caller = config is not None
     config = _make_config(config, bind, graceful_timeout)
+    max_header_count, max_header_size = _apply_limits(
+        config, from_caller, app, max_header_count, max_header_size, websocket_max_message_size
+    )
+    _install_bounded_websocket_buffer()
+    guarded = _limit_request_heads(app, max_header_count, max_header_size)
     shutdown = trio.Event()
     hypercorn_scope = trio.CancelScope()
+    # Shielded: it must go on watching while the caller's cancellation turns into the
+    # graceful shutdown. Hypercorn's task cancels it when Hypercorn has stopped.
+    watch_scope = trio.CancelScope(shield=True)
 
     async def run_hypercorn(
         nursery: trio.Nursery, *, task_status: trio.TaskStatus[list[str]]
     ) -> None:
-        with hypercorn_scope:
-            await hypercorn_serve(
-                cast(Any, app), config, shutdown_trigger=shutdown.wait, task_status=task_status
-            )
+        try:
+            with hypercorn_scope:
+                await hypercorn_serve(
+                    cast(Any, guarded),
+                    config,
+                    shutdown_trigger=shutdown.wait,
+                    task_status=task_status,
+                )
+        finally:
+            watch_scope.cancel()
         # Hypercorn stopped by itself (e.g. max_requests): stop waiting for a cancellation.
         nursery.cancel_scope.cancel()
+
+    async def watch_force_stop(event: trio.Event) -> None:
+        with watch_scope:
+            await event.wait()
+            hypercorn_scope.cancel()
 
     try:
         with collapse_single_error():
@@ -153,6 +394,8 @@ async def serve(
                 # From here on, a cancellation from outside must not reach Hypercorn directly:
                 # it becomes a graceful shutdown bounded by the deadline set below.
                 hypercorn_scope.shield = True
+                if force_stop is not None:
+                    nursery.start_soon(watch_force_stop, force_stop)
                 task_status.started(_bound_address(urls))
                 try:
                     await trio.sleep_forever()
@@ -200,25 +443,44 @@ def load_app(app_ref: str) -> ASGIApp:
     return cast(ASGIApp, obj)
 
 
-async def _serve_until_signal(app: ASGIApp, app_ref: str, bind: str) -> None:
+async def _serve_until_signal(app: ASGIApp, app_ref: str, bind: str) -> int:
+    """Serve until a signal; returns the exit status (0, or 128 + signal after a forced stop)."""
+    force_stop = trio.Event()
+    forced_by: list[signal.Signals] = []
+    # The receiver stays open, and read, until the server has stopped: a signal left unread
+    # in it would be re-delivered when it closes (and kill the process after a clean stop).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            address: BoundAddress = await nursery.start(serve, app, bind)
+            server_scope = trio.CancelScope()
+
+            async def run_server(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
+                with server_scope:
+                    await serve(app, bind, force_stop=force_stop, task_status=task_status)
+                nursery.cancel_scope.cancel()  # stopped: no more signals to wait for
+
+            address: BoundAddress = await nursery.start(run_server)
             print(f"trionet: serving {app_ref} on {address.url} (Ctrl+C to stop)", file=sys.stderr)
             async for signum in signals:
-                print(
-                    f"trionet: {signal.Signals(signum).name} received, shutting down",
-                    file=sys.stderr,
-                )
-                nursery.cancel_scope.cancel()
-                break
+                name = signal.Signals(signum).name
+                if not server_scope.cancel_called:
+                    print(f"trionet: {name} received, shutting down (again to stop at once)",
+                          file=sys.stderr)
+                    server_scope.cancel()
+                elif not forced_by:
+                    print(f"trionet: {name} received again, stopping at once", file=sys.stderr)
+                    forced_by.append(signal.Signals(signum))
+                    force_stop.set()
+    return 128 + forced_by[0] if forced_by else 0
 
 
 def serve_cli(app_ref: str, bind: str = "127.0.0.1:8000") -> int:
     """Run ``trionet serve module:app [--bind ADDR]``: serve until SIGINT/SIGTERM.
 
+    The first SIGINT or SIGTERM shuts down gracefully; a second one stops at once.
+
     Returns:
-        The process exit status: 0 after a clean shutdown, 1 if serving failed, 2 if the
+        The process exit status: 0 after a graceful shutdown, 128 + the signal number after a
+        forced stop (130 for SIGINT, 143 for SIGTERM), 1 if serving failed, 2 if the
         application cannot be loaded.
     """
     try:
@@ -228,8 +490,8 @@ def serve_cli(app_ref: str, bind: str = "127.0.0.1:8000") -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        trio.run(_serve_until_signal, app, app_ref, bind)
+        status: int = trio.run(_serve_until_signal, app, app_ref, bind)
     except (ASGIError, OSError) as exc:
         print(f"trionet serve: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return status
