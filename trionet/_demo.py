@@ -101,8 +101,8 @@ async def run_demo(
     if serve:
         from ._stack import Stack, serve_until_signal
 
-        await serve_until_signal(Stack(broker=broker), _report)
-        return 0
+        # 0 after a graceful stop, 130/143 when a second SIGINT/SIGTERM forced it.
+        return await serve_until_signal(Stack(broker=broker), _report)
     if not only:
         await _run_stack(broker, _report)
         _report("demo finished: every component shut down cleanly")

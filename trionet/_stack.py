@@ -132,6 +132,8 @@ class Stack:
         self._shutdown_started = False
         self._nursery: trio.Nursery | None = None
         self._close_gateway = trio.Event()
+        # serve() turns a cancellation into Hypercorn's graceful shutdown; this cuts it short.
+        self._http_force_stop = trio.Event()
 
     # -- components -------------------------------------------------------------------------
 
@@ -312,7 +314,10 @@ class Stack:
             aproto_port = await nursery.start(self._component, "aproto",
                                               self.aproto_server.serve)
             http = await nursery.start(
-                self._component, "http", partial(serve_asgi, self.http_app, f"{self.host}:0")
+                self._component,
+                "http",
+                partial(serve_asgi, self.http_app, f"{self.host}:0",
+                        force_stop=self._http_force_stop),
             )
             rpc_host, rpc_port = rpc_addresses[0][:2]
             task_status.started(
@@ -333,7 +338,10 @@ class Stack:
         self._nursery.start_soon(self._shutdown_sequence)
 
     def cancel(self) -> None:
-        """Stop everything at once (what a second signal does)."""
+        """Stop everything at once (what a second signal does): running requests and bus
+        handlers are cancelled instead of being waited for."""
+        self._http_force_stop.set()
+        self.bus_app._force_stop()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -413,10 +421,15 @@ async def exercise(addresses: StackAddresses, report: Callable[[str], None]) -> 
 
 async def serve_until_signal(
     stack: Stack, report: Callable[[str], None] = print
-) -> None:
+) -> int:
     """Run *stack* until SIGINT or SIGTERM: the first signal shuts down gracefully (bounded
-    by ``stack.grace_period``), a second one cancels everything at once."""
+    by ``stack.grace_period``), a second one cancels everything at once.
+
+    Returns:
+        The exit status: 0 after a graceful stop, 128 + the signal number after a forced one.
+    """
     signals = (signal.SIGINT, signal.SIGTERM)
+    forced_by: list[signal.Signals] = []
     with trio.open_signal_receiver(*signals) as received:
         async with trio.open_nursery() as nursery:
 
@@ -438,7 +451,9 @@ async def serve_until_signal(
                     report(f"{name}: shutting down gracefully "
                            f"(within {stack.grace_period:g} s; again to stop at once)")
                     stack.begin_shutdown()
-                else:
+                elif count == 2:
                     report(f"{name} again: stopping at once")
+                    forced_by.append(signal.Signals(signum))
                     stack.cancel()
-    report("stopped")
+    report("stopped" if not forced_by else f"stopped (forced by {forced_by[0].name})")
+    return 128 + forced_by[0] if forced_by else 0

@@ -39,12 +39,18 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--serve",
         action="store_true",
-        help="keep the servers running and print their addresses; SIGINT/SIGTERM stops them",
+        help="keep the servers running and print their addresses; the first SIGINT/SIGTERM "
+        "stops them gracefully (exit 0), a second one at once (exit 130/143)",
     )
     from .bus._cli import add_run_parser
 
     add_run_parser(sub)
-    serve = sub.add_parser("serve", help="serve an ASGI app on Hypercorn's trio worker")
+    serve = sub.add_parser(
+        "serve",
+        help="serve an ASGI app on Hypercorn's trio worker",
+        description="Serve an ASGI app until SIGINT/SIGTERM: the first signal shuts down "
+        "gracefully (exit 0), a second one stops at once (exit 130 for SIGINT, 143 for SIGTERM).",
+    )
     serve.add_argument("app", help="the app to serve, as module:attribute")
     serve.add_argument("--bind", default="127.0.0.1:8000", help="host:port (default %(default)s)")
     return parser

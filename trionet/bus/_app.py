@@ -509,6 +509,9 @@ class DistributedApplication:
         #: Per-application counters, by application name.
         self.statistics: dict[str, AppStatistics] = {}
         self._runners: list[_AppRunner] | None = None
+        #: The signal that forced the last :meth:`start_async` to stop at once (a second
+        #: SIGINT or SIGTERM), or ``None`` when it stopped gracefully or had no signal.
+        self.forced_by_signal: signal.Signals | None = None
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -772,8 +775,10 @@ class DistributedApplication:
 
         Args:
             handle_signals: when run in the main thread, SIGINT and SIGTERM shut down
-                gracefully (a second signal cancels running handlers at once).
+                gracefully (a second signal cancels running handlers at once and is
+                recorded in :attr:`forced_by_signal`).
         """
+        self.forced_by_signal = None
         try:
             async with trio.open_nursery() as nursery:
                 if handle_signals and threading.current_thread() is threading.main_thread():
@@ -785,16 +790,20 @@ class DistributedApplication:
 
     async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                              ) -> None:
+        # Every signal is read until serve() returns and cancels this task: one left unread in
+        # the receiver would be re-delivered when it closes and kill the process after a stop.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             count = 0
             async for signum in signals:
                 count += 1
+                name = signal.Signals(signum).name
                 if count == 1:
-                    logger.warning("received %s: shutting down (again to force)",
-                                   signal.Signals(signum).name)
+                    logger.warning("received %s: shutting down (again to force)", name)
                     self.stop()
-                else:
+                elif count == 2:
+                    logger.warning("received %s again: cancelling running handlers", name)
+                    self.forced_by_signal = signal.Signals(signum)
                     self._force_stop()
 
     def start(self) -> None:

@@ -5,7 +5,8 @@
 (``python -m trionet.bus._cli run module:app``).
 
 The application runs until its applications are done, or until SIGINT/SIGTERM (graceful: running
-handlers finish within the shutdown timeout; a second signal cancels them).
+handlers finish within the shutdown timeout, exit status 0; a second signal cancels them at once,
+exit status 128 + the signal number: 130 for SIGINT, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def run(target: str, *, broker: str | None = None, shutdown_timeout: float | Non
         shutdown_timeout: seconds running handlers get when shutting down.
 
     Returns:
-        The process exit status (0).
+        The process exit status: 0, or 128 + the signal number (130 for SIGINT, 143 for
+        SIGTERM) when a second signal forced the stop.
     """
     app = load_application(target)
     if broker is not None:
@@ -81,7 +83,8 @@ def run(target: str, *, broker: str | None = None, shutdown_timeout: float | Non
             raise ConfigurationError("--shutdown-timeout must be >= 0")
         app.shutdown_timeout = shutdown_timeout
     trio.run(app.start_async)
-    return 0
+    forced_by = app.forced_by_signal
+    return 0 if forced_by is None else 128 + forced_by
 
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
