@@ -17,10 +17,10 @@ import trio
 
 from .errors import TLSError, TLSNotSpoken, TLSVerificationError
 
-__all__ = ["client_handshake", "translate_handshake_error"]
+__all__ = ["PLAINTEXT_REASONS", "client_handshake", "translate_handshake_error"]
 
 # OpenSSL's reasons for "the bytes that came back are not TLS records".
-_PLAINTEXT_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST",
+PLAINTEXT_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST",
                                 "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"})
 
 
@@ -41,7 +41,7 @@ def translate_handshake_error(exc: BaseException, host: str | None) -> TLSError 
             "a context that trusts the server's CA, or connect by the name in its certificate)",
             host=host,
         )
-    if isinstance(cause, ssl.SSLError) and cause.reason in _PLAINTEXT_REASONS:
+    if isinstance(cause, ssl.SSLError) and cause.reason in PLAINTEXT_REASONS:
         return TLSNotSpoken(
             f"{who} does not speak TLS on this port (it answered the TLS handshake in plain "
             f"text, ssl: {cause.reason}): connect without TLS, or give the server a certificate",

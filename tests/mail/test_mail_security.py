@@ -369,3 +369,18 @@ async def test_endless_smtp_reply_is_refused() -> None:
             assert not client.connected
         nursery.cancel_scope.cancel()
     assert busy_mail_threads() == []
+
+
+@pytest.mark.parametrize("protocol", ["SMTP", "IMAP"])
+async def test_use_tls_on_a_plain_port_says_so(mail_servers: MailServers, protocol: str) -> None:
+    """use_tls=True pointed at the plain (STARTTLS) port: the server answers the handshake
+    with its plain-text greeting, and the error must say so rather than WRONG_VERSION_NUMBER."""
+    info = mail_servers.info
+    port = info.smtp_port if protocol == "SMTP" else info.imap_port
+    client = (AsyncSMTPClient if protocol == "SMTP" else AsyncIMAPClient)(socket_timeout=5.0)
+    error = SMTPConnectionError if protocol == "SMTP" else IMAPConnectionError
+    async with client:
+        with trio.fail_after(PROMPT), pytest.raises(error, match="does not speak TLS on this port"):
+            await client.connect(info.host, port, use_tls=True, ssl_context=info.ssl_context())
+        assert not client.connected
+    assert busy_mail_threads() == []

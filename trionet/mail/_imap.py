@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import trio
 
 from .._threads import SocketInterrupter
+from .._tls import PLAINTEXT_REASONS
 from ..errors import ConfigurationError, MailError
 from ._errors import (
     IMAPAuthenticationError,
@@ -147,7 +148,15 @@ def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
             raise IMAPConnectionError(
                 "the IMAP server did not answer within socket_timeout"
             ) from exc
-        except (OSError, ssl.SSLError) as exc:
+        except ssl.SSLError as exc:
+            if exc.reason in PLAINTEXT_REASONS:
+                raise IMAPConnectionError(
+                    "the IMAP server does not speak TLS on this port (it answered the TLS "
+                    "handshake in plain text): leave use_tls off there, or connect to its "
+                    "implicit-TLS port (usually 993)"
+                ) from exc
+            raise IMAPConnectionError(f"IMAP connection failed: {exc}") from exc
+        except OSError as exc:
             raise IMAPConnectionError(f"IMAP connection failed: {exc}") from exc
         except (ValueError, IndexError) as exc:  # imaplib choking on a malformed response
             raise IMAPProtocolError(f"malformed IMAP response: {exc}") from exc

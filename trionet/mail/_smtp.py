@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from .._threads import SocketInterrupter
+from .._tls import PLAINTEXT_REASONS
 from ..errors import ConfigurationError, MailError
 from ._errors import (
     MailMessageError,
@@ -176,7 +177,15 @@ def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
             raise SMTPConnectionError(
                 f"the SMTP server's TLS certificate was refused: {exc.verify_message}"
             ) from exc
-        except (OSError, ssl.SSLError) as exc:
+        except ssl.SSLError as exc:
+            if exc.reason in PLAINTEXT_REASONS:
+                raise SMTPConnectionError(
+                    "the SMTP server does not speak TLS on this port (it answered the TLS "
+                    "handshake in plain text): leave use_tls off there, or connect to its "
+                    "implicit-TLS port (usually 465)"
+                ) from exc
+            raise SMTPConnectionError(f"SMTP connection failed: {exc}") from exc
+        except OSError as exc:
             raise SMTPConnectionError(f"SMTP connection failed: {exc}") from exc
 
     return call
