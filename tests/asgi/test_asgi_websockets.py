@@ -154,6 +154,12 @@ async def test_wrong_message_type_and_bad_json_in_process() -> None:
             await ws.receive()
         assert info.value.code == 1007
         assert info.value.reason.startswith("invalid JSON")
+    async with client.websocket_connect("/json/x") as ws:
+        await ws.send("[" * 500 + "]" * 500)  # nested deeper than DEFAULT_MAX_DEPTH
+        with pytest.raises(WebSocketDisconnect) as info:
+            await ws.receive()
+        assert info.value.code == 1007
+        assert "max_depth" in info.value.reason
 
 
 async def test_rejections_in_process() -> None:

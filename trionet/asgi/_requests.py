@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
-from ..errors import ASGIError
+from ..codecs import decode_json
+from ..errors import ASGIError, CodecError
 from ._datastructures import (
     URL,
     Address,
@@ -346,11 +346,12 @@ class Request(HTTPConnection):
             raise HTTPException(400, "invalid JSON body: the body is empty")
         try:
             # JSON is UTF-8 (RFC 8259); decoding first skips json's encoding detection.
-            return json.loads(body.decode("utf-8"))
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            return decode_json(body.decode("utf-8"))
+        except CodecError as exc:  # invalid, or nested deeper than DEFAULT_MAX_DEPTH
+            reason = exc.__cause__ if isinstance(exc.__cause__, ValueError) else exc
+            raise HTTPException(400, f"invalid JSON body: {reason}") from None
+        except ValueError as exc:  # UnicodeDecodeError
             raise HTTPException(400, f"invalid JSON body: {exc}") from None
-        except RecursionError:
-            raise HTTPException(400, "invalid JSON body: nested too deeply") from None
 
     async def form(self) -> FormData:
         """The body parsed as a form (``application/x-www-form-urlencoded`` or multipart).

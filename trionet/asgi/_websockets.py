@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from ..codecs import decode_json
 from ..errors import ASGIError
 from ._datastructures import _to_raw
 from ._exceptions import HTTPException, WebSocketDisconnect, WebSocketRejected
@@ -222,8 +223,8 @@ class WebSocket(HTTPConnection):
         """The next message decoded as JSON (invalid JSON closes the websocket with 1007)."""
         data = await self.receive()
         try:
-            return json.loads(data)
-        except ValueError as exc:
+            return decode_json(data)
+        except ValueError as exc:  # CodecError: invalid or too deeply nested
             reason = f"invalid JSON: {exc}"[:120]
             await self.close(_INVALID_PAYLOAD, reason)
             raise WebSocketDisconnect(_INVALID_PAYLOAD, reason) from None
@@ -417,8 +418,8 @@ class WebSocketClient(ABC):
         """
         data = await self.receive()
         try:
-            return json.loads(data)
-        except ValueError as exc:
+            return decode_json(data)
+        except ValueError as exc:  # CodecError: invalid or too deeply nested
             raise ASGIError(f"invalid JSON message: {exc}") from None
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
