@@ -248,12 +248,32 @@ async def _still_serving(address: BoundAddress) -> None:
     assert response.status_code == 200
 
 
-async def test_five_thousand_headers_in_one_read_get_431() -> None:
-    headers = [(f"x-h{i}", "v") for i in range(5000)]
-    request = _request(headers)
+async def send_in_pieces(address: BoundAddress, request: bytes, pieces: int) -> bytes:
+    """Send ``request`` in ``pieces`` writes (a short pause between them, so that the server
+    reads them separately), then return everything the server answers until it closes. The
+    server may refuse and close before everything was sent: the rest is not sent."""
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    async with stream:
+        step = -(-len(request) // pieces)
+        try:
+            for start in range(0, len(request), step):
+                await stream.send_all(request[start : start + step])
+                if pieces > 1:
+                    await trio.sleep(0.01)
+        except trio.BrokenResourceError:
+            pass  # refused before everything was sent
+        reply = b""
+        while chunk := await stream.receive_some():
+            reply += chunk
+        return reply
+
+
+@pytest.mark.parametrize("pieces", [1, 10])
+async def test_five_thousand_headers_get_431(pieces: int) -> None:
+    request = _request([(f"x-h{i}", "v") for i in range(5000)])
     assert len(request) > 50_000
     async with running_server(_hello_app()) as address:
-        reply = await raw_http(address, request)
+        reply = await send_in_pieces(address, request, pieces)
         assert _status(reply) == 431, reply[:200]
         await _still_serving(address)
 
@@ -265,15 +285,7 @@ async def test_header_count_limit(pieces: int) -> None:
         at_limit = _request([(f"x-h{i}", "v") for i in range(DEFAULT_MAX_HEADER_COUNT - 2)])
         assert _status(await raw_http(address, at_limit)) == 200
         over = _request([(f"x-h{i}", "v") for i in range(DEFAULT_MAX_HEADER_COUNT - 1)])
-        stream = await trio.open_tcp_stream(address.host, address.port)
-        async with stream:
-            step = -(-len(over) // pieces)
-            for start in range(0, len(over), step):
-                await stream.send_all(over[start : start + step])
-                await trio.sleep(0.01)
-            reply = b""
-            while chunk := await stream.receive_some():
-                reply += chunk
+        reply = await send_in_pieces(address, over, pieces)
         assert _status(reply) == 431, reply[:200]
         assert b"connection: close" in reply.lower()
         await _still_serving(address)
@@ -281,23 +293,11 @@ async def test_header_count_limit(pieces: int) -> None:
 
 @pytest.mark.parametrize("pieces", [1, 10])
 async def test_header_size_limit(pieces: int) -> None:
-    big = [("x-big", "a" * (DEFAULT_MAX_HEADER_SIZE + 100))]
-    request = _request(big)
+    request = _request([("x-big", "a" * (DEFAULT_MAX_HEADER_SIZE + 100))])
     async with running_server(_hello_app()) as address:
         fits = _request([("x-big", "a" * (DEFAULT_MAX_HEADER_SIZE - 200))])
         assert _status(await raw_http(address, fits)) == 200
-        stream = await trio.open_tcp_stream(address.host, address.port)
-        async with stream:
-            step = -(-len(request) // pieces)
-            try:
-                for start in range(0, len(request), step):
-                    await stream.send_all(request[start : start + step])
-                    await trio.sleep(0.01)
-            except trio.BrokenResourceError:
-                pass  # refused before everything was sent
-            reply = b""
-            while chunk := await stream.receive_some():
-                reply += chunk
+        reply = await send_in_pieces(address, request, pieces)
         assert _status(reply) == 431, reply[:200]
         await _still_serving(address)
 
