@@ -35,7 +35,7 @@ import itertools
 import json
 import json.decoder
 import json.encoder
-import re
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -68,25 +68,27 @@ JSON_TYPE_KEY = "__type__"
 #: The first msgpack extension type code handed out to registered serializers.
 MSGPACK_EXT_BASE = 16
 #: How deeply a decoded value may nest (arrays, maps/objects and extension values), unless a
-#: codec is made with another ``max_depth``. Legitimate messages rarely nest more than ten deep;
-#: msgpack itself stops at 1024 and Python's JSON parser at about 1000 (with RecursionError).
-DEFAULT_MAX_DEPTH = 128
+#: codec is made with another ``max_depth``. It is msgpack's own limit: msgpack decodes without
+#: recursion and stops there by itself, so the default costs nothing. Python's JSON parser
+#: recurses, and stops earlier, at the interpreter's recursion limit (1000 by default).
+DEFAULT_MAX_DEPTH = 1024
 #: How many msgpack extension values (registered serializers) may nest inside one another.
 #: msgpack decodes each level on a fresh C stack frame of about 40 KiB, so 200 levels (714
 #: bytes) overflow an 8 MiB stack and crash the process; 16 levels need about 0.7 MiB (a
 #: thread's stack is 8 MiB on Linux unless a program asks for less).
 MAX_EXT_DEPTH = 16
 
+_MSGPACK_STACK = 1024  # msgpack's own nesting limit (StackError beyond it)
 _CONTAINERS = frozenset((list, dict, tuple))
+_is_container = _CONTAINERS.__contains__
+_is_sequence = frozenset((list, tuple)).__contains__
+_is_dict = frozenset((dict,)).__contains__
 # msgpack type bytes that open a container or an extension value: fixmap 0x80-0x8f, fixarray
 # 0x90-0x9f, ext 8/16/32 0xc7-0xc9, fixext 0xd4-0xd8, array/map 16/32 0xdc-0xdf. A value cannot
 # nest deeper than the number of such bytes in its encoding (payload bytes may count too, so
 # this is an upper bound).
 _MSGPACK_OPENERS = bytes([*range(0x80, 0xA0), 0xC7, 0xC8, 0xC9, *range(0xD4, 0xD9),
                           *range(0xDC, 0xE0)])
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_JSON_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_JSON_OPENERS = re.compile(r"[\[{]+")
 
 
 def _too_deep(depth: int, limit: int, codec: str) -> CodecError:
@@ -96,57 +98,61 @@ def _too_deep(depth: int, limit: int, codec: str) -> CodecError:
 
 def _unpack_error(exc: Exception, limit: int, codec: str) -> CodecError:
     if isinstance(exc, msgpack.StackError):  # over msgpack's own limit of 1024 levels
-        return _too_deep(1025, limit, codec)
+        return _too_deep(_MSGPACK_STACK + 1, limit, codec)
     return CodecError(f"invalid data ({_describe(exc)})", codec=codec)
+
+
+def _json_error(exc: Exception, limit: int) -> CodecError:
+    if isinstance(exc, RecursionError):  # the parser reached the interpreter's limit
+        return CodecError(f"value nested deeper than the interpreter's recursion limit allows "
+                          f"(max_depth={limit})", codec="json")
+    return CodecError(f"invalid data ({_describe(exc)})", codec="json")
+
+
+def _msgpack_needs_check(data: Any, limit: int) -> bytes | None:
+    """*data* as bytes if its depth must be measured against *limit*, else None.
+
+    msgpack enforces its own limit; below it, the count of container and extension type bytes
+    bounds the depth from above, so only messages with more of them than *limit* need a look.
+    """
+    if limit >= _MSGPACK_STACK or len(data) <= limit:
+        return None
+    raw = data if type(data) is bytes else bytes(data)
+    if len(raw) - len(raw.translate(None, _MSGPACK_OPENERS)) <= limit:
+        return None
+    return raw
+
+
+def _json_needs_check(text: str, limit: int) -> bool:
+    """Whether the parsed *text* must be measured against *limit* (see _msgpack_needs_check):
+    the parser itself stops at the interpreter's recursion limit."""
+    return (len(text) > limit and limit < sys.getrecursionlimit()
+            and text.count("[") + text.count("{") > limit)
 
 
 def _container_depth_exceeds(value: Any, limit: int) -> int:
     """The first depth beyond *limit* that *value*'s lists, tuples and dicts reach, or 0.
 
-    Iterative (no recursion, whatever the depth), and each container's children are filtered
-    by type at C speed.
+    Iterative (no recursion, whatever the depth), one level at a time, with the children of a
+    level gathered and filtered at C speed. Dict keys are not looked into (decoders never make
+    a container a key).
     """
-    if type(value) not in _CONTAINERS:
+    if not _is_container(type(value)):
         return 0
     level = [value]
-    depth = 1
-    is_container = _CONTAINERS.__contains__
+    depth = 0
+    from_iterable = itertools.chain.from_iterable
     compress = itertools.compress
     while level:
-        if depth > limit:
-            return depth
-        below: list[Any] = []
-        for item in level:
-            children = [*item.keys(), *item.values()] if type(item) is dict else item
-            below.extend(compress(children, map(is_container, map(type, children))))
-        level = below
-        depth += 1
-    return 0
-
-
-def _json_depth_exceeds(text: str, limit: int) -> int:
-    """The nesting depth of the JSON *text* if it is more than *limit*, else 0.
-
-    Brackets inside strings do not count. Costs two ``str.count`` calls for texts with at most
-    *limit* brackets; otherwise a few passes at C speed, one per level up to *limit*.
-    """
-    if len(text) <= limit or text.count("[") + text.count("{") <= limit:
-        return 0
-    if '"' in text:
-        text = _JSON_STRING.sub("", text)
-    brackets = _JSON_NOT_BRACKET.sub("", text)
-    depth = 0
-    while brackets:
-        reduced = brackets.replace("[]", "").replace("{}", "")
-        if len(reduced) == len(brackets):
-            # Unbalanced, so not JSON; but the parser would still descend through the longest
-            # run of opening brackets before it noticed.
-            run = max(map(len, _JSON_OPENERS.findall(brackets)), default=0)
-            return depth + run if depth + run > limit else 0
-        brackets = reduced
         depth += 1
         if depth > limit:
             return depth
+        kinds = list(map(type, level))
+        children = list(itertools.chain(
+            from_iterable(compress(level, map(_is_sequence, kinds))),
+            from_iterable(map(dict.values, compress(level, map(_is_dict, kinds)))),
+        ))
+        level = list(compress(children, map(_is_container, map(type, children))))
     return 0
 
 
@@ -163,7 +169,7 @@ def check_depth(value: Any, max_depth: int = DEFAULT_MAX_DEPTH, *, codec: str = 
 def decode_json(data: bytes | bytearray | memoryview | str, *,
                 max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """``json.loads`` with a nesting bound: :class:`CodecError` for anything invalid or nested
-    deeper than *max_depth*; the depth is checked before parsing."""
+    deeper than *max_depth* (or than the interpreter's recursion limit allows)."""
     try:
         if isinstance(data, str):
             text = data
@@ -173,14 +179,12 @@ def decode_json(data: bytes | bytearray | memoryview | str, *,
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 text = raw.decode(json.detect_encoding(raw))  # UTF-16/32, as json.loads reads
-        depth = _json_depth_exceeds(text, max_depth)
-        if depth:
-            raise _too_deep(depth, max_depth, "json")
-        return json.loads(text)
-    except CodecError:
-        raise
+        value = json.loads(text)
     except Exception as exc:
-        raise CodecError(f"invalid data ({_describe(exc)})", codec="json") from exc
+        raise _json_error(exc, max_depth) from exc
+    if _json_needs_check(text, max_depth):
+        check_depth(value, max_depth, codec="json")
+    return value
 
 
 def decode_msgpack(data: bytes | bytearray | memoryview, *, max_depth: int = DEFAULT_MAX_DEPTH,
@@ -192,10 +196,8 @@ def decode_msgpack(data: bytes | bytearray | memoryview, *, max_depth: int = DEF
         value = unpackb(data, raw=False, strict_map_key=strict_map_key)
     except Exception as exc:
         raise _unpack_error(exc, max_depth, "msgpack") from exc
-    if len(data) > max_depth:
-        raw = data if type(data) is bytes else bytes(data)
-        if len(raw) - len(raw.translate(None, _MSGPACK_OPENERS)) > max_depth:
-            check_depth(value, max_depth, codec="msgpack")
+    if _msgpack_needs_check(data, max_depth) is not None:
+        check_depth(value, max_depth, codec="msgpack")
     return value
 
 
@@ -359,20 +361,20 @@ class JSON(SerializingCodec):
             except UnicodeDecodeError:
                 raw = bytes(data)
                 text = raw.decode(json.detect_encoding(raw))  # UTF-16/32, as json.loads reads
-            depth = _json_depth_exceeds(text, self.max_depth)
-            if depth:
-                raise _too_deep(depth, self.max_depth, self.name)
             try:
                 value, end = decoder.scan_once(text, 0)  # type: ignore[attr-defined]
             except StopIteration:
-                return decoder.decode(text)  # leading whitespace, or the error message
-            if end != len(text):
-                return decoder.decode(text)  # trailing whitespace, or "Extra data"
-            return value
+                value = decoder.decode(text)  # leading whitespace, or the error message
+            else:
+                if end != len(text):
+                    value = decoder.decode(text)  # trailing whitespace, or "Extra data"
         except CodecError:
             raise
         except Exception as exc:
-            raise CodecError(f"invalid data ({_describe(exc)})", codec=self.name) from exc
+            raise _json_error(exc, self.max_depth) from exc
+        if _json_needs_check(text, self.max_depth):
+            check_depth(value, self.max_depth, codec=self.name)
+        return value
 
 
 class MsgPack(SerializingCodec):
@@ -459,19 +461,15 @@ class MsgPack(SerializingCodec):
             raise CodecError(f"cannot encode value: {exc}", codec=self.name, fault="local") from exc
 
     def decode(self, data: bytes) -> Any:
-        limit = 0  # 0: the value is known to be shallow enough
-        if len(data) > self.max_depth:
-            # The number of container and extension type bytes bounds the depth from above:
-            # for most messages that alone proves the value shallow enough, before decoding.
+        raw = None
+        if self.max_depth < _MSGPACK_STACK:  # (below it, msgpack's own limit is the bound)
             try:
-                raw = data if type(data) is bytes else bytes(data)
-            except Exception as exc:
+                raw = _msgpack_needs_check(data, self.max_depth)
+            except Exception as exc:  # not a bytes-like object
                 raise CodecError(f"invalid data ({_describe(exc)})", codec=self.name) from exc
-            if len(raw) - len(raw.translate(None, _MSGPACK_OPENERS)) > self.max_depth:
-                if self._by_code:
-                    self._check_depth_with_extensions(raw, self.max_depth)
-                else:
-                    limit = self.max_depth
+        if raw is not None and self._by_code:
+            self._check_depth_with_extensions(raw, self.max_depth)
+            raw = None
         try:
             if self._by_code:
                 value = unpackb(data, raw=False, strict_map_key=False, ext_hook=self._ext_hook)
@@ -481,10 +479,8 @@ class MsgPack(SerializingCodec):
             raise
         except Exception as exc:
             raise _unpack_error(exc, self.max_depth, self.name) from exc
-        if limit:
-            depth = _container_depth_exceeds(value, limit)
-            if depth:
-                raise _too_deep(depth, limit, self.name)
+        if raw is not None:
+            check_depth(value, self.max_depth, codec=self.name)
         return value
 
 

@@ -4,12 +4,17 @@ from trionet.codecs import JSON, MsgPack, decode_json
 from trionet.errors import CodecError
 
 assert JSON(max_depth=3).decode(b"[[[1]]]") == [[[1]]]
+assert len(MsgPack().decode(b"\x91" * 1000 + b"\x01")) == 1  # within the default, 1024
 
-for data in (b"\x91" * 1000 + b"\x01", b"[" * 100_000):  # msgpack and JSON, too deep
+for codec, data in (
+    (MsgPack(), b"\x91" * 100_000 + b"\x01"),  # 100 000 nested arrays
+    (MsgPack(max_depth=32), b"\x91" * 100 + b"\x01"),
+    (JSON(), b"[" * 100_000),
+):
     try:
-        (MsgPack() if data[0] == 0x91 else JSON()).decode(data)
+        codec.decode(data)
     except CodecError as exc:
-        print(exc)  # ...: value nested deeper than max_depth=128 (at least 129 levels)
+        print(exc)  # msgpack: value nested deeper than max_depth=1024 (at least 1025 levels)
     else:
         raise AssertionError("decoded a value nested too deep")
 

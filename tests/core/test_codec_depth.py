@@ -108,7 +108,12 @@ def test_deep_inputs_give_codec_error_never_a_crash() -> None:
     assert len(names) == 10
     assert len(outcomes) == 2 * len(names) * len(DEPTHS)
     for (where, name, depth), outcome in outcomes.items():
-        limit = MAX_EXT_DEPTH if name == "msgpack-ext" else DEFAULT_MAX_DEPTH
+        if name == "msgpack-ext":
+            limit = MAX_EXT_DEPTH
+        elif "json" in name:
+            limit = sys.getrecursionlimit()  # the parser's own bound, below DEFAULT_MAX_DEPTH
+        else:
+            limit = DEFAULT_MAX_DEPTH
         expected = "ok" if depth < limit else "CodecError"
         assert outcome == expected, (where, name, depth)
 
@@ -178,11 +183,16 @@ def test_max_depth_is_configurable() -> None:
         JSON(max_depth=3).decode(b"[[[[1]]]]")
     deep = b"\x91" * 500 + b"\x01"
     with pytest.raises(CodecError, match="max_depth=128"):
-        MsgPack().decode(deep)
+        MsgPack(max_depth=128).decode(deep)
+    with pytest.raises(CodecError, match="max_depth=128"):
+        decode_msgpack(deep, max_depth=128)
     value = MsgPack(max_depth=600).decode(deep)
     for _ in range(500):
         value = value[0]
     assert value == 1
+    assert MsgPack().decode(deep) is not None  # the default is msgpack's own limit, 1024
+    with pytest.raises(CodecError, match="max_depth=1024"):
+        MsgPack().decode(b"\x91" * 1025 + b"\x01")
     with pytest.raises(ValueError, match="max_depth"):
         ZiProto(max_depth=0)
 
@@ -195,9 +205,11 @@ def test_brackets_inside_json_strings_do_not_count() -> None:
 
 def test_wide_values_are_not_deep() -> None:
     wide = [[i, {"k": [i]}] for i in range(2_000)]
-    assert MsgPack().decode(msgpack.packb(wide)) == wide
-    assert decode_msgpack(msgpack.packb(wide)) == wide
-    assert JSON().decode(JSON().encode(wide)) == wide
+    for limit in (4, 128, DEFAULT_MAX_DEPTH):
+        assert MsgPack(max_depth=limit).decode(msgpack.packb(wide)) == wide
+        assert decode_msgpack(msgpack.packb(wide), max_depth=limit) == wide
+        assert JSON(max_depth=limit).decode(JSON().encode(wide)) == wide
+        assert decode_json(JSON().encode(wide), max_depth=limit) == wide
 
 
 def test_extension_content_counts_toward_the_depth() -> None:
@@ -215,9 +227,12 @@ def test_check_depth_is_iterative() -> None:
     value: list[object] = []
     for _ in range(100_000):
         value = [value]
-    with pytest.raises(CodecError, match="max_depth=128"):
+    with pytest.raises(CodecError, match="max_depth=1024"):
         check_depth(value)
+    with pytest.raises(CodecError, match="max_depth=1"):
+        check_depth([[1]], 1)
     check_depth([[1]], 2)
+    check_depth(({"a": [1]},), 3)
 
 
 def test_codec_error_is_a_value_error() -> None:
@@ -227,7 +242,7 @@ def test_codec_error_is_a_value_error() -> None:
 
 def test_bus_envelopes_are_bounded() -> None:
     deep_json = b'{"payload": "", "x":' + b"[" * 5_000 + b"]" * 5_000 + b"}"
-    deep_msgpack = b"\x82\xa7payload\xc4\x00\xa1x" + b"\x91" * 1_000 + b"\x01"
+    deep_msgpack = b"\x82\xa7payload\xc4\x00\xa1x" + b"\x91" * 2_000 + b"\x01"
     for data in (deep_json, deep_msgpack):
         with pytest.raises(EnvelopeError, match="max_depth"):
             decode_envelope(data)
