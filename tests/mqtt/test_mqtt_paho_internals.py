@@ -24,6 +24,7 @@ from trionet.mqtt._paho import EngineSettings, PahoEngine, _BufferedClient, enco
         ("_sock_close", ["self"]),
         ("_mid_generate", ["self"]),
         ("_handle_pubrel", ["self"]),
+        ("_handle_pubrec", ["self"]),
         ("_ssl_wrap_socket", ["self", "tcp_sock"]),
         ("_create_socket", ["self"]),
         ("_create_socket_connection", ["self"]),
@@ -47,7 +48,7 @@ def test_paho_state_used_by_the_overrides() -> None:
                       "_ssl", "_ssl_context", "_transport", "_host", "_port",
                       "_connect_timeout", "_websocket_path", "_websocket_extra_headers",
                       "_on_publish", "_on_message", "_userdata", "_out_packet",
-                      "_last_msg_out"):
+                      "_last_msg_out", "_protocol"):
         assert hasattr(client, attribute), attribute
     assert hasattr(paho, "_WebsocketWrapper")
     assert "packet" in client._in_packet

@@ -22,7 +22,9 @@ release moves them):
   them once per loop round. On a loaded connection this removes most system calls.
 * **Protocol fixes.** With ``manual_ack`` paho does not answer a PUBREL whose packet id it does not
   know (a QoS 2 message it had already delivered before a reconnect), so the broker would wait
-  for that PUBCOMP for ever; the override answers it. Packet ids are never handed out while the
+  for that PUBCOMP for ever; the override answers it. paho answers every PUBREC with PUBREL,
+  even one whose MQTT 5 reason code refuses the message; the override ends the exchange there
+  and reports the refusal. Packet ids are never handed out while the
   same id is still in flight (after 65535 messages a slow QoS 1 message and a new publish could
   otherwise share one), a failed TLS or WebSocket handshake closes its socket, and TCP
   sockets get ``TCP_NODELAY``.
@@ -123,6 +125,7 @@ _SESSION_NEVER_EXPIRES: Final = 0xFFFFFFFF
 # what a bare PUBACK/PUBCOMP means, made once (read only; see _handle_pubackcomp)
 _ACK_SUCCESS: Final = ReasonCode(PacketTypes.PUBACK)
 _NO_ACK_PROPERTIES: Final = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+_NO_REC_PROPERTIES: Final = Properties(PacketTypes.PUBREC)  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +384,21 @@ class _BufferedClient(paho.Client):
         if rc == _SUCCESS and mid is not None and not known and self._manual_ack:
             rc = self._send_pubcomp(mid)
         return rc
+
+    # a PUBREC with a reason code of 0x80 or above ends a QoS 2 exchange (MQTT 5 §4.3.3,
+    # §3.5.2.1): no PUBREL; the publish completes as refused. paho ignores the reason code and
+    # sends PUBREL anyway, so that the broker's PUBCOMP made a refused message look delivered.
+    def _handle_pubrec(self) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if self._protocol == paho.MQTTv5 and len(packet) >= 3 and packet[2] >= 0x80:
+            mid = (packet[0] << 8) | packet[1]
+            self._easy_log(paho.MQTT_LOG_DEBUG, "Received PUBREC (Mid: %d, reason 0x%02x)",
+                           mid, packet[2])
+            if mid in self._out_messages:
+                code = ReasonCode(PacketTypes.PUBREC, identifier=packet[2])
+                return self._do_on_publish(mid, code, _NO_REC_PROPERTIES)
+            return _SUCCESS
+        return super()._handle_pubrec()
 
     # close the socket when a TLS or WebSocket handshake fails (paho leaks it)
     def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:

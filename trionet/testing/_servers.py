@@ -817,9 +817,16 @@ class MosquittoServer(_ServerProcesses):
         password: that user's password.
         startup_timeout: seconds to wait for the listeners before giving up.
         binary: path of the mosquitto program (found on ``PATH`` and in ``/usr/sbin`` if None).
+        acl: the text of an ACL file (mosquitto's ``acl_file`` format) for the anonymous plain
+            listener (:attr:`MosquittoInfo.port`), e.g. ``"topic readwrite #\ntopic deny
+            secret/#\n"``; None (default): no ACL, every topic is allowed. The other listeners
+            never get it.
+        max_packet_size: mosquitto's ``max_packet_size`` (bytes, for every listener; announced
+            to MQTT 5 clients in CONNACK), or None (default) for mosquitto's own limit.
 
     Raises:
-        ConfigurationError: the user name or password contains ``:`` or whitespace.
+        ConfigurationError: the user name or password contains ``:`` or whitespace, or
+            *max_packet_size* is not a positive int.
     """
 
     _server_name = "mosquitto"
@@ -832,10 +839,18 @@ class MosquittoServer(_ServerProcesses):
         password: str = "trionet-mqtt-pw",
         startup_timeout: float = 10.0,
         binary: str | None = None,
+        acl: str | None = None,
+        max_packet_size: int | None = None,
     ) -> None:
         _check_credential("MQTT user name", username)
         _check_credential("MQTT password", password)
+        if max_packet_size is not None and (
+            not isinstance(max_packet_size, int) or max_packet_size < 20
+        ):
+            raise ConfigurationError("max_packet_size must be an int >= 20 (bytes)")
         super().__init__(startup_timeout=startup_timeout)
+        self._acl = acl
+        self._max_packet_size = max_packet_size
         self._ca = ca
         self._username = username
         self._password = password
@@ -876,6 +891,8 @@ class MosquittoServer(_ServerProcesses):
             f"{base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}\n"
         )
         _write_private(directory / "passwd", line)
+        if self._acl is not None:
+            _write_private(directory / "acl", self._acl)
 
     def _configure(self, directory: Path) -> None:
         assert self._tls is not None
@@ -883,6 +900,12 @@ class MosquittoServer(_ServerProcesses):
         port, auth_port, tls_port, ws_port = (_free_port() for _ in range(4))
         self._ports = (port, auth_port, tls_port, ws_port)
         me = pwd.getpwuid(os.getuid()).pw_name
+        limits = ""
+        if self._max_packet_size is not None:
+            limits = f"max_packet_size {self._max_packet_size}\n"
+        plain_acl = ""
+        if self._acl is not None:
+            plain_acl = f"acl_file {directory / 'acl'}\n"
         conf = f"""\
 # private mosquitto written by trionet.testing
 user {me}
@@ -898,10 +921,10 @@ log_type warning
 log_type notice
 log_type information
 connection_messages true
-
+{limits}
 listener {port} {LOOPBACK}
 allow_anonymous true
-
+{plain_acl}
 listener {auth_port} {LOOPBACK}
 allow_anonymous false
 password_file {directory / "passwd"}
