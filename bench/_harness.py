@@ -1,4 +1,4 @@
-"""Shared benchmark harness: interleaved rounds, medians, ratios, one JSON line.
+"""Shared benchmark harness: interleaved rounds, medians and spreads, ratios, one JSON line.
 
 Usage from a bench script::
 
@@ -12,17 +12,37 @@ A contender's callable does a fixed amount of work and returns how many operatio
 harness times it with ``time.perf_counter`` and computes ops/s. The first contender is the
 baseline; the ratio reported for every other contender is its ops/s over the baseline's, taken
 per round, then the median over rounds.
+
+The table shows, per row and contender, the median with the spread over rounds as
+``[min–max]`` (for values and for ratios), and the 1-minute load average before and after the
+row: a row measured while the machine was busy says so. The last line printed is one JSON
+object with the same figures (``medians``/``ratios`` as before, plus ``min``/``max``,
+``ratio_min``/``ratio_max``, the per-round ``values``/``ratio_values`` and ``load_before``/
+``load_after`` as ``[1 min, 5 min, 15 min]``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+Load = tuple[float, float, float]
+
+
+def loadavg() -> Load | None:
+    """The system's 1, 5 and 15 minute load averages (``None`` where the OS has none)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return None
+    return (round(one, 2), round(five, 2), round(fifteen, 2))
 
 
 @dataclass
@@ -42,6 +62,29 @@ class Row:
     unit: str = "ops/s"
     results: dict[str, list[float]] = field(default_factory=dict)
     ratios: dict[str, list[float]] = field(default_factory=dict)
+    load_before: Load | None = None
+    load_after: Load | None = None
+
+
+@contextlib.contextmanager
+def row_load(row: Row) -> Iterator[None]:
+    """Records (and prints to stderr) the load average before and after measuring ``row``.
+
+    ``run_rows`` does this itself; a script that runs its rounds by hand wraps them in it.
+    """
+    row.load_before = loadavg()
+    print(f"  measuring {row.name} (load before: {_fmt_load(row.load_before)})",
+          file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        row.load_after = loadavg()
+        print(f"  measured {row.name} (load after: {_fmt_load(row.load_after)})",
+              file=sys.stderr, flush=True)
+
+
+def _fmt_load(load: Load | None) -> str:
+    return "n/a" if load is None else " ".join(f"{v:.2f}" for v in load)
 
 
 def main_args(description: str) -> argparse.Namespace:
@@ -63,24 +106,29 @@ def _measure(contender: Contender, unit: str) -> float:
     return ops / elapsed if elapsed > 0 else float("inf")
 
 
-def run_rows(bench: str, rows: list[Row], *, rounds: int, note: str = "") -> list[Row]:
+def run_rows(bench: str, rows: list[Row], *, rounds: int, note: str = "",
+             extra: dict[str, object] | None = None) -> list[Row]:
+    """Measures every row (interleaved rounds), prints the table and the JSON line.
+
+    ``extra`` keys are added to the JSON line (e.g. idle-memory figures a script measured).
+    """
     for row in rows:
         base = row.contenders[0].name
-        for r in range(rounds):
-            # Alternate the order each round so neither side always runs warm or first.
-            order = row.contenders if r % 2 == 0 else list(reversed(row.contenders))
-            this_round: dict[str, float] = {}
-            for c in order:
-                this_round[c.name] = _measure(c, row.unit)
-                row.results.setdefault(c.name, []).append(this_round[c.name])
-            for c in row.contenders[1:]:
-                if row.unit == "ops/s":
-                    ratio = this_round[c.name] / this_round[base]
-                else:  # latency: lower is better, report baseline/contender
-                    ratio = this_round[base] / this_round[c.name]
-                row.ratios.setdefault(c.name, []).append(ratio)
-        print(f"  measured {row.name}", file=sys.stderr, flush=True)
-    _print_table(bench, rows, rounds, note)
+        with row_load(row):
+            for r in range(rounds):
+                # Alternate the order each round so neither side always runs warm or first.
+                order = row.contenders if r % 2 == 0 else list(reversed(row.contenders))
+                this_round: dict[str, float] = {}
+                for c in order:
+                    this_round[c.name] = _measure(c, row.unit)
+                    row.results.setdefault(c.name, []).append(this_round[c.name])
+                for c in row.contenders[1:]:
+                    if row.unit == "ops/s":
+                        ratio = this_round[c.name] / this_round[base]
+                    else:  # latency: lower is better, report baseline/contender
+                        ratio = this_round[base] / this_round[c.name]
+                    row.ratios.setdefault(c.name, []).append(ratio)
+    _print_table(bench, rows, rounds, note, extra)
     return rows
 
 
@@ -90,25 +138,44 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _print_table(bench: str, rows: list[Row], rounds: int, note: str) -> None:
-    print(f"\n## {bench} ({rounds} rounds, medians; ratio = contender / {{baseline}} per round)")
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def _print_table(bench: str, rows: list[Row], rounds: int, note: str,
+                 extra: dict[str, object] | None = None) -> None:
+    """Prints the Markdown table and, last, the JSON line (with ``extra`` keys merged in)."""
+    print(f"\n## {bench} ({rounds} rounds: median [min–max]; "
+          "ratio = contender / {baseline} per round)")
     if note:
         print(note)
     print()
-    print("| row | unit | contenders (median) | ratio vs baseline (median) | goal | met |")
-    print("|---|---|---|---|---|---|")
+    print("| row | unit | contenders: median [min–max] | ratio vs baseline: median [min–max] "
+          "| goal | met | load 1 min before → after |")
+    print("|---|---|---|---|---|---|---|")
     out = []
     for row in rows:
         base = row.contenders[0].name
-        meds = {name: statistics.median(vals) for name, vals in row.results.items()}
-        ratio_meds = {name: statistics.median(vals) for name, vals in row.ratios.items()}
+        spreads = {name: _spread(vals) for name, vals in row.results.items() if vals}
+        ratio_spreads = {name: _spread(vals) for name, vals in row.ratios.items() if vals}
+        meds = {name: s[1] for name, s in spreads.items()}
+        ratio_meds = {name: s[1] for name, s in ratio_spreads.items()}
         last = row.contenders[-1].name
         ratio = ratio_meds.get(last)
         met = "" if row.goal is None or ratio is None else ("yes" if ratio >= row.goal else "NO")
-        contenders = ", ".join(f"{n}: {_fmt(v)}" for n, v in meds.items())
-        ratios = ", ".join(f"{n}/{base}: {v:.2f}×" for n, v in ratio_meds.items())
+        contenders = ", ".join(
+            f"{n}: {_fmt(m)} [{_fmt(lo)}–{_fmt(hi)}]" for n, (lo, m, hi) in spreads.items()
+        )
+        ratios = ", ".join(
+            f"{n}/{base}: {m:.2f}× [{lo:.2f}–{hi:.2f}]" for n, (lo, m, hi) in ratio_spreads.items()
+        )
         goal = "" if row.goal is None else f"≥ {row.goal}×"
-        print(f"| {row.name} | {row.unit} | {contenders} | {ratios} | {goal} | {met} |")
+        load = (
+            ""
+            if row.load_before is None and row.load_after is None
+            else f"{_fmt_load1(row.load_before)} → {_fmt_load1(row.load_after)}"
+        )
+        print(f"| {row.name} | {row.unit} | {contenders} | {ratios} | {goal} | {met} | {load} |")
         out.append(
             {
                 "row": row.name,
@@ -118,7 +185,22 @@ def _print_table(bench: str, rows: list[Row], rounds: int, note: str) -> None:
                 "ratios": ratio_meds,
                 "goal": row.goal,
                 "met": None if not met else met == "yes",
+                "min": {n: s[0] for n, s in spreads.items()},
+                "max": {n: s[2] for n, s in spreads.items()},
+                "ratio_min": {n: s[0] for n, s in ratio_spreads.items()},
+                "ratio_max": {n: s[2] for n, s in ratio_spreads.items()},
+                "values": {n: list(v) for n, v in row.results.items()},
+                "ratio_values": {n: list(v) for n, v in row.ratios.items()},
+                "load_before": None if row.load_before is None else list(row.load_before),
+                "load_after": None if row.load_after is None else list(row.load_after),
             }
         )
     print()
-    print(json.dumps({"bench": bench, "rounds": rounds, "rows": out}))
+    summary: dict[str, object] = {"bench": bench, "rounds": rounds, "rows": out}
+    if extra:
+        summary.update(extra)
+    print(json.dumps(summary))
+
+
+def _fmt_load1(load: Load | None) -> str:
+    return "?" if load is None else f"{load[0]:.2f}"
