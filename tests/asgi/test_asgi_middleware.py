@@ -16,6 +16,7 @@ from trionet.asgi import (
     ASGIMiddleware,
     CORSMiddleware,
     GZipMiddleware,
+    Headers,
     LoggingMiddleware,
     Message,
     Receive,
@@ -213,8 +214,10 @@ async def test_cors_preflight_and_simple_requests() -> None:
     assert response.headers["vary"] == "Origin"
     response = await client.get("/items", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in response.headers
+    assert response.headers["vary"] == "Origin"
     response = await client.get("/items")
     assert "access-control-allow-origin" not in response.headers
+    assert response.headers["vary"] == "Origin"
 
 
 async def test_cors_wildcard_and_regex() -> None:
@@ -230,6 +233,53 @@ async def test_cors_wildcard_and_regex() -> None:
     assert ok.headers["access-control-allow-origin"] == "https://a.good.example"
     bad = await client.get("/items", headers={"Origin": "https://good.example.evil"})
     assert "access-control-allow-origin" not in bad.headers
+
+
+def vary_tokens(headers: Headers) -> list[str]:
+    """Every token of every ``Vary`` header, lower-cased, in order."""
+    values = headers.getlist("vary")
+    return [t.strip().lower() for value in values for t in value.split(",") if t.strip()]
+
+
+async def test_cors_vary_origin_on_every_response_that_depends_on_it() -> None:
+    # Fetch standard, "CORS protocol and HTTP caches": when Access-Control-Allow-Origin depends
+    # on the Origin, every response says Vary: Origin, also those without the header, so a
+    # shared cache does not hand the answer for one origin (or for none) to another.
+    app = make_app()
+
+    @app.router.route("/varied")
+    async def varied(request: Request) -> Response:
+        return Response.text("v", headers={"Vary": "Accept-Language"})
+
+    app.add_middleware(CORSMiddleware, allow_origins=["https://good.example"])
+    client = TestClient(app)
+    for headers in ({}, {"Origin": "https://good.example"}, {"Origin": "https://evil.example"}):
+        response = await client.get("/items", headers=headers)
+        assert vary_tokens(response.headers) == ["origin"], headers
+        merged = await client.get("/varied", headers=headers)
+        assert vary_tokens(merged.headers) == ["accept-language", "origin"], headers
+        assert len(merged.headers.getlist("vary")) == 1
+    for origin in ("https://good.example", "https://evil.example"):
+        preflight = await client.options(
+            "/items", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+        )
+        assert vary_tokens(preflight.headers) == ["origin"], origin
+
+    # "*" with credentials echoes the origin: it depends on it too.
+    creds = make_app()
+    creds.add_middleware(CORSMiddleware, allow_origins=["*"], allow_credentials=True)
+    response = await TestClient(creds).get("/items")
+    assert vary_tokens(response.headers) == ["origin"]
+
+    # A plain "*": the same answer for everyone, with or without Origin, and no Vary.
+    star = make_app()
+    star.add_middleware(CORSMiddleware, allow_origins=["*"], expose_headers=["X-Total"])
+    client = TestClient(star)
+    for headers in ({}, {"Origin": "https://any.example"}):
+        response = await client.get("/items", headers=headers)
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert response.headers["access-control-expose-headers"] == "X-Total"
+        assert "vary" not in response.headers
 
 
 async def test_gzip_middleware() -> None:

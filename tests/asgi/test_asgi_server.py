@@ -248,6 +248,26 @@ async def test_middleware_through_hypercorn() -> None:
     assert order == ["outer", "inner", "outer", "inner"]
 
 
+async def test_cors_caching_headers_through_hypercorn() -> None:
+    listed = make_app(Signals())
+    listed.add_middleware(CORSMiddleware, allow_origins=["https://site.example"])
+    star = make_app(Signals())
+    star.add_middleware(CORSMiddleware, allow_origins=["*"])
+    async with running_server(listed) as address, httpx.AsyncClient(
+        base_url=address.url
+    ) as client:
+        # The answer depends on Origin, so a response to a request without one (or with a
+        # refused one) must not be reusable for an allowed origin by a shared cache.
+        for headers in ({}, {"Origin": "https://evil.example"}, {"Origin": "https://site.example"}):
+            response = await client.get("/items/1", headers=headers)
+            assert response.headers.get_list("vary") == ["Origin"], headers
+    async with running_server(star) as address, httpx.AsyncClient(base_url=address.url) as client:
+        for headers in ({}, {"Origin": "https://any.example"}):
+            response = await client.get("/items/1", headers=headers)
+            assert response.headers["access-control-allow-origin"] == "*", headers
+            assert "vary" not in response.headers
+
+
 async def test_a_bad_client_does_not_hurt_the_server() -> None:
     async with running_server(make_app(Signals())) as address:
         garbage = await raw_http(address, b"\x00\xffNOT HTTP AT ALL\r\n\r\n")

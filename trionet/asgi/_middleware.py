@@ -198,13 +198,41 @@ class RequestIdMiddleware(ASGIMiddleware):
             _request_id.reset(token)
 
 
+def _add_vary(headers: list[tuple[bytes, bytes]], name: bytes) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``name`` listed in ``Vary``: merged into the first ``Vary`` header if
+    there is one (unless a ``Vary`` header already lists it, or ``*``), else a new header."""
+    wanted = name.lower()
+    first = None
+    for index, (key, value) in enumerate(headers):
+        if key.lower() == b"vary":
+            tokens = {token.strip().lower() for token in value.split(b",")}
+            if wanted in tokens or b"*" in tokens:
+                return headers
+            if first is None:
+                first = index
+    if first is None:
+        return [*headers, (b"vary", name)]
+    merged = list(headers)
+    key, value = merged[first]
+    merged[first] = (key, value + b", " + name if value.strip() else name)
+    return merged
+
+
 class CORSMiddleware(ASGIMiddleware):
     """Cross-Origin Resource Sharing: answer preflights, annotate cross-origin responses.
 
-    A request without an ``Origin`` header passes through untouched. A preflight
-    (``OPTIONS`` with ``Access-Control-Request-Method``) is answered here: 200 with the
-    allowed methods/headers, or 400 naming what was refused. Other requests from an allowed
-    origin get ``Access-Control-Allow-Origin`` (and friends) on their response.
+    A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) is answered
+    here: 200 with the allowed methods/headers, or 400 naming what was refused. Other requests
+    from an allowed origin get ``Access-Control-Allow-Origin`` (and friends) on their response.
+
+    Caches: when the answer depends on the request's ``Origin`` (a list of origins, a regular
+    expression, or credentials allowed), **every** response passing through carries
+    ``Vary: Origin`` — also those to requests without ``Origin`` or from a refused origin — so
+    that a shared cache never serves one origin's answer to another (the Fetch standard's
+    advice). With ``allow_origins=["*"]`` and no credentials the answer does not depend on the
+    origin: every response carries ``Access-Control-Allow-Origin: *`` (and the exposed headers),
+    with or without ``Origin``, and no ``Vary: Origin``. ``Origin`` is merged into a ``Vary``
+    header the application set.
 
     Args:
         app: the wrapped application.
@@ -247,6 +275,9 @@ class CORSMiddleware(ASGIMiddleware):
         self.allow_credentials = allow_credentials
         self.expose_headers = tuple(expose_headers)
         self.max_age = max_age
+        # Whether Access-Control-Allow-Origin echoes the request's origin (or is absent for a
+        # refused one): then every answer depends on Origin and must say so to caches.
+        self.varies_by_origin = allow_credentials or not self.allow_any_origin
 
     def origin_allowed(self, origin: str) -> bool:
         """Whether ``origin`` may make cross-origin requests."""
@@ -255,10 +286,8 @@ class CORSMiddleware(ASGIMiddleware):
         return bool(self.allow_origin_regex and self.allow_origin_regex.fullmatch(origin))
 
     def _origin_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
-        echo = self.allow_credentials or not self.allow_any_origin
-        headers = [(b"access-control-allow-origin", (origin if echo else "*").encode("latin-1"))]
-        if echo:
-            headers.append((b"vary", b"Origin"))
+        value = origin if self.varies_by_origin else "*"
+        headers = [(b"access-control-allow-origin", value.encode("latin-1"))]
         if self.allow_credentials:
             headers.append((b"access-control-allow-credentials", b"true"))
         return headers
@@ -270,25 +299,28 @@ class CORSMiddleware(ASGIMiddleware):
             return
         headers = _headers_from_scope(scope.get("headers", []))
         origin = headers.get("origin")
-        if origin is None:
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+        if (
+            origin is not None
+            and scope["method"] == "OPTIONS"
+            and "access-control-request-method" in headers
+        ):
             await self._preflight(origin, headers).send_to(scope, receive, send)
             return
-        if not self.origin_allowed(origin):
-            await self.app(scope, receive, send)
-            return
-        extra = self._origin_headers(origin)
-        if self.expose_headers:
-            extra.append(
-                (b"access-control-expose-headers", ", ".join(self.expose_headers).encode("latin-1"))
-            )
+        extra: list[tuple[bytes, bytes]] = []
+        if not self.varies_by_origin or (origin is not None and self.origin_allowed(origin)):
+            extra = self._origin_headers(origin or "*")
+            if self.expose_headers:
+                exposed = ", ".join(self.expose_headers).encode("latin-1")
+                extra.append((b"access-control-expose-headers", exposed))
+        vary = self.varies_by_origin
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = dict(message)
-                message["headers"] = [*message.get("headers", []), *extra]
+                response_headers = [*message.get("headers", []), *extra]
+                message["headers"] = (
+                    _add_vary(response_headers, b"Origin") if vary else response_headers
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
@@ -308,9 +340,14 @@ class CORSMiddleware(ASGIMiddleware):
         if not self.allow_any_header and any(h not in self.allow_headers for h in requested):
             problems.append("headers")
         if problems:
-            return Response.text(f"Disallowed CORS {', '.join(problems)}", 400)
+            refused = Response.text(f"Disallowed CORS {', '.join(problems)}", 400)
+            if self.varies_by_origin:
+                refused.raw_headers[:] = _add_vary(refused.raw_headers, b"Origin")
+            return refused
         response = Response(None, 200)
         response.raw_headers.extend(self._origin_headers(origin))
+        if self.varies_by_origin:
+            response.raw_headers[:] = _add_vary(response.raw_headers, b"Origin")
         response.headers["access-control-allow-methods"] = ", ".join(self.allow_methods)
         if requested:
             allowed = requested if self.allow_any_header else sorted(self.allow_headers)
