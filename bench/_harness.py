@@ -60,6 +60,12 @@ class Row:
     goal: float | None = None
     """Minimum acceptable ratio of the *last* contender (trionet) over the baseline."""
     unit: str = "ops/s"
+    higher_is_better: bool | None = None
+    """Direction of the values (default: ``True`` for ``ops/s``, else ``False``). Only
+    ``ops/s`` rows are timed by the harness; other units take the callable's return value as
+    the measurement, so a row of values measured elsewhere (e.g. wrk's req/s) sets
+    ``unit="req/s", higher_is_better=True``. Ratios are always oriented so that > 1 means the
+    contender is better than the baseline."""
     results: dict[str, list[float]] = field(default_factory=dict)
     ratios: dict[str, list[float]] = field(default_factory=dict)
     load_before: Load | None = None
@@ -122,10 +128,12 @@ def run_rows(bench: str, rows: list[Row], *, rounds: int, note: str = "",
                 for c in order:
                     this_round[c.name] = _measure(c, row.unit)
                     row.results.setdefault(c.name, []).append(this_round[c.name])
+                higher = row.unit == "ops/s" if row.higher_is_better is None else (
+                    row.higher_is_better)
                 for c in row.contenders[1:]:
-                    if row.unit == "ops/s":
+                    if higher:
                         ratio = this_round[c.name] / this_round[base]
-                    else:  # latency: lower is better, report baseline/contender
+                    else:  # e.g. latency: lower is better, report baseline/contender
                         ratio = this_round[base] / this_round[c.name]
                     row.ratios.setdefault(c.name, []).append(ratio)
     _print_table(bench, rows, rounds, note, extra)
