@@ -218,7 +218,7 @@ async def test_error_policy_log_and_continue(caplog: pytest.LogCaptureFixture) -
         async with serving(app):
             await wait_until(lambda: handled == [b"1", b"2"])
     assert app.statistics["consumer"].failed == 1
-    assert any("message skipped" in r.getMessage() for r in caplog.records)
+    assert any("acknowledged and skipped" in r.getMessage() for r in caplog.records)
 
 
 async def test_error_policy_retry_then_succeed() -> None:
@@ -247,7 +247,7 @@ async def test_error_policy_retry_then_succeed() -> None:
 async def test_error_policy_retry_exhausted_raises() -> None:
     app = DistributedApplication(f"memory://{unique()}")
 
-    @app.application("t/retry", on_error=ErrorPolicy.retry(2, backoff=FAST))
+    @app.application("t/retry", on_error=ErrorPolicy.retry(2, backoff=FAST, then="raise"))
     async def consumer(message: BusMessage) -> None:
         raise ConnectionError("always down")
 
@@ -392,7 +392,7 @@ async def test_restart_policy_gives_up_after_max_restarts() -> None:
     app = DistributedApplication(f"memory://{unique()}")
     starts = 0
 
-    @app.producer(restart=RestartPolicy(max_restarts=2, backoff=FAST))
+    @app.producer(restart=RestartPolicy(max_restarts=2, backoff=FAST), on_error="raise")
     async def producer(socket: BusSocket) -> None:
         nonlocal starts
         starts += 1
@@ -475,7 +475,7 @@ async def test_stop_during_startup_and_empty_app() -> None:
 async def test_app_failure_inside_bus_serving_is_raised() -> None:
     app = DistributedApplication(f"memory://{unique()}")
 
-    @app.application("t/boom")
+    @app.application("t/boom", on_error="raise")
     async def consumer(message: BusMessage) -> None:
         raise LookupError("boom")
 

@@ -221,7 +221,7 @@ async def test_a_failing_app_cancels_its_siblings(provider_url: str) -> None:
     sibling_resource = Counted()
     sibling_cancelled = trio.Event()
 
-    @app.application(topic)
+    @app.application(topic, on_error="raise")
     async def failing(message: BusMessage) -> None:
         raise ValueError(f"cannot handle {message.payload!r}")
 
@@ -245,13 +245,107 @@ async def test_a_failing_app_cancels_its_siblings(provider_url: str) -> None:
     assert not app.running
 
 
+async def test_a_failing_handler_is_logged_and_the_app_goes_on(
+    provider_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default error policy: log with the ids, acknowledge, handle the next message."""
+    topic = f"{unique()}/jobs"
+    app = DistributedApplication(provider_url)
+    handled: list[bytes] = []
+    seen_ids: dict[bytes, str | None] = {}
+    other: list[bytes] = []
+
+    @app.application(topic)
+    async def worker(message: BusMessage) -> None:
+        seen_ids[message.payload] = message.message_id
+        if message.payload.startswith(b"bad"):
+            raise ValueError(f"cannot do {message.payload!r}")
+        handled.append(message.payload)
+
+    @app.application(f"{topic}-other")
+    async def sibling(message: BusMessage) -> None:
+        other.append(message.payload)
+
+    with caplog.at_level(logging.ERROR, logger="trionet.bus"):
+        async with serving(app), from_url(provider_url).create_socket(name="pub") as socket:
+            await socket.publish(BusMessage(b"1", topic))
+            await socket.publish(BusMessage(b"bad-a", topic, correlation_id="corr-a",
+                                            message_id="msg-a"))
+            await socket.publish(BusMessage(b"2", topic))
+            await socket.publish(BusMessage(b"bad-b", topic))  # the socket gives it an id
+            await socket.publish(BusMessage(b"3", topic))
+            await socket.publish(BusMessage(b"x", f"{topic}-other"))
+            await wait_until(lambda: handled == [b"1", b"2", b"3"] and other == [b"x"])
+            assert app.running
+    assert app.statistics["worker"].failed == 2
+    assert app.statistics["worker"].handled == 3
+    failures = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
+    assert len(failures) == 2
+    assert "message msg-a" in failures[0] and "correlation id corr-a" in failures[0]
+    assert "ValueError" in failures[0]
+    generated = seen_ids[b"bad-b"]
+    assert generated is not None and f"message {generated}" in failures[1]
+    assert len(set(seen_ids.values())) == len(seen_ids)  # every message got its own id
+
+
+async def test_a_producer_request_timeout_ends_only_that_producer(
+    provider_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = f"{unique()}/work"
+    app = DistributedApplication(provider_url)
+    handled: list[bytes] = []
+    gave_up = trio.Event()
+
+    @app.application(topic)
+    async def worker(message: BusMessage) -> None:
+        handled.append(message.payload)
+
+    @app.producer()
+    async def asker(socket: BusSocket) -> None:
+        try:
+            await socket.request(BusMessage(b"?", f"{topic}-nobody", correlation_id="ask-1"),
+                                 timeout=0.3)
+        finally:
+            gave_up.set()
+
+    with caplog.at_level(logging.ERROR, logger="trionet.bus"):
+        async with serving(app), from_url(provider_url).create_socket(name="pub") as socket:
+            with trio.fail_after(PATIENCE):
+                await gave_up.wait()
+            await wait_until(lambda: any("asker" in r.getMessage() for r in caplog.records))
+            await socket.publish(BusMessage(b"after", topic))
+            await wait_until(lambda: handled == [b"after"])
+            assert app.running
+    logged = [r.getMessage() for r in caplog.records if "asker" in r.getMessage()]
+    assert len(logged) == 1
+    assert "RequestTimeout" in logged[0] and "correlation id ask-1" in logged[0]
+
+
+async def test_on_error_raise_still_ends_the_bus(provider_url: str) -> None:
+    topic = f"{unique()}/work"
+    app = DistributedApplication(provider_url)
+
+    @app.application(topic)
+    async def worker(message: BusMessage) -> None:
+        pass  # pragma: no cover - nothing is published
+
+    @app.producer(on_error="raise")
+    async def asker(socket: BusSocket) -> None:
+        await socket.request(BusMessage(b"?", f"{topic}-nobody"), timeout=0.3)
+
+    with pytest.raises(RequestTimeout) as caught, trio.fail_after(PATIENCE):
+        await app.start_async(handle_signals=False)
+    assert "in bus application 'asker'" in caught.value.__notes__
+    assert not app.running
+
+
 async def test_restart_policy_restarts_a_failing_app(provider_url: str) -> None:
     topic = f"{unique()}/flaky"
     app = DistributedApplication(provider_url)
     handled: list[bytes] = []
     failures = 0
 
-    @app.application(topic, restart=RestartPolicy(max_restarts=2))
+    @app.application(topic, restart=RestartPolicy(max_restarts=2), on_error="raise")
     async def flaky(message: BusMessage) -> None:
         nonlocal failures
         if message.payload == b"boom" and failures == 0:

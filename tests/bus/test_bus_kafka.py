@@ -75,7 +75,7 @@ async def test_unacknowledged_messages_are_read_again(kafka_broker: KafkaBroker)
     first = DistributedApplication(url)
     handled: list[bytes] = []
 
-    @first.application(topic, name="worker")
+    @first.application(topic, name="worker", on_error="raise")
     async def worker(message: BusMessage) -> None:
         if message.payload == b"2":
             raise RuntimeError("crash on job 2")

@@ -93,6 +93,18 @@ def test_copy_equality_and_replies() -> None:
         hash(message)
 
 
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+def test_message_id_travels_in_the_envelope(codec: str) -> None:
+    message = BusMessage(b"x", "t", message_id="m-1")
+    decoded = decode_envelope(encode_envelope(message, codec))  # type: ignore[arg-type]
+    assert decoded.message_id == "m-1"
+    assert message.copy().message_id == "m-1" and "message_id='m-1'" in repr(message)
+    assert decoded == BusMessage(b"x", "t", timestamp=message.timestamp)  # not compared
+    pascal = json.dumps({"Payload": "x", "Topic": "t", "MessageId": "m-2"}).encode()
+    assert decode_envelope(pascal).message_id == "m-2"
+    assert decode_envelope(encode_envelope(BusMessage(b"x", "t"))).message_id is None
+
+
 def test_msgpack_envelope_layout() -> None:
     data = encode_envelope(BusMessage(b"\x00\xff", "t", timestamp=7, correlation_id="c"))
     assert msgpack.unpackb(data) == {

@@ -3,10 +3,14 @@
 Every application runs as a task of one nursery (:meth:`DistributedApplication.serve`), each
 with its own socket, resources and state. What happens when things go wrong:
 
-* A failing application fails the whole :class:`DistributedApplication` (its siblings are
+* A handler error is dealt with by the application's :class:`ErrorPolicy`: by default it is
+  logged (with the message id and correlation id), the message acknowledged and the
+  application goes on; retries, a dead-letter topic, or ``"raise"`` are opt-in.
+* A producer that raises is logged and ends; the other applications go on (``on_error="raise"``
+  makes its error end the whole bus instead).
+* An application that fails otherwise (its socket cannot connect, a resource cannot be entered,
+  or ``on_error="raise"``) fails the whole :class:`DistributedApplication` (its siblings are
   cancelled and the error propagates), unless it has a :class:`RestartPolicy`.
-* A handler error is dealt with by the application's :class:`ErrorPolicy` (fail, log and go
-  on, retry with backoff, dead-letter topic).
 * Shutdown, by :meth:`DistributedApplication.stop`, SIGINT/SIGTERM under
   :meth:`~DistributedApplication.start`, or cancellation of the surrounding nursery, is
   graceful: producers are cancelled, consumers stop taking messages, handlers already running
@@ -29,7 +33,7 @@ import trio
 from .._util import reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, reset_correlation_id, set_correlation_id
-from ._errors import BusError
+from ._errors import BusError, RequestTimeout
 from ._message import BusMessage
 from ._policy import AckPolicy, ErrorPolicy, RestartPolicy
 from ._socket import BusSocket, Delivery, ProviderSpec, SocketProvider, from_config
@@ -218,6 +222,8 @@ class _AppRunner:
         self._pass_message = spec.accepts is None or "message" in spec.accepts
         self._socket: BusSocket | None = None
         self._since_yield = 0
+        #: The last failure came from the producer's own code (not from the bus).
+        self._callback_failed = False
 
     # -- shutdown -------------------------------------------------------------------------------
 
@@ -304,12 +310,16 @@ class _AppRunner:
                 policy = spec.restart
                 _note(exc, f"in bus application {spec.name!r}")
                 if policy is None or self.stopping:
+                    if self._producer_ends(exc):
+                        return
                     raise
                 if trio.current_time() - began >= policy.reset_after:
                     restarts = 0
                 if policy.max_restarts is not None and restarts >= policy.max_restarts:
                     logger.error("bus application %r failed %d time(s); giving up",
                                  spec.name, restarts + 1)
+                    if self._producer_ends(exc):
+                        return
                     raise
                 restarts += 1
                 self.statistics.restarts += 1
@@ -322,9 +332,23 @@ class _AppRunner:
             if self._shutting_down():  # stop() came during the backoff
                 return
 
+    def _producer_ends(self, exc: Exception) -> bool:
+        """Log a producer's own failure and end it quietly, unless ``on_error="raise"``."""
+        if not self._callback_failed or self.spec.on_error.action == "raise":
+            return False
+        correlation_id = (exc.correlation_id if isinstance(exc, RequestTimeout)
+                          else getattr(exc, "correlation_id", None))
+        logger.error(
+            "bus producer %r failed (correlation id %s): %s: %s; it has ended, the other "
+            "applications go on", self.spec.name, correlation_id or "-",
+            type(exc).__name__, exc, exc_info=exc,
+        )
+        return True
+
     async def _run_once(self) -> None:
         spec = self.spec
         logger.info("starting bus application %r", spec.name)
+        self._callback_failed = False
         try:
             async with AsyncExitStack() as stack:
                 socket = self.provider.create_socket(spec.topics, name=spec.name)
@@ -337,7 +361,9 @@ class _AppRunner:
                     kwargs = {k: v for k, v in kwargs.items() if k in spec.accepts}
                 self._mark_ready()
                 if spec.kind == "producer":
+                    self._callback_failed = True
                     await spec.callback(**kwargs)
+                    self._callback_failed = False
                 elif not self.stopping:
                     await self._consume(socket, kwargs)
         finally:
@@ -415,9 +441,8 @@ class _AppRunner:
         attempt = 0
         stats.in_flight += 1
         # The handler's logs (and what it publishes) carry the message's correlation id.
-        token = set_correlation_id(
-            message.headers.get(CORRELATION_HEADER) or message.correlation_id
-        )
+        correlation_id = message.headers.get(CORRELATION_HEADER) or message.correlation_id
+        token = set_correlation_id(correlation_id)
         try:
             while True:
                 try:
@@ -433,21 +458,27 @@ class _AppRunner:
                         attempt += 1
                         delay = policy.backoff.delay(attempt)
                         logger.warning(
-                            "bus application %r: handler failed on %r (%s: %s); "
-                            "retry %d of %d in %.2f s", spec.name, message.topic,
-                            type(exc).__name__, exc, attempt, policy.retries, delay,
+                            "bus application %r: handler failed on message %s (topic %r, "
+                            "correlation id %s): %s: %s; retry %d of %d in %.2f s",
+                            spec.name, message.message_id or "-", message.topic,
+                            correlation_id or "-", type(exc).__name__, exc, attempt,
+                            policy.retries, delay,
                         )
                         await trio.sleep(delay)
                         continue
                     if policy.action == "raise":
-                        _note(exc, f"while handling a message on {message.topic!r}")
+                        _note(exc, f"while handling message {message.message_id or '-'} "
+                                   f"on {message.topic!r} (correlation id "
+                                   f"{correlation_id or '-'})")
                         raise
                     if policy.action == "dead_letter":
-                        await self._dead_letter(socket, message, exc)
+                        await self._dead_letter(socket, message, exc, correlation_id)
                     else:
                         logger.error(
-                            "bus application %r: handler failed on %r; message skipped",
-                            spec.name, message.topic, exc_info=exc,
+                            "bus application %r: handler failed on message %s (topic %r, "
+                            "correlation id %s): %s: %s; message acknowledged and skipped",
+                            spec.name, message.message_id or "-", message.topic,
+                            correlation_id or "-", type(exc).__name__, exc, exc_info=exc,
                         )
                     break
         finally:
@@ -456,7 +487,7 @@ class _AppRunner:
         await delivery.ack()
 
     async def _dead_letter(self, socket: BusSocket, message: BusMessage,
-                           exc: Exception) -> None:
+                           exc: Exception, correlation_id: str | None) -> None:
         topic = self.spec.on_error.dead_letter_topic
         assert topic is not None
         headers = dict(message.headers)
@@ -465,8 +496,11 @@ class _AppRunner:
         headers["x-application"] = self.spec.name
         await socket.publish(message.copy(topic=topic, headers=headers))
         self.statistics.dead_lettered += 1
-        logger.warning("bus application %r: handler failed on %r (%s); sent to %r",
-                       self.spec.name, message.topic, exc, topic)
+        logger.warning(
+            "bus application %r: handler failed on message %s (topic %r, correlation id %s): "
+            "%s: %s; sent to %r", self.spec.name, message.message_id or "-", message.topic,
+            correlation_id or "-", type(exc).__name__, exc, topic,
+        )
 
 
 class DistributedApplication:
@@ -538,7 +572,7 @@ class DistributedApplication:
         name: str | None,
         max_concurrency: int = 1,
         ack: AckPolicy | str = AckPolicy.AFTER,
-        on_error: ErrorPolicy | str = "raise",
+        on_error: ErrorPolicy | str = "log",
         restart: RestartPolicy | None = None,
     ) -> ApplicationSpec:
         if not _is_async_callable(callback):
@@ -568,6 +602,11 @@ class DistributedApplication:
             raise ConfigurationError(f"unknown ack policy {ack!r}; use 'after' or 'before'"
                                      ) from None
         error_policy = ErrorPolicy.coerce(on_error)  # type: ignore[arg-type]
+        if kind == "producer" and (error_policy.action == "dead_letter"
+                                   or error_policy.retries):
+            raise ConfigurationError(
+                "a producer's on_error is 'log' or 'raise' (use restart= to run it again)"
+            )
         if restart is not None and not isinstance(restart, RestartPolicy):
             raise ConfigurationError("restart must be a RestartPolicy or None")
         provider = None if socket_provider is None else from_config(socket_provider)
@@ -600,7 +639,7 @@ class DistributedApplication:
         name: str | None = None,
         max_concurrency: int = 1,
         ack: AckPolicy | Literal["after", "before"] = AckPolicy.AFTER,
-        on_error: ErrorPolicy | Literal["raise", "log"] = "raise",
+        on_error: ErrorPolicy | Literal["raise", "log"] = "log",
         restart: RestartPolicy | None = None,
     ) -> Callable[[CallbackT], CallbackT]:
         """Decorator: a consumer called as ``callback(message=, socket=, state=, **ressources)``
@@ -619,7 +658,8 @@ class DistributedApplication:
             name: the application's name (default: the callback's name).
             max_concurrency: how many messages may be handled at once (1: in order).
             ack: :class:`AckPolicy` (``"after"`` the handler, or ``"before"``).
-            on_error: :class:`ErrorPolicy`, ``"raise"`` or ``"log"``.
+            on_error: :class:`ErrorPolicy`, ``"log"`` (default: log with the message id and
+                correlation id, acknowledge, go on) or ``"raise"`` (end the application).
             restart: a :class:`RestartPolicy`, or ``None`` to let a failure end the bus.
 
         Raises:
@@ -649,6 +689,7 @@ class DistributedApplication:
         resources: Mapping[str, Resource] | None = None,
         name: str | None = None,
         restart: RestartPolicy | None = None,
+        on_error: ErrorPolicy | Literal["raise", "log"] = "log",
     ) -> Callable[[CallbackT], CallbackT]:
         """Decorator: a producer, called once as ``callback(socket=, state=, **ressources)``.
 
@@ -662,12 +703,17 @@ class DistributedApplication:
             resources: the same, spelled in English.
             name: the application's name (default: the callback's name).
             restart: a :class:`RestartPolicy` for a producer that raises.
+            on_error: ``"log"`` (default): a producer that raises (a :class:`RequestTimeout`,
+                say) is logged, with the correlation id, and ends; the other applications go
+                on. ``"raise"``: its exception ends the whole bus. With *restart*, the
+                producer is restarted first, and *on_error* applies once the policy gives up.
         """
 
         def decorate(callback: CallbackT) -> CallbackT:
             self._register(
                 "producer", callback, topics=(), socket_provider=socket_provider, state=state,
                 ressources=ressources, resources=resources, name=name, restart=restart,
+                on_error=on_error,
             )
             return callback
 

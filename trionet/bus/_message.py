@@ -8,7 +8,8 @@ PascalCase aliases (``Payload``, ``ResponseTopic``, ...) as well as snake_case n
 
 The msgpack envelope is a map with the keys ``payload`` (bin), ``topic`` (str) and, when set,
 ``content_type``, ``client_name``, ``response_topic``, ``timestamp`` (int, seconds),
-``headers`` (map of str to str) and ``correlation_id`` (str). Unknown keys are ignored.
+``headers`` (map of str to str), ``correlation_id`` (str) and ``message_id`` (str, set by
+:meth:`BusSocket.publish <trionet.bus.BusSocket.publish>`). Unknown keys are ignored.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ _PASCAL: Final = {
     "Timestamp": "timestamp",
     "Headers": "headers",
     "CorrelationId": "correlation_id",
+    "MessageId": "message_id",
     "PayloadEncoding": "payload_encoding",
 }
 
@@ -82,6 +84,9 @@ class BusMessage:
         timestamp: seconds since the epoch; the current time if omitted.
         headers: free-form text metadata.
         correlation_id: pairs a reply with its request.
+        message_id: identifies the message in logs; :meth:`BusSocket.publish
+            <trionet.bus.BusSocket.publish>` gives one (unique per socket and run) to a message
+            that has none. It is not compared by ``==``.
     """
 
     __slots__ = (
@@ -89,6 +94,7 @@ class BusMessage:
         "content_type",
         "correlation_id",
         "headers",
+        "message_id",
         "payload",
         "response_topic",
         "timestamp",
@@ -103,6 +109,7 @@ class BusMessage:
     timestamp: int
     headers: dict[str, str]
     correlation_id: str | None
+    message_id: str | None
 
     def __init__(
         self,
@@ -114,6 +121,8 @@ class BusMessage:
         timestamp: int | None = None,
         headers: Mapping[str, str] | None = None,
         correlation_id: str | None = None,
+        *,
+        message_id: str | None = None,
     ) -> None:
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
@@ -133,6 +142,7 @@ class BusMessage:
         self.timestamp = int(time.time()) if timestamp is None else int(timestamp)
         self.headers = {} if headers is None else dict(headers)
         self.correlation_id = correlation_id
+        self.message_id = message_id
 
     # -- conveniences ---------------------------------------------------------------------------
 
@@ -153,6 +163,7 @@ class BusMessage:
     def copy(self, **changes: Any) -> BusMessage:
         """A copy (with its own ``headers`` dict), with the given fields changed."""
         fields = {name: getattr(self, name) for name in _FIELDS}
+        fields["message_id"] = self.message_id
         fields.update(changes)
         return BusMessage(**fields)
 
@@ -167,6 +178,7 @@ class BusMessage:
         new.timestamp = self.timestamp
         new.headers = dict(self.headers) if self.headers else {}
         new.correlation_id = self.correlation_id
+        new.message_id = self.message_id
         return new
 
     def make_reply(
@@ -206,7 +218,8 @@ class BusMessage:
         shown = self.payload if len(self.payload) <= 40 else self.payload[:37] + b"..."
         extra = "".join(
             f", {name}={getattr(self, name)!r}"
-            for name in ("content_type", "client_name", "response_topic", "correlation_id")
+            for name in ("content_type", "client_name", "response_topic", "correlation_id",
+                         "message_id")
             if getattr(self, name) is not None
         )
         if self.headers:
@@ -248,6 +261,11 @@ def encode_envelope(message: BusMessage, codec: EnvelopeCodec = "msgpack") -> by
     Raises:
         EnvelopeError: (``fault="local"``) if a header is not text, or the codec is unknown.
     """
+    return _encode_envelope(message, codec, message.message_id)
+
+
+def _encode_envelope(message: BusMessage, codec: EnvelopeCodec | str,
+                     message_id: str | None) -> bytes:
     if codec == "msgpack":
         envelope: dict[str, Any] = {"payload": message.payload, "topic": message.topic}
         if message.content_type is not None:
@@ -262,12 +280,14 @@ def encode_envelope(message: BusMessage, codec: EnvelopeCodec = "msgpack") -> by
             envelope["headers"] = message.headers
         if message.correlation_id is not None:
             envelope["correlation_id"] = message.correlation_id
+        if message_id is not None:
+            envelope["message_id"] = message_id
         try:
             return msgpack.packb(envelope, use_bin_type=True)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
             raise EnvelopeError(f"cannot encode the message: {exc}", fault="local") from exc
     if codec == "json":
-        return _encode_json(message)
+        return _encode_json(message, message_id)
     raise EnvelopeError(f"unknown envelope codec {codec!r}; use 'msgpack' or 'json'",
                         fault="local")
 
@@ -341,10 +361,11 @@ def _from_fields(fields: Mapping[str, Any], payload: bytes) -> BusMessage:
         timestamp=None if timestamp is None else int(timestamp),
         headers=headers,
         correlation_id=_optional_str(fields, "correlation_id"),
+        message_id=_optional_str(fields, "message_id"),
     )
 
 
-def _encode_json(message: BusMessage) -> bytes:
+def _encode_json(message: BusMessage, message_id: str | None) -> bytes:
     try:
         payload: str = message.payload.decode("utf-8")
         encoding = None
@@ -366,6 +387,8 @@ def _encode_json(message: BusMessage) -> bytes:
         body["headers"] = message.headers
     if message.correlation_id is not None:
         body["correlation_id"] = message.correlation_id
+    if message_id is not None:
+        body["message_id"] = message_id
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 

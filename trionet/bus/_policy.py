@@ -68,17 +68,22 @@ class ErrorPolicy:
     The handler is first retried *retries* times (waiting *backoff* between attempts); if it
     still fails:
 
-    * ``"raise"`` (the default): the exception ends the application, and with it the whole
-      :class:`~trionet.bus.DistributedApplication` unless the app has a restart policy. The
-      message is not acknowledged (under :attr:`AckPolicy.AFTER`).
-    * ``"log"``: the exception is logged, the message acknowledged, and the app goes on.
+    * ``"log"`` (the default): the exception is logged with the message's id, topic and
+      correlation id, the message acknowledged, and the app goes on with the next message.
     * ``"dead_letter"``: the message is published to *dead_letter_topic* with the headers
       ``x-error`` (the exception) and ``x-original-topic``, acknowledged, and the app goes on.
+    * ``"raise"`` (opt-in, spa_dat's behaviour): the exception ends the application, and with
+      it the whole :class:`~trionet.bus.DistributedApplication` unless the app has a restart
+      policy. The message is not acknowledged (under :attr:`AckPolicy.AFTER`), so Kafka and
+      persistent MQTT sessions deliver it again.
+
+    For a producer, only ``"log"`` (the default: a producer that raises is logged and ends,
+    the other applications go on) and ``"raise"`` apply.
 
     ``on_error="log"`` or ``"raise"`` in the decorators is short for ``ErrorPolicy(action)``.
     """
 
-    action: ErrorAction = "raise"
+    action: ErrorAction = "log"
     retries: int = 0
     backoff: Backoff = Backoff()
     dead_letter_topic: str | None = None
@@ -97,7 +102,7 @@ class ErrorPolicy:
 
     @classmethod
     def retry(
-        cls, retries: int, *, backoff: Backoff | None = None, then: ErrorAction = "raise",
+        cls, retries: int, *, backoff: Backoff | None = None, then: ErrorAction = "log",
         dead_letter_topic: str | None = None,
     ) -> ErrorPolicy:
         """Retry the handler *retries* times, then act as *then* says."""

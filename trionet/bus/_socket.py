@@ -33,7 +33,13 @@ from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, current_correlation_id
 from ._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Topics, parse_url
 from ._errors import BusClosed, BusError, EnvelopeError, RequestTimeout
-from ._message import BusMessage, EnvelopeCodec, PayloadInput, decode_envelope, encode_envelope
+from ._message import (
+    BusMessage,
+    EnvelopeCodec,
+    PayloadInput,
+    _encode_envelope,
+    decode_envelope,
+)
 from ._topics import check_topic, normalize_topics
 
 __all__ = [
@@ -183,6 +189,7 @@ class BusSocket(abc.ABC):
         self._reply_lock = trio.Lock()
         self._correlation_prefix = uuid.uuid4().hex[:16]
         self._request_count = 0
+        self._publish_count = 0
         self._checked_topics: set[str] = set()
         self._state = _NEW
         self._stack: AsyncExitStack | None = None
@@ -287,7 +294,8 @@ class BusSocket(abc.ABC):
         """Publish *message* to ``message.topic``.
 
         The message is encoded when it is published, so changing it afterwards changes
-        nothing that was sent.
+        nothing that was sent. A message without a ``message_id`` is sent with a fresh one
+        (unique per socket and run; *message* itself is not changed).
 
         Raises:
             BusClosed: if the socket is not open.
@@ -308,9 +316,17 @@ class BusSocket(abc.ABC):
             # Published while handling an HTTP request, a session or another message: the
             # receiver's logs get the same correlation id (trionet.observability).
             message = message.copy(headers={**message.headers, CORRELATION_HEADER: work_id})
+        message_id = message.message_id
+        if message_id is None:
+            self._publish_count += 1
+            message_id = f"{self._correlation_prefix}-{self._publish_count:x}"
         codec = self._codec
-        await self._send(topic, message._clone() if codec is None
-                         else encode_envelope(message, codec))
+        if codec is None:
+            copy = message._clone()
+            copy.message_id = message_id
+            await self._send(topic, copy)
+        else:
+            await self._send(topic, _encode_envelope(message, codec, message_id))
         self.statistics.published += 1
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
