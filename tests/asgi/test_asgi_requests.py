@@ -97,10 +97,10 @@ async def test_request_metadata() -> None:
 
 async def test_json_nested_too_deeply_is_400() -> None:
     client = TestClient(make_app(max_body_size=None))
-    for depth in (500, 100_000):
+    for depth in (5_000, 100_000):
         response = await client.post("/json", content=b"[" * depth + b"]" * depth)
         assert response.status_code == 400
-        assert "max_depth=128" in response.text
+        assert "nested deeper" in response.text and "max_depth" in response.text
     assert (await client.post("/json", content=b"[[1]]")).json() == {"got": [[1]]}
 
 
