@@ -7,6 +7,7 @@ import logging
 import time
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -309,8 +310,42 @@ async def test_gzip_middleware() -> None:
     assert pieces[0] == b"line 0\n" * 100
     assert b"".join(pieces) == b"".join(f"line {i}\n".encode() * 100 for i in range(3))
 
-    head = await client.head("/big", headers=gz)
-    assert "content-encoding" not in head.headers
+
+async def test_gzip_head_gets_the_get_headers(tmp_path: Path) -> None:
+    app = make_app()
+    (tmp_path / "page.txt").write_bytes(b"p" * 3000)
+    (tmp_path / "tiny.txt").write_bytes(b"t" * 10)
+
+    @app.router.route("/file/{name}")
+    async def file(request: Request, name: str) -> Response:
+        return Response.file(tmp_path / name)
+
+    app.add_middleware(GZipMiddleware, minimum_size=500)
+    client = TestClient(app)
+    gz = {"Accept-Encoding": "gzip"}
+    for path in ("/big", "/small"):
+        get = await client.get(path, headers=gz)
+        head = await client.head(path, headers=gz)
+        assert head.content == b""
+        # Identical headers, the compressed Content-Length included.
+        assert head.headers.multi_items() == get.headers.multi_items(), path
+    assert (await client.head("/big", headers=gz)).headers["content-length"] == str(
+        len((await client.get("/big", headers=gz)).content)
+    )
+    # No body to compress: the compressed size is unknown, so no Content-Length.
+    for path in ("/stream", "/file/page.txt"):
+        head = await client.head(path, headers=gz)
+        assert head.headers["content-encoding"] == "gzip", path
+        assert head.headers["vary"] == "Accept-Encoding", path
+        assert "content-length" not in head.headers, path
+        get = await client.get(path, headers=gz)
+        assert get.headers["content-encoding"] == "gzip", path
+    tiny = await client.head("/file/tiny.txt", headers=gz)
+    assert "content-encoding" not in tiny.headers
+    assert tiny.headers["content-length"] == "10"
+    plain = await client.head("/big")
+    assert "content-encoding" not in plain.headers
+    assert plain.headers["content-length"] == "2000"
 
 
 async def test_trusted_host_middleware() -> None:

@@ -248,6 +248,27 @@ async def test_middleware_through_hypercorn() -> None:
     assert order == ["outer", "inner", "outer", "inner"]
 
 
+async def test_gzip_head_gets_the_get_headers_through_hypercorn() -> None:
+    app = make_app(Signals())
+
+    @app.router.route("/page")
+    async def page(request: Request) -> Response:
+        return Response.text("trionet " * 664)  # 5312 bytes, compresses to about 60
+
+    app.add_middleware(GZipMiddleware)
+    async with running_server(app) as address, httpx.AsyncClient(base_url=address.url) as client:
+        gz = {"Accept-Encoding": "gzip"}
+        get = await client.get("/page", headers=gz)
+        head = await client.head("/page", headers=gz)
+        names = ("content-type", "content-encoding", "vary", "content-length")
+        assert [get.headers.get(n) for n in names] == [head.headers.get(n) for n in names]
+        assert get.headers["content-encoding"] == "gzip"
+        assert int(head.headers["content-length"]) < 200
+        assert head.content == b""
+        plain = await client.head("/page", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.headers["content-length"] == "5312"
+
 async def test_cors_caching_headers_through_hypercorn() -> None:
     listed = make_app(Signals())
     listed.add_middleware(CORSMiddleware, allow_origins=["https://site.example"])

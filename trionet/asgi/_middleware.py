@@ -362,7 +362,16 @@ class GZipMiddleware(ASGIMiddleware):
     A complete body is compressed in one go when it is at least ``minimum_size`` bytes
     (``Content-Length`` is corrected); a streamed body is compressed chunk by chunk, each
     chunk flushed so the client sees it immediately. Responses that already have a
-    ``Content-Encoding``, ``text/event-stream`` responses and ``HEAD`` requests pass through.
+    ``Content-Encoding`` and ``text/event-stream`` responses pass through.
+
+    A ``HEAD`` request gets the headers ``GET`` would get (``Content-Encoding: gzip``,
+    ``Vary: Accept-Encoding``): when the application sends the body with its ``HEAD``
+    response (trionet's :class:`Response` does; the server never transmits it), that body is
+    compressed to give the exact compressed ``Content-Length`` and then dropped. When it sends
+    none (:class:`StreamingResponse`, :class:`FileResponse`), the declared ``Content-Length``
+    decides whether ``GET`` would be compressed (none declared: a stream, which is), and
+    ``Content-Length`` is left out, since the compressed size is only known by compressing
+    (RFC 9110 §9.3.2 allows that).
 
     Args:
         app: the wrapped application.
@@ -377,14 +386,14 @@ class GZipMiddleware(ASGIMiddleware):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, compressing the response when worthwhile."""
-        if scope["type"] != "http" or scope.get("method") == "HEAD":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         accept = _headers_from_scope(scope.get("headers", [])).get("accept-encoding", "")
         if not _accepts_gzip(accept):
             await self.app(scope, receive, send)
             return
-        await _GZipResponder(self, send).run(scope, receive)
+        await _GZipResponder(self, send, head=scope.get("method") == "HEAD").run(scope, receive)
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:
@@ -404,12 +413,15 @@ def _is_zero(value: str) -> bool:
 
 
 class _GZipResponder:
-    def __init__(self, middleware: GZipMiddleware, send: Send) -> None:
+    def __init__(self, middleware: GZipMiddleware, send: Send, *, head: bool) -> None:
         self.middleware = middleware
         self.send = send
+        self.head = head
         self.start: Message | None = None
         self.passthrough = False
         self.compressor: Any = None
+        # HEAD after the (bodiless) response start went out: only the end is still sent.
+        self.head_sent = False
 
     async def run(self, scope: Scope, receive: Receive) -> None:
         await self.middleware.app(scope, receive, self.on_send)
@@ -424,7 +436,7 @@ class _GZipResponder:
             (k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"
         ]
         headers.append((b"content-encoding", b"gzip"))
-        headers.append((b"vary", b"Accept-Encoding"))
+        headers = _add_vary(headers, b"Accept-Encoding")
         if length is not None:
             headers.append((b"content-length", str(length).encode("ascii")))
         return headers
@@ -444,6 +456,9 @@ class _GZipResponder:
             return
         if kind != "http.response.body" or self.passthrough:
             await self.send(message)
+            return
+        if self.head:
+            await self._on_head_body(message)
             return
         body: bytes = message.get("body", b"")
         more = message.get("more_body", False)
@@ -469,6 +484,48 @@ class _GZipResponder:
         else:
             data = self.compressor.compress(body) + self.compressor.flush()
             await self.send({"type": "http.response.body", "body": data})
+
+    async def _on_head_body(self, message: Message) -> None:
+        """A HEAD response: send the headers the GET response would have, and no body."""
+        more = message.get("more_body", False)
+        if self.head_sent:
+            if not more:
+                await self.send({"type": "http.response.body", "body": b""})
+            return
+        assert self.start is not None
+        start = self.start
+        body: bytes = message.get("body", b"")
+        status = int(start.get("status", 200))
+        declared = Headers(start.get("headers", [])).get("content-length")
+        if more:
+            # GET would stream: compressed chunk by chunk, without a Content-Length.
+            length = None
+        elif body:
+            if len(body) < self.middleware.minimum_size:
+                length = -1  # GET would be sent as it is
+            else:
+                compressor = self._compressor()
+                length = len(compressor.compress(body) + compressor.flush())
+        elif (
+            status < 200
+            or status in (204, 304)
+            or (declared is not None and not declared.isdigit())
+            or (declared is not None and int(declared) < self.middleware.minimum_size)
+        ):
+            length = -1
+        else:
+            # No body here: GET would be compressed (a body of the declared size, or a stream
+            # when no size is declared), to a size only known by compressing it.
+            length = None
+        if length == -1:
+            self.passthrough = True
+            await self.send(start)
+            await self.send(message)
+            return
+        await self.send({**start, "headers": self._headers(length)})
+        self.head_sent = True
+        if not more:
+            await self.send({"type": "http.response.body", "body": b""})
 
 
 class TrustedHostMiddleware(ASGIMiddleware):

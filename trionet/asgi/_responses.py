@@ -2,7 +2,9 @@
 
 A response is built first and sent afterwards. ``await response(send)`` sends it as the seed
 does; ``await response(scope, receive, send)`` makes any response an ASGI application too, and
-lets it omit the body for ``HEAD`` and stop a stream when the client disconnects.
+lets a streaming or file response skip producing its body for ``HEAD`` and stop a stream when
+the client disconnects. (A complete :class:`Response` hands its body over for ``HEAD`` too: it
+is in memory already and the server never transmits it.)
 """
 
 from __future__ import annotations
@@ -292,8 +294,10 @@ class Response:
                 "headers": self._raw_headers,
             }
         )
-        head = scope is not None and scope.get("method") == "HEAD"
-        await send({"type": "http.response.body", "body": b"" if head else self.body})
+        # Also for HEAD: the body is in memory anyway, the server does not transmit it, and
+        # middleware that rewrites the body (GZipMiddleware) can then give HEAD the headers GET
+        # gets, compressed Content-Length included.
+        await send({"type": "http.response.body", "body": self.body})
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.status_code} {self.media_type}>"

@@ -129,6 +129,8 @@ class _HTTPExchange:
         self.app_error: Exception | None = None
         self.started = False
         self.complete = False
+        # Like a server: no body for HEAD, 1xx, 204 and 304, whatever the application sends.
+        self.suppress_body = False
 
     async def receive(self) -> Message:
         if self.body_chunks:
@@ -167,7 +169,11 @@ class _HTTPExchange:
         async for message in self.response_rx:
             if message["type"] == "http.response.start":
                 self.started = True
-                response = TestResponse(int(message["status"]), Headers(message.get("headers", [])))
+                status = int(message["status"])
+                self.suppress_body = (
+                    self.scope.get("method") == "HEAD" or status < 200 or status in (204, 304)
+                )
+                response = TestResponse(status, Headers(message.get("headers", [])))
                 response._exchange = self
                 return response
             raise ASGIError(f"the application sent {message['type']!r} before the response start")
@@ -184,7 +190,7 @@ class _HTTPExchange:
         async for message in self.response_rx:
             if message["type"] != "http.response.body":
                 raise ASGIError(f"unexpected ASGI message {message['type']!r} in a response body")
-            chunk: bytes = message.get("body", b"")
+            chunk: bytes = b"" if self.suppress_body else message.get("body", b"")
             if not message.get("more_body", False):
                 self.complete = True
                 self.disconnected.set()
