@@ -14,6 +14,10 @@ from hypercorn.config import Config
 from trionet.asgi import (
     ASGIApplication,
     HTTPException,
+    Message,
+    Receive,
+    Scope,
+    Send,
     TestClient,
     WebSocket,
     WebSocketClient,
@@ -83,6 +87,16 @@ def make_app(recorder: Recorder) -> ASGIApplication:
         await websocket.send(b"z" * 5000)
         await websocket.receive()
 
+    @app.websocket("/goodbye")
+    async def goodbye(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                await websocket.receive()
+        except WebSocketDisconnect as exc:
+            recorder.events.append(f"goodbye {exc.code} {exc.reason!r}")
+            recorder.closed.set()
+
     @app.websocket("/slow-reader")
     async def slow_reader(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -113,6 +127,16 @@ async def test_echo_in_process() -> None:
             await ws.close()
         await recorder.closed.wait()
     assert recorder.events == ["echo ended 1000"]
+
+
+async def test_handler_sees_the_client_close_code_and_reason_in_process() -> None:
+    recorder = Recorder()
+    async with TestClient(make_app(recorder)) as client:
+        async with client.websocket_connect("/goodbye") as ws:
+            await ws.send("hi")
+            await ws.close(4000, "bye")
+        await recorder.closed.wait()
+    assert recorder.events == ["goodbye 4000 'bye'"]
 
 
 async def test_json_subprotocol_and_server_close_in_process() -> None:
@@ -253,9 +277,9 @@ async def test_echo_and_close_codes_through_hypercorn() -> None:
         async with connect_websocket(address.ws_url + "/echo") as ws:
             await exercise_echo(ws)
         await recorder.closed.wait()
-        # Hypercorn 0.18 reports a client-initiated close as 1006 (it does not pass the
-        # client's close code on in websocket.disconnect); either way the handler ended.
-        assert recorder.events[0] in ("echo ended 1000", "echo ended 1006")
+        # A clean client close: the handler sees the client's code (Hypercorn 0.18 alone says
+        # 1006, see test_handler_sees_the_client_close_code_through_hypercorn).
+        assert recorder.events[0] == "echo ended 1000"
         async with connect_websocket(address.ws_url + "/json/r1", subprotocols=["v2"]) as ws:
             assert ws.subprotocol == "v2"
             await ws.send_json({"k": "v"})
@@ -263,6 +287,44 @@ async def test_echo_and_close_codes_through_hypercorn() -> None:
             with pytest.raises(WebSocketDisconnect) as info:
                 await ws.receive()
             assert (info.value.code, info.value.reason) == (4000, "done")
+
+
+async def test_handler_sees_the_client_close_code_through_hypercorn() -> None:
+    recorder = Recorder()
+    async with running_server(make_app(recorder)) as address:
+        for code, reason in ((4000, "bye"), (1001, "")):
+            recorder.closed = trio.Event()
+            async with connect_websocket(address.ws_url + "/goodbye") as ws:
+                await ws.send("hi")
+                await ws.close(code, reason)
+            await recorder.closed.wait()
+    assert recorder.events == ["goodbye 4000 'bye'", "goodbye 1001 ''"]
+
+
+async def test_raw_asgi_app_sees_the_client_close_code_through_hypercorn() -> None:
+    disconnects: list[Message] = []
+    done = trio.Event()
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                disconnects.append(message)
+                done.set()
+                return
+
+    async with running_server(raw_app) as address:
+        async with connect_websocket(address.ws_url + "/") as ws:
+            await ws.close(4000, "bye")
+        await done.wait()
+    assert (disconnects[0]["code"], disconnects[0].get("reason")) == (4000, "bye")
 
 
 async def test_oversize_messages_through_hypercorn() -> None:
@@ -288,6 +350,8 @@ async def test_oversize_messages_through_hypercorn() -> None:
                 await ws.receive()
             assert info.value.code == 1009
     assert "small closed 1009" in recorder.events
+    # Hypercorn's own refusal: the handler learns it was 1009 (Hypercorn alone says 1006).
+    assert "echo ended 1009" in recorder.events
 
 
 async def test_rejections_through_hypercorn() -> None:

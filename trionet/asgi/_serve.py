@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import trio
@@ -45,6 +46,7 @@ from ._routing import Mount, Router, WebSocketRoute
 from ._types import ASGIApp, Receive, Scope, Send
 from ._util import collapse_single_error
 from ._websockets import DEFAULT_MAX_MESSAGE_SIZE
+from ._ws_close import install_close_code_passing
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_HEADER_COUNT",
     "DEFAULT_MAX_HEADER_SIZE",
+    "DEFAULT_WORKER",
     "BoundAddress",
     "largest_websocket_limit",
     "load_app",
@@ -60,6 +63,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trionet.asgi")
+
+#: Which trio worker :func:`serve` runs: ``"trionet"`` (trionet's own, around Hypercorn's
+#: protocol classes) or ``"hypercorn"`` (Hypercorn's trio worker).
+Worker = Literal["trionet", "hypercorn"]
+#: The worker :func:`serve` runs unless told otherwise.
+DEFAULT_WORKER: Worker = "trionet"
 
 #: Default request header count limit of :func:`serve` (more headers: 431).
 DEFAULT_MAX_HEADER_COUNT = 100
@@ -304,9 +313,11 @@ async def serve(
     max_header_size: int | None = None,
     websocket_max_message_size: int | None = None,
     force_stop: trio.Event | None = None,
+    worker: Worker | None = None,
     task_status: trio.TaskStatus[BoundAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` with Hypercorn's trio worker until cancelled, then shut down gracefully.
+    """Serve ``app`` with Hypercorn's protocol stack on trio until cancelled, then shut down
+    gracefully.
 
     Use it with ``nursery.start``, which returns the bound address once the server accepts
     connections (after the application's lifespan startup completed)::
@@ -344,14 +355,28 @@ async def serve(
         force_stop: when this event is set during the graceful shutdown (or before it), the
             shutdown is abandoned: in-flight requests and the lifespan shutdown are cancelled
             at once. The command line sets it on a second SIGINT/SIGTERM.
+        worker: ``"trionet"`` (the default, :data:`DEFAULT_WORKER`): trionet's lean trio
+            worker around Hypercorn's HTTP/1.1, HTTP/2 and websocket protocol classes;
+            ``"hypercorn"``: Hypercorn's own trio worker, which also serves HTTP/3 and WSGI
+            applications. Without this argument, the ``TRIONET_ASGI_WORKER`` environment
+            variable chooses, if it is set.
 
     Raises:
         ASGIError: the application's lifespan startup or shutdown failed or timed out.
         OSError: the address cannot be bound.
         ValueError: a limit is not a positive int.
     """
-    from hypercorn.trio import serve as hypercorn_serve
     from hypercorn.utils import LifespanFailureError, LifespanTimeoutError
+
+    if worker is None:
+        worker = cast(Worker, os.environ.get("TRIONET_ASGI_WORKER") or DEFAULT_WORKER)
+    hypercorn_serve: Any
+    if worker == "trionet":
+        from ._worker import worker_serve as hypercorn_serve
+    elif worker == "hypercorn":
+        from hypercorn.trio import serve as hypercorn_serve
+    else:
+        raise ValueError(f"worker must be 'trionet' or 'hypercorn', not {worker!r}")
 
     from_caller = config is not None
     config = _make_config(config, bind, graceful_timeout)
@@ -359,6 +384,7 @@ async def serve(
         config, from_caller, app, max_header_count, max_header_size, websocket_max_message_size
     )
     _install_bounded_websocket_buffer()
+    install_close_code_passing()  # a handler sees the client's close code, not 1006
     guarded = _limit_request_heads(app, max_header_count, max_header_size)
     shutdown = trio.Event()
     hypercorn_scope = trio.CancelScope()

@@ -236,7 +236,11 @@ class _WebSocketSession(WebSocketClient):
         try:
             return await self.to_app_rx.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            return {"type": "websocket.disconnect", "code": self._disconnect_code}
+            return {
+                "type": "websocket.disconnect",
+                "code": self._disconnect_code,
+                "reason": self.close_reason,
+            }
 
     async def app_send(self, message: Message) -> None:
         # If the client is gone, drop the message, as a server does.
