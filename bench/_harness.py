@@ -70,6 +70,17 @@ class Row:
     ratios: dict[str, list[float]] = field(default_factory=dict)
     load_before: Load | None = None
     load_after: Load | None = None
+    limit: float | None = None
+    """An absolute bound on the last contender's median, in ``unit``: at most ``limit`` when
+    lower is better (e.g. KiB per idle connection), at least when higher is better. Judged
+    with ``goal`` if both are set."""
+    replays: Row | None = None
+    """Set when this row's contenders hand back values another (earlier) row measured: the
+    table then shows that row's load averages, not those at replay time."""
+
+
+def _higher(row: Row) -> bool:
+    return row.unit == "ops/s" if row.higher_is_better is None else row.higher_is_better
 
 
 @contextlib.contextmanager
@@ -128,14 +139,15 @@ def run_rows(bench: str, rows: list[Row], *, rounds: int, note: str = "",
                 for c in order:
                     this_round[c.name] = _measure(c, row.unit)
                     row.results.setdefault(c.name, []).append(this_round[c.name])
-                higher = row.unit == "ops/s" if row.higher_is_better is None else (
-                    row.higher_is_better)
                 for c in row.contenders[1:]:
-                    if higher:
+                    if _higher(row):
                         ratio = this_round[c.name] / this_round[base]
                     else:  # e.g. latency: lower is better, report baseline/contender
                         ratio = this_round[base] / this_round[c.name]
                     row.ratios.setdefault(c.name, []).append(ratio)
+    for row in rows:
+        if row.replays is not None:
+            row.load_before, row.load_after = row.replays.load_before, row.replays.load_after
     _print_table(bench, rows, rounds, note, extra)
     return rows
 
@@ -170,14 +182,25 @@ def _print_table(bench: str, rows: list[Row], rounds: int, note: str,
         ratio_meds = {name: s[1] for name, s in ratio_spreads.items()}
         last = row.contenders[-1].name
         ratio = ratio_meds.get(last)
-        met = "" if row.goal is None or ratio is None else ("yes" if ratio >= row.goal else "NO")
+        verdicts = []
+        goals = []
+        if row.goal is not None:
+            goals.append(f"≥ {row.goal}×")
+            if ratio is not None:
+                verdicts.append(ratio >= row.goal)
+        if row.limit is not None:
+            goals.append(f"{'≥' if _higher(row) else '≤'} {row.limit:g} {row.unit}")
+            if last in meds:
+                value = meds[last]
+                verdicts.append(value >= row.limit if _higher(row) else value <= row.limit)
+        met = "" if not verdicts else ("yes" if all(verdicts) else "NO")
         contenders = ", ".join(
             f"{n}: {_fmt(m)} [{_fmt(lo)}–{_fmt(hi)}]" for n, (lo, m, hi) in spreads.items()
         )
         ratios = ", ".join(
             f"{n}/{base}: {m:.2f}× [{lo:.2f}–{hi:.2f}]" for n, (lo, m, hi) in ratio_spreads.items()
         )
-        goal = "" if row.goal is None else f"≥ {row.goal}×"
+        goal = ", ".join(goals)
         load = (
             ""
             if row.load_before is None and row.load_after is None
@@ -192,6 +215,7 @@ def _print_table(bench: str, rows: list[Row], rounds: int, note: str,
                 "medians": meds,
                 "ratios": ratio_meds,
                 "goal": row.goal,
+                "limit": row.limit,
                 "met": None if not met else met == "yes",
                 "min": {n: s[0] for n, s in spreads.items()},
                 "max": {n: s[2] for n, s in spreads.items()},

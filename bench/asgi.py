@@ -1,32 +1,48 @@
-"""ASGI on Hypercorn's trio worker: trionet vs a raw ASGI callable vs Starlette.
+"""ASGI: trionet on Hypercorn's trio worker vs what users run instead, and two bounds.
 
-Three server processes run the same two endpoints on one Hypercorn trio worker each (same
-``hypercorn.trio.serve`` call, access log off):
+One server process per contender, each serving the same two endpoints with one worker
+(access log off): ``GET /hello`` (a 13-byte text body) and ``POST /echo`` (parse a JSON body,
+answer it re-encoded). Contenders (``app@server``):
 
-* ``raw``: a hand-written ASGI callable (the floor: no framework at all);
-* ``starlette``: Starlette routes + one pure-ASGI middleware;
-* ``trionet``: ``trionet.asgi`` Router + ``ASGIApplication`` + one middleware.
+* ``starlette@uvicorn-std`` / ``starlette@uvicorn-h11``: Starlette routes + one pure-ASGI
+  middleware on uvicorn, with ``uvicorn[standard]`` (uvloop + httptools) and with plain
+  asyncio + h11. What most users run; the first is the baseline of the "all servers" rows.
+* ``raw@uvicorn-std``, ``raw@uvicorn-h11``, ``raw@hypercorn-asyncio``, ``raw@hypercorn-trio``:
+  a hand-written ASGI callable (no framework at all) on each server.
+* ``raw@granian``: the same callable on granian (Rust HTTP, one worker, one runtime thread):
+  how fast an ASGI app can be served from Python at all.
+* ``starlette@hypercorn-trio``: Starlette on the same server as trionet.
+* ``trio+h11 bound``: the leanest trio server we could write: ``trio.serve_tcp``, one h11
+  connection per stream, the reply written inline (no ASGI, no date/server headers): what a
+  trio-native HTTP/1.1 stack could reach here.
+* ``trionet@hypercorn-trio``: ``trionet.asgi`` Router + ``ASGIApplication`` + the middleware.
 
-The middleware is the same tiny pure-ASGI class for both frameworks (it adds a response
-header). Endpoints: ``GET /hello`` (a 13-byte text body) and ``POST /echo`` (parse a JSON body,
-answer it re-encoded).
+No baseline process imports trionet (an import hook in each makes it an error). The
+middleware is the same tiny pure-ASGI class for both frameworks (it adds a response header).
 
-Load comes from ``wrk`` (one thread, 16 keep-alive connections, a fixed duration) in its own
-process, so the server process's CPU is measured alone; without ``wrk`` a bounded Python load
+Load comes from ``wrk`` (one thread, 16 keep-alive connections, a fixed duration, same
+settings for every contender) in its own process; without ``wrk`` a bounded Python load
 generator (``--loadgen``, also a separate process) is used. Contenders are interleaved per
-round. Rows: requests/s (ratio contender/raw, goal: trionet >= 0.95x); the same apps called
-in-process without a server (what the framework alone costs per request); the server
-process's CPU time per request (from ``/proc``); and p50/p99 latency. The microsecond rows
-report ratio raw/contender, so > 1 still means faster.
+round (the order reverses every other round).
+
+Rows, per method: requests/s of every server (ratio contender/``starlette@uvicorn-std``, no
+goal: this is where trionet stands against what users run); the same measurements seen as
+"framework cost on Hypercorn-trio" (ratio over ``raw@hypercorn-trio``, goal: trionet >= 0.95x)
+and against the trio+h11 bound; the apps called in-process without a server (what the
+framework alone costs per request); each server's CPU time per request, from
+``/proc/<pid>/stat`` utime+stime deltas of the server process and its children; and p50/p99
+latency. The µs rows report ratio baseline/contender, so > 1 still means better.
 
 Run: ``.venv/bin/python bench/asgi.py [--quick] [--rounds N]`` (``BENCH_ASGI_DURATION=S`` sets
 the seconds per measurement, default 3; ``--quick`` uses 1).
-Needs: ``wrk`` (``apt-get install wrk``, optional) and ``starlette`` (``pip install starlette``).
+Needs: ``wrk`` (``apt-get install wrk``, optional) and the ``bench`` extra (starlette,
+``uvicorn[standard]``, granian).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -44,7 +60,23 @@ from typing import Any
 HELLO = b"Hello, world!"
 ECHO_BODY = json.dumps({"name": "widget", "tags": ["a", "b", "c"], "count": 3, "ok": True})
 CONNECTIONS = 16
-KINDS = ("raw", "starlette", "trionet")
+KINDS = ("raw", "starlette", "trionet")  # the apps, called in-process
+# The servers, as "app@server"; the first is the baseline of the "all servers" rows, the last
+# is trionet (the harness judges a row's goal on its last contender).
+SERVERS = (
+    "starlette@uvicorn-std",
+    "starlette@uvicorn-h11",
+    "raw@uvicorn-std",
+    "raw@uvicorn-h11",
+    "raw@granian",
+    "raw@hypercorn-asyncio",
+    "raw@hypercorn-trio",
+    "starlette@hypercorn-trio",
+    "trio+h11 bound",
+    "trionet@hypercorn-trio",
+)
+FRAMEWORK_ROW = ("raw@hypercorn-trio", "starlette@hypercorn-trio", "trionet@hypercorn-trio")
+BOUND_ROW = ("trio+h11 bound", "trionet@hypercorn-trio")
 
 
 # -- the three applications (built inside the server process) --------------------------------
@@ -144,18 +176,122 @@ def trionet_app() -> Any:
     return app
 
 
-def run_server(kind: str, port: int) -> None:
-    import trio
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
+def _forbid_trionet() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _bounds import forbid_trionet
 
+    forbid_trionet()
+
+
+def granian_app() -> Any:
+    """The factory granian's worker process calls (``--factory asgi:granian_app``)."""
+    _forbid_trionet()
+    return raw_app()
+
+
+def run_trio_h11_bound(port: int) -> None:
+    """The leanest trio + h11 HTTP/1.1 server: one h11 connection per stream, reply inline."""
+    import h11
+    import trio
+
+    hello_headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"13")]
+
+    def reply(conn: h11.Connection, request: h11.Request, body: bytes) -> bytes:
+        if request.target == b"/hello" and request.method == b"GET":
+            headers, out, status = hello_headers, HELLO, 200
+        elif request.target == b"/echo" and request.method == b"POST":
+            out = json.dumps(json.loads(body), separators=(",", ":")).encode()
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(out)).encode())]
+            status = 200
+        else:
+            headers, out, status = [(b"content-length", b"0")], b"", 404
+        return b"".join((
+            conn.send(h11.Response(status_code=status, headers=headers)) or b"",
+            conn.send(h11.Data(data=out)) or b"",
+            conn.send(h11.EndOfMessage()) or b"",
+        ))
+
+    async def handle(stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        request: h11.Request | None = None
+        body = bytearray()
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Request):
+                    request = event
+                    body.clear()
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    assert request is not None
+                    await stream.send_all(reply(conn, request, bytes(body)))
+                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                        return
+                    conn.start_next_cycle()
+                else:  # ConnectionClosed, PAUSED
+                    return
+        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    trio.run(functools.partial(trio.serve_tcp, handle, port, host="127.0.0.1"))
+
+
+def run_server(name: str, port: int) -> None:
+    if name == "trio+h11 bound":
+        _forbid_trionet()
+        run_trio_h11_bound(port)
+        return
+    kind, server = name.split("@")
+    if kind != "trionet":
+        _forbid_trionet()
     app = {"raw": raw_app, "starlette": starlette_app, "trionet": trionet_app}[kind]()
+    if server.startswith("uvicorn-"):
+        import uvicorn
+
+        standard = server == "uvicorn-std"
+        uconfig = uvicorn.Config(
+            app, host="127.0.0.1", port=port, loop="uvloop" if standard else "asyncio",
+            http="httptools" if standard else "h11", ws="none", lifespan="on",
+            access_log=False, log_level="warning",
+        )
+        uvicorn.Server(uconfig).run()
+        return
+    from hypercorn.config import Config
+
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 0.5
-    trio.run(serve, app, config)
+    if server == "hypercorn-trio":
+        import trio
+        from hypercorn.trio import serve as trio_serve
+
+        trio.run(trio_serve, app, config)
+    elif server == "hypercorn-asyncio":
+        import asyncio
+
+        from hypercorn.asyncio import serve as asyncio_serve
+
+        asyncio.run(asyncio_serve(app, config))
+    else:
+        raise ValueError(name)
+
+
+def server_command(name: str, port: int) -> list[str]:
+    if name == "raw@granian":
+        granian = Path(sys.executable).with_name("granian")
+        return [str(granian), "--interface", "asgi", "--workers", "1", "--runtime-threads", "1",
+                "--no-ws", "--no-log", "--no-access-log", "--host", "127.0.0.1",
+                "--port", str(port), "--working-dir", str(Path(__file__).parent), "--factory",
+                "asgi:granian_app"]
+    return [sys.executable, __file__, "--serve", name, str(port)]
 
 
 # -- a bounded Python load generator (used when wrk is not installed) -------------------------
@@ -294,9 +430,26 @@ def in_process(kind: str, method: str, calls: int) -> Callable[[], float]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and its live descendants (granian
+    serves from a worker process), from Linux ``/proc/<pid>/stat`` utime + stime."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu ticks)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, (parent, _) in stats.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sum(stats[p][1] for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -319,6 +472,19 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], limit: float = 15.0)
     raise RuntimeError(f"server on port {port} did not start within {limit} s")
 
 
+class Replay:
+    """A contender that hands the harness values measured by another row, in round order."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+        self.index = 0
+
+    def __call__(self) -> float:
+        value = self.values[self.index]
+        self.index += 1
+        return value
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from _harness import Contender, Row, main_args, run_rows
@@ -336,46 +502,54 @@ def main() -> None:
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
         try:
-            for kind in KINDS:
+            for name in SERVERS:
                 port = _free_port()
-                servers[kind] = subprocess.Popen(
-                    [sys.executable, __file__, "--serve", kind, str(port)]
-                )
-                _wait_port(port, servers[kind])
-                urls[kind] = f"http://127.0.0.1:{port}"
-            for kind in KINDS:  # warm up every server and check it answers correctly
-                measure(urls[kind] + "/hello", "GET", 1, script)
-                measure(urls[kind] + "/echo", "POST", 1, script)
+                servers[name] = subprocess.Popen(server_command(name, port))
+                _wait_port(port, servers[name])
+                urls[name] = f"http://127.0.0.1:{port}"
+            for name in SERVERS:  # warm up every server and check it answers correctly
+                measure(urls[name] + "/hello", "GET", 1, script)
+                measure(urls[name] + "/echo", "POST", 1, script)
 
-            latencies: dict[tuple[str, str, str], list[float]] = {}
+            # (server, method, metric) -> per-round values, in round order
+            measured: dict[tuple[str, str, str], list[float]] = {}
 
-            def throughput(kind: str, path: str, method: str) -> Callable[[], float]:
+            def throughput(name: str, path: str, method: str) -> Callable[[], float]:
                 def run() -> float:
-                    pid = servers[kind].pid
-                    t0 = time.perf_counter()
+                    pid = servers[name].pid
                     cpu0 = _cpu_seconds(pid)
-                    result = measure(urls[kind] + path, method, duration, script)
+                    result = measure(urls[name] + path, method, duration, script)
                     cpu = _cpu_seconds(pid) - cpu0
                     result["cpu"] = cpu * 1e6 / max(result["requests"], 1.0)
-                    for pct in ("p50", "p99", "cpu"):
-                        latencies.setdefault((kind, method, pct), []).append(result[pct])
-                    # The harness divides by its own timing of this call; hand it the count
-                    # that makes that ratio wrk's measured requests/s.
-                    return result["rps"] * (time.perf_counter() - t0)
+                    for metric in ("rps", "p50", "p99", "cpu"):
+                        measured.setdefault((name, method, metric), []).append(result[metric])
+                    return result["rps"]
 
                 return run
 
-            def latency(kind: str, method: str, pct: str) -> Callable[[], float]:
-                return lambda: latencies[(kind, method, pct)].pop(0)
+            def replay(names: tuple[str, ...], method: str, metric: str) -> list[Contender]:
+                return [Contender(n, Replay(measured.setdefault((n, method, metric), [])))
+                        for n in names]
 
-            rows = [
-                Row(
-                    f"{method} {path} (req/s)",
-                    [Contender(kind, throughput(kind, path, method)) for kind in KINDS],
-                    goal=0.95,
+            rows = []
+            measuring: dict[str, Row] = {}
+            for method, path in (("GET", "/hello"), ("POST", "/echo")):
+                measuring[method] = Row(
+                    f"{method} {path}: all servers (req/s)",
+                    [Contender(name, throughput(name, path, method)) for name in SERVERS],
+                    unit="req/s", higher_is_better=True,
                 )
-                for method, path in (("GET", "/hello"), ("POST", "/echo"))
-            ]
+                rows.append(measuring[method])
+                rows.append(Row(
+                    f"{method} {path}: framework cost on Hypercorn-trio (req/s)",
+                    replay(FRAMEWORK_ROW, method, "rps"),
+                    goal=0.95, unit="req/s", higher_is_better=True, replays=measuring[method],
+                ))
+                rows.append(Row(
+                    f"{method} {path}: against the trio+h11 bound (req/s)",
+                    replay(BOUND_ROW, method, "rps"), unit="req/s", higher_is_better=True,
+                    replays=measuring[method],
+                ))
             calls = 2_000 if parser_args.quick else 20_000
             rows += [
                 Row(
@@ -385,19 +559,13 @@ def main() -> None:
                 for method in ("GET", "POST")
             ]
             rows += [
-                Row(
-                    f"{method} server CPU per request",
-                    [Contender(kind, latency(kind, method, "cpu")) for kind in KINDS],
-                    unit="us",
-                )
+                Row(f"{method} server CPU per request", replay(SERVERS, method, "cpu"), unit="us",
+                    replays=measuring[method])
                 for method in ("GET", "POST")
             ]
             rows += [
-                Row(
-                    f"{method} latency {pct}",
-                    [Contender(kind, latency(kind, method, pct)) for kind in KINDS],
-                    unit="us",
-                )
+                Row(f"{method} latency {pct}", replay(SERVERS, method, pct), unit="us",
+                    replays=measuring[method])
                 for method in ("GET", "POST")
                 for pct in ("p50", "p99")
             ]
@@ -407,9 +575,11 @@ def main() -> None:
                 rows,
                 rounds=parser_args.rounds,
                 note=(
-                    f"one Hypercorn trio worker per app; {loadgen}, {CONNECTIONS} connections, "
-                    f"{duration:g} s per measurement; for the µs rows (server CPU time per "
-                    "request, latency) the ratio is raw/contender, so > 1 means faster"
+                    f"one worker per server, each in its own process; {loadgen}, "
+                    f"{CONNECTIONS} connections, {duration:g} s per measurement; the "
+                    "framework-cost, bound, CPU and latency rows re-read the req/s rows' "
+                    "measurements (same rounds); for the µs rows (server CPU time per request, "
+                    "latency) the ratio is baseline/contender, so > 1 means better"
                 ),
             )
         finally:
