@@ -1,8 +1,9 @@
 """AsyncAProto: the trionet server against raw trio bounds, in one interleaved run.
 
-Servers run in a child process (one trio loop, one core); the load generator runs here, so
-client and server each get a core. All contenders of a row are driven by the *same* minimal
-client (pre-encoded requests, replies only framed, not decoded), so a row compares servers.
+Servers run in child processes (one trio loop each: the bounds in one process that never
+imports trionet, trionet's servers in another); the load generator runs here, so client and
+server each get a core. All contenders of a row are driven by the *same* minimal client
+(pre-encoded requests, replies only framed, not decoded), so a row compares servers.
 
 Rows
 ----
@@ -10,22 +11,25 @@ Rows
 * ``pipe100 json`` / ``pipe100 ziproto``: one connection, 100 requests written at once, then
   their 100 replies read, repeated.
 
-  Baseline: ``raw trio``, a minimal echo server with the same framing and codec
-  (:class:`~trionet.framing.FramedStream`, decode, encode, ``send_frame``). trionet: an
-  :class:`~trionet.aproto.Server` whose one handler (behind a ``Filters.Fields`` filter) sends
-  the packet back. Goal: ≥ 0.9×.
+  Baseline: ``raw trio bound``, the leanest echo server we could write on trio without
+  trionet: its own length-prefix parsing over one ``bytearray`` (``struct.unpack_from``), the
+  fastest stdlib JSON calls and a reused ``msgpack.Packer`` (``bench/_bounds.py``), and one
+  ``send_all`` per read carrying every reply that read completed (replies coalesced). trionet:
+  an :class:`~trionet.aproto.Server` whose one handler (behind a ``Filters.Fields`` filter)
+  sends the packet back. Goal: ≥ 0.9×.
 * ``pipe100 ziproto vs package``: the same pipelined echo, where each side also encodes
-  requests and decodes replies on the client: baseline = raw echo server + client using the
-  ``ziproto`` 1.0 package; trionet = Server + client using trionet's msgpack-backed ZiProto
+  requests and decodes replies on the client: baseline = the raw bound's server + client using
+  the ``ziproto`` 1.0 package; trionet = Server + client using trionet's msgpack-backed ZiProto
   codec. The payload has 5 fields and short lists (the package cannot decode 16+ entries).
   Goal: ≥ 3×.
-* ``conn-per-request``: connect, one request, reply, close. Baseline: a raw trio server that
-  closes after each reply, as the original does; trionet: ``Server(keep_alive=False)``.
+* ``conn-per-request``: connect, one request, reply, close. Baseline: the raw bound closing
+  after each reply, as the original does; trionet: ``Server(keep_alive=False)``.
 * ``AsyncClient seq``: the client side: trionet's :class:`~trionet.aproto.AsyncClient` against
   the minimal client, both against the trionet server (informational).
 * ``idle conn memory``: RSS growth of a fresh server process per idle keep-alive connection
-  (each connection did one request), measured once per server, 10,000 connections (1,000 with
-  ``--quick``). Goal: trionet ≤ 16 KiB per connection.
+  (each connection did one request), 10,000 connections (1,000 with ``--quick``), measured in
+  every round for both the raw bound and trionet (a new server process each time). Goal:
+  trionet ≤ 16 KiB per connection.
 """
 
 from __future__ import annotations
@@ -40,10 +44,10 @@ from typing import Any
 
 import trio
 import ziproto
+from _bounds import U32, forbid_trionet, json_codec, msgpack_codec, take_frames
 from _harness import Contender, Row, main_args, run_rows
 
-from trionet.codecs import JSON, Codec, ZiProto
-from trionet.framing import FramedStream, LengthPrefixDecoder, LengthPrefixEncoder
+# No trionet import at module level: the bound server process runs this file too.
 
 HOST = "127.0.0.1"
 REQUEST = {"id": 1, "cmd": "echo", "data": "hello world"}
@@ -54,8 +58,10 @@ RICH = {
     "values": list(range(10)),
     "nested": {"a": 1, "b": [1, 2, 3], "c": "three"},
 }
-_ENCODER = LengthPrefixEncoder(header_size=4, extra_header_size=2)
 _EXTRA = {"json": b"\x16\x00", "ziproto": b"\x16\x01"}
+BOUND_KINDS = ("raw", "raw-close", "raw-ziproto-package")
+TRIONET_KINDS = ("trionet", "trionet-close")
+Codec = Any  # an object with encode(value) -> bytes and decode(bytes) -> value
 
 
 def _raise_fd_limit() -> None:
@@ -78,17 +84,31 @@ class _ZiprotoPackage:
 
 
 async def _raw_echo(
-    codecs: dict[int, Codec], close_after_reply: bool, stream: trio.SocketStream
+    codecs: dict[int, tuple[Any, Any]], close_after_reply: bool, stream: trio.SocketStream
 ) -> None:
-    """The raw bound: FramedStream, decode, encode, send_frame."""
-    framed = FramedStream(stream, header_size=4, extra_header_size=2)
-    async with framed:
-        async for body in framed:
-            codec = codecs[body[1]]
-            value = codec.decode(body[2:])
-            await framed.send_frame(codec.encode(value), body[:2])
-            if close_after_reply:
-                return
+    """The raw bound: own length-prefix parsing, one send_all per read with every reply."""
+    buf = bytearray()
+    pack = U32.pack
+    async with stream:
+        try:
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buf += data
+                out: list[bytes] = []
+                for body in take_frames(buf):
+                    encode, decode = codecs[body[1]]
+                    reply = encode(decode(body[2:]))
+                    out += (pack(len(reply) + 2), body[:2], reply)
+                    if close_after_reply:
+                        break
+                if out:
+                    await stream.send_all(b"".join(out))
+                    if close_after_reply:
+                        return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
 
 
 def _trionet_server(**kwargs: Any) -> Any:
@@ -108,8 +128,6 @@ def _trionet_server(**kwargs: Any) -> Any:
 
 
 async def _serve(kinds: list[str]) -> None:
-    std: dict[int, Codec] = {0: JSON(), 1: ZiProto()}
-    pkg: dict[int, Codec] = {0: JSON(), 1: _ZiprotoPackage()}
     ports: dict[str, int] = {}
     async with trio.open_nursery() as nursery:
         for kind in kinds:
@@ -118,6 +136,9 @@ async def _serve(kinds: list[str]) -> None:
             elif kind == "trionet-close":
                 ports[kind] = await nursery.start(_trionet_server(keep_alive=False).serve)
             else:
+                std = {0: json_codec(), 1: msgpack_codec()}
+                package = _ZiprotoPackage()
+                pkg = {0: json_codec(), 1: (package.encode, package.decode)}
                 handler = {
                     "raw": partial(_raw_echo, std, False),
                     "raw-close": partial(_raw_echo, std, True),
@@ -166,25 +187,25 @@ class ServerProcess:
 # -- load generator -------------------------------------------------------------------------------
 
 
-def _packet(codec: Codec | _ZiprotoPackage, extra: bytes, value: Any) -> bytes:
-    return _ENCODER.encode(codec.encode(value), extra)
+def _packet(codec: Codec, extra: bytes, value: Any) -> bytes:
+    body = codec.encode(value)
+    return U32.pack(len(body) + len(extra)) + extra + body
 
 
-async def _read_replies(
-    stream: trio.SocketStream, decoder: LengthPrefixDecoder, want: int
-) -> list[bytes]:
+async def _read_replies(stream: trio.SocketStream, buf: bytearray, want: int) -> list[bytes]:
     got: list[bytes] = []
     while len(got) < want:
         data = await stream.receive_some(65536)
         if not data:
             raise RuntimeError("server closed the connection")
-        got.extend(decoder.feed(data))
+        buf += data
+        got.extend(take_frames(buf))
     return got
 
 
 async def _seq(port: int, packet: bytes, n: int) -> int:
     stream = await trio.open_tcp_stream(HOST, port)
-    decoder = LengthPrefixDecoder(header_size=4, extra_header_size=2)
+    decoder = bytearray()
     async with stream:
         for _ in range(n):
             await stream.send_all(packet)
@@ -194,7 +215,7 @@ async def _seq(port: int, packet: bytes, n: int) -> int:
 
 async def _pipe(port: int, packet: bytes, depth: int, batches: int) -> int:
     stream = await trio.open_tcp_stream(HOST, port)
-    decoder = LengthPrefixDecoder(header_size=4, extra_header_size=2)
+    decoder = bytearray()
     batch = packet * depth
     async with stream:
         for _ in range(batches):
@@ -203,10 +224,10 @@ async def _pipe(port: int, packet: bytes, depth: int, batches: int) -> int:
     return depth * batches
 
 
-async def _pipe_codec(port: int, codec: Codec | _ZiprotoPackage, depth: int, batches: int) -> int:
+async def _pipe_codec(port: int, codec: Codec, depth: int, batches: int) -> int:
     """Pipelined, with the client encoding each request and decoding each reply."""
     stream = await trio.open_tcp_stream(HOST, port)
-    decoder = LengthPrefixDecoder(header_size=4, extra_header_size=2)
+    decoder = bytearray()
     async with stream:
         for b in range(batches):
             requests = []
@@ -223,7 +244,7 @@ async def _pipe_codec(port: int, codec: Codec | _ZiprotoPackage, depth: int, bat
 async def _conn_per_request(port: int, packet: bytes, n: int) -> int:
     for _ in range(n):
         stream = await trio.open_tcp_stream(HOST, port)
-        decoder = LengthPrefixDecoder(header_size=4, extra_header_size=2)
+        decoder = bytearray()
         async with stream:
             await stream.send_all(packet)
             await _read_replies(stream, decoder, 1)
@@ -262,7 +283,7 @@ async def _open_idle(port: int, count: int, packet: bytes) -> list[trio.SocketSt
     async def one() -> None:
         async with limiter:
             stream = await trio.open_tcp_stream(HOST, port)
-            decoder = LengthPrefixDecoder(header_size=4, extra_header_size=2)
+            decoder = bytearray()
             await stream.send_all(packet)
             await _read_replies(stream, decoder, 1)
             streams.append(stream)
@@ -300,10 +321,15 @@ def _idle_memory(kind: str, count: int, packet: bytes) -> float:
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         _raise_fd_limit()
-        trio.run(_serve, sys.argv[2].split(","))
+        kinds = sys.argv[2].split(",")
+        if not set(kinds) & set(TRIONET_KINDS):
+            forbid_trionet()
+        trio.run(_serve, kinds)
         return
     args = main_args(__doc__.splitlines()[0] if __doc__ else "aproto")
     _raise_fd_limit()
+    from trionet.codecs import JSON, ZiProto
+
     quick = args.quick
     seq_n = 300 if quick else 2000
     batches = 10 if quick else 60
@@ -314,21 +340,24 @@ def main() -> None:
     json_packet = _packet(JSON(), _EXTRA["json"], REQUEST)
     zip_packet = _packet(ZiProto(), _EXTRA["ziproto"], REQUEST)
     assert zip_packet == _packet(_ZiprotoPackage(), _EXTRA["ziproto"], REQUEST)
+    bound_encode = json_codec()[0]
+    assert json_packet == U32.pack(len(bound_encode(REQUEST)) + 2) + _EXTRA["json"] + (
+        bound_encode(REQUEST)
+    )
 
-    print(f"idle connections: {idle} per server ...", file=sys.stderr, flush=True)
-    memory = {
-        "raw trio": _idle_memory("raw", idle, json_packet),
-        "trionet": _idle_memory("trionet", idle, json_packet),
-    }
-
-    servers = ServerProcess(["trionet", "trionet-close", "raw", "raw-close", "raw-ziproto-package"])
-    p = servers.ports
+    bounds = ServerProcess(list(BOUND_KINDS))
+    try:
+        servers = ServerProcess(list(TRIONET_KINDS))
+    except BaseException:
+        bounds.close()
+        raise
+    p = {**bounds.ports, **servers.ports}
     try:
         rows = [
             Row(
                 "seq json",
                 [
-                    Contender("raw trio", _run(_seq, p["raw"], json_packet, seq_n)),
+                    Contender("raw trio bound", _run(_seq, p["raw"], json_packet, seq_n)),
                     Contender("trionet", _run(_seq, p["trionet"], json_packet, seq_n)),
                 ],
                 goal=0.9,
@@ -336,7 +365,7 @@ def main() -> None:
             Row(
                 "seq ziproto",
                 [
-                    Contender("raw trio", _run(_seq, p["raw"], zip_packet, seq_n)),
+                    Contender("raw trio bound", _run(_seq, p["raw"], zip_packet, seq_n)),
                     Contender("trionet", _run(_seq, p["trionet"], zip_packet, seq_n)),
                 ],
                 goal=0.9,
@@ -344,7 +373,8 @@ def main() -> None:
             Row(
                 "pipe100 json",
                 [
-                    Contender("raw trio", _run(_pipe, p["raw"], json_packet, 100, batches)),
+                    Contender("raw trio bound",
+                              _run(_pipe, p["raw"], json_packet, 100, batches)),
                     Contender("trionet", _run(_pipe, p["trionet"], json_packet, 100, batches)),
                 ],
                 goal=0.9,
@@ -352,7 +382,7 @@ def main() -> None:
             Row(
                 "pipe100 ziproto",
                 [
-                    Contender("raw trio", _run(_pipe, p["raw"], zip_packet, 100, batches)),
+                    Contender("raw trio bound", _run(_pipe, p["raw"], zip_packet, 100, batches)),
                     Contender("trionet", _run(_pipe, p["trionet"], zip_packet, 100, batches)),
                 ],
                 goal=0.9,
@@ -380,7 +410,7 @@ def main() -> None:
                 "conn-per-request",
                 [
                     Contender(
-                        "raw close-after-reply",
+                        "raw close-after-reply bound",
                         _run(_conn_per_request, p["raw-close"], json_packet, conns),
                     ),
                     Contender(
@@ -398,21 +428,22 @@ def main() -> None:
             Row(
                 f"idle conn memory ({idle})",
                 [
-                    Contender("raw trio", lambda: memory["raw trio"]),
-                    Contender("trionet", lambda: memory["trionet"]),
+                    Contender("raw trio bound", partial(_idle_memory, "raw", idle, json_packet)),
+                    Contender("trionet", partial(_idle_memory, "trionet", idle, json_packet)),
                 ],
                 unit="KiB/conn",
+                limit=16.0,
             ),
         ]
         note = (
-            f"idle keep-alive connections: raw trio {memory['raw trio']:.1f} KiB/conn, "
-            f"trionet {memory['trionet']:.1f} KiB/conn (goal: trionet ≤ 16 KiB: "
-            f"{'yes' if memory['trionet'] <= 16 else 'NO'}); measured once per server, "
-            "ratio = raw/trionet"
+            "raw trio bound: no trionet import, coalesced replies (bench/_bounds.py); idle "
+            "memory: RSS growth per idle keep-alive connection of a fresh server process, "
+            "every round, ratio = raw/trionet"
         )
         run_rows("aproto", rows, rounds=args.rounds, note=note)
     finally:
         servers.close()
+        bounds.close()
 
 
 if __name__ == "__main__":
