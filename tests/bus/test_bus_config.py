@@ -19,6 +19,7 @@ from trionet.bus import (
     from_url,
     parse_url,
 )
+from trionet.bus._socket import client_label, new_client_id
 from trionet.errors import ConfigurationError
 
 
@@ -139,3 +140,25 @@ def test_policies() -> None:
     assert ErrorPolicy.coerce("log") == ErrorPolicy("log")
     assert ErrorPolicy.retry(2, then="log").retries == 2
     assert AckPolicy("before") is AckPolicy.BEFORE
+
+
+def test_client_ids_are_injective_stable_and_compact_for_mqtt_3_1_1() -> None:
+    names = ["a/b", "a_b", "a+b", "a#b", "a b", "a-b", "ä", "a_b--" + "x" * 8, "w" * 300, "socket"]
+    for compact in (False, True):
+        ids = {new_client_id("svc", n, compact=compact) for n in names}
+        ids |= {new_client_id("svc", n, ordinal=2, compact=compact) for n in names}
+        assert len(ids) == 2 * len(names)  # distinct names (and ordinals) never share an id
+        assert new_client_id("svc", "a/b", compact=compact) == new_client_id(
+            "svc", "a/b", compact=compact)  # stable across runs
+    for n in names:
+        compact_id = new_client_id("my-service.eu", n, compact=True)
+        assert len(compact_id) <= 23 and compact_id.isascii() and compact_id.isalnum()
+        random_id = new_client_id(None, n, compact=True)
+        assert len(random_id) <= 23 and random_id.isalnum()
+    # Names that are safe keep their readable, pre-existing form (persistent sessions resume).
+    assert new_client_id("svc", "worker") == "svc-worker"
+    assert new_client_id("svc", "worker", ordinal=2) == "svc-worker-2"
+    assert client_label("a_b") == "a_b" and client_label("a/b").startswith("a_b--")
+    kafka = from_url("kafka://127.0.0.1:9092?group=g&client_id=svc")
+    groups = {kafka.create_socket(name=n).group_id for n in ("a/b", "a_b")}  # type: ignore[attr-defined]
+    assert groups == {"g.a_b", f"g.{client_label('a/b')}"}

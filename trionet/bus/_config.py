@@ -139,7 +139,9 @@ class MqttConfig(BusConfig):
         qos: the quality of service of publishes and subscriptions (0, 1 or 2).
         client_id: the base of every socket's MQTT client id. With one, each application's
             socket connects as ``{client_id}-{app name}`` (stable across restarts, so a
-            persistent session can resume); without, ids are random.
+            persistent session can resume; see "Client ids" in the bus documentation for
+            names with other characters than ``[A-Za-z0-9._-]``, for a second socket of the
+            same name, and for MQTT 3.1.1's 23-character ids); without, ids are random.
         clean_start: start each connection without a stored session. ``False`` keeps
             unacknowledged QoS 1/2 messages for the client id across reconnections.
         tls: connect with TLS (system trust store), or an :class:`ssl.SSLContext`.
@@ -211,6 +213,7 @@ class KafkaConfig(BusConfig):
             application name) share the work. ``None``: the prefix ``trionet``.
         client_id: the base of the Kafka client ids; with one, the reply topics are stable
             (``_trionet.reply.{client_id}-{app name}``), without, each socket makes a new one.
+            Sockets open at once never share one (see "Client ids" in the bus documentation).
         offset_reset: where a group without committed offsets starts reading: ``"latest"``
             or ``"earliest"``.
         create_topics: create missing topics on subscribe/publish (one partition, replication

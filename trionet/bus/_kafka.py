@@ -41,7 +41,7 @@ from ..kafka import (
 )
 from ._config import KafkaConfig, Topics
 from ._message import BusMessage
-from ._socket import CLOSE_TIMEOUT, REPLY_PREFIX, BusSocket, SocketProvider, new_client_id
+from ._socket import CLOSE_TIMEOUT, REPLY_PREFIX, BusSocket, SocketProvider, client_label
 
 __all__ = ["KafkaSocket", "KafkaSocketProvider", "filter_to_pattern", "kafka_topic"]
 
@@ -161,12 +161,12 @@ class KafkaSocket(BusSocket):
 
     def __init__(self, config: KafkaConfig, *, topics: Sequence[str] = (),
                  name: str | None = None) -> None:
+        self._reply_topic = ""
         super().__init__(config, topics=topics, name=name,
-                         client_id=new_client_id(config.client_id, name),
+                         client_id_base=config.client_id,
+                         endpoint=f"kafka {config.servers}",
                          default_codec="msgpack")
-        label = re.sub(r"[^A-Za-z0-9._-]", "_", self.name)
-        self.group_id = f"{config.group_id or 'trionet'}.{label}"
-        self._reply_topic = kafka_topic(self._reply_base.replace("/", "."))
+        self.group_id = f"{config.group_id or 'trionet'}.{client_label(self.name)}"
         self._servers = config.servers
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdmin | None = None
@@ -178,6 +178,10 @@ class KafkaSocket(BusSocket):
         self._offsets = _Offsets()
         self._assigned: trio.Event = trio.Event()
         self._pattern_mode: bool | None = None
+
+    def _set_client_id(self, client_id: str) -> None:
+        super()._set_client_id(client_id)
+        self._reply_topic = kafka_topic(self._reply_base.replace("/", "."))
 
     # -- connection -----------------------------------------------------------------------------
 

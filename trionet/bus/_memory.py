@@ -29,7 +29,7 @@ import trio
 from ..errors import ConfigurationError
 from ._config import MemoryConfig, Topics
 from ._message import BusMessage
-from ._socket import _RESERVED, BusSocket, SocketProvider, new_client_id
+from ._socket import _RESERVED, BusSocket, SocketProvider
 from ._topics import TopicFilter, check_topic
 
 __all__ = ["MemoryBroker", "MemoryBrokerStatistics", "MemorySocket", "MemorySocketProvider"]
@@ -266,8 +266,7 @@ class MemorySocket(BusSocket):
         name: str | None = None,
     ) -> None:
         super().__init__(
-            config, topics=topics, name=name, client_id=new_client_id(None, name),
-            default_codec=None,
+            config, topics=topics, name=name, default_codec=None,
         )
         self.broker = broker
         self._drop = config.overflow == "drop"

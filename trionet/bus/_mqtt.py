@@ -24,7 +24,7 @@ import trio
 from ..mqtt import MQTTV5, MQTTV311, MQTTClient, MQTTMessage
 from ._config import MqttConfig, Topics
 from ._message import BusMessage
-from ._socket import CLOSE_TIMEOUT, BusSocket, SocketProvider, new_client_id
+from ._socket import CLOSE_TIMEOUT, BusSocket, SocketProvider
 from ._topics import TopicFilter
 
 __all__ = ["MqttSocket", "MqttSocketProvider"]
@@ -46,7 +46,9 @@ class MqttSocket(BusSocket):
     def __init__(self, config: MqttConfig, *, topics: Sequence[str] = (),
                  name: str | None = None) -> None:
         super().__init__(config, topics=topics, name=name,
-                         client_id=new_client_id(config.client_id, name),
+                         client_id_base=config.client_id,
+                         compact_client_id=config.version != "5",
+                         endpoint=f"mqtt {config.host}:{config.effective_port}",
                          default_codec="msgpack")
         self._client: MQTTClient | None = None
         self._nursery: trio.Nursery | None = None

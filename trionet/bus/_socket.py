@@ -18,7 +18,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
+import hashlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -134,12 +136,82 @@ def _safe_level(text: str) -> str:
     return text.replace("/", "_").replace("+", "_").replace("#", "_") or "_"
 
 
-def new_client_id(base: str | None, name: str | None) -> str:
-    """``{base}-{name}`` when *base* is given (stable), else a random ``trionet-...`` id."""
-    label = _safe_level(name or "socket")
-    if base:
-        return f"{base}-{label}"
-    return f"trionet-{label}-{uuid.uuid4().hex[:12]}"
+# -- client ids ----------------------------------------------------------------------------------
+#
+# A socket's client id is derived from the configured base (``client_id=`` in the URL) and the
+# socket's name (the application's name), so that it is stable across restarts (a persistent
+# MQTT session resumes, a Kafka reply topic is reused), and it is unique:
+#
+# * distinct names give distinct ids: a name made only of ``[A-Za-z0-9._-]`` (and not ending like
+#   a hash suffix) is used as it is; any other name is written with the unsafe characters
+#   replaced and ``--`` and a hash of the exact name appended (``a/b`` -> ``a_b--3kTz0qYp``), so
+#   that ``a/b`` and ``a_b`` no longer meet (a safe name ending like that is hashed too);
+# * sockets open at the same time in one process never share an id: a second socket with the
+#   same base and name (to the same broker) gets the ordinal ``-2`` (``-3``, ...), claimed when
+#   it opens and released when it closes, so the first one keeps the stable id;
+# * ``compact`` ids (MQTT 3.1.1, whose brokers need only accept 1-23 characters of
+#   ``[0-9a-zA-Z]``) are at most 23 alphanumerics: up to 15 characters of the base and name,
+#   then 8 characters of a hash of the exact (base, name, ordinal).
+
+_LABEL_SAFE: Final = re.compile(r"[A-Za-z0-9._-]+")
+_LOOKS_HASHED: Final = re.compile(r".*--[0-9A-Za-z]{8}")
+_ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: The longest client id MQTT 3.1.1 obliges a broker to accept (all alphanumerics).
+COMPACT_ID_LENGTH: Final = 23
+
+
+def _hash62(text: str, size: int = 8) -> str:
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    number = int.from_bytes(digest[:8], "big")
+    digits = []
+    for _ in range(size):
+        number, digit = divmod(number, 62)
+        digits.append(_ALPHABET[digit])
+    return "".join(digits)
+
+
+def client_label(name: str) -> str:
+    """*name* as it appears in client ids, consumer groups and reply topics: itself when made
+    of ``[A-Za-z0-9._-]``, else cleaned and suffixed with a hash of the exact name (distinct
+    names never share a label)."""
+    if _LABEL_SAFE.fullmatch(name) and not _LOOKS_HASHED.fullmatch(name):
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64]
+    return f"{cleaned}--{_hash62(name)}"
+
+
+def new_client_id(base: str | None, name: str | None, *, ordinal: int = 1,
+                  compact: bool = False) -> str:
+    """The client id of a socket named *name* (default ``"socket"``).
+
+    With a *base*: ``{base}-{label}`` (``-{ordinal}`` appended from the second concurrent
+    socket on), stable across runs; without: a random id. *compact* ids are at most
+    :data:`COMPACT_ID_LENGTH` alphanumerics (MQTT 3.1.1).
+    """
+    name = name or "socket"
+    if compact:
+        if not base:
+            return ("trionet" + uuid.uuid4().hex)[:COMPACT_ID_LENGTH]
+        readable = re.sub(r"[^A-Za-z0-9]", "", base + name)[:COMPACT_ID_LENGTH - 8]
+        return readable + _hash62(f"{base}\x00{name}\x00{ordinal}")
+    if not base:
+        return f"trionet-{client_label(name)}-{uuid.uuid4().hex[:12]}"
+    stem = f"{client_label(base)}-{client_label(name)}"
+    return stem if ordinal == 1 else f"{stem}-{ordinal}"
+
+
+#: Client ids of the sockets open in this process, by broker.
+_claimed: set[tuple[str, str]] = set()
+
+
+def _claim_client_id(endpoint: str, base: str | None, name: str | None, compact: bool) -> str:
+    ordinal = 1
+    while True:
+        client_id = new_client_id(base, name, ordinal=ordinal, compact=compact)
+        if (endpoint, client_id) not in _claimed:
+            _claimed.add((endpoint, client_id))
+            return client_id
+        ordinal += 1
 
 
 _NEW, _OPENING, _OPEN, _CLOSED = "new", "opening", "open", "closed"
@@ -171,12 +243,19 @@ class BusSocket(abc.ABC):
         *,
         topics: Sequence[str] = (),
         name: str | None = None,
-        client_id: str | None = None,
+        client_id_base: str | None = None,
+        compact_client_id: bool = False,
+        endpoint: str = "",
         default_codec: EnvelopeCodec | None = "msgpack",
     ) -> None:
         self.config = config
         self.name = name or "socket"
-        self.client_id = client_id or new_client_id(None, name)
+        self._id_base = client_id_base
+        self._compact_id = compact_client_id
+        self._endpoint = endpoint
+        self._claimed_id: tuple[str, str] | None = None
+        # Provisional (what the socket will most likely be): the id is claimed on entry.
+        self.client_id = new_client_id(client_id_base, name, compact=compact_client_id)
         self.statistics = SocketStatistics()
         self._codec: EnvelopeCodec | None = config.codec or default_codec
         self._client_name = config.client_name
@@ -184,7 +263,8 @@ class BusSocket(abc.ABC):
         self._initial_topics = normalize_topics(topics)
         self._subscriptions: dict[str, None] = {}
         self._pending: dict[str, _Waiter] = {}
-        self._reply_base = f"{REPLY_PREFIX}/{_safe_level(self.client_id)}"
+        self._reply_base = ""
+        self._set_client_id(self.client_id)
         self._reply_open = False
         self._reply_lock = trio.Lock()
         self._correlation_prefix = uuid.uuid4().hex[:16]
@@ -225,6 +305,24 @@ class BusSocket(abc.ABC):
         """Start receiving replies sent to ``<reply base>/<correlation id>``."""
         await self._subscribe([f"{self._reply_base}/+"])
 
+    def _set_client_id(self, client_id: str) -> None:
+        """Take *client_id* (and what derives from it, such as the reply topic)."""
+        self.client_id = client_id
+        self._reply_base = f"{REPLY_PREFIX}/{_safe_level(client_id)}"
+
+    def _claim_id(self) -> None:
+        if self._id_base:
+            client_id = _claim_client_id(self._endpoint, self._id_base, self.name,
+                                         self._compact_id)
+            self._claimed_id = (self._endpoint, client_id)
+            if client_id != self.client_id:
+                self._set_client_id(client_id)
+
+    def _release_id(self) -> None:
+        claimed, self._claimed_id = self._claimed_id, None
+        if claimed is not None:
+            _claimed.discard(claimed)
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self: SelfT) -> SelfT:
@@ -253,6 +351,7 @@ class BusSocket(abc.ABC):
 
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[None]:
+        self._claim_id()
         try:
             async with trio.open_nursery() as nursery:
                 try:
@@ -270,6 +369,8 @@ class BusSocket(abc.ABC):
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             reraise_single(group)
+        finally:
+            self._release_id()
 
     @property
     def closed(self) -> bool:
