@@ -30,6 +30,13 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
   polling while a rebalance is in progress (see its docstring for the kafka-python quirk).
 * :func:`_drop_parked_records` works around a stall after ``resume()``: kafka-python 3.0.12 may
   never hand back the records it parked for a paused partition, nor fetch that partition again.
+* :class:`_SessionRecovery` lets an idempotent producer survive a broker that lost its producer
+  state (a crash and restart): kafka-python 3.0.12 fails every batch in flight when the broker
+  answers ``OutOfOrderSequenceNumber`` (or ``UnknownProducerId``, ``InvalidProducerEpoch``) and
+  bumps the producer epoch; with the recovery those batches are re-stamped with the new producer
+  id/epoch and sent again, in order, until their delivery budget runs out. It also makes a batch
+  put back for a retry keep its place (kafka-python puts it at the head of its partition's queue,
+  ahead of older ones, which the broker then refuses as out of order).
 * :func:`_close_failed_connects` fixes a socket leak: kafka-python 3.0 does not close the socket
   of a failed connection attempt (refused, timed out), so every retry against a dead broker
   leaks a file descriptor until the garbage collector finds it (with a ``ResourceWarning``).
@@ -38,7 +45,9 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
 from __future__ import annotations
 
 import contextlib
+import logging
 import operator
+import struct
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -51,6 +60,8 @@ try:
     from kafka.future import Future as KFuture
     from kafka.net.compat import KafkaNetClient
     from kafka.net.inet import KafkaNetSocket
+    from kafka.record.default_records import DefaultRecordBase
+    from kafka.record.util import calc_crc32c
     from kafka.structs import OffsetAndMetadata
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
@@ -348,8 +359,14 @@ def _build(cls: Any, trap: ClientTrap, config: Mapping[str, Any], *, servers: st
 
 
 def build_producer(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:
-    """Construct a ``kafka.KafkaProducer`` (blocks for the bootstrap); translate failures."""
-    return _build(kafka.KafkaProducer, trap, config, servers=servers, what="producer")
+    """Construct a ``kafka.KafkaProducer`` (blocks for the bootstrap); translate failures.
+
+    An idempotent (not transactional) producer gets the :class:`_SessionRecovery` hooks before
+    any record is handed to it.
+    """
+    producer = _build(kafka.KafkaProducer, trap, config, servers=servers, what="producer")
+    _SessionRecovery.install(producer)
+    return producer
 
 
 def build_consumer(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:
@@ -399,6 +416,158 @@ def close_producer(producer: Any, *, timeout: float) -> bool:
 
 
 # -- producer -----------------------------------------------------------------------------------
+
+_log = logging.getLogger("trionet.kafka")
+
+#: Broker answers meaning "this producer session's sequence numbers no longer line up": the
+#: broker lost records or producer state (a crash, a restart from an older snapshot) or
+#: forgot the producer id.
+_SESSION_ERRORS: Final = (
+    kerrors.OutOfOrderSequenceNumberError,
+    kerrors.UnknownProducerIdError,
+    kerrors.InvalidProducerEpochError,
+)
+# A v2 record batch header holds the producer id (int64), epoch (int16) and base sequence
+# (int32) right after BaseOffset, Length, PartitionLeaderEpoch, Magic, CRC, Attributes,
+# LastOffsetDelta, FirstTimestamp and MaxTimestamp; the CRC-32C covers everything from the
+# attributes on.
+_PRODUCER_STATE: Final = struct.Struct(">qhi")
+_PRODUCER_STATE_OFFSET: Final = struct.calcsize(">qiibIhiqq")
+_CRC: Final = struct.Struct(">I")
+
+
+def _restamp(batch: Any, producer_id: int, epoch: int, sequence: int) -> None:
+    """Give a built (closed) v2 batch a new producer id, epoch and base sequence, and a new CRC.
+
+    kafka-python stamps a batch once, when it first drains it, and refuses to stamp a closed one
+    again (``set_producer_state`` raises). The Java client rewrites the header in place in this
+    case (``resetProducerState``); so does this.
+    """
+    records = batch.records
+    buffer = records._buffer
+    _PRODUCER_STATE.pack_into(buffer, _PRODUCER_STATE_OFFSET, producer_id, epoch, sequence)
+    crc = calc_crc32c(memoryview(buffer)[DefaultRecordBase.ATTRIBUTES_OFFSET:])
+    _CRC.pack_into(buffer, DefaultRecordBase.CRC_OFFSET, crc)
+    records._producer_id = producer_id
+    records._producer_epoch = epoch
+    records._base_sequence = sequence
+
+
+class _SessionRecovery:
+    """Resend an idempotent producer's refused batches under a new producer session.
+
+    When a broker crashes and restarts from older state, it refuses the producer's next batch
+    on each partition as out of order (it lost the records, or the producer state, that came
+    before). kafka-python 3.0.12 then starts a new producer session (it bumps the epoch, or asks
+    for a new producer id) but fails the refused batches: every record in flight at the crash
+    is reported as lost although none was written.
+
+    These hooks, called by kafka-python's sender thread in place of two ``Sender`` methods,
+    make such a batch wait in its partition's queue instead, at its place (kafka-python sends
+    one batch per partition at a time for an idempotent producer, so it is the oldest). Once
+    the new session is in place the waiting batches are re-stamped with its producer id and
+    epoch and with fresh sequence numbers, in order, and sent again. A batch sent under the old
+    session that then fails for a retriable reason is treated the same way (kafka-python would
+    drop it). Nothing changes for a batch that is out of its delivery budget
+    (``delivery_timeout_ms`` since it was created, or ``retries`` attempts): it fails, as
+    before. A record that the broker had in fact written but not acknowledged is written again
+    (at-least-once: a duplicate, never a loss).
+
+    Transactional producers are left alone (a refused batch aborts the transaction), as are
+    producers without idempotence (no sequence numbers, plain retries).
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self._sender = producer._sender
+        self._accumulator = producer._accumulator
+        self._manager = producer._transaction_manager
+        self._dispatch_error = self._sender._dispatch_error
+        self._send_producer_data = self._sender._send_producer_data
+        self._session = (-1, -1)
+        self._recovering = False
+
+    @classmethod
+    def install(cls, producer: Any) -> None:
+        """Hook into *producer*'s sender if it is idempotent and not transactional. Must be
+        called before any record is sent."""
+        manager = getattr(producer, "_transaction_manager", None)
+        if manager is None or manager.is_transactional():
+            return
+        sender = producer._sender
+        if not sender.config.get("guarantee_message_order"):  # pragma: no cover - kafka-python
+            return  # forces it with idempotence; without it, batches could be reordered here
+        recovery = cls(producer)
+        # Instance attributes shadow the methods: only this producer's sender is affected.
+        sender._dispatch_error = recovery.dispatch_error
+        sender._send_producer_data = recovery.send_producer_data
+
+    def dispatch_error(self, batch: Any, exception: BaseException, partition_response: Any
+                       ) -> None:
+        """``Sender._dispatch_error``: a batch failed (broker answer or client-side error)."""
+        error_cls = type(exception)
+        manager = self._manager
+        current = manager.producer_id_and_epoch.match(batch)
+        refused = issubclass(error_cls, _SESSION_ERRORS)
+        if not (refused or (not current and batch.has_sequence
+                            and issubclass(error_cls, kerrors.RetriableError))):
+            self._dispatch_error(batch, exception, partition_response)
+            return
+        sender = self._sender
+        log_start = -1 if partition_response is None else partition_response.log_start_offset
+        if (batch.final_state is not None
+                or batch.has_reached_delivery_timeout(self._accumulator.delivery_timeout_ms)
+                or batch.attempts >= sender.config["retries"]
+                or manager.has_fatal_error()
+                or sender._is_retention_based_unknown_producer_id(batch, error_cls, log_start)):
+            # Out of budget (or kafka-python's own retention case): kafka-python fails it
+            # (and, for a refusal, still starts the new session).
+            self._dispatch_error(batch, exception, partition_response)
+            return
+        if refused and current:
+            kind = manager.classify_batch_error(exception, batch, log_start_offset=log_start)
+            if kind == manager.ERROR_CLASS_NEEDS_EPOCH_BUMP:
+                manager.bump_producer_id_and_epoch()
+            elif kind == manager.ERROR_CLASS_NEEDS_PRODUCER_ID_RESET:
+                manager.reset_producer_id()
+            else:  # pragma: no cover - kafka-python classifies these errors as above
+                self._dispatch_error(batch, exception, partition_response)
+                return
+            _log.warning(
+                "the Kafka broker refused the producer's records for %s (%s): starting a new "
+                "producer session and sending them again", batch.topic_partition,
+                error_cls.__name__)
+        self._recovering = True
+        sender._maybe_remove_from_inflight_batches(batch)
+        self._accumulator.reenqueue(batch)  # at the head of its partition: it is the oldest
+        sender._record_retries(batch)
+        self._accumulator.muted.discard(batch.topic_partition)
+
+    def send_producer_data(self, now: float | None = None) -> Any:
+        """``Sender._send_producer_data``: kafka-python calls it only once the producer has a
+        valid session (not while a new producer id or epoch is being obtained)."""
+        session = self._manager.producer_id_and_epoch
+        key = (session.producer_id, session.epoch)
+        if key != self._session:
+            self._session = key
+            self._recovering = True
+        if self._recovering:
+            self._recovering = False
+            self._restamp_waiting(session)
+        return self._send_producer_data(now)
+
+    def _restamp_waiting(self, session: Any) -> None:
+        """Give every batch waiting for a retry under an older session the current one."""
+        accumulator = self._accumulator
+        manager = self._manager
+        for tp in list(accumulator._batches):
+            with accumulator._tp_lock(tp):
+                for batch in accumulator._batches[tp]:
+                    if not batch.in_retry():
+                        break  # the rest were never sent: kafka-python stamps them on draining
+                    if batch.has_sequence and not session.match(batch):
+                        _restamp(batch, session.producer_id, session.epoch,
+                                 manager.sequence_number(tp))
+                        manager.increment_sequence_number(tp, batch.record_count)
 
 
 def watch_delivery(future: Any, on_success: Callable[[Any], object],

@@ -1121,6 +1121,28 @@ class KafkaBroker(_ServerProcesses):
         self._refuse_if_external("kill")
         super().kill()
 
+    @property
+    def saved_at(self) -> int | None:
+        """When noida-db last wrote its state to disk (``st_mtime_ns``), or ``None`` if never.
+
+        noida-db keeps topics, records, committed offsets and producer state in memory and
+        writes them all to ``<data_dir>/kafka.json`` about once a second (and on ``SIGTERM``):
+        a ``SIGKILL`` loses whatever it acknowledged since the last write. A test that needs
+        everything acknowledged up to some moment to survive a kill waits, after that moment,
+        for this value to change twice (the first change may be a write that had already
+        started).
+
+        Raises:
+            ServerError: the broker is external.
+        """
+        self._refuse_if_external("inspect")
+        data_dir = self.info.data_dir
+        assert data_dir is not None  # (only an external broker has none)
+        try:
+            return (data_dir / "kafka.json").stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
     def _refuse_if_external(self, what: str) -> None:
         if self._external is not None:
             raise ServerError(
