@@ -1,32 +1,46 @@
-"""Request-reply channel throughput: trionet vs aiomas 2.0.1 vs a raw trio echo, in one run.
+"""Request-reply channel throughput: trionet vs aiomas 2.0.1 and raw trio/asyncio bounds.
 
 Every contender runs its own echo server in its own process and its client in another, so a
 request crosses two processes as in production; servers and clients stay up for the whole run and
-the contenders are interleaved round by round.
+the contenders are interleaved round by round (the order rotates every round).
 
 Contenders:
 
 * ``aiomas``: ``aiomas.channel`` on asyncio, with its JSON codec or a MsgPack codec patched for
   msgpack >= 1.0 (``raw=False`` instead of the removed ``encoding=``). Server:
   ``while True: req = await ch.recv(); await req.reply(req.content)``.
-* ``raw``: the same framing and codec as trionet written directly on ``trio.SocketStream``:
-  ``LengthPrefixDecoder.feed`` and one ``send_all`` per received chunk on the server; on the
-  client the requester reads its own reply (``seq``, ``conn20``), or a reader task wakes
-  per-request events behind a coalescing writer (``pipe100``).
+* ``raw asyncio``: the leanest asyncio code we could write for the same wire format:
+  ``asyncio.Protocol`` on both sides, own length-prefix parsing, the server answering every
+  request of one ``data_received`` with one ``transport.write``; the client resolves a future
+  per request and, with several requests outstanding, writes the requests of one loop
+  iteration together.
+* ``raw trio``: the same on ``trio.SocketStream``: own parsing and one ``send_all`` per
+  received chunk on the server; on the client the requester reads its own reply (``seq``,
+  ``conn20``), or a reader task wakes per-request events behind a coalescing writer
+  (``pipe100``).
 * ``trionet``: ``trionet.channel.start_server`` with ``await channel.serve(identity)`` (the
   channel's own answering loop), and ``open_connection`` + ``await channel.send(payload)``.
   ``TRIONET_BENCH_SERVER=loop`` makes the server a hand-written ``async for req in channel:
   await req.reply(req.content)`` loop instead.
 
+The bounds and aiomas never import trionet (their processes make it an error); their codecs
+are the fastest stdlib JSON calls and a reused ``msgpack.Packer`` (``bench/_bounds.py``).
+
 Modes: ``seq`` (1 connection, 1 request outstanding), ``pipe100`` (1 connection, 100 tasks each
 with 1 outstanding), ``conn20`` (20 connections, 1 outstanding each). Payloads: ``["ping", 42]``,
-a 1 KiB string and a 64 KiB string, echoed back.
+a 1 KiB string and a 64 KiB string, echoed back. Each measurement runs for ``--duration``
+seconds (default 2; ``--quick`` 0.1) after a short warm-up.
+
+Idle memory: in every round, for every contender, a fresh server process gets 10,000 connected
+channels (1,000 with ``--quick``), each having answered one request; the row reports its RSS
+growth per connection.
 
 Goals (issue 3), per codec: trionet/aiomas >= 1.0 (seq), >= 2.0 (pipe100), >= 0.75 (conn20),
-and trionet/raw >= 0.9 in every mode. Memory: 10,000 idle connected channels on one trionet
-server cost <= 16 KiB each (RSS growth of the server process; aiomas measured alongside).
+and trionet/raw trio >= 0.9 in every mode (raw asyncio is shown, without a goal). Memory:
+trionet <= 16 KiB per idle connected channel.
 
 Run: ``.venv/bin/python bench/channel.py [--quick] [--rounds N] [--duration S] [--no-memory]``.
+A full run takes about 15 minutes.
 """
 
 from __future__ import annotations
@@ -45,7 +59,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-IMPLS = ("aiomas", "raw", "trionet")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bounds import U32, forbid_trionet, json_codec, msgpack_codec, take_frames
+
+IMPLS = ("aiomas", "raw-asyncio", "raw-trio", "trionet")
+LABELS = {"aiomas": "aiomas", "raw-asyncio": "raw asyncio", "raw-trio": "raw trio",
+          "trionet": "trionet"}
 CODECS = ("json", "msgpack")
 MODES = {"seq": (1, 1), "pipe100": (1, 100), "conn20": (20, 1)}  # connections, tasks each
 PAYLOADS: dict[str, Any] = {"ping": ["ping", 42], "1KiB": "x" * 1024, "64KiB": "x" * 65536}
@@ -85,9 +104,15 @@ def _aiomas_codec(name: str) -> Any:
     return PatchedMsgPack
 
 
+def _bound_codec(name: str) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+    return json_codec() if name == "json" else msgpack_codec()
+
+
 def serve(impl: str, codec: str) -> None:
     """Server process: print ``PORT n`` once listening, serve until stdin closes."""
     _raise_fd_limit()
+    if impl != "trionet":
+        forbid_trionet()
     if impl == "aiomas":
         import asyncio
 
@@ -114,12 +139,15 @@ def serve(impl: str, codec: str) -> None:
 
         asyncio.run(amain())
         return
+    if impl == "raw-asyncio":
+        _raw_asyncio_serve(codec)
+        return
 
     import trio
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            if impl == "raw":
+            if impl == "raw-trio":
                 listeners = await nursery.start(
                     partial(trio.serve_tcp, _raw_echo_handler(codec), 0, host="127.0.0.1")
                 )
@@ -149,35 +177,68 @@ def serve(impl: str, codec: str) -> None:
 
 
 def _raw_echo_handler(codec_name: str) -> Callable[[Any], Any]:
-    from trionet.codecs import get_codec
-    from trionet.framing import LengthPrefixDecoder
+    """The raw trio bound's server: every reply to one read goes out in one ``send_all``."""
+    import trio
 
-    codec = get_codec(codec_name)
-    header = struct.Struct(">I").pack
+    encode, decode = _bound_codec(codec_name)
+    pack = U32.pack
 
     async def handler(stream: Any) -> None:
-        decoder = LengthPrefixDecoder()
-        encode, decode = codec.encode, codec.decode
-        while True:
+        buf = bytearray()
+        async with stream:
             try:
-                data = await stream.receive_some(65536)
-            except Exception:
+                while True:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                    out: list[bytes] = []
+                    for frame in take_frames(buf):
+                        _, msg_id, content = decode(frame)
+                        body = encode([1, msg_id, content])
+                        out += (pack(len(body)), body)
+                    if out:
+                        await stream.send_all(b"".join(out))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-            if not data:
-                return
-            out = []
-            for frame in decoder.feed(data):
-                _, msg_id, content = decode(frame)
-                body = encode([1, msg_id, content])
-                out.append(header(len(body)))
-                out.append(body)
-            if out:
-                try:
-                    await stream.send_all(b"".join(out))
-                except Exception:
-                    return
 
     return handler
+
+
+def _raw_asyncio_serve(codec_name: str) -> None:
+    """The raw asyncio bound's server: a Protocol; one ``write`` per ``data_received``."""
+    import asyncio
+
+    encode, decode = _bound_codec(codec_name)
+    pack = U32.pack
+
+    class Echo(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.buf = bytearray()
+            self.transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf
+            buf += data
+            out: list[bytes] = []
+            for frame in take_frames(buf):
+                _, msg_id, content = decode(frame)
+                body = encode([1, msg_id, content])
+                out += (pack(len(body)), body)
+            if out:
+                self.transport.write(b"".join(out))
+
+    async def amain() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        print("PORT", server.sockets[0].getsockname()[1], flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)
+        server.close()
+
+    asyncio.run(amain())
 
 
 # -- contenders: clients ------------------------------------------------------------------------
@@ -234,16 +295,13 @@ def _raw_measure(
 ) -> dict[str, float]:
     import trio
 
-    from trionet.codecs import get_codec
-    from trionet.framing import LengthPrefixDecoder
-
-    codec = get_codec(codec_name)
-    header = struct.Struct(">I").pack
+    encode, decode = _bound_codec(codec_name)
+    header = U32.pack
     n_conns, n_tasks = MODES[mode]
     result: dict[str, float] = {}
 
     def frame(msg_id: int) -> bytes:
-        body = codec.encode([0, msg_id, payload])
+        body = encode([0, msg_id, payload])
         return header(len(body)) + body
 
     class Slot:
@@ -258,7 +316,7 @@ def _raw_measure(
 
         def __init__(self, stream: Any) -> None:
             self.stream = stream
-            self.decoder = LengthPrefixDecoder()
+            self.buf = bytearray()
             self.next_id = 0
             self.pending: dict[int, Slot] = {}
             self.queue: list[bytes] = []
@@ -269,9 +327,13 @@ def _raw_measure(
             self.next_id += 1
             await self.stream.send_all(frame(msg_id))
             while True:
-                frames = self.decoder.feed(await self.stream.receive_some(65536))
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    raise RuntimeError("server closed the connection")
+                self.buf += data
+                frames = take_frames(self.buf)
                 if frames:
-                    return codec.decode(frames[0])[2]
+                    return decode(frames[0])[2]
 
         async def write(self, data: bytes) -> None:
             self.queue.append(data)
@@ -300,8 +362,9 @@ def _raw_measure(
                 data = await self.stream.receive_some(65536)
                 if not data:
                     return
-                for f in self.decoder.feed(data):
-                    _, msg_id, content = codec.decode(f)
+                self.buf += data
+                for f in take_frames(self.buf):
+                    _, msg_id, content = decode(f)
                     slot = self.pending.pop(msg_id)
                     slot.value = content
                     slot.event.set()
@@ -389,11 +452,106 @@ def _aiomas_measure(
     return result
 
 
-MEASURE = {"trionet": _trionet_measure, "raw": _raw_measure, "aiomas": _aiomas_measure}
+def _raw_asyncio_measure(
+    port: int, codec_name: str, mode: str, payload: Any, duration: float
+) -> dict[str, float]:
+    import asyncio
+
+    encode, decode = _bound_codec(codec_name)
+    header = U32.pack
+    n_conns, n_tasks = MODES[mode]
+    piped = n_tasks > 1
+    result: dict[str, float] = {}
+
+    class Client(asyncio.Protocol):
+        """Futures per request id; with several outstanding, one write per loop iteration."""
+
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+            self.buf = bytearray()
+            self.pending: dict[int, asyncio.Future[Any]] = {}
+            self.next_id = 0
+            self.queue: list[bytes] = []
+            self.transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf
+            buf += data
+            for f in take_frames(buf):
+                _, msg_id, content = decode(f)
+                self.pending.pop(msg_id).set_result(content)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            for future in self.pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("server closed the connection"))
+
+        def flush(self) -> None:
+            self.transport.write(b"".join(self.queue))
+            self.queue.clear()
+
+        def call(self) -> asyncio.Future[Any]:
+            msg_id = self.next_id
+            self.next_id += 1
+            future = self.loop.create_future()
+            self.pending[msg_id] = future
+            body = encode([0, msg_id, payload])
+            if piped:
+                if not self.queue:
+                    self.loop.call_soon(self.flush)
+                self.queue += (header(len(body)), body)
+            else:
+                self.transport.write(header(len(body)) + body)
+            return future
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        count = 0
+        deadline = 0.0
+
+        async def worker(conn: Client, warm: bool) -> None:
+            nonlocal count
+            if warm:
+                for _ in range(WARMUP):
+                    await conn.call()
+                return
+            clock = time.perf_counter
+            while clock() < deadline:
+                await conn.call()
+                count += 1
+
+        conns = []
+        for _ in range(n_conns):
+            _, proto = await loop.create_connection(lambda: Client(loop), "127.0.0.1", port)
+            conns.append(proto)
+        for warm in (True, False):
+            deadline = time.perf_counter() + duration
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(conn, warm) for conn in conns for _ in range(n_tasks)))
+            result["elapsed"] = time.perf_counter() - t0
+        for conn in conns:
+            conn.transport.close()
+        result["ops"] = count
+
+    asyncio.run(main())
+    return result
+
+
+MEASURE = {
+    "trionet": _trionet_measure,
+    "raw-trio": _raw_measure,
+    "raw-asyncio": _raw_asyncio_measure,
+    "aiomas": _aiomas_measure,
+}
 
 
 def client(impl: str) -> None:
     """Client process: one JSON command per stdin line, one JSON result per stdout line."""
+    if impl != "trionet":
+        forbid_trionet()
     for line in sys.stdin:
         cmd = json.loads(line)
         res = MEASURE[impl](
@@ -532,26 +690,31 @@ def main() -> None:
         return
 
     rounds = args.rounds or (2 if args.quick else 5)
-    duration = args.duration or (0.1 if args.quick else 0.4)
+    duration = args.duration or (0.1 if args.quick else 2.0)
     codecs = args.codecs.split(",")
     modes = args.modes.split(",")
     payloads = args.payloads.split(",")
-    load_before = os.getloadavg()
+    mem_n = args.memory_connections or (1000 if args.quick else 10_000)
 
     servers: dict[tuple[str, str], tuple[Proc, int]] = {}
     clients: dict[str, Proc] = {}
     rows = [(c, m, p) for c in codecs for m in modes for p in payloads]
     results: dict[tuple[str, str, str], dict[str, list[float]]] = {r: {} for r in rows}
+    row_loads: dict[Any, list[float]] = {}  # 1-minute load average as each row's round began
+    memory: dict[str, list[float]] = {}
+    round_loads: list[list[float]] = []
     try:
         for impl in IMPLS:
             clients[impl] = Proc("--role", "client", "--impl", impl)
             for codec in codecs:
                 servers[impl, codec] = start_server(impl, codec)
         for r in range(rounds):
+            load_before = os.getloadavg()
+            # Rotate who goes first, so that no contender always runs warm or first.
+            order = IMPLS[r % len(IMPLS) :] + IMPLS[: r % len(IMPLS)]
             for row in rows:
                 codec, mode, payload = row
-                # Rotate who goes first, so that no contender always runs warm or first.
-                order = IMPLS[r % 3 :] + IMPLS[: r % 3]
+                row_loads.setdefault(row, []).append(os.getloadavg()[0])
                 for impl in order:
                     cmd = {
                         "port": servers[impl, codec][1],
@@ -562,68 +725,115 @@ def main() -> None:
                     }
                     answer = clients[impl].ask(cmd)
                     results[row].setdefault(impl, []).append(answer["ops"] / answer["elapsed"])
-            print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+            if not args.no_memory:
+                row_loads.setdefault("memory", []).append(os.getloadavg()[0])
+                t0 = time.monotonic()
+                for impl in order:
+                    memory.setdefault(impl, []).append(measure_memory(impl, mem_n))
+                print(f"  idle memory, {mem_n} connections x {len(order)}: "
+                      f"{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+            load_after = os.getloadavg()
+            round_loads.append([round(load_before[0], 2), round(load_after[0], 2)])
+            print(f"  round {r + 1}/{rounds} done (load {load_before[0]:.2f} → "
+                  f"{load_after[0]:.2f})", file=sys.stderr, flush=True)
     finally:
         for proc in clients.values():
             proc.stop()
         for proc, _ in servers.values():
             proc.stop()
 
-    memory: dict[str, float] = {}
-    if not args.no_memory:
-        n = args.memory_connections or (1000 if args.quick else 10_000)
-        for impl in ("trionet", "aiomas"):
-            memory[impl] = measure_memory(impl, n)
-    load_after = os.getloadavg()
+    def spread(values: list[float], fmt: Callable[[float], str] = _fmt) -> str:
+        return f"{fmt(statistics.median(values))} [{fmt(min(values))}–{fmt(max(values))}]"
 
+    def ratio_cell(values: list[float]) -> str:
+        return (f"{statistics.median(values):.2f}× "
+                f"[{min(values):.2f}–{max(values):.2f}]")
+
+    def per_round(mine: list[float], theirs: list[float], lower: bool = False) -> list[float]:
+        pairs = zip(mine, theirs, strict=True)
+        return [t / m for m, t in pairs] if lower else [m / t for m, t in pairs]
+
+    loads_text = ", ".join(f"{b:.2f} → {a:.2f}" for b, a in round_loads)
     print(
-        f"\n## channel ({rounds} rounds of {duration} s per measurement, medians of req/s; "
-        "ratios are medians of per-round ratios, [min-max] across rounds)"
+        f"\n## channel ({rounds} rounds of {duration:g} s per measurement: req/s median "
+        "[min–max] over rounds; ratios: median [min–max] of per-round ratios)"
     )
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores)\n")
-    print("| row | aiomas | raw | trionet | trionet/aiomas | goal | trionet/raw | goal | met |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"1-minute load average before → after each round: {loads_text} (2 cores)\n")
+    labels = [LABELS[i] for i in IMPLS]
+    print(f"| row | {' | '.join(labels)} | trionet/aiomas | goal | trionet/raw trio | goal "
+          "| trionet/raw asyncio | met | load 1 min [min–max] |")
+    print("|---|" + "---|" * (len(IMPLS) + 7))
     out_rows = []
     all_met = True
     for row in rows:
         codec, mode, payload = row
         res = results[row]
-        med = {impl: statistics.median(v) for impl, v in res.items()}
-        ra = [t / a for t, a in zip(res["trionet"], res["aiomas"], strict=True)]
-        rr = [t / w for t, w in zip(res["trionet"], res["raw"], strict=True)]
+        ra = per_round(res["trionet"], res["aiomas"])
+        rr = per_round(res["trionet"], res["raw-trio"])
+        rs = per_round(res["trionet"], res["raw-asyncio"])
         ratio_a, ratio_r = statistics.median(ra), statistics.median(rr)
         met = ratio_a >= GOALS[mode] and ratio_r >= RAW_GOAL
         all_met &= met
         name = f"{codec} {mode} {payload}"
         print(
-            f"| {name} | {_fmt(med['aiomas'])} | {_fmt(med['raw'])} | {_fmt(med['trionet'])} "
-            f"| {ratio_a:.2f}× [{min(ra):.2f}-{max(ra):.2f}] | ≥ {GOALS[mode]} "
-            f"| {ratio_r:.2f}× [{min(rr):.2f}-{max(rr):.2f}] | ≥ {RAW_GOAL} "
-            f"| {'yes' if met else 'NO'} |"
+            f"| {name} | {' | '.join(spread(res[i]) for i in IMPLS)} | {ratio_cell(ra)} "
+            f"| ≥ {GOALS[mode]} | {ratio_cell(rr)} | ≥ {RAW_GOAL} | {ratio_cell(rs)} "
+            f"| {'yes' if met else 'NO'} | {spread(row_loads[row], lambda v: f'{v:.2f}')} |"
         )
+        ratio_lists = {"trionet/aiomas": ra, "trionet/raw trio": rr, "trionet/raw asyncio": rs}
         out_rows.append(
             {
                 "row": name,
                 "unit": "req/s",
-                "medians": med,
-                "ratios": {"trionet/aiomas": ratio_a, "trionet/raw": ratio_r},
-                "ratio_ranges": {
-                    "trionet/aiomas": [min(ra), max(ra)],
-                    "trionet/raw": [min(rr), max(rr)],
-                },
-                "goal": {"trionet/aiomas": GOALS[mode], "trionet/raw": RAW_GOAL},
+                "baseline": "aiomas",
+                "medians": {LABELS[i]: statistics.median(v) for i, v in res.items()},
+                "min": {LABELS[i]: min(v) for i, v in res.items()},
+                "max": {LABELS[i]: max(v) for i, v in res.items()},
+                "values": {LABELS[i]: v for i, v in res.items()},
+                "ratios": {k: statistics.median(v) for k, v in ratio_lists.items()},
+                "ratio_min": {k: min(v) for k, v in ratio_lists.items()},
+                "ratio_max": {k: max(v) for k, v in ratio_lists.items()},
+                "ratio_values": ratio_lists,
+                "goal": {"trionet/aiomas": GOALS[mode], "trionet/raw trio": RAW_GOAL},
                 "met": met,
+                "load_1min": row_loads[row],
             }
         )
     if memory:
-        n = args.memory_connections or (1000 if args.quick else 10_000)
-        ok = memory["trionet"] <= MEMORY_GOAL_KIB
+        ma = per_round(memory["trionet"], memory["aiomas"], lower=True)
+        mr = per_round(memory["trionet"], memory["raw-trio"], lower=True)
+        ms = per_round(memory["trionet"], memory["raw-asyncio"], lower=True)
+        trionet_kib = statistics.median(memory["trionet"])
+        ok = trionet_kib <= MEMORY_GOAL_KIB
         all_met &= ok
+        name = f"idle memory, KiB per connection ({mem_n})"
         print(
-            f"\nidle connections: {n} per server; RSS growth per connection: "
-            f"trionet {memory['trionet']:.1f} KiB, aiomas {memory['aiomas']:.1f} KiB "
-            f"(goal trionet ≤ {MEMORY_GOAL_KIB:.0f} KiB: {'yes' if ok else 'NO'})"
+            f"| {name} | {' | '.join(spread(memory[i]) for i in IMPLS)} | {ratio_cell(ma)} "
+            f"| trionet ≤ {MEMORY_GOAL_KIB:g} KiB | {ratio_cell(mr)} | | {ratio_cell(ms)} "
+            f"| {'yes' if ok else 'NO'} | {spread(row_loads['memory'], lambda v: f'{v:.2f}')} |"
         )
+        ratio_lists = {"trionet/aiomas": ma, "trionet/raw trio": mr, "trionet/raw asyncio": ms}
+        out_rows.append(
+            {
+                "row": name,
+                "unit": "KiB/conn",
+                "baseline": "aiomas",
+                "medians": {LABELS[i]: statistics.median(v) for i, v in memory.items()},
+                "min": {LABELS[i]: min(v) for i, v in memory.items()},
+                "max": {LABELS[i]: max(v) for i, v in memory.items()},
+                "values": {LABELS[i]: v for i, v in memory.items()},
+                "ratios": {k: statistics.median(v) for k, v in ratio_lists.items()},
+                "ratio_min": {k: min(v) for k, v in ratio_lists.items()},
+                "ratio_max": {k: max(v) for k, v in ratio_lists.items()},
+                "ratio_values": ratio_lists,
+                "goal": None,
+                "limit": MEMORY_GOAL_KIB,
+                "met": ok,
+                "load_1min": row_loads["memory"],
+            }
+        )
+    print()
+    print("for the memory row, ratios are contender/trionet (> 1: trionet uses less)")
     print()
     print(
         json.dumps(
@@ -631,9 +841,11 @@ def main() -> None:
                 "bench": "channel",
                 "rounds": rounds,
                 "duration": duration,
-                "load": [load_before[0], load_after[0]],
+                "load": round_loads,
                 "rows": out_rows,
-                "memory_kib_per_connection": memory,
+                "memory_kib_per_connection": {
+                    LABELS[i]: statistics.median(v) for i, v in memory.items()
+                },
                 "all_met": all_met,
             }
         )

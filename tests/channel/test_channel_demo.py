@@ -37,5 +37,7 @@ async def test_benchmark_script_runs() -> None:
         result = await trio.run_process(command, capture_stdout=True, stderr=subprocess.DEVNULL)
     last = json.loads(result.stdout.decode().strip().splitlines()[-1])
     assert last["bench"] == "channel"
-    assert [row["row"] for row in last["rows"]] == ["msgpack seq ping"]
-    assert set(last["memory_kib_per_connection"]) == {"trionet", "aiomas"}
+    assert [row["row"] for row in last["rows"]] == [
+        "msgpack seq ping", "idle memory, KiB per connection (20)"]
+    assert set(last["memory_kib_per_connection"]) == {
+        "trionet", "aiomas", "raw trio", "raw asyncio"}
