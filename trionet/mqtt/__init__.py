@@ -49,6 +49,7 @@ from ._errors import (
 from ._message import (
     MQTTV5 as MQTTV5,
     MQTTV311 as MQTTV311,
+    BrokerLimits as BrokerLimits,
     ConnectionEvent as ConnectionEvent,
     ConnectionState as ConnectionState,
     MessageProperties as MessageProperties,
@@ -75,6 +76,7 @@ from ._topics import (
 __all__ = [
     "MQTTV5",
     "MQTTV311",
+    "BrokerLimits",
     "ConnectionEvent",
     "ConnectionEvents",
     "ConnectionState",

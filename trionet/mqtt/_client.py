@@ -40,8 +40,10 @@ from ..errors import (
 from ._driver import Driver, ThreadDriver, TrioDriver
 from ._errors import MQTTPublishError, MQTTSubscribeError
 from ._message import (
+    MAX_PACKET_SIZE,
     MQTTV5,
     MQTTV311,
+    BrokerLimits,
     ConnectionEvent,
     ConnectionState,
     MessageProperties,
@@ -65,12 +67,14 @@ from ._paho import (
     EV_FAILED,
     EV_LOST,
     EV_MESSAGE,
+    EV_NOT_SENT,
     EV_RESUBSCRIBE_FAILED,
     EV_SUBACK,
     EV_UNSUBACK,
     EngineSettings,
     Event,
     PahoEngine,
+    limit_violation,
     publish_properties,
 )
 from ._reconnect import ReconnectPolicy
@@ -140,6 +144,7 @@ class MQTTClientOptions(TypedDict, total=False):
     reconnect: ReconnectPolicy | bool
     max_inflight: int
     receive_maximum: int | None
+    max_packet_size: int | None
     max_concurrency: int
     on_handler_error: Literal["log", "raise"]
     subscription_buffer_size: int
@@ -201,6 +206,12 @@ class MQTTClient:
             plain PUBACK and drops the message.
         receive_maximum: MQTT 5: how many unacknowledged QoS 1/2 messages the broker may send
             us at once (None: the broker's default).
+        max_packet_size: the largest packet (bytes) this client sends; a larger publish raises
+            :exc:`MQTTPublishError` at once and is never sent. An MQTT 5 broker announces its
+            own limit (see :attr:`broker_limits`), which then applies too. MQTT 3.1.1 brokers
+            announce none: set this to the broker's limit (mosquitto's ``max_packet_size``),
+            or an oversize publish makes the broker close the connection, and the client
+            resends it on every reconnect. None (default): MQTT's own limit (256 MiB).
         max_concurrency: ``on_message`` handlers running at the same time.
         on_handler_error: ``"log"`` (default): an exception in an ``on_message`` handler is
             logged with the message and the client carries on; ``"raise"``: it fails the
@@ -243,6 +254,7 @@ class MQTTClient:
         reconnect: ReconnectPolicy | bool = True,
         max_inflight: int = 20,
         receive_maximum: int | None = None,
+        max_packet_size: int | None = None,
         max_concurrency: int = 16,
         on_handler_error: Literal["log", "raise"] = "log",
         subscription_buffer_size: int = 100,
@@ -281,6 +293,12 @@ class MQTTClient:
             protocol != MQTTV5 or not 1 <= receive_maximum <= 65535
         ):
             raise ConfigurationError("receive_maximum needs MQTT 5 and must be 1..65535")
+        if max_packet_size is not None and (
+            not isinstance(max_packet_size, int) or not 16 <= max_packet_size <= MAX_PACKET_SIZE
+        ):
+            raise ConfigurationError(
+                f"max_packet_size must be an int between 16 and {MAX_PACKET_SIZE} bytes"
+            )
         if will is not None and will.properties is not None and protocol != MQTTV5:
             raise ConfigurationError("will properties need MQTT 5 (protocol=5)")
         for name, value, low in (
@@ -332,6 +350,7 @@ class MQTTClient:
             max_inflight=max_inflight,
             receive_maximum=receive_maximum,
             connect_timeout=connect_timeout,
+            max_packet_size=max_packet_size,
         )
         if reconnect is True:
             self._policy: ReconnectPolicy | None = ReconnectPolicy()
@@ -368,6 +387,7 @@ class MQTTClient:
         self._port = 0
         self._attempt = 0
         self._connect_boxes: dict[int, _Box[Event]] = {}
+        self._limits = BrokerLimits(max_packet_size=max_packet_size or MAX_PACKET_SIZE)
         self._lost = trio.Event()
         self._lost_while_connecting = False
         self._fatal: BaseException | None = None
@@ -417,6 +437,17 @@ class MQTTClient:
 
     def _reply_route_ready(self) -> bool:
         return self._reply_ready
+
+    @property
+    def broker_limits(self) -> BrokerLimits:
+        """The limits the broker announced in the CONNACK of the current (or last) connection.
+
+        MQTT 5 brokers announce them; on MQTT 3.1.1 (and before the first connection) these
+        are the protocol's own limits. ``max_packet_size`` is at most the client's
+        ``max_packet_size`` option. A publish that breaks one raises
+        :exc:`MQTTPublishError` (``sent=False``) at once.
+        """
+        return self._limits
 
     @property
     def is_connected(self) -> bool:
@@ -728,7 +759,7 @@ class MQTTClient:
             if cause is not None:
                 raise error from cause
             raise error
-        _, _, ok, code, reason, session_present = event
+        _, _, ok, code, reason, session_present, _ = event
         if not ok:
             raise MQTTConnectError(f"{where} refused the connection: {reason}", reason_code=code)
         if self._lost_while_connecting:
@@ -852,6 +883,8 @@ class MQTTClient:
         elif kind in (EV_CONNACK, EV_CONNECT_FAILED):
             box = self._connect_boxes.get(event[1])
             if box is not None:
+                if kind == EV_CONNACK and event[2]:
+                    self._limits = event[6]  # before any publish sees the new connection
                 box.resolve(event)
         elif kind == EV_LOST:
             _, code, reason, intentional = event
@@ -880,6 +913,9 @@ class MQTTClient:
                          self._client_id, topic_filter, reason)
         elif kind == EV_DONE:
             event[1].resolve(event[2])
+        elif kind == EV_NOT_SENT:
+            _, box, code, reason, topic = event
+            box.fail(MQTTPublishError(topic, code, reason, sent=False))
 
     def _route_message(self, message: MQTTMessage, token: tuple[int, int, int] | None) -> None:
         self._received += 1
@@ -990,7 +1026,10 @@ class MQTTClient:
         Raises:
             MQTTNotConnected: not connected (and not reconnecting), or the connection was given
                 up while waiting.
-            MQTTPublishError: an MQTT 5 broker refused the message (reason code).
+            MQTTPublishError: an MQTT 5 broker refused the message (``reason_code``), or the
+                message breaks a limit the broker announced (:attr:`broker_limits`: Maximum
+                Packet Size, Retain Available, Maximum QoS); such a message is never sent
+                (``sent=False``).
             InvalidTopic: the topic is not a valid topic name.
         """
         validate_topic(topic)
@@ -998,6 +1037,9 @@ class MQTTClient:
         level = qos if type(qos) is QoS else to_qos(qos)
         props = self._paho_props(properties)
         engine = self._engine_or_fail()
+        violation = limit_violation(self._limits, topic, data, level, retain, props, self._v5)
+        if violation is not None:
+            raise MQTTPublishError(topic, violation[0], violation[1], sent=False)
         if level == 0:
             if self._state is not ConnectionState.CONNECTED:
                 await self._ready(queue_while_reconnecting=False)
@@ -1054,7 +1096,9 @@ class MQTTClient:
 
         Raises:
             The same errors as :meth:`publish`; the first failure is raised once every message
-            already handed over has completed.
+            already handed over has completed. An invalid topic or a message that breaks one
+            of the :attr:`broker_limits` raises as soon as the iteration reaches it; the
+            messages from its batch of 256 on are not sent.
         """
         default_qos = int(to_qos(qos))
         engine = self._engine_or_fail()
@@ -1087,12 +1131,16 @@ class MQTTClient:
         for item in messages:
             if isinstance(item, MQTTMessage):
                 validate_topic(item.topic)
-                batch.append((item.topic, item.payload, int(item.qos), item.retain,
-                              self._paho_props(item.properties)))
+                entry = (item.topic, item.payload, int(item.qos), item.retain,
+                         self._paho_props(item.properties))
             else:
                 topic, payload = item
                 validate_topic(topic)
-                batch.append((topic, to_payload(payload), default_qos, retain, None))
+                entry = (topic, to_payload(payload), default_qos, retain, None)
+            violation = limit_violation(self._limits, *entry, self._v5)
+            if violation is not None:
+                raise MQTTPublishError(entry[0], violation[0], violation[1], sent=False)
+            batch.append(entry)
             count += 1
             if len(batch) >= _BATCH:
                 await send()

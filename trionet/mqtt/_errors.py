@@ -53,15 +53,25 @@ class MQTTSubscribeError(MQTTError):
 
 
 class MQTTPublishError(MQTTError):
-    """The broker refused a QoS 1/2 publish (MQTT 5 PUBACK/PUBREC reason code 0x80 or above).
+    """The broker refused a QoS 1/2 publish (MQTT 5 PUBACK/PUBREC reason code 0x80 or above),
+    or the message breaks a limit the broker announced, so it was never sent (``sent`` False;
+    reason code 0x95 "packet too large", 0x9A "retain not supported" or 0x9B "QoS not
+    supported").
 
     Attributes:
         topic: the topic of the refused message.
-        reason_code: the reason code the broker sent.
+        reason_code: the reason code the broker sent (or that applies to the broken limit).
+        sent: whether the message reached the broker.
     """
 
-    def __init__(self, topic: str, reason_code: int, reason: str = "") -> None:
+    def __init__(
+        self, topic: str, reason_code: int, reason: str = "", *, sent: bool = True
+    ) -> None:
         text = reason or f"reason code 0x{reason_code:02x}"
-        super().__init__(f"the broker refused the message published to {topic!r}: {text}")
+        if sent:
+            super().__init__(f"the broker refused the message published to {topic!r}: {text}")
+        else:
+            super().__init__(f"the message for {topic!r} was not sent: {text}", fault="local")
         self.topic = topic
         self.reason_code = reason_code
+        self.sent = sent

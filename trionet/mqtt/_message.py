@@ -15,6 +15,7 @@ from ._topics import topic_matches, validate_topic
 __all__ = [
     "MQTTV5",
     "MQTTV311",
+    "BrokerLimits",
     "ConnectionEvent",
     "ConnectionState",
     "MQTTMessage",
@@ -271,6 +272,35 @@ class ConnectionEvent:
     reason: str = ""
     session_present: bool | None = None
     attempt: int = 0
+
+
+#: The largest MQTT packet the protocol allows: 1 type byte, 4 length bytes and a remaining
+#: length of at most 268,435,455 bytes (MQTT 3.1.1 §2.2.3, MQTT 5 §1.5.5).
+MAX_PACKET_SIZE: Final = 1 + 4 + 268_435_455
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    """What the broker announced in its CONNACK (MQTT 5; the protocol's own limits otherwise).
+
+    ``client.broker_limits`` holds those of the current (or last) connection. The client obeys
+    them: a publish that would break one raises
+    :exc:`~trionet.mqtt.MQTTPublishError` at once and is never sent.
+
+    Attributes:
+        max_packet_size: the largest packet, in bytes, the broker accepts (Maximum Packet Size).
+        receive_maximum: QoS 1/2 publishes the broker accepts unacknowledged at once (the
+            client's in-flight window is the smaller of this and ``max_inflight``).
+        topic_alias_maximum: topic aliases the broker accepts (trionet sends none).
+        retain_available: whether the broker accepts retained messages.
+        maximum_qos: the highest QoS the broker accepts in a PUBLISH.
+    """
+
+    max_packet_size: int = MAX_PACKET_SIZE
+    receive_maximum: int = 65535
+    topic_alias_maximum: int = 0
+    retain_available: bool = True
+    maximum_qos: int = 2
 
 
 @dataclass(frozen=True, slots=True)

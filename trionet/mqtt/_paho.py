@@ -58,6 +58,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from .._threads import SocketInterrupter
 from ._message import (
     ENVELOPE_MAGIC,
+    MAX_PACKET_SIZE,
+    BrokerLimits,
     MessageProperties,
     MQTTMessage,
     QoS,
@@ -75,19 +77,21 @@ __all__ = [
     "EV_FAILED",
     "EV_LOST",
     "EV_MESSAGE",
+    "EV_NOT_SENT",
     "EV_RESUBSCRIBE_FAILED",
     "EV_SUBACK",
     "EV_UNSUBACK",
     "EngineSettings",
     "PahoEngine",
     "encode_publish0",
+    "limit_violation",
     "publish_properties",
 ]
 
 _log = logging.getLogger("trionet.mqtt")
 
 # -- events (engine -> trio), plain tuples, first item is the kind ------------------------------
-#: ``(EV_CONNACK, attempt, ok, reason_code, reason, session_present)``
+#: ``(EV_CONNACK, attempt, ok, reason_code, reason, session_present, BrokerLimits)``
 EV_CONNACK: Final = 0
 #: ``(EV_CONNECT_FAILED, attempt, exception_or_None, reason)``: no CONNACK (network, TLS, ...)
 EV_CONNECT_FAILED: Final = 1
@@ -111,6 +115,9 @@ EV_FAILED: Final = 9
 EV_RESUBSCRIBE_FAILED: Final = 10
 #: ``(EV_DONE, waiter, value)``
 EV_DONE: Final = 11
+#: ``(EV_NOT_SENT, waiter, reason_code, reason, topic)``: a QoS 1/2 publish breaks a limit the
+#: broker announced and was dropped unsent
+EV_NOT_SENT: Final = 12
 
 Event = tuple[Any, ...]
 AckToken = tuple[int, int, int]
@@ -147,6 +154,8 @@ class EngineSettings:
     max_inflight: int
     receive_maximum: int | None
     connect_timeout: float
+    #: the client's own cap on outgoing packets (None: MQTT's limit)
+    max_packet_size: int | None = None
 
 
 # -- MQTT 5 property conversion -----------------------------------------------------------------
@@ -211,6 +220,68 @@ def reason_name(code: ReasonCode | int) -> str:
     if isinstance(code, ReasonCode):
         return str(code).lower()
     return f"reason code {code}"
+
+
+# -- the broker's limits ------------------------------------------------------------------------
+
+
+def _varint_size(n: int) -> int:
+    return 1 if n < 0x80 else 2 if n < 0x4000 else 3 if n < 0x200000 else 4
+
+
+def publish_size(
+    topic_bytes: int, payload_bytes: int, qos: int, props: Properties | None, v5: bool
+) -> int:
+    """The size in bytes of a PUBLISH packet (fixed header included), as MQTT counts it."""
+    remaining = 2 + topic_bytes + payload_bytes + (2 if qos else 0)
+    if v5:
+        remaining += 1 if props is None else len(props.pack())  # type: ignore[no-untyped-call]
+    return 1 + _varint_size(remaining) + remaining
+
+
+def limits_from_connack(properties: Any, cap: int | None = None) -> BrokerLimits:
+    """The limits an MQTT 5 CONNACK announces (absent properties mean "no limit"), with the
+    client's own packet size *cap* applied."""
+    own = cap or MAX_PACKET_SIZE
+    if properties is None:
+        return BrokerLimits(max_packet_size=own)
+    attrs = properties.__dict__
+    return BrokerLimits(
+        max_packet_size=min(int(attrs.get("MaximumPacketSize", MAX_PACKET_SIZE)), own),
+        receive_maximum=int(attrs.get("ReceiveMaximum", 65535)),
+        topic_alias_maximum=int(attrs.get("TopicAliasMaximum", 0)),
+        retain_available=bool(attrs.get("RetainAvailable", 1)),
+        maximum_qos=int(attrs.get("MaximumQoS", 2)),
+    )
+
+
+def limit_violation(
+    limits: BrokerLimits, topic: str, payload: bytes | bytearray, qos: int, retain: bool,
+    props: Properties | None, v5: bool,
+) -> tuple[int, str] | None:
+    """Why the broker would not take this PUBLISH: ``(reason code, reason)``, or None if fine.
+
+    The packet size is computed exactly only when a rough upper bound comes near the limit.
+    """
+    if retain and not limits.retain_available:
+        return 0x9A, "retain not supported (the broker announced Retain Available 0)"
+    if qos > limits.maximum_qos:
+        return 0x9B, (f"QoS {qos} not supported (the broker announced Maximum QoS "
+                      f"{limits.maximum_qos})")
+    limit = limits.max_packet_size
+    rough = 16 + 4 * len(topic) + len(payload)
+    if props is None:
+        if rough <= limit:
+            return None
+    elif limit == MAX_PACKET_SIZE and rough <= limit // 2:
+        return None  # (properties are not packed twice for brokers without a limit)
+    size = publish_size(len(topic.encode()), len(payload), qos, props, v5)
+    if size <= limit:
+        return None
+    return 0x95, (f"packet too large: the PUBLISH would be {size} bytes, the broker accepts "
+                  f"at most {limit} (its Maximum Packet Size)" if limit != MAX_PACKET_SIZE
+                  else f"packet too large: the PUBLISH would be {size} bytes, MQTT allows at "
+                  f"most {limit}")
 
 
 # -- QoS 0 PUBLISH packets ----------------------------------------------------------------------
@@ -512,6 +583,7 @@ class PahoEngine:
         self._refused = False
         self._intentional = False
         self._window = settings.max_inflight
+        self._limits = limits_from_connack(None, settings.max_packet_size)
         self._inflight = 0
         self._need_pump = False
         self._outbox: deque[tuple[str, bytes, int, bool, Properties | None, Any]] = deque()
@@ -744,24 +816,48 @@ class PahoEngine:
         if reason_code.is_failure:
             self._refused = True
             self._events.append(
-                (EV_CONNACK, attempt, False, reason_code.value, reason_name(reason_code), False)
+                (EV_CONNACK, attempt, False, reason_code.value, reason_name(reason_code), False,
+                 self._limits)
             )
             return
         self._connection_attempt = attempt
         self._connecting = None
         self._connected = True
         self._gen += 1
-        self._window = self._s.max_inflight
-        receive_maximum = getattr(properties, "ReceiveMaximum", None) if self._v5 else None
-        if receive_maximum:
-            self._window = max(1, min(self._window, receive_maximum))
+        limits = self._limits = limits_from_connack(
+            properties if self._v5 else None, self._s.max_packet_size
+        )
+        self._window = max(1, min(self._s.max_inflight, limits.receive_maximum))
         session_present = bool(flags.session_present)
-        self._restore_subscriptions(session_present)
-        self._need_pump = True
         self._events.append(
             (EV_CONNACK, attempt, True, reason_code.value, reason_name(reason_code),
-             session_present)
+             session_present, limits)
         )
+        if limits != BrokerLimits():
+            self._drop_unsendable()
+        self._restore_subscriptions(session_present)
+        self._need_pump = True
+
+    def _drop_unsendable(self) -> None:
+        """Fail the publishes waiting to be resent that this broker's limits forbid.
+
+        paho resends them right after this callback returns; an oversize one would make the
+        broker close the connection again, on every reconnect.
+        """
+        out = self._client._out_messages
+        for mid, msg in list(out.items()):
+            if msg.state == paho.mqtt_ms_wait_for_pubcomp:
+                continue  # only a PUBREL is left to send
+            violation = limit_violation(self._limits, msg.topic, msg.payload, msg.qos,
+                                        msg.retain, msg.properties, self._v5)
+            if violation is None:
+                continue
+            del out[mid]
+            entry = self._pub_waiters.pop(mid, None)
+            if entry is not None:
+                self._inflight -= 1
+                self._events.append((EV_NOT_SENT, entry[0], violation[0], violation[1],
+                                     entry[1]))
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
@@ -957,6 +1053,10 @@ class PahoEngine:
         if counted:
             self._credits += 1
         if self._connected:
+            violation = limit_violation(self._limits, topic, payload, 0, retain, props, self._v5)
+            if violation is not None:  # (trio checks first; the limits changed meanwhile)
+                _log.warning("dropping a QoS 0 message for %r: %s", topic, violation[1])
+                return
             client = self._client
             if props is None and not client._out_packet and len(client.wbuf) < _WRITE_HIGH_WATER:
                 # (nothing queued inside paho that this packet could overtake)
@@ -993,7 +1093,11 @@ class PahoEngine:
         for topic, payload, qos, retain, props in items:
             if qos == 0:
                 written += 1
-                if self._connected:
+                violation = limit_violation(self._limits, topic, payload, 0, retain, props,
+                                            self._v5)
+                if violation is not None:
+                    _log.warning("dropping a QoS 0 message for %r: %s", topic, violation[1])
+                elif self._connected:
                     client._on_publish = None  # see publish0
                     try:
                         client.publish(topic, payload, 0, retain, props)
@@ -1010,6 +1114,10 @@ class PahoEngine:
         self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties | None,
         waiter: Any,
     ) -> None:
+        violation = limit_violation(self._limits, topic, payload, qos, retain, props, self._v5)
+        if violation is not None:
+            self._events.append((EV_NOT_SENT, waiter, violation[0], violation[1], topic))
+            return
         try:
             info = self._client.publish(topic, payload, qos, retain, props)
         except (ValueError, TypeError) as exc:

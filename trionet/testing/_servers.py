@@ -818,15 +818,19 @@ class MosquittoServer(_ServerProcesses):
         startup_timeout: seconds to wait for the listeners before giving up.
         binary: path of the mosquitto program (found on ``PATH`` and in ``/usr/sbin`` if None).
         acl: the text of an ACL file (mosquitto's ``acl_file`` format) for the anonymous plain
-            listener (:attr:`MosquittoInfo.port`), e.g. ``"topic readwrite #\ntopic deny
-            secret/#\n"``; None (default): no ACL, every topic is allowed. The other listeners
-            never get it.
+            listener (:attr:`MosquittoInfo.port`), for example the two lines
+            ``topic readwrite #`` and ``topic deny secret/#``; None (default): no ACL, every
+            topic is allowed. The other listeners never get it.
         max_packet_size: mosquitto's ``max_packet_size`` (bytes, for every listener; announced
             to MQTT 5 clients in CONNACK), or None (default) for mosquitto's own limit.
+        extra_config: more lines for the global part of ``mosquitto.conf`` (for example
+            ``retain_available false``).
+        listener_config: more lines for the anonymous plain listener (for example
+            ``max_qos 1``).
 
     Raises:
         ConfigurationError: the user name or password contains ``:`` or whitespace, or
-            *max_packet_size* is not a positive int.
+            *max_packet_size* is not an int of at least 20.
     """
 
     _server_name = "mosquitto"
@@ -841,6 +845,8 @@ class MosquittoServer(_ServerProcesses):
         binary: str | None = None,
         acl: str | None = None,
         max_packet_size: int | None = None,
+        extra_config: str = "",
+        listener_config: str = "",
     ) -> None:
         _check_credential("MQTT user name", username)
         _check_credential("MQTT password", password)
@@ -851,6 +857,8 @@ class MosquittoServer(_ServerProcesses):
         super().__init__(startup_timeout=startup_timeout)
         self._acl = acl
         self._max_packet_size = max_packet_size
+        self._extra_config = extra_config
+        self._listener_config = listener_config
         self._ca = ca
         self._username = username
         self._password = password
@@ -900,12 +908,16 @@ class MosquittoServer(_ServerProcesses):
         port, auth_port, tls_port, ws_port = (_free_port() for _ in range(4))
         self._ports = (port, auth_port, tls_port, ws_port)
         me = pwd.getpwuid(os.getuid()).pw_name
-        limits = ""
+        limits = self._extra_config
+        if limits and not limits.endswith("\n"):
+            limits += "\n"
         if self._max_packet_size is not None:
-            limits = f"max_packet_size {self._max_packet_size}\n"
-        plain_acl = ""
+            limits += f"max_packet_size {self._max_packet_size}\n"
+        plain_acl = self._listener_config
+        if plain_acl and not plain_acl.endswith("\n"):
+            plain_acl += "\n"
         if self._acl is not None:
-            plain_acl = f"acl_file {directory / 'acl'}\n"
+            plain_acl += f"acl_file {directory / 'acl'}\n"
         conf = f"""\
 # private mosquitto written by trionet.testing
 user {me}
