@@ -43,7 +43,10 @@ __all__ = ["worker_serve"]
 logger = logging.getLogger("trionet.asgi")
 
 _MAX_RECV = 2**16
-_WRITES_PER_CHECKPOINT = 16
+# Queued output past which a sender waits for the writer (backpressure from a slow client).
+_HIGH_WATER = 2**18
+# How long closing a connection waits for its queued output to be written.
+_DRAIN_TIMEOUT = 10.0
 _SEND_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -177,9 +180,16 @@ class _Connection:
         self.sock: Any = stream.socket if type(stream) is trio.SocketStream else None
         self.idle_deadline = math.inf  # when an idle keep-alive connection is closed
         self.read_scope: trio.CancelScope | None = None
-        self.sending = False
-        self.send_queue = trio.lowlevel.ParkingLot()
-        self.writes = 0
+        # Output: what the protocol sends is queued here and written by the connection's
+        # writer task when the sender next yields, so a response's head and body (two events
+        # from Hypercorn's protocol) leave in one system call.
+        self.out: list[bytes] = []
+        self.out_bytes = 0
+        self.writer_wakeup = trio.lowlevel.ParkingLot()
+        self.space = trio.lowlevel.ParkingLot()  # senders waiting for the queue to shrink
+        self.drained = trio.lowlevel.ParkingLot()  # _close waiting for the queue to empty
+        self.broken = False
+        self.writer_running = False
         self.closed = False
 
     # -- the connection's life ---------------------------------------------------------------
@@ -209,16 +219,20 @@ class _Connection:
             client = parse_socket_addr(sock.family, sock.getpeername())
             server = parse_socket_addr(sock.family, sock.getsockname())
             self.context.connections.add(self)
-            async with trio.open_nursery() as nursery:
-                # (duck-typed: Hypercorn's protocols use only the members defined here)
-                self.protocol = ProtocolWrapper(
-                    self.app, self.config, cast(Any, self.context),
-                    cast(Any, _TaskGroup(nursery)), self.state, ssl, client, server,
-                    self._protocol_send, alpn,
-                )
-                await self.protocol.initiate()
-                self._set_idle(True)
-                await self._read_loop(Closed)
+            async with trio.open_nursery() as writer_nursery:
+                writer_nursery.start_soon(self._writer)
+                async with trio.open_nursery() as nursery:
+                    # (duck-typed: Hypercorn's protocols use only the members defined here)
+                    self.protocol = ProtocolWrapper(
+                        self.app, self.config, cast(Any, self.context),
+                        cast(Any, _TaskGroup(nursery)), self.state, ssl, client, server,
+                        self._protocol_send, alpn,
+                    )
+                    await self.protocol.initiate()
+                    self._set_idle(True)
+                    await self._read_loop(Closed)
+                await self._drain()
+                writer_nursery.cancel_scope.cancel()
         except OSError:
             pass
         finally:
@@ -301,52 +315,88 @@ class _Connection:
                 self.read_scope.deadline = -math.inf
 
     async def _write(self, data: bytes) -> bool:
-        """Write *data* whole, in order with other writers; False if the connection is gone.
+        """Queue *data* for the writer task; False if the connection is gone.
 
-        A cancelled writer writes nothing (as with Hypercorn's worker, whose send lock is a
-        checkpoint): it raises ``Cancelled`` here, without a yield when it is not cancelled.
+        Queued data is written whole and in order, even if the sender is cancelled afterwards
+        (Hypercorn shields its writes for the same reason). A sender that is already cancelled
+        queues nothing: it raises ``Cancelled`` here, without a yield when it is not.
+        Past :data:`_HIGH_WATER` queued bytes the sender waits for the writer.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self.sending:
-            with trio.CancelScope(shield=True):
-                await self.send_queue.park()
-        self.sending = True
-        try:
-            sock = self.sock
-            if sock is not None:
-                view = memoryview(data)
-                while view:
-                    fd = sock.fileno()
-                    if fd < 0:
-                        return False
-                    try:
-                        sent = os.write(fd, view)
-                    except BlockingIOError:
-                        with trio.CancelScope(shield=True):
-                            await trio.lowlevel.wait_writable(fd)
-                        continue
-                    view = view[sent:]
-                self.writes += 1
-                if self.writes % _WRITES_PER_CHECKPOINT == 0:
-                    # Writes the kernel takes at once never yield: let other tasks run now
-                    # and then, or a fast client of a streaming response would starve them.
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-            else:
-                with trio.CancelScope(shield=True):
-                    await self.stream.send_all(data)
-            return True
-        except _SEND_ERRORS:
+        if self.broken:
             return False
+        self.out.append(data)
+        self.out_bytes += len(data)
+        if self.writer_wakeup:
+            self.writer_wakeup.unpark()
+        while self.out_bytes > _HIGH_WATER and not self.broken:
+            await self.space.park()
+        return not self.broken
+
+    async def _writer(self) -> None:
+        """Write what is queued, as one buffer per wake-up, until cancelled."""
+        sock = self.sock
+        self.writer_running = True
+        try:
+            await self._write_queued(sock)
         finally:
-            self.sending = False
-            if self.send_queue:
-                self.send_queue.unpark()
-                self.sending = True  # handed over: the woken writer goes next
+            self.writer_running = False
+            self.drained.unpark_all()
+
+    async def _write_queued(self, sock: Any) -> None:
+        from hypercorn.events import Closed
+
+        while True:
+            while not self.out:
+                if self.drained:
+                    self.drained.unpark_all()
+                await self.writer_wakeup.park()
+            out = self.out
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            try:
+                if sock is not None:
+                    await self._write_socket(sock, data)
+                else:
+                    await self.stream.send_all(data)
+            except _SEND_ERRORS:
+                self.broken = True
+                self.out.clear()
+                self.out_bytes = 0
+                self.space.unpark_all()
+                self.drained.unpark_all()
+                with trio.CancelScope(shield=True):
+                    await self.protocol.handle(Closed())
+                return
+            self.out_bytes -= len(data)
+            if self.space:
+                self.space.unpark_all()
+
+    @staticmethod
+    async def _write_socket(sock: Any, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            fd = sock.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError("the connection was closed")
+            try:
+                sent = os.write(fd, view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+                continue
+            view = view[sent:]
+
+    async def _drain(self) -> None:
+        """Wait (shielded, for at most :data:`_DRAIN_TIMEOUT`) until the queue is written."""
+        with trio.move_on_after(_DRAIN_TIMEOUT, shield=True):
+            while self.out and not self.broken and self.writer_running:
+                await self.drained.park()
 
     async def _close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        await self._drain()
         stream = self.stream
         if self.sock is not None:
             with contextlib.suppress(OSError):
