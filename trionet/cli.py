@@ -1,15 +1,99 @@
-"""The ``trionet`` command line (also ``python -m trionet``)."""
+"""The ``trionet`` command line (also ``python -m trionet``).
+
+Expected failures (an address in use or invalid, a module or attribute that is not there, an
+unreachable or refused broker, a missing optional dependency, a failing application startup)
+print one or two lines and exit with a non-zero status: 2 for a usage error (a bad argument,
+module path or broker URL), 1 otherwise. ``--debug`` (anywhere on the command line) or the
+environment variable ``TRIONET_DEBUG=1`` prints the traceback as well. An unexpected exception
+(a bug) always prints its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import trio
 
 from . import __version__
+from .errors import ConfigurationError, TrionetError
+
+__all__ = ["debug_requested", "main", "report_failure", "run_reporting"]
+
+#: Optional dependencies (top-level module name) and the extra that installs each.
+_EXTRAS = {
+    "hypercorn": "asgi",
+    "trio_websocket": "asgi",
+    "paho": "mqtt",
+    "kafka": "kafka",
+    "ziproto": "ziproto",
+}
+_DEBUG_HINT = "(run with --debug, or TRIONET_DEBUG=1, to see the traceback)"
+
+
+def debug_requested(flag: bool | None = None) -> bool:
+    """Whether tracebacks are wanted: ``flag`` (the ``--debug`` option) or ``TRIONET_DEBUG``."""
+    if flag:
+        return True
+    return os.environ.get("TRIONET_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _describe(error: BaseException) -> str | None:
+    """One line for an expected failure, or ``None`` for an unexpected one."""
+    if isinstance(error, ImportError) and error.name:
+        top = error.name.partition(".")[0]
+        if top in _EXTRAS:
+            return (
+                f"the optional dependency {top!r} is not installed; "
+                f"install it with: pip install 'trionet[{_EXTRAS[top]}]'"
+            )
+    if isinstance(error, (TrionetError, OSError)):
+        text = " ".join(str(error).split()) or type(error).__name__
+        notes = [" ".join(str(note).split()) for note in getattr(error, "__notes__", ())]
+        return text + "".join(f" ({note})" for note in notes if note)
+    return None
+
+
+def report_failure(prog: str, error: BaseException, *, debug: bool | None = None) -> int:
+    """Print a failure of command ``prog`` on stderr; returns the exit status (2 or 1).
+
+    An expected failure (a :class:`~trionet.errors.TrionetError`, an :class:`OSError`, a
+    missing optional dependency; inside exception groups too) gets one line each, plus a hint
+    about ``--debug``; with debugging on, or for an unexpected exception, the traceback is
+    printed too. A :class:`~trionet.errors.ConfigurationError` is a usage error: status 2.
+    """
+    leaves = _leaves(error)
+    messages = [_describe(leaf) for leaf in leaves]
+    expected = all(message is not None for message in messages)
+    if debug_requested(debug) or not expected:
+        traceback.print_exception(error)
+    if not expected:
+        print(f"{prog}: unexpected error (the traceback is above)", file=sys.stderr)
+        return 1
+    for message in dict.fromkeys(messages):  # the same failure of several tasks: once
+        print(f"{prog}: {message}", file=sys.stderr)
+    if not debug_requested(debug):
+        print(_DEBUG_HINT, file=sys.stderr)
+    return 2 if all(isinstance(leaf, ConfigurationError) for leaf in leaves) else 1
+
+
+def run_reporting(prog: str, command: Callable[[], int], *, debug: bool | None = None) -> int:
+    """Run ``command`` and return its exit status; a failure is reported by
+    :func:`report_failure`."""
+    try:
+        return command()
+    except Exception as error:  # reported, with the traceback unless expected
+        return report_failure(prog, error, debug=debug)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -17,6 +101,11 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="trionet", description="trio-native networking toolkit"
     )
     parser.add_argument("--version", action="version", version=f"trionet {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of a failure (also: TRIONET_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
@@ -53,6 +142,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("app", help="the app to serve, as module:attribute")
     serve.add_argument("--bind", default="127.0.0.1:8000", help="host:port (default %(default)s)")
+    for command in sub.choices.values():
+        # After the command too (``trionet serve app:app --debug``); SUPPRESS keeps a
+        # ``--debug`` given before the command.
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print the traceback of a failure (also: TRIONET_DEBUG=1)",
+        )
     return parser
 
 
@@ -60,11 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trionet`` console script. Returns the process exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    debug: bool = args.debug
     if args.command == "demo":
         from ._demo import run_demo
 
-        status: int = trio.run(partial(run_demo, args.only, args.broker, args.serve))
-        return status
+        def demo() -> int:
+            status: int = trio.run(partial(run_demo, args.only, args.broker, args.serve))
+            return status
+
+        return run_reporting("trionet demo", demo, debug=debug)
     if args.command == "run":
         from .bus._cli import run_command
 
@@ -72,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from .asgi._serve import serve_cli
 
-        return serve_cli(args.app, args.bind)
+        return serve_cli(args.app, args.bind, debug=debug)
     parser.print_help(sys.stderr)
     return 2
 

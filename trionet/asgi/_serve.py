@@ -35,12 +35,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import trio
 
-from ..errors import ASGIError
+from ..errors import ASGIError, ConfigurationError
 from ._app import ASGIApplication
 from ._routing import Mount, Router, WebSocketRoute
 from ._types import ASGIApp, Receive, Scope, Send
@@ -499,25 +500,67 @@ async def _serve_until_signal(app: ASGIApp, app_ref: str, bind: str) -> int:
     return 128 + forced_by[0] if forced_by else 0
 
 
-def serve_cli(app_ref: str, bind: str = "127.0.0.1:8000") -> int:
-    """Run ``trionet serve module:app [--bind ADDR]``: serve until SIGINT/SIGTERM.
+def _check_bind(bind: str) -> None:
+    """Refuse a ``--bind`` whose port is not 0-65535 (Hypercorn would fail deep inside)."""
+    if bind.startswith(("unix:", "fd://")):
+        return
+    tail = bind.rpartition("]")[2] if bind.startswith("[") else bind
+    _, colon, port = tail.rpartition(":")
+    if colon and (not port.isdigit() or int(port) > 65535):
+        raise ConfigurationError(
+            f"invalid address {bind!r}: the port must be a number from 0 to 65535 "
+            "(use --bind HOST:PORT, e.g. 127.0.0.1:8000, or unix:PATH)"
+        )
 
-    The first SIGINT or SIGTERM shuts down gracefully; a second one stops at once.
 
-    Returns:
-        The process exit status: 0 after a graceful shutdown, 128 + the signal number after a
-        forced stop (130 for SIGINT, 143 for SIGTERM), 1 if serving failed, 2 if the
-        application cannot be loaded.
-    """
+class _OneLineLifespanErrors(logging.Filter):
+    """Log a failed startup/shutdown hook as one line (the command line reports it too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in _LIFESPAN_MESSAGES and record.exc_info and record.exc_info[1]:
+            error = record.exc_info[1]
+            record.msg = f"{record.msg}: {type(error).__name__}: {error}"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+# What ASGIApplication logs, with the traceback, when a lifespan hook fails.
+_LIFESPAN_MESSAGES = frozenset({"application startup failed", "application lifespan failed"})
+
+
+def _serve_cli(app_ref: str, bind: str, debug: bool) -> int:
+    _check_bind(bind)
     try:
         app = load_app(app_ref)
     except ASGIError as exc:
-        print(f"trionet serve: {exc}", file=sys.stderr)
-        return 2
+        raise ConfigurationError(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not debug:
+        logging.getLogger("trionet.asgi").addFilter(_OneLineLifespanErrors())
     try:
-        status: int = trio.run(_serve_until_signal, app, app_ref, bind)
-    except (ASGIError, OSError) as exc:
-        print(f"trionet serve: {exc}", file=sys.stderr)
-        return 1
+        with collapse_single_error():
+            status: int = trio.run(_serve_until_signal, app, app_ref, bind)
+    except OSError as exc:
+        # Raised by the bind (in use, not an address of this host, permission...).
+        raise ASGIError(f"cannot listen on {bind}: {exc}", fault="local") from exc
     return status
+
+
+def serve_cli(app_ref: str, bind: str = "127.0.0.1:8000", *, debug: bool | None = None) -> int:
+    """Run ``trionet serve module:app [--bind ADDR]``: serve until SIGINT/SIGTERM.
+
+    The first SIGINT or SIGTERM shuts down gracefully; a second one stops at once. A failure
+    is printed in one or two lines on stderr (with the traceback when ``debug`` is true or the
+    environment variable ``TRIONET_DEBUG=1`` is set; see :func:`trionet.cli.report_failure`).
+
+    Returns:
+        The process exit status: 0 after a graceful shutdown, 128 + the signal number after a
+        forced stop (130 for SIGINT, 143 for SIGTERM), 1 if serving failed (the address is in
+        use, the lifespan startup failed, a dependency is missing), 2 if the application cannot
+        be loaded or the address is invalid.
+    """
+    from ..cli import debug_requested, run_reporting
+
+    debug = debug_requested(debug)
+    return run_reporting("trionet serve", partial(_serve_cli, app_ref, bind, debug), debug=debug)

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -108,22 +109,31 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Execute a parsed ``run`` command; returns the exit status (2 for usage errors)."""
+    """Execute a parsed ``run`` command; returns the exit status.
+
+    A failure prints one or two lines (see :func:`trionet.cli.report_failure`): status 2 for a
+    usage error (a bad MODULE:APP or broker URL), 1 for others (an unreachable broker...);
+    ``args.debug`` or ``TRIONET_DEBUG=1`` adds the traceback.
+    """
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        return run(args.target, broker=args.broker, shutdown_timeout=args.shutdown_timeout)
-    except ConfigurationError as exc:
-        print(f"trionet run: {exc}", file=sys.stderr)
-        return 2
+    from ..cli import run_reporting
+
+    return run_reporting(
+        "trionet run",
+        partial(run, args.target, broker=args.broker, shutdown_timeout=args.shutdown_timeout),
+        debug=getattr(args, "debug", None),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m trionet.bus._cli run MODULE:APP [--broker URL]``."""
     parser = argparse.ArgumentParser(prog="trionet")
-    add_run_parser(parser.add_subparsers(dest="command", required=True))
+    run_parser = add_run_parser(parser.add_subparsers(dest="command", required=True))
+    run_parser.add_argument("--debug", action="store_true",
+                            help="print the traceback of a failure (also: TRIONET_DEBUG=1)")
     return run_command(parser.parse_args(argv))
 
 
