@@ -51,7 +51,6 @@ import os
 import resource
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -613,22 +612,20 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def _ping(sock: socket.socket, codec: str, msg_id: int) -> None:
-    import msgpack
+def _ping_frame(codec: str) -> bytes:
+    encode = _bound_codec(codec)[0]
+    body = encode([0, 0, "ping"])
+    return U32.pack(len(body)) + body
 
-    body = (
-        json.dumps([0, msg_id, "ping"]).encode()
-        if codec == "json"
-        else msgpack.packb([0, msg_id, "ping"])
-    )
-    sock.sendall(struct.pack(">I", len(body)) + body)
+
+def _read_reply(sock: socket.socket) -> None:
     header = b""
     while len(header) < 4:
         chunk = sock.recv(4 - len(header))
         if not chunk:
             raise RuntimeError("server closed the connection")
         header += chunk
-    (length,) = struct.unpack(">I", header)
+    (length,) = U32.unpack(header)
     got = 0
     while got < length:
         chunk = sock.recv(length - got)
@@ -642,12 +639,20 @@ def measure_memory(impl: str, n: int, codec: str = "json") -> float:
     _raise_fd_limit()
     proc, port = start_server(impl, codec)
     socks: list[socket.socket] = []
+    ping = _ping_frame(codec)
     try:
         def connect(count: int) -> None:
-            for _ in range(count):
-                s = socket.create_connection(("127.0.0.1", port))
-                _ping(s, codec, 0)
-                socks.append(s)
+            # In batches: connect, send every ping, then read every reply (the server answers
+            # a batch at once instead of one round trip at a time). 100 stays within asyncio's
+            # default listen backlog.
+            for start in range(0, count, 100):
+                batch = [socket.create_connection(("127.0.0.1", port))
+                         for _ in range(min(100, count - start))]
+                socks.extend(batch)
+                for sock in batch:
+                    sock.sendall(ping)
+                for sock in batch:
+                    _read_reply(sock)
 
         connect(50)  # warm up: first-connection allocations are not per-connection cost
         time.sleep(0.2)
@@ -657,8 +662,8 @@ def measure_memory(impl: str, n: int, codec: str = "json") -> float:
         after = rss_kib(proc.p.pid)
         return (after - before) / n
     finally:
-        for s in socks:
-            s.close()
+        for sock in socks:
+            sock.close()
         proc.stop()
 
 
