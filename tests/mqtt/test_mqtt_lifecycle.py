@@ -117,6 +117,62 @@ async def test_connection_lost_without_reconnect_fails_the_block(
     assert mqtt_threads() == []
 
 
+async def _publish_until_it_fails(client: MQTTClient, qos: int) -> None:
+    topic = unique("lost")
+    while True:
+        await client.publish(topic, b"x", qos=qos)
+
+
+@BACKENDS
+async def test_a_lost_connection_is_one_mqtt_not_connected_not_a_group(
+    shared_mosquitto: MosquittoServer, backend: Backend
+) -> None:
+    # The body's publish and the client's supervisor both fail with MQTTNotConnected when a
+    # reconnect=False connection is lost; the block used to raise them as an ExceptionGroup
+    # (25-30 times in 30 here). The broker drops the connection: another client takes over our
+    # client id.
+    info = shared_mosquitto.info
+    outcomes: list[str] = []
+    for i in range(30):
+        client_id = f"lost{i}{unique('')[1:]}".replace("/", "")
+        started = trio.Event()
+
+        async def take_over(client_id: str = client_id, started: trio.Event = started) -> None:
+            await started.wait()
+            async with MQTTClient(client_id, reconnect=False) as usurper:
+                await usurper.connect(info.host, info.port)
+
+        with trio.fail_after(TEST_DEADLINE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(take_over)
+                try:
+                    async with MQTTClient(client_id, reconnect=False, backend=backend) as client:
+                        await client.connect(info.host, info.port)
+                        started.set()
+                        await _publish_until_it_fails(client, i % 3)
+                except MQTTNotConnected:
+                    outcomes.append("MQTTNotConnected")
+                except BaseExceptionGroup as group:
+                    outcomes.append(repr(group))
+    assert outcomes == ["MQTTNotConnected"] * 30
+
+
+@BACKENDS
+async def test_a_broker_stop_is_one_mqtt_not_connected_not_a_group(
+    mosquitto: MosquittoServer, backend: Backend
+) -> None:
+    info = mosquitto.info
+    for i in range(3):
+        with trio.fail_after(TEST_DEADLINE), pytest.raises(MQTTNotConnected):
+            async with (
+                connected(info, reconnect=False, backend=backend) as client,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(trio.to_thread.run_sync, mosquitto.stop)
+                await _publish_until_it_fails(client, 1 + i % 2)
+        await trio.to_thread.run_sync(mosquitto.start)
+
+
 async def test_giving_up_reconnecting_fails_the_block_and_pending_publishes(
     mosquitto: MosquittoServer,
 ) -> None:

@@ -523,12 +523,36 @@ class MQTTClient:
             # The nursery is an implementation detail: one error comes out as itself.
             inner = single_exception(group)
             if inner is None:
+                inner = self._one_failure(group)
+            if inner is None:
                 raise
         finally:
             self._running = False
         if inner is not None:
             # (raised outside the except block, so that it does not get the group as context)
             raise inner
+
+    def _one_failure(self, group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+        """The client's own failure, if the group's other errors are only its consequences.
+
+        When the connection is lost for good (``reconnect=False``, or the reconnect policy gave
+        up), the supervisor fails the block with that error while the body's pending operations
+        fail with :exc:`MQTTNotConnected` at the same moment: one failure, not a group of them.
+        """
+        fatal = self._fatal
+        if fatal is None:
+            return None
+        found = False
+        rest = [group]
+        while rest:
+            item = rest.pop()
+            if isinstance(item, BaseExceptionGroup):
+                rest.extend(item.exceptions)
+            elif item is fatal:
+                found = True
+            elif not isinstance(item, MQTTNotConnected):
+                return None
+        return fatal if found else None
 
     async def _shutdown(self, graceful: bool) -> None:
         self._closing = True
@@ -820,12 +844,15 @@ class MQTTClient:
                             reason="reconnected")
             return
         self._set_state(ConnectionState.DISCONNECTED, reason="gave up reconnecting")
-        if self._engine is not None:
-            self._submit_quiet(self._engine.abandon, "gave up reconnecting")
-        raise MQTTConnectError(
+        error = MQTTConnectError(
             f"gave up reconnecting to {self._host}:{self._port} after {attempt} attempts: {last}",
             reason_code=getattr(last, "reason_code", None),
-        ) from last
+        )
+        error.__cause__ = last
+        self._fatal = error
+        if self._engine is not None:
+            self._submit_quiet(self._engine.abandon, "gave up reconnecting")
+        raise error
 
     # -- events from the network thread (run in the trio thread, outside any task) --------------
 
