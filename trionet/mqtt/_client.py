@@ -543,7 +543,7 @@ class MQTTClient:
         if fatal is None:
             return None
         found = False
-        rest = [group]
+        rest: list[BaseException] = [group]
         while rest:
             item = rest.pop()
             if isinstance(item, BaseExceptionGroup):
