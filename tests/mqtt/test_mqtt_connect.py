@@ -3,6 +3,7 @@ properties, connection events, and the failure modes (refused, unreachable, sile
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import subprocess
@@ -46,6 +47,22 @@ from trionet.mqtt import (
 )
 from trionet.testing import MosquittoServer
 from trionet.testing._servers import _free_port
+
+
+async def test_the_default_client_id_is_one_every_broker_must_accept(
+    shared_mosquitto: MosquittoServer,
+) -> None:
+    # MQTT 3.1.1 §3.1.3.1: a server must accept 1-23 characters of [0-9a-zA-Z]; the default
+    # used to be 24 characters with a "-"
+    ids = [MQTTClient().client_id for _ in range(500)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-zA-Z]{1,23}", client_id) for client_id in ids), ids[:3]
+    info = shared_mosquitto.info
+    with trio.fail_after(TEST_DEADLINE):
+        async with connected(info) as client:
+            await wait_for(
+                lambda: f" as {client.client_id} (p2" in info.log_file.read_text()  # 3.1.1
+            )
 
 
 async def test_username_and_password(shared_mosquitto: MosquittoServer) -> None:

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import secrets
 import ssl
+import string
 import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -91,9 +92,19 @@ _log = logging.getLogger("trionet.mqtt")
 #: An ``on_message`` handler: an async function taking the message.
 MessageHandler = Callable[[MQTTMessage], Awaitable[object]]
 
+_ID_ALPHABET = string.ascii_letters + string.digits
 _QOS0_CREDIT = 1024
 _BATCH = 256
 _BATCHES_IN_FLIGHT = 4
+
+
+def default_client_id() -> str:
+    """A random client id every MQTT broker must accept: ``trionet`` and 16 letters and digits.
+
+    MQTT 3.1.1 §3.1.3.1 obliges brokers to accept 1 to 23 characters of ``[0-9a-zA-Z]`` only;
+    16 characters from 62 give about 95 random bits.
+    """
+    return "trionet" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
 
 class _Route:
@@ -178,7 +189,9 @@ class MQTTClient:
     thread is gone.
 
     Args:
-        client_id: the MQTT client identifier (default: a random ``trionet-...`` id). Needed,
+        client_id: the MQTT client identifier (default: ``trionet`` and 16 random letters and
+            digits from :mod:`secrets`, 23 characters in all: what MQTT 3.1.1 §3.1.3.1 obliges
+            every broker to accept). Needed,
             and must be stable, for a persistent session (``clean_start=False``).
         protocol: ``4`` for MQTT 3.1.1 (default) or ``5`` for MQTT 5.0 (:data:`MQTTV311`,
             :data:`MQTTV5`).
@@ -278,7 +291,7 @@ class MQTTClient:
                 "a persistent session (clean_start=False) needs a stable client_id"
             )
         if client_id is None:
-            client_id = f"trionet-{secrets.token_hex(8)}"
+            client_id = default_client_id()
         if transport not in ("tcp", "websockets"):
             raise ConfigurationError(
                 f"transport must be 'tcp' or 'websockets', not {transport!r}"
