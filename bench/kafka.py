@@ -1,20 +1,33 @@
-"""Kafka throughput: trionet.kafka vs raw kafka-python used synchronously, in one run.
+"""Kafka throughput: trionet.kafka vs raw kafka-python, aiokafka and confluent-kafka, in one run.
 
-Both sides talk to the same broker: a private noida-db started by this script, or the broker
-named by ``TRIONET_KAFKA_BOOTSTRAP=host:port``. Every client is created once, before the rounds;
-each round then moves the same records:
+Every contender talks to the same broker: a private noida-db started by this script, or the
+broker named by ``TRIONET_KAFKA_BOOTSTRAP=host:port``. Every client is created once, before the
+rounds; each round then moves the same records:
 
 * ``produce``: N records of 100 bytes with ``acks=1`` to a 3-partition topic, then a flush.
   raw: ``producer.send(topic, value)`` in a loop, ``producer.flush()``. trionet:
-  ``producer.send_nowait(topic, value)`` in a loop, ``await producer.flush()``.
+  ``producer.send_nowait(topic, value)`` in a loop, ``await producer.flush()``. aiokafka and
+  confluent-kafka: configured for throughput as their documentation recommends (linger and batch
+  sizes; aiokafka's ``create_batch()``/``send_batch()``, confluent's ``produce()`` loop with
+  ``linger.ms`` and ``batch.num.messages``), each in its own process (``bench/_kafka_peers.py``,
+  which says exactly how; it does not import trionet). Each producer writes to a topic of its
+  own; after the rounds the broker must hold every record each one sent (end offsets), else the
+  row fails (``lost_records`` in the JSON line).
 * ``consume``: the same N records read back from a 3-partition topic (manually assigned, from
   the beginning). raw: ``consumer.poll(timeout_ms=100)`` until N records. trionet, with its
   defaults (fetched records decoded in trio): ``await consumer.getmany()`` batches and ``async
   for record in consumer`` (the main row, on which the goal is judged); and ``getmany`` of a
   consumer made with ``decode_in_trio=False``, whose thread polls and decodes (with read-ahead)
   and hands batches to trio.
+  aiokafka: ``getmany()``; confluent-kafka: ``consume(num_messages=...)`` batches.
 * ``consume, group member``: the same records read by a member of a consumer group (subscribed;
   its partitions come from the group). raw: ``poll(timeout_ms=100)``; trionet: ``getmany()``.
+  (The peers are not in this row.)
+
+Consumers that fetch in the background (trionet's, aiokafka's, confluent-kafka's) are paused
+between their measurements: noida-db answers a fetch with no records at once, so an idle
+consumer left running spins against the broker and slows whoever is being measured. (raw
+kafka-python fetches only inside ``poll()``.)
 
 Each consume measurement reads the N records ``PASSES`` (3) times over, seeking back to the
 beginning of the partitions in between, on both sides.
@@ -23,7 +36,10 @@ The trionet clients live in one trio loop on a helper thread for the whole run (
 is one ``trio.from_thread.run`` call), so client start-up is outside the timings on both sides.
 Per-record overhead is the per-round difference of the time per record, trionet minus raw.
 
-Goals (issue 7): produce ≥ 0.9× and consume ≥ 0.9× raw kafka-python; overhead ≤ 15 µs/record.
+Goals: produce ≥ 0.9× and consume ≥ 0.9× raw kafka-python, overhead ≤ 15 µs/record (issue
+7: what trionet adds to the client it wraps); and ≥ 0.9× each of aiokafka and confluent-kafka,
+what users pick instead (issue 17). The goals table after the main one gives every verdict; a
+row's ``met`` in the JSON line holds one verdict per goal.
 
 Run: ``.venv/bin/python bench/kafka.py [--quick] [--rounds N]`` (``--quick``: 10k records,
 2 rounds; default 100k records, 5 rounds). Each measurement gives up after 120 s.
@@ -37,6 +53,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -136,27 +153,90 @@ def main() -> None:
     with KafkaBroker.from_env() as broker:
         servers = broker.info.bootstrap_servers
         run_id = uuid.uuid4().hex[:8]
-        produce_topic = f"bench-produce-{run_id}"
+        # One produce topic per producer, so that each one's delivered records can be counted.
+        produce_topics = {name: f"bench-produce-{run_id}-{n}" for n, name in enumerate(PRODUCERS)}
         consume_topic = f"bench-consume-{run_id}"
         host = TrioHost()
+        peers: list[Peer] = []
         try:
             admin = host.enter(_admin(servers))
-            host.run(admin.create_topics, [NewTopic(produce_topic, PARTITIONS),
-                                           NewTopic(consume_topic, PARTITIONS)])
+            topics = [*produce_topics.values(), consume_topic]
+            host.run(admin.create_topics, [NewTopic(topic, PARTITIONS) for topic in topics])
             cleanup: list[Callable[[], object]] = []
             try:
-                rows = _rows(host, servers, produce_topic, consume_topic, count, cleanup)
-                _run_and_report(rows, args.rounds, count, broker.external)
+                rows, delivered = _rows(host, servers, produce_topics, consume_topic, count,
+                                        cleanup, peers)
+                _run_and_report(rows, args.rounds, count, broker.external, delivered)
             finally:
+                for peer in peers:
+                    peer.close()
                 for close in cleanup:
                     close()
-            host.run(admin.delete_topics, [produce_topic, consume_topic])
+            host.run(admin.delete_topics, topics)
         finally:
             host.close()
 
 
-def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
-          count: int, cleanup: list[Callable[[], object]]) -> list[Row]:
+#: The peers users pick instead, each in its own process: (worker kind, contender name).
+PEERS = (("aiokafka", "aiokafka"), ("confluent", "confluent-kafka"))
+PEER_GOAL = 0.9
+#: The contenders of the produce row, each writing to its own topic.
+PRODUCERS = ("raw kafka-python", *(name for _, name in PEERS), "trionet send_nowait")
+
+
+class Peer:
+    """A peer client in its own process (``bench/_kafka_peers.py``), one job at a time."""
+
+    def __init__(self, kind: str, name: str, servers: str, produce_topic: str,
+                 consume_topic: str, count: int) -> None:
+        self.name = name
+        here = os.path.dirname(os.path.abspath(__file__))
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.join(here, "_kafka_peers.py"), kind],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._ask({"op": "setup", "servers": servers, "produce_topic": produce_topic,
+                   "consume_topic": consume_topic, "partitions": PARTITIONS, "count": count,
+                   "passes": PASSES})
+
+    def _ask(self, job: dict[str, Any]) -> dict[str, Any]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(job) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} worker died (its error is above)")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{self.name}: {answer['error']}")
+        return answer
+
+    def measure(self, row: str, op: str) -> Callable[[], float]:
+        """A contender: one ``op`` job; records the worker's own CPU time per record."""
+
+        def run() -> float:
+            answer = self._ask({"op": op})
+            count = float(answer["count"])
+            CPU.record(row, self.name, answer["cpu"] / count * 1e6)
+            return count
+
+        return run
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _rows(host: TrioHost, servers: str, produce_topics: dict[str, str], consume_topic: str,
+          count: int, cleanup: list[Callable[[], object]], peers: list[Peer]
+          ) -> tuple[list[Row], Callable[[], dict[str, int]]]:
+    """The rows, and a function that counts the records each producer's topic holds."""
+    produce_topic = produce_topics["raw kafka-python"]
     # -- raw kafka-python, synchronous ---------------------------------------------------------
     raw_producer = kafka.KafkaProducer(bootstrap_servers=servers, acks=1,
                                        enable_idempotence=False)
@@ -177,6 +257,8 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
     for _ in range(count):
         raw_producer.send(consume_topic, VALUE)
     raw_producer.flush(TIME_CAP)
+    for kind, name in PEERS:  # (their set-up reads the consume topic once)
+        peers.append(Peer(kind, name, servers, produce_topics[name], consume_topic, count))
     partitions = [kafka.TopicPartition(consume_topic, p) for p in range(PARTITIONS)]
     raw_consumer = kafka.KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
                                        auto_offset_reset="earliest")
@@ -218,7 +300,8 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
 
     # -- trionet, in the trio loop ---------------------------------------------------------------
     producer = host.enter(KafkaProducer(servers, acks=1))
-    host.run(producer.send, produce_topic, VALUE)
+    trionet_topic = produce_topics["trionet send_nowait"]
+    host.run(producer.send, trionet_topic, VALUE)
     consumer = host.enter(KafkaConsumer(
         bootstrap_servers=servers, partitions=[(consume_topic, p) for p in range(PARTITIONS)],
         auto_offset_reset="earliest"))
@@ -226,17 +309,22 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
         bootstrap_servers=servers, partitions=[(consume_topic, p) for p in range(PARTITIONS)],
         auto_offset_reset="earliest", decode_in_trio=False))
 
+    every_partition = [(consume_topic, p) for p in range(PARTITIONS)]
+    for reader in (consumer, threaded):  # paused between measurements (docstring)
+        host.run(reader.pause, *every_partition)
+
     async def trionet_produce() -> float:
         with trio.fail_after(TIME_CAP):
             send_nowait = producer.send_nowait
             for _ in range(count):
-                send_nowait(produce_topic, VALUE)
+                send_nowait(trionet_topic, VALUE)
             await producer.flush()
         return count
 
     async def trionet_consume_iter() -> float:
         total = 0
         with trio.fail_after(TIME_CAP):
+            await consumer.resume(*every_partition)
             for _ in range(PASSES):
                 await consumer.seek_to_beginning()
                 got = 0
@@ -245,17 +333,21 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
                     if got == count:
                         break
                 total += got
+            await consumer.pause(*every_partition)
         return total
 
     async def trionet_consume_many(reader: KafkaConsumer = consumer) -> float:
         total = 0
         with trio.fail_after(TIME_CAP):
+            partitions = list(await reader.paused())
+            await reader.resume(*partitions)
             for _ in range(PASSES):
                 await reader.seek_to_beginning()
                 got = 0
                 while got < count:
                     got += len(await reader.getmany())
                 total += got
+            await reader.pause(*(await reader.assignment()))
         return total
 
     async def trionet_consume_threaded() -> float:
@@ -271,14 +363,25 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
                 await member.getmany()  # reading drives the join (and may return records)
             return await trionet_consume_many(member)
 
+    def delivered() -> dict[str, int]:
+        """Records in each producer's topic (the partitions' end offsets)."""
+        out = {}
+        for name, topic in produce_topics.items():
+            ends = raw_consumer.end_offsets(
+                [kafka.TopicPartition(topic, p) for p in range(PARTITIONS)])
+            out[name] = sum(ends.values())
+        return out
+
     return [
         Row("produce 100 B, acks=1", [
             Contender("raw kafka-python", CPU.meter("produce", "raw kafka-python", raw_produce)),
+            *(Contender(peer.name, peer.measure("produce", "produce")) for peer in peers),
             Contender("trionet send_nowait", CPU.meter(
                 "produce", "trionet send_nowait", lambda: host.run(trionet_produce))),
         ], goal=GOAL),
         Row("consume 100 B", [
             Contender("raw kafka-python", CPU.meter("consume", "raw kafka-python", raw_consume)),
+            *(Contender(peer.name, peer.measure("consume", "consume")) for peer in peers),
             Contender("trionet getmany", CPU.meter(
                 "consume", "trionet getmany", lambda: host.run(trionet_consume_many))),
             Contender("trionet getmany, decode_in_trio=False", CPU.meter(
@@ -294,7 +397,7 @@ def _rows(host: TrioHost, servers: str, produce_topic: str, consume_topic: str,
             Contender("trionet getmany", CPU.meter(
                 "group", "trionet getmany", lambda: host.run(trionet_group_consume))),
         ], goal=GOAL),
-    ]
+    ], delivered
 
 
 class CpuMeter:
@@ -311,17 +414,21 @@ class CpuMeter:
         def measured() -> float:
             start = time.process_time()
             count = run()
-            per_record = (time.process_time() - start) / count * 1e6
-            self.samples.setdefault(row, {}).setdefault(name, []).append(per_record)
+            self.record(row, name, (time.process_time() - start) / count * 1e6)
             return count
 
         return measured
+
+    def record(self, row: str, name: str, per_record_us: float) -> None:
+        """One sample; a peer's process measures its own CPU time and reports it here."""
+        self.samples.setdefault(row, {}).setdefault(name, []).append(per_record_us)
 
 
 CPU = CpuMeter()
 
 
-def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool) -> None:
+def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool,
+                    delivered: Callable[[], dict[str, int]]) -> None:
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         run_rows("kafka", rows, rounds=rounds,
@@ -330,10 +437,24 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool) ->
     lines = captured.getvalue().rstrip("\n").split("\n")
     result = json.loads(lines[-1])
     print("\n".join(lines[:-1]))
+    # Every producer sent one record at set-up, then count per measurement.
+    sent = {name: 1 + len(rows[0].results[name]) * count for name in PRODUCERS}
+    stored = delivered()
+    lost = {name: sent[name] - stored[name] for name in PRODUCERS}
+    print("records stored by the broker per producer (sent: "
+          + ", ".join(f"{name}: {stored[name]:,}/{sent[name]:,}" for name in PRODUCERS) + ")")
+    if any(lost.values()):
+        print(f"LOST RECORDS: {lost}: the produce row fails")
+        result["rows"][0]["lost_records"] = lost
+        rows[0].goal = None  # judged below as failed, whatever the ratios say
+        result["rows"][0]["met"] = False
+    print()
     overheads: dict[str, float] = {}
     for row in rows:
         base = row.contenders[0].name
         for contender in row.contenders[1:]:
+            if not contender.name.startswith("trionet"):
+                continue
             per_round = [
                 (1 / mine - 1 / theirs) * 1e6
                 for mine, theirs in zip(row.results[contender.name], row.results[base],
@@ -351,15 +472,18 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool) ->
         verdict = "yes" if value <= OVERHEAD_GOAL_US else "NO"
         print(f"  {name}: {value:+.2f} µs/record (met: {verdict})")
     print()
-    print("CPU time per record, whole process (median of rounds; less sensitive to other load):")
+    _judge_against_peers(rows, result)
+    print("CPU time per record, whole process (each peer's own process; median of rounds; less "
+          "sensitive to other load):")
     cpu: dict[str, dict[str, float]] = {}
     cpu_overheads: dict[str, float] = {}
     for row_name, per_contender in CPU.samples.items():
         medians = {name: statistics.median(values) for name, values in per_contender.items()}
         cpu[row_name] = medians
-        base_name, base = next(iter(medians.items()))
+        base_name = "raw kafka-python"
+        base = medians[base_name]
         for name, value in medians.items():
-            if name == base_name:
+            if not name.startswith("trionet"):
                 print(f"  {row_name}: {name}: {value:.2f} µs")
             else:
                 cpu_overheads[f"{row_name}: {name}"] = value - base
@@ -372,6 +496,46 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool) ->
     result["cpu_overhead_us"] = cpu_overheads
     print(json.dumps(result))
     sys.stdout.flush()
+
+
+def _judge_against_peers(rows: list[Row], result: dict[str, Any]) -> None:
+    """The goals against aiokafka and confluent-kafka, from the same rounds' wall times.
+
+    Adds ``"<trionet contender>/<peer>"`` ratios (median, min, max of the per-round ratios) to
+    the row's JSON, and turns its ``goal`` and ``met`` into one entry per goal.
+    """
+    peer_names = [name for _, name in PEERS]
+    print("against what users pick instead: trionet / peer, median [min–max] of per-round "
+          f"ratios (goal ≥ {PEER_GOAL}×):")
+    for row, entry in zip(rows, result["rows"], strict=True):
+        judged = row.contenders[-1].name  # the contender the harness judges the goal on
+        peers = [name for name in peer_names if name in row.results]
+        if not peers or row.goal is None:
+            continue
+        goals: dict[str, float] = {judged: row.goal}
+        met: dict[str, bool] = {judged: bool(entry["met"])}
+        for contender in row.contenders:
+            if not contender.name.startswith("trionet"):
+                continue
+            for peer in peers:
+                per_round = [mine / theirs for mine, theirs in
+                             zip(row.results[contender.name], row.results[peer], strict=True)]
+                key = f"{contender.name}/{peer}"
+                median = statistics.median(per_round)
+                entry["ratios"][key] = median
+                entry["ratio_min"][key] = min(per_round)
+                entry["ratio_max"][key] = max(per_round)
+                entry["ratio_values"][key] = per_round
+                line = (f"  {row.name}: {key}: {median:.2f}× "
+                        f"[{min(per_round):.2f}–{max(per_round):.2f}]")
+                if contender.name == judged:
+                    goals[key] = PEER_GOAL
+                    met[key] = median >= PEER_GOAL
+                    line += f" (met: {'yes' if met[key] else 'NO'})"
+                print(line)
+        entry["goal"] = goals
+        entry["met"] = met
+    print()
 
 
 if __name__ == "__main__":
