@@ -7,12 +7,16 @@ the timed part, so a row measures only the work named):
 * ``send N small``: N small messages on one connection. Peer: plain smtplib, an EmailMessage
   built and ``send_message()`` called per message. trionet: ``AsyncSMTPClient.send_many``
   (MailMessage objects built in the timed part too). Goal: trionet >= 0.9x the peer.
-* ``fetch N``: read N small messages of a mailbox and parse them. Peers: imaplib with one
-  ``FETCH (RFC822)`` per message and the original's parsing (compat32 ``message_from_bytes`` +
-  a walk over the parts), once as a plain loop and once with a thread hop per FETCH as mtaio's
-  ``asyncio.to_thread`` did; trionet: ``fetch_messages("ALL", limit=None)``, one batched
-  ``UID FETCH ... BODY.PEEK[]`` whose result is parsed into MailMessage objects. Goal:
-  trionet >= 5x the plain loop.
+* ``fetch N``: read N small messages of a mailbox and parse them. Every contender parses each
+  message the same way: compat32 ``message_from_bytes`` + a walk over the parts (the original's
+  parsing; trionet's MailMessage parses with compat32 too). Peers: plain imaplib with one
+  ``UID SEARCH ALL`` and one batched ``UID FETCH <all uids> (BODY.PEEK[])``, the fastest a
+  user can write with the standard library (the baseline); imaplib with one ``FETCH (RFC822)``
+  per message, as a plain loop and with a thread hop per FETCH as mtaio's ``asyncio.to_thread``
+  did. trionet: ``fetch_messages("ALL", limit=None)``, one batched ``UID FETCH ...
+  BODY.PEEK[]`` parsed into MailMessage objects. Goals: trionet >= 0.9x the batched imaplib
+  (the strongest peer) and >= 5x the per-message imaplib loop; the verdicts are printed after
+  the table, and the row's ``goal``/``met`` in the JSON line hold one entry per goal.
 
 On loopback a round trip costs ~0.3 ms, so parsing dominates; mail servers are usually further
 away. The ``@ 2 ms RTT`` rows run the same contenders through a relay that delays every chunk by
@@ -24,9 +28,13 @@ shows. (Informational, no goal.)
 
 from __future__ import annotations
 
+import contextlib
 import email
 import imaplib
+import io
+import json
 import smtplib
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +48,11 @@ from _harness import Contender, Row, main_args, run_rows
 
 from trionet.mail import AsyncIMAPClient, AsyncSMTPClient, MailMessage
 from trionet.testing import MailInfo, MailServers
+
+BATCHED = "imaplib batched UID FETCH"
+PER_MESSAGE = "imaplib per-message"
+BATCHED_GOAL = 0.9
+PER_MESSAGE_GOAL = 5.0
 
 
 def _ms(start: float) -> float:
@@ -202,6 +215,22 @@ def imaplib_fetch(info: MailInfo, mailbox: str, count: int) -> float:
     return elapsed
 
 
+def imaplib_batched_fetch(info: MailInfo, mailbox: str, count: int) -> float:
+    """Plain imaplib at its best: one UID SEARCH, one UID FETCH for every message."""
+    imap = _imaplib_session(info, mailbox)
+    try:
+        start = time.perf_counter()
+        _, found = imap.uid("SEARCH", None, "ALL")
+        uids = b",".join(found[0].split()).decode()
+        _, data = imap.uid("FETCH", uids, "(BODY.PEEK[])")
+        parsed = [original_parse(part[1]) for part in data if isinstance(part, tuple)]
+        elapsed = _ms(start)
+    finally:
+        imap.logout()
+    assert len(parsed) == count
+    return elapsed
+
+
 def threaded_fetch(info: MailInfo, mailbox: str, count: int) -> float:
     """The original's shape: every FETCH is its own thread hop (asyncio.to_thread there)."""
 
@@ -280,9 +309,11 @@ def main() -> None:
         fill_mailbox(info, "bench", count)
 
         def fetchers(target: MailInfo) -> list[Contender]:
+            # The first is the baseline the harness judges trionet (the last) against.
             run: list[tuple[str, Callable[[MailInfo, str, int], float]]] = [
+                (BATCHED, imaplib_batched_fetch),
                 ("original: per-message + thread hop", threaded_fetch),
-                ("imaplib per-message", imaplib_fetch),
+                (PER_MESSAGE, imaplib_fetch),
                 ("trionet", trionet_fetch),
             ]
             return [Contender(name, _bind(fn, target, count)) for name, fn in run]
@@ -297,7 +328,7 @@ def main() -> None:
                 goal=0.9,
                 unit="ms",
             ),
-            Row(f"fetch {count}", fetchers(info), goal=5.0, unit="ms"),
+            Row(f"fetch {count}", fetchers(info), goal=BATCHED_GOAL, unit="ms"),
             Row(
                 f"send {count} small @ 2 ms RTT",
                 [
@@ -308,13 +339,43 @@ def main() -> None:
             ),
             Row(f"fetch {count} @ 2 ms RTT", fetchers(far), unit="ms"),
         ]
-        run_rows(
-            "mail",
-            rows,
-            rounds=args.rounds,
-            note="Postfix + Dovecot on loopback, STARTTLS/IMAPS; times in ms (lower is better), "
-            "ratio = baseline time / contender time.",
-        )
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            run_rows(
+                "mail",
+                rows,
+                rounds=args.rounds,
+                note="Postfix + Dovecot on loopback, STARTTLS/IMAPS; times in ms (lower is "
+                "better), ratio = baseline time / contender time.",
+            )
+        _report(captured.getvalue(), rows[1])
+
+
+def _report(output: str, fetch_row: Row) -> None:
+    """Reprints the harness's output with the fetch row's second goal (>= 5x the per-message
+    loop) judged from the same rounds, one verdict per goal in its JSON entry."""
+    lines = output.rstrip("\n").split("\n")
+    result = json.loads(lines[-1])
+    print("\n".join(lines[:-1]))
+    entry = next(e for e in result["rows"] if e["row"] == fetch_row.name)
+    per_round = [theirs / mine for mine, theirs in
+                 zip(fetch_row.results["trionet"], fetch_row.results[PER_MESSAGE], strict=True)]
+    key = f"trionet/{PER_MESSAGE}"
+    median = statistics.median(per_round)
+    entry["ratios"][key] = median
+    entry["ratio_min"][key] = min(per_round)
+    entry["ratio_max"][key] = max(per_round)
+    entry["ratio_values"][key] = per_round
+    entry["goal"] = {"trionet": BATCHED_GOAL, key: PER_MESSAGE_GOAL}
+    entry["met"] = {"trionet": bool(entry["met"]), key: median >= PER_MESSAGE_GOAL}
+    print(f"{fetch_row.name}: goals (median [min–max] of per-round ratios, time of the peer / "
+          "time of trionet):")
+    for name, goal in entry["goal"].items():
+        print(f"  {name}: {entry['ratios'][name]:.2f}× [{entry['ratio_min'][name]:.2f}–"
+              f"{entry['ratio_max'][name]:.2f}] (goal ≥ {goal}×, met: "
+              f"{'yes' if entry['met'][name] else 'NO'})")
+    print()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
