@@ -186,3 +186,50 @@ async def test_subscription_ends_when_the_client_closes_and_aclose(
                 leftover = other
     # after the client closed, iteration ends (EndOfChannel)
     assert [m async for m in leftover] == []
+
+
+@BACKENDS
+async def test_a_resumed_session_does_not_route_old_subscriptions_into_new_ones(
+    shared_mosquitto: MosquittoServer, backend: Backend
+) -> None:
+    # Run 1 subscribes orders/# with a persistent session and goes away; orders arrive and are
+    # queued. Run 2 resumes the session with a different subscription, alerts/#. The broker
+    # still has orders/# (with run 1's subscription identifier) and delivers the queued orders
+    # with it. They used to land in alerts/#, which had been given the same identifier (both
+    # runs numbered their subscriptions from 1).
+    info = shared_mosquitto.info
+    base = unique("resume")
+    orders, alerts = f"{base}/orders", f"{base}/alerts"
+    client_id = "resume" + base.rpartition("/")[2]
+    session = {"client_id": client_id, "protocol": MQTTV5, "clean_start": False,
+               "backend": backend}
+    with trio.fail_after(TEST_DEADLINE):
+        async with connected(info, **session) as first_run:
+            await first_run.subscribe(f"{orders}/#", qos=1)
+        async with connected(info, protocol=MQTTV5) as publisher:
+            for i in range(3):
+                await publisher.publish(f"{orders}/{i}", f"order {i}", qos=1)
+        leftovers: list[MQTTMessage] = []
+        second_run = MQTTClient(**session)
+
+        @second_run.on_message
+        async def collect(message: MQTTMessage) -> None:
+            leftovers.append(message)
+
+        async with second_run:
+            await second_run.connect(info.host, info.port)
+            async with second_run.subscription(f"{alerts}/#", qos=1) as alert_messages:
+                # the queued orders come first (they are sent right after CONNACK)
+                await wait_for(lambda: len(leftovers) == 3)
+                async with connected(info, protocol=MQTTV5) as publisher:
+                    await publisher.publish(f"{alerts}/fire", "fire", qos=1)
+                    await publisher.publish(f"{orders}/3", "order 3", qos=1)
+                alert = await alert_messages.receive()
+                await wait_for(lambda: len(leftovers) == 4)
+                assert alert.topic == f"{alerts}/fire"
+                with pytest.raises(trio.WouldBlock):
+                    alert_messages.receive_nowait()
+        # nothing was lost either: the old subscription's messages reached the handler
+        assert sorted(m.payload for m in leftovers) == [f"order {i}".encode() for i in range(4)]
+        async with connected(info, client_id=client_id, protocol=MQTTV5):
+            pass  # clean start: the broker forgets the session

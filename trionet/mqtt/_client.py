@@ -17,6 +17,7 @@ Nothing here calls paho directly; :mod:`trionet.mqtt._paho` is the only module t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import secrets
 import ssl
@@ -98,6 +99,21 @@ _BATCH = 256
 _BATCHES_IN_FLIGHT = 4
 
 
+_MAX_SUB_ID = 268_435_455  # MQTT 5 §3.8.2.1.2: a variable byte integer, 1 to 268,435,455
+
+
+def subscription_identifier(topic_filter: str) -> int:
+    """The MQTT 5 subscription identifier trionet gives *topic_filter* (1 to 268,435,455).
+
+    Derived from the filter alone (BLAKE2b), so the same filter gets the same identifier in
+    every run: a client that resumes a persistent session does not hand an identifier the
+    broker still uses for another filter to a new one (except by a 1 in 2^28 chance, which the
+    topic check in the routing makes harmless).
+    """
+    digest = hashlib.blake2b(topic_filter.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _MAX_SUB_ID + 1
+
+
 def default_client_id() -> str:
     """A random client id every MQTT broker must accept: ``trionet`` and 16 letters and digits.
 
@@ -107,12 +123,26 @@ def default_client_id() -> str:
     return "trionet" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
 
+def _matcher_for(topic_filter: str) -> Callable[[str], bool]:
+    bare = topic_filter
+    if bare.startswith("$share/"):
+        bare = bare[len("$share/"):].partition("/")[2]
+    if "+" not in bare and "#" not in bare:
+        return bare.__eq__
+    if bare.endswith("/#") and "+" not in bare and "#" not in bare[:-2]:
+        prefix = bare[:-2]
+        start = prefix + "/"
+        return lambda topic: topic == prefix or topic.startswith(start)
+    return lambda topic: topic_matches(bare, topic)
+
+
 class _Route:
     """One broker subscription (one topic filter) and the local consumers of its messages."""
 
     __slots__ = (
         "handler_refs",
         "mailboxes",
+        "matches",
         "no_local",
         "qos",
         "replies",
@@ -132,6 +162,9 @@ class _Route:
         self.no_local = False
         self.retain_as_published = False
         self.retain_handling = 0
+        #: whether a topic name matches this route's filter (with fast paths for the usual
+        #: shapes: no wildcard, and ``prefix/#``)
+        self.matches: Callable[[str], bool] = _matcher_for(topic_filter)
 
     def unused(self) -> bool:
         return not self.mailboxes and self.handler_refs == 0 and not self.replies
@@ -388,7 +421,6 @@ class MQTTClient:
         self._routes: dict[str, _Route] = {}
         self._routes_by_id: dict[int, _Route] = {}
         self._matcher: TopicMatcher[_Route] = TopicMatcher()
-        self._next_sub_id = 1
         self._event_streams: list[ConnectionEvents] = []
 
         self._state = ConnectionState.DISCONNECTED
@@ -961,12 +993,20 @@ class MQTTClient:
         self._received += 1
         if self._closing:
             return  # not acknowledged: a persistent session gets it again
-        routes: list[_Route] | None = None
+        routes: list[_Route]
         props = message.properties
         if props is not None and props.subscription_identifiers:
+            # Only our subscriptions whose filter matches the topic: an identifier may also
+            # belong to a subscription of an earlier run's session (a persistent session
+            # keeps its subscriptions), whose messages must not reach an unrelated filter.
             by_id = self._routes_by_id
-            routes = [by_id[i] for i in props.subscription_identifiers if i in by_id]
-        if not routes:
+            topic = message.topic
+            routes = []
+            for sub_id in props.subscription_identifiers:
+                route = by_id.get(sub_id)
+                if route is not None and route.matches(topic):
+                    routes.append(route)
+        else:
             routes = list(self._matcher.match(message.topic))
         targets: list[Subscription] = []
         to_handlers = False
@@ -1199,10 +1239,9 @@ class MQTTClient:
             parse_filter(topic_filter)
             sub_id = None
             if self._v5:
-                sub_id = self._next_sub_id
-                self._next_sub_id += 1
-                if self._next_sub_id > 268435455:
-                    self._next_sub_id = 1
+                sub_id = subscription_identifier(topic_filter)
+                while sub_id in self._routes_by_id:  # another filter of ours has it
+                    sub_id = sub_id % _MAX_SUB_ID + 1
             route = _Route(topic_filter, sub_id)
             self._routes[topic_filter] = route
             if sub_id is not None:
