@@ -1,4 +1,5 @@
-"""ASGI: trionet on Hypercorn's trio worker vs what users run instead, and two bounds.
+"""ASGI: trionet (on its own trio worker and on Hypercorn's) vs what users run instead, and
+two bounds.
 
 One server process per contender, each serving the same two endpoints with one worker
 (access log off): ``GET /hello`` (a 13-byte text body) and ``POST /echo`` (parse a JSON body,
@@ -15,7 +16,10 @@ answer it re-encoded). Contenders (``app@server``):
 * ``trio+h11 bound``: the leanest trio server we could write: ``trio.serve_tcp``, one h11
   connection per stream, the reply written inline (no ASGI, no date/server headers): what a
   trio-native HTTP/1.1 stack could reach here.
-* ``trionet@hypercorn-trio``: ``trionet.asgi`` Router + ``ASGIApplication`` + the middleware.
+* ``trionet@hypercorn-trio``: ``trionet.asgi`` Router + ``ASGIApplication`` + the middleware,
+  on Hypercorn's own trio worker (``hypercorn.trio.serve``).
+* ``trionet@trionet-worker``: the same app served by ``trionet.asgi.serve()`` as users run it:
+  trionet's trio worker around Hypercorn's protocol classes, with serve()'s request limits.
 
 No baseline process imports trionet (an import hook in each makes it an error). The
 middleware is the same tiny pure-ASGI class for both frameworks (it adds a response header).
@@ -28,7 +32,9 @@ round (the order reverses every other round).
 Rows, per method: requests/s of every server (ratio contender/``starlette@uvicorn-std``, no
 goal: this is where trionet stands against what users run); the same measurements seen as
 "framework cost on Hypercorn-trio" (ratio over ``raw@hypercorn-trio``, goal: trionet >= 0.95x)
-and against the trio+h11 bound; the apps called in-process without a server (what the
+and against the trio+h11 bound; trionet's worker against Hypercorn's trio worker (goal: >= 2x
+the requests/s and <= 0.5x the CPU per request, i.e. a CPU ratio >= 2) and against Starlette on
+uvicorn h11 (stretch goal >= 1x); the apps called in-process without a server (what the
 framework alone costs per request); each server's CPU time per request, from
 ``/proc/<pid>/stat`` utime+stime deltas of the server process and its children; and p50/p99
 latency. The µs rows report ratio baseline/contender, so > 1 still means better.
@@ -74,9 +80,15 @@ SERVERS = (
     "starlette@hypercorn-trio",
     "trio+h11 bound",
     "trionet@hypercorn-trio",
+    "trionet@trionet-worker",
 )
 FRAMEWORK_ROW = ("raw@hypercorn-trio", "starlette@hypercorn-trio", "trionet@hypercorn-trio")
-BOUND_ROW = ("trio+h11 bound", "trionet@hypercorn-trio")
+BOUND_ROW = ("trio+h11 bound", "trionet@trionet-worker")
+# trionet.asgi.serve() on its default worker against the same app on Hypercorn's trio worker
+# (issue 20's goal: >= 2x the requests, <= 0.5x the CPU per request), and against Starlette on
+# uvicorn with h11 (the stretch goal: >= 1x).
+WORKER_ROW = ("trionet@hypercorn-trio", "trionet@trionet-worker")
+STRETCH_ROW = ("starlette@uvicorn-h11", "trionet@trionet-worker")
 
 
 # -- the three applications (built inside the server process) --------------------------------
@@ -269,7 +281,15 @@ def run_server(name: str, port: int) -> None:
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 0.5
-    if server == "hypercorn-trio":
+    if server == "trionet-worker":  # what trionet.asgi.serve() runs by default
+        from functools import partial
+
+        import trio
+
+        from trionet.asgi import serve
+
+        trio.run(partial(serve, app, None, config=config, worker="trionet"))
+    elif server == "hypercorn-trio":
         import trio
         from hypercorn.trio import serve as trio_serve
 
@@ -549,6 +569,21 @@ def main() -> None:
                     f"{method} {path}: against the trio+h11 bound (req/s)",
                     replay(BOUND_ROW, method, "rps"), unit="req/s", higher_is_better=True,
                     replays=measuring[method],
+                ))
+                rows.append(Row(
+                    f"{method} {path}: trionet's worker vs Hypercorn's trio worker (req/s)",
+                    replay(WORKER_ROW, method, "rps"), goal=2.0, unit="req/s",
+                    higher_is_better=True, replays=measuring[method],
+                ))
+                rows.append(Row(
+                    f"{method} {path}: trionet's worker vs Hypercorn's trio worker (CPU/request)",
+                    replay(WORKER_ROW, method, "cpu"), goal=2.0, unit="us",
+                    replays=measuring[method],
+                ))
+                rows.append(Row(
+                    f"{method} {path}: trionet vs Starlette on uvicorn h11 (req/s, stretch)",
+                    replay(STRETCH_ROW, method, "rps"), goal=1.0, unit="req/s",
+                    higher_is_better=True, replays=measuring[method],
                 ))
             calls = 2_000 if parser_args.quick else 20_000
             rows += [
