@@ -16,13 +16,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import pytest
 import trio
 from kafka_support import CONSUMER, unique
 
 from trionet.kafka import (
     Delivery,
     KafkaAdmin,
+    KafkaCommitError,
     KafkaConsumer,
+    KafkaPartitionsRevokedError,
     KafkaProducer,
     NewTopic,
 )
@@ -188,3 +191,119 @@ async def test_idempotent_producer_survives_a_broker_crash() -> None:
           f"(acknowledged {max(window, default=0):.2f} s or less before the kill), "
           f"{duplicates} duplicates, first new acknowledgement "
           f"{recovered - restarted_at:.2f} s after the restart")
+
+
+class Received:
+    """What a group consumer that commits after processing received."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[int] = Counter()
+        self.commit_errors: list[KafkaCommitError] = []
+        self.changed = trio.Event()
+
+    async def consume(self, servers: str, topic: str, group: str) -> None:
+        async with KafkaConsumer(topic, bootstrap_servers=servers, group_id=group,
+                                 **CONSUMER) as consumer:
+            async for record in consumer:
+                self.counts[int(record.value)] += 1  # "processing"
+                try:
+                    await consumer.commit()
+                except KafkaCommitError as exc:  # at-least-once: they come again
+                    self.commit_errors.append(exc)
+                self.changed.set()
+                self.changed = trio.Event()
+
+    async def until_has(self, wanted: set[int]) -> None:
+        while not wanted <= set(self.counts):
+            await self.changed.wait()
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["sigterm", "sigkill"])
+async def test_at_least_once_through_a_broker_restart(hard: bool) -> None:
+    """Producer -> group consumer (commit after processing) with the broker restarted
+    mid-stream: the consumer receives every record acknowledged to the producer that the
+    broker kept (all of them with SIGTERM); duplicates are counted, not forbidden."""
+    async with private_broker() as broker:
+        servers = broker.info.bootstrap_servers
+        topic = await create_topic(servers, "crash-alo")
+        received = Received()
+        async with trio.open_nursery() as consumers:
+            consumers.start_soon(received.consume, servers, topic, unique("crash-alo"))
+            async with KafkaProducer(servers) as producer:
+                stream = Stream(producer, topic)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(stream.run)
+                    with trio.fail_after(60):
+                        saved, _ = await crash_mid_stream(broker, stream, hard=hard)
+                        sent_at_restart = len(stream.deliveries)
+                        await stream.until_acked(sent_at_restart + 300)
+                    stream.stop.set()
+                assert producer.statistics().failed == 0
+            present = set(await read_topic(servers, topic))
+            acknowledged = set(stream.acked_at)
+            kept = acknowledged & present
+            with trio.fail_after(60):
+                await received.until_has(kept)
+            consumers.cancel_scope.cancel()
+    lost_by_broker = acknowledged - present
+    assert saved <= present
+    if not hard:
+        assert not lost_by_broker, "a graceful restart lost acknowledged records"
+    assert not [n for n in lost_by_broker if n >= sent_at_restart]
+    duplicates = sum(c - 1 for c in received.counts.values())
+    revoked = sum(isinstance(e, KafkaPartitionsRevokedError) for e in received.commit_errors)
+    print(f"\nat-least-once ({'SIGKILL' if hard else 'SIGTERM'}): {len(acknowledged)} "
+          f"acknowledged, {len(lost_by_broker)} lost by the broker (unsaved window), "
+          f"{len(kept)} received, {duplicates} duplicates, {len(received.commit_errors)} "
+          f"commit errors ({revoked} partitions-revoked)")
+    assert len(received.commit_errors) == revoked  # only the one documented kind
+
+
+async def test_commits_during_a_rejoin_report_one_revocation() -> None:
+    """After a broker restart the consumer must rejoin its group: a commit drives and waits for
+    the rejoin, then reports the revoked partitions once (their records were handed out under
+    the old generation and are not committed), and later commits just work."""
+    async with private_broker() as broker:
+        servers = broker.info.bootstrap_servers
+        topic = await create_topic(servers, "rejoin")
+        async with KafkaProducer(servers) as producer:
+            for n in range(300):
+                producer.send_nowait(topic, b"%d" % n, key=b"%d" % n)
+            await producer.flush()
+        group = unique("rejoin")
+        async with KafkaConsumer(topic, bootstrap_servers=servers, group_id=group,
+                                 **CONSUMER) as consumer:
+            with trio.fail_after(30):
+                for _ in range(20):
+                    await consumer.getone()
+                committed_before = await consumer.commit()
+                handed_out = {(r.topic, r.partition) for r in
+                              [await consumer.getone() for _ in range(10)]}
+                # SIGTERM: noida-db saves everything, but forgets the group's generation.
+                await trio.to_thread.run_sync(broker.restart)
+                errors: list[KafkaCommitError] = []
+                started = time.monotonic()
+                for _ in range(50):  # an application committing in a loop
+                    try:
+                        await consumer.commit()
+                    except KafkaCommitError as exc:
+                        errors.append(exc)
+                elapsed = time.monotonic() - started
+            print(f"\nrejoin: 50 commits after a restart took {elapsed:.2f} s, "
+                  f"{len(errors)} error(s): {[type(e).__name__ for e in errors[:3]]}")
+            assert len(errors) == 1, f"{len(errors)} commit errors: {errors[:3]}"
+            revoked = errors[0]
+            assert isinstance(revoked, KafkaPartitionsRevokedError), repr(revoked)
+            assert handed_out <= revoked.partitions
+            async with KafkaAdmin(servers) as admin:
+                # The 10 records handed out before the restart were not committed.
+                assert await admin.list_consumer_group_offsets(group) == committed_before
+            with trio.fail_after(30):
+                for _ in range(100):  # read again from the committed offsets, commit each
+                    await consumer.getone()
+                    await consumer.commit()
+            delivered = consumer.delivered_offsets()
+            async with KafkaAdmin(servers) as admin:
+                committed = await admin.list_consumer_group_offsets(group)
+        assert {tp: committed[tp] for tp in delivered} == delivered
+        assert all(committed.get(tp, 0) >= offset for tp, offset in committed_before.items())

@@ -88,7 +88,12 @@ from ._common import (
     servers_text,
     with_defaults,
 )
-from ._errors import KafkaCommitError, KafkaConnectionError, RecordDecodeError
+from ._errors import (
+    KafkaCommitError,
+    KafkaConnectionError,
+    KafkaPartitionsRevokedError,
+    RecordDecodeError,
+)
 from ._records import Deserializer, KafkaRecord, TopicPartition, make_decoder
 from ._url import parse_kafka_url
 
@@ -117,6 +122,9 @@ _READ_AHEAD_WAIT_MS: Final = 10
 _DIRECT_RECORDS: Final = 100
 #: Decoding in trio stops for a ``poll()`` on the consumer's thread at least this often (s).
 _DIRECT_WINDOW: Final = 1.0
+#: A commit waiting for the group rejoin drives it in calls of at most this long (ms) on the
+#: consumer's thread, so that its caller's cancellation is seen between them.
+_REJOIN_SLICE_MS: Final = 500
 #: ``prefetch`` for manually assigned partitions with ``decode_in_trio=False`` when not given.
 #: Group subscriptions default to no read-ahead: against noida-db, kafka-python 3.0.12's
 #: rebalances were seen to stall (a join completed while no poll() waited for it is thrown away
@@ -323,6 +331,12 @@ class KafkaConsumer:
         self._buffer: collections.deque[KafkaRecord | _Undecodable] = collections.deque()
         self._delivered: dict[tuple[str, int], int] = {}
         self._rewind: dict[TopicPartition, int] = {}
+        # Rebalances that took partitions away (revoked or lost), counted in trio; per
+        # partition, the count when it was last taken. A commit leaves out the offsets of a
+        # partition taken after it computed them (read on the consumer's thread: the listener
+        # step that updates them ends before the poll() that runs the rebalance returns).
+        self._revocations = 0
+        self._revoked_at: dict[TopicPartition, int] = {}
         # The poll pipeline. _polling and _stalled are trio's: _polling is True from the moment
         # trio submits a poll until a result says the thread's chain of polls has ended;
         # _stalled says it ended for want of room (readers restart it). _handed counts the
@@ -900,9 +914,20 @@ class KafkaConsumer:
         Returns:
             The offsets committed.
 
+        If the consumer has to rejoin its group first (the group is rebalancing, or the broker
+        restarted and forgot the group's generation), the commit drives the rejoin and waits
+        for it, up to the caller's deadline (its trio cancel scope) or, without one,
+        ``request_timeout_ms`` (30 s). Offsets handed out before a rebalance that took their
+        partitions away are then never committed (the new generation may belong to another
+        consumer, or rewind this one): the commit raises
+        :exc:`KafkaPartitionsRevokedError` once, and the records are read again.
+
         Raises:
-            KafkaCommitError: the group rebalanced or the member was dropped meanwhile; the
-                records will be read again by the partition's next owner.
+            KafkaPartitionsRevokedError: a rebalance took (some of) the partitions away after
+                their records were handed out; their offsets were not committed, the others
+                were. The records will be read again by the partition's next owner.
+            KafkaCommitError: the group could not be rejoined in time, or the broker refused
+                the commit for another reason.
             KafkaError: no ``group_id``, or another failure.
         """
         self._check_open()
@@ -920,8 +945,56 @@ class KafkaConsumer:
             return {}
         if self._in_listener():
             return await self._commit_in_listener(wanted)
-        return await self._run(kp.commit, self._kc, wanted, only_assigned=only_assigned,
-                               timeout_ms=timeout_ms, operation="committing offsets")
+        start = self._revocations
+        deadline = trio.current_effective_deadline()
+        if math.isinf(deadline):
+            deadline = trio.current_time() + int(
+                self._config.get("request_timeout_ms", 30_000)) / 1000
+        while True:
+            try:
+                committed, revoked = await self._run(
+                    self._commit_owned, wanted, start, only_assigned, timeout_ms,
+                    operation="committing offsets")
+            except KafkaCommitError as exc:
+                # Not a member of the current generation: rejoin (a revocation is then counted
+                # and those offsets are left out), then commit what is still ours. Not while
+                # closing (timeout_ms given): the records will simply be read again.
+                if timeout_ms is not None or not kp.is_membership_error(exc.__cause__):
+                    raise
+                await self._await_rejoin(exc, deadline)
+                continue
+            break
+        if revoked:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(revoked))
+            raise KafkaPartitionsRevokedError(
+                f"committing offsets: a group rebalance took {names} from this consumer after "
+                "their records were handed out; their offsets were not committed and the "
+                "records will be read again", partitions=revoked, committed=committed)
+        return committed
+
+    def _commit_owned(self, wanted: dict[TopicPartition, int], start: int, only_assigned: bool,
+                      timeout_ms: int | None
+                      ) -> tuple[dict[TopicPartition, int], frozenset[TopicPartition]]:
+        # consumer thread: leave out the partitions a rebalance took since *start*
+        revoked_at = self._revoked_at
+        revoked = frozenset(tp for tp in wanted if revoked_at.get(tp, 0) > start)
+        keep = {tp: offset for tp, offset in wanted.items() if tp not in revoked}
+        committed = kp.commit(self._kc, keep, only_assigned=only_assigned,
+                              timeout_ms=timeout_ms) if keep else {}
+        return committed, revoked
+
+    async def _await_rejoin(self, cause: KafkaCommitError, deadline: float) -> None:
+        """Drive the group rejoin on the consumer's thread until it is done or *deadline*."""
+        while True:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise KafkaCommitError(
+                    f"{cause} (the consumer did not rejoin its group before the commit's "
+                    "deadline; the records will be read again)", fault="remote") from cause
+            slice_ms = max(1, min(_REJOIN_SLICE_MS, int(remaining * 1000)))
+            if await self._run(kp.rejoin_group, self._kc, slice_ms,
+                               operation="rejoining the consumer group"):
+                return
 
     async def _commit_in_listener(self, offsets: dict[TopicPartition, int]
                                   ) -> dict[TopicPartition, int]:
@@ -1220,7 +1293,9 @@ class KafkaConsumer:
 
     def _forget(self, partitions: frozenset[TopicPartition]) -> None:
         self._discard(lambda tp: tp in partitions)
+        self._revocations += 1
         for tp in partitions:
+            self._revoked_at[tp] = self._revocations
             self._delivered.pop(tp, None)
             self._rewind.pop(tp, None)
 

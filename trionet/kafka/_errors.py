@@ -6,7 +6,7 @@ translates them into these classes (with the original as ``__cause__``) in one p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -14,13 +14,14 @@ import trio
 from ..errors import CodecError, Fault, KafkaError
 
 if TYPE_CHECKING:
-    from ._records import KafkaRecord
+    from ._records import KafkaRecord, TopicPartition
 
 __all__ = [
     "KafkaCommitError",
     "KafkaConnectionError",
     "KafkaDeliveryError",
     "KafkaError",
+    "KafkaPartitionsRevokedError",
     "KafkaRemoteError",
     "KafkaTimeout",
     "RecordDecodeError",
@@ -82,6 +83,31 @@ class KafkaCommitError(KafkaError):
 
     The records whose offsets were not committed will be delivered again (at-least-once).
     """
+
+
+class KafkaPartitionsRevokedError(KafkaCommitError):
+    """The offsets to commit belong to partitions a group rebalance took from this consumer.
+
+    Between handing the records out and the commit, the group rebalanced (a member came or
+    went, or the broker restarted and the consumer had to rejoin) and the consumer lost these
+    partitions, even if the new assignment gave them back. Their offsets were not committed,
+    and never will be: the partitions' next owner, possibly this consumer again, reads those
+    records again from the last committed offset (at-least-once). Offsets of partitions the
+    consumer kept were committed (:attr:`committed`).
+
+    It comes once per rebalance: after it, :meth:`KafkaConsumer.commit` commits what was handed
+    out since.
+
+    Attributes:
+        partitions: the revoked partitions whose offsets were not committed.
+        committed: what was committed, for the partitions the consumer kept.
+    """
+
+    def __init__(self, message: str, *, partitions: frozenset[TopicPartition],
+                 committed: Mapping[TopicPartition, int]) -> None:
+        super().__init__(message, fault="remote")
+        self.partitions = partitions
+        self.committed = dict(committed)
 
 
 class KafkaRemoteError(KafkaError):

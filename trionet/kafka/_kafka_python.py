@@ -26,6 +26,8 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
   :func:`record_partition` reads a record future's partition (for its failure's message).
 * :func:`metadata_cached` and :func:`known_partitions` read the producer's metadata cache, so
   that trionet calls kafka-python's ``send`` on the trio thread only when it cannot block.
+* :func:`rejoin_group` runs the group coordinator's half of ``poll()`` (a rejoin without any
+  fetching), for a commit that must wait for the consumer to rejoin its group.
 * :func:`group_joining` reads the group coordinator's state, so that the consumer's thread keeps
   polling while a rebalance is in progress (see its docstring for the kafka-python quirk).
 * :func:`_drop_parked_records` works around a stall after ``resume()``: kafka-python 3.0.12 may
@@ -114,6 +116,7 @@ __all__ = [
     "group_joining",
     "group_metadata",
     "init_transactions",
+    "is_membership_error",
     "is_transaction_abort",
     "known_partitions",
     "list_group_offsets",
@@ -129,6 +132,7 @@ __all__ = [
     "record_metadata",
     "record_partition",
     "records_ready",
+    "rejoin_group",
     "resume",
     "seek",
     "seek_to",
@@ -744,6 +748,36 @@ def group_joining(consumer: Any) -> bool:
     coordinator = consumer._coordinator
     return bool(getattr(coordinator, "rejoining", False)
                 or getattr(coordinator, "_join_task", None) is not None)
+
+
+#: A commit refused because the member is not (or no longer) in the group's current generation.
+_MEMBERSHIP_ERRORS: Final = (
+    kerrors.CommitFailedError,
+    kerrors.RebalanceInProgressError,
+    kerrors.IllegalGenerationError,
+    kerrors.UnknownMemberIdError,
+)
+
+
+def is_membership_error(exc: BaseException | None) -> bool:
+    """Whether a failed commit was refused for want of a current group generation (the member
+    must rejoin first), as opposed to a failure that a rejoin would not cure."""
+    return isinstance(exc, _MEMBERSHIP_ERRORS)
+
+
+def rejoin_group(consumer: Any, timeout_ms: int) -> bool:
+    """Drive the consumer's group (re)join for up to *timeout_ms*, without fetching records.
+
+    kafka-python rejoins only inside ``poll()``; this is the group coordinator's half of it
+    (find the coordinator, JoinGroup/SyncGroup, the rebalance listener, heartbeats), so no
+    records are fetched and no positions move.
+
+    Returns:
+        True once the consumer is a stable member of the group again.
+    """
+    coordinator = consumer._coordinator
+    coordinator.poll(timeout_ms=timeout_ms)
+    return coordinator.generation_if_stable() is not None and not group_joining(consumer)
 
 
 def offsets_to_commit(offsets: Mapping[TopicPartition, int]) -> dict[Any, Any]:

@@ -20,6 +20,7 @@ the remaining time.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -35,7 +36,7 @@ from . import _kafka_python as kp
 from ._admin import KafkaAdmin, NewTopic
 from ._common import check_servers, hidden_nursery
 from ._consumer import KafkaConsumer
-from ._errors import KafkaRemoteError, RecordDecodeError
+from ._errors import KafkaPartitionsRevokedError, KafkaRemoteError, RecordDecodeError
 from ._producer import KafkaProducer
 from ._records import (
     Deserializer,
@@ -386,7 +387,9 @@ async def serve_requests(
     requester raises :class:`~trionet.kafka.KafkaRemoteError`); a request whose deadline has
     passed is skipped, and a handler is cancelled when the requester's deadline passes (no reply
     is sent then). Records without request headers are skipped. With *commit* (and a consumer
-    group), the offset is committed after each answered or skipped request.
+    group), the offset is committed after each answered or skipped request; after a rebalance
+    that took partitions away, the requests handed out before it are read (and answered) again by
+    their new owner.
 
     Args:
         consumer: subscribed to the request topic(s).
@@ -402,7 +405,9 @@ async def serve_requests(
                 record.header(CORRELATION_ID_HEADER) is not None:
             await _answer(producer, record, handler)
         if commit:
-            await consumer.commit()
+            # After a rebalance (a broker restart...), those requests come again to their owner.
+            with contextlib.suppress(KafkaPartitionsRevokedError):
+                await consumer.commit()
 
 
 async def _answer(producer: KafkaProducer, record: KafkaRecord,
