@@ -25,17 +25,22 @@ Rows (20,000 messages of 32 bytes; ``--quick``: 2,000):
 
 * ``publish QoS n``: time until every publish completed its handshake (QoS 0: written).
 * ``end-to-end QoS n``: a publisher and a subscriber client in the same process; messages
-  received per second, from the first publish to the last message received. A subscriber that
-  falls behind makes mosquitto drop messages beyond its queue of 1000 (reported as
-  ``lost_messages`` in the JSON line).
+  received per second, from the first publish to the last message received. Every contender's
+  received count is checked against the sent count in every round: a row in which any
+  contender lost a message fails (``met`` false, ``lost_messages`` in the JSON line, ``LOST``
+  in the table). mosquitto's default queue of 1000 messages per client silently dropped a fifth
+  to a half of the messages of a subscriber that fell behind, so the benchmark broker is
+  configured not to drop any (``BROKER_LIMITS``: no per-client queue limit); the in-flight
+  window stays at its default of 20, the same for everyone.
 * ``latency QoS n``: unloaded round trip publish -> receive, one message at a time; p50 (and p99
   in the JSON) in microseconds; the ratio is raw/trionet, so > 1 means trionet is faster.
   Every contender guards the series against a hang with its cheapest timeout: raw paho waits
   with ``Event.wait(10)`` (free), trio and asyncio put one deadline around the whole series. A
   deadline per message would be harness overhead, not client latency: ``trio.fail_after`` costs
   about 15 µs a scope here (a fifth of a round trip), ``asyncio.wait_for`` a task per message.
-  At QoS 1, trionet's and aiomqtt's ``publish`` return on PUBACK, so their round trip includes
-  the PUBACK; raw paho's ``publish`` returns at once and its worker does not wait for the PUBACK.
+  At QoS 1 every contender waits for both the PUBACK and the message: trionet's and aiomqtt's
+  ``publish`` return on PUBACK, and the raw paho worker calls ``wait_for_publish()`` before
+  waiting for the message (like with like). A message that does not arrive fails the run.
 
 Goals (issue 6): trionet >= 0.9x raw paho and >= 1.5x aiomqtt on every publish and end-to-end
 row; unloaded p50 latency <= 1.2x raw paho (ratio >= 0.83). Checked for each trionet backend.
@@ -62,6 +67,9 @@ PAYLOAD = b"x" * 32
 WINDOW = 20  # QoS 1/2 in flight, the same for everyone (paho's and mosquitto's default)
 TIMEOUT = 60.0
 SETTLE = 5.0  # end-to-end: after the last publish, wait this long at most for stragglers
+#: The benchmark broker queues without limit instead of dropping (mosquitto's defaults: 1000
+#: messages per client, then QoS 1/2 messages are dropped silently, as QoS 0 ones are).
+BROKER_LIMITS = "max_queued_messages 0\nmax_queued_bytes 0\n"
 
 
 # -- workers (each runs in its own process) -----------------------------------------------------
@@ -98,6 +106,8 @@ def _raw_worker(job: dict[str, Any]) -> dict[str, Any]:
         for info in infos:
             info.wait_for_publish(TIMEOUT)
         elapsed = time.perf_counter() - t0
+        if not all(info.is_published() for info in infos):
+            raise RuntimeError("raw paho: a publish did not complete")
         pub.disconnect()
         pub.loop_stop()
         return {"elapsed": elapsed, "count": n}
@@ -123,6 +133,8 @@ def _raw_worker(job: dict[str, Any]) -> dict[str, Any]:
         infos = [pub.publish(topic, PAYLOAD, qos) for _ in range(n)]
         for info in infos:
             info.wait_for_publish(TIMEOUT)
+        if not all(info.is_published() for info in infos):
+            raise RuntimeError("raw paho: a publish did not complete")
         done.wait(SETTLE)
         elapsed = (last[0] or time.perf_counter()) - t0
         for c in (pub, sub):
@@ -139,8 +151,13 @@ def _raw_worker(job: dict[str, Any]) -> dict[str, Any]:
     for _ in range(n):
         arrived.clear()
         t0 = time.perf_counter()
-        pub.publish(topic, PAYLOAD, qos)
-        arrived.wait(10)
+        info = pub.publish(topic, PAYLOAD, qos)
+        if qos:  # like trionet's and aiomqtt's publish(): until the PUBACK (docstring)
+            info.wait_for_publish(10)
+            if not info.is_published():
+                raise RuntimeError("raw paho: no PUBACK for a latency message")
+        if not arrived.wait(10):
+            raise RuntimeError("raw paho: a latency message was not delivered")
         samples.append((time.perf_counter() - t0) * 1e6)
     for c in (pub, sub):
         c.disconnect()
@@ -355,12 +372,14 @@ def main() -> None:
     latency_n = 100 if args.quick else 500
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    from _harness import loadavg
+
     from trionet.testing import MosquittoServer
 
     workers = {name: Worker(WORKER_KIND[name]) for name in CONTENDERS}
     results: list[dict[str, Any]] = []
     try:
-        with MosquittoServer() as broker:
+        with MosquittoServer(extra_config=BROKER_LIMITS) as broker:
             base = {"host": broker.info.host, "port": broker.info.port}
             rows = [r for r in _rows(n, latency_n)
                     if not args.only or any(text in r["name"] for text in args.only)]
@@ -368,8 +387,9 @@ def main() -> None:
                 contenders = row["contenders"]
                 values: dict[str, list[float]] = {c: [] for c in contenders}
                 p99: dict[str, list[float]] = {c: [] for c in contenders}
-                lost: dict[str, int] = dict.fromkeys(contenders, 0)
+                lost: dict[str, list[int]] = {c: [] for c in contenders}
                 job = {**base, "op": row["op"], "qos": row["qos"], "n": row["n"]}
+                load_before = loadavg()
                 for c in contenders:  # warm-up (imports, first connection), not measured
                     workers[c].run({**job, "n": min(200, row["n"])})
                 for r in range(rounds):
@@ -382,60 +402,91 @@ def main() -> None:
                             p99[c].append(samples[int(len(samples) * 0.99) - 1])
                         else:
                             values[c].append(out["count"] / out["elapsed"])
-                            lost[c] += row["n"] - out["count"]
-                results.append({"row": row, "values": values, "p99": p99, "lost": lost})
-                print(f"  measured {row['name']}", file=sys.stderr, flush=True)
+                            lost[c].append(row["n"] - out["count"])  # every contender, round
+                results.append({"row": row, "values": values, "p99": p99, "lost": lost,
+                                "load": (load_before, loadavg())})
+                print(f"  measured {row['name']} (load {load_before} -> {loadavg()})",
+                      file=sys.stderr, flush=True)
     finally:
         for worker in workers.values():
             worker.close()
     _report(results, rounds, n)
 
 
-def _ratio(row: dict[str, Any], values: dict[str, list[float]], c: str, base: str) -> float:
+def _ratios(row: dict[str, Any], values: dict[str, list[float]], c: str, base: str
+            ) -> list[float]:
+    """Per-round ratios of contender *c* against *base* (> 1: *c* is better)."""
     latency = row["op"] == "latency"
-    per_round = [
-        (b / v) if latency else (v / b)
-        for v, b in zip(values[c], values[base], strict=True)
-    ]
-    return _median(per_round)
+    return [(b / v) if latency else (v / b) for v, b in zip(values[c], values[base], strict=True)]
+
+
+def _ratio(row: dict[str, Any], values: dict[str, list[float]], c: str, base: str) -> float:
+    return _median(_ratios(row, values, c, base))
+
+
+def _spread(values: list[float], fmt: str, suffix: str = "") -> str:
+    if not values:
+        return ""
+    return (f"{format(_median(values), fmt)}{suffix} "
+            f"[{format(min(values), fmt)}–{format(max(values), fmt)}]")
 
 
 def _report(results: list[dict[str, Any]], rounds: int, n: int) -> None:
-    print(f"\n## mqtt ({rounds} rounds, {n} messages of {len(PAYLOAD)} bytes, medians; "
-          "throughput ratios = contender/peer, latency ratios = peer/contender, so > 1 is "
-          "better for trionet)\n")
+    print(f"\n## mqtt ({rounds} rounds, {n} messages of {len(PAYLOAD)} bytes: median "
+          "[min–max]; throughput ratios = contender/peer, latency ratios = peer/contender, so "
+          "> 1 is better for trionet; ratios per round)\n")
     print("| row | unit | raw paho | aiomqtt | trionet | trionet trio | trionet publish() | "
-          "trionet/raw | trionet/aiomqtt | trio/raw | trio/aiomqtt | goal | met |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "trionet/raw | trionet/aiomqtt | trio/raw | trio/aiomqtt | lost | goal | met | "
+          "load 1 min before → after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     out = []
     for result in results:
         row, values = result["row"], result["values"]
         latency = row["op"] == "latency"
         unit = "µs p50" if latency else "msg/s"
         med = {c: _median(v) for c, v in values.items()}
-        ratios: dict[str, float] = {}
+        per_round: dict[str, list[float]] = {}
+        for t in TRIONETS:
+            for peer in ("raw paho", "aiomqtt"):
+                per_round[f"{t}/{peer}"] = _ratios(row, values, t, peer)
+        if "trionet publish()" in values:
+            per_round["trionet publish()/raw paho"] = _ratios(
+                row, values, "trionet publish()", "raw paho")
+        ratios = {key: _median(v) for key, v in per_round.items()}
+        lost = {c: sum(v) for c, v in result["lost"].items() if any(v)}
         met: dict[str, bool] = {}
         for t in TRIONETS:
-            vs_raw = ratios[f"{t}/raw paho"] = _ratio(row, values, t, "raw paho")
-            vs_aio = ratios[f"{t}/aiomqtt"] = _ratio(row, values, t, "aiomqtt")
-            met[t] = vs_raw >= 1 / 1.2 if latency else (vs_raw >= 0.9 and vs_aio >= 1.5)
+            vs_raw, vs_aio = ratios[f"{t}/raw paho"], ratios[f"{t}/aiomqtt"]
+            # A row in which any contender lost a message measured nothing comparable: it fails.
+            met[t] = not lost and (
+                vs_raw >= 1 / 1.2 if latency else (vs_raw >= 0.9 and vs_aio >= 1.5))
         goal = "≥ 0.83 raw" if latency else "≥ 0.9 raw, ≥ 1.5 aiomqtt"
-        cells = [f"{med[c]:,.0f}" if c in med else "" for c in CONTENDERS]
-        shown = " | ".join(f"{ratios[f'{t}/{peer}']:.2f}×" for t in TRIONETS
+        cells = [_spread(values[c], ",.0f") if c in values else "" for c in CONTENDERS]
+        shown = " | ".join(_spread(per_round[f"{t}/{peer}"], ".2f", "×") for t in TRIONETS
                            for peer in ("raw paho", "aiomqtt"))
+        lost_cell = ("LOST " + ", ".join(f"{c}: {v}" for c, v in lost.items())) if lost else (
+            "" if latency or row["op"] == "publish" else "0")
         verdict = ", ".join(f"{t}: {'yes' if met[t] else 'NO'}" for t in TRIONETS)
+        before, after = result["load"]
+        load = f"{before[0]:.2f} → {after[0]:.2f}" if before and after else ""
         print(f"| {row['name']} | {unit} | " + " | ".join(cells)
-              + f" | {shown} | {goal} | {verdict} |")
+              + f" | {shown} | {lost_cell} | {goal} | {verdict} | {load} |")
         entry: dict[str, Any] = {
             "row": row["name"], "unit": unit, "medians": med, "ratios": ratios, "met": met,
+            "goal": {key: (1 / 1.2 if latency else 0.9) if key.endswith("raw paho") else 1.5
+                     for key in ratios if key.split("/")[0] in TRIONETS
+                     and not (latency and key.endswith("aiomqtt"))},
+            "min": {c: min(v) for c, v in values.items() if v},
+            "max": {c: max(v) for c, v in values.items() if v},
+            "values": values,
+            "ratio_min": {key: min(v) for key, v in per_round.items() if v},
+            "ratio_max": {key: max(v) for key, v in per_round.items() if v},
+            "load_before": before and list(before), "load_after": after and list(after),
         }
-        if "trionet publish()" in values:
-            entry["ratios"]["trionet publish()/raw paho"] = _ratio(
-                row, values, "trionet publish()", "raw paho")
         if latency:
             entry["p99"] = {c: _median(v) for c, v in result["p99"].items()}
-        if any(result["lost"].values()):
-            entry["lost_messages"] = result["lost"]
+        elif row["op"] == "e2e":
+            entry["lost_messages"] = result["lost"]  # per contender, per round
         out.append(entry)
     print()
     print(json.dumps({"bench": "mqtt", "rounds": rounds, "messages": n, "rows": out}))
