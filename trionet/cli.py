@@ -20,18 +20,11 @@ from functools import partial
 import trio
 
 from . import __version__
+from ._extras import EXTRAS
 from .errors import ConfigurationError, TrionetError
 
 __all__ = ["debug_requested", "main", "report_failure", "run_reporting"]
 
-#: Optional dependencies (top-level module name) and the extra that installs each.
-_EXTRAS = {
-    "hypercorn": "asgi",
-    "trio_websocket": "asgi",
-    "paho": "mqtt",
-    "kafka": "kafka",
-    "ziproto": "ziproto",
-}
 _DEBUG_HINT = "(run with --debug, or TRIONET_DEBUG=1, to see the traceback)"
 
 
@@ -50,12 +43,15 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 def _describe(error: BaseException) -> str | None:
     """One line for an expected failure, or ``None`` for an unexpected one."""
-    if isinstance(error, ImportError) and error.name:
-        top = error.name.partition(".")[0]
-        if top in _EXTRAS:
+    if isinstance(error, ImportError):
+        text = " ".join(str(error).split())
+        if "pip install 'trionet[" in text:  # the subpackage's own message (trionet._extras)
+            return text
+        top = (error.name or "").partition(".")[0]
+        if top in EXTRAS:
             return (
                 f"the optional dependency {top!r} is not installed; "
-                f"install it with: pip install 'trionet[{_EXTRAS[top]}]'"
+                f"install it with: pip install 'trionet[{EXTRAS[top]}]'"
             )
     if isinstance(error, (TrionetError, OSError)):
         text = " ".join(str(error).split()) or type(error).__name__

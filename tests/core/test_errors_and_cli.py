@@ -225,4 +225,28 @@ def test_a_missing_extra_names_it(cli_dir: Path) -> None:
                   "pip install 'trionet[asgi]'")
     proc = _cli(cli_dir, "paho", "run", "cli_bus_app:app", "--broker", "mqtt://127.0.0.1:1883",
                 python=blocked)
-    _assert_short(proc, 1, "trionet run", "'paho' is not installed", "'trionet[mqtt]'")
+    _assert_short(proc, 1, "trionet run", "trionet.mqtt needs paho-mqtt", "'paho' is not installed",
+                  "'trionet[mqtt]'")
+    proc = _cli(cli_dir, "kafka", "run", "cli_bus_app:app", "--broker", "kafka://127.0.0.1:9092",
+                python=blocked)
+    _assert_short(proc, 1, "trionet run", "trionet.kafka needs kafka-python",
+                  "pip install 'trionet[kafka]'")
+    proc = _cli(cli_dir, "paho", "demo", "--only", "mqtt", "--broker", "mqtt://127.0.0.1:1883",
+                python=blocked)
+    _assert_short(proc, 1, "trionet demo", "trionet.mqtt needs paho-mqtt", "'trionet[mqtt]'")
+
+
+@pytest.mark.parametrize(
+    ("blocked", "package", "extra"),
+    [("paho", "trionet.mqtt", "mqtt"), ("kafka", "trionet.kafka", "kafka")],
+)
+def test_an_optional_subpackage_names_its_extra(blocked: str, package: str, extra: str) -> None:
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        f"try:\n    import {package}\n"
+        "except ImportError as error:\n    print(type(error).__name__, error.name, error)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"pip install 'trionet[{extra}]'" in proc.stdout, proc.stdout

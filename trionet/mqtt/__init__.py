@@ -27,6 +27,13 @@ paho-mqtt (``pip install 'trionet[mqtt]'``).
 
 from __future__ import annotations
 
+from .._extras import missing_extra
+
+try:
+    from paho.mqtt import client as _paho_client  # noqa: F401 - what every module below needs
+except ImportError as _error:
+    raise missing_extra("trionet.mqtt", "paho-mqtt", _error) from _error
+
 from ..errors import (
     MQTTConnectError as MQTTConnectError,
     MQTTError as MQTTError,
