@@ -168,3 +168,33 @@ async def test_subscriptions_change_at_run_time(kafka_broker: KafkaBroker) -> No
         with trio.fail_after(PATIENCE):
             while (await socket.receive()).payload != b"c1":
                 pass
+
+
+async def test_wildcard_subscription_gets_the_first_message_of_new_topics(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """offset_reset=latest (the default): a topic created after the subscriber reported ready
+    is read from its beginning, so the message whose publish created it is not lost."""
+    base = unique("sensors")
+    url = (f"kafka://{kafka_broker.info.bootstrap_servers}?group={unique('g')}"
+           "&consumer.session_timeout_ms=6000&consumer.heartbeat_interval_ms=1000")
+    app = DistributedApplication(url)
+    got: list[tuple[str, bytes]] = []
+
+    @app.application(f"{base}/#", name="wildcard")
+    async def consumer(message: BusMessage) -> None:
+        got.append((message.topic, message.payload))
+
+    async with from_url(url).create_socket(f"{base}/old", name="pre") as pre:
+        # A topic that exists before the subscriber is ready: "latest" still applies to it.
+        await pre.publish(BusMessage(b"before ready", f"{base}/old"))
+    async with serving(app), from_url(url).create_socket(name="publisher") as publisher:
+        expected = []
+        for n in range(3):
+            topic = f"{base}/new{n}"
+            await publisher.publish(BusMessage(f"first {n}", topic))  # creates the topic
+            expected.append((topic, f"first {n}".encode()))
+        await publisher.publish(BusMessage(b"after ready", f"{base}/old"))
+        expected.append((f"{base}/old", b"after ready"))
+        await wait_until(lambda: set(expected) <= set(got))
+    assert (f"{base}/old", b"before ready") not in got

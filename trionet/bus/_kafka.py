@@ -53,7 +53,7 @@ ASSIGNMENT_TIMEOUT: Final = 60.0
 _CONSUMER_DEFAULTS: Final = {
     "session_timeout_ms": 10_000,
     "heartbeat_interval_ms": 3_000,
-    "metadata_max_age_ms": 5_000,
+    "metadata_max_age_ms": 1_000,  # wildcard subscriptions see new topics within a second
     "fetch_max_wait_ms": 100,  # bounds latency on brokers that hold fetches
 }
 
@@ -178,6 +178,12 @@ class KafkaSocket(BusSocket):
         self._offsets = _Offsets()
         self._assigned: trio.Event = trio.Event()
         self._pattern_mode: bool | None = None
+        # Where a partition without a committed offset starts once the subscription is ready
+        # (offset_reset="latest" only; None before it is first ready): the end offset recorded
+        # when it became ready, or, for a partition that did not exist then, its beginning.
+        self._start_at: dict[TopicPartition, int] | None = None
+        self._held: set[TopicPartition] = set()
+        self._held_changed = trio.Event()
 
     def _set_client_id(self, client_id: str) -> None:
         super()._set_client_id(client_id)
@@ -280,6 +286,7 @@ class KafkaSocket(BusSocket):
         await consumer.subscribe(topics, pattern=pattern, listener=_Listener(self))
         with trio.move_on_after(ASSIGNMENT_TIMEOUT):
             await self._assigned.wait()
+        await self._mark_ready(consumer)
 
     async def _read_subscription(
         self, *, task_status: trio.TaskStatus[_Reader] = trio.TASK_STATUS_IGNORED
@@ -305,11 +312,13 @@ class KafkaSocket(BusSocket):
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._pump, consumer)  # polling joins the group
                         nursery.start_soon(self._commit_periodically)
+                        nursery.start_soon(self._position_held, consumer)
                         with trio.move_on_after(ASSIGNMENT_TIMEOUT) as waited:
                             await self._assigned.wait()
                         if waited.cancelled_caught:
                             logger.warning("%s: no partitions assigned to group %r after %g s",
                                            self.client_id, self.group_id, ASSIGNMENT_TIMEOUT)
+                        await self._mark_ready(consumer)
                         task_status.started(reader)
         finally:
             reader.done.set()
@@ -378,6 +387,57 @@ class KafkaSocket(BusSocket):
         finally:
             reader.done.set()
 
+    # -- new topics and partitions -------------------------------------------------------------
+    #
+    # With offset_reset="latest", a partition that the group has no committed offset for would
+    # start at its end whenever it is assigned: a topic created after the subscription was ready
+    # (a wildcard subscription discovers it at the next metadata refresh, then rebalances) would
+    # lose the messages published before that, among them the one whose publish created it. So
+    # once the subscription is ready, every newly assigned partition is paused in the rebalance
+    # listener, and positioned before it is read: at its committed offset if there is one, else
+    # at the position it had when the subscription became ready (if it was assigned then), else
+    # at its beginning (a partition of a topic created later, or one the group had not yet picked
+    # up: reading it from the start may repeat older messages, but loses none).
+
+    async def _mark_ready(self, consumer: KafkaConsumer) -> None:
+        if self.config.offset_reset != "latest":
+            return
+        start_at = self._start_at or {}
+        for tp in await consumer.assignment():
+            # An earlier readiness promised more: keep its (smaller) offset.
+            start_at.setdefault(tp, await consumer.position(tp))
+        self._start_at = start_at
+
+    async def _hold(self, consumer: KafkaConsumer, assigned: frozenset[TopicPartition]) -> None:
+        """In the rebalance listener: keep *assigned* from being read until positioned."""
+        if self._start_at is None or not assigned:
+            return
+        await consumer.pause(*assigned)
+        self._held |= assigned
+        self._held_changed.set()
+
+    async def _position_held(self, consumer: KafkaConsumer) -> None:
+        # A task of its own (not the listener's): reading committed offsets needs the broker.
+        while True:
+            await self._held_changed.wait()
+            self._held_changed = trio.Event()
+            while self._held:
+                tp = min(self._held)
+                try:
+                    if await consumer.committed(tp) is None:
+                        start = (self._start_at or {}).get(tp)
+                        if start is None:
+                            await consumer.seek_to_beginning(tp)
+                        else:
+                            await consumer.seek(tp, start)
+                        logger.debug("%s: %s starts at %s", self.client_id, tp,
+                                     "its beginning" if start is None else start)
+                    if tp in self._held:  # not revoked meanwhile
+                        await consumer.resume(tp)
+                except KafkaError as exc:  # revoked meanwhile: the next owner positions it
+                    logger.debug("%s: positioning %s: %s", self.client_id, tp, exc)
+                self._held.discard(tp)
+
     # -- rebalances -----------------------------------------------------------------------------
 
     def _partitions_assigned(self) -> None:
@@ -391,14 +451,19 @@ class _Listener(ConsumerRebalanceListener):
         self.socket = socket
 
     async def on_partitions_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        self.socket._held -= revoked
         await self.socket._commit_now(revoked)
         self.socket._offsets.forget(revoked)
 
     async def on_partitions_lost(self, lost: frozenset[TopicPartition]) -> None:
+        self.socket._held -= lost
         self.socket._offsets.forget(lost)
         await trio.lowlevel.checkpoint()
 
     async def on_partitions_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        reader = self.socket._reader
+        if reader is not None and reader.consumer is not None:
+            await self.socket._hold(reader.consumer, assigned)
         self.socket._partitions_assigned()
         await trio.lowlevel.checkpoint()
 
