@@ -16,7 +16,21 @@ Rows (each trionet contender against the baseline a user would write without the
   socket → consumer application. Goal ≥ 0.85×.
 * ``... request/response``: sequential round trips. Baselines: a pair of memory channels;
   ``MQTTClient.request``/``reply``; ``KafkaRequester`` with ``serve_requests``. trionet:
-  ``socket.request`` to a responder application. No goal (reported).
+  ``socket.request`` to a responder application. No goal against the baseline (reported).
+
+What users pick instead of a bus: FastStream 0.7 (bench-only dependency), in its own process
+since it runs on asyncio (``bench/_bus_peers.py``, which does not import trionet): an
+``MQTTBroker`` or ``KafkaBroker`` with a decorated subscriber counting the messages,
+``await broker.publish(...)`` one after the other (QoS 1 on MQTT, returning on the PUBACK;
+Kafka: FastStream's default, waiting for the broker's acknowledgement), and ``await
+broker.request(...)`` to a subscriber that returns the body. It is a contender of the mqtt rows
+and of ``kafka produce→consume``; FastStream 0.7's ``KafkaBroker`` has no ``request()``
+(outside its test client), and its in-memory broker is that test client, so it is in neither
+the Kafka round-trip row nor the memory rows. Goal: the bus ≥ 0.9× FastStream, judged per
+round from the same rounds and printed after the table (the row's ``goal``/``met`` in the JSON
+line hold one entry per goal). A FastStream run that received fewer messages than it sent fails
+its row (``lost_messages``); a trionet contender that does fails the whole run (its
+measurement times out).
 
 Everything of one broker lives in one trio run: clients, sockets and applications are made and
 subscribed before the rounds, so connection set-up and group joins are outside the timings; the
@@ -28,12 +42,17 @@ Run: ``.venv/bin/python bench/bus.py [--quick] [--rounds N] [--only memory,mqtt,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +62,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))
 sys.path.insert(0, str(_HERE))
 
-from _harness import Row, _print_table  # noqa: E402
+from _harness import Row, _print_table, row_load  # noqa: E402
 
 # bench/kafka.py would shadow kafka-python (which trionet.kafka imports) from here on.
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
@@ -51,6 +70,8 @@ sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 from trionet.bus import BusMessage, BusSocket, DistributedApplication, from_url  # noqa: E402
 
 PAYLOAD = b"x" * 100
+PEER = "FastStream"
+PEER_GOAL = 0.9
 Measure = Callable[[], Awaitable[float]]
 
 
@@ -61,24 +82,78 @@ class Bench:
         self.rounds = rounds
         self.timeout = timeout
         self.rows: list[Row] = []
+        self.peers: list[FastStreamPeer] = []
 
     async def row(self, name: str, contenders: list[tuple[str, Measure]],
                   goal: float | None = None) -> None:
         row = Row(name, [], goal)
         base = contenders[0][0]
-        for r in range(self.rounds):
-            order = contenders if r % 2 == 0 else list(reversed(contenders))
-            this_round: dict[str, float] = {}
-            for label, measure in order:
-                with trio.fail_after(self.timeout):
-                    this_round[label] = await measure()
-                row.results.setdefault(label, []).append(this_round[label])
-            for label, _ in contenders[1:]:
-                row.ratios.setdefault(label, []).append(this_round[label] / this_round[base])
+        with row_load(row):
+            for r in range(self.rounds):
+                order = contenders if r % 2 == 0 else list(reversed(contenders))
+                this_round: dict[str, float] = {}
+                for label, measure in order:
+                    with trio.fail_after(self.timeout):
+                        this_round[label] = await measure()
+                    row.results.setdefault(label, []).append(this_round[label])
+                for label, _ in contenders[1:]:
+                    row.ratios.setdefault(label, []).append(this_round[label] / this_round[base])
         # the table prints contender names from row.contenders: fill them in order
         row.contenders = [_Named(label) for label, _ in contenders]  # type: ignore[misc]
         self.rows.append(row)
-        print(f"  measured {name}", file=sys.stderr, flush=True)
+
+
+class FastStreamPeer:
+    """FastStream in its own process (``bench/_bus_peers.py``), one job at a time."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self._process = process
+        self._buffer = b""
+        self.lost: dict[str, list[int]] = {}
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, kind: str, setup: dict[str, Any]
+                    ) -> FastStreamPeer:
+        process = await nursery.start(partial(
+            trio.run_process, [sys.executable, str(_HERE / "_bus_peers.py"), kind],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False))
+        peer = cls(process)
+        with trio.fail_after(120):
+            await peer.ask({"op": "setup", **setup})
+        return peer
+
+    async def ask(self, job: dict[str, Any]) -> dict[str, Any]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        await self._process.stdin.send_all(json.dumps(job).encode() + b"\n")
+        while b"\n" not in self._buffer:
+            data = await self._process.stdout.receive_some()
+            if not data:
+                raise RuntimeError("the FastStream worker died (its error is above)")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def measure(self, row: str, op: str, n: int) -> Measure:
+        async def run() -> float:
+            answer = await self.ask({"op": op, "n": n})
+            if op == "throughput":
+                self.lost.setdefault(row, []).append(answer["count"] - answer["received"])
+            return float(answer["received"] if op == "throughput" else answer["count"]) / (
+                answer["elapsed"])
+
+        return run
+
+    async def close(self) -> None:
+        assert self._process.stdin is not None
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._process.stdin.send_all(b'{"op": "close"}\n')
+        await self._process.stdin.aclose()
+        with trio.move_on_after(30) as scope:
+            await self._process.wait()
+        if scope.cancelled_caught:
+            self._process.kill()
+            await self._process.wait()
 
 
 class _Named:
@@ -227,6 +302,9 @@ async def bench_mqtt(bench: Bench, host: str, port: int, n: int, rr_n: int) -> N
 
             await nursery.start(receive_raw)
             await nursery.start(respond_raw)
+            peer = await FastStreamPeer.start(nursery, "mqtt", {
+                "url": f"mqtt://{host}:{port}", "topic": f"bench/{tag}/faststream"})
+            bench.peers.append(peer)
 
             async def raw_throughput() -> float:
                 raw_counter.reset(n)
@@ -242,11 +320,15 @@ async def bench_mqtt(bench: Bench, host: str, port: int, n: int, rr_n: int) -> N
                     await raw_pub.request(f"{raw_topic}-rpc", PAYLOAD)
                 return rr_n / (time.perf_counter() - start)
 
-            await bench.row("mqtt produce→consume (QoS 1)",
-                            [("trionet.mqtt", raw_throughput), ("trionet bus", bus_tp)],
-                            goal=0.85)
+            name = "mqtt produce→consume (QoS 1)"
+            await bench.row(name, [("trionet.mqtt", raw_throughput),
+                                   (PEER, peer.measure(name, "throughput", n)),
+                                   ("trionet bus", bus_tp)], goal=0.85)
             await bench.row("mqtt request/response",
-                            [("trionet.mqtt", raw_round_trips), ("trionet bus", bus_rr)])
+                            [("trionet.mqtt", raw_round_trips),
+                             (PEER, peer.measure("mqtt request/response", "round_trips", rr_n)),
+                             ("trionet bus", bus_rr)])
+            await peer.close()
             nursery.cancel_scope.cancel()
         app.stop()
 
@@ -277,8 +359,10 @@ async def bench_kafka(bench: Bench, servers: str, n: int, rr_n: int) -> None:
     counter = Counter()
     raw_counter = Counter()
     app = bus_consumer(url, topic, counter)
+    peer_topic = f"bench.{tag}.faststream"
     async with KafkaAdmin(servers) as admin:
-        await admin.create_topics([NewTopic(raw_topic), NewTopic(f"{raw_topic}-rpc")])
+        await admin.create_topics([NewTopic(raw_topic), NewTopic(f"{raw_topic}-rpc"),
+                                   NewTopic(peer_topic)])
     async with trio.open_nursery() as nursery:
         await nursery.start(app.serve)
         async with from_url(url).create_socket(name="bench-publisher") as publisher, \
@@ -317,11 +401,16 @@ async def bench_kafka(bench: Bench, servers: str, n: int, rr_n: int) -> None:
             # Warm-up: the first records wait for the consumer groups' assignments.
             await raw_throughput()
             await bus_tp()
-            await bench.row("kafka produce→consume",
-                            [("trionet.kafka", raw_throughput), ("trionet bus", bus_tp)],
-                            goal=0.85)
+            peer = await FastStreamPeer.start(nursery, "kafka", {
+                "servers": servers, "topic": peer_topic, "group": f"faststream{tag}"})
+            bench.peers.append(peer)
+            name = "kafka produce→consume"
+            await bench.row(name, [("trionet.kafka", raw_throughput),
+                                   (PEER, peer.measure(name, "throughput", n)),
+                                   ("trionet bus", bus_tp)], goal=0.85)
             await bench.row("kafka request/response",
                             [("trionet.kafka", raw_round_trips), ("trionet bus", bus_rr)])
+            await peer.close()
             nursery.cancel_scope.cancel()
         app.stop()
 
@@ -355,11 +444,52 @@ def main() -> None:
             trio.run(bench_kafka, bench, kafka.info.bootstrap_servers,
                      1_000 // scale, 100 // max(1, scale // 2))
 
-    _print_table("bus", bench.rows, rounds,
-                 "messages (or round trips) per second; producer→consume rows: sequential "
-                 "publishes, timed until the consumer has them all")
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        _print_table("bus", bench.rows, rounds,
+                     "messages (or round trips) per second; producer→consume rows: sequential "
+                     "publishes, timed until the consumer has them all")
+    _report(captured.getvalue(), bench)
     if os.environ.get("BUS_BENCH_JSON"):
         print(json.dumps({"rounds": rounds}), file=sys.stderr)
+
+
+def _report(output: str, bench: Bench) -> None:
+    """Reprints the table, then the bus against FastStream (from the same rounds), and the JSON
+    line with one ``goal``/``met`` entry per goal for the rows FastStream is in."""
+    lines = output.rstrip("\n").split("\n")
+    result = json.loads(lines[-1])
+    print("\n".join(lines[:-1]))
+    lost = {name: counts for peer in bench.peers for name, counts in peer.lost.items()}
+    print(f"the bus against {PEER}: trionet bus / {PEER}, median [min–max] of per-round ratios "
+          f"(goal ≥ {PEER_GOAL}×):")
+    for row, entry in zip(bench.rows, result["rows"], strict=True):
+        if PEER not in row.results:
+            continue
+        per_round = [mine / theirs for mine, theirs in
+                     zip(row.results["trionet bus"], row.results[PEER], strict=True)]
+        key = f"trionet bus/{PEER}"
+        median = statistics.median(per_round)
+        entry["ratios"][key] = median
+        entry["ratio_min"][key] = min(per_round)
+        entry["ratio_max"][key] = max(per_round)
+        entry["ratio_values"][key] = per_round
+        goals = {key: PEER_GOAL} if row.goal is None else {"trionet bus": row.goal,
+                                                           key: PEER_GOAL}
+        met = {key: median >= PEER_GOAL}
+        if row.goal is not None:
+            met["trionet bus"] = bool(entry["met"])
+        verdict = "yes" if met[key] else "NO"
+        if any(lost.get(row.name, [])):
+            entry["lost_messages"] = {PEER: lost[row.name]}
+            met = dict.fromkeys(met, False)  # a row that lost messages measured nothing
+            verdict = f"NO: {PEER} lost {sum(lost[row.name])} messages"
+        entry["goal"] = goals
+        entry["met"] = met
+        print(f"  {row.name}: {median:.2f}× [{min(per_round):.2f}–{max(per_round):.2f}] "
+              f"(met: {verdict})")
+    print()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
