@@ -10,17 +10,24 @@ during the kill is only checked for what it published after the connection was l
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from functools import partial
 
+import pytest
 import trio
 from mqtt_helpers import BACKENDS, TEST_DEADLINE, Backend, unique, wait_for, wait_state
+from mqtt_scripted_broker import DISCONNECT, Packet, Session, packet, serve_script
 
+from trionet.errors import ConfigurationError, MQTTNotConnected
 from trionet.mqtt import (
+    MQTTV5,
+    ConnectionEvent,
     ConnectionState,
     MQTTClient,
     MQTTMessage,
+    MQTTSessionTakenOver,
     QoS,
     ReconnectPolicy,
     Subscription,
@@ -162,3 +169,79 @@ async def test_persistent_session_survives_a_broker_crash_mid_stream(
         else:
             assert counts[payload] >= 1, payload  # QoS 1: at least once
     assert subscriber.statistics().reconnects >= 1
+
+
+@BACKENDS
+@pytest.mark.parametrize("protocol", [4, 5])
+async def test_two_clients_sharing_an_id_back_off_instead_of_spinning(
+    shared_mosquitto: MosquittoServer, protocol: int, backend: Backend
+) -> None:
+    # Each connection of the pair lives only until the other one reconnects. The backoff used
+    # to restart at every CONNACK, so they took the id from each other 29-31 times in 5 s;
+    # now it restarts only after a connection lasted stable_after seconds. (MQTT 5 reports
+    # the takeover; retry_takeover=True makes these clients fight anyway.)
+    info = shared_mosquitto.info
+    policy = ReconnectPolicy(initial_delay=0.05, max_delay=30, retry_takeover=True)
+    client_id = "shared" + unique("")[1:].replace("/", "")
+    first = MQTTClient(client_id, protocol=protocol, reconnect=policy, backend=backend)
+    second = MQTTClient(client_id, protocol=protocol, reconnect=policy, backend=backend)
+    window = 2.5
+    with trio.fail_after(TEST_DEADLINE):
+        async with first, second:
+            await first.connect(info.host, info.port)
+            await second.connect(info.host, info.port)
+            await trio.sleep(window)  # the measurement window, not a synchronisation
+            counts = (first.statistics().reconnects, second.statistics().reconnects)
+    # waits of at least 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6 s (jitter halves them at most)
+    # allow at most 6 reconnects each in 2.5 s
+    assert max(counts) <= 8, counts
+    assert sum(counts) >= 1, counts  # (they did fight)
+
+
+@BACKENDS
+@pytest.mark.parametrize("when", ["right after CONNACK", "later"])
+async def test_a_session_takeover_fails_the_client_instead_of_fighting(
+    backend: Backend, when: str
+) -> None:
+    # MQTT 5 §3.1.4: the broker tells the client it drops for a newer one with the same id by
+    # DISCONNECT 0x8E. mosquitto 2.0.11 only closes the socket (so the test above cannot show
+    # it); this scripted broker sends the DISCONNECT, and counts the connections it gets.
+    connections: list[int] = []
+
+    async def take_over(session: Session, connect: Packet) -> None:
+        connections.append(session.protocol)
+        await session.connack()
+        if when == "later":
+            await session.read()  # the client's QoS 0 publish
+        await session.send(packet(DISCONNECT, 0, bytes([0x8E, 0])))
+        await session.stream.aclose()
+
+    seen: list[ConnectionEvent] = []
+    policy = ReconnectPolicy(initial_delay=0.01)
+    with trio.fail_after(TEST_DEADLINE):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_script, take_over)
+            with pytest.raises(MQTTSessionTakenOver) as taken:
+                async with (
+                    MQTTClient("me", protocol=MQTTV5, reconnect=policy, backend=backend) as client,
+                    client.connection_events() as events,
+                ):
+                    await client.connect("127.0.0.1", port)
+                    await client.publish("t", "connected")
+                    await trio.sleep_forever()
+            nursery.cancel_scope.cancel()
+    with contextlib.suppress(trio.EndOfChannel):
+        while True:  # what the stream had received when the client closed
+            seen.append(events.receive_nowait())
+    assert (taken.value.reason_code, taken.value.client_id) == (0x8E, "me")
+    assert isinstance(taken.value, MQTTNotConnected)
+    assert connections == [5]  # no reconnect
+    if when == "later":
+        assert seen[-1].state is ConnectionState.DISCONNECTED
+        assert seen[-1].reason_code == 0x8E
+        assert "session taken over" in seen[-1].reason
+
+
+def test_reconnect_policy_stable_after_is_validated() -> None:
+    with pytest.raises(ConfigurationError):
+        ReconnectPolicy(stable_after=-1)

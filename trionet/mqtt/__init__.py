@@ -51,6 +51,7 @@ from ._errors import (
     InvalidPayload as InvalidPayload,
     InvalidTopic as InvalidTopic,
     MQTTPublishError as MQTTPublishError,
+    MQTTSessionTakenOver as MQTTSessionTakenOver,
     MQTTSubscribeError as MQTTSubscribeError,
 )
 from ._message import (
@@ -96,6 +97,7 @@ __all__ = [
     "MQTTMessage",
     "MQTTNotConnected",
     "MQTTPublishError",
+    "MQTTSessionTakenOver",
     "MQTTStatistics",
     "MQTTSubscribeError",
     "MQTTTimeout",

@@ -40,7 +40,12 @@ from ..errors import (
     MQTTTimeout,
 )
 from ._driver import Driver, ThreadDriver, TrioDriver
-from ._errors import MQTTPublishError, MQTTSubscribeError
+from ._errors import (
+    SESSION_TAKEN_OVER,
+    MQTTPublishError,
+    MQTTSessionTakenOver,
+    MQTTSubscribeError,
+)
 from ._message import (
     MAX_PACKET_SIZE,
     MQTTV5,
@@ -433,8 +438,11 @@ class MQTTClient:
         self._attempt = 0
         self._connect_boxes: dict[int, _Box[Event]] = {}
         self._limits = BrokerLimits(max_packet_size=max_packet_size or MAX_PACKET_SIZE)
+        self._backoff = 0  # the reconnect policy's wait number for the next attempt
+        self._connected_at = 0.0
         self._lost = trio.Event()
         self._lost_while_connecting = False
+        self._lost_code: int | None = None
         self._fatal: BaseException | None = None
         self._in_events = False
         self._acks: list[tuple[int, int, int]] = []
@@ -663,6 +671,8 @@ class MQTTClient:
         attempt: int = 0,
     ) -> None:
         self._state = state
+        if state is ConnectionState.CONNECTED:
+            self._connected_at = trio.current_time()
         event = ConnectionEvent(state, reason_code, reason, session_present, attempt)
         for stream in self._event_streams:
             stream._push(event)
@@ -758,6 +768,7 @@ class MQTTClient:
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigurationError(f"invalid port {port!r}")
         self._host, self._port = host, port
+        self._backoff = 0
         self._set_state(ConnectionState.CONNECTING)
         try:
             session_present = await self._connect_once(first=True)
@@ -799,6 +810,7 @@ class MQTTClient:
         self._attempt += 1
         attempt = self._attempt
         self._lost_while_connecting = False
+        self._lost_code = None
         box: _Box[Event] = _Box()
         self._connect_boxes[attempt] = box
         engine = self._engine_or_fail()
@@ -832,8 +844,20 @@ class MQTTClient:
         if not ok:
             raise MQTTConnectError(f"{where} refused the connection: {reason}", reason_code=code)
         if self._lost_while_connecting:
+            if self._fatal_takeover(self._lost_code_seen()):
+                raise MQTTSessionTakenOver(self._client_id)
             raise MQTTConnectError(f"{where} closed the connection right after accepting it")
         return bool(session_present)
+
+    def _lost_code_seen(self) -> int | None:
+        # (a method, so that type checkers do not narrow self._lost_code across awaits)
+        return self._lost_code
+
+    def _fatal_takeover(self, code: int | None) -> bool:
+        """Whether a loss with this reason code is a takeover that ends the client."""
+        return code == SESSION_TAKEN_OVER and self._v5 and not (
+            self._policy is not None and self._policy.retry_takeover
+        )
 
     async def disconnect(self) -> None:
         """Send DISCONNECT and close the connection (no automatic reconnect afterwards).
@@ -866,13 +890,23 @@ class MQTTClient:
         assert policy is not None
         attempt = 0
         last: BaseException | None = None
-        for delay in policy.delays():
+        while policy.max_attempts is None or attempt < policy.max_attempts:
             attempt += 1
-            await trio.sleep(delay)
+            # (the backoff goes on from where the last outage left it, unless the connection
+            # in between lasted policy.stable_after seconds: see _on_control_event)
+            await trio.sleep(policy.delay(self._backoff))
+            self._backoff += 1
             if self._closing or self._state is not ConnectionState.RECONNECTING:
                 return
             try:
                 session_present = await self._connect_once(first=False)
+            except MQTTSessionTakenOver as exc:
+                self._set_state(ConnectionState.DISCONNECTED, reason=str(exc),
+                                reason_code=exc.reason_code)
+                self._fatal = exc
+                if self._engine is not None:
+                    self._submit_quiet(self._engine.abandon, str(exc))
+                raise
             except (MQTTConnectError, MQTTTimeout) as exc:
                 last = exc
                 _log.info("MQTT reconnect attempt %d to %s:%s failed: %s", attempt, self._host,
@@ -965,12 +999,29 @@ class MQTTClient:
             if self._state in (ConnectionState.CONNECTING, ConnectionState.RECONNECTING):
                 # the connection being set up died right after its CONNACK
                 self._lost_while_connecting = True
+                self._lost_code = code
                 return
             if self._state is not ConnectionState.CONNECTED:
                 return
             text = f"connection lost: {reason}"
+            policy = self._policy
+            if code == SESSION_TAKEN_OVER and self._v5:
+                text = (f"connection lost: another client connected with client id "
+                        f"{self._client_id!r} (session taken over)")
             _log.info("MQTT client %s: %s", self._client_id, text)
-            if self._policy is not None and not self._closing:
+            if self._fatal_takeover(code) and not self._closing:
+                self._set_state(ConnectionState.DISCONNECTED, reason_code=code, reason=text)
+                if self._engine is not None:
+                    self._submit_quiet(self._engine.abandon, text)
+                self._fatal = MQTTSessionTakenOver(self._client_id)
+            elif policy is not None and not self._closing:
+                uptime = trio.current_time() - self._connected_at
+                if uptime >= policy.stable_after:
+                    self._backoff = 0
+                else:
+                    _log.info("MQTT client %s: the connection lasted %.3g s only; the reconnect "
+                              "backoff goes on (wait number %d)", self._client_id, uptime,
+                              self._backoff + 1)
                 self._set_state(ConnectionState.RECONNECTING, reason_code=code, reason=text,
                                 attempt=1)
             else:

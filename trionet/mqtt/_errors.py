@@ -8,9 +8,18 @@ the errors only the MQTT client raises.
 
 from __future__ import annotations
 
-from ..errors import MQTTError
+from ..errors import MQTTError, MQTTNotConnected
 
-__all__ = ["InvalidPayload", "InvalidTopic", "MQTTPublishError", "MQTTSubscribeError"]
+__all__ = [
+    "InvalidPayload",
+    "InvalidTopic",
+    "MQTTPublishError",
+    "MQTTSessionTakenOver",
+    "MQTTSubscribeError",
+]
+
+#: MQTT 5 DISCONNECT reason code "session taken over".
+SESSION_TAKEN_OVER = 0x8E
 
 
 class InvalidTopic(MQTTError, ValueError):
@@ -75,3 +84,25 @@ class MQTTPublishError(MQTTError):
         self.topic = topic
         self.reason_code = reason_code
         self.sent = sent
+
+
+class MQTTSessionTakenOver(MQTTNotConnected):
+    """The broker disconnected the client because another client connected with the same client
+    id (MQTT 5 DISCONNECT reason code 0x8E, "session taken over").
+
+    The client does not reconnect (unless ``ReconnectPolicy(retry_takeover=True)``): the two
+    clients would keep taking the session from each other. It fails the client's ``async with``
+    block; give every client its own id.
+
+    Attributes:
+        client_id: the client id both clients used.
+        reason_code: 0x8E.
+    """
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(
+            f"the broker disconnected MQTT client {client_id!r}: another client connected with "
+            "the same client id (session taken over, reason code 0x8e); not reconnecting"
+        )
+        self.client_id = client_id
+        self.reason_code = SESSION_TAKEN_OVER
