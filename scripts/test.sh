@@ -41,9 +41,10 @@ if [ ! -x .venv/bin/python ]; then
     step "create .venv"
     "$PYTHON" -m venv .venv
 fi
-step "pip install -e '.[all,test]'"
+step "pip install -e '.[all,test,bench]'"
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[all,test]'
+# bench: the peers the benchmark smoke tests run (aiomqtt, aiokafka, confluent-kafka, FastStream)
+.venv/bin/python -m pip install -q -e '.[all,test,bench]'
 
 # -- 3. checks --------------------------------------------------------------------------------
 step "ruff"
