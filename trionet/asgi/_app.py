@@ -52,6 +52,49 @@ Lifespan = Callable[["ASGIApplication"], AbstractAsyncContextManager[None]]
 _UNSET: Any = object()
 
 
+#: What a trionet application says when a server runs it on another event loop.
+FOREIGN_LOOP_MESSAGE = (
+    "trionet apps run on trio, not {library}: serve this one with 'trionet serve MODULE:APP' "
+    "or 'hypercorn -k trio MODULE:APP'"
+)
+
+
+def _running_on_trio() -> bool:
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _refuse_foreign_loop(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a server that runs the application on asyncio (uvicorn, Hypercorn's default
+    worker): the lifespan startup fails, a request gets 500, each with one line that says
+    what to do (instead of trio's ``AttributeError`` from deep inside a nursery)."""
+    try:
+        import sniffio
+
+        library = sniffio.current_async_library()
+    except Exception:  # sniffio cannot tell: say "another event loop"
+        library = "another event loop"
+    message = FOREIGN_LOOP_MESSAGE.format(library=library)
+    kind = scope["type"]
+    if kind == "lifespan":
+        await receive()  # lifespan.startup
+        await send({"type": "lifespan.startup.failed", "message": message})
+        return
+    logger.error("%s", message)
+    if kind == "http":
+        body = message.encode()
+        await send({"type": "http.response.start", "status": 500, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+        ]})
+        await send({"type": "http.response.body", "body": body})
+    elif kind == "websocket":
+        await send({"type": "websocket.close", "code": 1011})
+
+
 @asynccontextmanager
 async def _no_lifespan(app: ASGIApplication) -> AsyncIterator[None]:
     yield
@@ -129,6 +172,7 @@ class ASGIApplication:
         self._stack: ASGIApp | None = None
         self._nursery: trio.Nursery | None = None
         self._stats = ApplicationStatistics()
+        self._on_trio = False  # checked at the first event (see _refuse_foreign_loop)
         for entry in middleware:
             if isinstance(entry, tuple):
                 self.add_middleware(entry[0], **entry[1])
@@ -279,6 +323,11 @@ class ASGIApplication:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI 3 entry point."""
+        if not self._on_trio:
+            if not _running_on_trio():
+                await _refuse_foreign_loop(scope, receive, send)
+                return
+            self._on_trio = True
         if scope["type"] == "lifespan":
             await self._run_lifespan(scope, receive, send)
             return
