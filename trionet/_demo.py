@@ -9,13 +9,13 @@ runs one component's own small demo instead.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import trio
 
 from .codecs import MsgPack
+from .errors import ConfigurationError
 from .framing import FramedStream
 
 Report = Callable[[str], None]
@@ -70,6 +70,11 @@ def _parts(broker: str) -> dict[str, DemoPart]:
     return parts
 
 
+#: The parts that need a broker given with --broker, and the URL scheme each needs.
+_BROKER_PARTS = {"mqtt": "mqtt", "kafka": "kafka"}
+_DEFAULT_PORTS = {"mqtt": 1883, "kafka": 9092}
+
+
 def _report(line: str) -> None:
     print(line, flush=True)
 
@@ -108,11 +113,18 @@ async def run_demo(
         _report("demo finished: every component shut down cleanly")
         return 0
     parts = _parts(broker)
+    for name, scheme in _BROKER_PARTS.items():
+        if name in only and name not in parts:
+            raise ConfigurationError(
+                f"demo part {name!r} needs --broker {scheme}://HOST:PORT "
+                f"(e.g. --broker {scheme}://127.0.0.1:{_DEFAULT_PORTS[name]})"
+            )
     unknown = sorted(set(only) - set(parts))
     if unknown:
-        print(f"unknown demo part(s): {', '.join(unknown)}; known: {', '.join(parts)}",
-              file=sys.stderr)
-        return 2
+        raise ConfigurationError(
+            f"unknown demo part(s): {', '.join(unknown)}; known: "
+            f"{', '.join([*parts, *(p for p in _BROKER_PARTS if p not in parts)])}"
+        )
     with trio.fail_after(120):
         for name in parts:
             if name in only:

@@ -213,6 +213,16 @@ def test_run_and_demo_broker_failures_are_one_line(cli_dir: Path) -> None:
         _assert_short(proc, 1, "trionet demo", f"cannot connect to 127.0.0.1:{port}")
 
 
+def test_demo_broker_part_without_broker_says_so(cli_dir: Path) -> None:
+    for part, url in (("mqtt", "mqtt://127.0.0.1:1883"), ("kafka", "kafka://127.0.0.1:9092")):
+        proc = _cli(cli_dir, "demo", "--only", part)
+        _assert_short(proc, 2, "trionet demo", f"demo part {part!r} needs --broker", url)
+    proc = _cli(cli_dir, "demo", "--only", "kafka", "--broker", "mqtt://127.0.0.1:1883")
+    _assert_short(proc, 2, "trionet demo", "demo part 'kafka' needs --broker kafka://")
+    proc = _cli(cli_dir, "demo", "--only", "nonsense")
+    _assert_short(proc, 2, "trionet demo", "unknown demo part(s): nonsense", "mqtt, kafka")
+
+
 def test_a_missing_extra_names_it(cli_dir: Path) -> None:
     # As if the extra were not installed: the import of its module fails.
     blocked = (
