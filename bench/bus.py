@@ -26,11 +26,11 @@ Kafka: FastStream's default, waiting for the broker's acknowledgement), and ``aw
 broker.request(...)`` to a subscriber that returns the body. It is a contender of the mqtt rows
 and of ``kafka produce→consume``; FastStream 0.7's ``KafkaBroker`` has no ``request()``
 (outside its test client), and its in-memory broker is that test client, so it is in neither
-the Kafka round-trip row nor the memory rows. Goal: the bus ≥ 0.9× FastStream, judged per
-round from the same rounds and printed after the table (the row's ``goal``/``met`` in the JSON
-line hold one entry per goal). A FastStream run that received fewer messages than it sent fails
-its row (``lost_messages``); a trionet contender that does fails the whole run (its
-measurement times out).
+the Kafka round-trip row nor the memory rows. Goal: the bus ≥ 0.9× FastStream, from the
+per-round ratios of the same rounds, judged in the table beside the row's other goal (the row's
+``goal``/``met`` in the JSON line hold one entry per goal). A FastStream run that received
+fewer messages than it sent fails its row (``lost_messages``); a trionet contender that does
+fails the whole run (its measurement times out).
 
 Everything of one broker lives in one trio run: clients, sockets and applications are made and
 subscribed before the rounds, so connection set-up and group joins are outside the timings; the
@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -62,7 +60,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))
 sys.path.insert(0, str(_HERE))
 
-from _harness import Row, _print_table, row_load  # noqa: E402
+from _harness import Goal, Row, report_rows, row_load  # noqa: E402
 
 # bench/kafka.py would shadow kafka-python (which trionet.kafka imports) from here on.
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
@@ -100,6 +98,8 @@ class Bench:
                     row.ratios.setdefault(label, []).append(this_round[label] / this_round[base])
         # the table prints contender names from row.contenders: fill them in order
         row.contenders = [_Named(label) for label, _ in contenders]  # type: ignore[misc]
+        if PEER in row.results:
+            row.goals.append(Goal(PEER_GOAL, baseline=PEER, contender="trionet bus"))
         self.rows.append(row)
 
 
@@ -444,52 +444,17 @@ def main() -> None:
             trio.run(bench_kafka, bench, kafka.info.bootstrap_servers,
                      1_000 // scale, 100 // max(1, scale // 2))
 
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        _print_table("bus", bench.rows, rounds,
-                     "messages (or round trips) per second; producer→consume rows: sequential "
+    lost = {name: counts for peer in bench.peers for name, counts in peer.lost.items()}
+    for row in bench.rows:
+        if any(lost.get(row.name, [])):
+            # A row that lost messages measured nothing comparable: every goal of it fails.
+            row.details["lost_messages"] = {PEER: lost[row.name]}
+            row.failed = f"{PEER} lost {sum(lost[row.name])} messages"
+    report_rows("bus", bench.rows, rounds=rounds,
+                note="messages (or round trips) per second; producer→consume rows: sequential "
                      "publishes, timed until the consumer has them all")
-    _report(captured.getvalue(), bench)
     if os.environ.get("BUS_BENCH_JSON"):
         print(json.dumps({"rounds": rounds}), file=sys.stderr)
-
-
-def _report(output: str, bench: Bench) -> None:
-    """Reprints the table, then the bus against FastStream (from the same rounds), and the JSON
-    line with one ``goal``/``met`` entry per goal for the rows FastStream is in."""
-    lines = output.rstrip("\n").split("\n")
-    result = json.loads(lines[-1])
-    print("\n".join(lines[:-1]))
-    lost = {name: counts for peer in bench.peers for name, counts in peer.lost.items()}
-    print(f"the bus against {PEER}: trionet bus / {PEER}, median [min–max] of per-round ratios "
-          f"(goal ≥ {PEER_GOAL}×):")
-    for row, entry in zip(bench.rows, result["rows"], strict=True):
-        if PEER not in row.results:
-            continue
-        per_round = [mine / theirs for mine, theirs in
-                     zip(row.results["trionet bus"], row.results[PEER], strict=True)]
-        key = f"trionet bus/{PEER}"
-        median = statistics.median(per_round)
-        entry["ratios"][key] = median
-        entry["ratio_min"][key] = min(per_round)
-        entry["ratio_max"][key] = max(per_round)
-        entry["ratio_values"][key] = per_round
-        goals = {key: PEER_GOAL} if row.goal is None else {"trionet bus": row.goal,
-                                                           key: PEER_GOAL}
-        met = {key: median >= PEER_GOAL}
-        if row.goal is not None:
-            met["trionet bus"] = bool(entry["met"])
-        verdict = "yes" if met[key] else "NO"
-        if any(lost.get(row.name, [])):
-            entry["lost_messages"] = {PEER: lost[row.name]}
-            met = dict.fromkeys(met, False)  # a row that lost messages measured nothing
-            verdict = f"NO: {PEER} lost {sum(lost[row.name])} messages"
-        entry["goal"] = goals
-        entry["met"] = met
-        print(f"  {row.name}: {median:.2f}× [{min(per_round):.2f}–{max(per_round):.2f}] "
-              f"(met: {verdict})")
-    print()
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":

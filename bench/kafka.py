@@ -38,8 +38,8 @@ Per-record overhead is the per-round difference of the time per record, trionet 
 
 Goals: produce ≥ 0.9× and consume ≥ 0.9× raw kafka-python, overhead ≤ 15 µs/record (issue
 7: what trionet adds to the client it wraps); and ≥ 0.9× each of aiokafka and confluent-kafka,
-what users pick instead (issue 17). The goals table after the main one gives every verdict; a
-row's ``met`` in the JSON line holds one verdict per goal.
+what users pick instead (issue 17). The table judges every goal of a row on its own; a row's
+``goal``/``met`` in the JSON line hold one entry per goal.
 
 Run: ``.venv/bin/python bench/kafka.py [--quick] [--rounds N]`` (``--quick``: 10k records,
 2 rounds; default 100k records, 5 rounds). Each measurement gives up after 120 s.
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import io
 import json
 import os
 import statistics
@@ -63,7 +62,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
-from _harness import Contender, Row, main_args, run_rows
+from _harness import Contender, Goal, Row, main_args, measure_rows, report_rows
 
 from trionet.testing import KafkaBroker
 
@@ -372,13 +371,15 @@ def _rows(host: TrioHost, servers: str, produce_topics: dict[str, str], consume_
             out[name] = sum(ends.values())
         return out
 
+    # Judged on the row's last contender, like GOAL; the same rounds, per-round ratios.
+    peer_goals = [Goal(PEER_GOAL, baseline=peer.name) for peer in peers]
     return [
         Row("produce 100 B, acks=1", [
             Contender("raw kafka-python", CPU.meter("produce", "raw kafka-python", raw_produce)),
             *(Contender(peer.name, peer.measure("produce", "produce")) for peer in peers),
             Contender("trionet send_nowait", CPU.meter(
                 "produce", "trionet send_nowait", lambda: host.run(trionet_produce))),
-        ], goal=GOAL),
+        ], goal=GOAL, goals=peer_goals),
         Row("consume 100 B", [
             Contender("raw kafka-python", CPU.meter("consume", "raw kafka-python", raw_consume)),
             *(Contender(peer.name, peer.measure("consume", "consume")) for peer in peers),
@@ -390,7 +391,7 @@ def _rows(host: TrioHost, servers: str, produce_topics: dict[str, str], consume_
             # Last: the harness judges the goal on the last contender of a row.
             Contender("trionet async for", CPU.meter(
                 "consume", "trionet async for", lambda: host.run(trionet_consume_iter))),
-        ], goal=GOAL),
+        ], goal=GOAL, goals=peer_goals),
         Row("consume 100 B, group member", [
             Contender("raw kafka-python", CPU.meter("group", "raw kafka-python",
                                                    raw_group_consume)),
@@ -429,26 +430,21 @@ CPU = CpuMeter()
 
 def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool,
                     delivered: Callable[[], dict[str, int]]) -> None:
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        run_rows("kafka", rows, rounds=rounds,
-                 note=f"{count:,} records of 100 B per measurement, broker: "
-                      f"{'external (TRIONET_KAFKA_BOOTSTRAP)' if external else 'noida-db'}")
-    lines = captured.getvalue().rstrip("\n").split("\n")
-    result = json.loads(lines[-1])
-    print("\n".join(lines[:-1]))
+    measure_rows(rows, rounds=rounds)
+    footer: list[str] = []
     # Every producer sent one record at set-up, then count per measurement.
     sent = {name: 1 + len(rows[0].results[name]) * count for name in PRODUCERS}
     stored = delivered()
     lost = {name: sent[name] - stored[name] for name in PRODUCERS}
-    print("records stored by the broker per producer (sent: "
-          + ", ".join(f"{name}: {stored[name]:,}/{sent[name]:,}" for name in PRODUCERS) + ")")
+    footer.append("records stored by the broker per producer (sent: "
+                  + ", ".join(f"{name}: {stored[name]:,}/{sent[name]:,}" for name in PRODUCERS)
+                  + ")")
     if any(lost.values()):
-        print(f"LOST RECORDS: {lost}: the produce row fails")
-        result["rows"][0]["lost_records"] = lost
-        rows[0].goal = None  # judged below as failed, whatever the ratios say
-        result["rows"][0]["met"] = False
-    print()
+        footer.append(f"LOST RECORDS: {lost}: the produce row fails")
+        rows[0].details["lost_records"] = lost
+        rows[0].failed = "records lost: " + ", ".join(
+            f"{name} {n:,}" for name, n in lost.items() if n)
+    footer.append("")
     overheads: dict[str, float] = {}
     for row in rows:
         base = row.contenders[0].name
@@ -461,20 +457,19 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool,
                                         strict=True)
             ]
             overheads[f"{row.name}: {contender.name}"] = statistics.median(per_round)
-    print("per round (ops/s, in round order):")
+    footer.append("per round (ops/s, in round order):")
     for row in rows:
         for name, values in row.results.items():
-            print(f"  {row.name}: {name}: {', '.join(f'{v:,.0f}' for v in values)}")
-    print()
-    print("per-record overhead from wall time, trionet minus raw kafka-python (median of "
-          f"per-round differences; goal ≤ {OVERHEAD_GOAL_US:g} µs):")
+            footer.append(f"  {row.name}: {name}: {', '.join(f'{v:,.0f}' for v in values)}")
+    footer.append("")
+    footer.append("per-record overhead from wall time, trionet minus raw kafka-python (median of "
+                  f"per-round differences; goal ≤ {OVERHEAD_GOAL_US:g} µs):")
     for name, value in overheads.items():
         verdict = "yes" if value <= OVERHEAD_GOAL_US else "NO"
-        print(f"  {name}: {value:+.2f} µs/record (met: {verdict})")
-    print()
-    _judge_against_peers(rows, result)
-    print("CPU time per record, whole process (each peer's own process; median of rounds; less "
-          "sensitive to other load):")
+        footer.append(f"  {name}: {value:+.2f} µs/record (met: {verdict})")
+    footer.append("")
+    footer.append("CPU time per record, whole process (each peer's own process; median of "
+                  "rounds; less sensitive to other load):")
     cpu: dict[str, dict[str, float]] = {}
     cpu_overheads: dict[str, float] = {}
     for row_name, per_contender in CPU.samples.items():
@@ -484,58 +479,20 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool,
         base = medians[base_name]
         for name, value in medians.items():
             if not name.startswith("trionet"):
-                print(f"  {row_name}: {name}: {value:.2f} µs")
+                footer.append(f"  {row_name}: {name}: {value:.2f} µs")
             else:
                 cpu_overheads[f"{row_name}: {name}"] = value - base
-                print(f"  {row_name}: {name}: {value:.2f} µs ({value - base:+.2f} µs, "
-                      f"CPU ratio {base / value:.2f}×)")
-    print()
-    result["records"] = count
-    result["overhead_us"] = overheads
-    result["cpu_us_per_record"] = cpu
-    result["cpu_overhead_us"] = cpu_overheads
-    print(json.dumps(result))
+                footer.append(f"  {row_name}: {name}: {value:.2f} µs ({value - base:+.2f} µs, "
+                              f"CPU ratio {base / value:.2f}×)")
+    report_rows(
+        "kafka", rows, rounds=rounds,
+        note=f"{count:,} records of 100 B per measurement, broker: "
+             f"{'external (TRIONET_KAFKA_BOOTSTRAP)' if external else 'noida-db'}",
+        footer="\n".join(footer),
+        extra={"records": count, "overhead_us": overheads, "cpu_us_per_record": cpu,
+               "cpu_overhead_us": cpu_overheads},
+    )
     sys.stdout.flush()
-
-
-def _judge_against_peers(rows: list[Row], result: dict[str, Any]) -> None:
-    """The goals against aiokafka and confluent-kafka, from the same rounds' wall times.
-
-    Adds ``"<trionet contender>/<peer>"`` ratios (median, min, max of the per-round ratios) to
-    the row's JSON, and turns its ``goal`` and ``met`` into one entry per goal.
-    """
-    peer_names = [name for _, name in PEERS]
-    print("against what users pick instead: trionet / peer, median [min–max] of per-round "
-          f"ratios (goal ≥ {PEER_GOAL}×):")
-    for row, entry in zip(rows, result["rows"], strict=True):
-        judged = row.contenders[-1].name  # the contender the harness judges the goal on
-        peers = [name for name in peer_names if name in row.results]
-        if not peers or row.goal is None:
-            continue
-        goals: dict[str, float] = {judged: row.goal}
-        met: dict[str, bool] = {judged: bool(entry["met"])}
-        for contender in row.contenders:
-            if not contender.name.startswith("trionet"):
-                continue
-            for peer in peers:
-                per_round = [mine / theirs for mine, theirs in
-                             zip(row.results[contender.name], row.results[peer], strict=True)]
-                key = f"{contender.name}/{peer}"
-                median = statistics.median(per_round)
-                entry["ratios"][key] = median
-                entry["ratio_min"][key] = min(per_round)
-                entry["ratio_max"][key] = max(per_round)
-                entry["ratio_values"][key] = per_round
-                line = (f"  {row.name}: {key}: {median:.2f}× "
-                        f"[{min(per_round):.2f}–{max(per_round):.2f}]")
-                if contender.name == judged:
-                    goals[key] = PEER_GOAL
-                    met[key] = median >= PEER_GOAL
-                    line += f" (met: {'yes' if met[key] else 'NO'})"
-                print(line)
-        entry["goal"] = goals
-        entry["met"] = met
-    print()
 
 
 if __name__ == "__main__":
