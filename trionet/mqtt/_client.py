@@ -194,6 +194,7 @@ class MQTTClientOptions(TypedDict, total=False):
     max_inflight: int
     receive_maximum: int | None
     max_packet_size: int | None
+    ack: Literal["received", "processed"]
     max_concurrency: int
     on_handler_error: Literal["log", "raise"]
     subscription_buffer_size: int
@@ -263,6 +264,15 @@ class MQTTClient:
             announce none: set this to the broker's limit (mosquitto's ``max_packet_size``),
             or an oversize publish makes the broker close the connection, and the client
             resends it on every reconnect. None (default): MQTT's own limit (256 MiB).
+        ack: when QoS 1/2 messages are acknowledged to the broker. ``"received"`` (default):
+            once they are in a subscription or handler buffer (fast, and a consumer that
+            stops never stalls the broker; a message is lost if the program dies before it is
+            handled). ``"processed"``: once the ``on_message`` handlers returned without an
+            exception and every ``subscription()`` block it went to called
+            :meth:`Subscription.ack` for it. A message that is never acknowledged is sent
+            again on the next connection of a persistent session (at-least-once processing)
+            and holds one of the broker's in-flight slots until then. Acknowledgements may
+            then go out in a different order than the messages arrived.
         max_concurrency: ``on_message`` handlers running at the same time.
         on_handler_error: ``"log"`` (default): an exception in an ``on_message`` handler is
             logged with the message and the client carries on; ``"raise"``: it fails the
@@ -306,6 +316,7 @@ class MQTTClient:
         max_inflight: int = 20,
         receive_maximum: int | None = None,
         max_packet_size: int | None = None,
+        ack: Literal["received", "processed"] = "received",
         max_concurrency: int = 16,
         on_handler_error: Literal["log", "raise"] = "log",
         subscription_buffer_size: int = 100,
@@ -363,6 +374,8 @@ class MQTTClient:
                 raise ConfigurationError(f"{name} must be an int >= {low}, got {value!r}")
         if max_inflight > 65000:
             raise ConfigurationError("max_inflight must be at most 65000 (packet ids are 16 bit)")
+        if ack not in ("received", "processed"):
+            raise ConfigurationError(f"ack must be 'received' or 'processed', not {ack!r}")
         if on_handler_error not in ("log", "raise"):
             raise ConfigurationError("on_handler_error must be 'log' or 'raise'")
         if connect_timeout <= 0 or close_timeout < 0:
@@ -412,6 +425,7 @@ class MQTTClient:
         else:
             raise ConfigurationError("reconnect must be a ReconnectPolicy, True or False")
         self._max_concurrency = max_concurrency
+        self._ack_processed = ack == "processed"
         self._on_handler_error = on_handler_error
         self._subscription_buffer_size = subscription_buffer_size
         self._max_buffered = max_buffered_messages
@@ -1085,7 +1099,12 @@ class MQTTClient:
                     waiting = []
                 waiting.append(mailbox)
         if token is not None:
-            if waiting is None:
+            if self._ack_processed:
+                # acknowledged once every target is done with it (Subscription.ack)
+                delivery = _Delivery(self, token, len(targets))
+                for mailbox in targets:
+                    mailbox._track(message, delivery)
+            elif waiting is None:
                 self._acks.append(token)
             else:
                 delivery = _Delivery(self, token, len(waiting))
@@ -1541,6 +1560,7 @@ class MQTTClient:
             self._handlers_done.set()
 
     async def _run_handlers(self, message: MQTTMessage, limit: trio.Semaphore) -> None:
+        failed = False
         try:
             for topic_filter, handler in list(self._handlers):
                 if topic_filter is not None and not topic_matches(topic_filter, message.topic):
@@ -1548,13 +1568,18 @@ class MQTTClient:
                 try:
                     await handler(message)
                 except Exception:
+                    failed = True
                     self._handler_errors += 1
                     if self._on_handler_error == "raise":
                         raise
                     _log.exception(
-                        "MQTT on_message handler %s failed on %r",
+                        "MQTT on_message handler %s failed on %r%s",
                         getattr(handler, "__qualname__", handler), message,
+                        " (not acknowledged: the broker sends it again on the next connection)"
+                        if self._ack_processed and message.qos else "",
                     )
+            if not failed:
+                self._handler_box.ack(message)  # (ack="processed"; a no-op otherwise)
         finally:
             limit.release()
 

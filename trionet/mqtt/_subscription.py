@@ -95,6 +95,8 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         self._ended = False
         self._closed = False
         self._received = 0
+        # ack="processed": the acknowledgements this subscription still owes, by message
+        self._unacked: dict[int, tuple[MQTTMessage, _Delivery]] = {}
 
     def __repr__(self) -> str:
         return f"<Subscription {self.topic_filter!r} qos={int(self.qos)}>"
@@ -119,6 +121,11 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
     def _set_delivery(self, delivery: _Delivery) -> None:
         self._overflow[-1][1] = delivery
 
+    def _track(self, message: MQTTMessage, delivery: _Delivery) -> None:
+        """ack="processed": *message* is acknowledged once :meth:`ack` is called for it."""
+        if not (self._ended or self._closed):
+            self._unacked[id(message)] = (message, delivery)
+
     def _end(self) -> None:
         """No more messages will come: receivers get EndOfChannel once the buffer is empty."""
         self._ended = True
@@ -135,7 +142,12 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
                 delivery.accepted()
 
     def _discard(self) -> None:
-        """Drop everything buffered (the subscription is over); acknowledge what waited."""
+        """Drop everything buffered (the subscription is over); acknowledge what waited.
+
+        With ack="processed", messages not acknowledged with :meth:`ack` stay unacknowledged
+        (the broker sends them again on the next connection of a persistent session).
+        """
+        self._unacked.clear()
         self._end()
         client = self._client
         while self._queue:
@@ -211,6 +223,22 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
             self._closed = True
             self._lot.unpark_all()
         await trio.lowlevel.checkpoint()
+
+    def ack(self, message: MQTTMessage) -> None:
+        """Acknowledge a QoS 1/2 message received from this subscription (``ack="processed"``).
+
+        With the client option ``ack="processed"``, the broker gets the PUBACK (QoS 1) or
+        PUBCOMP (QoS 2) of a message only once every subscription block (and the ``on_message``
+        handlers) it went to is done with it: call this when you have processed it. A message
+        never acknowledged is sent again by the broker on the client's next connection (with a
+        persistent session), and holds one of the broker's in-flight slots until then.
+
+        Does nothing for QoS 0 messages, messages already acknowledged, and with the default
+        ``ack="received"`` (messages are acknowledged on arrival).
+        """
+        entry = self._unacked.pop(id(message), None)
+        if entry is not None and entry[0] is message:
+            entry[1].accepted()
 
     def statistics(self) -> SubscriptionStatistics:
         """Buffer occupancy and counters of this subscription."""
