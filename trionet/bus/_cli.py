@@ -22,11 +22,14 @@ from typing import Any
 
 import trio
 
+from .._util import collapse_single_error
 from ..errors import ConfigurationError
 from ._app import DistributedApplication
 from ._socket import from_url
 
 __all__ = ["add_run_parser", "load_application", "main", "run", "run_command"]
+
+logger = logging.getLogger("trionet.run")
 
 
 def load_application(target: str) -> DistributedApplication:
@@ -83,9 +86,53 @@ def run(target: str, *, broker: str | None = None, shutdown_timeout: float | Non
         if not shutdown_timeout >= 0:
             raise ConfigurationError("--shutdown-timeout must be >= 0")
         app.shutdown_timeout = shutdown_timeout
-    trio.run(app.start_async)
+    _describe(target, app)
+    trio.run(_start_and_announce, app)
     forced_by = app.forced_by_signal
     return 0 if forced_by is None else 128 + forced_by
+
+
+def _describe(target: str, app: DistributedApplication) -> None:
+    """Log what is about to run: the broker, each application and its subscriptions."""
+    default = app.default_socket_provider or from_url("memory://")
+    logger.info("running %s: %d application(s), default broker %s",
+                target, len(app.applications), default.url)
+    private = default.url.startswith("memory:") and any(
+        spec.socket_provider is None for spec in app.applications
+    )
+    for spec in app.applications:
+        provider = spec.socket_provider or default
+        if spec.kind == "consumer":
+            logger.info("  %s (consumer) on %s: subscribes to %s", spec.name, provider.url,
+                        ", ".join(spec.topics))
+        else:
+            logger.info("  %s (producer) on %s", spec.name, provider.url)
+        private = private or provider.url.startswith("memory:")
+    if private:
+        logger.warning(
+            "the memory:// broker is private to this process: no other process (another "
+            "'trionet run', a client) can publish to or receive from it; to connect processes, "
+            "use --broker mqtt://HOST:PORT or --broker kafka://HOST:PORT"
+        )
+
+
+async def _start_and_announce(app: DistributedApplication) -> None:
+    """:meth:`DistributedApplication.start_async`, with one "ready" line once every consumer
+    is connected and subscribed (when the producers start)."""
+    app.forced_by_signal = None
+    with collapse_single_error():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app._watch_signals)
+
+            async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+                await app.serve(task_status=task_status)
+                nursery.cancel_scope.cancel()  # done: no more signals to wait for
+
+            await nursery.start(serve)
+            consumers = sum(spec.kind == "consumer" for spec in app.applications)
+            logger.info("ready: %d consumer(s) subscribed, %d producer(s) started "
+                        "(Ctrl+C or SIGTERM to stop)",
+                        consumers, len(app.applications) - consumers)
 
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
