@@ -298,7 +298,7 @@ def report_rows(bench: str, rows: list[Row], *, rounds: int, note: str = "",
     object (``extra`` keys merged in).
     """
     print(f"\n## {bench} ({rounds} rounds: median [min–max]; "
-          "ratio = contender / {baseline} per round, > 1: the contender is better)")
+          "ratio = contender / baseline per round, > 1: the contender is better)")
     if note:
         print(note)
     print()
