@@ -229,9 +229,11 @@ async def demo_client(http_url: str, rpc_address: tuple[str, int], aproto_port: 
         assert (await client.get("/readyz")).json() == {"status": "ready"}
 
         async def interrupt_while_busy() -> None:
-            # Wait until the greeter is handling our request (a counter, so we poll it).
-            while bus.statistics["greeter"].in_flight == 0:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            # Wait until the greeter is handling our request (a counter, so we poll it; with a
+            # deadline, so a greeter too quick to be seen busy is an error, not a hang).
+            with trio.fail_after(5):
+                while bus.statistics["greeter"].in_flight == 0:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
             signal.raise_signal(signal.SIGINT)  # as if you pressed Ctrl+C
 
         async with trio.open_nursery() as nursery:
