@@ -108,3 +108,49 @@ async def test_a_subscription_block_acknowledges_what_its_consumer_acks(
 def test_the_ack_option_is_checked() -> None:
     with pytest.raises(ConfigurationError, match="ack"):
         MQTTClient(ack="sometimes")  # type: ignore[arg-type]
+
+
+# -- the message bus's mqtt:// transport acknowledges as its AckPolicy says ----------------------
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+async def test_the_bus_gets_back_the_message_its_crashed_handler_did_not_finish(
+    shared_mosquitto: MosquittoServer, version: str
+) -> None:
+    from trionet.bus import BusMessage, DistributedApplication, from_url
+
+    info = shared_mosquitto.info
+    topic = unique("jobs")
+    client_id = "bus" + topic.rpartition("/")[2]
+    url = (f"mqtt://{info.host}:{info.port}?client_id={client_id}&clean_start=false&qos=1"
+           f"&version={version}")
+    handled: list[bytes] = []
+
+    def make_app(crash: bool) -> DistributedApplication:
+        app = DistributedApplication(url)
+
+        @app.application(topic, name="worker", on_error="raise")
+        async def worker(message: BusMessage) -> None:
+            if crash and message.payload == b"2":
+                raise RuntimeError("crash on job 2")
+            handled.append(message.payload)
+
+        return app
+
+    with trio.fail_after(TEST_DEADLINE):
+        async with trio.open_nursery() as nursery:  # first run: the broker learns the filter
+            await nursery.start(make_app(crash=True).serve)
+            nursery.cancel_scope.cancel()
+        async with from_url(f"mqtt://{info.host}:{info.port}").create_socket() as publisher:
+            for i in range(5):
+                await publisher.publish(BusMessage(str(i), topic))
+        with pytest.raises(RuntimeError, match="crash on job 2"):
+            await make_app(crash=True).start_async(handle_signals=False)
+        assert handled == [b"0", b"1"]
+        handled.clear()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(make_app(crash=False).serve)
+            await wait_for(lambda: len(handled) >= 3)
+            nursery.cancel_scope.cancel()
+        await _forget(info, f"{client_id}-worker")
+    assert handled == [b"2", b"3", b"4"]

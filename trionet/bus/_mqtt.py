@@ -6,10 +6,14 @@ reply route (``_trionet/reply/<client id>/+``) has its own block whose task hand
 straight to the waiting requests, so replies never queue behind ordinary messages.
 
 Delivery guarantees: publishes use the configured QoS (1 by default: ``publish`` returns on the
-broker's PUBACK). trionet's MQTT client acknowledges a received QoS 1/2 message once it is in a
-subscription buffer, so :class:`~trionet.bus.AckPolicy` does not change what the broker sees;
-with ``clean_start=false`` and a fixed ``client_id``, messages that arrive while an application
-is down are kept by the broker and delivered when it comes back.
+broker's PUBACK). The MQTT client runs with ``ack="processed"``: a received QoS 1 message is
+acknowledged to the broker when the bus acknowledges it, as the app's
+:class:`~trionet.bus.AckPolicy` says (``AFTER``: once the handler is done with it). With
+``clean_start=false`` and a fixed ``client_id``, messages that arrive while an application is
+down, and QoS 1 messages whose handler was interrupted (``on_error="raise"``, a crash), are
+kept by the broker and delivered when it comes back (also those of a resumed session that
+arrive before their subscription block exists). QoS 2 messages belong to the client from their
+PUBREC on (see the MQTT client's ``ack`` option).
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
 
-from ..mqtt import MQTTV5, MQTTV311, MQTTClient, MQTTMessage
+from ..mqtt import MQTTV5, MQTTV311, MQTTClient, MQTTMessage, Subscription
 from ._config import MqttConfig, Topics
 from ._message import BusMessage
-from ._socket import CLOSE_TIMEOUT, BusSocket, SocketProvider
+from ._socket import CLOSE_TIMEOUT, AckFn, BusSocket, SocketProvider
 from ._topics import TopicFilter
 
 __all__ = ["MqttSocket", "MqttSocketProvider"]
@@ -36,6 +41,14 @@ class _Reader:
     def __init__(self) -> None:
         self.scope = trio.CancelScope()
         self.done = trio.Event()
+
+
+def _acker(box: Subscription, message: MQTTMessage) -> AckFn:
+    async def ack() -> None:
+        box.ack(message)
+        await trio.lowlevel.checkpoint()
+
+    return ack
 
 
 class MqttSocket(BusSocket):
@@ -77,8 +90,9 @@ class MqttSocket(BusSocket):
             subscription_buffer_size=config.max_queue,
             max_buffered_messages=max(1000, 2 * config.max_queue),
             max_concurrency=1,  # the catch-all handler below keeps arrival order
+            ack="processed",  # the broker hears of a message when the bus acknowledges it
         )
-        client.on_message(self._unrouted)
+        client.on_message(partial(self._unrouted, client))
         try:
             async with client:
                 await client.connect(config.host, config.effective_port)
@@ -101,15 +115,21 @@ class MqttSocket(BusSocket):
     def _connection(self, nursery: trio.Nursery) -> AbstractAsyncContextManager[None]:
         return self._connect(nursery)
 
-    async def _unrouted(self, message: MQTTMessage) -> None:
+    async def _unrouted(self, client: MQTTClient, message: MQTTMessage) -> None:
         """Messages that arrive before their subscription block exists: a resumed persistent
         session's queued messages, sent by the broker right after it accepts the connection."""
         topic = message.topic
         if topic.startswith(self._reply_base):
             self._route_reply(topic, message.payload)
             return
+        done = client.take_ack(message)  # acknowledged when the bus acknowledges it
+
+        async def ack() -> None:
+            done()
+            await trio.lowlevel.checkpoint()
+
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._inbound_send.send((topic, message.payload, None))
+            await self._inbound_send.send((topic, message.payload, ack))
 
     async def _send(self, topic: str, data: bytes | BusMessage) -> None:
         assert isinstance(data, bytes)
@@ -130,6 +150,7 @@ class MqttSocket(BusSocket):
                     if replies:
                         async for message in box:
                             self._route_reply(message.topic, message.payload)
+                            box.ack(message)
                         return
                     send = self._inbound_send.send
                     async for message in box:
@@ -137,8 +158,9 @@ class MqttSocket(BusSocket):
                         # A message matching several of this socket's filters arrives in each of
                         # their blocks; only the first matching filter's reader passes it on.
                         if len(self._filters) > 1 and self._first_match(topic) != topic_filter:
+                            box.ack(message)
                             continue
-                        await send((topic, message.payload, None))
+                        await send((topic, message.payload, _acker(box, message)))
         finally:
             reader.done.set()
             if self._readers.get(topic_filter) is reader:

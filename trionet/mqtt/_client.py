@@ -141,6 +141,10 @@ def _matcher_for(topic_filter: str) -> Callable[[str], bool]:
     return lambda topic: topic_matches(bare, topic)
 
 
+def _nothing() -> None:
+    pass
+
+
 class _Route:
     """One broker subscription (one topic filter) and the local consumers of its messages."""
 
@@ -1543,6 +1547,28 @@ class MQTTClient:
             raise ConfigurationError("an on_message handler must be an async callable")
         self._handlers.append((None, handler_or_filter))
         return handler_or_filter
+
+    def take_ack(self, message: MQTTMessage) -> Callable[[], None]:
+        """In an ``on_message`` handler, with ``ack="processed"``: acknowledge *message* later.
+
+        Returns a function to call once the message is processed (calling it again does
+        nothing); the handler returning no longer acknowledges it. Useful when a handler only
+        hands the message on (to a queue, another task). With ``ack="received"``, for QoS 0
+        messages, or outside a handler, the returned function does nothing.
+        """
+        entry = self._handler_box._unacked.pop(id(message), None)
+        if entry is None or entry[0] is not message:
+            return _nothing
+        delivery = entry[1]
+        done = False
+
+        def ack() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                delivery.accepted()
+
+        return ack
 
     async def _dispatch_handlers(self) -> None:
         limit = trio.Semaphore(self._max_concurrency)
