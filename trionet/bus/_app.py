@@ -767,6 +767,14 @@ class DistributedApplication:
         """Whether :meth:`serve` is running."""
         return self._runners is not None
 
+    @property
+    def ready(self) -> bool:
+        """Whether the bus is serving: :meth:`serve` runs, every application has its socket
+        open (consumers subscribed) and no shutdown has begun. For readiness probes (see
+        :class:`trionet.asgi.Health`)."""
+        runners = self._runners
+        return runners is not None and all(r.ready and not r.stopping for r in runners)
+
     def stop(self) -> None:
         """Shut down gracefully: producers are cancelled, consumers stop taking messages and
         finish the ones they are handling (within ``shutdown_timeout``), then :meth:`serve`
