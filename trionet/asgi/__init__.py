@@ -31,6 +31,13 @@ from ._exceptions import (
     WebSocketDisconnect as WebSocketDisconnect,
     WebSocketRejected as WebSocketRejected,
 )
+from ._health import (
+    CheckResult as CheckResult,
+    Health as Health,
+    HealthCheck as HealthCheck,
+    HealthReport as HealthReport,
+    HealthStatus as HealthStatus,
+)
 from ._middleware import (
     ASGIMiddleware as ASGIMiddleware,
     CORSMiddleware as CORSMiddleware,
@@ -94,6 +101,7 @@ __all__ = [
     "ApplicationStatistics",
     "BoundAddress",
     "CORSMiddleware",
+    "CheckResult",
     "ClientDisconnect",
     "Converter",
     "FileResponse",
@@ -102,6 +110,10 @@ __all__ = [
     "HTTPConnection",
     "HTTPException",
     "Headers",
+    "Health",
+    "HealthCheck",
+    "HealthReport",
+    "HealthStatus",
     "LoggingMiddleware",
     "Message",
     "Mount",
