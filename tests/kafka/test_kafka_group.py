@@ -14,6 +14,7 @@ from trionet.kafka import (
     KafkaCommitError,
     KafkaConsumer,
     KafkaError,
+    NewTopic,
     TopicPartition,
 )
 
@@ -172,3 +173,32 @@ async def test_listener_can_seek_but_not_read(servers: str) -> None:
     assert len(problems) == 2
     assert "rebalance listener" in str(problems[0])
     assert "rebalance listener" in str(problems[1])
+
+
+async def test_pattern_subscription_picks_up_new_topics_with_short_polls(servers: str) -> None:
+    """A topic created later joins a pattern subscription even when every poll is shorter than
+    the group rejoin it triggers. kafka-python 3.0.12, as group leader, marked the new metadata
+    as assigned while the rejoin was under way, so the next poll saw nothing left to do: the
+    finished SyncGroup was never applied and the new topic never read."""
+    base = unique("grow")
+    names = [f"{base}.{n}" for n in range(4)]
+    try:
+        async with KafkaAdmin(servers) as admin:
+            await admin.create_topics([NewTopic(names[0], num_partitions=1)])
+        await produce(servers, names[0], [b"0"])
+        async with KafkaConsumer(bootstrap_servers=servers, group_id=unique("grow"),
+                                 pattern=rf"^{base}\..*", poll_interval=0.001,
+                                 **{**CONSUMER, "metadata_max_age_ms": 300}) as consumer:
+            with trio.fail_after(20):
+                assert (await consumer.getone()).value == b"0"
+            for n, name in enumerate(names[1:], 1):  # each new topic: one more rebalance
+                async with KafkaAdmin(servers) as admin:
+                    await admin.create_topics([NewTopic(name, num_partitions=1)])
+                await produce(servers, name, [str(n).encode()])
+                with trio.fail_after(20):
+                    record = await consumer.getone()
+                assert (record.topic, record.value) == (name, str(n).encode())
+    finally:
+        with trio.CancelScope(shield=True):
+            async with KafkaAdmin(servers) as admin:
+                await admin.delete_topics(names, missing_ok=True)

@@ -30,6 +30,9 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
   fetching), for a commit that must wait for the consumer to rejoin its group.
 * :func:`group_joining` reads the group coordinator's state, so that the consumer's thread keeps
   polling while a rebalance is in progress (see its docstring for the kafka-python quirk).
+* :class:`_JoinCompletion` makes a consumer finish a group join that outlived the ``poll()``
+  that started it: kafka-python 3.0.12 could forget it (the new assignment never applied, seen
+  with pattern subscriptions growing) or throw its result away and rebalance again.
 * :func:`_drop_parked_records` works around a stall after ``resume()``: kafka-python 3.0.12 may
   never hand back the records it parked for a paused partition, nor fetch that partition again.
 * :class:`_SessionRecovery` lets an idempotent producer survive a broker that lost its producer
@@ -64,7 +67,7 @@ try:
     from kafka.net.inet import KafkaNetSocket
     from kafka.record.default_records import DefaultRecordBase
     from kafka.record.util import calc_crc32c
-    from kafka.structs import OffsetAndMetadata
+    from kafka.structs import MemberState, OffsetAndMetadata
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "trionet.kafka needs kafka-python 3.0 (pip install 'trionet[kafka]' or "
@@ -374,8 +377,80 @@ def build_producer(config: Mapping[str, Any], trap: ClientTrap, *, servers: str)
 
 
 def build_consumer(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:
-    """Construct a ``kafka.KafkaConsumer`` (blocks for the bootstrap); translate failures."""
-    return _build(kafka.KafkaConsumer, trap, config, servers=servers, what="consumer")
+    """Construct a ``kafka.KafkaConsumer`` (blocks for the bootstrap); translate failures.
+
+    A consumer with a group gets the :class:`_JoinCompletion` hooks.
+    """
+    consumer = _build(kafka.KafkaConsumer, trap, config, servers=servers, what="consumer")
+    if config.get("group_id") is not None:
+        _JoinCompletion.install(consumer)
+    return consumer
+
+
+class _JoinCompletion:
+    """Finish a group join that outlived the ``poll()`` that started it.
+
+    kafka-python 3.0.12 runs each JoinGroup + SyncGroup attempt as a task on its I/O loop, which
+    a ``poll()`` awaits for at most its own timeout; the task goes on after the poll returns,
+    for the next poll to pick up. Two things go wrong then:
+
+    * The next poll looks at ``need_rejoin()`` first, and that does not count a join under way.
+      When the rejoin was started by a metadata change (a pattern subscription's new topic: the
+      coordinator's rejoin flag is not set for it) and this member leads the group, the attempt
+      itself records the new metadata as assigned, so ``need_rejoin()`` turns False: no poll
+      ever awaits the attempt again. Its SyncGroup answer is never applied (no new partitions,
+      no rebalance listener) and heartbeats stay off. Seen in about 1 of 6 runs of the bus's
+      wildcard test, and in every run with 1 ms polls.
+    * A poll that finds the attempt already finished (it ended between two polls) throws its
+      result away and sends a new JoinGroup: one more rebalance of the whole group, which with
+      polls shorter than a round trip never ends.
+
+    Java's consumer counts a pending join as a reason to poll the join (``rejoinNeededOrPending``,
+    and KAFKA-9815 for metadata-triggered rejoins). These hooks, set as attributes of the
+    consumer's coordinator (they shadow its methods for this consumer only), do the same: a join
+    under way keeps ``need_rejoin()`` True, and an attempt that succeeded while no poll waited is
+    completed as kafka-python completes an awaited one (state, heartbeats, the assignment and
+    the rebalance listener), unless the member has since fallen out of the group (then it
+    joins again, as before).
+    """
+
+    def __init__(self, coordinator: Any) -> None:
+        self._coordinator = coordinator
+        self._need_rejoin = coordinator.need_rejoin
+        self._join_group_async = coordinator.join_group_async
+
+    @classmethod
+    def install(cls, consumer: Any) -> None:
+        coordinator = consumer._coordinator
+        hooks = cls(coordinator)
+        coordinator.need_rejoin = hooks.need_rejoin
+        coordinator.join_group_async = hooks.join_group_async
+
+    def need_rejoin(self) -> bool:
+        """``ConsumerCoordinator.need_rejoin``, also True while a join is under way."""
+        if self._need_rejoin():
+            return True
+        coordinator = self._coordinator
+        return bool(coordinator._subscription.partitions_auto_assigned()
+                    and (coordinator.rejoining or coordinator._join_task is not None))
+
+    async def join_group_async(self, timeout_ms: Any = None) -> bool:
+        """``BaseCoordinator.join_group_async`` (I/O loop), completing a finished attempt."""
+        coordinator = self._coordinator
+        task = coordinator._join_task
+        if (task is None or not task.succeeded()
+                or coordinator.state is not MemberState.REBALANCING):
+            return bool(await self._join_group_async(timeout_ms))
+        coordinator._join_task = None
+        with coordinator._lock:
+            coordinator.rejoining = False
+            coordinator.rejoin_needed = False
+            coordinator.state = MemberState.STABLE
+            coordinator._enable_heartbeat()
+        generation = coordinator._generation
+        await coordinator._on_join_complete_async(
+            generation.generation_id, generation.member_id, generation.protocol, task.value)
+        return True
 
 
 def build_admin(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:
@@ -740,10 +815,9 @@ def brokers_unreachable(consumer: Any) -> bool:
 def group_joining(consumer: Any) -> bool:
     """Whether the consumer is (re)joining its group: a join started and has not completed.
 
-    kafka-python 3.0.12 drives a join only while a ``poll()`` waits for it, and a join step that
-    finishes while no ``poll()`` waits is thrown away and sent again (so the group rebalances
-    again). The consumer's thread therefore keeps polling, with the full timeout, until this is
-    False.
+    kafka-python 3.0.12 drives a join only while a ``poll()`` waits for it (a step that finishes
+    while no ``poll()`` waits is completed by the next one, see :class:`_JoinCompletion`). The
+    consumer's thread therefore keeps polling, with the full timeout, until this is False.
     """
     coordinator = consumer._coordinator
     return bool(getattr(coordinator, "rejoining", False)
