@@ -8,7 +8,8 @@
 * an RPC server (:mod:`trionet.rpc`) with an ``inventory`` service;
 * an AsyncAProto :class:`~trionet.aproto.Server` answering ``ping`` and ``stock`` packets;
 * an ASGI app on Hypercorn's trio worker: ``GET /hello``, ``POST /orders`` (published on the bus,
-  answered by the consumer), a websocket echo at ``/ws/echo``, and ``/healthz`` / ``/readyz``.
+  answered by the consumer), a websocket echo at ``/ws/echo``, and ``/healthz`` / ``/readyz``
+  (a :class:`trionet.asgi.Health` with a check per component).
 
 Shutdown is ordered: :meth:`Stack.begin_shutdown` marks the stack not ready (``/readyz``
 answers 503), then stops the front doors first and the back end last: HTTP (Hypercorn finishes
@@ -35,6 +36,7 @@ from . import rpc
 from .aproto import AsyncClient, Filters, HandlerClient, Packet, Server
 from .asgi import (
     ASGIApplication,
+    Health,
     Request,
     RequestIdMiddleware,
     Response,
@@ -123,6 +125,8 @@ class Stack:
             name: "starting" for name in ("bus", "gateway", "rpc", "aproto", "http")
         }
         self.orders_handled = 0
+        #: The readiness checks behind ``/readyz``: one per component.
+        self.health = Health()
         self.bus_app = self._build_bus()
         self.aproto_server = self._build_aproto()
         self.http_app = self._build_http()
@@ -213,18 +217,6 @@ class Stack:
             await trio.sleep(seconds)
             return Response.json({"worked": seconds})
 
-        @router.route("/healthz")
-        async def healthz(request: Request) -> Response:
-            return Response.json({"status": "alive"})
-
-        @router.route("/readyz")
-        async def readyz(request: Request) -> Response:
-            ready = stack.ready
-            return Response.json(
-                {"ready": ready, "components": dict(stack.states)},
-                status_code=200 if ready else 503,
-            )
-
         @router.websocket("/ws/echo")
         async def echo(websocket: WebSocket) -> None:
             await websocket.accept()
@@ -233,7 +225,29 @@ class Stack:
 
         app = ASGIApplication(router)
         app.add_middleware(RequestIdMiddleware)
+        self._add_health_checks(app)
         return app
+
+    def _add_health_checks(self, app: ASGIApplication) -> None:
+        health = self.health
+
+        def serving(name: str) -> Callable[[], bool | str]:
+            def check() -> bool | str:
+                state = self.states[name]
+                return True if state == "ready" else f"{name} is {state}"
+            return check
+
+        health.add_check("bus", self.bus_app)
+
+        def gateway() -> bool | str:
+            if self.gateway is None or self.gateway.closed:
+                return "the HTTP gateway's bus socket is not open"
+            return True
+
+        health.add_check("gateway", gateway)
+        health.add_check("rpc", serving("rpc"))
+        health.add_check("aproto", serving("aproto"))
+        health.add_routes(app)  # /healthz, /readyz and the "http" (lifespan) check
 
     # -- state ------------------------------------------------------------------------------
 
@@ -335,6 +349,7 @@ class Stack:
         if self._shutdown_started or self._nursery is None:
             return
         self._shutdown_started = True
+        self.health.begin_shutdown()
         self._nursery.start_soon(self._shutdown_sequence)
 
     def cancel(self) -> None:
@@ -391,7 +406,7 @@ async def exercise(addresses: StackAddresses, report: Callable[[str], None]) -> 
     from .asgi import connect_websocket
 
     status, _, body = await _http(addresses, "GET", "/readyz")
-    report(f"http: GET /readyz -> {status} {json.loads(body)['ready']}")
+    report(f"http: GET /readyz -> {status} {json.loads(body)['status']}")
     status, headers, body = await _http(addresses, "GET", "/hello?name=trionet")
     report(f"http: GET /hello -> {status} {json.loads(body)['message']!r} "
            f"(request id {headers.get('x-request-id', '?')[:8]}…)")

@@ -31,7 +31,7 @@ async def test_stack_serves_every_component_and_shuts_down_in_order() -> None:
         readiness.append(stack.ready)
     assert readiness == [True, False]
     text = "\n".join(lines)
-    assert "http: GET /readyz -> 200 True" in text
+    assert "http: GET /readyz -> 200 ok" in text
     assert "POST /orders {'item': 'widget', 'qty': 3} -> 200 accepted (total 7.5)" in text
     assert "{'item': 'gizmo', 'qty': 1} -> 200 refused" in text
     assert "websocket: echo -> 'structured concurrency'" in text
@@ -51,22 +51,34 @@ async def test_readyz_reflects_component_state() -> None:
     stack = Stack()
     async with trio.open_nursery() as nursery:
         addresses = await nursery.start(stack.serve)
-        status, _, body = await _http(addresses, "GET", "/readyz")
+        status, headers, body = await _http(addresses, "GET", "/readyz")
         assert status == 200
-        assert json.loads(body)["components"]["gateway"] == "ready"
+        assert headers["cache-control"] == "no-store"
+        ok = {"status": "ok"}
+        assert json.loads(body) == {
+            "status": "ok",
+            "checks": {"bus": ok, "gateway": ok, "rpc": ok, "aproto": ok, "http": ok},
+        }
         # One server goes away: readiness says so, liveness does not.
         stack._scopes["rpc"].cancel()
         await stack._done["rpc"].wait()
         status, _, body = await _http(addresses, "GET", "/readyz")
         assert status == 503
         assert json.loads(body) == {
-            "ready": False,
-            "components": {"bus": "ready", "gateway": "ready", "rpc": "stopped",
-                           "aproto": "ready", "http": "ready"},
+            "status": "unavailable",
+            "checks": {"bus": ok, "gateway": ok,
+                       "rpc": {"status": "unavailable", "reason": "rpc is stopped"},
+                       "aproto": ok, "http": ok},
         }
         status, _, _ = await _http(addresses, "GET", "/healthz")
         assert status == 200
+        # The bus consumer stops: its check says so.
+        stack.bus_app.stop()
+        status, _, body = await _http(addresses, "GET", "/readyz")
+        assert status == 503
+        assert json.loads(body)["checks"]["bus"]["status"] == "unavailable"
         stack.begin_shutdown()
+        assert (await stack.health.check()).reason == "shutting down"
     assert not stack.ready
 
 
@@ -139,7 +151,7 @@ def rest_of_output(proc: subprocess.Popen[str]) -> str:
 def test_sigterm_shuts_down_gracefully_and_finishes_in_flight_work() -> None:
     with serving_subprocess() as (proc, urls):
         with urlopen(urls["http"] + "/readyz", timeout=10) as response:
-            assert json.load(response)["ready"] is True
+            assert json.load(response)["status"] == "ok"
         results: list[bytes] = []
 
         def slow() -> None:
