@@ -14,7 +14,8 @@ from trionet.testing import MosquittoServer
 
 async def test_credentials_from_the_url(shared_mosquitto: MosquittoServer) -> None:
     info = shared_mosquitto.info
-    url = f"mqtt://{info.username}:{info.password}@{info.host}:{info.auth_port}?version=3.1.1"
+    url = (f"mqtt://{info.username}:{info.password}@{info.host}:{info.auth_port}"
+           "?version=3.1.1&allow_insecure_auth=true")
     topic = f"{unique()}/secure"
     async with from_url(url).create_socket(topic, name="auth") as socket:
         assert isinstance(socket, MqttSocket)
@@ -22,7 +23,8 @@ async def test_credentials_from_the_url(shared_mosquitto: MosquittoServer) -> No
         await socket.publish(BusMessage(b"in", topic))
         assert (await socket.receive()).payload == b"in"
 
-    app = DistributedApplication(f"mqtt://{info.username}:wrong@{info.host}:{info.auth_port}")
+    app = DistributedApplication(
+        f"mqtt://{info.username}:wrong@{info.host}:{info.auth_port}?allow_insecure_auth=true")
 
     @app.application(topic)
     async def consumer(message: BusMessage) -> None:

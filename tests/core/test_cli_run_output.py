@@ -93,7 +93,8 @@ async def test_run_announces_memory_broker_and_warns(tmp_path: Path) -> None:
 async def test_run_ready_means_subscribed_on_mqtt(tmp_path: Path,
                                                   shared_mosquitto: MosquittoServer) -> None:
     info = shared_mosquitto.info
-    url = f"mqtt://{info.username}:{info.password}@{info.host}:{info.auth_port}"
+    url = (f"mqtt://{info.username}:{info.password}@{info.host}:{info.auth_port}"
+           "?allow_insecure_auth=true")
     async with trio.open_nursery() as nursery:
         command = await start(nursery, tmp_path, "--broker", url)
         await command.wait_for("ready:")

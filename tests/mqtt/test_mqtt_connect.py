@@ -68,14 +68,17 @@ async def test_the_default_client_id_is_one_every_broker_must_accept(
 async def test_username_and_password(shared_mosquitto: MosquittoServer) -> None:
     info = shared_mosquitto.info
     with trio.fail_after(TEST_DEADLINE):
-        async with MQTTClient(username=info.username, password=info.password) as client:
+        # the password listener has no TLS: opting in to a password in clear is explicit
+        async with MQTTClient(username=info.username, password=info.password,
+                              allow_insecure_auth=True) as client:
             await client.connect(info.host, info.auth_port)
             assert client.is_connected
         # mtaio's connect(host, port, username, password) works too
-        async with MQTTClient() as client:
+        async with MQTTClient(allow_insecure_auth=True) as client:
             await client.connect(info.host, info.auth_port, username=info.username,
                                  password=info.password)
-        url = f"mqtt://{info.username}:{info.password}@{info.host}:{info.auth_port}"
+        url = (f"mqtt://{info.username}:{info.password}@{info.host}:{info.auth_port}"
+               "?allow_insecure_auth=true")
         async with open_mqtt_client(url) as client:
             await client.publish(unique("auth"), "ok", qos=1)
 
@@ -86,7 +89,8 @@ async def test_wrong_password_is_refused_with_the_reason_code(
 ) -> None:
     info = shared_mosquitto.info
     with trio.fail_after(TEST_DEADLINE):
-        async with MQTTClient(username=info.username, password="wrong", protocol=protocol) as c:
+        async with MQTTClient(username=info.username, password="wrong", protocol=protocol,
+                              allow_insecure_auth=True) as c:
             with pytest.raises(MQTTConnectError) as refused:
                 await c.connect(info.host, info.auth_port)
             assert c.state is ConnectionState.DISCONNECTED

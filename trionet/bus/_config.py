@@ -146,6 +146,8 @@ class MqttConfig(BusConfig):
             unacknowledged QoS 1/2 messages for the client id across reconnections.
         tls: connect with TLS (system trust store), or an :class:`ssl.SSLContext`.
         version: the MQTT protocol version, ``"3.1.1"`` or ``"5"``.
+        allow_insecure_auth: send the password without TLS (``?allow_insecure_auth=true``);
+            otherwise a password on a connection without TLS is refused before connecting.
     """
 
     scheme: ClassVar[str] = "mqtt"
@@ -160,6 +162,7 @@ class MqttConfig(BusConfig):
     clean_start: bool = True
     tls: Any = False
     version: Literal["3.1.1", "5"] = "5"
+    allow_insecure_auth: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -189,7 +192,8 @@ class MqttConfig(BusConfig):
             auth += "@"
         query = self._common_query()
         for name, default in (("keepalive", 60), ("qos", 1), ("client_id", None),
-                              ("clean_start", True), ("version", "5")):
+                              ("clean_start", True), ("version", "5"),
+                              ("allow_insecure_auth", False)):
             value = getattr(self, name)
             if value != default:
                 query.append((name, _fmt(value)))
@@ -344,6 +348,7 @@ _PARAMS: dict[str, dict[str, tuple[str, Callable[[str, str], Any]]]] = {
         "tls": ("tls", _parse_bool),
         "version": ("version", _text),
         "v": ("version", _text),
+        "allow_insecure_auth": ("allow_insecure_auth", _parse_bool),
     },
     "kafka": {
         "group": ("group_id", _text),

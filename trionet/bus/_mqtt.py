@@ -86,6 +86,7 @@ class MqttSocket(BusSocket):
             keepalive=config.keepalive,
             username=config.username,
             password=config.password,
+            allow_insecure_auth=config.allow_insecure_auth,
             tls=config.tls or None,
             subscription_buffer_size=config.max_queue,
             max_buffered_messages=max(1000, 2 * config.max_queue),

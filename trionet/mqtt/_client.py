@@ -189,6 +189,7 @@ class MQTTClientOptions(TypedDict, total=False):
     keepalive: int
     username: str | None
     password: str | None
+    allow_insecure_auth: bool
     tls: ssl.SSLContext | bool | None
     transport: Literal["tcp", "websockets"]
     websocket_path: str
@@ -245,7 +246,11 @@ class MQTTClient:
         keepalive: seconds between keepalive pings; a broker that does not answer within about
             that time again is considered dead and the client reconnects (0 disables).
         username: user name for the broker.
-        password: password for the broker.
+        password: password for the broker. It is only sent over TLS: :meth:`connect` raises
+            :exc:`~trionet.errors.ConfigurationError`, before any byte is sent, for a password
+            on a connection without TLS, unless *allow_insecure_auth* is true.
+        allow_insecure_auth: send the password over a connection without TLS anyway (anyone on
+            the path can read it): for a broker on loopback or a trusted network.
         tls: an :class:`ssl.SSLContext` (with client certificates loaded, if the broker wants
             them), True for ``ssl.create_default_context()``, or None/False for plain TCP.
         transport: ``"tcp"`` or ``"websockets"``.
@@ -311,6 +316,7 @@ class MQTTClient:
         keepalive: int = 60,
         username: str | None = None,
         password: str | None = None,
+        allow_insecure_auth: bool = False,
         tls: ssl.SSLContext | bool | None = None,
         transport: Literal["tcp", "websockets"] = "tcp",
         websocket_path: str = "/mqtt",
@@ -386,6 +392,9 @@ class MQTTClient:
             raise ConfigurationError("connect_timeout must be > 0 and close_timeout >= 0")
         if password is not None and username is None:
             raise ConfigurationError("a password needs a username")
+        if not isinstance(allow_insecure_auth, bool):
+            raise ConfigurationError("allow_insecure_auth must be True or False")
+        self._allow_insecure_auth = allow_insecure_auth
         if reply_topic is not None:
             validate_topic(reply_topic)
         context: ssl.SSLContext | None
@@ -785,6 +794,15 @@ class MQTTClient:
                 port = 8883 if tls else 1883
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigurationError(f"invalid port {port!r}")
+        if settings.password is not None and settings.tls is None and (
+            not self._allow_insecure_auth
+        ):
+            raise ConfigurationError(
+                f"refusing to send the MQTT password to {host}:{port} over a connection "
+                "without TLS: anyone on the path could read it. Connect with TLS (tls=True "
+                "or an SSLContext; mqtts:// or wss:// in a URL), or pass "
+                "allow_insecure_auth=True (?allow_insecure_auth=true) for a trusted network"
+            )
         self._host, self._port = host, port
         self._backoff = 0
         self._set_state(ConnectionState.CONNECTING)
@@ -1751,7 +1769,8 @@ _SCHEMES: dict[str, tuple[Literal["tcp", "websockets"], bool]] = {
 def parse_mqtt_url(url: str) -> tuple[str, int | None, MQTTClientOptions]:
     """Split an MQTT URL into ``(host, port, client options)``.
 
-    ``mqtt://user:password@host:1883/?client_id=x&keepalive=30&protocol=5&clean_start=false``;
+    ``mqtt://user:password@host:1883/?client_id=x&keepalive=30&protocol=5&clean_start=false``
+    (``&allow_insecure_auth=true`` to send that password without TLS);
     schemes ``mqtt``/``tcp``, ``mqtts``/``ssl``/``tls`` (TLS with default verification),
     ``ws`` and ``wss`` (the URL path is the WebSocket path).
 
@@ -1791,10 +1810,10 @@ def parse_mqtt_url(url: str) -> tuple[str, int | None, MQTTClientOptions]:
             if value not in versions:
                 raise ConfigurationError(f"unknown MQTT protocol version {value!r}")
             options["protocol"] = versions[value]
-        elif key == "clean_start":
+        elif key in ("clean_start", "allow_insecure_auth"):
             if value.lower() not in ("true", "false", "1", "0"):
-                raise ConfigurationError(f"clean_start must be true or false, not {value!r}")
-            options["clean_start"] = value.lower() in ("true", "1")
+                raise ConfigurationError(f"{key} must be true or false, not {value!r}")
+            options[key] = value.lower() in ("true", "1")  # type: ignore[literal-required]
         else:
             raise ConfigurationError(f"unknown MQTT URL parameter {key!r}")
     return parts.hostname or "localhost", port, options
