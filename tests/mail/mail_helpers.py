@@ -85,7 +85,24 @@ def busy_mail_threads() -> list[str]:
     return busy
 
 
-class SilentServer:
+class LoopbackServer:
+    """A test server on a free loopback port: ``await nursery.start(server.serve)``, then
+    ``server.port``; each connection is handed to ``_handle``."""
+
+    port = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        raise NotImplementedError
+
+
+class SilentServer(LoopbackServer):
     """Accepts TCP connections and never sends a byte: a stalled server.
 
     Connections stay open until :meth:`release` (called by the test when it is done, or by the
@@ -108,13 +125,6 @@ class SilentServer:
     def release(self) -> None:
         self.released.set()
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
-
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.accepted += 1
         async with stream:
@@ -123,7 +133,7 @@ class SilentServer:
             await self.released.wait()
 
 
-class FaultyProxy:
+class FaultyProxy(LoopbackServer):
     """A TCP relay in front of a real server that a test can freeze, or that cuts every
     connection once it has relayed ``cut_after`` bytes from the client (a network fault)."""
 
@@ -142,13 +152,6 @@ class FaultyProxy:
 
     def thaw(self) -> None:
         self._thawed.set()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, client: trio.SocketStream) -> None:
         self.connections += 1
@@ -183,7 +186,7 @@ class FaultyProxy:
             scope.cancel()  # one side done or cut: close both
 
 
-class RecordingProxy:
+class RecordingProxy(LoopbackServer):
     """A TCP relay in front of a real server that records every byte the client sends.
 
     With ``strip_starttls`` set, it also plays the man in the middle who removes STARTTLS from
@@ -202,13 +205,6 @@ class RecordingProxy:
     def drop_connections(self) -> None:
         for scope in self._scopes:
             scope.cancel()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, client: trio.SocketStream) -> None:
         self.connections += 1

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 from mail_helpers import (
+    LoopbackServer,
     RecordingProxy,
     busy_mail_threads,
     new_tag,
@@ -237,20 +238,13 @@ async def test_greeting_timeout_is_configurable(mail_servers: MailServers, proto
 # -- bounded IMAP responses -----------------------------------------------------------------------
 
 
-class ScriptedIMAPServer:
+class ScriptedIMAPServer(LoopbackServer):
     """Greets, answers CAPABILITY, and answers NOOP with ``reply(stream)`` (a misbehaving
     server); then waits until the client goes away."""
 
     def __init__(self, reply: Callable[[trio.SocketStream], Awaitable[None]]) -> None:
         self.reply = reply
         self.port = 0
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         buffer = b""
