@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -11,7 +12,7 @@ from bus_support import PATIENCE, serving, unique, wait_until
 from trionet.bus import BusMessage, DistributedApplication, KafkaConfig, from_url
 from trionet.bus._kafka import _Offsets, filter_to_pattern, kafka_topic
 from trionet.errors import ConfigurationError
-from trionet.kafka import TopicPartition
+from trionet.kafka import KafkaAdmin, TopicPartition
 from trionet.testing import KafkaBroker
 
 
@@ -198,3 +199,47 @@ async def test_wildcard_subscription_gets_the_first_message_of_new_topics(
         expected.append((f"{base}/old", b"after ready"))
         await wait_until(lambda: set(expected) <= set(got))
     assert (f"{base}/old", b"before ready") not in got
+
+
+async def test_offsets_revoked_by_a_broker_restart_are_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker restart makes the group rejoin: the commit after it reports the partition as
+    revoked, its offsets (old generation) are dropped, not kept for a later commit, the records
+    after the last committed offset are read again, and what is acknowledged then is committed.
+    """
+    broker = KafkaBroker()  # a broker of this test's own: it is restarted
+    await trio.to_thread.run_sync(broker.start)
+    try:
+        url = (f"kafka://{broker.info.bootstrap_servers}?offset_reset=earliest"
+               f"&group={unique('g')}&commit_interval=3600"  # commits only when called here
+               "&consumer.session_timeout_ms=6000&consumer.heartbeat_interval_ms=1000")
+        topic = f"{unique()}/restart"
+        tp = TopicPartition(kafka_topic(topic), 0)
+        async with from_url(url).create_socket(name="publisher") as publisher:
+            for n in range(3):
+                await publisher.publish(BusMessage(str(n), topic))
+            async with from_url(url).create_socket(topic, name="sub") as socket:
+                with trio.fail_after(PATIENCE):
+                    assert (await socket.receive()).payload == b"0"  # acknowledged at once
+                    await socket._commit_now()
+                    assert [(await socket.receive()).payload for _ in range(2)] == [b"1", b"2"]
+                # SIGTERM: noida-db keeps the records and the commit of offset 1, and forgets
+                # the group's generation.
+                await trio.to_thread.run_sync(broker.restart)
+                with caplog.at_level(logging.INFO, logger="trionet.bus"), \
+                        trio.fail_after(PATIENCE):
+                    await socket._commit_now()  # drives the rejoin; offset 3 is not committed
+                assert any("took" in r.getMessage() and tp.topic in r.getMessage()
+                           for r in caplog.records), caplog.text
+                assert socket._offsets.take() == {}  # nothing left to commit later
+                await publisher.publish(BusMessage(b"3", topic))
+                with trio.fail_after(PATIENCE):
+                    again = [(await socket.receive()).payload for _ in range(3)]
+                    assert again == [b"1", b"2", b"3"]  # from the committed offset
+                    await socket._commit_now()
+                group = socket.group_id
+        async with KafkaAdmin(broker.info.bootstrap_servers) as admin:
+            assert await admin.list_consumer_group_offsets(group) == {tp: 4}
+    finally:
+        await trio.to_thread.run_sync(broker.close)

@@ -35,6 +35,7 @@ from ..kafka import (
     ConsumerRebalanceListener,
     KafkaAdmin,
     KafkaConsumer,
+    KafkaPartitionsRevokedError,
     KafkaProducer,
     NewTopic,
     TopicPartition,
@@ -350,6 +351,15 @@ class KafkaSocket(BusSocket):
             return
         try:
             await reader.consumer.commit(offsets)
+        except KafkaPartitionsRevokedError as exc:
+            # The group rejoined (a broker restart, a rebalance) and took exc.partitions away
+            # after these offsets were taken: they belong to the old generation and are
+            # dropped, never committed later (the partitions' next owner, maybe this socket,
+            # reads those records again; what it acknowledges is tracked afresh). The others
+            # were committed (exc.committed); anything else is tried again.
+            done = exc.partitions | exc.committed.keys()
+            self._offsets.restore({tp: off for tp, off in offsets.items() if tp not in done})
+            logger.info("%s: %s", self.client_id, exc)
         except KafkaError as exc:
             # Usually a rebalance in progress: the revocation hook commits them again (or, if
             # the partitions went to another member, it reads them again: at-least-once).
