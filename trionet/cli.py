@@ -127,6 +127,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="keep the servers running and print their addresses; the first SIGINT/SIGTERM "
         "stops them gracefully (exit 0), a second one at once (exit 130/143)",
     )
+    from ._commands import add_logging_arguments
+
+    add_logging_arguments(demo, level="warning")
     from .bus._cli import add_run_parser
 
     add_run_parser(sub)
@@ -156,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug: bool = args.debug
     if args.command == "demo":
+        from ._commands import setup_logging
         from ._demo import run_demo
+
+        setup_logging(args)
 
         def demo() -> int:
             status: int = trio.run(partial(run_demo, args.only, args.broker, args.serve))

@@ -13,7 +13,9 @@ request is seen by everything that request's task calls, and tasks it starts inh
   has one, so an HTTP request id travels over the bus to the consumer that answers it.
 
 Add :class:`CorrelationIdFilter` to a logging handler and use ``%(correlation_id)s`` in its
-format, or call :func:`configure_logging` for a ready-made stderr handler::
+format, or call :func:`configure_logging` for a ready-made stderr handler, human-readable or
+JSON lines (:class:`JsonFormatter`); every ``trionet`` command sets its logging up with it
+(``--log-level``, ``--log-format text|json``)::
 
     from trionet.observability import configure_logging, correlation_scope
     import logging
@@ -21,18 +23,30 @@ format, or call :func:`configure_logging` for a ready-made stderr handler::
     configure_logging(logging.INFO)
     with correlation_scope("job-42"):
         logging.getLogger("app").info("working")   # ... INFO app [job-42] working
+
+    configure_logging("info", "json", replace=True)
+    # {"time": "2026-...Z", "level": "INFO", "logger": "app", "message": "working",
+    #  "correlation_id": "job-42", "process": 4242}
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 __all__ = [
     "CORRELATION_HEADER",
+    "DEFAULT_FORMAT",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
     "CorrelationIdFilter",
+    "JsonFormatter",
     "configure_logging",
     "correlation_scope",
     "current_correlation_id",
@@ -85,20 +99,99 @@ class CorrelationIdFilter(logging.Filter):
         return True
 
 
+#: The human-readable format (``--log-format text``).
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
+
+#: The ``--log-format`` choices of the command line.
+LOG_FORMATS = ("text", "json")
+
+#: The ``--log-level`` choices of the command line.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object on one line (JSON lines).
+
+    The keys: ``time`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``, ``message`` (the
+    arguments merged in), ``correlation_id`` (``null`` outside any unit of work) and
+    ``process`` (the process id); ``exception`` (the formatted traceback) when the record
+    carries one, and ``stack`` for ``stack_info``. Non-ASCII text is kept as is.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        correlation_id = getattr(record, "correlation_id", None)
+        if correlation_id is None or correlation_id == "-":
+            correlation_id = _correlation_id.get()
+        when = datetime.fromtimestamp(record.created, tz=UTC)
+        entry: dict[str, Any] = {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "correlation_id": correlation_id,
+            "process": record.process,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _level(level: int | str) -> int:
+    if isinstance(level, int):
+        return level
+    value = logging.getLevelName(level.strip().upper())
+    if not isinstance(value, int):
+        choices = ", ".join(LOG_LEVELS)
+        raise ValueError(f"unknown logging level {level!r}; expected one of {choices}")
+    return value
 
 
 def configure_logging(
-    level: int = logging.INFO, fmt: str = DEFAULT_FORMAT, logger: str = ""
+    level: int | str = logging.INFO,
+    fmt: str = DEFAULT_FORMAT,
+    logger: str = "",
+    *,
+    replace: bool = False,
+    stream: TextIO | None = None,
 ) -> logging.Handler:
-    """Attach a stderr handler with :class:`CorrelationIdFilter` to *logger* (root by default).
+    """Attach a handler with :class:`CorrelationIdFilter` to *logger* (root by default).
 
-    Returns the handler, so that a caller can remove it again.
+    This is the logging setup of every ``trionet`` command (``serve``, ``run``, ``demo``,
+    ``mqtt``, ``kafka``, ``bus``, ``rpc``, ``aproto``): their ``--log-level`` and
+    ``--log-format`` options are *level* and *fmt*.
+
+    Args:
+        level: a :mod:`logging` level, or its name (``"debug"``, ``"info"``...).
+        fmt: ``"json"`` for JSON lines (:class:`JsonFormatter`: one object per record, with
+            the correlation id), ``"text"`` for :data:`DEFAULT_FORMAT`, or any
+            :class:`logging.Formatter` format string (``%(correlation_id)s`` is available).
+        logger: the logger's name (``""``: the root logger).
+        replace: first remove the handlers *logger* already has (the command line does, so
+            that its format is the only one).
+        stream: where records are written (default: :data:`sys.stderr` at the time of the
+            call).
+
+    Returns:
+        The handler, so that a caller can remove it again.
+
+    Raises:
+        ValueError: *level* is not a known level name.
     """
-    handler = logging.StreamHandler()
+    numeric = _level(level)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(CorrelationIdFilter())
-    handler.setFormatter(logging.Formatter(fmt))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(DEFAULT_FORMAT if fmt == "text" else fmt))
     target = logging.getLogger(logger)
+    if replace:
+        for old in list(target.handlers):
+            target.removeHandler(old)
     target.addHandler(handler)
-    target.setLevel(level)
+    target.setLevel(numeric)
     return handler

@@ -84,7 +84,7 @@ async def test_run_announces_memory_broker_and_warns(tmp_path: Path) -> None:
     assert "running cli_run_app:app: 2 application(s), default broker memory://" in out
     assert "orders (consumer) on memory://: subscribes to cli/orders/+, cli/refunds/#" in out
     assert "hello (producer) on memory://" in out
-    assert "WARNING trionet.run: the memory:// broker is private to this process" in out
+    assert "WARNING trionet.run [-] the memory:// broker is private to this process" in out
     assert len(re.findall("ready:", out)) == 1, out
     # The plan comes before the ready line.
     assert out.index("subscribes to") < out.index("ready:")

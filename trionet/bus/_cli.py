@@ -149,9 +149,9 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "mqtt://user:pass@host:1883, kafka://host:9092?group=g")
     parser.add_argument("--shutdown-timeout", metavar="SECONDS", type=float, default=None,
                         help="time running handlers get to finish on shutdown")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"],
-                        help="logging level (default: info)")
+    from .._commands import add_logging_arguments
+
+    add_logging_arguments(parser)
     return parser
 
 
@@ -162,11 +162,10 @@ def run_command(args: argparse.Namespace) -> int:
     usage error (a bad MODULE:APP or broker URL), 1 for others (an unreachable broker...);
     ``args.debug`` or ``TRIONET_DEBUG=1`` adds the traceback.
     """
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from .._commands import setup_logging
     from ..cli import run_reporting
+
+    setup_logging(args)
 
     return run_reporting(
         "trionet run",
