@@ -141,6 +141,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("app", help="the app to serve, as module:attribute")
     serve.add_argument("--bind", default="127.0.0.1:8000", help="host:port (default %(default)s)")
+    from ._commands import add_commands
+
+    add_commands(sub)
     for command in sub.choices.values():
         # After the command too (``trionet serve app:app --debug``); SUPPRESS keeps a
         # ``--debug`` given before the command.
@@ -177,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .asgi._serve import serve_cli
 
         return serve_cli(args.app, args.bind, debug=debug)
+    from ._commands import COMMANDS, run_command
+
+    if args.command in COMMANDS:
+        return run_command(args)
     parser.print_help(sys.stderr)
     return 2
 

@@ -1,0 +1,160 @@
+"""The operators' commands, in a subprocess against real servers: ``trionet mqtt pub|sub``
+(mosquitto), ``trionet rpc call`` (an RPC server in the test) and ``trionet aproto send`` (an
+AsyncAProto server in the test); failures are one line, with the exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+
+from trionet import rpc
+from trionet.aproto import Filters, Packet, Server
+from trionet.testing import MosquittoServer
+
+PATIENCE = 60
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("TRIONET_DEBUG", None)
+    return env
+
+
+async def trionet(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(PATIENCE):
+        result: subprocess.CompletedProcess[bytes] = await trio.run_process(
+            [sys.executable, "-m", "trionet", *args], stdin=stdin, capture_stdout=True,
+            capture_stderr=True, check=False, env=_env(),
+        )
+    return result
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[bytes], status: int,
+                            text: str) -> None:
+    err = result.stderr.decode()
+    assert result.returncode == status, err
+    assert "Traceback" not in err, err
+    assert text in err.splitlines()[0], err
+    assert len(err.splitlines()) <= 2, err
+
+
+async def test_mqtt_pub_and_sub(shared_mosquitto: MosquittoServer) -> None:
+    info = shared_mosquitto.info
+    url = f"mqtt://{info.host}:{info.port}"
+    topic = f"cli/{uuid.uuid4().hex}"
+    async with trio.open_nursery() as nursery:
+        sub: trio.Process = await nursery.start(partial(
+            trio.run_process,
+            [sys.executable, "-u", "-m", "trionet", "mqtt", "sub", "-t", f"{topic}/+", "-v",
+             "-C", "3", "-q", "1", "--url", url, "--log-level", "info"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, env=_env(),
+        ))
+        assert sub.stderr is not None and sub.stdout is not None
+        err = b""
+        with trio.fail_after(PATIENCE):
+            while b"subscribed to" not in err:
+                chunk = await sub.stderr.receive_some()
+                assert chunk, err.decode()
+                err += chunk
+        one = await trionet("mqtt", "pub", "--url", url, "-t", f"{topic}/a", "-m", "hellö",
+                            "-q", "1")
+        assert one.returncode == 0, one.stderr.decode()
+        lines = await trionet("mqtt", "pub", "--url", url, "-t", f"{topic}/b", "-q", "2",
+                              stdin=b"line one\nline two\n")
+        assert lines.returncode == 0, lines.stderr.decode()
+        out = b""
+        with trio.fail_after(PATIENCE):
+            async for chunk in sub.stdout:
+                out += chunk
+            status = await sub.wait()  # -C 3: exits by itself
+    assert status == 0, err.decode()
+    assert out.decode().splitlines() == [
+        f"{topic}/a hellö", f"{topic}/b line one", f"{topic}/b line two"]
+
+
+async def test_mqtt_refused_is_one_line() -> None:
+    with trio.socket.socket() as sock:  # a port that nobody listens on
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = await trionet("mqtt", "pub", "--url", f"mqtt://127.0.0.1:{port}", "-t", "x",
+                           "-m", "y")
+    assert_one_line_failure(result, 1, "trionet mqtt pub: ")
+    result = await trionet("mqtt", "sub", "--url", "mqtp://127.0.0.1:1883", "-t", "x")
+    assert_one_line_failure(result, 2, "trionet mqtt sub: ")
+
+
+class Calculator:
+    router = rpc.Service()
+
+    @rpc.expose
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    @rpc.expose
+    def greet(self, name: str = "world", punctuation: str = "!") -> dict[str, Any]:
+        return {"greeting": f"hello {name}{punctuation}"}
+
+
+class Root:
+    router = rpc.Service(["calc"])
+
+    def __init__(self) -> None:
+        self.calc = Calculator()
+
+
+async def test_rpc_call() -> None:
+    async with trio.open_nursery() as nursery:
+        (address,) = await nursery.start(rpc.start_server, ("127.0.0.1", 0), Root())
+        where = f"{address[0]}:{address[1]}"
+        added = await trionet("rpc", "call", where, "calc/add", "[1, 2]")
+        greeted = await trionet("rpc", "call", where, "calc.greet", '["trio"]',
+                                "--kwargs", '{"punctuation": "?"}')
+        missing = await trionet("rpc", "call", where, "calc/missing")
+        bad_json = await trionet("rpc", "call", where, "calc/add", "[1,")
+        nursery.cancel_scope.cancel()
+    assert added.returncode == 0, added.stderr.decode()
+    assert json.loads(added.stdout) == 3
+    assert greeted.returncode == 0, greeted.stderr.decode()
+    assert json.loads(greeted.stdout) == {"greeting": "hello trio?"}
+    assert_one_line_failure(missing, 1, "trionet rpc call: ")
+    assert "missing" in missing.stderr.decode()
+    assert_one_line_failure(bad_json, 2, "trionet rpc call: ARGS is not valid JSON")
+
+
+async def test_aproto_send() -> None:
+    server = Server("127.0.0.1", 0)
+
+    @server.add_handler(Filters.Fields(cmd="ping$", n=None))
+    async def ping(client: Any, packet: Packet) -> None:
+        await client.send(Packet({"status": "ok", "echo": packet.fields},
+                                 encoding=packet.encoding))
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        reply = await trionet("aproto", "send", f"127.0.0.1:{port}", '{"cmd": "ping", "n": 1}')
+        silent = await trionet("aproto", "send", f"127.0.0.1:{port}", '{"cmd": "nobody"}',
+                               "--timeout", "0.5")
+        not_object = await trionet("aproto", "send", f"127.0.0.1:{port}", "[1]")
+        server.stop()
+    assert reply.returncode == 0, reply.stderr.decode()
+    assert json.loads(reply.stdout) == {"status": "ok", "echo": {"cmd": "ping", "n": 1}}
+    assert_one_line_failure(silent, 1, "did not answer within 0.5 s")
+    assert_one_line_failure(not_object, 2, "PACKET must be a JSON object")
+
+
+@pytest.mark.parametrize("command", [["mqtt", "pub"], ["mqtt", "sub"], ["rpc", "call"],
+                                     ["aproto", "send"]])
+def test_help(command: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "trionet", *command, "--help"],
+                            capture_output=True, text=True, timeout=PATIENCE, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: trionet {' '.join(command)}")
+    assert "--log-format" in result.stdout
