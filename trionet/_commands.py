@@ -1,8 +1,9 @@
 """The operators' commands of the ``trionet`` command line, and the logging options every
 command shares.
 
-``trionet mqtt pub|sub`` (in the spirit of mosquitto_pub/mosquitto_sub), ``trionet rpc call``
-and ``trionet aproto send``: each connects, does one thing, prints the result on stdout and
+``trionet mqtt pub|sub`` (in the spirit of mosquitto_pub/mosquitto_sub), ``trionet kafka
+produce|consume`` (kcat), ``trionet bus publish|request``, ``trionet rpc call`` and
+``trionet aproto send``: each connects, does one thing, prints the result on stdout and
 exits; a failure is one line on stderr (see :func:`trionet.cli.report_failure`).
 
 :func:`add_logging_arguments` gives a command ``--log-level`` and ``--log-format text|json``;
@@ -118,6 +119,10 @@ def _run(prog: str, args: argparse.Namespace, fn: Callable[..., Awaitable[int]])
     from .cli import run_reporting
 
     setup_logging(args)
+    if args.command == "kafka" and args.log_level != "debug":
+        # kafka-python logs every failed connection attempt; the failure is reported in one
+        # line anyway (--log-level debug shows them).
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
     def command() -> int:
         try:
@@ -282,6 +287,157 @@ def _add_aproto(sub: Any) -> None:
                       help="give up after this long (default %(default)s)")
 
 
+# --------------------------------------------------------------------------- kafka
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+def _stdin_lines() -> list[bytes]:
+    return [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
+
+
+async def _kafka_produce(args: argparse.Namespace) -> int:
+    from .kafka import KafkaProducer
+
+    values = [args.message.encode()] if args.message is not None else _stdin_lines()
+    key = args.key.encode() if args.key is not None else None
+    async with KafkaProducer(args.bootstrap) as producer:
+        for value in values:
+            metadata = await producer.send(args.topic, value, key=key)
+            logger.info("produced to %s [%d] at offset %d", args.topic, metadata.partition,
+                        metadata.offset)
+    return 0
+
+
+async def _kafka_consume(args: argparse.Namespace) -> int:
+    from .kafka import KafkaConsumer
+
+    received = 0
+    reset = "earliest" if args.offset == "beginning" else "latest"
+    async with KafkaConsumer(*args.topic, bootstrap_servers=args.bootstrap, group_id=args.group,
+                             auto_offset_reset=reset) as consumer:
+        logger.info("consuming %s from %s", ", ".join(args.topic), args.bootstrap)
+        async for record in consumer:
+            value = _text(record.value)
+            if args.key_delimiter is not None:
+                value = f"{_text(record.key)}{args.key_delimiter}{value}"
+            _print(value)
+            received += 1
+            if args.count is not None and received >= args.count:
+                break
+    return 0
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _add_kafka(sub: Any) -> None:
+    kafka = sub.add_parser("kafka", help="produce or consume Kafka records (like kcat)")
+    commands = kafka.add_subparsers(dest="kafka_command", metavar="produce|consume",
+                                    required=True)
+
+    def connection(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-b", "--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
+                            help="the bootstrap server (default %(default)s)")
+
+    produce = _common(commands.add_parser(
+        "produce", help="send records", description="Send -m MESSAGE to -t TOPIC, or each "
+        "line of stdin as one record."))
+    produce.add_argument("-t", "--topic", required=True, help="the topic")
+    produce.add_argument("-m", "--message", default=None,
+                         help="the record's value (default: one record per line of stdin)")
+    produce.add_argument("-k", "--key", default=None, help="the records' key")
+    connection(produce)
+    consume = _common(commands.add_parser(
+        "consume", help="print records",
+        description="Print each record's value on a line until -C N records or Ctrl+C."))
+    consume.add_argument("-t", "--topic", action="append", required=True,
+                         help="a topic (repeatable)")
+    consume.add_argument("-g", "--group", default=None,
+                         help="a consumer group (its committed offsets are used and "
+                         "updated); default: none")
+    consume.add_argument("-o", "--offset", choices=("beginning", "end"), default="beginning",
+                         help="where to start without a committed offset (default "
+                         "%(default)s)")
+    consume.add_argument("-C", "--count", type=_positive_count, default=None, metavar="N",
+                         help="exit after N records")
+    consume.add_argument("-K", "--key-delimiter", default=None, metavar="DELIM",
+                         help="print the key, DELIM, then the value")
+    connection(consume)
+
+
+# --------------------------------------------------------------------------- bus
+
+def _bus_provider(url: str) -> Any:
+    from .bus import from_url
+
+    if url.partition(":")[0] == "memory":
+        raise ConfigurationError(
+            "a memory:// broker is private to a process: give --broker mqtt://HOST:PORT or "
+            "--broker kafka://HOST:PORT"
+        )
+    return from_url(url)
+
+
+async def _bus_publish(args: argparse.Namespace) -> int:
+    from .bus import BusMessage
+
+    provider = _bus_provider(args.broker)
+    async with provider.create_socket(()) as socket:
+        await socket.publish(BusMessage(args.payload, args.topic,
+                                        content_type=args.content_type))
+    logger.info("published to %s on %s", args.topic, provider.url)
+    return 0
+
+
+async def _bus_request(args: argparse.Namespace) -> int:
+    from .bus import BusMessage, RequestTimeout
+
+    provider = _bus_provider(args.broker)
+    async with provider.create_socket(()) as socket:
+        try:
+            reply = await socket.request(
+                BusMessage(args.payload, args.topic, content_type=args.content_type),
+                timeout=args.timeout,
+            )
+        except RequestTimeout:
+            raise TrionetError(
+                f"no reply to the request on {args.topic} within {args.timeout:g} s "
+                "(--timeout SECONDS to wait longer; is a responder subscribed?)"
+            ) from None
+    _print(_text(reply.payload))
+    return 0
+
+
+def _add_bus(sub: Any) -> None:
+    bus = sub.add_parser("bus", help="publish or send a request on the message bus")
+    commands = bus.add_subparsers(dest="bus_command", metavar="publish|request",
+                                  required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("topic", metavar="TOPIC")
+        parser.add_argument("payload", metavar="PAYLOAD", help="the message body (text)")
+        parser.add_argument("--broker", default=DEFAULT_MQTT_URL, metavar="URL",
+                            help="mqtt://HOST:PORT or kafka://HOST:PORT (default %(default)s)")
+        parser.add_argument("--content-type", default=None, metavar="TYPE",
+                            help="the payload's MIME type, e.g. application/json")
+
+    common(_common(commands.add_parser(
+        "publish", help="publish a message", description="Publish PAYLOAD to TOPIC as a "
+        "trionet bus message (what a DistributedApplication consumer receives).")))
+    request = _common(commands.add_parser(
+        "request", help="send a request and print the reply",
+        description="Send PAYLOAD to TOPIC as a request and print the reply's payload."))
+    common(request)
+    request.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                         help="how long to wait for the reply (default %(default)s)")
+
+
 # --------------------------------------------------------------------------- registration
 
 _RUNNERS: dict[tuple[str, str], tuple[str, Callable[..., Awaitable[int]]]] = {
@@ -289,15 +445,21 @@ _RUNNERS: dict[tuple[str, str], tuple[str, Callable[..., Awaitable[int]]]] = {
     ("mqtt", "sub"): ("trionet mqtt sub", _mqtt_sub),
     ("rpc", "call"): ("trionet rpc call", _rpc_call),
     ("aproto", "send"): ("trionet aproto send", _aproto_send),
+    ("kafka", "produce"): ("trionet kafka produce", _kafka_produce),
+    ("kafka", "consume"): ("trionet kafka consume", _kafka_consume),
+    ("bus", "publish"): ("trionet bus publish", _bus_publish),
+    ("bus", "request"): ("trionet bus request", _bus_request),
 }
 
 #: The top-level commands this module adds.
-COMMANDS = ("mqtt", "rpc", "aproto")
+COMMANDS = ("mqtt", "kafka", "bus", "rpc", "aproto")
 
 
 def add_commands(sub: Any) -> None:
     """Add the operators' commands to the ``trionet`` sub-parsers *sub*."""
     _add_mqtt(sub)
+    _add_kafka(sub)
+    _add_bus(sub)
     _add_rpc(sub)
     _add_aproto(sub)
 

@@ -1,6 +1,7 @@
 """The operators' commands, in a subprocess against real servers: ``trionet mqtt pub|sub``
-(mosquitto), ``trionet rpc call`` (an RPC server in the test) and ``trionet aproto send`` (an
-AsyncAProto server in the test); failures are one line, with the exit status."""
+and ``trionet bus publish|request`` (mosquitto), ``trionet kafka produce|consume`` (the Kafka
+broker fixture), ``trionet rpc call`` (an RPC server in the test) and ``trionet aproto send``
+(an AsyncAProto server in the test); failures are one line, with the exit status."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import trio
 
 from trionet import rpc
 from trionet.aproto import Filters, Packet, Server
-from trionet.testing import MosquittoServer
+from trionet.bus import BusMessage, from_url
+from trionet.kafka import KafkaAdmin
+from trionet.testing import KafkaBroker, MosquittoServer
 
 PATIENCE = 60
 
@@ -151,10 +154,72 @@ async def test_aproto_send() -> None:
 
 
 @pytest.mark.parametrize("command", [["mqtt", "pub"], ["mqtt", "sub"], ["rpc", "call"],
-                                     ["aproto", "send"]])
+                                     ["aproto", "send"], ["kafka", "produce"],
+                                     ["kafka", "consume"], ["bus", "publish"],
+                                     ["bus", "request"]])
 def test_help(command: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "trionet", *command, "--help"],
                             capture_output=True, text=True, timeout=PATIENCE, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: trionet {' '.join(command)}")
     assert "--log-format" in result.stdout
+
+
+async def test_kafka_produce_and_consume(kafka_broker: KafkaBroker) -> None:
+    servers = kafka_broker.info.bootstrap_servers
+    topic = f"cli-{uuid.uuid4().hex[:12]}"
+    async with KafkaAdmin(servers) as admin:
+        await admin.create_topics([topic])
+        try:
+            one = await trionet("kafka", "produce", "-b", servers, "-t", topic, "-m", "first",
+                                "-k", "k1")
+            assert one.returncode == 0, one.stderr.decode()
+            lines = await trionet("kafka", "produce", "-b", servers, "-t", topic,
+                                  stdin=b"second\nthird\n")
+            assert lines.returncode == 0, lines.stderr.decode()
+            consumed = await trionet("kafka", "consume", "-b", servers, "-t", topic, "-C", "3",
+                                     "-K", ":")
+        finally:
+            with trio.CancelScope(shield=True):
+                await admin.delete_topics([topic], missing_ok=True)
+    assert consumed.returncode == 0, consumed.stderr.decode()
+    assert consumed.stdout.decode().splitlines() == ["k1:first", ":second", ":third"]
+
+
+async def test_kafka_unreachable_is_one_line() -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = await trionet("kafka", "produce", "-b", f"127.0.0.1:{port}", "-t", "x", "-m", "y")
+    assert_one_line_failure(result, 1, "cannot reach the Kafka bootstrap servers")
+
+
+async def test_bus_publish_and_request(shared_mosquitto: MosquittoServer) -> None:
+    info = shared_mosquitto.info
+    url = f"mqtt://{info.host}:{info.port}"
+    base = f"cli/bus/{uuid.uuid4().hex}"
+    async with from_url(url).create_socket([f"{base}/#"]) as socket, \
+            trio.open_nursery() as nursery:
+        got: list[BusMessage] = []
+
+        async def respond() -> None:
+            async for message in socket:
+                got.append(message)
+                if message.response_topic is not None:
+                    await socket.reply(message, b"pong: " + message.payload)
+
+        nursery.start_soon(respond)
+        published = await trionet("bus", "publish", f"{base}/events", '{"n": 1}',
+                                  "--broker", url, "--content-type", "application/json")
+        answered = await trionet("bus", "request", f"{base}/ping", "hello", "--broker", url)
+        nobody = await trionet("bus", "request", "cli/bus/nobody", "x", "--broker", url,
+                               "--timeout", "0.5")
+        private = await trionet("bus", "publish", "t", "p", "--broker", "memory://")
+        nursery.cancel_scope.cancel()
+    assert published.returncode == 0, published.stderr.decode()
+    assert answered.returncode == 0, answered.stderr.decode()
+    assert answered.stdout.decode() == "pong: hello\n"
+    event = next(m for m in got if m.topic == f"{base}/events")
+    assert event.json() == {"n": 1} and event.content_type == "application/json"
+    assert_one_line_failure(nobody, 1, "no reply to the request on cli/bus/nobody within 0.5 s")
+    assert_one_line_failure(private, 2, "a memory:// broker is private to a process")
