@@ -11,11 +11,13 @@ environment variable ``TRIONET_DEBUG=1`` prints the traceback as well. An unexpe
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -23,7 +25,7 @@ from . import __version__
 from ._extras import EXTRAS
 from .errors import ConfigurationError, TrionetError
 
-__all__ = ["debug_requested", "main", "report_failure", "run_reporting"]
+__all__ = ["debug_requested", "import_target", "main", "report_failure", "run_reporting"]
 
 _DEBUG_HINT = "(run with --debug, or TRIONET_DEBUG=1, to see the traceback)"
 
@@ -92,6 +94,50 @@ def run_reporting(prog: str, command: Callable[[], int], *, debug: bool | None =
         return report_failure(prog, error, debug=debug)
 
 
+def import_target(target: str) -> Any:
+    """Import ``MODULE[:ATTRIBUTE]`` (the attribute defaults to ``app`` and may be dotted) and
+    return the object it names; what ``trionet serve`` and ``trionet run`` accept.
+
+    The current directory is importable, as with ``python -m``. A file path (``./webapp.py``,
+    ``webapp.py:app``) is refused with the module path to use instead.
+
+    Raises:
+        ConfigurationError: the reference is malformed or a file path, the module cannot be
+            imported, or the attribute is not there.
+    """
+    module_name, _, attribute = target.partition(":")
+    attribute = attribute or "app"
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        path = module_name.removesuffix(".py").replace(os.sep, "/")
+        module = ".".join(part for part in path.split("/") if part not in ("", "."))
+        raise ConfigurationError(
+            f"{target!r} is a file path; name the module instead: {module or 'MODULE'}:{attribute}"
+            " (MODULE:ATTRIBUTE, importable from the current directory)"
+        )
+    if not module_name or not all(
+        part.isidentifier() for part in [*module_name.split("."), *attribute.split(".")]
+    ):
+        raise ConfigurationError(
+            f"expected MODULE:ATTRIBUTE (e.g. 'myproject.web:app'), got {target!r}"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] in EXTRAS or "pip install 'trionet[" in str(exc):
+            raise  # a missing optional dependency: reported with the extra to install
+        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f"module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    return obj
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trionet", description="trio-native networking toolkit"
@@ -135,12 +181,13 @@ def _build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     serve = sub.add_parser(
         "serve",
-        help="serve an ASGI app on Hypercorn's trio worker",
+        help="serve an ASGI app on trio (Hypercorn's protocol stack)",
         description="Serve an ASGI app until SIGINT/SIGTERM: the first signal shuts down "
         "gracefully (exit 0), a second one stops at once (exit 130 for SIGINT, 143 for SIGTERM).",
     )
-    serve.add_argument("app", help="the app to serve, as module:attribute")
-    serve.add_argument("--bind", default="127.0.0.1:8000", help="host:port (default %(default)s)")
+    from .asgi._cli import add_serve_arguments
+
+    add_serve_arguments(serve)
     from ._commands import add_commands
 
     add_commands(sub)
@@ -177,9 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_command(args)
     if args.command == "serve":
-        from .asgi._serve import serve_cli
+        from .asgi._cli import ServeOptions, serve_command
 
-        return serve_cli(args.app, args.bind, debug=debug)
+        return serve_command(ServeOptions.from_args(args))
     from ._commands import COMMANDS, run_command
 
     if args.command in COMMANDS:

@@ -28,14 +28,10 @@ Hypercorn is imported when :func:`serve` is first called, so ``import trionet.as
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import signal
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -448,103 +444,15 @@ def load_app(app_ref: str) -> ASGIApp:
     Raises:
         ASGIError: the module or attribute cannot be found, or is not callable.
     """
-    module_name, _, attribute = app_ref.partition(":")
-    if not module_name:
-        raise ASGIError(f"expected 'module:app', got {app_ref!r}", fault="local")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
+    from ..cli import import_target
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ASGIError(f"cannot import {module_name!r}: {exc}", fault="local") from exc
-    obj: Any = module
-    for part in (attribute or "app").split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ASGIError(
-                f"module {module_name!r} has no attribute {attribute or 'app'!r}", fault="local"
-            ) from None
+        obj: Any = import_target(app_ref)
+    except ConfigurationError as exc:
+        raise ASGIError(str(exc), fault="local") from exc
     if not callable(obj):
         raise ASGIError(f"{app_ref!r} is not an ASGI application (not callable)", fault="local")
     return cast(ASGIApp, obj)
-
-
-async def _serve_until_signal(app: ASGIApp, app_ref: str, bind: str) -> int:
-    """Serve until a signal; returns the exit status (0, or 128 + signal after a forced stop)."""
-    force_stop = trio.Event()
-    forced_by: list[signal.Signals] = []
-    # The receiver stays open, and read, until the server has stopped: a signal left unread
-    # in it would be re-delivered when it closes (and kill the process after a clean stop).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            server_scope = trio.CancelScope()
-
-            async def run_server(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
-                with server_scope:
-                    await serve(app, bind, force_stop=force_stop, task_status=task_status)
-                nursery.cancel_scope.cancel()  # stopped: no more signals to wait for
-
-            address: BoundAddress = await nursery.start(run_server)
-            print(f"trionet: serving {app_ref} on {address.url} (Ctrl+C to stop)", file=sys.stderr)
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if not server_scope.cancel_called:
-                    print(f"trionet: {name} received, shutting down (again to stop at once)",
-                          file=sys.stderr)
-                    server_scope.cancel()
-                elif not forced_by:
-                    print(f"trionet: {name} received again, stopping at once", file=sys.stderr)
-                    forced_by.append(signal.Signals(signum))
-                    force_stop.set()
-    return 128 + forced_by[0] if forced_by else 0
-
-
-def _check_bind(bind: str) -> None:
-    """Refuse a ``--bind`` whose port is not 0-65535 (Hypercorn would fail deep inside)."""
-    if bind.startswith(("unix:", "fd://")):
-        return
-    tail = bind.rpartition("]")[2] if bind.startswith("[") else bind
-    _, colon, port = tail.rpartition(":")
-    if colon and (not port.isdigit() or int(port) > 65535):
-        raise ConfigurationError(
-            f"invalid address {bind!r}: the port must be a number from 0 to 65535 "
-            "(use --bind HOST:PORT, e.g. 127.0.0.1:8000, or unix:PATH)"
-        )
-
-
-class _OneLineLifespanErrors(logging.Filter):
-    """Log a failed startup/shutdown hook as one line (the command line reports it too)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg in _LIFESPAN_MESSAGES and record.exc_info and record.exc_info[1]:
-            error = record.exc_info[1]
-            record.msg = f"{record.msg}: {type(error).__name__}: {error}"
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-# What ASGIApplication logs, with the traceback, when a lifespan hook fails.
-_LIFESPAN_MESSAGES = frozenset({"application startup failed", "application lifespan failed"})
-
-
-def _serve_cli(app_ref: str, bind: str, debug: bool) -> int:
-    _check_bind(bind)
-    try:
-        app = load_app(app_ref)
-    except ASGIError as exc:
-        raise ConfigurationError(str(exc)) from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not debug:
-        logging.getLogger("trionet.asgi").addFilter(_OneLineLifespanErrors())
-    try:
-        with collapse_single_error():
-            status: int = trio.run(_serve_until_signal, app, app_ref, bind)
-    except OSError as exc:
-        # Raised by the bind (in use, not an address of this host, permission...).
-        raise ASGIError(f"cannot listen on {bind}: {exc}", fault="local") from exc
-    return status
 
 
 def serve_cli(app_ref: str, bind: str = "127.0.0.1:8000", *, debug: bool | None = None) -> int:
@@ -553,6 +461,7 @@ def serve_cli(app_ref: str, bind: str = "127.0.0.1:8000", *, debug: bool | None 
     The first SIGINT or SIGTERM shuts down gracefully; a second one stops at once. A failure
     is printed in one or two lines on stderr (with the traceback when ``debug`` is true or the
     environment variable ``TRIONET_DEBUG=1`` is set; see :func:`trionet.cli.report_failure`).
+    The command line's other options are in :mod:`trionet.asgi._cli`.
 
     Returns:
         The process exit status: 0 after a graceful shutdown, 128 + the signal number after a
@@ -560,7 +469,6 @@ def serve_cli(app_ref: str, bind: str = "127.0.0.1:8000", *, debug: bool | None 
         use, the lifespan startup failed, a dependency is missing), 2 if the application cannot
         be loaded or the address is invalid.
     """
-    from ..cli import debug_requested, run_reporting
+    from ._cli import ServeOptions, serve_command
 
-    debug = debug_requested(debug)
-    return run_reporting("trionet serve", partial(_serve_cli, app_ref, bind, debug), debug=debug)
+    return serve_command(ServeOptions(app_ref, bind, debug=bool(debug)))

@@ -12,9 +12,7 @@ exit status 128 + the signal number: 130 for SIGINT, 143 for SIGTERM).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -33,30 +31,19 @@ logger = logging.getLogger("trionet.run")
 
 
 def load_application(target: str) -> DistributedApplication:
-    """Import ``module:attribute`` and return the :class:`DistributedApplication` it names.
+    """Import ``module[:attribute]`` and return the :class:`DistributedApplication` it names.
 
-    The attribute may be a dotted path, and may be a callable returning the application (a
-    factory, called with no arguments). The current directory is importable, as with
-    ``python -m``.
+    The attribute defaults to ``app`` and may be a dotted path, and may be a callable returning
+    the application (a factory, called with no arguments). The current directory is
+    importable, as with ``python -m``; see :func:`trionet.cli.import_target`.
 
     Raises:
         ConfigurationError: if *target* is malformed, cannot be imported, or is not an
             application.
     """
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(f"expected MODULE:APP (e.g. 'myservice:app'), got {target!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}") from None
+    from ..cli import import_target
+
+    obj: Any = import_target(target)
     if not isinstance(obj, DistributedApplication) and callable(obj):
         obj = obj()
     if not isinstance(obj, DistributedApplication):

@@ -1,0 +1,260 @@
+"""``trionet serve``'s options, each in a subprocess: module paths and ``--factory``, the
+access log and ``--log-level``, ``--graceful-timeout``, ``--worker``, HTTPS with
+``--certfile/--keyfile`` and client certificates with ``--ca-certs``."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import textwrap
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trustme
+
+PATIENCE = 60
+
+WEB_APP = textwrap.dedent('''
+    import os
+
+    import trio
+
+    from trionet.asgi import ASGIApplication, Request, Response
+
+    app = ASGIApplication()
+
+
+    @app.route("/")
+    async def index(request: Request) -> Response:
+        return Response.text(f"VERSION pid={os.getpid()}")
+
+
+    @app.route("/slow")
+    async def slow(request: Request) -> Response:
+        print("handling", flush=True)
+        await trio.sleep(float(request.query_params["seconds"]))
+        return Response.text("done")
+
+
+    def create_app() -> ASGIApplication:
+        return app
+''')
+
+
+class Served:
+    """A ``trionet serve`` subprocess; all its output (stdout and stderr) in :attr:`output`."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.output = ""
+
+    async def wait_for(self, pattern: str, start: int = 0) -> re.Match[str]:
+        assert self.process.stdout is not None
+        with trio.fail_after(PATIENCE):
+            while (found := re.compile(pattern).search(self.output, start)) is None:
+                chunk = await self.process.stdout.receive_some()
+                if not chunk:
+                    raise AssertionError(f"the command ended before {pattern!r}:\n{self.output}")
+                self.output += chunk.decode(errors="replace")
+        return found
+
+    async def url(self) -> str:
+        return (await self.wait_for(r"on (https?://\S+) \(Ctrl"))[1]
+
+    async def finish(self) -> int:
+        assert self.process.stdout is not None
+        with trio.fail_after(PATIENCE):
+            async for chunk in self.process.stdout:
+                self.output += chunk.decode(errors="replace")
+            return await self.process.wait()
+
+    async def stop(self, signum: signal.Signals = signal.SIGINT) -> int:
+        self.process.send_signal(signum)
+        return await self.finish()
+
+
+@pytest.fixture
+def web_dir(tmp_path: Path) -> Path:
+    (tmp_path / "cli_web.py").write_text(WEB_APP.replace("VERSION", "v1"))
+    return tmp_path
+
+
+def _env(cwd: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TRIONET_DEBUG", "TRIONET_ASGI_WORKER")}
+    env["PYTHONPATH"] = os.pathsep.join([str(cwd), *sys.path])
+    return env
+
+
+async def start(nursery: trio.Nursery, cwd: Path, *args: str) -> Served:
+    process: trio.Process = await nursery.start(partial(
+        trio.run_process, [sys.executable, "-u", "-m", "trionet", "serve", *args],
+        cwd=cwd, env=_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,
+    ))
+    return Served(process)
+
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "trionet", *args], cwd=cwd, env=_env(cwd),
+                          capture_output=True, text=True, timeout=PATIENCE)
+
+
+async def get(url: str, path: str = "/", ssl_context: ssl.SSLContext | None = None) -> str:
+    """One GET on a new connection; the response (read up to its Content-Length), or "cut"
+    if the server hung up first."""
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.rpartition(":")
+    stream: Any = await trio.open_tcp_stream(host, int(port))
+    if scheme == "https":
+        assert ssl_context is not None
+        stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        data = b""
+        try:
+            while chunk := await stream.receive_some():
+                data += chunk
+                head, blank, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if blank and length and len(body) >= int(length[1]):
+                    break
+        except trio.BrokenResourceError:
+            pass
+    return data.decode(errors="replace") if data else "cut"
+
+
+def assert_one_line(proc: subprocess.CompletedProcess[str], status: int, *fragments: str
+                    ) -> None:
+    assert proc.returncode == status, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("trionet ")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], proc.stderr
+
+
+# -- module paths and --factory ----------------------------------------------------------------
+
+
+def test_a_file_path_gets_the_module_path_to_use(web_dir: Path) -> None:
+    (web_dir / "pkg").mkdir()
+    for command, target, hint in (
+        ("serve", "./cli_web.py", "name the module instead: cli_web:app"),
+        ("serve", "cli_web.py:app", "name the module instead: cli_web:app"),
+        ("serve", "pkg/web.py:make", "name the module instead: pkg.web:make"),
+        ("run", "./cli_web.py", "name the module instead: cli_web:app"),
+    ):
+        proc = run_cli(web_dir, command, target)
+        assert_one_line(proc, 2, f"trionet {command}: {target!r} is a file path", hint)
+
+
+def test_factory_needs_the_flag_and_the_flag_needs_a_factory(web_dir: Path) -> None:
+    proc = run_cli(web_dir, "serve", "cli_web:create_app")
+    assert_one_line(proc, 2, "takes no arguments", "add --factory")
+    proc = run_cli(web_dir, "serve", "cli_web:index")
+    assert_one_line(proc, 2, "is not an ASGI application", "(scope, receive, send)")
+    proc = run_cli(web_dir, "serve", "cli_web:app", "--factory")
+    assert_one_line(proc, 2, "is not an application factory")
+
+
+async def test_factory_is_called_and_served(web_dir: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:create_app", "--factory",
+                             "--bind", "127.0.0.1:0")
+        response = await get(await served.url())
+        status = await served.stop()
+    assert response.startswith("HTTP/1.1 200"), response
+    assert "v1 pid=" in response
+    assert status == 0, served.output
+
+
+# -- the access log, --log-level, --graceful-timeout, --worker ---------------------------------
+
+
+async def test_access_log_is_on_by_default_and_can_be_turned_off(web_dir: Path) -> None:
+    outputs = []
+    for extra in ([], ["--no-access-log"], ["--log-level", "warning"]):
+        async with trio.open_nursery() as nursery:
+            served = await start(nursery, web_dir, "cli_web:app", "--bind", "127.0.0.1:0",
+                                 *extra)
+            await get(await served.url(), "/?x=1")
+            if not extra:
+                await served.wait_for("trionet.access")
+            assert await served.stop() == 0, served.output
+        outputs.append(served.output)
+    logged, off, quiet = outputs
+    assert re.search(r'INFO trionet\.access .*127\.0\.0\.1:\d+ "GET /\?x=1 HTTP/1\.1" 200 \d+ '
+                     r"[\d.]+s", logged), logged
+    assert "trionet.access" not in off, off
+    assert "INFO" not in quiet and "trionet.access" not in quiet, quiet
+
+
+async def test_graceful_timeout_lets_a_long_request_finish(web_dir: Path) -> None:
+    # 6 s of work: the default graceful timeout (5 s) would cut it, 30 s lets it finish.
+    results: list[str] = []
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:app", "--bind", "127.0.0.1:0",
+                             "--graceful-timeout", "30", "--worker", "hypercorn")
+        url = await served.url()
+
+        async def slow() -> None:
+            results.append(await get(url, "/slow?seconds=6"))
+
+        nursery.start_soon(slow)
+        await served.wait_for("handling")
+        status = await served.stop(signal.SIGTERM)
+    assert status == 0, served.output
+    assert results[0].startswith("HTTP/1.1 200"), results
+
+
+def test_bad_options_are_usage_errors(web_dir: Path, tmp_path: Path) -> None:
+    proc = run_cli(web_dir, "serve", "cli_web:app", "--certfile", "x.pem")
+    assert_one_line(proc, 2, "--certfile and --keyfile go together")
+    proc = run_cli(web_dir, "serve", "cli_web:app", "--certfile", "x.pem", "--keyfile", "y.pem")
+    assert_one_line(proc, 2, "--certfile: no such file: 'x.pem'")
+    proc = run_cli(web_dir, "serve", "cli_web:app", "--graceful-timeout", "-1")
+    assert_one_line(proc, 2, "--graceful-timeout must be >= 0")
+    proc = run_cli(web_dir, "serve", "cli_web:app", "--worker", "uvicorn")
+    assert proc.returncode == 2 and "invalid choice: 'uvicorn'" in proc.stderr, proc.stderr
+
+
+# -- HTTPS and client certificates -------------------------------------------------------------
+
+
+async def test_https_and_client_certificates(web_dir: Path, tls_ca: trustme.CA) -> None:
+    server_cert = tls_ca.issue_cert("127.0.0.1", "localhost")
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(web_dir / "server.pem"))
+    tls_ca.cert_pem.write_to_path(str(web_dir / "ca.pem"))
+    client = ssl.create_default_context()
+    tls_ca.configure_trust(client)
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:app", "--bind", "127.0.0.1:0",
+                             "--certfile", "server.pem", "--keyfile", "server.pem")
+        url = await served.url()
+        response = await get(url, ssl_context=client)
+        assert await served.stop() == 0, served.output
+    assert url.startswith("https://"), served.output
+    assert response.startswith("HTTP/1.1 200"), response
+
+    with_cert = ssl.create_default_context()
+    tls_ca.configure_trust(with_cert)
+    tls_ca.issue_cert("client@example.test").configure_cert(with_cert)
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:app", "--bind", "127.0.0.1:0",
+                             "--certfile", "server.pem", "--keyfile", "server.pem",
+                             "--ca-certs", "ca.pem")
+        url = await served.url()
+        response = await get(url, ssl_context=with_cert)
+        try:
+            refused = await get(url, ssl_context=client)  # no client certificate
+        except (trio.BrokenResourceError, ssl.SSLError) as exc:
+            refused = f"refused: {exc!r}"
+        assert await served.stop() == 0, served.output
+    assert response.startswith("HTTP/1.1 200"), response
+    assert not refused.startswith("HTTP/"), refused
