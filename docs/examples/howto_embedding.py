@@ -57,11 +57,12 @@ async def failures() -> None:
                 print("the AProto server could not start:", exc.strerror)
 
     # A component that fails later cancels its siblings (the HTTP server shuts down
-    # gracefully), and its exception leaves the nursery in an ExceptionGroup.
+    # gracefully), and its exception leaves the nursery in an ExceptionGroup. A bus handler
+    # that raises is logged and skipped by default; on_error="raise" makes it fail the bus.
     provider = from_url("memory://failing")
     bus = DistributedApplication(provider)
 
-    @bus.application("jobs")
+    @bus.application("jobs", on_error="raise")
     async def worker(message: BusMessage) -> None:
         raise ValueError(f"cannot do {message.text!r}")
 
