@@ -1,12 +1,14 @@
 """``trionet serve``'s options, each in a subprocess: module paths and ``--factory``, the
 access log and ``--log-level``, ``--graceful-timeout``, ``--worker``, HTTPS with
-``--certfile/--keyfile`` and client certificates with ``--ca-certs``."""
+``--certfile/--keyfile`` and client certificates with ``--ca-certs``, ``--workers`` and
+``--reload``."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -258,3 +260,122 @@ async def test_https_and_client_certificates(web_dir: Path, tls_ca: trustme.CA) 
         assert await served.stop() == 0, served.output
     assert response.startswith("HTTP/1.1 200"), response
     assert not refused.startswith("HTTP/"), refused
+
+
+# -- --workers and --reload: a supervisor and its serving processes ----------------------------
+
+
+def test_workers_and_reload_usage_errors(web_dir: Path) -> None:
+    proc = run_cli(web_dir, "serve", "cli_web:app", "--workers", "0")
+    assert_one_line(proc, 2, "--workers must be at least 1")
+    proc = run_cli(web_dir, "serve", "cli_web:app", "--reload", "--reload-dir", "nowhere")
+    assert_one_line(proc, 2, "--reload-dir: no such directory: 'nowhere'")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_cli(web_dir, "serve", "cli_web:app", "--workers", "2",
+                       "--bind", f"127.0.0.1:{port}")
+    assert_one_line(proc, 1, f"cannot listen on 127.0.0.1:{port}", "in use")
+    proc = run_cli(web_dir, "serve", "cli_web:nothing", "--workers", "2", "--bind", "127.0.0.1:0")
+    assert_one_line(proc, 2, "has no attribute 'nothing'")
+
+
+async def test_two_workers_share_the_socket_and_stop_gracefully(web_dir: Path) -> None:
+    results: list[str] = []
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:app", "--workers", "2",
+                             "--bind", "127.0.0.1:0", "--no-access-log")
+        url = await served.url()
+        assert "2 worker processes" in served.output
+        pids = set()
+        for _ in range(400):  # the kernel hands each connection to one of the two
+            pids.add(re.search(r"pid=(\d+)", await get(url))[1])  # type: ignore[index]
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, pids
+
+        async def slow() -> None:
+            results.append(await get(url, "/slow?seconds=1"))
+
+        nursery.start_soon(slow)
+        await served.wait_for("handling")
+        status = await served.stop(signal.SIGINT)
+    assert status == 0, served.output
+    assert results[0].startswith("HTTP/1.1 200"), results
+    for pid in pids:
+        assert f"trionet[{pid}]: SIGINT received, shutting down" in served.output
+
+
+async def test_workers_second_signal_stops_at_once(web_dir: Path) -> None:
+    results: list[str] = []
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:app", "--workers", "2",
+                             "--bind", "127.0.0.1:0", "--graceful-timeout", "60")
+        url = await served.url()
+
+        async def slow() -> None:
+            results.append(await get(url, "/slow?seconds=60"))
+
+        nursery.start_soon(slow)
+        await served.wait_for("handling")
+        served.process.send_signal(signal.SIGTERM)
+        await served.wait_for("shutting down 2 worker")
+        with trio.fail_after(10):  # generous; measured well under a second
+            status = await served.stop(signal.SIGTERM)
+    assert status == 143, served.output
+    assert results == ["cut"]
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(web_dir: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:app", "--workers", "2",
+                             "--bind", "127.0.0.1:0")
+        url = await served.url()
+        pids = {int(pid) for pid in re.findall(r"\[(\d+)\] \[-\] Running on", served.output)}
+        assert len(pids) == 2, served.output
+        served.process.kill()  # SIGKILL: the supervisor cannot pass anything on
+        await served.finish()
+        with trio.fail_after(PATIENCE):
+            while any(_alive(pid) for pid in pids):  # noqa: ASYNC110 - other processes
+                await trio.sleep(0.1)
+        with pytest.raises(OSError):
+            await get(url)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_reload_restarts_on_a_change_and_survives_a_broken_file(web_dir: Path) -> None:
+    app_file = web_dir / "cli_web.py"
+
+    def write(text: str, bump: int) -> None:
+        app_file.write_text(text)
+        stat = app_file.stat()  # a later mtime even on a coarse-grained file system
+        os.utime(app_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + bump * 1_000_000_000))
+
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:app", "--reload", "--bind",
+                             "127.0.0.1:0", "--reload-dir", str(web_dir))
+        url = await served.url()
+        assert "v1 pid=" in await get(url)
+        mark = len(served.output)
+        write(WEB_APP.replace("VERSION", "v2"), 2)
+        await served.wait_for("restarted", mark)
+        assert "v2 pid=" in await get(url)
+        mark = len(served.output)
+        write("def broken(:\n", 4)
+        await served.wait_for("restarting at the next change", mark)
+        # The application's own error: its traceback is what the developer needs.
+        assert "SyntaxError" in served.output[mark:], served.output
+        mark = len(served.output)
+        write(WEB_APP.replace("VERSION", "v3"), 6)
+        await served.wait_for("restarted", mark)
+        assert "v3 pid=" in await get(url)
+        status = await served.stop(signal.SIGINT)
+    assert status == 0, served.output

@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -73,7 +74,8 @@ class ServeOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServeOptions:
         return cls(
-            app=args.app, bind=args.bind, factory=args.factory,
+            app=args.app, bind=args.bind, factory=args.factory, workers=args.workers,
+            reload=args.reload, reload_dirs=list(args.reload_dir or []),
             log_level=args.log_level, log_format=args.log_format, access_log=args.access_log,
             certfile=args.certfile, keyfile=args.keyfile, ca_certs=args.ca_certs,
             graceful_timeout=args.graceful_timeout, worker=args.worker,
@@ -111,6 +113,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factory", action="store_true",
                         help="MODULE:APP is a function that takes no arguments and returns "
                         "the application")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="serving processes sharing the listening socket (default 1)")
+    parser.add_argument("--reload", action="store_true",
+                        help="restart the serving process when a .py file changes (for "
+                        "development)")
+    parser.add_argument("--reload-dir", action="append", metavar="DIR",
+                        help="a directory to watch with --reload (repeatable; default: the "
+                        "current directory)")
     add_logging_arguments(parser)
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         help="do not log a line per request (logger 'trionet.access', level "
@@ -271,11 +281,21 @@ def _setup_logging(opts: ServeOptions) -> None:
         logging.getLogger("trionet.asgi").addFilter(_OneLineLifespanErrors())
 
 
-async def _watch_control(control: trio.socket.SocketType, stop: trio.CancelScope) -> None:
-    """In a serving process under the supervisor: when the supervisor's end of the control
-    socket closes (the supervisor is gone), shut down gracefully."""
-    while await control.recv(64):
-        pass
+async def _read_control(control: trio.socket.SocketType,
+                        on_signal: Callable[[signal.Signals], None],
+                        stop: trio.CancelScope) -> None:
+    """In a serving process under the supervisor: obey ``signal N`` lines from the
+    supervisor as if signal N had arrived (a socket keeps a second signal apart from the
+    first, where a signal receiver would merge them); when the supervisor's end closes (it
+    is gone), shut down gracefully."""
+    buffer = b""
+    while data := await control.recv(256):
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            word, _, number = line.decode("ascii", "replace").partition(" ")
+            if word == "signal" and number.isdigit():
+                on_signal(signal.Signals(int(number)))
     if not stop.cancel_called:
         print(f"trionet[{os.getpid()}]: the supervisor is gone, shutting down", file=sys.stderr)
         stop.cancel()
@@ -286,11 +306,22 @@ async def _serve_until_signal(app: ASGIApp, opts: ServeOptions, config: Config) 
     force_stop = trio.Event()
     forced_by: list[signal.Signals] = []
     me = "trionet" if opts.control_fd is None else f"trionet[{os.getpid()}]"
+    server_scope = trio.CancelScope()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not server_scope.cancel_called:
+            print(f"{me}: {signum.name} received, shutting down (again to stop at once)",
+                  file=sys.stderr)
+            server_scope.cancel()
+        elif not forced_by:
+            print(f"{me}: {signum.name} received again, stopping at once", file=sys.stderr)
+            forced_by.append(signum)
+            force_stop.set()
+
     # The receiver stays open, and read, until the server has stopped: a signal left unread
     # in it would be re-delivered when it closes (and kill the process after a clean stop).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            server_scope = trio.CancelScope()
 
             async def run_server(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
                 with server_scope:
@@ -305,17 +336,9 @@ async def _serve_until_signal(app: ASGIApp, opts: ServeOptions, config: Config) 
             else:
                 control = trio.socket.from_stdlib_socket(socket.socket(fileno=opts.control_fd))
                 await control.send(b"ready\n")
-                nursery.start_soon(_watch_control, control, server_scope)
+                nursery.start_soon(_read_control, control, on_signal, server_scope)
             async for signum in signals:
-                name = signal.Signals(signum).name
-                if not server_scope.cancel_called:
-                    print(f"{me}: {name} received, shutting down (again to stop at once)",
-                          file=sys.stderr)
-                    server_scope.cancel()
-                elif not forced_by:
-                    print(f"{me}: {name} received again, stopping at once", file=sys.stderr)
-                    forced_by.append(signal.Signals(signum))
-                    force_stop.set()
+                on_signal(signal.Signals(signum))
     return 128 + forced_by[0] if forced_by else 0
 
 
@@ -334,6 +357,10 @@ def _serve_one_process(opts: ServeOptions) -> int:
 def _serve(opts: ServeOptions) -> int:
     _check_options(opts)
     _setup_logging(opts)
+    if opts.control_fd is None and (opts.workers > 1 or opts.reload):
+        from ._supervise import supervise
+
+        return supervise(opts)
     return _serve_one_process(opts)
 
 
