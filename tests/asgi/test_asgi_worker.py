@@ -6,6 +6,7 @@ cut-offs, and the graceful shutdown of idle connections."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
@@ -138,6 +139,44 @@ async def test_http2_over_tls_with_alpn(tls_ca: trustme.CA) -> None:
                     post = await client.post(url + "/echo", content=b"x" * 100_000)
             assert get.http_version == "HTTP/2" and get.text == "Hello, world!"
             assert post.http_version == "HTTP/2" and post.content == b"x" * 100_000
+
+
+def _blocking_tls_requests(port: int, context: ssl.SSLContext, body: bytes, times: int
+                           ) -> list[bytes]:
+    """Send ``POST /echo`` with ``Connection: close`` *times* over TLS from a plain blocking
+    ``ssl`` socket; return what each connection received before its end."""
+    answers = []
+    for _ in range(times):
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+            answers.append(data)
+    return answers
+
+
+async def test_tls_connection_close_gets_the_whole_response(tls_ca: trustme.CA) -> None:
+    """``Connection: close`` over TLS: the response arrives whole before the close (trionet's
+    worker once closed the TLS stream while its writer was still sending: about half of the
+    answers were empty)."""
+    cert = tls_ca.issue_cert("127.0.0.1")
+    with tempfile.TemporaryDirectory() as directory:
+        certfile, keyfile = Path(directory, "cert.pem"), Path(directory, "key.pem")
+        cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+        cert.private_key_pem.write_to_path(str(keyfile))
+        async with served(_config(certfile=str(certfile), keyfile=str(keyfile))) as address:
+            context = ssl.create_default_context()
+            tls_ca.configure_trust(context)
+            for body, times in ((b"hi", 10), (b"y" * 1_000_000, 2)):
+                with trio.fail_after(60):
+                    answers = await trio.to_thread.run_sync(
+                        _blocking_tls_requests, address.port, context, body, times)
+                for data in answers:
+                    assert data.startswith(b"HTTP/1.1 200")
+                    assert data.endswith(b"\r\n\r\n" + body)
 
 
 async def test_cleartext_http2_prior_knowledge_and_upgrade() -> None:

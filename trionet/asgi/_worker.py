@@ -47,6 +47,8 @@ _MAX_RECV = 2**16
 _HIGH_WATER = 2**18
 # How long closing a connection waits for its queued output to be written.
 _DRAIN_TIMEOUT = 10.0
+# How long closing a TLS connection waits for its close_notify exchange.
+_TLS_CLOSE_TIMEOUT = 1.0
 _SEND_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -387,9 +389,10 @@ class _Connection:
             view = view[sent:]
 
     async def _drain(self) -> None:
-        """Wait (shielded, for at most :data:`_DRAIN_TIMEOUT`) until the queue is written."""
+        """Wait (shielded, for at most :data:`_DRAIN_TIMEOUT`) until everything queued has
+        been written, including what the writer has taken and is still sending."""
         with trio.move_on_after(_DRAIN_TIMEOUT, shield=True):
-            while self.out and not self.broken and self.writer_running:
+            while self.out_bytes and not self.broken and self.writer_running:
                 await self.drained.park()
 
     async def _close(self) -> None:
@@ -401,6 +404,13 @@ class _Connection:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(_socket.SHUT_WR)
+        elif isinstance(stream, trio.SSLStream) and not self.broken:
+            # TLS: say goodbye (close_notify) so that the client sees a clean end of the
+            # response, but never wait long for a peer that does not answer.
+            with trio.move_on_after(_TLS_CLOSE_TIMEOUT, shield=True), contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError
+            ):
+                await stream.aclose()
         await trio.aclose_forcefully(stream)
 
 
