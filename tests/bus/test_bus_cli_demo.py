@@ -81,7 +81,7 @@ def test_load_application(service: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.chdir(service)
     monkeypatch.syspath_prepend(str(service))
     assert isinstance(load_application("cli_service:app"), DistributedApplication)
-    for target, message in [("no-colon", "MODULE:APP"), ("missing_module_xyz:app", "import"),
+    for target, message in [("no-colon", "MODULE:ATTRIBUTE"), ("missing_module_xyz:app", "import"),
                             ("cli_service:sys", "not a DistributedApplication")]:
         with pytest.raises(ConfigurationError, match=message):
             load_application(target)
