@@ -252,6 +252,60 @@ async def _aproto_send(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _aproto_serve(args: argparse.Namespace) -> int:
+    """Run an AsyncAProto server until SIGINT/SIGTERM: the one MODULE:SERVER names, or an echo
+    server configured by --config (and --host/--port)."""
+    import signal
+
+    from .aproto import Packet, Server
+    from .cli import import_target
+
+    if args.server is not None:
+        if args.config is not None:
+            raise ConfigurationError(
+                "give MODULE:SERVER or --config, not both: a server of your own reads its "
+                "configuration when it is made (Server(config=...))"
+            )
+        server = import_target(args.server)
+        if not isinstance(server, Server):
+            raise ConfigurationError(
+                f"{args.server!r} is a {type(server).__name__}, not a trionet.aproto.Server"
+            )
+    else:
+        server = Server(args.host, args.port, config=args.config)
+
+        @server.add_handler()
+        async def echo(client: Any, packet: Packet) -> None:
+            await client.send(Packet(packet.fields, encoding=packet.encoding))
+
+    forced: list[int] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def run_server(*, task_status: trio.TaskStatus[int]) -> None:
+                await server.serve(task_status=task_status)
+                nursery.cancel_scope.cancel()  # stopped: the signal watcher ends too
+
+            port = await nursery.start(run_server)
+            _print(f"serving AsyncAProto on {server.addr}:{port}"
+                   + (" (echo)" if args.server is None else ""))
+            nursery.start_soon(_stop_on_signals, signals, server, nursery, forced)
+    return 128 + forced[0] if forced else 0
+
+
+async def _stop_on_signals(signals: Any, server: Any, nursery: trio.Nursery,
+                           forced: list[int]) -> None:
+    """First signal: stop gracefully; second: cancel everything (exit 128 + signal)."""
+    stopping = False
+    async for signum in signals:
+        if stopping:
+            forced.append(signum)
+            nursery.cancel_scope.cancel()
+            return
+        stopping = True
+        server.stop()
+
+
 def _add_rpc(sub: Any) -> None:
     rpc = sub.add_parser("rpc", help="call a remote procedure (trionet.rpc / aiomas)")
     commands = rpc.add_subparsers(dest="rpc_command", metavar="call", required=True)
@@ -272,8 +326,20 @@ def _add_rpc(sub: Any) -> None:
 
 
 def _add_aproto(sub: Any) -> None:
-    aproto = sub.add_parser("aproto", help="talk to an AsyncAProto (AsyncAPY) server")
-    commands = aproto.add_subparsers(dest="aproto_command", metavar="send", required=True)
+    aproto = sub.add_parser("aproto", help="talk to (or run) an AsyncAProto (AsyncAPY) server")
+    commands = aproto.add_subparsers(dest="aproto_command", metavar="send|serve", required=True)
+    serve = _common(commands.add_parser(
+        "serve", help="run an AsyncAProto server until SIGINT/SIGTERM",
+        description="Run the Server that MODULE:SERVER names (handlers and all), or, without "
+        "it, an echo server (every packet is answered with itself) configured by --config "
+        "(an INI [AsyncAPY] section or a .toml file) and --host/--port. The first SIGINT or "
+        "SIGTERM stops gracefully (exit 0), a second one at once (130/143)."))
+    serve.add_argument("server", metavar="MODULE:SERVER", nargs="?", default=None,
+                       help="a trionet.aproto.Server object to run (default: an echo server)")
+    serve.add_argument("--config", metavar="FILE", default=None,
+                       help="the echo server's configuration file")
+    serve.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
+    serve.add_argument("--port", type=int, default=8081, help="port (default %(default)s)")
     send = _common(commands.add_parser(
         "send", help="send a JSON packet to the server at ADDRESS and print the reply",
         description="Send PACKET (a JSON object) and print the reply's payload as JSON."))
@@ -445,6 +511,7 @@ _RUNNERS: dict[tuple[str, str], tuple[str, Callable[..., Awaitable[int]]]] = {
     ("mqtt", "sub"): ("trionet mqtt sub", _mqtt_sub),
     ("rpc", "call"): ("trionet rpc call", _rpc_call),
     ("aproto", "send"): ("trionet aproto send", _aproto_send),
+    ("aproto", "serve"): ("trionet aproto serve", _aproto_serve),
     ("kafka", "produce"): ("trionet kafka produce", _kafka_produce),
     ("kafka", "consume"): ("trionet kafka consume", _kafka_consume),
     ("bus", "publish"): ("trionet bus publish", _bus_publish),

@@ -46,7 +46,11 @@ async def _framed_echo(report: Report) -> None:
     report("framed echo server stopped")
 
 
-def _parts(broker: str) -> dict[str, DemoPart]:
+#: ``--smtp``, ``--imap`` and ``--ca-file`` of the mail part (None where not given).
+MailOptions = tuple[str | None, str | None, str | None]
+
+
+def _parts(broker: str, mail: MailOptions = (None, None, None)) -> dict[str, DemoPart]:
     from .aproto._demo import demo as aproto_demo
     from .asgi._demo import demo as asgi_demo
     from .bus._demo import demo as bus_demo
@@ -67,6 +71,11 @@ def _parts(broker: str) -> dict[str, DemoPart]:
         from .kafka._demo import demo as kafka_demo
 
         parts["kafka"] = partial(kafka_demo, url=broker)
+    smtp, imap, ca_file = mail
+    if smtp is not None and imap is not None:
+        from .mail._demo import demo as mail_demo
+
+        parts["mail"] = partial(mail_demo, smtp_url=smtp, imap_url=imap, ca_file=ca_file)
     return parts
 
 
@@ -100,7 +109,8 @@ async def _run_stack(broker: str, report: Report) -> None:
 
 
 async def run_demo(
-    only: Sequence[str] | None = None, broker: str = "memory://", serve: bool = False
+    only: Sequence[str] | None = None, broker: str = "memory://", serve: bool = False,
+    mail: MailOptions = (None, None, None),
 ) -> int:
     """Run the demo; see the module docstring. Returns the process exit status."""
     if serve:
@@ -112,7 +122,12 @@ async def run_demo(
         await _run_stack(broker, _report)
         _report("demo finished: every component shut down cleanly")
         return 0
-    parts = _parts(broker)
+    parts = _parts(broker, mail)
+    if "mail" in only and "mail" not in parts:
+        raise ConfigurationError(
+            "demo part 'mail' needs --smtp smtp[s]://USER:PASSWORD@HOST:PORT and "
+            "--imap imap[s]://USER:PASSWORD@HOST:PORT (and --ca-file FILE for a private CA)"
+        )
     for name, scheme in _BROKER_PARTS.items():
         if name in only and name not in parts:
             raise ConfigurationError(
@@ -123,7 +138,7 @@ async def run_demo(
     if unknown:
         raise ConfigurationError(
             f"unknown demo part(s): {', '.join(unknown)}; known: "
-            f"{', '.join([*parts, *(p for p in _BROKER_PARTS if p not in parts)])}"
+            f"{', '.join([*parts, *(p for p in [*_BROKER_PARTS, 'mail'] if p not in parts)])}"
         )
     with trio.fail_after(120):
         for name in parts:

@@ -159,8 +159,15 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PART",
         help="run only this component's own demo (repeatable): framing, asgi, channel, "
-        "aproto, bus (and mqtt or kafka with --broker)",
+        "aproto, bus (and mqtt or kafka with --broker, mail with --smtp and --imap)",
     )
+    demo.add_argument("--smtp", metavar="URL", default=None,
+                      help="for --only mail: smtp[s]://USER:PASSWORD@HOST:PORT to send with")
+    demo.add_argument("--imap", metavar="URL", default=None,
+                      help="for --only mail: imap[s]://USER:PASSWORD@HOST:PORT to read with")
+    demo.add_argument("--ca-file", metavar="FILE", default=None,
+                      help="for --only mail: the CA certificates to verify the servers with "
+                      "(default: the system's)")
     demo.add_argument(
         "--broker",
         default="memory://",
@@ -215,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(args)
 
         def demo() -> int:
-            status: int = trio.run(partial(run_demo, args.only, args.broker, args.serve))
+            mail = (args.smtp, args.imap, args.ca_file)
+            status: int = trio.run(partial(run_demo, args.only, args.broker, args.serve, mail))
             return status
 
         return run_reporting("trionet demo", demo, debug=debug)

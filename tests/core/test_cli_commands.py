@@ -1,7 +1,8 @@
 """The operators' commands, in a subprocess against real servers: ``trionet mqtt pub|sub``
 and ``trionet bus publish|request`` (mosquitto), ``trionet kafka produce|consume`` (the Kafka
-broker fixture), ``trionet rpc call`` (an RPC server in the test) and ``trionet aproto send``
-(an AsyncAProto server in the test); failures are one line, with the exit status."""
+broker fixture), ``trionet rpc call`` (an RPC server in the test), ``trionet aproto send`` (an
+AsyncAProto server in the test) and ``trionet aproto serve`` (its echo server, configured by a
+file); failures are one line, with the exit status."""
 
 from __future__ import annotations
 
@@ -153,8 +154,49 @@ async def test_aproto_send() -> None:
     assert_one_line_failure(not_object, 2, "PACKET must be a JSON object")
 
 
+async def _serve_until_line(args: list[str], nursery: trio.Nursery) -> tuple[trio.Process, str]:
+    """Start ``trionet aproto serve ARGS``; return the process and its first stdout line."""
+    process: trio.Process = await nursery.start(partial(
+        trio.run_process, [sys.executable, "-u", "-m", "trionet", "aproto", "serve", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, env=_env(),
+    ))
+    assert process.stdout is not None
+    out = b""
+    with trio.fail_after(PATIENCE):
+        while b"\n" not in out:
+            chunk = await process.stdout.receive_some()
+            assert chunk, out
+            out += chunk
+    return process, out.decode().splitlines()[0]
+
+
+async def test_aproto_serve_echo_from_a_config_file(tmp_path: Any) -> None:
+    config = tmp_path / "server.ini"
+    config.write_text("[AsyncAPY]\naddr = 127.0.0.1\nport = 0\nheader_size = 4\n")
+    async with trio.open_nursery() as nursery:
+        process, line = await _serve_until_line(["--config", str(config)], nursery)
+        assert line.startswith("serving AsyncAProto on 127.0.0.1:") and line.endswith("(echo)")
+        port = line.split(":")[1].split()[0]
+        reply = await trionet("aproto", "send", f"127.0.0.1:{port}", '{"cmd": "hi", "n": 2}')
+        process.send_signal(2)  # SIGINT: a graceful stop
+        with trio.fail_after(PATIENCE):
+            status = await process.wait()
+    assert reply.returncode == 0, reply.stderr.decode()
+    assert json.loads(reply.stdout) == {"cmd": "hi", "n": 2}
+    assert status == 0
+
+
+async def test_aproto_serve_failures_are_one_line(tmp_path: Any) -> None:
+    missing = await trionet("aproto", "serve", "--config", str(tmp_path / "nope.ini"))
+    assert_one_line_failure(missing, 2, "cannot read config file")
+    both = await trionet("aproto", "serve", "os:path", "--config", "x.ini")
+    assert_one_line_failure(both, 2, "not both")
+    not_a_server = await trionet("aproto", "serve", "os:path")
+    assert_one_line_failure(not_a_server, 2, "not a trionet.aproto.Server")
+
+
 @pytest.mark.parametrize("command", [["mqtt", "pub"], ["mqtt", "sub"], ["rpc", "call"],
-                                     ["aproto", "send"], ["kafka", "produce"],
+                                     ["aproto", "send"], ["aproto", "serve"], ["kafka", "produce"],
                                      ["kafka", "consume"], ["bus", "publish"],
                                      ["bus", "request"]])
 def test_help(command: list[str]) -> None:

@@ -260,3 +260,19 @@ def test_an_optional_subpackage_names_its_extra(blocked: str, package: str, extr
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert f"pip install 'trionet[{extra}]'" in proc.stdout, proc.stdout
+
+
+def test_serve_without_hypercorn_names_the_asgi_extra() -> None:
+    """trionet.asgi.serve() called from a program (not the CLI) without hypercorn installed."""
+    code = (
+        "import sys; sys.modules['hypercorn'] = None\n"
+        "import trio\n"
+        "from trionet.asgi import ASGIApplication, serve\n"
+        "try:\n    trio.run(serve, ASGIApplication(), '127.0.0.1:0')\n"
+        "except ImportError as error:\n    print(type(error).__name__, error)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "trionet.asgi.serve() needs hypercorn" in proc.stdout, proc.stdout
+    assert "pip install 'trionet[asgi]'" in proc.stdout, proc.stdout

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from .._extras import missing_extra
 from ..errors import ASGIError, ConfigurationError
 from ._app import ASGIApplication
 from ._routing import Mount, Router, WebSocketRoute
@@ -363,7 +364,10 @@ async def serve(
         OSError: the address cannot be bound.
         ValueError: a limit is not a positive int.
     """
-    from hypercorn.utils import LifespanFailureError, LifespanTimeoutError
+    try:
+        from hypercorn.utils import LifespanFailureError, LifespanTimeoutError
+    except ImportError as exc:  # the asgi extra is not installed
+        raise missing_extra("trionet.asgi.serve()", "hypercorn", exc) from exc
 
     if worker is None:
         worker = cast(Worker, os.environ.get("TRIONET_ASGI_WORKER") or DEFAULT_WORKER)
