@@ -287,16 +287,19 @@ async def test_slowloris_connections_are_cut_while_others_are_served(connections
 
 
 async def test_graceful_shutdown_closes_idle_connections_at_once() -> None:
-    """An idle keep-alive connection does not hold the shutdown for its graceful_timeout."""
-    async with trio.open_nursery() as nursery:
-        address: BoundAddress = await nursery.start(
-            partial(serve, app, "127.0.0.1:0", graceful_timeout=30)
-        )
-        stream = await trio.open_tcp_stream(address.host, address.port)
-        async with stream:
+    """An idle keep-alive connection does not hold the shutdown for its graceful_timeout: the
+    server closes it at once and serve() returns (the hang cap is half that timeout)."""
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            address: BoundAddress = await nursery.start(
+                partial(serve, app, "127.0.0.1:0", graceful_timeout=30)
+            )
+            stream = await trio.open_tcp_stream(address.host, address.port)
             await stream.send_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
-            with trio.fail_after(10):
-                assert (await stream.receive_some()).startswith(b"HTTP/1.1 200")
-            start = trio.current_time()
-            nursery.cancel_scope.cancel()
-    assert trio.current_time() - start < 15  # far from the 30 s graceful_timeout
+            response = b""
+            while not response.endswith(b"Hello, world!"):
+                response += await stream.receive_some()
+            assert response.startswith(b"HTTP/1.1 200")
+            nursery.cancel_scope.cancel()  # shut down while the connection is idle
+        async with stream:
+            assert await stream.receive_some() == b""  # closed by the server
