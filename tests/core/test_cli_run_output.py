@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
-from functools import partial
 from pathlib import Path
 
 import trio
+from cli_helpers import Command, start_command
 
 from trionet.bus import BusMessage, SocketProviderFactory
 from trionet.testing import MosquittoServer
-
-PATIENCE = 60
 
 BUS_APP = textwrap.dedent('''
     from trionet.bus import DistributedApplication
@@ -37,40 +33,12 @@ BUS_APP = textwrap.dedent('''
 ''')
 
 
-class Command:
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.output = ""
-
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        assert self.process.stdout is not None
-        with trio.fail_after(PATIENCE):
-            while (found := re.search(pattern, self.output)) is None:
-                chunk = await self.process.stdout.receive_some()
-                if not chunk:
-                    raise AssertionError(f"the command ended before {pattern!r}:\n{self.output}")
-                self.output += chunk.decode(errors="replace")
-        return found
-
-    async def stop(self) -> int:
-        assert self.process.stdout is not None
-        self.process.send_signal(signal.SIGTERM)
-        with trio.fail_after(PATIENCE):
-            async for chunk in self.process.stdout:
-                self.output += chunk.decode(errors="replace")
-            return await self.process.wait()
-
-
 async def start(nursery: trio.Nursery, cwd: Path, *args: str) -> Command:
     (cwd / "cli_run_app.py").write_text(BUS_APP)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(cwd), *sys.path])
     env.pop("TRIONET_DEBUG", None)
-    process: trio.Process = await nursery.start(partial(
-        trio.run_process, [sys.executable, "-u", "-m", "trionet", "run", "cli_run_app:app", *args],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,
-    ))
-    return Command(process)
+    return await start_command(nursery, ["run", "cli_run_app:app", *args], cwd=cwd, env=env)
 
 
 async def test_run_announces_memory_broker_and_warns(tmp_path: Path) -> None:

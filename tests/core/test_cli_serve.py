@@ -13,15 +13,13 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trustme
-
-PATIENCE = 60
+from cli_helpers import PATIENCE, Command, start_command
 
 WEB_APP = textwrap.dedent('''
     import os
@@ -50,36 +48,14 @@ WEB_APP = textwrap.dedent('''
 ''')
 
 
-class Served:
-    """A ``trionet serve`` subprocess; all its output (stdout and stderr) in :attr:`output`."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.output = ""
-
-    async def wait_for(self, pattern: str, start: int = 0) -> re.Match[str]:
-        assert self.process.stdout is not None
-        with trio.fail_after(PATIENCE):
-            while (found := re.compile(pattern).search(self.output, start)) is None:
-                chunk = await self.process.stdout.receive_some()
-                if not chunk:
-                    raise AssertionError(f"the command ended before {pattern!r}:\n{self.output}")
-                self.output += chunk.decode(errors="replace")
-        return found
+class Served(Command):
+    """A ``trionet serve`` subprocess."""
 
     async def url(self) -> str:
         return (await self.wait_for(r"on (https?://\S+) \(Ctrl"))[1]
 
-    async def finish(self) -> int:
-        assert self.process.stdout is not None
-        with trio.fail_after(PATIENCE):
-            async for chunk in self.process.stdout:
-                self.output += chunk.decode(errors="replace")
-            return await self.process.wait()
-
     async def stop(self, signum: signal.Signals = signal.SIGINT) -> int:
-        self.process.send_signal(signum)
-        return await self.finish()
+        return await super().stop(signum)
 
 
 @pytest.fixture
@@ -95,11 +71,8 @@ def _env(cwd: Path) -> dict[str, str]:
 
 
 async def start(nursery: trio.Nursery, cwd: Path, *args: str) -> Served:
-    process: trio.Process = await nursery.start(partial(
-        trio.run_process, [sys.executable, "-u", "-m", "trionet", "serve", *args],
-        cwd=cwd, env=_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,
-    ))
-    return Served(process)
+    command = await start_command(nursery, ["serve", *args], cwd=cwd, env=_env(cwd))
+    return Served(command.process)
 
 
 def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,23 +10,17 @@ is 0.
 
 from __future__ import annotations
 
-import functools
-import re
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import trio
+from cli_helpers import Command, start_command
 
 #: Generous: the target is well under a second (measured 0.1–0.3 s), the machine is shared.
 FORCED_STOP_BOUND = 3.0
-
-#: How long to wait for a command's output or exit at most (start-up included).
-PATIENCE = 60
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 
@@ -68,49 +62,12 @@ SLOW_BUS = textwrap.dedent('''
 ''')
 
 
-class Command:
-    """A trionet command running in a subprocess; all its output (stdout and stderr) in
-    :attr:`output`."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.output = ""
-
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        assert self.process.stdout is not None
-        with trio.fail_after(PATIENCE):
-            while (found := re.search(pattern, self.output)) is None:
-                chunk = await self.process.stdout.receive_some()
-                if not chunk:
-                    raise AssertionError(f"the command ended before {pattern!r}:\n{self.output}")
-                self.output += chunk.decode(errors="replace")
-        return found
-
-    async def finish(self) -> int:
-        assert self.process.stdout is not None
-        with trio.fail_after(PATIENCE):
-            async for chunk in self.process.stdout:
-                self.output += chunk.decode(errors="replace")
-            return await self.process.wait()
-
-
 async def start(nursery: trio.Nursery, args: list[str], cwd: Path,
                 env: dict[str, str] | None = None) -> Command:
     import os
 
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    run = functools.partial(
-        trio.run_process,
-        [sys.executable, "-u", "-W", "error", "-m", "trionet", *args],
-        cwd=cwd,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        check=False,
-    )
-    process: trio.Process = await nursery.start(run)
-    return Command(process)
+    return await start_command(nursery, args, cwd=cwd, env={**os.environ, **(env or {})},
+                               python_flags=("-W", "error"))
 
 
 async def http_get(url: str, results: list[str]) -> None:
