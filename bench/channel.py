@@ -671,6 +671,33 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
 
 
+
+def _json_row(name: str, unit: str, values: dict[str, list[float]],
+              ratios: tuple[list[float], list[float], list[float]], *, goal: Any, met: bool,
+              load: Any, limit: float | None = None) -> dict[str, Any]:
+    """One row of the JSON line: every contender's values and trionet's ratio to each peer."""
+    ratio_lists = dict(zip(("trionet/aiomas", "trionet/raw trio", "trionet/raw asyncio"),
+                           ratios, strict=True))
+    row: dict[str, Any] = {
+        "row": name,
+        "unit": unit,
+        "baseline": "aiomas",
+        "medians": {LABELS[i]: statistics.median(v) for i, v in values.items()},
+        "min": {LABELS[i]: min(v) for i, v in values.items()},
+        "max": {LABELS[i]: max(v) for i, v in values.items()},
+        "values": {LABELS[i]: v for i, v in values.items()},
+        "ratios": {k: statistics.median(v) for k, v in ratio_lists.items()},
+        "ratio_min": {k: min(v) for k, v in ratio_lists.items()},
+        "ratio_max": {k: max(v) for k, v in ratio_lists.items()},
+        "ratio_values": ratio_lists,
+        "goal": goal,
+        "met": met,
+        "load_1min": load,
+    }
+    if limit is not None:
+        row["limit"] = limit
+    return row
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -785,25 +812,11 @@ def main() -> None:
             f"| ≥ {GOALS[mode]} | {ratio_cell(rr)} | ≥ {RAW_GOAL} | {ratio_cell(rs)} "
             f"| {'yes' if met else 'NO'} | {spread(row_loads[row], lambda v: f'{v:.2f}')} |"
         )
-        ratio_lists = {"trionet/aiomas": ra, "trionet/raw trio": rr, "trionet/raw asyncio": rs}
-        out_rows.append(
-            {
-                "row": name,
-                "unit": "req/s",
-                "baseline": "aiomas",
-                "medians": {LABELS[i]: statistics.median(v) for i, v in res.items()},
-                "min": {LABELS[i]: min(v) for i, v in res.items()},
-                "max": {LABELS[i]: max(v) for i, v in res.items()},
-                "values": {LABELS[i]: v for i, v in res.items()},
-                "ratios": {k: statistics.median(v) for k, v in ratio_lists.items()},
-                "ratio_min": {k: min(v) for k, v in ratio_lists.items()},
-                "ratio_max": {k: max(v) for k, v in ratio_lists.items()},
-                "ratio_values": ratio_lists,
-                "goal": {"trionet/aiomas": GOALS[mode], "trionet/raw trio": RAW_GOAL},
-                "met": met,
-                "load_1min": row_loads[row],
-            }
-        )
+        out_rows.append(_json_row(
+            name, "req/s", res, (ra, rr, rs),
+            goal={"trionet/aiomas": GOALS[mode], "trionet/raw trio": RAW_GOAL}, met=met,
+            load=row_loads[row],
+        ))
     if memory:
         ma = per_round(memory["trionet"], memory["aiomas"], lower=True)
         mr = per_round(memory["trionet"], memory["raw-trio"], lower=True)
@@ -817,26 +830,10 @@ def main() -> None:
             f"| trionet ≤ {MEMORY_GOAL_KIB:g} KiB | {ratio_cell(mr)} | | {ratio_cell(ms)} "
             f"| {'yes' if ok else 'NO'} | {spread(row_loads['memory'], lambda v: f'{v:.2f}')} |"
         )
-        ratio_lists = {"trionet/aiomas": ma, "trionet/raw trio": mr, "trionet/raw asyncio": ms}
-        out_rows.append(
-            {
-                "row": name,
-                "unit": "KiB/conn",
-                "baseline": "aiomas",
-                "medians": {LABELS[i]: statistics.median(v) for i, v in memory.items()},
-                "min": {LABELS[i]: min(v) for i, v in memory.items()},
-                "max": {LABELS[i]: max(v) for i, v in memory.items()},
-                "values": {LABELS[i]: v for i, v in memory.items()},
-                "ratios": {k: statistics.median(v) for k, v in ratio_lists.items()},
-                "ratio_min": {k: min(v) for k, v in ratio_lists.items()},
-                "ratio_max": {k: max(v) for k, v in ratio_lists.items()},
-                "ratio_values": ratio_lists,
-                "goal": None,
-                "limit": MEMORY_GOAL_KIB,
-                "met": ok,
-                "load_1min": row_loads["memory"],
-            }
-        )
+        out_rows.append(_json_row(
+            name, "KiB/conn", memory, (ma, mr, ms), goal=None, met=ok,
+            load=row_loads["memory"], limit=MEMORY_GOAL_KIB,
+        ))
     print()
     print("for the memory row, ratios are contender/trionet (> 1: trionet uses less)")
     print()
