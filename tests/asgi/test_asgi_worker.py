@@ -303,3 +303,37 @@ async def test_graceful_shutdown_closes_idle_connections_at_once() -> None:
             nursery.cancel_scope.cancel()  # shut down while the connection is idle
         async with stream:
             assert await stream.receive_some() == b""  # closed by the server
+
+
+async def test_a_cancelled_application_stays_cancelled_even_when_it_also_failed() -> None:
+    """The app call is cancelled while one of its tasks fails: the failure is logged and the
+    cancellation goes on (it used to be swallowed with the group)."""
+    from trionet.asgi._worker import _run_app
+
+    logged: list[str] = []
+    sent: list[object] = []
+
+    class Log:
+        async def exception(self, message: str) -> None:
+            logged.append(message)
+
+    class Config:
+        log = Log()
+
+    async def failing(scope: object, receive: object, send: object, *_: object) -> None:
+        async def boom() -> None:
+            raise ValueError("boom")  # before any checkpoint: it fails despite the cancel
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(boom)
+            nursery.start_soon(trio.sleep_forever)
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    with trio.CancelScope() as outer:
+        outer.cancel()
+        await _run_app(failing, Config(), {}, None, send)  # type: ignore[arg-type]
+    assert outer.cancelled_caught
+    assert logged == ["Error in ASGI Framework"]
+    assert sent == [None]

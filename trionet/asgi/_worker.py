@@ -74,34 +74,11 @@ class _Event:
         return self._event.is_set()
 
 
-class _SingleTask:
-    """A task that can be restarted or stopped (used by Hypercorn's QUIC code only)."""
-
-    def __init__(self) -> None:
-        self._scope: trio.CancelScope | None = None
-
-    async def restart(self, task_group: _TaskGroup, action: Callable[[], Awaitable[None]]
-                      ) -> None:
-        await self.stop()
-        scope = self._scope = trio.CancelScope()
-
-        async def run() -> None:
-            with scope:
-                await action()
-
-        task_group.spawn(run)
-
-    async def stop(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-            self._scope = None
-
-
 class _Context:
-    """What Hypercorn's protocols need from a worker (``hypercorn.typing.WorkerContext``)."""
+    """What Hypercorn's HTTP/1.1, HTTP/2 and websocket protocols use of a worker's context
+    (``hypercorn.typing.WorkerContext``; its QUIC parts are left out with HTTP/3)."""
 
     event_class = _Event
-    single_task_class = _SingleTask
 
     def __init__(self, max_requests: int | None) -> None:
         self.max_requests = max_requests
@@ -122,10 +99,6 @@ class _Context:
     async def sleep(wait: float) -> None:
         await trio.sleep(wait)
 
-    @staticmethod
-    def time() -> float:
-        return trio.current_time()
-
 
 def _no_threads(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("this worker serves ASGI applications only (use worker='hypercorn')")
@@ -140,10 +113,11 @@ async def _run_app(app: Any, config: Config, scope: Any, receive: Any,
     except trio.Cancelled:
         raise
     except BaseExceptionGroup as error:
-        _, others = error.split(trio.Cancelled)
-        if others is None:
-            raise
-        await config.log.exception("Error in ASGI Framework")
+        cancelled, others = error.split(trio.Cancelled)
+        if others is not None:
+            await config.log.exception("Error in ASGI Framework")
+        if cancelled is not None:
+            raise cancelled from None  # the cancellation goes on, whatever else failed
     except Exception:
         await config.log.exception("Error in ASGI Framework")
     finally:
