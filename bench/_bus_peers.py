@@ -175,4 +175,7 @@ async def main(kind: str) -> None:
 
 
 if __name__ == "__main__":
+    from _bounds import forbid_trionet
+
+    forbid_trionet()  # a peer's process: checked, not just claimed
     asyncio.run(main(sys.argv[1]))

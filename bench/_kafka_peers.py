@@ -269,4 +269,7 @@ def _confluent_seek(ck: Any, consumer: Any, tp: Any, deadline: float) -> None:
 
 
 if __name__ == "__main__":
+    from _bounds import forbid_trionet
+
+    forbid_trionet()  # a peer's process: checked, not just claimed
     {"aiokafka": aiokafka_main, "confluent": confluent_main}[sys.argv[1]]()

@@ -175,12 +175,24 @@ def serve(impl: str, codec: str) -> None:
     trio.run(main)
 
 
+def _answer_frames(buf: bytearray, encode: Callable[[Any], bytes],
+                   decode: Callable[[bytes], Any]) -> bytes:
+    """The bounds' server side: the replies to every complete request in *buf* (removed from
+    it), as one buffer to write at once."""
+    pack = U32.pack
+    out: list[bytes] = []
+    for frame in take_frames(buf):
+        _, msg_id, content = decode(frame)
+        body = encode([1, msg_id, content])
+        out += (pack(len(body)), body)
+    return b"".join(out)
+
+
 def _raw_echo_handler(codec_name: str) -> Callable[[Any], Any]:
     """The raw trio bound's server: every reply to one read goes out in one ``send_all``."""
     import trio
 
     encode, decode = _bound_codec(codec_name)
-    pack = U32.pack
 
     async def handler(stream: Any) -> None:
         buf = bytearray()
@@ -191,13 +203,9 @@ def _raw_echo_handler(codec_name: str) -> Callable[[Any], Any]:
                     if not data:
                         return
                     buf += data
-                    out: list[bytes] = []
-                    for frame in take_frames(buf):
-                        _, msg_id, content = decode(frame)
-                        body = encode([1, msg_id, content])
-                        out += (pack(len(body)), body)
+                    out = _answer_frames(buf, encode, decode)
                     if out:
-                        await stream.send_all(b"".join(out))
+                        await stream.send_all(out)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
 
@@ -209,7 +217,6 @@ def _raw_asyncio_serve(codec_name: str) -> None:
     import asyncio
 
     encode, decode = _bound_codec(codec_name)
-    pack = U32.pack
 
     class Echo(asyncio.Protocol):
         def __init__(self) -> None:
@@ -220,15 +227,10 @@ def _raw_asyncio_serve(codec_name: str) -> None:
             self.transport = transport
 
         def data_received(self, data: bytes) -> None:
-            buf = self.buf
-            buf += data
-            out: list[bytes] = []
-            for frame in take_frames(buf):
-                _, msg_id, content = decode(frame)
-                body = encode([1, msg_id, content])
-                out += (pack(len(body)), body)
+            self.buf += data
+            out = _answer_frames(self.buf, encode, decode)
             if out:
-                self.transport.write(b"".join(out))
+                self.transport.write(out)
 
     async def amain() -> None:
         loop = asyncio.get_running_loop()

@@ -296,6 +296,10 @@ def _trionet_worker(job: dict[str, Any], *, bulk: bool, backend: str) -> dict[st
 
 def worker_main(kind: str) -> None:
     """Serve measurement requests (one JSON line each) on stdin until EOF."""
+    if kind in ("raw", "aiomqtt"):  # a peer's process never imports trionet: checked
+        from _bounds import forbid_trionet
+
+        forbid_trionet()
     for line in sys.stdin:
         job = json.loads(line)
         if kind == "raw":
