@@ -24,7 +24,7 @@ from ._datastructures import (
     State as State,
     UploadFile as UploadFile,
 )
-from ._exceptions import (
+from ._errors import (
     ClientDisconnect as ClientDisconnect,
     HTTPException as HTTPException,
     ValidationError as ValidationError,

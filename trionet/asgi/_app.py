@@ -34,12 +34,12 @@ import trio
 
 from ..errors import ASGIError
 from ._datastructures import State
-from ._exceptions import ClientDisconnect, HTTPException, ValidationError
-from ._requests import DEFAULT_MAX_BODY_SIZE, MAX_BODY_SIZE_KEY, ROUTER_KEY, Request
+from ._errors import ClientDisconnect, HTTPException, ValidationError
+from ._requests import DEFAULT_MAX_BODY_SIZE, MAX_BODY_SIZE_KEY, Request
 from ._responses import Response
-from ._routing import Endpoint, Router, WebSocketEndpoint, error_response
-from ._types import ASGIApp, Message, Receive, Scope, Send
-from ._util import single_leaf
+from ._routing import Endpoint, Router, WebSocketEndpoint, dispatch, error_response
+from ._types import ASGIApp, Receive, Scope, Send
+from ._util import SendTracker, single_leaf
 from ._websockets import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
 __all__ = ["ASGIApplication"]
@@ -371,17 +371,11 @@ class ASGIApplication:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         # Catches what escapes the middleware chain (a failing middleware, for example).
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        tracker = SendTracker(send)
         try:
-            await app(scope, receive, tracked_send)
+            await app(scope, receive, tracker.send)
         except Exception as exc:
-            if started:
+            if tracker.started:
                 raise
             await self._answer_error(exc, scope, receive, send)
 
@@ -398,32 +392,12 @@ class ASGIApplication:
             await self.handle_error(leaf, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
+        if scope["type"] == "http":
             scope[MAX_BODY_SIZE_KEY] = self.max_body_size
-            if self.router is not None and ROUTER_KEY not in scope:
-                scope[ROUTER_KEY] = (self.router, scope.get("root_path", ""))
-            started = False
-
-            async def tracked_send(message: Message) -> None:
-                nonlocal started
-                started = True
-                await send(message)
-
-            request = Request(scope, receive)
-            try:
-                response = await self.handle_request(request)
-                await response.send_to(scope, receive, tracked_send)
-            except Exception as exc:
-                if started:
-                    raise
-                await self._answer_error(exc, scope, receive, send)
-        elif kind == "websocket":
-            if self.router is not None and ROUTER_KEY not in scope:
-                scope[ROUTER_KEY] = (self.router, scope.get("root_path", ""))
-            await self.handle_websocket(WebSocket(scope, receive, send))
-        else:
-            raise ASGIError(f"unsupported ASGI scope type {kind!r}", fault="remote")
+        await dispatch(
+            scope, receive, send, self.router, self.handle_request, self.handle_websocket,
+            self._answer_error, Exception,
+        )
 
     async def _run_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()

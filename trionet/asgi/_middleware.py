@@ -25,6 +25,7 @@ from ._datastructures import Headers
 from ._requests import _headers_from_scope
 from ._responses import Response
 from ._types import ASGIApp, Message, Receive, Scope, Send
+from ._util import SendTracker
 
 __all__ = [
     "ASGIMiddleware",
@@ -598,14 +599,8 @@ class TimeoutMiddleware(ASGIMiddleware):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        tracker = SendTracker(send)
         with trio.move_on_after(self.timeout) as cancel_scope:
-            await self.app(scope, receive, tracked_send)
-        if cancel_scope.cancelled_caught and not started:
+            await self.app(scope, receive, tracker.send)
+        if cancel_scope.cancelled_caught and not tracker.started:
             await Response.json({"error": "request timed out"}, 504).send_to(scope, receive, send)

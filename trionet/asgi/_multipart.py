@@ -8,7 +8,7 @@ field) and turns every malformation into a 400 answer.
 from __future__ import annotations
 
 from ._datastructures import FormData, Headers, UploadFile, parse_options_header
-from ._exceptions import HTTPException
+from ._errors import HTTPException
 
 __all__ = ["parse_multipart"]
 

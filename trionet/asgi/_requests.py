@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from ..codecs import decode_json
@@ -18,12 +18,9 @@ from ._datastructures import (
     parse_cookie_header,
     parse_options_header,
 )
-from ._exceptions import ClientDisconnect, HTTPException
+from ._errors import ClientDisconnect, HTTPException
 from ._multipart import parse_multipart
-from ._types import Message, Receive, Scope
-
-if TYPE_CHECKING:
-    from ._routing import Router
+from ._types import Message, Receive, RouteNamer, Scope
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -173,7 +170,7 @@ class HTTPConnection:
         Raises:
             ASGIError: no router is serving this request, or it has no such route.
         """
-        entry: tuple[Router, str] | None = self.scope.get(ROUTER_KEY)
+        entry: tuple[RouteNamer, str] | None = self.scope.get(ROUTER_KEY)
         if entry is None:
             raise ASGIError("url_for needs the request to be served by a Router", fault="local")
         router, root = entry

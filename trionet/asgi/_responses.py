@@ -24,7 +24,7 @@ from urllib.parse import quote
 import trio
 
 from ._datastructures import MutableHeaders, _to_raw
-from ._exceptions import HTTPException
+from ._errors import HTTPException
 from ._types import Receive, Scope, Send
 from ._util import collapse_single_error
 

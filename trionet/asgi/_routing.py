@@ -15,10 +15,11 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from ..errors import ASGIError
-from ._exceptions import HTTPException
+from ._errors import HTTPException
 from ._requests import ROUTER_KEY, Request
 from ._responses import Response
-from ._types import ASGIApp, Message, Receive, Scope, Send
+from ._types import ASGIApp, Receive, Scope, Send
+from ._util import SendTracker
 from ._websockets import DEFAULT_MAX_MESSAGE_SIZE, WebSocket, run_websocket_endpoint
 
 __all__ = [
@@ -343,6 +344,56 @@ async def _lifespan_noop(receive: Receive, send: Send) -> None:
             return
 
 
+_E = TypeVar("_E", bound=Exception)
+
+
+async def dispatch(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    router: Router | None,
+    handle_request: Callable[[Request], Awaitable[Response]],
+    handle_websocket: Callable[[WebSocket], Awaitable[None]],
+    answer_error: Callable[[_E, Scope, Receive, Send], Awaitable[None]],
+    catches: type[_E],
+) -> None:
+    """Serve an ``http`` or ``websocket`` scope: the dispatch of both :class:`Router` and
+    :class:`~trionet.asgi.ASGIApplication`.
+
+    ``router`` (if any, and if no outer router did) becomes the scope's router for ``url_for``.
+    An ``http`` scope becomes a :class:`Request` for ``handle_request``, whose response is sent;
+    an error of type ``catches`` raised before anything was sent is answered by
+    ``answer_error(error, scope, receive, send)``, one raised later (the response started)
+    propagates so that the server aborts the connection. A ``websocket`` scope becomes a
+    :class:`WebSocket` for ``handle_websocket``.
+
+    Raises:
+        ASGIError: another scope type (the caller handles ``lifespan`` itself).
+    """
+    kind = scope["type"]
+    if router is not None and ROUTER_KEY not in scope:
+        scope[ROUTER_KEY] = (router, scope.get("root_path", ""))
+    if kind == "http":
+        tracker = SendTracker(send)
+        try:
+            response = await handle_request(Request(scope, receive))
+            await response.send_to(scope, receive, tracker.send)
+        except catches as exc:
+            if tracker.started:
+                raise
+            await answer_error(exc, scope, receive, send)
+    elif kind == "websocket":
+        await handle_websocket(WebSocket(scope, receive, send))
+    else:
+        raise ASGIError(f"unsupported ASGI scope type {kind!r}", fault="remote")
+
+
+async def _answer_http_exception(
+    error: HTTPException, scope: Scope, receive: Receive, send: Send
+) -> None:
+    await error_response(error).send_to(scope, receive, send)
+
+
 class Router:
     """Routes requests and websockets to handlers; usable as an ASGI application on its own.
 
@@ -633,32 +684,13 @@ class Router:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve ``scope`` as an ASGI application (http, websocket and a no-op lifespan)."""
-        kind = scope["type"]
-        if kind == "http":
-            if ROUTER_KEY not in scope:
-                scope[ROUTER_KEY] = (self, scope.get("root_path", ""))
-            started = False
-
-            async def tracked_send(message: Message) -> None:
-                nonlocal started
-                started = True
-                await send(message)
-
-            try:
-                response = await self.handle(Request(scope, receive))
-                await response.send_to(scope, receive, tracked_send)
-            except HTTPException as exc:
-                if started:
-                    raise
-                await error_response(exc).send_to(scope, receive, send)
-        elif kind == "websocket":
-            if ROUTER_KEY not in scope:
-                scope[ROUTER_KEY] = (self, scope.get("root_path", ""))
-            await self.handle_websocket(WebSocket(scope, receive, send))
-        elif kind == "lifespan":
+        if scope["type"] == "lifespan":
             await _lifespan_noop(receive, send)
-        else:
-            raise ASGIError(f"unsupported ASGI scope type {kind!r}", fault="remote")
+            return
+        await dispatch(
+            scope, receive, send, self, self.handle, self.handle_websocket,
+            _answer_http_exception, HTTPException,
+        )
 
     def __repr__(self) -> str:
         return f"Router({self._routes!r})"

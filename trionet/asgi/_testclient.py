@@ -23,7 +23,7 @@ import trio
 
 from ..errors import ASGIError
 from ._datastructures import Headers, MutableHeaders
-from ._exceptions import WebSocketDisconnect, WebSocketRejected
+from ._errors import WebSocketDisconnect, WebSocketRejected
 from ._types import ASGIApp, Message, Scope
 from ._util import collapse_single_error
 from ._websockets import WebSocketClient

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .._util import collapse_single_error as collapse_single_error
+from ._types import Message, Send
 
-__all__ = ["collapse_single_error", "single_leaf"]
+__all__ = ["SendTracker", "collapse_single_error", "single_leaf"]
 
 
 def single_leaf(error: Exception) -> Exception:
@@ -17,3 +18,27 @@ def single_leaf(error: Exception) -> Exception:
     while isinstance(leaf, ExceptionGroup) and len(leaf.exceptions) == 1:
         leaf = leaf.exceptions[0]
     return leaf
+
+
+class SendTracker:
+    """Passes messages on to ``send`` and remembers whether any was sent.
+
+    Whoever answers a failure with an error response (the application, a router, the timeout
+    middleware) may do so only while nothing was sent: once the response has started, a second
+    status line is impossible and the failure must abort the connection instead. Give the
+    wrapped application :meth:`send` in place of ``send``, then look at :attr:`started`.
+
+    Attributes:
+        started: whether a message has gone through :meth:`send`.
+    """
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        """Send ``message`` on, marking the response as started."""
+        self.started = True
+        await self._send(message)

@@ -28,7 +28,7 @@ import trio
 from ..codecs import decode_json
 from ..errors import ASGIError
 from ._datastructures import _to_raw
-from ._exceptions import HTTPException, WebSocketDisconnect, WebSocketRejected
+from ._errors import HTTPException, WebSocketDisconnect, WebSocketRejected
 from ._requests import HTTPConnection
 from ._types import Message, Receive, Scope, Send
 from ._util import collapse_single_error
