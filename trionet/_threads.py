@@ -15,7 +15,12 @@ started it:
   nursery.start(worker.run)``; cancelling that nursery stops the thread and waits for it.
 * :class:`TrioPortal` lets a foreign thread hand a plain callable to trio
   (``TrioToken.run_sync_soon``: no thread hop back and forth per message, ≈8 µs), typically a
-  memory channel's ``send_nowait``.
+  memory channel's ``send_nowait``; :meth:`TrioPortal.call` does the same from any thread,
+  calling at once when already in trio.
+* :func:`run_abandoning` is :func:`run_blocking`'s explicit opt-out: a cancelled caller returns
+  at once and the thread finishes unobserved (only for public APIs that promise exactly that).
+* :class:`ThreadLock` guards state shared between the trio thread and worker threads;
+  :func:`in_main_thread` tells whether signal handlers may be installed.
 * :class:`LoopThread` is one thread running a network library's select loop, which trio wakes
   when it queues a call; in *shared* mode the trio thread may also run a short call itself while
   the loop waits on its sockets (:meth:`LoopThread.try_call`).
@@ -122,6 +127,22 @@ class TrioPortal:
         except trio.RunFinishedError:
             return False
         return True
+
+    def call(self, fn: Callable[..., object], *args: Any) -> bool:
+        """Call ``fn(*args)`` in the trio thread, from any thread.
+
+        From the portal's own trio run, the call happens now (before this returns); from any
+        other thread it is scheduled as by :meth:`call_soon`. Returns False, without calling,
+        if trio has finished.
+        """
+        try:
+            here = trio.lowlevel.current_trio_token() is self._token
+        except RuntimeError:  # not in any trio run
+            here = False
+        if here:
+            fn(*args)
+            return True
+        return self.call_soon(fn, *args)
 
 
 async def _run_owned_thread(
@@ -723,3 +744,56 @@ class Mailbox(Generic[T]):
         deliver = self._deliver
         while batches:
             deliver(batches.popleft())
+
+
+__all__ += ["ThreadLock", "in_main_thread", "run_abandoning"]
+
+
+async def run_abandoning(
+    fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter | None = None
+) -> T:
+    """Run ``fn(*args)`` on a worker thread; if the caller is cancelled, abandon the thread.
+
+    Unlike :func:`run_blocking`, a cancelled caller gets :class:`trio.Cancelled` at once and the
+    thread keeps running on its own; whatever ``fn`` returns or raises then is discarded. This
+    breaks the rule that no thread outlives its caller, so it exists only for public APIs that
+    offer it explicitly (``trionet.aproto.run_sync_task(abandon_on_cancel=True)``).
+
+    Args:
+        fn: the blocking callable.
+        *args: its positional arguments.
+        limiter: a :class:`trio.CapacityLimiter` bounding the number of threads (trio's default
+            limiter if None).
+    """
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True, limiter=limiter)
+
+
+def in_main_thread() -> bool:
+    """True in the interpreter's main thread (the only one where signal handlers can be set)."""
+    return threading.current_thread() is threading.main_thread()
+
+
+class ThreadLock:
+    """A mutual-exclusion lock for state that trio code and worker threads both touch.
+
+    ``with lock:`` blocks the calling thread (trio's included) until the lock is free, so
+    hold it only around short, non-blocking critical sections (a dict update, one SQLite
+    statement on a local file). It is not reentrant.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ThreadLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    @property
+    def locked(self) -> bool:
+        """True while some thread holds the lock."""
+        return self._lock.locked()

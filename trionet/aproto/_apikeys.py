@@ -20,10 +20,10 @@ import json
 import secrets
 import sqlite3
 import string
-import threading
 from os import PathLike
 from typing import Any, Final
 
+from .._threads import ThreadLock
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -101,7 +101,7 @@ class SQLiteKeyStorage(APIKeyStorage):
         if not table.isidentifier():
             raise ConfigurationError(f"invalid SQLite table name {table!r}")
         self._table = table
-        self._lock = threading.Lock()
+        self._lock = ThreadLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute(
             f"CREATE TABLE IF NOT EXISTS {table} "

@@ -119,18 +119,44 @@ class _RequestCodec:
         raise event.to_error()
 
 
-def _client_options(
-    byteorder: object, header_size: object, encoding: object, timeout: object
-) -> tuple[ByteOrder, int, Encoding, float | None]:
-    return (
-        validate_option("byteorder", byteorder),
-        validate_option("header_size", header_size),
-        check_encoding(encoding),
-        validate_option("timeout", timeout),
-    )
+class _ClientBase:
+    """What both clients share: the constructor (options validated once) and the address check.
+
+    Subclasses set up their connection state in :meth:`_reset_connection`.
+    """
+
+    def __init__(
+        self,
+        byteorder: str = "big",
+        header_size: int = 4,
+        tls: TLSArg = True,
+        encoding: str = "json",
+        timeout: float | None = 60,
+        *,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+    ) -> None:
+        self.byteorder: ByteOrder = validate_option("byteorder", byteorder)
+        self.header_size: int = validate_option("header_size", header_size)
+        self.encoding: Encoding = check_encoding(encoding)
+        self.timeout: float | None = validate_option("timeout", timeout)
+        self.tls = tls
+        self.max_packet_size: int = validate_option("max_packet_size", max_packet_size)
+        self._context = make_client_context(tls)
+        self._codec = _RequestCodec(
+            self.header_size, self.byteorder, self.encoding, self.max_packet_size
+        )
+        self._reset_connection()
+
+    def _reset_connection(self) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _check_address(hostname: object, port: object) -> None:
+        if not isinstance(hostname, str) or isinstance(port, bool) or not isinstance(port, int):
+            raise ConfigurationError("hostname must be a str and port an int")
 
 
-class AsyncClient:
+class AsyncClient(_ClientBase):
     """An AsyncAProto client for trio.
 
     One client holds one connection, which stays open for any number of requests. Replies are
@@ -160,25 +186,7 @@ class AsyncClient:
         ConfigurationError: an invalid argument.
     """
 
-    def __init__(
-        self,
-        byteorder: str = "big",
-        header_size: int = 4,
-        tls: TLSArg = True,
-        encoding: str = "json",
-        timeout: float | None = 60,
-        *,
-        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-    ) -> None:
-        order, size, enc, limit = _client_options(byteorder, header_size, encoding, timeout)
-        self.byteorder: ByteOrder = order
-        self.header_size = size
-        self.encoding: Encoding = enc
-        self.timeout = limit
-        self.tls = tls
-        self.max_packet_size: int = validate_option("max_packet_size", max_packet_size)
-        self._context = make_client_context(tls)
-        self._codec = _RequestCodec(size, order, enc, self.max_packet_size)
+    def _reset_connection(self) -> None:
         self._framed: FramedStream | None = None
         self._lock = trio.StrictFIFOLock()
         self._orphans = 0
@@ -222,8 +230,7 @@ class AsyncClient:
         """
         if self._framed is not None:
             raise RuntimeError("already connected; disconnect() first")
-        if not isinstance(hostname, str) or isinstance(port, bool) or not isinstance(port, int):
-            raise ConfigurationError("hostname must be a str and port an int")
+        self._check_address(hostname, port)
         with self._deadline():
             stream: trio.abc.Stream = await trio.open_tcp_stream(hostname, port)
             if self._context is not None:

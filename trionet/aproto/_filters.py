@@ -14,15 +14,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+from ._peer import IPAddress, Peer
 
 if TYPE_CHECKING:
     from ._apikeys import APIKeyFactory
     from ._packet import Packet
-    from ._server import HandlerClient
 
 __all__ = ["Filter", "Filters", "IPAddress", "normalize_ip"]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -46,7 +45,7 @@ class Filter(abc.ABC):
     """
 
     @abc.abstractmethod
-    def check(self, client: HandlerClient, packet: Packet) -> bool:
+    def check(self, client: Peer, packet: Packet) -> bool:
         """Return True if the handler should run for this client and packet."""
 
     def __and__(self, other: Filter) -> Filter:
@@ -71,7 +70,7 @@ class _All(Filter):
     def __init__(self, *filters: Filter) -> None:
         self.filters = filters
 
-    def check(self, client: HandlerClient, packet: Packet) -> bool:
+    def check(self, client: Peer, packet: Packet) -> bool:
         return all(f.check(client, packet) for f in self.filters)
 
     def __repr__(self) -> str:
@@ -84,7 +83,7 @@ class _Any(Filter):
     def __init__(self, *filters: Filter) -> None:
         self.filters = filters
 
-    def check(self, client: HandlerClient, packet: Packet) -> bool:
+    def check(self, client: Peer, packet: Packet) -> bool:
         return any(f.check(client, packet) for f in self.filters)
 
     def __repr__(self) -> str:
@@ -97,7 +96,7 @@ class _Not(Filter):
     def __init__(self, inner: Filter) -> None:
         self.filter = inner
 
-    def check(self, client: HandlerClient, packet: Packet) -> bool:
+    def check(self, client: Peer, packet: Packet) -> bool:
         return not self.filter.check(client, packet)
 
     def __repr__(self) -> str:
@@ -138,7 +137,7 @@ class _Fields(Filter):
         self.fields = compiled
         self._items = tuple(compiled.items())
 
-    def check(self, client: HandlerClient, packet: Packet) -> bool:
+    def check(self, client: Peer, packet: Packet) -> bool:
         payload = packet.fields
         if len(payload) != len(self._items):
             return False
@@ -263,7 +262,7 @@ class _Ip(Filter):
             return True
         return any(ip in net for net in self._networks)
 
-    def check(self, client: HandlerClient, packet: Packet) -> bool:
+    def check(self, client: Peer, packet: Packet) -> bool:
         ip = client.ip
         if ip in self._addresses:
             return True
@@ -297,7 +296,7 @@ class _APIFactory(Filter):
         self.factory = factory
         self.field_name = field_name
 
-    def check(self, client: HandlerClient, packet: Packet) -> bool:
+    def check(self, client: Peer, packet: Packet) -> bool:
         key: Any = packet.fields.get(self.field_name)
         return isinstance(key, str) and self.factory.check(key)
 

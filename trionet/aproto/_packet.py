@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
+from typing import Any, Final, NoReturn
 
 import msgpack
 
@@ -44,9 +44,7 @@ from ..framing import (
     NeedData,
 )
 from ._errors import StopPropagation
-
-if TYPE_CHECKING:
-    from ._server import HandlerClient
+from ._peer import ByteOrder, Encoding, Peer
 
 __all__ = [
     "DEFAULT_MAX_PACKET_SIZE",
@@ -67,8 +65,6 @@ __all__ = [
     "parse_body",
 ]
 
-Encoding = Literal["json", "ziproto"]
-ByteOrder = Literal["big", "little"]
 
 #: The only protocol version this implementation (and the original's last release) accepts.
 PROTOCOL_VERSION: Final = 22
@@ -475,14 +471,14 @@ class Packet(Mapping[Any, Any]):
         self,
         fields: Mapping[Any, Any] | str | bytes,
         encoding: Encoding | None = None,
-        sender: HandlerClient | None = None,
+        sender: Peer | None = None,
     ) -> None:
         self.fields: dict[Any, Any] = _parse_fields(fields)
         self.encoding: Encoding | None = None if encoding is None else check_encoding(encoding)
         self.sender = sender
 
     @classmethod
-    def _received(cls, fields: dict[Any, Any], encoding: Encoding, sender: HandlerClient) -> Packet:
+    def _received(cls, fields: dict[Any, Any], encoding: Encoding, sender: Peer) -> Packet:
         # The server's fast path: no validation, the decoder already did it.
         packet = cls.__new__(cls)
         packet.fields = fields

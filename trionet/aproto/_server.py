@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import ssl
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,6 +46,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from .._threads import TrioPortal, in_main_thread
 from .._util import reraise_single
 from ..errors import ConfigurationError
 from ..observability import set_correlation_id
@@ -489,7 +489,7 @@ class Server:
         self._pending = 0
         self._running = False
         self._stopping = False
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._portal: TrioPortal | None = None
         self._accept_scope = trio.CancelScope()
         self._conn_scope: trio.CancelScope | None = None
 
@@ -599,7 +599,7 @@ class Server:
         self._running = True
         self._stopping = False
         self._accept_scope = trio.CancelScope()
-        self._token = trio.lowlevel.current_trio_token()
+        self._portal = TrioPortal()
         try:
             await self.setup()
             try:
@@ -612,7 +612,7 @@ class Server:
                     self._log(logging.WARNING, "the shutdown hook took too long; abandoned it")
         finally:
             self._running = False
-            self._token = None
+            self._portal = None
 
     async def _serve(self, task_status: trio.TaskStatus[int]) -> None:
         try:
@@ -661,18 +661,10 @@ class Server:
         Raises:
             RuntimeError: the server is not running.
         """
-        token = self._token
-        if token is None:
+        portal = self._portal
+        if portal is None:
             raise RuntimeError("the server is not running")
-        try:
-            same_thread = trio.lowlevel.current_trio_token() is token
-        except RuntimeError:
-            same_thread = False
-        if same_thread:
-            self._begin_stop()
-        else:
-            with contextlib.suppress(trio.RunFinishedError):  # it stopped meanwhile
-                token.run_sync_soon(self._begin_stop)
+        portal.call(self._begin_stop)  # (dropped if trio stopped meanwhile)
 
     def _begin_stop(self) -> None:
         if not self._stopping:
@@ -716,7 +708,7 @@ class Server:
 
     async def _main(self) -> None:
         async with trio.open_nursery() as nursery:
-            if threading.current_thread() is threading.main_thread():
+            if in_main_thread():
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
             await self.serve()
             nursery.cancel_scope.cancel()

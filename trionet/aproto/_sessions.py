@@ -2,54 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._server import HandlerClient
+from ._peer import Session
 
 __all__ = ["Session", "SessionRegistry"]
-
-
-class Session:
-    """A client session: one connection, from accept to close.
-
-    Args:
-        session_id: the session's UUID.
-        client: the :class:`HandlerClient` of the connection.
-        date: when the session started (UNIX time, seconds).
-
-    Sessions compare and hash by ``session_id``; ``str(session)`` is the UUID.
-    """
-
-    __slots__ = ("client", "date", "session_id")
-
-    def __init__(self, session_id: uuid.UUID, client: HandlerClient, date: float) -> None:
-        self.session_id = session_id
-        self.client = client
-        self.date = date
-
-    async def close(self) -> None:
-        """Close the session's connection (see :meth:`HandlerClient.close`)."""
-        await self.client.close()
-
-    def get_client(self) -> HandlerClient:
-        """The session's :class:`HandlerClient`."""
-        return self.client
-
-    def __repr__(self) -> str:
-        return f"Session({self.session_id})"
-
-    def __str__(self) -> str:
-        return str(self.session_id)
-
-    def __hash__(self) -> int:
-        return hash(self.session_id)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Session):
-            return NotImplemented
-        return self.session_id == other.session_id
 
 
 class SessionRegistry:

@@ -10,24 +10,17 @@ from types import TracebackType
 from typing import Any
 
 from .._tls import translate_handshake_error
-from ..errors import ConfigurationError, TLSNotSpoken
-from ._client import (
-    TLSArg,
-    _client_options,
-    _RequestCodec,
-    make_client_context,
-    plaintext_server_error,
-)
-from ._config import validate_option
+from ..errors import TLSNotSpoken
+from ._client import _ClientBase, plaintext_server_error
 from ._errors import ConnectionClosed
-from ._packet import DEFAULT_MAX_PACKET_SIZE, ByteOrder, Encoding, Packet, PacketDecoder
+from ._packet import Packet, PacketDecoder
 
 __all__ = ["Client"]
 
 _RECEIVE_SIZE = 65536
 
 
-class Client:
+class Client(_ClientBase):
     """A blocking AsyncAProto client (same constructor as the original).
 
     It is not thread-safe: use one client per thread. It parses fragmented and pipelined
@@ -56,25 +49,7 @@ class Client:
         ConfigurationError: an invalid argument.
     """
 
-    def __init__(
-        self,
-        byteorder: str = "big",
-        header_size: int = 4,
-        tls: TLSArg = True,
-        encoding: str = "json",
-        timeout: float | None = 60,
-        *,
-        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-    ) -> None:
-        order, size, enc, limit = _client_options(byteorder, header_size, encoding, timeout)
-        self.byteorder: ByteOrder = order
-        self.header_size = size
-        self.encoding: Encoding = enc
-        self.timeout = limit
-        self.tls = tls
-        self.max_packet_size: int = validate_option("max_packet_size", max_packet_size)
-        self._context = make_client_context(tls)
-        self._codec = _RequestCodec(size, order, enc, self.max_packet_size)
+    def _reset_connection(self) -> None:
         self.sock: socket.socket | None = None
         self._decoder: PacketDecoder | None = None
         self._bodies: deque[bytes] = deque()
@@ -104,8 +79,7 @@ class Client:
         """
         if self.sock is not None:
             raise RuntimeError("already connected; disconnect() first")
-        if not isinstance(hostname, str) or isinstance(port, bool) or not isinstance(port, int):
-            raise ConfigurationError("hostname must be a str and port an int")
+        self._check_address(hostname, port)
         sock = socket.create_connection((hostname, port), timeout=self.timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import trio
 
-from .._threads import run_blocking
+from .._threads import run_abandoning, run_blocking
 
 __all__ = ["run_sync_task"]
 
@@ -49,7 +49,5 @@ async def run_sync_task(
         )
         abandon_on_cancel = cancellable
     if abandon_on_cancel:
-        return await trio.to_thread.run_sync(
-            sync_fn, *args, abandon_on_cancel=True, limiter=limiter
-        )
+        return await run_abandoning(sync_fn, *args, limiter=limiter)
     return await run_blocking(sync_fn, *args, limiter=limiter)
