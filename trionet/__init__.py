@@ -6,7 +6,7 @@ subpackages (``trionet.asgi``, ``trionet.mqtt``, ``trionet.kafka``) and import t
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
 
 from .errors import (
     AProtoError as AProtoError,
@@ -25,7 +25,7 @@ from .errors import (
 
 try:
     __version__ = _version("trionet")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
 __all__ = [

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import inspect
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 import trio
 
-__all__ = ["collapse_single_error", "open_hidden_nursery", "reraise_single", "single_exception"]
+__all__ = [
+    "OneShot",
+    "collapse_single_error",
+    "fix_public_modules",
+    "open_hidden_nursery",
+    "reraise_single",
+    "single_exception",
+]
+
+T = TypeVar("T")
 
 
 def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -65,3 +75,93 @@ async def open_hidden_nursery() -> AsyncIterator[trio.Nursery]:
     with collapse_single_error():
         async with trio.open_nursery() as nursery:
             yield nursery
+
+
+def fix_public_modules(namespace: MutableMapping[str, Any], *nested: type) -> None:
+    """Make a package's public classes and functions report the package as their module.
+
+    Call it at the end of a package's ``__init__.py`` as ``fix_public_modules(globals())``. Every
+    class or function named in the package's ``__all__`` that is defined in one of its private
+    submodules (``trionet.bus._socket.from_url``) gets ``__module__`` set to the package
+    (``trionet.bus``), so that reprs, tracebacks, pickling by name and the documentation show
+    the name users import. Names re-exported from other public modules (``trionet.errors``)
+    and values that are not classes or functions (constants, type aliases) are left alone.
+    *nested* are further classes to treat the same way (public classes reached as attributes
+    of a public class, such as ``Filters.Fields``).
+    """
+    package: str = namespace["__name__"]
+    private = package + "._"
+    objects = [namespace[name] for name in namespace["__all__"]]
+    for obj in [*objects, *nested]:
+        if not (isinstance(obj, type) or inspect.isfunction(obj)):
+            continue
+        if obj.__module__.startswith(private):
+            obj.__module__ = package
+
+
+class OneShot(Generic[T]):
+    """A value or an error, delivered once by one side and awaited by the other.
+
+    The waiting side creates it, hands it over (usually in a dict keyed by a request id) and
+    awaits :meth:`wait`; the delivering side calls :meth:`set` or :meth:`fail`. The first
+    delivery wins; later ones are refused (the methods return False), which lets the delivering
+    side count late or duplicate answers. Delivering never blocks and needs no checkpoint, so it
+    can be done from any trio task or synchronous callback in the trio thread.
+
+    Example::
+
+        waiter: OneShot[bytes] = OneShot()
+        pending[request_id] = waiter
+        try:
+            reply = await waiter.wait()
+        finally:
+            del pending[request_id]
+    """
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether a value or an error has been delivered."""
+        return self._event.is_set()
+
+    def set(self, value: T) -> bool:
+        """Deliver *value*; False (and *value* dropped) if something was delivered before."""
+        if self._event.is_set():
+            return False
+        self._value = value
+        self._event.set()
+        return True
+
+    def fail(self, error: BaseException) -> bool:
+        """Deliver *error* (:meth:`wait` raises it); False if something was delivered before."""
+        if self._event.is_set():
+            return False
+        self._error = error
+        self._event.set()
+        return True
+
+    def result(self) -> T:
+        """The delivered value, or raise the delivered error.
+
+        Raises:
+            RuntimeError: nothing was delivered yet.
+        """
+        if not self._event.is_set():
+            raise RuntimeError("OneShot.result() called before a value or an error was delivered")
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set() stored a T
+
+    async def wait(self) -> T:
+        """Wait until a value or an error is delivered; return the value or raise the error.
+
+        A checkpoint even when the delivery came first (as :meth:`trio.Event.wait`).
+        """
+        await self._event.wait()
+        return self.result()

@@ -20,6 +20,7 @@ Where the original's names live here:
 
 from __future__ import annotations
 
+from .._util import fix_public_modules as _fix_public_modules
 from ._apikeys import (
     APIKeyFactory as APIKeyFactory,
     APIKeyStorage as APIKeyStorage,
@@ -88,10 +89,4 @@ __all__ = [
     "run_sync_task",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if callable(_obj) and getattr(_obj, "__module__", "").startswith(__name__ + "._"):
-        _obj.__module__ = __name__
-for _obj in (Filters.Fields, Filters.Ip, Filters.APIFactory):
-    _obj.__module__ = __name__
-del _name, _obj
+_fix_public_modules(globals(), Filters.Fields, Filters.Ip, Filters.APIFactory)

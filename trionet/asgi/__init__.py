@@ -7,8 +7,7 @@ trio-websocket are imported only when :func:`serve` or :func:`connect_websocket`
 
 from __future__ import annotations
 
-from contextlib import suppress as _suppress
-
+from .._util import fix_public_modules as _fix_public_modules
 from ..errors import ASGIError as ASGIError
 from ._app import (
     ApplicationStatistics as ApplicationStatistics,
@@ -146,10 +145,4 @@ __all__ = [
     "serve",
 ]
 
-# Report public classes and functions as trionet.asgi.X (docs, reprs, pickling by name).
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("trionet.asgi._"):
-        with _suppress(AttributeError, TypeError):  # e.g. type aliases
-            _obj.__module__ = __name__
-del _name, _obj, _suppress
+_fix_public_modules(globals())

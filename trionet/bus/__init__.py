@@ -28,6 +28,7 @@ the ``kafka`` extra (imported only when such a socket is made).
 
 from __future__ import annotations
 
+from .._util import fix_public_modules as _fix_public_modules
 from ._app import (
     ApplicationSpec as ApplicationSpec,
     AppStatistics as AppStatistics,
@@ -132,8 +133,4 @@ __all__ = [
     "topic_matches",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "._"):
-        _obj.__module__ = __name__
-del _name, _obj
+_fix_public_modules(globals())

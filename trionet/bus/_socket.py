@@ -30,7 +30,7 @@ from typing import Final, TypeAlias, TypeVar
 
 import trio
 
-from .._util import reraise_single
+from .._util import OneShot, reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, current_correlation_id
 from ._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Topics, parse_url
@@ -121,14 +121,6 @@ class SocketStatistics:
     replies: int = 0
     late_replies: int = 0
     pending_requests: int = 0
-
-
-class _Waiter:
-    __slots__ = ("event", "reply")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.reply: BusMessage | None = None
 
 
 
@@ -262,7 +254,7 @@ class BusSocket(abc.ABC):
         self._request_timeout = config.request_timeout
         self._initial_topics = normalize_topics(topics)
         self._subscriptions: dict[str, None] = {}
-        self._pending: dict[str, _Waiter] = {}
+        self._pending: dict[str, OneShot[BusMessage]] = {}
         self._reply_base = ""
         self._set_client_id(self.client_id)
         self._reply_open = False
@@ -593,13 +585,11 @@ class BusSocket(abc.ABC):
             reply_topic = message.topic if message.topic.startswith(_RESERVED) else topic
             correlation_id = reply_topic.rpartition("/")[2]
         waiter = self._pending.get(correlation_id)
-        if waiter is None or waiter.reply is not None:
+        if waiter is None or not waiter.set(message):
             self.statistics.late_replies += 1
             logger.debug("%s: dropped a late reply (correlation id %s)", self.client_id,
                          correlation_id)
             return
-        waiter.reply = message
-        waiter.event.set()
         self.statistics.replies += 1
 
     async def _ensure_reply_route(self) -> None:
@@ -647,20 +637,20 @@ class BusSocket(abc.ABC):
         outgoing = message._clone()
         outgoing.response_topic = f"{self._reply_base}/{_safe_level(correlation_id)}"
         outgoing.correlation_id = correlation_id
-        waiter = _Waiter()
+        waiter: OneShot[BusMessage] = OneShot()
         self._pending[correlation_id] = waiter
         self.statistics.pending_requests += 1
         try:
             with trio.move_on_after(float("inf") if limit is None else limit):
                 await self.publish(outgoing)
-                await waiter.event.wait()
+                await waiter.wait()
         finally:
             del self._pending[correlation_id]
             self.statistics.pending_requests -= 1
-        if waiter.reply is None:
+        if not waiter.done:
             assert limit is not None
             raise RequestTimeout(message.topic, limit, correlation_id)
-        return waiter.reply
+        return waiter.result()
 
 
 #: spa_dat's name for the socket interface.

@@ -10,6 +10,7 @@ given an :class:`ssl.SSLContext`. The sans-I/O protocol core is :class:`ChannelP
 
 from __future__ import annotations
 
+from .._util import fix_public_modules as _fix_public_modules
 from ..errors import (
     ChannelClosed as ChannelClosed,
     ChannelError as ChannelError,
@@ -64,8 +65,4 @@ __all__ = [
     "start_server",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "."):
-        _obj.__module__ = __name__
-del _name, _obj
+_fix_public_modules(globals())

@@ -8,6 +8,7 @@ either order, with 2 extra header bytes counted in the length) sit on this modul
 
 from __future__ import annotations
 
+from .._util import fix_public_modules as _fix_public_modules
 from ._length_prefix import (
     DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE,
     NEED_DATA as NEED_DATA,
@@ -26,8 +27,4 @@ __all__ = [
     "NeedData",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if hasattr(_obj, "__module__") and isinstance(_obj, type):
-        _obj.__module__ = __name__
-del _name, _obj
+_fix_public_modules(globals())

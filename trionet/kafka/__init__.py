@@ -19,6 +19,7 @@ extra: ``pip install trionet[kafka]``). Its errors reach you as
 
 from __future__ import annotations
 
+from .._util import fix_public_modules as _fix_public_modules
 from ..errors import KafkaError as KafkaError
 from ._admin import (
     KafkaAdmin as KafkaAdmin,
@@ -104,8 +105,4 @@ __all__ = [
     "serve_requests",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "."):
-        _obj.__module__ = __name__
-del _name, _obj
+_fix_public_modules(globals())

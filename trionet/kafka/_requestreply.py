@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import trio
 
+from .._util import OneShot
 from ..errors import ConfigurationError
 from . import _kafka_python as kp
 from ._admin import KafkaAdmin, NewTopic
@@ -85,15 +86,6 @@ class RequesterStatistics:
     """Replies handed to a waiting request."""
     late_replies: int
     """Replies dropped because nobody waited for them any more (deadline passed, cancelled)."""
-
-
-class _Waiter:
-    __slots__ = ("error", "event", "record")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.record: KafkaRecord | None = None
-        self.error: RecordDecodeError | None = None
 
 
 class KafkaRequester:
@@ -169,7 +161,7 @@ class KafkaRequester:
             bootstrap_servers=self._servers, key_deserializer=key_deserializer,
             value_deserializer=value_deserializer, **consumer_options,
         )
-        self._pending: dict[bytes, _Waiter] = {}
+        self._pending: dict[bytes, OneShot[KafkaRecord]] = {}
         self._replies = 0
         self._late = 0
         self._reply_headers: list[tuple[str, bytes]] = []
@@ -260,9 +252,10 @@ class KafkaRequester:
             self._late += 1
             return
         self._replies += 1
-        waiter.record = record
-        waiter.error = error
-        waiter.event.set()
+        if error is not None and record.header(ERROR_HEADER) is None:
+            waiter.fail(error)  # the responder's error, if any, explains more than ours
+        else:
+            waiter.set(record)
 
     async def request(
         self,
@@ -297,19 +290,15 @@ class KafkaRequester:
             remaining = max(0.0, deadline - trio.current_time())
             all_headers.append(
                 (DEADLINE_HEADER, str(int((time.time() + remaining) * 1000)).encode()))
-        waiter = _Waiter()
+        waiter: OneShot[KafkaRecord] = OneShot()
         self._pending[correlation_id] = waiter  # before sending: the reply may be quick
         try:
             await self._producer.send(topic, value, key=key, headers=all_headers,
                                       partition=partition)
-            await waiter.event.wait()
+            record = await waiter.wait()  # raises the reply's decoding error
         finally:
             self._pending.pop(correlation_id, None)
-        record = waiter.record
-        assert record is not None
         error = record.header(ERROR_HEADER)
-        if error is None and waiter.error is not None:
-            raise waiter.error
         if error is not None:
             remote_type, _, message = error.decode("utf-8", "replace").partition(": ")
             raise KafkaRemoteError(message, remote_type=remote_type, topic=topic)

@@ -25,6 +25,7 @@ See ``docs/mail.rst`` for the whole tour.
 
 from __future__ import annotations
 
+from .._util import fix_public_modules as _fix_public_modules
 from ..errors import IMAPError as IMAPError, MailError as MailError, SMTPError as SMTPError
 from ._errors import (
     IMAPAuthenticationError as IMAPAuthenticationError,
@@ -99,8 +100,4 @@ __all__ = [
     "parse_message",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith(__name__ + "."):
-        _obj.__module__ = __name__
-del _name, _obj
+_fix_public_modules(globals())

@@ -27,12 +27,13 @@ paho-mqtt (``pip install 'trionet[mqtt]'``).
 
 from __future__ import annotations
 
-from .._extras import missing_extra
+from .._extras import missing_extra as _missing_extra
+from .._util import fix_public_modules as _fix_public_modules
 
 try:
     from paho.mqtt import client as _paho_client  # noqa: F401 - what every module below needs
 except ImportError as _error:
-    raise missing_extra("trionet.mqtt", "paho-mqtt", _error) from _error
+    raise _missing_extra("trionet.mqtt", "paho-mqtt", _error) from _error
 
 from ..errors import (
     MQTTConnectError as MQTTConnectError,
@@ -117,3 +118,5 @@ __all__ = [
     "validate_filter",
     "validate_topic",
 ]
+
+_fix_public_modules(globals())

@@ -20,6 +20,7 @@ A remote exception is raised as :class:`~trionet.errors.RemoteException`.
 
 from __future__ import annotations
 
+from .._util import fix_public_modules as _fix_public_modules
 from ..errors import RemoteException as RemoteException
 from ._rpc import (
     Proxy as Proxy,
@@ -48,8 +49,4 @@ __all__ = [
     "start_server",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "."):
-        _obj.__module__ = __name__
-del _name, _obj
+_fix_public_modules(globals())

@@ -9,6 +9,7 @@ imported only inside the fixtures that need them.
 
 from __future__ import annotations
 
+from .._util import fix_public_modules as _fix_public_modules
 from ._docs import python_code_blocks as python_code_blocks
 from ._servers import (
     DEFAULT_MAIL_USERS as DEFAULT_MAIL_USERS,
@@ -44,3 +45,5 @@ __all__ = [
     "fresh_loopback_address",
     "python_code_blocks",
 ]
+
+_fix_public_modules(globals())
