@@ -4,18 +4,25 @@ confluent-kafka (librdkafka). Nothing here imports trionet.
 ``python bench/_kafka_peers.py KIND`` (KIND: ``aiokafka`` or ``confluent``) reads one JSON job a
 line on stdin and answers one JSON line on stdout:
 
-* ``{"op": "setup", "servers", "produce_topic", "consume_topic", "partitions", "count",
-  "passes"}``: create the producer and the consumer, send one record and wait for it, read
-  the records once (connections and metadata set up outside the timings), then pause the
-  consumer;
-* ``{"op": "produce"}``: ``count`` records of 100 bytes, ``acks=1``, then a flush; every record
-  must be acknowledged, else the answer is ``{"error": ...}``;
-* ``{"op": "consume"}``: resume the consumer, read the ``count`` records of ``consume_topic``
-  ``passes`` times over (seeking back to the beginning in between), pause it again (the broker
+* ``{"op": "setup", "servers", "produce_topics", "consume_topics", "latency_topic",
+  "partitions", "count", "passes"}`` (the topics by record size, ``{"100": topic, "1024":
+  topic}``): create the producer and the consumer, send one record to each produce topic and
+  wait for it, read each consume topic once (connections and metadata set up outside the
+  timings), then pause the consumer;
+* ``{"op": "produce", "size": n}``: ``count`` records of ``n`` bytes, ``acks=1``, then a flush;
+  every record must be acknowledged, else the answer is ``{"error": ...}``;
+* ``{"op": "consume", "size": n}``: resume the consumer, read the ``count`` records of the
+  ``n``-byte consume topic ``passes`` times over (seeking back to the beginning in between),
+  pause it again (the broker
   answers an idle fetch at once, so a resumed idle consumer would spin against it while the
   other contenders are measured). confluent-kafka's consumer is assigned the partitions for the
   measurement and unassigned after it instead: librdkafka 2.16 took ~0.9 s to fetch again after
   ``resume()`` here, where a fresh ``assign()`` fetches at once;
+* ``{"op": "latency", "samples": k}`` (confluent-kafka only): ``k`` times, one record sent to
+  the 1-partition ``latency_topic`` by a producer with ``linger.ms=0`` and awaited by a consumer
+  (``consume(1, timeout)``) that reads that partition from its end; the answer carries the
+  ``p50`` and ``p99`` of the ``k`` send-to-receive times in microseconds. A record that does
+  not arrive (or arrives out of turn) is an error;
 * ``{"op": "close"}``.
 
 Answers carry ``count`` (records moved) and ``cpu`` (this process's CPU seconds for the job, all
@@ -38,12 +45,22 @@ import sys
 import time
 from typing import Any
 
-VALUE = b"x" * 100
 TIME_CAP = 120.0
 LINGER_MS = 5
 AIOKAFKA_BATCH_BYTES = 256 * 1024
 CONFLUENT_BATCH = 10_000
 CONSUME_BATCH = 10_000
+
+
+def _value(size: int) -> bytes:
+    return b"x" * size
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 and p99 of *samples* (seconds), in microseconds."""
+    ordered = sorted(samples)
+    return {"p50": ordered[len(ordered) // 2] * 1e6,
+            "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6}
 
 
 def _answer(result: dict[str, Any]) -> None:
@@ -66,7 +83,7 @@ def aiokafka_main() -> None:
         producer: AIOKafkaProducer | None = None
         consumer: AIOKafkaConsumer | None = None
         job: dict[str, Any] = {}
-        tps: list[TopicPartition] = []
+        tps: dict[str, list[TopicPartition]] = {}
         try:
             while line := await reader.readline():
                 request = json.loads(line)
@@ -78,30 +95,35 @@ def aiokafka_main() -> None:
                         bootstrap_servers=job["servers"], acks=1, enable_idempotence=False,
                         linger_ms=LINGER_MS, max_batch_size=AIOKAFKA_BATCH_BYTES)
                     await producer.start()
-                    await producer.send_and_wait(job["produce_topic"], VALUE)
-                    tps = [TopicPartition(job["consume_topic"], p)
-                           for p in range(job["partitions"])]
+                    for size, topic in job["produce_topics"].items():
+                        await producer.send_and_wait(topic, _value(int(size)))
+                    tps = {size: [TopicPartition(topic, p) for p in range(job["partitions"])]
+                           for size, topic in job["consume_topics"].items()}
                     consumer = AIOKafkaConsumer(
                         bootstrap_servers=job["servers"], enable_auto_commit=False,
                         auto_offset_reset="earliest")
                     await consumer.start()
-                    consumer.assign(tps)
-                    await _aiokafka_consume(consumer, {**job, "passes": 1})  # warm-up
-                    consumer.pause(*tps)
+                    consumer.assign([tp for each in tps.values() for tp in each])
+                    consumer.pause(*consumer.assignment())
+                    for size in tps:  # warm-up
+                        consumer.resume(*tps[size])
+                        await _aiokafka_consume(consumer, {**job, "passes": 1}, tps[size])
+                        consumer.pause(*tps[size])
                     _answer({"count": 0})
                     continue
                 if op == "close":
                     break
                 assert producer is not None and consumer is not None
+                size = str(request["size"])
                 async with asyncio.timeout(TIME_CAP):
                     if op == "produce":
-                        count = await _aiokafka_produce(producer, job)
+                        count = await _aiokafka_produce(producer, job, int(size))
                     else:
-                        consumer.resume(*tps)
+                        consumer.resume(*tps[size])
                         try:
-                            count = await _aiokafka_consume(consumer, job)
+                            count = await _aiokafka_consume(consumer, job, tps[size])
                         finally:
-                            consumer.pause(*tps)
+                            consumer.pause(*tps[size])
                 _answer({"count": count, "cpu": time.process_time() - cpu})
         finally:
             if producer is not None:
@@ -112,32 +134,33 @@ def aiokafka_main() -> None:
     asyncio.run(main())
 
 
-async def _aiokafka_produce(producer: Any, job: dict[str, Any]) -> int:
+async def _aiokafka_produce(producer: Any, job: dict[str, Any], size: int) -> int:
     """``count`` records in batches made with ``create_batch()``, round-robin over partitions."""
     import asyncio
 
-    topic, partitions, count = job["produce_topic"], job["partitions"], job["count"]
+    topic, partitions, count = job["produce_topics"][str(size)], job["partitions"], job["count"]
+    value = _value(size)
     pending = []
     partition = 0
     batch = producer.create_batch()
     for _ in range(count):
-        if batch.append(key=None, value=VALUE, timestamp=None) is None:
+        if batch.append(key=None, value=value, timestamp=None) is None:
             batch.close()
             pending.append(await producer.send_batch(batch, topic, partition=partition))
             partition = (partition + 1) % partitions
             batch = producer.create_batch()
-            batch.append(key=None, value=VALUE, timestamp=None)
+            batch.append(key=None, value=value, timestamp=None)
     batch.close()
     pending.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*pending)  # raises if a batch was not acknowledged
     return count
 
 
-async def _aiokafka_consume(consumer: Any, job: dict[str, Any]) -> int:
+async def _aiokafka_consume(consumer: Any, job: dict[str, Any], tps: list[Any]) -> int:
     count = job["count"]
     total = 0
     for _ in range(job["passes"]):
-        await consumer.seek_to_beginning()
+        await consumer.seek_to_beginning(*tps)
         got = 0
         while got < count:
             for records in (await consumer.getmany(timeout_ms=100)).values():
@@ -154,8 +177,9 @@ def confluent_main() -> None:
 
     producer: Any = None
     consumer: Any = None
+    latency: tuple[Any, Any] | None = None
     job: dict[str, Any] = {}
-    tps: list[Any] = []
+    tps: dict[str, list[Any]] = {}
     failed: list[str] = []
 
     def on_delivery(error: Any, message: Any) -> None:  # called for failed records only
@@ -176,52 +200,69 @@ def confluent_main() -> None:
                     "queue.buffering.max.messages": max(100_000, job["count"]),
                     "delivery.report.only.error": True, "on_delivery": on_delivery,
                 })
-                producer.produce(job["produce_topic"], VALUE)
+                for size, topic in job["produce_topics"].items():
+                    producer.produce(topic, _value(int(size)))
                 if producer.flush(30) != 0:
                     raise TimeoutError("confluent-kafka could not deliver the first record")
-                tps = [ck.TopicPartition(job["consume_topic"], p, ck.OFFSET_BEGINNING)
-                       for p in range(job["partitions"])]
+                tps = {size: [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING)
+                              for p in range(job["partitions"])]
+                       for size, topic in job["consume_topics"].items()}
                 consumer = ck.Consumer({
                     "bootstrap.servers": job["servers"], "group.id": "bench-confluent-unused",
                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
                 })
-                consumer.assign(tps)  # warm-up: connections and metadata
-                _confluent_consume(ck, consumer, tps, {**job, "passes": 1},
-                                   time.monotonic() + TIME_CAP)
-                consumer.unassign()
+                for size in tps:  # warm-up: connections and metadata
+                    consumer.assign(tps[size])
+                    _confluent_consume(ck, consumer, tps[size], {**job, "passes": 1},
+                                       time.monotonic() + TIME_CAP)
+                    consumer.unassign()
+                if job.get("latency_topic"):
+                    latency = _confluent_latency_clients(ck, job)
                 _answer({"count": 0})
                 continue
             if op == "close":
                 break
             deadline = time.monotonic() + TIME_CAP
+            if op == "latency":
+                assert latency is not None
+                samples = _confluent_latency(ck, *latency, job["latency_topic"],
+                                             request["samples"], deadline)
+                _answer({"count": len(samples), **_percentiles(samples),
+                         "cpu": time.process_time() - cpu})
+                continue
+            size = str(request["size"])
             if op == "produce":
-                count = _confluent_produce(producer, job, deadline)
+                count = _confluent_produce(producer, job, int(size), deadline)
                 if failed:
                     _answer({"error": f"{len(failed)} records not delivered: {failed[0]}"})
                     failed.clear()
                     continue
             else:
                 # Assigned only while measured (see the module's docstring).
-                consumer.assign(tps)
+                consumer.assign(tps[size])
                 try:
-                    count = _confluent_consume(ck, consumer, tps, job, deadline)
+                    count = _confluent_consume(ck, consumer, tps[size], job, deadline)
                 finally:
                     consumer.unassign()
             _answer({"count": count, "cpu": time.process_time() - cpu})
     finally:
+        if latency is not None:
+            latency[1].close()
+            latency[0].flush(10)
         if consumer is not None:
             consumer.close()
         if producer is not None:
             producer.flush(10)
 
 
-def _confluent_produce(producer: Any, job: dict[str, Any], deadline: float) -> int:
-    topic, count = job["produce_topic"], job["count"]
+def _confluent_produce(producer: Any, job: dict[str, Any], size: int, deadline: float) -> int:
+    topic, count = job["produce_topics"][str(size)], job["count"]
+    value = _value(size)
     produce, poll = producer.produce, producer.poll
     for n in range(count):
         while True:
             try:
-                produce(topic, VALUE)
+                produce(topic, value)
                 break
             except BufferError:  # the local queue is full: let librdkafka send some
                 poll(0.01)
@@ -233,6 +274,46 @@ def _confluent_produce(producer: Any, job: dict[str, Any], deadline: float) -> i
     if left:
         raise TimeoutError(f"confluent-kafka: {left} records still queued at the time cap")
     return count
+
+
+def _confluent_latency_clients(ck: Any, job: dict[str, Any]) -> tuple[Any, Any]:
+    """A producer that sends at once (``linger.ms=0``) and a consumer at the topic's end."""
+    producer = ck.Producer({"bootstrap.servers": job["servers"], "acks": 1, "linger.ms": 0,
+                            "enable.idempotence": False})
+    consumer = ck.Consumer({"bootstrap.servers": job["servers"], "group.id": "bench-latency",
+                            "enable.auto.commit": False, "auto.offset.reset": "latest"})
+    _confluent_latency(ck, producer, consumer, job["latency_topic"], 1,
+                       time.monotonic() + TIME_CAP)  # warm-up: connections and metadata
+    return producer, consumer
+
+
+def _confluent_latency(ck: Any, producer: Any, consumer: Any, topic: str, samples: int,
+                       deadline: float) -> list[float]:
+    """*samples* send-to-receive times (seconds), one record in flight at a time.
+
+    The consumer is assigned the partition from its end (looked up first) while measured.
+    """
+    tp = ck.TopicPartition(topic, 0)
+    _low, high = consumer.get_watermark_offsets(tp, timeout=max(0.1, deadline - time.monotonic()))
+    consumer.assign([ck.TopicPartition(topic, 0, high)])
+    out = []
+    for n in range(samples):
+        value = f"{time.monotonic_ns()}-{n}".encode()
+        start = time.perf_counter()
+        producer.produce(topic, value)
+        producer.poll(0)
+        while True:
+            got = [m for m in consumer.consume(1, 0.1) if m.error() is None]
+            if got:
+                if got[0].value() != value:
+                    raise RuntimeError("confluent-kafka latency: a record arrived out of turn")
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("confluent-kafka latency: a record did not arrive")
+        out.append(time.perf_counter() - start)
+    consumer.unassign()
+    producer.flush(10)
+    return out
 
 
 def _confluent_consume(ck: Any, consumer: Any, tps: list[Any], job: dict[str, Any],

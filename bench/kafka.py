@@ -4,25 +4,33 @@ Every contender talks to the same broker: a private noida-db started by this scr
 broker named by ``TRIONET_KAFKA_BOOTSTRAP=host:port``. Every client is created once, before the
 rounds; each round then moves the same records:
 
-* ``produce``: N records of 100 bytes with ``acks=1`` to a 3-partition topic, then a flush.
+* ``produce 100 B`` and ``produce 1 KiB``: N records of that size with ``acks=1`` to a
+  3-partition topic, then a flush.
   raw: ``producer.send(topic, value)`` in a loop, ``producer.flush()``. trionet:
   ``producer.send_nowait(topic, value)`` in a loop, ``await producer.flush()``. aiokafka and
   confluent-kafka: configured for throughput as their documentation recommends (linger and batch
   sizes; aiokafka's ``create_batch()``/``send_batch()``, confluent's ``produce()`` loop with
   ``linger.ms`` and ``batch.num.messages``), each in its own process (``bench/_kafka_peers.py``,
   which says exactly how; it does not import trionet). Each producer writes to a topic of its
-  own; after the rounds the broker must hold every record each one sent (end offsets), else the
-  row fails (``lost_records`` in the JSON line).
-* ``consume``: the same N records read back from a 3-partition topic (manually assigned, from
-  the beginning). raw: ``consumer.poll(timeout_ms=100)`` until N records. trionet, with its
-  defaults (fetched records decoded in trio): ``await consumer.getmany()`` batches and ``async
-  for record in consumer`` (the main row, on which the goal is judged); and ``getmany`` of a
-  consumer made with ``decode_in_trio=False``, whose thread polls and decodes (with read-ahead)
-  and hands batches to trio.
-  aiokafka: ``getmany()``; confluent-kafka: ``consume(num_messages=...)`` batches.
+  own per size; after the rounds the broker must hold every record each one sent (end
+  offsets), else the row fails (``lost_records`` in the JSON line).
+* ``consume 100 B`` and ``consume 1 KiB``: N records of that size read back from a 3-partition
+  topic (manually assigned, from the beginning). raw: ``consumer.poll(timeout_ms=100)`` until N
+  records. trionet, with its defaults (fetched records decoded in trio): ``await
+  consumer.getmany()`` batches and ``async for record in consumer`` (the main row, on which the
+  goal is judged); and ``getmany`` of a consumer made with ``decode_in_trio=False``, whose
+  thread polls and decodes (with read-ahead) and hands batches to trio. aiokafka: ``getmany()``;
+  confluent-kafka: ``consume(num_messages=...)`` batches.
 * ``consume, group member``: the same records read by a member of a consumer group (subscribed;
   its partitions come from the group). raw: ``poll(timeout_ms=100)``; trionet: ``getmany()``.
   (The peers are not in this row.)
+* ``latency p50, one record`` and ``latency p99, one record``: end to end, one record at a
+  time: the time from handing a record to a producer (``linger_ms=0``, ``acks=1``) until a
+  consumer reading the 1-partition topic from its end returned it, ``LATENCY_SAMPLES`` (200)
+  records per measurement, for raw kafka-python (``send()`` and ``poll(max_records=1)``),
+  confluent-kafka (``produce()`` + ``poll(0)`` and ``consume(1, ...)``, in its process) and
+  trionet (``send_nowait()`` and ``getone()``); one measurement gives both rows (the p99 row
+  replays it). A record that does not arrive fails the measurement (so the row).
 
 Consumers that fetch in the background (trionet's, aiokafka's, confluent-kafka's) are paused
 between their measurements: noida-db answers a fetch with no records at once, so an idle
@@ -41,8 +49,9 @@ Goals: produce ≥ 0.9× and consume ≥ 0.9× raw kafka-python, overhead ≤ 15
 what users pick instead (issue 17). The table judges every goal of a row on its own; a row's
 ``goal``/``met`` in the JSON line hold one entry per goal.
 
-Run: ``.venv/bin/python bench/kafka.py [--quick] [--rounds N]`` (``--quick``: 10k records,
-2 rounds; default 100k records, 5 rounds). Each measurement gives up after 120 s.
+Run: ``.venv/bin/python bench/kafka.py [--quick] [--rounds N]`` (``--quick``: 10k records and
+50 latency samples, 2 rounds; default 100k records, 200 samples, 5 rounds). Each measurement
+gives up after 120 s.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
@@ -149,23 +159,32 @@ async def _admin(servers: str) -> AsyncIterator[KafkaAdmin]:
 def main() -> None:
     args = main_args(__doc__.splitlines()[0])
     count = 10_000 if args.quick else 100_000
+    samples = 50 if args.quick else LATENCY_SAMPLES
     with KafkaBroker.from_env() as broker:
         servers = broker.info.bootstrap_servers
         run_id = uuid.uuid4().hex[:8]
-        # One produce topic per producer, so that each one's delivered records can be counted.
-        produce_topics = {name: f"bench-produce-{run_id}-{n}" for n, name in enumerate(PRODUCERS)}
-        consume_topic = f"bench-consume-{run_id}"
+        # One produce topic per producer and size, so that each one's delivered records can be
+        # counted; one latency topic (1 partition) per latency contender.
+        produce_topics = {(name, size): f"bench-produce-{run_id}-{n}-{size}"
+                          for n, name in enumerate(PRODUCERS) for size in SIZES}
+        consume_topics = {size: f"bench-consume-{run_id}-{size}" for size in SIZES}
+        latency_topics = {name: f"bench-latency-{run_id}-{n}"
+                          for n, name in enumerate(LATENCY_CONTENDERS)}
         host = TrioHost()
         peers: list[Peer] = []
         try:
             admin = host.enter(_admin(servers))
-            topics = [*produce_topics.values(), consume_topic]
-            host.run(admin.create_topics, [NewTopic(topic, PARTITIONS) for topic in topics])
+            topics = [*produce_topics.values(), *consume_topics.values()]
+            host.run(admin.create_topics,
+                     [NewTopic(topic, PARTITIONS) for topic in topics]
+                     + [NewTopic(topic, 1) for topic in latency_topics.values()])
+            topics += latency_topics.values()
             cleanup: list[Callable[[], object]] = []
             try:
-                rows, delivered = _rows(host, servers, produce_topics, consume_topic, count,
-                                        cleanup, peers)
-                _run_and_report(rows, args.rounds, count, broker.external, delivered)
+                rows, delivered = _rows(host, servers, Topics(produce_topics, consume_topics,
+                                                              latency_topics),
+                                        count, samples, cleanup, peers)
+                _run_and_report(rows, args.rounds, count, samples, broker.external, delivered)
             finally:
                 for peer in peers:
                     peer.close()
@@ -176,26 +195,44 @@ def main() -> None:
             host.close()
 
 
+#: Record sizes of the produce and consume rows, and their labels.
+SIZES = (100, 1024)
+SIZE_LABELS = {100: "100 B", 1024: "1 KiB"}
+#: Latency rows: this many records, one at a time, per measurement (``--quick``: 50).
+LATENCY_SAMPLES = 200
 #: The peers users pick instead, each in its own process: (worker kind, contender name).
 PEERS = (("aiokafka", "aiokafka"), ("confluent", "confluent-kafka"))
 PEER_GOAL = 0.9
-#: The contenders of the produce row, each writing to its own topic.
+#: The contenders of the produce rows, each writing to its own topics.
 PRODUCERS = ("raw kafka-python", *(name for _, name in PEERS), "trionet send_nowait")
+#: The contenders of the latency rows (end-to-end, one record at a time).
+LATENCY_CONTENDERS = ("raw kafka-python", "confluent-kafka", "trionet")
+
+
+@dataclass(frozen=True)
+class Topics:
+    produce: dict[tuple[str, int], str]
+    """By (producer, record size)."""
+    consume: dict[int, str]
+    """By record size."""
+    latency: dict[str, str]
+    """By latency contender."""
 
 
 class Peer:
     """A peer client in its own process (``bench/_kafka_peers.py``), one job at a time."""
 
-    def __init__(self, kind: str, name: str, servers: str, produce_topic: str,
-                 consume_topic: str, count: int) -> None:
+    def __init__(self, kind: str, name: str, servers: str, topics: Topics, count: int) -> None:
         self.name = name
         here = os.path.dirname(os.path.abspath(__file__))
         self._proc = subprocess.Popen(
             [sys.executable, os.path.join(here, "_kafka_peers.py"), kind],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._ask({"op": "setup", "servers": servers, "produce_topic": produce_topic,
-                   "consume_topic": consume_topic, "partitions": PARTITIONS, "count": count,
-                   "passes": PASSES})
+        self._ask({"op": "setup", "servers": servers,
+                   "produce_topics": {str(size): topics.produce[name, size] for size in SIZES},
+                   "consume_topics": {str(size): topics.consume[size] for size in SIZES},
+                   "latency_topic": topics.latency.get(name),
+                   "partitions": PARTITIONS, "count": count, "passes": PASSES})
 
     def _ask(self, job: dict[str, Any]) -> dict[str, Any]:
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -209,16 +246,21 @@ class Peer:
             raise RuntimeError(f"{self.name}: {answer['error']}")
         return answer
 
-    def measure(self, row: str, op: str) -> Callable[[], float]:
+    def measure(self, row: str, op: str, size: int) -> Callable[[], float]:
         """A contender: one ``op`` job; records the worker's own CPU time per record."""
 
         def run() -> float:
-            answer = self._ask({"op": op})
+            answer = self._ask({"op": op, "size": size})
             count = float(answer["count"])
             CPU.record(row, self.name, answer["cpu"] / count * 1e6)
             return count
 
         return run
+
+    def latency(self, samples: int) -> tuple[float, float]:
+        """p50 and p99 (µs) of *samples* one-record round trips."""
+        answer = self._ask({"op": "latency", "samples": samples})
+        return answer["p50"], answer["p99"]
 
     def close(self) -> None:
         assert self._proc.stdin is not None
@@ -231,38 +273,74 @@ class Peer:
             self._proc.wait()
 
 
-def _rows(host: TrioHost, servers: str, produce_topics: dict[str, str], consume_topic: str,
-          count: int, cleanup: list[Callable[[], object]], peers: list[Peer]
-          ) -> tuple[list[Row], Callable[[], dict[str, int]]]:
-    """The rows, and a function that counts the records each producer's topic holds."""
-    produce_topic = produce_topics["raw kafka-python"]
+class Latency:
+    """The two latency rows from one measurement: the p50 row's contender measures (p50 and
+    p99 of one run of samples), the p99 row's contender of the same name hands back the p99 of
+    the same round."""
+
+    def __init__(self) -> None:
+        self._p99: dict[str, list[float]] = {}
+
+    def p50(self, name: str, measure: Callable[[], tuple[float, float]]) -> Callable[[], float]:
+        def run() -> float:
+            p50, p99 = measure()
+            self._p99.setdefault(name, []).append(p99)
+            return p50
+
+        return run
+
+    def p99(self, name: str) -> Callable[[], float]:
+        return lambda: self._p99[name].pop(0)
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 of *samples* (seconds), in microseconds."""
+    ordered = sorted(samples)
+    return (ordered[len(ordered) // 2] * 1e6,
+            ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6)
+
+
+def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int,
+          cleanup: list[Callable[[], object]], peers: list[Peer]
+          ) -> tuple[list[Row], Callable[[], dict[tuple[str, int], int]]]:
+    """The rows, and a function that counts the records each producer's topics hold."""
     # -- raw kafka-python, synchronous ---------------------------------------------------------
     raw_producer = kafka.KafkaProducer(bootstrap_servers=servers, acks=1,
                                        enable_idempotence=False)
     cleanup.append(raw_producer.close)
-    raw_producer.send(produce_topic, VALUE).get(30)
+    for size in SIZES:
+        raw_producer.send(topics.produce["raw kafka-python", size], b"x" * size).get(30)
 
-    def raw_produce() -> float:
-        deadline = time.monotonic() + TIME_CAP
-        send = raw_producer.send
-        for n in range(count):
-            send(produce_topic, VALUE)
-            if n % 10_000 == 0 and time.monotonic() > deadline:
-                raise TimeoutError("raw produce exceeded the time cap")
-        raw_producer.flush(TIME_CAP)
-        return count
+    def raw_produce(size: int) -> Callable[[], float]:
+        produce_topic = topics.produce["raw kafka-python", size]
+        value = b"x" * size
 
-    # The consume topic gets its records once, up front.
-    for _ in range(count):
-        raw_producer.send(consume_topic, VALUE)
+        def run() -> float:
+            deadline = time.monotonic() + TIME_CAP
+            send = raw_producer.send
+            for n in range(count):
+                send(produce_topic, value)
+                if n % 10_000 == 0 and time.monotonic() > deadline:
+                    raise TimeoutError("raw produce exceeded the time cap")
+            raw_producer.flush(TIME_CAP)
+            return count
+
+        return run
+
+    # The consume topics get their records once, up front.
+    for size, topic in topics.consume.items():
+        for _ in range(count):
+            raw_producer.send(topic, b"x" * size)
     raw_producer.flush(TIME_CAP)
-    for kind, name in PEERS:  # (their set-up reads the consume topic once)
-        peers.append(Peer(kind, name, servers, produce_topics[name], consume_topic, count))
-    partitions = [kafka.TopicPartition(consume_topic, p) for p in range(PARTITIONS)]
-    raw_consumer = kafka.KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
-                                       auto_offset_reset="earliest")
-    cleanup.append(raw_consumer.close)
-    raw_consumer.assign(partitions)
+    for kind, name in PEERS:  # (their set-up reads the consume topics once)
+        peers.append(Peer(kind, name, servers, topics, count))
+    confluent_peer = next(peer for peer in peers if peer.name == "confluent-kafka")
+    raw_consumers = {}
+    for size, topic in topics.consume.items():
+        raw_consumers[size] = kafka.KafkaConsumer(
+            bootstrap_servers=servers, enable_auto_commit=False, auto_offset_reset="earliest")
+        cleanup.append(raw_consumers[size].close)
+        raw_consumers[size].assign([kafka.TopicPartition(topic, p) for p in range(PARTITIONS)])
 
     def raw_drain(consumer: Any, deadline: float) -> float:
         """PASSES times: from the beginning, poll *consumer* until it returned *count* records."""
@@ -278,12 +356,12 @@ def _rows(host: TrioHost, servers: str, produce_topics: dict[str, str], consume_
             total += got
         return total
 
-    def raw_consume() -> float:
-        return raw_drain(raw_consumer, time.monotonic() + TIME_CAP)
+    def raw_consume(size: int) -> Callable[[], float]:
+        return lambda: raw_drain(raw_consumers[size], time.monotonic() + TIME_CAP)
 
     # A consumer group member (the subscription's partitions come from the group coordinator).
     group_options = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-    raw_member = kafka.KafkaConsumer(consume_topic, bootstrap_servers=servers,
+    raw_member = kafka.KafkaConsumer(topics.consume[100], bootstrap_servers=servers,
                                      group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
                                      enable_auto_commit=False, auto_offset_reset="earliest",
                                      **group_options)
@@ -297,45 +375,183 @@ def _rows(host: TrioHost, servers: str, produce_topics: dict[str, str], consume_
                 raise TimeoutError("raw group join exceeded the time cap")
         return raw_drain(raw_member, deadline)
 
+    # Latency: a producer that sends at once and a consumer at the end of the latency topic.
+    raw_latency_topic = topics.latency["raw kafka-python"]
+    raw_latency_producer = kafka.KafkaProducer(bootstrap_servers=servers, acks=1, linger_ms=0,
+                                               enable_idempotence=False)
+    cleanup.append(raw_latency_producer.close)
+    raw_latency_consumer = kafka.KafkaConsumer(bootstrap_servers=servers,
+                                               enable_auto_commit=False)
+    cleanup.append(raw_latency_consumer.close)
+    raw_latency_consumer.assign([kafka.TopicPartition(raw_latency_topic, 0)])
+    raw_latency_consumer.seek_to_end()
+    raw_latency_consumer.position(kafka.TopicPartition(raw_latency_topic, 0))  # looked up now
+
+    def raw_latency(k: int = samples) -> tuple[float, float]:
+        deadline = time.monotonic() + TIME_CAP
+        out = []
+        for n in range(k):
+            value = f"{time.monotonic_ns()}-{n}".encode()
+            start = time.perf_counter()
+            raw_latency_producer.send(raw_latency_topic, value)
+            while True:
+                got = [r for records in raw_latency_consumer.poll(timeout_ms=100,
+                                                                  max_records=1).values()
+                       for r in records]
+                if got:
+                    if got[0].value != value:
+                        raise RuntimeError("raw latency: a record arrived out of turn")
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("raw latency: a record did not arrive")
+            out.append(time.perf_counter() - start)
+        raw_latency_producer.flush(TIME_CAP)
+        return percentiles(out)
+
+    raw_latency(1)  # warm-up: connections, metadata, the consumer's position
+
     # -- trionet, in the trio loop ---------------------------------------------------------------
-    producer = host.enter(KafkaProducer(servers, acks=1))
-    trionet_topic = produce_topics["trionet send_nowait"]
-    host.run(producer.send, trionet_topic, VALUE)
-    consumer = host.enter(KafkaConsumer(
-        bootstrap_servers=servers, partitions=[(consume_topic, p) for p in range(PARTITIONS)],
-        auto_offset_reset="earliest"))
-    threaded = host.enter(KafkaConsumer(
-        bootstrap_servers=servers, partitions=[(consume_topic, p) for p in range(PARTITIONS)],
-        auto_offset_reset="earliest", decode_in_trio=False))
+    trionet = _trionet_contenders(host, servers, topics, count, samples, group_options)
 
-    every_partition = [(consume_topic, p) for p in range(PARTITIONS)]
-    for reader in (consumer, threaded):  # paused between measurements (docstring)
-        host.run(reader.pause, *every_partition)
+    def delivered() -> dict[tuple[str, int], int]:
+        """Records in each producer's topics (the partitions' end offsets)."""
+        out = {}
+        for (name, size), topic in topics.produce.items():
+            ends = raw_consumers[100].end_offsets(
+                [kafka.TopicPartition(topic, p) for p in range(PARTITIONS)])
+            out[name, size] = sum(ends.values())
+        return out
 
-    async def trionet_produce() -> float:
-        with trio.fail_after(TIME_CAP):
-            send_nowait = producer.send_nowait
-            for _ in range(count):
-                send_nowait(trionet_topic, VALUE)
-            await producer.flush()
-        return count
+    # Judged on the row's last contender, like GOAL; the same rounds, per-round ratios.
+    peer_goals = [Goal(PEER_GOAL, baseline=peer.name) for peer in peers]
+    rows = []
+    for size in SIZES:
+        row = f"produce {SIZE_LABELS[size]}, acks=1"
+        rows.append(Row(row, [
+            Contender("raw kafka-python", CPU.meter(row, "raw kafka-python", raw_produce(size))),
+            *(Contender(peer.name, peer.measure(row, "produce", size)) for peer in peers),
+            *trionet.produce(row, size),
+        ], goal=GOAL, goals=peer_goals))
+    for size in SIZES:
+        row = f"consume {SIZE_LABELS[size]}"
+        rows.append(Row(row, [
+            Contender("raw kafka-python", CPU.meter(row, "raw kafka-python", raw_consume(size))),
+            *(Contender(peer.name, peer.measure(row, "consume", size)) for peer in peers),
+            *trionet.consume(row, size),
+        ], goal=GOAL, goals=peer_goals))
+    row = "consume 100 B, group member"
+    rows.append(Row(row, [
+        Contender("raw kafka-python", CPU.meter(row, "raw kafka-python", raw_group_consume)),
+        *trionet.group(row),
+    ], goal=GOAL))
+    latency = Latency()
+    measures: dict[str, Callable[[], tuple[float, float]]] = {
+        "raw kafka-python": raw_latency,
+        "confluent-kafka": lambda: confluent_peer.latency(samples),
+        **trionet.latency(),
+    }
+    p50 = Row("latency p50, one record", [
+        Contender(name, latency.p50(name, measure)) for name, measure in measures.items()
+    ], unit="µs")
+    rows.append(p50)
+    rows.append(Row("latency p99, one record", [
+        Contender(name, latency.p99(name)) for name in measures
+    ], unit="µs", replays=p50))
+    return rows, delivered
 
-    async def trionet_consume_iter() -> float:
-        total = 0
-        with trio.fail_after(TIME_CAP):
-            await consumer.resume(*every_partition)
-            for _ in range(PASSES):
-                await consumer.seek_to_beginning()
-                got = 0
-                async for _record in consumer:
-                    got += 1
-                    if got == count:
-                        break
-                total += got
-            await consumer.pause(*every_partition)
-        return total
 
-    async def trionet_consume_many(reader: KafkaConsumer = consumer) -> float:
+class _TrionetContenders:
+    """trionet's contenders (their clients live in the trio loop of *host*)."""
+
+    def __init__(self, host: TrioHost, servers: str, topics: Topics, count: int, samples: int,
+                 group_options: dict[str, Any]) -> None:
+        self.host = host
+        self.topics = topics
+        self.count = count
+        self.samples = samples
+        self.producer = host.enter(KafkaProducer(servers, acks=1))
+        for size in SIZES:
+            host.run(self.producer.send, topics.produce["trionet send_nowait", size],
+                     b"x" * size)
+        self.consumers: dict[tuple[int, bool], KafkaConsumer] = {}
+        for size, topic in topics.consume.items():
+            for decode_in_trio in (True, False):
+                consumer = self.consumers[size, decode_in_trio] = host.enter(KafkaConsumer(
+                    bootstrap_servers=servers, partitions=self._partitions(topic),
+                    auto_offset_reset="earliest", decode_in_trio=decode_in_trio))
+                host.run(consumer.pause, *self._partitions(topic))  # (module docstring)
+        self.member = host.enter(KafkaConsumer(
+            topics.consume[100], bootstrap_servers=servers,
+            group_id=f"bench-trionet-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
+            **group_options))
+        self.latency_topic = topics.latency["trionet"]
+        self.latency_producer = host.enter(KafkaProducer(servers, acks=1, linger_ms=0))
+        self.latency_consumer = host.enter(KafkaConsumer(
+            bootstrap_servers=servers, partitions=[(self.latency_topic, 0)],
+            auto_offset_reset="latest"))
+        host.run(self.latency_consumer.position, (self.latency_topic, 0))  # looked up now
+        host.run(self._latency, 1)  # warm-up: connections, metadata, the consumer's position
+
+    @staticmethod
+    def _partitions(topic: str) -> list[tuple[str, int]]:
+        return [(topic, p) for p in range(PARTITIONS)]
+
+    def produce(self, row: str, size: int) -> list[Contender]:
+        topic = self.topics.produce["trionet send_nowait", size]
+        producer, count, value = self.producer, self.count, b"x" * size
+
+        async def send_nowait() -> float:
+            with trio.fail_after(TIME_CAP):
+                send = producer.send_nowait
+                for _ in range(count):
+                    send(topic, value)
+                await producer.flush()
+            return count
+
+        return [Contender("trionet send_nowait", CPU.meter(
+            row, "trionet send_nowait", lambda: self.host.run(send_nowait)))]
+
+    def consume(self, row: str, size: int) -> list[Contender]:
+        consumer = self.consumers[size, True]
+        threaded = self.consumers[size, False]
+        count = self.count
+
+        async def iterate() -> float:
+            partitions = list(await consumer.paused())
+            total = 0
+            with trio.fail_after(TIME_CAP):
+                await consumer.resume(*partitions)
+                for _ in range(PASSES):
+                    await consumer.seek_to_beginning()
+                    got = 0
+                    async for _record in consumer:
+                        got += 1
+                        if got == count:
+                            break
+                    total += got
+                await consumer.pause(*partitions)
+            return total
+
+        async def many() -> float:
+            return await self._many(consumer)
+
+        async def many_threaded() -> float:
+            return await self._many(threaded)
+
+        return [
+            Contender("trionet getmany", CPU.meter(
+                row, "trionet getmany", lambda: self.host.run(many))),
+            Contender("trionet getmany, decode_in_trio=False", CPU.meter(
+                row, "trionet getmany, decode_in_trio=False",
+                lambda: self.host.run(many_threaded))),
+            # Last: the harness judges the goal on the last contender of a row.
+            Contender("trionet async for", CPU.meter(
+                row, "trionet async for", lambda: self.host.run(iterate))),
+        ]
+
+    async def _many(self, reader: KafkaConsumer) -> float:
+        """PASSES times from the beginning: ``getmany()`` until *count* records (resumed for
+        the measurement, paused after it)."""
         total = 0
         with trio.fail_after(TIME_CAP):
             partitions = list(await reader.paused())
@@ -343,62 +559,48 @@ def _rows(host: TrioHost, servers: str, produce_topics: dict[str, str], consume_
             for _ in range(PASSES):
                 await reader.seek_to_beginning()
                 got = 0
-                while got < count:
+                while got < self.count:
                     got += len(await reader.getmany())
                 total += got
             await reader.pause(*(await reader.assignment()))
         return total
 
-    async def trionet_consume_threaded() -> float:
-        return await trionet_consume_many(threaded)
+    def group(self, row: str) -> list[Contender]:
+        member = self.member
 
-    member = host.enter(KafkaConsumer(
-        consume_topic, bootstrap_servers=servers, group_id=f"bench-trionet-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest", **group_options))
+        async def group_consume() -> float:
+            with trio.fail_after(TIME_CAP):
+                while len(await member.assignment()) < PARTITIONS:  # the first round joins
+                    await member.getmany()  # reading drives the join (and may return records)
+            return await self._many(member)
 
-    async def trionet_group_consume() -> float:
+        return [Contender("trionet getmany", CPU.meter(
+            row, "trionet getmany", lambda: self.host.run(group_consume)))]
+
+    async def _latency(self, k: int) -> tuple[float, float]:
+        producer, consumer, topic = self.latency_producer, self.latency_consumer, self.latency_topic
+        out = []
         with trio.fail_after(TIME_CAP):
-            while len(await member.assignment()) < PARTITIONS:  # the first round joins
-                await member.getmany()  # reading drives the join (and may return records)
-            return await trionet_consume_many(member)
+            await consumer.resume((topic, 0))
+            for n in range(k):
+                value = f"{time.monotonic_ns()}-{n}".encode()
+                start = time.perf_counter()
+                producer.send_nowait(topic, value)
+                record = await consumer.getone()
+                if record.value != value:
+                    raise RuntimeError("trionet latency: a record arrived out of turn")
+                out.append(time.perf_counter() - start)
+            await consumer.pause((topic, 0))
+            await producer.flush()
+        return percentiles(out)
 
-    def delivered() -> dict[str, int]:
-        """Records in each producer's topic (the partitions' end offsets)."""
-        out = {}
-        for name, topic in produce_topics.items():
-            ends = raw_consumer.end_offsets(
-                [kafka.TopicPartition(topic, p) for p in range(PARTITIONS)])
-            out[name] = sum(ends.values())
-        return out
+    def latency(self) -> dict[str, Callable[[], tuple[float, float]]]:
+        return {"trionet": lambda: self.host.run(self._latency, self.samples)}
 
-    # Judged on the row's last contender, like GOAL; the same rounds, per-round ratios.
-    peer_goals = [Goal(PEER_GOAL, baseline=peer.name) for peer in peers]
-    return [
-        Row("produce 100 B, acks=1", [
-            Contender("raw kafka-python", CPU.meter("produce", "raw kafka-python", raw_produce)),
-            *(Contender(peer.name, peer.measure("produce", "produce")) for peer in peers),
-            Contender("trionet send_nowait", CPU.meter(
-                "produce", "trionet send_nowait", lambda: host.run(trionet_produce))),
-        ], goal=GOAL, goals=peer_goals),
-        Row("consume 100 B", [
-            Contender("raw kafka-python", CPU.meter("consume", "raw kafka-python", raw_consume)),
-            *(Contender(peer.name, peer.measure("consume", "consume")) for peer in peers),
-            Contender("trionet getmany", CPU.meter(
-                "consume", "trionet getmany", lambda: host.run(trionet_consume_many))),
-            Contender("trionet getmany, decode_in_trio=False", CPU.meter(
-                "consume", "trionet getmany, decode_in_trio=False",
-                lambda: host.run(trionet_consume_threaded))),
-            # Last: the harness judges the goal on the last contender of a row.
-            Contender("trionet async for", CPU.meter(
-                "consume", "trionet async for", lambda: host.run(trionet_consume_iter))),
-        ], goal=GOAL, goals=peer_goals),
-        Row("consume 100 B, group member", [
-            Contender("raw kafka-python", CPU.meter("group", "raw kafka-python",
-                                                   raw_group_consume)),
-            Contender("trionet getmany", CPU.meter(
-                "group", "trionet getmany", lambda: host.run(trionet_group_consume))),
-        ], goal=GOAL),
-    ], delivered
+
+def _trionet_contenders(host: TrioHost, servers: str, topics: Topics, count: int, samples: int,
+                        group_options: dict[str, Any]) -> _TrionetContenders:
+    return _TrionetContenders(host, servers, topics, count, samples, group_options)
 
 
 class CpuMeter:
@@ -428,28 +630,36 @@ class CpuMeter:
 CPU = CpuMeter()
 
 
-def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool,
-                    delivered: Callable[[], dict[str, int]]) -> None:
+def raw_for(contender: str) -> str:
+    """The raw client a trionet contender's engine wraps (its overhead is measured against)."""
+    return "confluent-kafka" if "confluent" in contender else "raw kafka-python"
+
+
+def _run_and_report(rows: list[Row], rounds: int, count: int, samples: int, external: bool,
+                    delivered: Callable[[], dict[tuple[str, int], int]]) -> None:
     measure_rows(rows, rounds=rounds)
     footer: list[str] = []
-    # Every producer sent one record at set-up, then count per measurement.
-    sent = {name: 1 + len(rows[0].results[name]) * count for name in PRODUCERS}
+    # Every producer sent one record per size at set-up, then count per measurement.
     stored = delivered()
-    lost = {name: sent[name] - stored[name] for name in PRODUCERS}
-    footer.append("records stored by the broker per producer (sent: "
-                  + ", ".join(f"{name}: {stored[name]:,}/{sent[name]:,}" for name in PRODUCERS)
-                  + ")")
-    if any(lost.values()):
-        footer.append(f"LOST RECORDS: {lost}: the produce row fails")
-        rows[0].details["lost_records"] = lost
-        rows[0].failed = "records lost: " + ", ".join(
-            f"{name} {n:,}" for name, n in lost.items() if n)
+    for row, size in zip(rows, SIZES, strict=False):  # the produce rows, one per size
+        sent = {name: 1 + len(row.results[name]) * count for name in PRODUCERS}
+        lost = {name: sent[name] - stored[name, size] for name in PRODUCERS}
+        footer.append(f"{row.name}: records stored by the broker per producer (sent: "
+                      + ", ".join(f"{name}: {stored[name, size]:,}/{sent[name]:,}"
+                                  for name in PRODUCERS) + ")")
+        if any(lost.values()):
+            footer.append(f"LOST RECORDS: {lost}: the row fails")
+            row.details["lost_records"] = lost
+            row.failed = "records lost: " + ", ".join(
+                f"{name} {n:,}" for name, n in lost.items() if n)
     footer.append("")
     overheads: dict[str, float] = {}
     for row in rows:
-        base = row.contenders[0].name
+        if row.unit != "ops/s":
+            continue
         for contender in row.contenders[1:]:
-            if not contender.name.startswith("trionet"):
+            base = raw_for(contender.name)
+            if not contender.name.startswith("trionet") or base not in row.results:
                 continue
             per_round = [
                 (1 / mine - 1 / theirs) * 1e6
@@ -457,13 +667,14 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool,
                                         strict=True)
             ]
             overheads[f"{row.name}: {contender.name}"] = statistics.median(per_round)
-    footer.append("per round (ops/s, in round order):")
+    footer.append("per round (in round order):")
     for row in rows:
         for name, values in row.results.items():
             footer.append(f"  {row.name}: {name}: {', '.join(f'{v:,.0f}' for v in values)}")
     footer.append("")
-    footer.append("per-record overhead from wall time, trionet minus raw kafka-python (median of "
-                  f"per-round differences; goal ≤ {OVERHEAD_GOAL_US:g} µs):")
+    footer.append("per-record overhead from wall time, trionet minus the raw client its engine "
+                  "wraps (median of per-round differences; goal for kafka-python ≤ "
+                  f"{OVERHEAD_GOAL_US:g} µs):")
     for name, value in overheads.items():
         verdict = "yes" if value <= OVERHEAD_GOAL_US else "NO"
         footer.append(f"  {name}: {value:+.2f} µs/record (met: {verdict})")
@@ -475,22 +686,23 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, external: bool,
     for row_name, per_contender in CPU.samples.items():
         medians = {name: statistics.median(values) for name, values in per_contender.items()}
         cpu[row_name] = medians
-        base_name = "raw kafka-python"
-        base = medians[base_name]
         for name, value in medians.items():
-            if not name.startswith("trionet"):
+            base_name = raw_for(name)
+            if not name.startswith("trionet") or base_name not in medians:
                 footer.append(f"  {row_name}: {name}: {value:.2f} µs")
-            else:
-                cpu_overheads[f"{row_name}: {name}"] = value - base
-                footer.append(f"  {row_name}: {name}: {value:.2f} µs ({value - base:+.2f} µs, "
-                              f"CPU ratio {base / value:.2f}×)")
+                continue
+            base = medians[base_name]
+            cpu_overheads[f"{row_name}: {name}"] = value - base
+            footer.append(f"  {row_name}: {name}: {value:.2f} µs ({value - base:+.2f} µs, "
+                          f"CPU ratio to {base_name} {base / value:.2f}×)")
     report_rows(
         "kafka", rows, rounds=rounds,
-        note=f"{count:,} records of 100 B per measurement, broker: "
+        note=f"{count:,} records of 100 B and of 1 KiB per measurement, latency over {samples} "
+             "records one at a time, broker: "
              f"{'external (TRIONET_KAFKA_BOOTSTRAP)' if external else 'noida-db'}",
         footer="\n".join(footer),
-        extra={"records": count, "overhead_us": overheads, "cpu_us_per_record": cpu,
-               "cpu_overhead_us": cpu_overheads},
+        extra={"records": count, "latency_samples": samples, "overhead_us": overheads,
+               "cpu_us_per_record": cpu, "cpu_overhead_us": cpu_overheads},
     )
     sys.stdout.flush()
 
