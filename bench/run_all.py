@@ -25,6 +25,9 @@ parallel: they would measure each other), each with a time limit (``--timeout``,
 Every ratio is oriented so that > 1 means trionet is better (for times, latencies and memory the
 scripts divide the peer's value by trionet's). A script that fails or times out is reported as
 failed with the tail of its output; the others still run. A row that lost messages says so.
+
+To compare trionet with an older trionet instead of with its peers (before/after a change),
+use ``bench/compare.py --baseline REF``, which reuses this script's output parsing.
 """
 
 from __future__ import annotations
