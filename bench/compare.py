@@ -360,6 +360,15 @@ def _ratio_text(entry: dict[str, Any]) -> str:
     return f"{entry['ratio']:.3f}× [{entry['ratio_min']:.3f}–{entry['ratio_max']:.3f}]"
 
 
+def _geomean_text(entries: list[dict[str, Any]]) -> str:
+    """The geometric mean of the rows' median ratios (failed rows left out), or ``n/a``."""
+    ratios = [e["ratio"] for e in entries
+              if e["ratio"] and not e["failed"] and math.isfinite(e["ratio"])]
+    if not ratios:
+        return "n/a"
+    return f"{math.exp(statistics.fmean(math.log(r) for r in ratios)):.3f}×"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -403,7 +412,8 @@ def write_report(entries: list[dict[str, Any]], sides: list[Side], names: list[s
                "measurement to quote."]
     md += ["", "## Summary", "",
            "| script | rows | within noise | **slower** | faster | too few rounds | failed "
-           "| seconds baseline / current |", "|---|---|---|---|---|---|---|---|"]
+           "| geometric mean of the median ratios | seconds baseline / current |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         mine = [e for e in entries if e["bench"] == name]
         count = {v: sum(1 for e in mine if e["verdict"] == v) for v in VERDICT_TEXT}
@@ -413,7 +423,12 @@ def write_report(entries: list[dict[str, Any]], sides: list[Side], names: list[s
         failed_text = f"{failed}" + (f" ({errors} script runs failed)" if errors else "")
         md.append(f"| {name} | {len(mine)} | {count['within noise']} | {count['slower']} | "
                   f"{count['faster']} | {count['too few rounds']} | {failed_text} | "
-                  f"{secs[0]:.0f} / {secs[1]:.0f} |")
+                  f"{_geomean_text(mine)} | {secs[0]:.0f} / {secs[1]:.0f} |")
+    beyond = [e for e in entries if e["verdict"] in ("slower", "faster")]
+    if beyond:
+        md += ["", "Beyond noise:", ""]
+        md += [f"- {e['bench']}: {e['row']}, {e['contender']}: {_ratio_text(e)}, "
+               f"{VERDICT_TEXT[e['verdict']]}" for e in beyond]
     for name in names:
         md += ["", f"## {name}", "",
                "| row | trionet contender | unit | baseline: median [min–max] | "

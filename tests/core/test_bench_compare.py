@@ -54,3 +54,41 @@ def test_before_after_report_has_both_sides_and_ratios(tmp_path: Path) -> None:
         assert not Path(made.group(1)).exists()
     else:
         assert "reusing the worktree" in done.stderr
+
+
+def _runs(values: list[float], unit: str = "ops/s", lost: int = 0) -> list[dict[str, object]]:
+    """One script's parsed output per round, one row with one trionet contender and a peer."""
+    return [{"bench": "x", "rows": [{
+        "row": "r", "unit": unit, "medians": {"peer": 1.0, "trionet": v},
+        "values": {"peer": [1.0], "trionet": [v]}, "lost_messages": {"trionet": [lost]},
+    }]} for v in values]
+
+
+def test_verdicts_from_the_rounds_spread() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import compare
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    base = [100.0, 104.0, 98.0, 101.0, 103.0]
+    (slower,) = compare.compare_rows("x", _runs(base), _runs([90.0, 95.0, 91.0, 97.0, 92.0]))
+    assert slower["contender"] == "trionet"  # the peer is not compared
+    assert slower["verdict"] == "slower"
+    assert slower["chance"] == 2 / 252
+    assert slower["ratio_values"] == [0.9, 95 / 104, 91 / 98, 97 / 101, 92 / 103]
+    (overlap,) = compare.compare_rows("x", _runs(base), _runs([99.0, 95.0, 91.0, 97.0, 92.0]))
+    assert overlap["verdict"] == "within noise"
+    # Lower is better for times: the ratio is baseline / current, > 1 when current is faster.
+    (faster,) = compare.compare_rows("x", _runs(base, "ms"), _runs([90.0] * 5, "ms"))
+    assert faster["verdict"] == "faster"
+    assert faster["ratio"] == 101 / 90  # the medians: 101 and 90
+    (few,) = compare.compare_rows("x", _runs(base[:3]), _runs([50.0] * 3))
+    assert few["verdict"] == "too few rounds"
+    # A lost message in any run of either side fails the row, whatever the ratio.
+    (lost,) = compare.compare_rows("x", _runs(base), _runs(base[:4]) + _runs([100.0], lost=3))
+    assert lost["verdict"] == "failed"
+    assert "current: lost messages: trionet 3" in lost["failed"]
+    failed_run = [{"bench": "x", "error": "exit 1", "tail": "boom"}]
+    (error,) = compare.compare_rows("x", _runs(base[:4]) + failed_run, _runs(base))
+    assert error["verdict"] == "failed"
+    assert "baseline: the script exit 1" in error["failed"]
