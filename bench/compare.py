@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run_all import DEFAULT_TIMEOUT, TIMEOUTS, failure_of, parse_output
+from run_all import DEFAULT_TIMEOUT, TIMEOUTS, failure_of, run_saved
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -188,34 +188,14 @@ def check_import(side: Side) -> str:
 def run_script(side: Side, name: str, args: argparse.Namespace, extra: list[str],
                timeout: float, raw_dir: Path, round_no: int) -> dict[str, Any]:
     """One run of ``bench/<name>.py`` (one round) against ``side``'s trionet."""
-    saved = raw_dir / f"before_after.{name}.{side.label}.{round_no}.out"
-    if args.reuse and saved.exists():
-        data = json.loads(saved.read_text())
-        result = parse_output(name, data["stdout"], data["stderr"], data["returncode"])
-        result["seconds"] = data["seconds"]
-        result.pop("output", None)
-        return result
     cmd = [sys.executable, str(side.bench_dir / f"{name}.py"), "--rounds", "1"]
     if args.quick:
         cmd.append("--quick")
     cmd += extra
     print(f"round {round_no}: {name} on {side.label} (limit {timeout:.0f} s) ...",
           file=sys.stderr, flush=True)
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              cwd=side.run_dir, env=side.env())
-    except subprocess.TimeoutExpired as exc:
-        tail = (exc.stdout or b"") + (exc.stderr or b"")
-        text = tail.decode(errors="replace") if isinstance(tail, bytes) else str(tail)
-        return {"bench": name, "error": f"timed out after {timeout:.0f} s",
-                "tail": text[-2000:], "seconds": round(time.monotonic() - t0, 1)}
-    seconds = round(time.monotonic() - t0, 1)
-    saved.write_text(json.dumps(
-        {"cmd": cmd, "stdout": proc.stdout, "stderr": proc.stderr,
-         "returncode": proc.returncode, "seconds": seconds}))
-    result = parse_output(name, proc.stdout, proc.stderr, proc.returncode)
-    result["seconds"] = seconds
+    result = run_saved(name, cmd, raw_dir / f"before_after.{name}.{side.label}.{round_no}.out",
+                       reuse=args.reuse, timeout=timeout, cwd=side.run_dir, env=side.env())
     result.pop("output", None)
     return result
 

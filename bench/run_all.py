@@ -151,27 +151,36 @@ def run_one(name: str, args: argparse.Namespace, timeout: float, out: Path) -> d
     The raw output is saved as ``<out>/<name>.out`` as soon as the script ends, so that a
     failure later in the run loses nothing.
     """
-    saved = out / f"{name}.out"
-    if args.reuse and saved.exists():
-        data = json.loads(saved.read_text())
-        result = parse_output(name, data["stdout"], data["stderr"], data["returncode"])
-        result["seconds"] = data["seconds"]
-        return result
     cmd = [sys.executable, str(HERE / f"{name}.py")]
     if args.quick:
         cmd.append("--quick")
     if args.rounds is not None:
         cmd += ["--rounds", str(args.rounds)]
+    return run_saved(name, cmd, out / f"{name}.out", reuse=args.reuse, timeout=timeout,
+                     cwd=ROOT)
+
+
+def run_saved(name: str, cmd: list[str], saved: Path, *, reuse: bool, timeout: float,
+              cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one script's ``cmd`` with a time limit and parse its output (``parse_output``),
+    with ``"seconds"`` added; the output is saved in ``saved`` as soon as it ends, and read
+    back from there instead of running when ``reuse`` is set and it exists."""
+    if reuse and saved.exists():
+        data = json.loads(saved.read_text())
+        result = parse_output(name, data["stdout"], data["stderr"], data["returncode"])
+        result["seconds"] = data["seconds"]
+        return result
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              env=env)
     except subprocess.TimeoutExpired as exc:
         tail = ((exc.stdout or b"") + (exc.stderr or b""))
         text = tail.decode(errors="replace") if isinstance(tail, bytes) else str(tail)
         return {"bench": name, "error": f"timed out after {timeout:.0f} s",
                 "tail": text[-2000:], "seconds": round(time.monotonic() - t0, 1)}
     elapsed = round(time.monotonic() - t0, 1)
-    saved.write_text(json.dumps({"stdout": proc.stdout, "stderr": proc.stderr,
+    saved.write_text(json.dumps({"cmd": cmd, "stdout": proc.stdout, "stderr": proc.stderr,
                                  "returncode": proc.returncode, "seconds": elapsed}))
     result = parse_output(name, proc.stdout, proc.stderr, proc.returncode)
     result["seconds"] = elapsed
