@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeAlias
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from .._mqtt_url import split_mqtt_url
 from ..errors import ConfigurationError
 from ._message import EnvelopeCodec
 from ._topics import normalize_topics
@@ -425,19 +426,17 @@ def parse_url(url: str) -> BusConfig:
         name = unquote(parts.netloc + parts.path.rstrip("/")) or "default"
         return MemoryConfig(name=name, **values)
     if family == "mqtt":
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid port in {url!r}: {exc}") from None
-        if not parts.hostname:
+        # the grammar of the MQTT client's URLs (trionet._mqtt_url); the bus knows two schemes
+        address = split_mqtt_url(url, schemes=("mqtt", "mqtts"))
+        if not address.host:
             raise ConfigurationError(f"no host in MQTT URL {url!r}")
-        if scheme == "mqtts":
+        if address.tls:
             values.setdefault("tls", True)
         return MqttConfig(
-            host=parts.hostname,
-            port=port,
-            username=None if parts.username is None else unquote(parts.username),
-            password=None if parts.password is None else unquote(parts.password),
+            host=address.host,
+            port=address.port,
+            username=address.username,
+            password=address.password,
             **values,
         )
     servers = [s for s in (parts.netloc + parts.path.rstrip("/")).split(",") if s]

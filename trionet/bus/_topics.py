@@ -3,16 +3,18 @@
 A topic is a ``/``-separated list of levels (``sensors/kitchen/temp``). A filter may use two
 wildcards, as in MQTT: ``+`` matches exactly one level, ``#`` (only as the last level) matches
 the parent level and any number of levels below it. Topics starting with ``$`` are not matched
-by a filter whose first level is a wildcard (MQTT 3.1.1 §4.7.2).
+by a filter whose first level is a wildcard (MQTT 3.1.1 §4.7.2). A shared subscription
+``$share/{group}/{filter}`` matches what *filter* matches (MQTT 5 §4.8.2).
 
-trionet keeps its own matcher rather than importing the MQTT client's, because ``memory://``
-must work with no MQTT library installed.
+Matching is the MQTT client's own (:mod:`trionet._topics`, which imports no MQTT library, so
+``memory://`` works without one); only the validation, and its error type, are the bus's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 
+from .._topics import filter_matcher, topic_matches as _topic_matches
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -88,9 +90,7 @@ def normalize_topics(topics: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """Whether *topic* matches *topic_filter* (MQTT rules; both are assumed valid)."""
-    if "+" not in topic_filter and "#" not in topic_filter:
-        return topic_filter == topic
-    return TopicFilter(topic_filter).matches(topic)
+    return _topic_matches(topic_filter, topic)
 
 
 class TopicFilter:
@@ -100,29 +100,15 @@ class TopicFilter:
         topic_filter: a valid filter (see :func:`check_topic_filter`).
     """
 
-    __slots__ = ("_exact", "_levels", "_multi", "text")
+    __slots__ = ("_matches", "text")
 
     def __init__(self, topic_filter: str) -> None:
         self.text = check_topic_filter(topic_filter)
-        self._exact = "+" not in topic_filter and "#" not in topic_filter
-        levels = topic_filter.split("/")
-        self._multi = levels[-1] == "#"
-        self._levels: Sequence[str] = levels[:-1] if self._multi else levels
+        self._matches: Callable[[str], bool] = filter_matcher(topic_filter)
 
     def matches(self, topic: str) -> bool:
         """Whether *topic* matches this filter."""
-        if self._exact:
-            return topic == self.text
-        parts = topic.split("/")
-        levels = self._levels
-        if parts[0].startswith("$") and (not levels or levels[0] == "+"):
-            return False
-        if self._multi:
-            if len(parts) < len(levels):
-                return False
-        elif len(parts) != len(levels):
-            return False
-        return all(level in ("+", part) for level, part in zip(levels, parts, strict=False))
+        return self._matches(topic)
 
     def __repr__(self) -> str:
         return f"TopicFilter({self.text!r})"

@@ -21,20 +21,18 @@ and so does the trio-idiomatic one::
                 ...
 
 paho-mqtt does the protocol on one network thread owned by the client's ``async with`` block;
-see :mod:`trionet.mqtt._client` for how the two sides meet. Importing this package needs
-paho-mqtt (``pip install 'trionet[mqtt]'``).
+see :mod:`trionet.mqtt._client` for how the two sides meet. This package needs paho-mqtt
+(``pip install 'trionet[mqtt]'``): importing it checks that paho is installed, but paho itself
+is imported only when a client starts (so ``import trionet.mqtt`` stays cheap, and the pure
+parts, topics and URLs, never load it).
 """
 
 from __future__ import annotations
 
+import importlib.util as _importlib_util
+
 from .._extras import missing_extra as _missing_extra
 from .._util import fix_public_modules as _fix_public_modules
-
-try:
-    from paho.mqtt import client as _paho_client  # noqa: F401 - what every module below needs
-except ImportError as _error:
-    raise _missing_extra("trionet.mqtt", "paho-mqtt", _error) from _error
-
 from ..errors import (
     MQTTConnectError as MQTTConnectError,
     MQTTError as MQTTError,
@@ -44,9 +42,7 @@ from ..errors import (
 from ._client import (
     MessageHandler as MessageHandler,
     MQTTClient as MQTTClient,
-    MQTTClientOptions as MQTTClientOptions,
     open_mqtt_client as open_mqtt_client,
-    parse_mqtt_url as parse_mqtt_url,
 )
 from ._errors import (
     InvalidPayload as InvalidPayload,
@@ -68,6 +64,7 @@ from ._message import (
     QoS as QoS,
     Will as Will,
 )
+from ._options import MQTTClientOptions as MQTTClientOptions
 from ._reconnect import ReconnectPolicy as ReconnectPolicy
 from ._subscription import (
     ConnectionEvents as ConnectionEvents,
@@ -81,6 +78,20 @@ from ._topics import (
     validate_filter as validate_filter,
     validate_topic as validate_topic,
 )
+from ._url import parse_mqtt_url as parse_mqtt_url
+
+
+def _require_paho() -> None:
+    try:
+        found = _importlib_util.find_spec("paho") is not None
+    except ValueError:  # imported already, by someone who left no spec
+        found = True
+    if not found:
+        error = ModuleNotFoundError("No module named 'paho'", name="paho")
+        raise _missing_extra("trionet.mqtt", "paho-mqtt", error) from error
+
+
+_require_paho()
 
 __all__ = [
     "MQTTV5",

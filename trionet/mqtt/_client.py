@@ -22,15 +22,16 @@ import logging
 import secrets
 import ssl
 import string
-import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import trio
 
+from .._extras import missing_extra
+from .._topics import filter_matcher
 from .._util import single_exception
 from ..errors import (
     ConfigurationError,
@@ -39,13 +40,29 @@ from ..errors import (
     MQTTNotConnected,
     MQTTTimeout,
 )
-from ._driver import Driver, ThreadDriver, TrioDriver
 from ._errors import (
     SESSION_TAKEN_OVER,
     MQTTPublishError,
     MQTTSessionTakenOver,
     MQTTSubscribeError,
 )
+from ._events import (
+    EV_ACKED,
+    EV_ACKED_N,
+    EV_CONNACK,
+    EV_CONNECT_FAILED,
+    EV_CREDIT,
+    EV_DONE,
+    EV_FAILED,
+    EV_LOST,
+    EV_MESSAGE,
+    EV_NOT_SENT,
+    EV_RESUBSCRIBE_FAILED,
+    EV_SUBACK,
+    EV_UNSUBACK,
+    Event,
+)
+from ._limits import limit_violation
 from ._message import (
     MAX_PACKET_SIZE,
     MQTTV5,
@@ -64,34 +81,19 @@ from ._message import (
     to_payload,
     to_qos,
 )
-from ._paho import (
-    EV_ACKED,
-    EV_ACKED_N,
-    EV_CONNACK,
-    EV_CONNECT_FAILED,
-    EV_CREDIT,
-    EV_DONE,
-    EV_FAILED,
-    EV_LOST,
-    EV_MESSAGE,
-    EV_NOT_SENT,
-    EV_RESUBSCRIBE_FAILED,
-    EV_SUBACK,
-    EV_UNSUBACK,
-    EngineSettings,
-    Event,
-    PahoEngine,
-    limit_violation,
-    publish_properties,
-)
+from ._options import EngineSettings, MQTTClientOptions
 from ._reconnect import ReconnectPolicy
 from ._subscription import ConnectionEvents, Subscription, _Box, _Delivery
 from ._topics import TopicMatcher, parse_filter, topic_matches, validate_topic
+from ._url import parse_mqtt_url
 
 if TYPE_CHECKING:
     from typing import Self, Unpack
 
-__all__ = ["MQTTClient", "MQTTClientOptions", "MessageHandler", "open_mqtt_client"]
+    from ._driver import Driver
+    from ._paho import PahoEngine
+
+__all__ = ["MQTTClient", "MessageHandler", "open_mqtt_client"]
 
 _log = logging.getLogger("trionet.mqtt")
 
@@ -128,21 +130,24 @@ def default_client_id() -> str:
     return "trionet" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
 
-def _matcher_for(topic_filter: str) -> Callable[[str], bool]:
-    bare = topic_filter
-    if bare.startswith("$share/"):
-        bare = bare[len("$share/"):].partition("/")[2]
-    if "+" not in bare and "#" not in bare:
-        return bare.__eq__
-    if bare.endswith("/#") and "+" not in bare and "#" not in bare[:-2]:
-        prefix = bare[:-2]
-        start = prefix + "/"
-        return lambda topic: topic == prefix or topic.startswith(start)
-    return lambda topic: topic_matches(bare, topic)
-
-
 def _nothing() -> None:
     pass
+
+
+def _load_paho() -> ModuleType:
+    """:mod:`trionet.mqtt._paho`, imported on first use: ``import trionet.mqtt`` loads no paho."""
+    try:
+        from . import _paho
+    except ImportError as error:
+        raise missing_extra("trionet.mqtt", "paho-mqtt", error) from error
+    return _paho
+
+
+def _load_drivers() -> ModuleType:
+    _load_paho()
+    from . import _driver
+
+    return _driver
 
 
 class _Route:
@@ -173,42 +178,10 @@ class _Route:
         self.retain_handling = 0
         #: whether a topic name matches this route's filter (with fast paths for the usual
         #: shapes: no wildcard, and ``prefix/#``)
-        self.matches: Callable[[str], bool] = _matcher_for(topic_filter)
+        self.matches: Callable[[str], bool] = filter_matcher(topic_filter)
 
     def unused(self) -> bool:
         return not self.mailboxes and self.handler_refs == 0 and not self.replies
-
-
-class MQTTClientOptions(TypedDict, total=False):
-    """Keyword options of :class:`MQTTClient` (also accepted by :func:`open_mqtt_client`)."""
-
-    client_id: str | None
-    protocol: int
-    clean_start: bool
-    session_expiry: int | None
-    keepalive: int
-    username: str | None
-    password: str | None
-    allow_insecure_auth: bool
-    tls: ssl.SSLContext | bool | None
-    transport: Literal["tcp", "websockets"]
-    websocket_path: str
-    websocket_headers: dict[str, str] | None
-    will: Will | None
-    reconnect: ReconnectPolicy | bool
-    max_inflight: int
-    receive_maximum: int | None
-    max_packet_size: int | None
-    ack: Literal["received", "processed"]
-    max_concurrency: int
-    on_handler_error: Literal["log", "raise"]
-    subscription_buffer_size: int
-    handler_buffer_size: int
-    max_buffered_messages: int
-    connect_timeout: float
-    close_timeout: float
-    reply_topic: str | None
-    backend: Literal["thread", "trio"]
 
 
 class MQTTClient:
@@ -578,11 +551,12 @@ class MQTTClient:
         inner: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
+                drivers = _load_drivers()
                 driver: Driver
                 if self._backend == "trio":
-                    driver = TrioDriver(self._settings, self._on_events)
+                    driver = drivers.TrioDriver(self._settings, self._on_events)
                 else:
-                    driver = ThreadDriver(
+                    driver = drivers.ThreadDriver(
                         f"trionet-mqtt-{self._client_id}", self._settings, self._on_events
                     )
                 driver.engine.transit_limit = self._max_buffered
@@ -1170,7 +1144,7 @@ class MQTTClient:
             return None
         if not self._v5:
             raise ConfigurationError("message properties need MQTT 5 (MQTTClient(protocol=5))")
-        return publish_properties(properties)
+        return _load_paho().publish_properties(properties)
 
     async def publish(
         self,
@@ -1753,70 +1727,7 @@ class MQTTClient:
             await self.publish(props.response_topic, envelope, level)
 
 
-# -- open_mqtt_client and URLs ------------------------------------------------------------------
-
-_SCHEMES: dict[str, tuple[Literal["tcp", "websockets"], bool]] = {
-    "mqtt": ("tcp", False),
-    "tcp": ("tcp", False),
-    "mqtts": ("tcp", True),
-    "ssl": ("tcp", True),
-    "tls": ("tcp", True),
-    "ws": ("websockets", False),
-    "wss": ("websockets", True),
-}
-
-
-def parse_mqtt_url(url: str) -> tuple[str, int | None, MQTTClientOptions]:
-    """Split an MQTT URL into ``(host, port, client options)``.
-
-    ``mqtt://user:password@host:1883/?client_id=x&keepalive=30&protocol=5&clean_start=false``
-    (``&allow_insecure_auth=true`` to send that password without TLS);
-    schemes ``mqtt``/``tcp``, ``mqtts``/``ssl``/``tls`` (TLS with default verification),
-    ``ws`` and ``wss`` (the URL path is the WebSocket path).
-
-    Raises:
-        ConfigurationError: unknown scheme, bad port or bad query value.
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid MQTT URL {url!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ConfigurationError(
-            f"unknown MQTT URL scheme {parts.scheme!r} (use mqtt, mqtts, ws or wss)"
-        )
-    transport, tls = _SCHEMES[scheme]
-    options: MQTTClientOptions = {"transport": transport}
-    if tls:
-        options["tls"] = True
-    if parts.username:
-        options["username"] = urllib.parse.unquote(parts.username)
-        if parts.password is not None:
-            options["password"] = urllib.parse.unquote(parts.password)
-    if transport == "websockets" and parts.path:
-        options["websocket_path"] = parts.path
-    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-        if key == "client_id":
-            options["client_id"] = value
-        elif key == "keepalive":
-            if not value.isdigit():
-                raise ConfigurationError(f"keepalive must be a number of seconds, not {value!r}")
-            options["keepalive"] = int(value)
-        elif key in ("protocol", "version"):
-            versions = {"4": MQTTV311, "3.1.1": MQTTV311, "311": MQTTV311, "5": MQTTV5,
-                        "5.0": MQTTV5}
-            if value not in versions:
-                raise ConfigurationError(f"unknown MQTT protocol version {value!r}")
-            options["protocol"] = versions[value]
-        elif key in ("clean_start", "allow_insecure_auth"):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ConfigurationError(f"{key} must be true or false, not {value!r}")
-            options[key] = value.lower() in ("true", "1")  # type: ignore[literal-required]
-        else:
-            raise ConfigurationError(f"unknown MQTT URL parameter {key!r}")
-    return parts.hostname or "localhost", port, options
+# -- open_mqtt_client ------------------------------------------------------------------------
 
 
 @asynccontextmanager

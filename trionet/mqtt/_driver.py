@@ -28,7 +28,9 @@ from typing import Any, Protocol
 import trio
 
 from .._threads import LoopThread, Mailbox, run_blocking
-from ._paho import EngineSettings, Event, PahoEngine
+from ._events import Event
+from ._options import EngineSettings
+from ._paho import PahoEngine
 
 __all__ = ["Driver", "ThreadDriver", "TrioDriver"]
 

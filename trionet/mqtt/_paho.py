@@ -45,7 +45,6 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import paho.mqtt.client as paho
@@ -56,71 +55,42 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .._threads import SocketInterrupter
+from ._events import (
+    EV_ACKED,
+    EV_ACKED_N,
+    EV_CONNACK,
+    EV_CONNECT_FAILED,
+    EV_CREDIT,
+    EV_DONE,
+    EV_FAILED,
+    EV_LOST,
+    EV_MESSAGE,
+    EV_NOT_SENT,
+    EV_RESUBSCRIBE_FAILED,
+    EV_SUBACK,
+    EV_UNSUBACK,
+    AckToken,
+    Event,
+)
+from ._limits import limit_violation, limits_from_connack
 from ._message import (
     ENVELOPE_MAGIC,
-    MAX_PACKET_SIZE,
     BrokerLimits,
     MessageProperties,
     MQTTMessage,
     QoS,
-    Will,
     unpack_envelope,
 )
+from ._options import EngineSettings
 
 __all__ = [
-    "EV_ACKED",
-    "EV_ACKED_N",
-    "EV_CONNACK",
-    "EV_CONNECT_FAILED",
-    "EV_CREDIT",
-    "EV_DONE",
-    "EV_FAILED",
-    "EV_LOST",
-    "EV_MESSAGE",
-    "EV_NOT_SENT",
-    "EV_RESUBSCRIBE_FAILED",
-    "EV_SUBACK",
-    "EV_UNSUBACK",
     "EngineSettings",
     "PahoEngine",
     "encode_publish0",
-    "limit_violation",
     "publish_properties",
 ]
 
 _log = logging.getLogger("trionet.mqtt")
-
-# -- events (engine -> trio), plain tuples, first item is the kind ------------------------------
-#: ``(EV_CONNACK, attempt, ok, reason_code, reason, session_present, BrokerLimits)``
-EV_CONNACK: Final = 0
-#: ``(EV_CONNECT_FAILED, attempt, exception_or_None, reason)``: no CONNACK (network, TLS, ...)
-EV_CONNECT_FAILED: Final = 1
-#: ``(EV_LOST, reason_code, reason, intentional)``: an established connection ended
-EV_LOST: Final = 2
-#: ``(EV_ACKED, waiter, reason_code, reason, topic)``: one QoS 1/2 publish completed
-EV_ACKED: Final = 3
-#: ``(EV_ACKED_N, waiter, count)``: *count* QoS 0 publishes of a batch were written
-EV_ACKED_N: Final = 4
-#: ``(EV_SUBACK, waiters, topic_filter, reason_code, reason)``
-EV_SUBACK: Final = 5
-#: ``(EV_UNSUBACK, waiters, topic_filter, reason_code, reason)``
-EV_UNSUBACK: Final = 6
-#: ``(EV_MESSAGE, message, ack_token_or_None)``; the token is ``(generation, mid, qos)``
-EV_MESSAGE: Final = 7
-#: ``(EV_CREDIT, count)``: *count* QoS 0 publishes left the job queue
-EV_CREDIT: Final = 8
-#: ``(EV_FAILED, waiters, reason)``: these operations can no longer complete
-EV_FAILED: Final = 9
-#: ``(EV_RESUBSCRIBE_FAILED, topic_filter, reason_code, reason)``
-EV_RESUBSCRIBE_FAILED: Final = 10
-#: ``(EV_DONE, waiter, value)``
-EV_DONE: Final = 11
-#: ``(EV_NOT_SENT, waiter, reason_code, reason, topic)``: a QoS 1/2 publish breaks a limit the
-#: broker announced and was dropped unsent
-EV_NOT_SENT: Final = 12
-
-Event = tuple[Any, ...]
-AckToken = tuple[int, int, int]
 
 _READ_SIZE: Final = 65536
 _WRITE_HIGH_WATER: Final = 1 << 20
@@ -133,29 +103,6 @@ _SESSION_NEVER_EXPIRES: Final = 0xFFFFFFFF
 _ACK_SUCCESS: Final = ReasonCode(PacketTypes.PUBACK)
 _NO_ACK_PROPERTIES: Final = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 _NO_REC_PROPERTIES: Final = Properties(PacketTypes.PUBREC)  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    """Everything the engine needs to build and connect its paho client."""
-
-    client_id: str
-    protocol: int
-    clean_start: bool
-    session_expiry: int | None
-    keepalive: int
-    username: str | None
-    password: str | None
-    tls: ssl.SSLContext | None
-    transport: str
-    websocket_path: str
-    websocket_headers: dict[str, str] | None
-    will: Will | None
-    max_inflight: int
-    receive_maximum: int | None
-    connect_timeout: float
-    #: the client's own cap on outgoing packets (None: MQTT's limit)
-    max_packet_size: int | None = None
 
 
 # -- MQTT 5 property conversion -----------------------------------------------------------------
@@ -220,68 +167,6 @@ def reason_name(code: ReasonCode | int) -> str:
     if isinstance(code, ReasonCode):
         return str(code).lower()
     return f"reason code {code}"
-
-
-# -- the broker's limits ------------------------------------------------------------------------
-
-
-def _varint_size(n: int) -> int:
-    return 1 if n < 0x80 else 2 if n < 0x4000 else 3 if n < 0x200000 else 4
-
-
-def publish_size(
-    topic_bytes: int, payload_bytes: int, qos: int, props: Properties | None, v5: bool
-) -> int:
-    """The size in bytes of a PUBLISH packet (fixed header included), as MQTT counts it."""
-    remaining = 2 + topic_bytes + payload_bytes + (2 if qos else 0)
-    if v5:
-        remaining += 1 if props is None else len(props.pack())  # type: ignore[no-untyped-call]
-    return 1 + _varint_size(remaining) + remaining
-
-
-def limits_from_connack(properties: Any, cap: int | None = None) -> BrokerLimits:
-    """The limits an MQTT 5 CONNACK announces (absent properties mean "no limit"), with the
-    client's own packet size *cap* applied."""
-    own = cap or MAX_PACKET_SIZE
-    if properties is None:
-        return BrokerLimits(max_packet_size=own)
-    attrs = properties.__dict__
-    return BrokerLimits(
-        max_packet_size=min(int(attrs.get("MaximumPacketSize", MAX_PACKET_SIZE)), own),
-        receive_maximum=int(attrs.get("ReceiveMaximum", 65535)),
-        topic_alias_maximum=int(attrs.get("TopicAliasMaximum", 0)),
-        retain_available=bool(attrs.get("RetainAvailable", 1)),
-        maximum_qos=int(attrs.get("MaximumQoS", 2)),
-    )
-
-
-def limit_violation(
-    limits: BrokerLimits, topic: str, payload: bytes | bytearray, qos: int, retain: bool,
-    props: Properties | None, v5: bool,
-) -> tuple[int, str] | None:
-    """Why the broker would not take this PUBLISH: ``(reason code, reason)``, or None if fine.
-
-    The packet size is computed exactly only when a rough upper bound comes near the limit.
-    """
-    if retain and not limits.retain_available:
-        return 0x9A, "retain not supported (the broker announced Retain Available 0)"
-    if qos > limits.maximum_qos:
-        return 0x9B, (f"QoS {qos} not supported (the broker announced Maximum QoS "
-                      f"{limits.maximum_qos})")
-    limit = limits.max_packet_size
-    rough = 16 + 4 * len(topic) + len(payload)
-    if props is None:
-        if rough <= limit:
-            return None
-    elif limit == MAX_PACKET_SIZE and rough <= limit // 2:
-        return None  # (properties are not packed twice for brokers without a limit)
-    size = publish_size(len(topic.encode()), len(payload), qos, props, v5)
-    if size <= limit:
-        return None
-    return 0x95, (f"packet too large: the PUBLISH would be {size} bytes, the broker accepts "
-                  f"at most {limit} (its Maximum Packet Size)" if limit != MAX_PACKET_SIZE
-                  else f"packet too large: the PUBLISH would be {size} bytes, MQTT allows at "
-                  f"most {limit}")
 
 
 # -- QoS 0 PUBLISH packets ----------------------------------------------------------------------

@@ -6,7 +6,8 @@ Pure functions and one data structure, no I/O:
   and subscribed to;
 * :func:`parse_filter` splits a shared subscription ``$share/<group>/<filter>`` into its group and
   the filter that messages are matched against;
-* :func:`topic_matches` tells whether a topic name matches a filter;
+* :func:`topic_matches` tells whether a topic name matches a filter (the one matcher of
+  :mod:`trionet._topics`, shared with ``trionet.bus``);
 * :class:`TopicMatcher` finds every value registered under a filter that matches a topic, walking
   a trie of filter levels, so routing costs the depth of the topic rather than the number of
   subscriptions.
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, NamedTuple, TypeVar
 
+from .._topics import SHARE_PREFIX as _SHARE_PREFIX, topic_matches as _topic_matches
 from ._errors import InvalidTopic
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
 T = TypeVar("T")
 
 _MAX_TOPIC_BYTES = 65535
-_SHARE_PREFIX = "$share/"
 
 
 def _check_common(topic: str, what: str) -> None:
@@ -115,15 +116,6 @@ def parse_filter(topic_filter: str) -> SharedFilter:
     return SharedFilter(None, topic_filter)
 
 
-def validate_filter(topic_filter: str) -> None:
-    """Check a topic filter (wildcards and ``$share/<group>/...`` allowed).
-
-    Raises:
-        InvalidTopic: the filter breaks the rules.
-    """
-    parse_filter(topic_filter)
-
-
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """Whether the topic name *topic* matches *topic_filter*.
 
@@ -137,23 +129,16 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         topic_matches("#", "$SYS/broker/uptime")                  # False
         topic_matches("$share/g/a/+", "a/b")                      # True
     """
-    if topic_filter.startswith(_SHARE_PREFIX):
-        topic_filter = topic_filter[len(_SHARE_PREFIX) :].partition("/")[2]
-    if topic_filter == topic:
-        return True
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    f_levels = topic_filter.split("/")
-    t_levels = topic.split("/")
-    n = len(t_levels)
-    for i, f in enumerate(f_levels):
-        if f == "#":
-            return True
-        if i >= n:
-            return False
-        if f != "+" and f != t_levels[i]:
-            return False
-    return len(f_levels) == n
+    return _topic_matches(topic_filter, topic)
+
+
+def validate_filter(topic_filter: str) -> None:
+    """Check a topic filter (wildcards and ``$share/<group>/...`` allowed).
+
+    Raises:
+        InvalidTopic: the filter breaks the rules.
+    """
+    parse_filter(topic_filter)
 
 
 class _Node(Generic[T]):
