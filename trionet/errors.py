@@ -1,11 +1,22 @@
 """The trionet exception tree.
 
-Every error trionet raises on purpose derives from :class:`TrionetError`. Errors about bytes on
-the wire derive from :class:`ProtocolError`, which records *whose fault* the problem was:
-``fault="remote"`` when the peer sent something we cannot accept, ``fault="local"`` when our own
-side asked for something impossible (for example encoding a frame larger than the configured
-limit). The names used by mtaio (``ProtocolError``, ``ASGIError``, ``MQTTError``, ``MailError``)
-keep their spelling so that users of the original find them.
+Every error trionet raises on purpose derives from :class:`TrionetError`, in three branches:
+
+* :class:`ProtocolError`: something on the wire breaks a protocol. It records *whose fault* the
+  problem was: ``fault="remote"`` when the peer sent something we cannot accept,
+  ``fault="local"`` when our own side asked for something impossible (for example encoding a
+  frame larger than the configured limit). Each component's base error (``MQTTError``,
+  ``MailError``...) sits here, as in mtaio, whose names keep their spelling.
+* :class:`PeerFailure`: the other side failed us, whatever the bytes said. Its
+  :class:`ConnectionFailure` branch holds every "no working connection" error (refused,
+  unreachable, closed, not connected), and :class:`RemoteException` (and Kafka's
+  ``KafkaRemoteError``) says the peer's handler raised. Catch :class:`ConnectionFailure` to
+  retry or reconnect whatever the component.
+* :class:`ConfigurationError`: a value given to trionet is wrong.
+
+The errors of the second branch are *also* their component's error (``MQTTNotConnected`` is an
+``MQTTError``, ``RemoteException`` a ``ChannelError``), so code that catches a component's
+base, or :class:`ProtocolError` as mtaio's users do, still catches them.
 
 ::
 
@@ -17,20 +28,26 @@ keep their spelling so that users of the original find them.
     │   ├── CodecError               (codec; also ValueError)
     │   ├── ASGIError
     │   ├── MQTTError
-    │   │   ├── MQTTConnectError     (reason_code)
-    │   │   ├── MQTTNotConnected
+    │   │   ├── MQTTConnectError     (reason_code)                     + ConnectionFailure
+    │   │   ├── MQTTNotConnected                                       + ConnectionFailure
     │   │   └── MQTTTimeout
     │   ├── KafkaError
     │   ├── MailError
     │   │   ├── SMTPError            (code)
     │   │   └── IMAPError
     │   ├── ChannelError
-    │   │   ├── RemoteException      (origin, remote_traceback, remote_type)
+    │   │   ├── RemoteException      (origin, remote_traceback, remote_type)  + PeerFailure
     │   │   └── ChannelClosed        (also trio.BrokenResourceError, ConnectionResetError)
+    │   │                                                              + ConnectionFailure
     │   ├── AProtoError              (error_code)
     │   └── TLSError                 (host; also trio.BrokenResourceError)
     │       ├── TLSVerificationError (the peer's certificate could not be verified)
     │       └── TLSNotSpoken         (the peer answered the TLS handshake in plain text)
+    ├── PeerFailure                  (the peer is gone, unreachable, or its handler raised)
+    │   ├── ConnectionFailure        (MQTTConnectError, MQTTNotConnected, ChannelClosed, and
+    │   │                             the components' KafkaConnectionError,
+    │   │                             MailConnectionError, aproto's ConnectionClosed)
+    │   └── RemoteException, KafkaRemoteError
     └── ConfigurationError
 """
 
@@ -47,6 +64,7 @@ __all__ = [
     "ChannelError",
     "CodecError",
     "ConfigurationError",
+    "ConnectionFailure",
     "Fault",
     "FrameError",
     "FrameTooLarge",
@@ -59,6 +77,7 @@ __all__ = [
     "MQTTTimeout",
     "MTAIOError",
     "MailError",
+    "PeerFailure",
     "ProtocolError",
     "RemoteException",
     "SMTPError",
@@ -94,6 +113,25 @@ class ProtocolError(TrionetError):
     def __init__(self, message: str, *, fault: Fault = "remote") -> None:
         super().__init__(message)
         self.fault: Fault = fault
+
+
+class PeerFailure(TrionetError):
+    """The other side failed us: it cannot be reached, the connection to it is gone, or its
+    handler raised while answering (:class:`RemoteException`).
+
+    Not about the bytes (those are :class:`ProtocolError`), so retrying, reconnecting or asking
+    another peer may help.
+    """
+
+
+class ConnectionFailure(PeerFailure):
+    """There is no working connection: it was refused, the peer is unreachable, the connection
+    broke or closed, or the client is not connected.
+
+    Every component's connection error is one (:class:`MQTTConnectError`,
+    :class:`MQTTNotConnected`, :class:`ChannelClosed`, ``KafkaConnectionError``,
+    ``MailConnectionError``, AProto's ``ConnectionClosed``), besides being its component's error.
+    """
 
 
 # -- framing and codecs -------------------------------------------------------------------------
@@ -165,7 +203,7 @@ class MQTTError(ProtocolError):
     """Base class of MQTT client errors."""
 
 
-class MQTTConnectError(MQTTError):
+class MQTTConnectError(MQTTError, ConnectionFailure):
     """The broker refused the connection, or could not be reached.
 
     Attributes:
@@ -177,7 +215,7 @@ class MQTTConnectError(MQTTError):
         self.reason_code = reason_code
 
 
-class MQTTNotConnected(MQTTError):
+class MQTTNotConnected(MQTTError, ConnectionFailure):
     """An operation needs a connection to the broker and there is none."""
 
     def __init__(self, message: str = "the MQTT client is not connected") -> None:
@@ -216,7 +254,7 @@ class ChannelError(ProtocolError):
     """Base class of request-reply Channel errors."""
 
 
-class RemoteException(ChannelError):
+class RemoteException(ChannelError, PeerFailure):
     """The peer's handler raised while answering our request.
 
     Attributes:
@@ -233,7 +271,9 @@ class RemoteException(ChannelError):
         self.remote_type = remote_type
 
 
-class ChannelClosed(ChannelError, trio.BrokenResourceError, ConnectionResetError):
+class ChannelClosed(
+    ChannelError, ConnectionFailure, trio.BrokenResourceError, ConnectionResetError
+):
     """The connection behind a Channel is gone; pending and future requests fail with this."""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import AProtoError
+from ..errors import AProtoError, ConnectionFailure
 
 __all__ = ["ConnectionClosed", "StopPropagation"]
 
@@ -15,7 +15,7 @@ class StopPropagation(Exception):
     """
 
 
-class ConnectionClosed(AProtoError, EOFError):
+class ConnectionClosed(AProtoError, ConnectionFailure, EOFError):
     """The peer closed the connection cleanly while a packet was expected.
 
     ``error_code`` is ``"ERR_CONNECTION_CLOSED"``, a local name that never goes on the wire.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..errors import CodecError, Fault, KafkaError
+from ..errors import CodecError, ConnectionFailure, Fault, KafkaError, PeerFailure
 
 if TYPE_CHECKING:
     from ._records import KafkaRecord, TopicPartition
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-class KafkaConnectionError(KafkaError, trio.BrokenResourceError):
+class KafkaConnectionError(KafkaError, ConnectionFailure, trio.BrokenResourceError):
     """The Kafka brokers cannot be reached: at start-up, or they went away mid-stream.
 
     Attributes:
@@ -110,7 +110,7 @@ class KafkaPartitionsRevokedError(KafkaCommitError):
         self.committed = dict(committed)
 
 
-class KafkaRemoteError(KafkaError):
+class KafkaRemoteError(KafkaError, PeerFailure):
     """The responder's handler failed while answering a Kafka request.
 
     Attributes:

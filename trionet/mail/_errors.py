@@ -6,6 +6,7 @@ catch either way::
 
     MailError
     ├── MailConnectionError         the server could not be reached, or the connection broke
+    │                               (+ trionet.errors.ConnectionFailure)
     │   └── MailNotConnected        the client has no connection (our side's fault)
     ├── MailAuthenticationError     the server refused the credentials (reply kept)
     │   └── InsecureAuthError       we refused to send them over an unencrypted connection
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import Fault, IMAPError, MailError, SMTPError
+from ..errors import ConnectionFailure, Fault, IMAPError, MailError, SMTPError
 
 if TYPE_CHECKING:
     from ._smtp import SendResult
@@ -57,7 +58,7 @@ __all__ = [
 # -- kinds (protocol-independent) ---------------------------------------------------------------
 
 
-class MailConnectionError(MailError):
+class MailConnectionError(MailError, ConnectionFailure):
     """The mail server could not be reached, or the connection to it broke."""
 
 
