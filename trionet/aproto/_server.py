@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-Each connection runs one task (:meth:`Server._handle`). It reads with ``receive_some(buf)``,
+Each connection runs one task (:meth:`Server._handle`). It reads through a
+``trionet.framing._driver.StreamDriver`` (up to ``buf`` bytes at once),
 feeds the bytes to its :class:`~trionet.aproto._packet.PacketDecoder` and dispatches every packet
 the bytes complete, in order, before reading again. So packets are answered in the order they
 arrive, any split of the bytes is parsed exactly, and a client that pipelines is throttled by
@@ -10,7 +11,7 @@ TCP, not by an unbounded queue.
 
 Replies to packets that arrived together are *corked*: while later packets of the same batch are
 still waiting to be dispatched, :meth:`HandlerClient.send` only queues the reply; the batch's
-replies go out in one ``send_all`` when the last packet of the batch sends its reply (or when
+replies go out in one ``writev`` when the last packet of the batch sends its reply (or when
 64 KiB are queued, or the batch is done). A request that arrives alone is answered at once.
 
 Timeouts do not cost a cancel scope, nor even a clock read, per packet. Each connection has one
@@ -49,6 +50,7 @@ import trio
 from .._threads import TrioPortal, in_main_thread
 from .._util import reraise_single
 from ..errors import ConfigurationError
+from ..framing._driver import StreamDriver
 from ..observability import set_correlation_id
 from ._config import read_config, validate_option
 from ._errors import StopPropagation
@@ -159,9 +161,8 @@ class HandlerClient:
         "_corked",
         "_failed",
         "_held",
+        "_io",
         "_lot",
-        "_out",
-        "_out_size",
         "_scope",
         "_since",
         "_state",
@@ -185,8 +186,7 @@ class HandlerClient:
         self.encoding: Encoding = server.encoding
         self.session: Session = Session(uuid.uuid4(), self, time.time())
         self._stream = stream
-        self._out: list[bytes] = []
-        self._out_size = 0
+        self._io = StreamDriver(stream, receive_size=server.buf)
         self._corked = False
         self._closing = False
         self._failed = False
@@ -274,30 +274,25 @@ class HandlerClient:
     async def _write(self, data: bytes) -> None:
         if self._closing:
             raise trio.ClosedResourceError("the connection was closed")
-        out = self._out
+        io = self._io
         if self._corked:
-            out.append(data)
-            self._out_size += len(data)
-            if self._out_size < _CORK_LIMIT:
+            io.queue(data)
+            if io.out_bytes < _CORK_LIMIT:
                 return
-            data = b"".join(out)
-            out.clear()
-            self._out_size = 0
-        elif out:
-            out.append(data)
-            data = b"".join(out)
-            out.clear()
-            self._out_size = 0
-        await self._send_all(data)
+        elif io.out:
+            io.queue(data)
+        else:
+            await self._send_all(data)
+            return
+        await self._send_all(None)
 
     async def _flush(self) -> None:
-        if self._out:
-            data = b"".join(self._out)
-            self._out.clear()
-            self._out_size = 0
-            await self._send_all(data)
+        if self._io.out:
+            await self._send_all(None)
 
-    async def _send_all(self, data: bytes) -> None:
+    async def _send_all(self, data: bytes | None) -> None:
+        """Write *data*, or with None the queued replies (in one ``writev``), one task at a
+        time; the reaper times the write out like a wait for input."""
         while self._writing:
             # Another task of the same connection is writing (a handler that spawned tasks).
             if self._lot is None:
@@ -308,12 +303,43 @@ class HandlerClient:
         self._state = _SENDING
         self._since = self.server._tick
         try:
-            await self._stream.send_all(data)
+            if data is None:
+                await self._io.flush()
+            else:
+                await self._io.send_all(data)
         finally:
             self._state = state
             self._writing = False
             if self._lot:
                 self._lot.unpark()
+
+
+    async def _send_error_and_close(self, error: bytes) -> None:
+        with trio.move_on_after(_ERROR_REPLY_TIMEOUT):
+            with contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+            ):
+                await self._send_all(error)
+        self._closing = True
+        await self._close_gracefully()
+
+    async def _close_gracefully(self) -> None:
+        """Flush, shut the sending side down and discard input until the peer closes (for at
+        most :data:`_LINGER` seconds), then close: closing with unread input would make the
+        kernel send RST, which can destroy the reply the peer has not read yet."""
+        stream = self._stream
+        with trio.move_on_after(_LINGER):
+            try:
+                await self._flush()
+                if isinstance(stream, trio.SocketStream):
+                    await stream.send_eof()
+                    while await stream.receive_some(self.server.buf):
+                        pass
+                else:
+                    await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                pass
+        await trio.aclose_forcefully(stream)
 
 
 class Handler:
@@ -775,7 +801,7 @@ class Server:
                 client.address,
                 self.session_limit,
             )
-            await self._send_error_and_close(client, ERR_SESSION_LIMIT_REACHED)
+            await client._send_error_and_close(self._encoder.error(ERR_SESSION_LIMIT_REACHED))
             return
         self._log(logging.INFO, "(%s) new session from %s:%s", sid, client.address, client.port)
         self.sessions.add(client.address, session)
@@ -794,7 +820,7 @@ class Server:
                 self._log(logging.INFO, "(%s) session ended: %s", sid, reason)
                 timed_out = reason == "timeout"
                 linger = reason != "shutdown"
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._log(logging.INFO, "(%s) connection lost: %s", sid, exc or type(exc).__name__)
         except Exception:
             self.logger.exception("(%s) unexpected error; connection closed", sid)
@@ -805,37 +831,12 @@ class Server:
             self.sessions.remove(client.address, session)
         if timed_out and client._state == _WAITING:
             self._stats.timeouts += 1
-            await self._send_error_and_close(client, ERR_TIMED_OUT)
+            await client._send_error_and_close(self._encoder.error(ERR_TIMED_OUT))
         elif linger and not timed_out and not self._stopping:
-            await self._close_gracefully(client)
+            await client._close_gracefully()
         else:
             await trio.aclose_forcefully(transport)
         self._log(logging.DEBUG, "(%s) closed", sid)
-
-    async def _send_error_and_close(self, client: HandlerClient, error_code: str) -> None:
-        with trio.move_on_after(_ERROR_REPLY_TIMEOUT):
-            with contextlib.suppress(
-                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
-            ):
-                await client._send_all(self._encoder.error(error_code))
-        client._closing = True
-        await self._close_gracefully(client)
-
-    async def _close_gracefully(self, client: HandlerClient) -> None:
-        stream = client._stream
-        with trio.move_on_after(_LINGER):
-            try:
-                if client._out:
-                    await client._flush()
-                if isinstance(stream, trio.SocketStream):
-                    await stream.send_eof()
-                    while await stream.receive_some(self.buf):
-                        pass
-                else:
-                    await stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
-                pass
-        await trio.aclose_forcefully(stream)
 
     async def _serve_client(self, client: HandlerClient) -> bool:
         """Serve packets until the connection should close; return True to linger first."""
@@ -847,11 +848,10 @@ class Server:
             byteorder=self.byteorder,
             max_packet_size=self.max_packet_size,
         )
-        receive_some = stream.receive_some
+        receive = client._io.receive
         feed = decoder.feed
         dispatch = self._dispatch
         encoder = self._encoder
-        buf = self.buf
         keep_alive = self.keep_alive
         budget = self.max_pending_bytes
         debug = self.logging_level <= logging.DEBUG and self.logger.isEnabledFor(logging.DEBUG)
@@ -860,9 +860,9 @@ class Server:
         pending: bytes | bytearray | None = None
         if self.tls is None:
             # The state is _WAITING: the idle timeout bounds this read too.
-            first = await receive_some(buf)
+            first = await receive()
             while (looks_tls := _tls_client_hello_prefix(first)) is None:
-                more = await receive_some(buf)
+                more = await receive()
                 if not more:
                     break
                 first += more
@@ -883,7 +883,7 @@ class Server:
             client._since = self._tick
             while True:
                 if pending is None:
-                    data = await receive_some(buf)
+                    data = await receive()
                 else:
                     data, pending = pending, None
                 events = feed(data)
@@ -930,8 +930,7 @@ class Server:
                 if client._closing or not keep_alive:
                     return True
             client._corked = False
-            if client._out:
-                await client._flush()
+            await client._flush()
             if not data:
                 self._log(logging.INFO, "(%s) the client closed the connection", sid)
                 return False

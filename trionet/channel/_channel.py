@@ -23,10 +23,9 @@ buffer first. :meth:`Channel.serve` goes one step further: it answers every requ
 arrived in one read before it yields, queues the replies without a drainer and writes them
 itself, in one ``writev``, before its next wait.
 
-For :class:`trio.SocketStream` (TCP and Unix sockets) the driver reads and writes the socket's
-file descriptor directly, waiting with :func:`trio.lowlevel.wait_readable` and
-:func:`~trio.lowlevel.wait_writable`. Other streams (TLS, in-memory) go through
-``receive_some``/``send_all``; there every write is done by the drainer.
+The bytes themselves (file-descriptor reads and writes on sockets, the output queue, ``writev``,
+the drainer, backpressure) are ``trionet.framing._driver.StreamDriver``'s business; this module
+decides only *when* to write at once and when to queue.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ import trio
 from ..codecs import Codec
 from ..errors import ChannelClosed, CodecError, FrameTooLarge, ProtocolError, RemoteException
 from ..framing import DEFAULT_MAX_FRAME_SIZE
+from ..framing._driver import HIGH_WATER as _HIGH_WATER, StreamDriver
 from ..observability import _correlation_id
 from ._protocol import REQUEST, RESULT, ChannelProtocol, remote_type_name
 
@@ -56,19 +56,8 @@ __all__ = ["Channel", "ChannelStatistics", "Request"]
 
 logger = logging.getLogger("trionet.channel")
 
-# Just under 128 KiB, not asyncio's 256 KiB: glibc serves allocations of 128 KiB and more
-# with mmap, so a 256 KiB read buffer costs an mmap, mremap and munmap (and fresh page faults)
-# on every read. 127 KiB still takes a 64 KiB frame and the next one in one read.
-_RECEIVE_SIZE: Final = 127 * 1024
-#: Queued output above which writers wait (backpressure), and below which they resume.
-_HIGH_WATER: Final = 1024 * 1024
-_LOW_WATER: Final = 256 * 1024
-#: Buffers per writev call (Linux's IOV_MAX is 1024).
-_IOV_MAX: Final = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 #: How long :meth:`Channel.aclose` waits for queued output to reach the kernel.
 _CLOSE_FLUSH_TIMEOUT: Final = 5.0
-
-_FAST_PATH: Final = os.name == "posix"
 
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 _reschedule: Final = trio.lowlevel.reschedule
@@ -186,12 +175,13 @@ class Request:
         except (CodecError, FrameTooLarge) as exc:
             await channel._write(channel._proto.exception(self.msg_id, exc))
             raise
-        if channel._out_bytes >= _HIGH_WATER:
+        io = channel._io
+        if io.out_bytes >= _HIGH_WATER:
             await channel._wait_for_space()
-        if channel._out or channel._draining:
+        if io.out or io.draining:
             # Output is already queued: this reply joins it (the common case when serving).
-            channel._out.append(frame)
-            channel._out_bytes += len(frame)
+            io.out.append(frame)
+            io.out_bytes += len(frame)
         else:
             channel._put(frame)
 
@@ -245,24 +235,16 @@ class Channel:
         "__weakref__",
         "_broken",
         "_closed",
-        "_drain_scope",
-        "_draining",
         "_eof",
-        "_flushed",
         "_frame_started",
         "_inbox",
+        "_io",
         "_last_input",
-        "_more_to_read",
-        "_nursery",
         "_origin",
-        "_out",
-        "_out_bytes",
         "_parked",
         "_proto",
         "_reading",
         "_recv_waiters",
-        "_sock",
-        "_space",
         "_stream",
         "_writers_due",
     )
@@ -276,26 +258,15 @@ class Channel:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     ) -> None:
         self._stream = stream
-        self._nursery = nursery
+        self._io = StreamDriver(stream, nursery, on_error=self._mark_broken)
         self._proto = ChannelProtocol(codec, max_frame_size=max_frame_size)
-        # Fast path: the socket itself, read and written through its file descriptor.
-        self._sock: trio.socket.SocketType | None = (
-            stream.socket if _FAST_PATH and type(stream) is trio.SocketStream else None
-        )
         self._origin: str | None = None
         self._reading = False
-        self._more_to_read = False
         self._parked: dict[_Waiter, trio.lowlevel.Task] = {}
         self._recv_waiters: deque[_Waiter] = deque()
         # Requests nobody has taken yet, as (msg_id, content): a Request is made when taken.
         self._inbox: deque[tuple[int, Any]] = deque()
         self._writers_due = 0
-        self._out: list[bytes | memoryview] = []
-        self._out_bytes = 0
-        self._draining = False
-        self._drain_scope: trio.CancelScope | None = None
-        self._space = trio.lowlevel.ParkingLot()
-        self._flushed = trio.lowlevel.ParkingLot()
         self._closed = False
         self._eof = False
         self._broken: BaseException | None = None
@@ -363,34 +334,7 @@ class Channel:
         :class:`ssl.SSLObject` queries), ``"sslcontext"``, ``"peercert"``, ``"cipher"`` and
         ``"compression"``. Anything else, or anything the stream cannot tell, gives *default*.
         """
-        ssl_stream: trio.SSLStream[Any] | None = None
-        stream: Any = self._stream
-        while isinstance(stream, trio.SSLStream):
-            if ssl_stream is None:
-                ssl_stream = stream
-            stream = stream.transport_stream
-        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
-        try:
-            if name == "peername" and sock is not None:
-                return sock.getpeername()
-            if name == "sockname" and sock is not None:
-                return sock.getsockname()
-            if name == "socket" and sock is not None:
-                return sock
-            if ssl_stream is not None:
-                if name == "ssl_object":
-                    return ssl_stream
-                if name == "sslcontext":
-                    return ssl_stream.context
-                if name == "peercert":
-                    return ssl_stream.getpeercert()
-                if name == "cipher":
-                    return ssl_stream.cipher()
-                if name == "compression":
-                    return ssl_stream.compression()
-        except (OSError, ValueError, trio.NeedHandshakeError):
-            return default
-        return default
+        return self._io.extra_info(name, default)
 
     def statistics(self) -> ChannelStatistics:
         """Return the channel's counters (see :class:`ChannelStatistics`)."""
@@ -401,7 +345,7 @@ class Channel:
             pending_requests=proto.pending,
             queued_requests=len(self._inbox),
             late_replies=proto.late_replies,
-            buffered_output=self._out_bytes,
+            buffered_output=self._io.out_bytes,
         )
 
     # -- requesting ------------------------------------------------------------------------
@@ -428,11 +372,12 @@ class Channel:
         call = _Waiter(self)
         msg_id, frame = self._proto.request(content, call)
         try:
-            if self._out_bytes >= _HIGH_WATER:
+            io = self._io
+            if io.out_bytes >= _HIGH_WATER:
                 await self._wait_for_space()
-            if self._out or self._draining:
-                self._out.append(frame)
-                self._out_bytes += len(frame)
+            if io.out or io.draining:
+                io.out.append(frame)
+                io.out_bytes += len(frame)
             else:
                 self._put(frame)
             if self._reading:
@@ -555,95 +500,15 @@ class Channel:
                 # results get a task each.
                 msg_id, content = request.msg_id, request.content
                 try:
-                    await self._answer_batch(
+                    await _answer_batch(
+                        self,
                         handler, request, msg_id, content, slots, nursery, frame_result, origin
                     )
                 finally:
                     # The replies queued in the batch go out now, in one writev.
-                    self._flush_queued()
+                    self._io.flush_queued()
         if broken is not None:
             raise broken
-
-    async def _answer_batch(
-        self,
-        handler: Callable[[Any], Any],
-        request: Request | None,
-        msg_id: int,
-        content: Any,
-        slots: _Slots,
-        nursery: trio.Nursery,
-        frame_result: Callable[[int, Any], bytes],
-        origin: str,
-    ) -> None:
-        """Answer one request, then every one that arrived with it, for :meth:`serve`.
-
-        This does not yield (but checks for cancellation every few requests): plain results
-        are framed and queued without a drainer, and the caller flushes them in one go with
-        :meth:`_flush_queued`, which is also called before any wait in here. Awaitable
-        results get a task each. The caller holds a slot for the first request.
-        """
-        inbox = self._inbox
-        countdown = _CANCEL_CHECK_EVERY
-        while True:
-            # The handler (and the task it may get) logs under this request's id.
-            token = _correlation_id.set(f"{origin}#{msg_id}")
-            try:
-                try:
-                    result = handler(content)
-                except Exception as exc:
-                    slots.release()
-                    self._flush_queued()
-                    failed = self._request(request, msg_id, content)
-                    await _answer_quietly(failed.fail, exc)
-                else:
-                    if type(result) not in _PLAIN_TYPES and inspect.isawaitable(result):
-                        # The handler will likely reply before it blocks: count it, so that
-                        # replies finishing together are written together.
-                        self._writers_due += 1
-                        answered = self._request(request, msg_id, content)
-                        nursery.start_soon(_await_and_answer, result, answered, slots)
-                    else:
-                        slots.release()
-                        # Frame and queue the reply here; anything unusual (an unencodable
-                        # result, a closed channel, too much queued output) goes through
-                        # Request.reply, which reports or waits.
-                        frame = None
-                        if (
-                            self._out_bytes < _HIGH_WATER
-                            and self._broken is None
-                            and not self._closed
-                        ):
-                            try:
-                                frame = frame_result(msg_id, result)
-                            except (CodecError, FrameTooLarge):
-                                frame = None
-                        if frame is None:
-                            self._flush_queued()
-                            answer = self._request(request, msg_id, content).reply
-                            await _answer_quietly(answer, result)
-                        elif self._draining or self._sock is not None:
-                            # Queued without a drainer: flushed before this task yields.
-                            self._out.append(frame)
-                            self._out_bytes += len(frame)
-                        else:
-                            self._put(frame)
-            finally:
-                _correlation_id.reset(token)
-            if not inbox or slots._free <= 0 or self._closed:
-                return
-            countdown -= 1
-            if not countdown:
-                countdown = _CANCEL_CHECK_EVERY
-                self._flush_queued()
-                await _checkpoint_if_cancelled()
-                if not inbox:
-                    return
-            slots._free -= 1
-            request = None
-            msg_id, content = inbox.popleft()
-
-    def _request(self, request: Request | None, msg_id: int, content: Any) -> Request:
-        return Request(self, msg_id, content) if request is None else request
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -657,16 +522,15 @@ class Channel:
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
-        self._closed = True
+        self._closed = self._io.closed = True
         self._inbox.clear()
         self._fail_waiters(lambda: trio.ClosedResourceError("the channel was closed"))
         try:
-            if self._broken is None and (self._out or self._draining):
+            if self._broken is None:
                 with trio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
-                    while self._out or self._draining:
-                        await self._flushed.park()
+                    await self._io.wait_flushed()
         finally:
-            self._stop_output()
+            self._io.stop(broken=False)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._stream.aclose()
 
@@ -744,10 +608,7 @@ class Channel:
         self._reading = True
         data: bytes | bytearray
         try:
-            if self._sock is not None:
-                data = await self._receive_fd(self._sock)
-            else:
-                data = await self._stream.receive_some(_RECEIVE_SIZE)
+            data = await self._io.receive()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._reading = False
             await self._break(exc)
@@ -757,30 +618,6 @@ class Channel:
         self._feed(data)
         if self._broken is not None:
             await self._close_broken_stream()
-
-    async def _receive_fd(self, sock: trio.socket.SocketType) -> bytes:
-        # Wait first: a reply is rarely there the instant after its request went out, and a
-        # failed read costs a system call. But after a full read, more is likely waiting.
-        wait = not self._more_to_read
-        while True:
-            fd = sock.fileno()
-            if fd < 0:
-                raise trio.ClosedResourceError("the socket was closed")
-            if wait:
-                await trio.lowlevel.wait_readable(fd)
-                if sock.fileno() != fd:
-                    raise trio.ClosedResourceError("the socket was closed")
-            else:
-                await trio.lowlevel.checkpoint()  # still let others run between chunks
-                if sock.fileno() != fd:
-                    raise trio.ClosedResourceError("the socket was closed")
-            try:
-                data = os.read(fd, _RECEIVE_SIZE)
-            except BlockingIOError:
-                wait = True
-                continue
-            self._more_to_read = len(data) == _RECEIVE_SIZE
-            return data
 
     def _feed(self, data: bytes | bytearray) -> None:
         proto = self._proto
@@ -832,7 +669,7 @@ class Channel:
         if idle_timeout is None or now - self._last_input < idle_timeout:
             return None
         proto = self._proto
-        if (proto.pending or self._inbox or self._out_bytes
+        if (proto.pending or self._inbox or self._io.out_bytes
                 or proto.requests_received > proto.replies_sent):
             return None
         if started is not None:
@@ -862,7 +699,7 @@ class Channel:
         self._broken = reason
         self._inbox.clear()  # their replies could not be sent any more
         self._fail_waiters(self._closed_error)
-        self._stop_output()
+        self._io.stop()
 
     async def _break(self, reason: BaseException) -> None:
         self._mark_broken(reason)
@@ -874,151 +711,27 @@ class Channel:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _stop_output(self) -> None:
-        self._out.clear()
-        self._out_bytes = 0
-        if self._drain_scope is not None:
-            self._drain_scope.cancel()
-        self._space.unpark_all()
-        self._flushed.unpark_all()
-
     async def _write(self, data: bytes) -> None:
         """Write *data* after earlier output, waiting first if too much is queued."""
-        if self._out_bytes >= _HIGH_WATER:
+        if self._io.out_bytes >= _HIGH_WATER:
             await self._wait_for_space()
         self._put(data)
 
     async def _wait_for_space(self) -> None:
         """Backpressure: wait until the queued output drains below the low-water mark."""
-        while self._out_bytes >= _LOW_WATER and self._broken is None and not self._closed:
-            await self._space.park()
+        await self._io.wait_for_space()
         self._check_writable()
 
     def _put(self, data: bytes) -> None:
-        """Write *data* now, or queue it to be written as soon as this task yields."""
-        if self._out or self._draining:
-            self._out.append(data)
-            self._out_bytes += len(data)
-            return
-        sock = self._sock
-        if sock is None or self._inbox:
-            # Requests already received will be answered before this task blocks: queue the
-            # replies, the drainer writes them all in one go as soon as this task yields.
-            self._out.append(data)
-            self._out_bytes += len(data)
-            self._start_drainer()
-            return
-        fd = sock.fileno()
-        try:
-            if fd < 0:
-                raise trio.ClosedResourceError("the socket was closed")
-            written = os.write(fd, data)
-        except BlockingIOError:
-            written = 0
-        except (OSError, trio.ClosedResourceError) as exc:
-            self._mark_broken(exc)
-            sock.close()  # what SocketStream.aclose() does, minus its checkpoint
+        """Write *data* now, or queue it to be written as soon as this task yields.
+
+        Requests already received will be answered before this task blocks: their replies are
+        queued, and written in one go. Tasks just woken by their replies will likely send too
+        before the scheduler runs anything else: this frame goes out at once, so that the peer
+        can start on it, and theirs queue up behind a drainer.
+        """
+        if not self._io.put(data, defer=bool(self._inbox), more=self._writers_due > 0):
             raise self._closed_error() from None
-        if written < len(data):
-            rest = memoryview(data)[written:]
-            self._out.append(rest)
-            self._out_bytes += len(rest)
-            self._start_drainer()
-        elif self._writers_due:
-            # Tasks just woken by their replies will likely send too before the scheduler
-            # runs anything else: this frame went out at once, so that the peer can start on
-            # it; theirs queue up behind a drainer, which writes them in one go.
-            self._start_drainer()
-
-    def _start_drainer(self) -> None:
-        if not self._draining:
-            self._draining = True
-            self._nursery.start_soon(self._drain)
-
-    async def _drain(self) -> None:
-        """Helper task: write the queued output, then exit."""
-        try:
-            with trio.CancelScope() as scope:
-                self._drain_scope = scope
-                while self._out:
-                    chunks = self._out
-                    self._out = []
-                    if self._sock is not None:
-                        await self._drain_fd(self._sock, chunks)
-                    else:
-                        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                        await self._stream.send_all(data)
-                        self._wrote(len(data))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            if not self._closed:
-                await self._break(exc)
-        finally:
-            self._drain_scope = None
-            self._draining = False
-            self._flushed.unpark_all()
-
-    def _wrote(self, count: int) -> None:
-        self._out_bytes = max(0, self._out_bytes - count)
-        if self._out_bytes < _LOW_WATER:
-            self._space.unpark_all()
-
-    def _writev(self, fd: int, chunks: list[bytes | memoryview], first: int) -> tuple[int, bool]:
-        """Write ``chunks[first:]`` with ``writev`` (no copy into one buffer first) until the
-        kernel stops taking them; return the index of the first chunk not fully written and
-        whether the socket's buffer is full. A partly written chunk is replaced by its rest.
-        """
-        while first < len(chunks):
-            batch = chunks[first : first + _IOV_MAX] if first or len(chunks) > _IOV_MAX else chunks
-            try:
-                written = os.writev(fd, batch)
-            except BlockingIOError:
-                return first, True
-            self._wrote(written)
-            for chunk in batch:
-                size = len(chunk)
-                if written < size:
-                    chunks[first] = memoryview(chunk)[written:]
-                    return first, True
-                written -= size
-                first += 1
-        return first, False
-
-    async def _drain_fd(
-        self, sock: trio.socket.SocketType, chunks: list[bytes | memoryview]
-    ) -> None:
-        first = 0
-        while True:
-            fd = sock.fileno()
-            if fd < 0:
-                raise trio.ClosedResourceError("the socket was closed")
-            first, full = self._writev(fd, chunks, first)
-            if not full:
-                return
-            await trio.lowlevel.wait_writable(fd)
-
-    def _flush_queued(self) -> None:
-        """Write queued output now, as far as the kernel takes it; a drainer does the rest.
-
-        :meth:`serve` queues a batch of replies without starting the drainer and calls this
-        before it next yields: one ``writev`` per batch and no helper task when the kernel
-        takes it all.
-        """
-        if not self._out or self._draining:
-            return
-        sock = self._sock
-        fd = -1 if sock is None or self._broken is not None else sock.fileno()
-        if fd >= 0:
-            chunks = self._out
-            try:
-                first, _ = self._writev(fd, chunks, 0)
-            except OSError as exc:
-                self._mark_broken(exc)
-                return
-            del chunks[:first]
-            if not chunks:
-                self._flushed.unpark_all()
-                return
-        self._start_drainer()
 
 
 class _Slots:
@@ -1057,6 +770,90 @@ async def _await_and_answer(result: Awaitable[Any], request: Request, slots: _Sl
             await _answer_quietly(request.reply, value)
     finally:
         slots.release()
+
+
+async def _answer_batch(
+    channel: Channel,
+    handler: Callable[[Any], Any],
+    request: Request | None,
+    msg_id: int,
+    content: Any,
+    slots: _Slots,
+    nursery: trio.Nursery,
+    frame_result: Callable[[int, Any], bytes],
+    origin: str,
+) -> None:
+    """Answer one request, then every one that arrived with it, for :meth:`Channel.serve`.
+
+    This does not yield (but checks for cancellation every few requests): plain results
+    are framed and queued without a drainer, and the caller flushes them in one go with
+    ``StreamDriver.flush_queued``, which is also called before any wait in here. Awaitable
+    results get a task each. The caller holds a slot for the first request.
+    """
+    inbox = channel._inbox
+    io = channel._io
+    countdown = _CANCEL_CHECK_EVERY
+    while True:
+        # The handler (and the task it may get) logs under this request's id.
+        token = _correlation_id.set(f"{origin}#{msg_id}")
+        try:
+            try:
+                result = handler(content)
+            except Exception as exc:
+                slots.release()
+                io.flush_queued()
+                failed = _taken(channel, request, msg_id, content)
+                await _answer_quietly(failed.fail, exc)
+            else:
+                if type(result) not in _PLAIN_TYPES and inspect.isawaitable(result):
+                    # The handler will likely reply before it blocks: count it, so that
+                    # replies finishing together are written together.
+                    channel._writers_due += 1
+                    answered = _taken(channel, request, msg_id, content)
+                    nursery.start_soon(_await_and_answer, result, answered, slots)
+                else:
+                    slots.release()
+                    # Frame and queue the reply here; anything unusual (an unencodable
+                    # result, a closed channel, too much queued output) goes through
+                    # Request.reply, which reports or waits.
+                    frame = None
+                    if (
+                        io.out_bytes < _HIGH_WATER
+                        and channel._broken is None
+                        and not channel._closed
+                    ):
+                        try:
+                            frame = frame_result(msg_id, result)
+                        except (CodecError, FrameTooLarge):
+                            frame = None
+                    if frame is None:
+                        io.flush_queued()
+                        answer = _taken(channel, request, msg_id, content).reply
+                        await _answer_quietly(answer, result)
+                    elif io.draining or io.sock is not None:
+                        # Queued without a drainer: flushed before this task yields.
+                        io.queue(frame)
+                    else:
+                        channel._put(frame)
+        finally:
+            _correlation_id.reset(token)
+        if not inbox or slots._free <= 0 or channel._closed:
+            return
+        countdown -= 1
+        if not countdown:
+            countdown = _CANCEL_CHECK_EVERY
+            io.flush_queued()
+            await _checkpoint_if_cancelled()
+            if not inbox:
+                return
+        slots._free -= 1
+        request = None
+        msg_id, content = inbox.popleft()
+
+
+def _taken(channel: Channel, request: Request | None, msg_id: int, content: Any) -> Request:
+    """*request*, or the Request for an inbox entry that :func:`_answer_batch` took."""
+    return Request(channel, msg_id, content) if request is None else request
 
 
 async def _answer_quietly(answer: Callable[[Any], Awaitable[None]], value: Any) -> None:

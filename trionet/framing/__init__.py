@@ -3,7 +3,9 @@
 The decoder and encoder (:class:`LengthPrefixDecoder`, :class:`LengthPrefixEncoder`) do no I/O
 and import no trio; :class:`FramedStream` drives them over any :class:`trio.abc.Stream`. Both
 the request-reply Channel (4-byte big-endian lengths, as aiomas) and AsyncAProto (1 to 8 bytes,
-either order, with 2 extra header bytes counted in the length) sit on this module.
+either order, with 2 extra header bytes counted in the length) sit on this module: their bytes
+go through ``_driver.StreamDriver``, the one framed reader/writer (file-descriptor reads and
+``writev`` on sockets, coalesced output, backpressure), which FramedStream is built on too.
 """
 
 from __future__ import annotations

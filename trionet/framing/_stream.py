@@ -7,6 +7,7 @@ from typing import Any
 
 import trio
 
+from ._driver import StreamDriver
 from ._length_prefix import (
     DEFAULT_MAX_FRAME_SIZE,
     ByteOrder,
@@ -38,6 +39,10 @@ class FramedStream(trio.abc.Channel[bytes]):
     :meth:`receive` is :meth:`receive_frame`, and ``async for frame in framed`` reads until the
     peer closes cleanly.
 
+    It is built on the framing layer's byte driver (the one the Channel and the AsyncAProto
+    server use too): over a :class:`trio.SocketStream` it reads and writes the socket's file
+    descriptor directly.
+
     **Concurrent senders are coalesced, not serialised.** A task calling :meth:`send_frame` while
     another task is writing queues its frame and waits; when the write in progress finishes, the
     writer sends everything queued meanwhile in *one* ``send_all``. Each sender returns once its
@@ -56,7 +61,7 @@ class FramedStream(trio.abc.Channel[bytes]):
         header_size, byteorder, extra_header_size, max_frame_size: the frame format, as in
             :class:`~trionet.framing.LengthPrefixDecoder`; ``max_frame_size`` applies to both
             directions.
-        receive_size: the ``max_bytes`` passed to ``receive_some``.
+        receive_size: the most bytes read at once.
     """
 
     def __init__(
@@ -76,9 +81,9 @@ class FramedStream(trio.abc.Channel[bytes]):
             "max_frame_size": max_frame_size,
         }
         self.stream = stream
+        self._io = StreamDriver(stream, receive_size=receive_size)
         self.encoder = LengthPrefixEncoder(**fmt)
         self.decoder = LengthPrefixDecoder(**fmt)
-        self._receive_size = receive_size
         self._received: deque[bytes] = deque()
         self._receiving = False
         self._eof = False
@@ -157,7 +162,7 @@ class FramedStream(trio.abc.Channel[bytes]):
                 frames = batch.frames
                 data = frames[0] if len(frames) == 1 else b"".join(frames)
                 try:
-                    await self.stream.send_all(data)
+                    await self._io.send_all(data)
                 except BaseException as exc:
                     self._fail_all(batch, exc)
                     raise
@@ -205,7 +210,10 @@ class FramedStream(trio.abc.Channel[bytes]):
                     # Raise the decoder's sticky error if it has one, else a clean EOF.
                     self.decoder.feed(b"")
                     raise trio.EndOfChannel("the peer closed the stream")
-                data = await self.stream.receive_some(self._receive_size)
+                try:
+                    data = await self._io.receive()
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"receiving failed: {exc}") from exc
                 if not data:
                     self._eof = True
                 frames = self.decoder.feed(data)
