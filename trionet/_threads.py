@@ -26,6 +26,9 @@ started it:
   the loop waits on its sockets (:meth:`LoopThread.try_call`).
 * :class:`Mailbox` carries batches from a foreign thread to one trio task, which one byte on a
   socket pair wakes.
+* :class:`Handoff` is a batch one thread gathers while another may take it early, with a count
+  of what was handed over, under one lock (a kafka-python consumer's polls and its rebalances).
+* :class:`Guarded` is a value two threads update, each read-modify-write under one lock.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from typing import Any, Final, Generic, TypeVar
 import outcome
 import trio
 
-__all__ = ["LoopThread", "Mailbox", "ThreadWorker", "TrioPortal", "run_blocking"]
+__all__ = ["Guarded", "Handoff", "LoopThread", "Mailbox", "ThreadWorker", "TrioPortal",
+           "run_blocking"]
 
 T = TypeVar("T")
 
@@ -797,3 +801,88 @@ class ThreadLock:
     def locked(self) -> bool:
         """True while some thread holds the lock."""
         return self._lock.locked()
+
+
+class Handoff(Generic[T]):
+    """A batch that one thread gathers and hands over, and that another thread may take early.
+
+    The gathering thread :meth:`open` s a batch, :meth:`add` s to it, and :meth:`close` s it
+    (taking what is left). Meanwhile another thread may :meth:`steal` what has been gathered so
+    far (the batch stays open, empty). :attr:`handed` counts every item taken either way (and
+    those :meth:`count` ed for batches handed over directly), so that a reader on a third thread
+    can tell how many items are on their way. Every step is one short critical section.
+
+    Used by the kafka-python consumer engine: its thread gathers several polls into one hand-off
+    to trio, and a rebalance on kafka-python's I/O thread takes the records gathered so far to
+    trio before its listener runs.
+    """
+
+    __slots__ = ("_items", "_lock", "handed")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[T] | None = None
+        #: Items taken so far (by :meth:`close`, :meth:`steal` or :meth:`count`).
+        self.handed = 0
+
+    def open(self, items: list[T]) -> None:
+        """Start a batch with *items* (the list is kept, not copied)."""
+        with self._lock:
+            self._items = items
+
+    def add(self, items: list[T]) -> None:
+        """Add *items* to the open batch."""
+        with self._lock:
+            if self._items is None:
+                self._items = list(items)
+            else:
+                self._items.extend(items)
+
+    def close(self) -> list[T]:
+        """End the batch: what is left of it (counted as handed over)."""
+        with self._lock:
+            items, self._items = self._items or [], None
+            self.handed += len(items)
+        return items
+
+    def steal(self) -> list[T]:
+        """Take what the open batch holds now (counted as handed over); it stays open."""
+        with self._lock:
+            items = self._items
+            if not items:
+                return []
+            self._items = []
+            self.handed += len(items)
+        return items
+
+    def count(self, n: int) -> None:
+        """Count *n* items handed over without a batch."""
+        with self._lock:
+            self.handed += n
+
+
+class Guarded(Generic[T]):
+    """A value shared by threads: every read-modify-write runs under one lock.
+
+    :meth:`update` calls ``fn(value)``, which returns ``(new value, result)``, with the lock
+    held, and returns the result: the change and what the caller learns from it are one atomic
+    step. Keep *fn* short and non-blocking. (kafka-python's client trap: the constructor's
+    thread records the client it built while trio may abort it.)
+    """
+
+    __slots__ = ("_lock", "_value")
+
+    def __init__(self, value: T) -> None:
+        self._lock = threading.Lock()
+        self._value = value
+
+    @property
+    def value(self) -> T:
+        """The current value (a plain read)."""
+        return self._value
+
+    def update(self, fn: Callable[[T], tuple[T, Any]]) -> Any:
+        """Replace the value by ``fn(value)[0]`` atomically; return ``fn(value)[1]``."""
+        with self._lock:
+            self._value, result = fn(self._value)
+        return result

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Iterator, MutableMapping
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Generic, NoReturn, TypeVar
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from types import TracebackType
+from typing import Any, Generic, NoReturn, Self, TypeVar
 
 import trio
 
 __all__ = [
+    "EnterOnce",
     "OneShot",
     "collapse_single_error",
     "fix_public_modules",
@@ -165,3 +167,40 @@ class OneShot(Generic[T]):
         """
         await self._event.wait()
         return self.result()
+
+
+class EnterOnce:
+    """Base class of an async context manager whose lifetime is one ``_lifetime()`` context.
+
+    A subclass writes its whole life (start, ``yield self``, clean-up) as one
+    ``@asynccontextmanager`` method ``_lifetime``; ``async with obj`` enters it, and entering the
+    same object a second time raises :exc:`RuntimeError` (an object's threads, sockets and
+    nursery are set up for one life only)::
+
+        class Client(EnterOnce):
+            @asynccontextmanager
+            async def _lifetime(self) -> AsyncIterator[Self]:
+                async with open_hidden_nursery() as nursery:
+                    ...
+                    yield self
+    """
+
+    _lifetime_cm: AbstractAsyncContextManager[Any] | None = None
+
+    def _lifetime(self) -> AbstractAsyncContextManager[Any]:
+        """The object's life; ``yield`` (or return from ``__aenter__``) the object itself."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        if self._lifetime_cm is not None:
+            raise RuntimeError(f"a {type(self).__name__} can be entered only once")
+        cm = self._lifetime_cm = self._lifetime()
+        entered: Self = await cm.__aenter__()
+        return entered
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        cm = self._lifetime_cm
+        if cm is None:
+            raise RuntimeError(f"this {type(self).__name__} was not entered")
+        return await cm.__aexit__(exc_type, exc, tb)

@@ -17,6 +17,7 @@ from trionet.kafka import (
     NewTopic,
     TopicPartition,
     UnknownTopicError,
+    _engine,
     parse_kafka_url,
 )
 from trionet.kafka._records import make_decoder, make_encoder, normalize_headers
@@ -160,3 +161,37 @@ def test_public_names_are_documented_in_the_package() -> None:
         obj = getattr(package, name)
         if isinstance(obj, type) and name != "KafkaError":  # KafkaError lives in trionet.errors
             assert obj.__module__ == "trionet.kafka", name
+
+
+def test_backend_names_the_engine() -> None:
+    url = parse_kafka_url("kafka://h:1?backend=kafka-python&group=g&acks=1")
+    assert url.backend == "kafka-python"
+    assert url.options == {"acks": 1}
+    assert url.consumer_options() == {"acks": 1, "backend": "kafka-python", "group_id": "g"}
+    assert parse_kafka_url("kafka://h:1").backend is None
+    for bad in ("kafka://h:1?backend=", "kafka://h:1?backend=a&backend=b"):
+        with pytest.raises(ConfigurationError, match="backend"):
+            parse_kafka_url(bad)
+    assert "h:1" in repr(KafkaProducer("h:1", backend="kafka-python"))
+    assert "h:1" in repr(KafkaConsumer.from_url("kafka://h:1?backend=kafka-python", "t"))
+
+
+def test_an_unknown_backend_is_refused() -> None:
+    for make in (
+        lambda: KafkaProducer("h:1", backend="no-such-engine"),
+        lambda: KafkaConsumer("t", bootstrap_servers="h:1", backend="no-such-engine"),
+        lambda: KafkaAdmin("h:1", backend="no-such-engine"),
+        lambda: KafkaRequester("h:1", backend="no-such-engine"),
+        lambda: KafkaProducer.from_url("kafka://h:1?backend=no-such-engine"),
+    ):
+        with pytest.raises(ConfigurationError, match="unknown Kafka backend 'no-such-engine'"):
+            make()
+
+
+def test_a_backend_that_is_not_installed_names_its_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(_engine._REGISTRY, "absent",
+                        ("trionet.kafka._no_such_engine_module", "absent-extra"))
+    with pytest.raises(ConfigurationError,
+                       match=r"backend 'absent' is not installed.*trionet\[absent-extra\]"):
+        KafkaConsumer("t", bootstrap_servers="h:1", backend="absent")

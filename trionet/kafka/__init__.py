@@ -1,4 +1,4 @@
-"""Kafka for trio: producer, consumer, admin client and request/reply, on kafka-python.
+"""Kafka for trio: producer, consumer, admin client and request/reply, on an engine.
 
 Every client is an async context manager that owns the threads it needs and waits for them on
 exit::
@@ -12,15 +12,21 @@ exit::
             ...
             await consumer.commit()
 
-kafka-python is imported only by :mod:`trionet.kafka._kafka_python` (install the ``kafka``
-extra: ``pip install trionet[kafka]``). Its errors reach you as
-:class:`~trionet.errors.KafkaError` subclasses.
+The clients are trio drivers around an engine, a client library behind the protocols of
+:mod:`trionet.kafka._engine`, chosen with ``backend=`` (``kafka://...?backend=``). The default
+engine is kafka-python's, imported only by :mod:`trionet.kafka._kafka_python` and its engine
+modules (install the ``kafka`` extra: ``pip install trionet[kafka]``). Engine errors reach you
+as :class:`~trionet.errors.KafkaError` subclasses.
 """
 
 from __future__ import annotations
 
 from .._util import fix_public_modules as _fix_public_modules
 from ..errors import KafkaError as KafkaError
+
+# The default engine, imported now: without kafka-python, importing trionet.kafka fails with
+# an ImportError that names the extra to install.
+from . import _kafka_python_engine as _kafka_python_engine
 from ._admin import (
     KafkaAdmin as KafkaAdmin,
     NewTopic as NewTopic,

@@ -1,10 +1,8 @@
 """The Kafka admin client: topics and consumer-group offsets.
 
-kafka-python's admin client is thread-safe (it runs its own I/O thread and each call blocks on
-an event), so every call runs on a worker thread from trio's pool through
-:func:`trionet._threads.run_blocking`. Each call is bounded by kafka-python's
-``request_timeout_ms``. Nothing is ever deleted unless asked: creating topics is idempotent
-and there is no clean-up on exit.
+Every call goes to the admin engine (:mod:`._engine`; kafka-python's runs each call on a worker
+thread) and is bounded by the engine's request timeout. Nothing is ever deleted unless asked:
+creating topics is idempotent and there is no clean-up on exit.
 """
 
 from __future__ import annotations
@@ -12,23 +10,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Self
 
 import trio
 
-from .._threads import run_blocking
+from .._util import EnterOnce
 from ..errors import ConfigurationError
-from . import _kafka_python as kp
-from ._common import DEFAULT_BOOTSTRAP_TIMEOUT_MS, check_servers, servers_text, with_defaults
+from ._engine import AdminEngine, load_engine
 from ._records import TopicPartition
 from ._url import parse_kafka_url
+from ._util import check_servers, servers_text
 
 __all__ = ["KafkaAdmin", "NewTopic", "PartitionDescription", "TopicDescription"]
-
-T = TypeVar("T")
-
-_DEFAULT_REQUEST_TIMEOUT_MS: Final = 10_000
 
 
 @dataclass(frozen=True)
@@ -75,7 +68,7 @@ class TopicDescription:
         return len(self.partitions)
 
 
-class KafkaAdmin:
+class KafkaAdmin(EnterOnce):
     """Kafka administration for trio: ``async with KafkaAdmin(...) as admin``.
 
     Example::
@@ -86,7 +79,9 @@ class KafkaAdmin:
 
     Args:
         bootstrap_servers: ``"host:port"`` or a list of them.
-        **config: any other kafka-python ``KafkaAdminClient`` option (``security_protocol``,
+        backend: the engine (``"kafka-python"`` by default).
+        **config: any other option of the engine's admin client; for kafka-python, its
+            ``KafkaAdminClient`` options (``security_protocol``,
             ``sasl_*``, ``ssl_*``, ``client_id``...). trionet's defaults differ in
             ``bootstrap_timeout_ms`` and ``request_timeout_ms`` (10 s each).
 
@@ -94,68 +89,41 @@ class KafkaAdmin:
         ConfigurationError: an unknown option.
     """
 
-    def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092",
-                 **config: Any) -> None:
-        kp.check_options("admin", config, kp.ADMIN_OPTIONS)
-        self._servers = check_servers(bootstrap_servers)
-        self._servers_text = servers_text(self._servers)
-        settings = with_defaults(config, bootstrap_timeout_ms=DEFAULT_BOOTSTRAP_TIMEOUT_MS,
-                                 request_timeout_ms=_DEFAULT_REQUEST_TIMEOUT_MS)
-        settings["bootstrap_servers"] = self._servers
-        self._config = settings
-        self._admin: Any = None
-        self._cm: Any = None
+    def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", *,
+                 backend: str | None = None, **config: Any) -> None:
+        engine = load_engine(backend)
+        servers = check_servers(bootstrap_servers)
+        self._servers_text = servers_text(servers)
+        self._engine: AdminEngine = engine.admin(
+            engine.configure("admin", config, servers=servers))
+        self._open = False
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> KafkaAdmin:
         """An admin client for a ``kafka://host:port?option=value`` URL (``group`` ignored)."""
         parsed = parse_kafka_url(url)
-        options = dict(parsed.options)
+        options = parsed.client_options()
         options.update(overrides)
         return cls(parsed.bootstrap_servers, **options)
 
     def __repr__(self) -> str:
         return f"<trionet.kafka.KafkaAdmin {self._servers_text}>"
 
-    async def __aenter__(self) -> KafkaAdmin:
-        if self._cm is not None:
-            raise RuntimeError("a KafkaAdmin can be entered only once")
-        self._cm = self._lifetime()
-        return await self._cm.__aenter__()  # type: ignore[no-any-return]
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
-        return await self._cm.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
-
     @asynccontextmanager
-    async def _lifetime(self) -> AsyncIterator[KafkaAdmin]:
-        trap = kp.ClientTrap()
-        self._admin = await run_blocking(self._build, trap, on_cancel=trap.abort)
+    async def _lifetime(self) -> AsyncIterator[Self]:
+        await self._engine.start()
+        self._open = True
         try:
             yield self
         finally:
-            admin, self._admin = self._admin, None
+            self._open = False
             with trio.CancelScope(shield=True):
-                await run_blocking(kp.close_admin, admin)
+                await self._engine.close()
 
-    def _build(self, trap: kp.ClientTrap) -> Any:
-        return kp.build_admin(self._config, trap, servers=self._servers_text)
-
-    async def _call(self, operation: str, fn: Any, *args: Any, topic: str | None = None,
-                    **kwargs: Any) -> Any:
-        admin = self._admin
-        if admin is None:
+    def _engine_open(self) -> AdminEngine:
+        if not self._open:
             raise trio.ClosedResourceError("the Kafka admin client is not open")
-
-        def call() -> Any:
-            try:
-                return fn(admin, *args, **kwargs)
-            except BaseException as exc:
-                raise kp.translated(  # noqa: B904 (translated() sets the cause)
-                    exc, servers=self._servers_text, topic=topic, operation=operation
-                )
-
-        return await run_blocking(call)
+        return self._engine
 
     # -- topics -----------------------------------------------------------------------------------
 
@@ -184,8 +152,7 @@ class KafkaAdmin:
         if not specs:
             await trio.lowlevel.checkpoint()
             return []
-        created: list[str] = await self._call("creating topics", kp.create_topics, specs)
-        return created
+        return await self._engine_open().create_topics(specs)
 
     async def create_topic(self, name: str, num_partitions: int = 1,
                            replication_factor: int = 1,
@@ -209,13 +176,11 @@ class KafkaAdmin:
         if not wanted:
             await trio.lowlevel.checkpoint()
             return []
-        deleted: list[str] = await self._call("deleting topics", kp.delete_topics, wanted,
-                                              missing_ok=missing_ok)
-        return deleted
+        return await self._engine_open().delete_topics(wanted, missing_ok=missing_ok)
 
     async def list_topics(self) -> set[str]:
         """The names of every topic in the cluster."""
-        return set(await self._call("listing topics", kp.list_topics))
+        return set(await self._engine_open().list_topics())
 
     async def describe_topics(self, names: Iterable[str] | None = None
                               ) -> list[TopicDescription]:
@@ -225,7 +190,7 @@ class KafkaAdmin:
             UnknownTopicError: a named topic does not exist.
         """
         wanted = None if names is None else list(names)
-        found = await self._call("describing topics", kp.describe_topics, wanted)
+        found = await self._engine_open().describe_topics(wanted)
         return [_topic_description(topic) for topic in found]
 
     async def describe_topic(self, name: str) -> TopicDescription:
@@ -243,14 +208,11 @@ class KafkaAdmin:
         """The offsets committed by a consumer group (empty for an unknown group)."""
         if not isinstance(group_id, str) or not group_id:
             raise ConfigurationError(f"group_id must be a non-empty string, not {group_id!r}")
-        offsets: dict[TopicPartition, int] = await self._call(
-            "listing group offsets", kp.list_group_offsets, group_id)
-        return offsets
+        return await self._engine_open().list_group_offsets(group_id)
 
     async def list_consumer_groups(self) -> list[str]:
         """The ids of the consumer groups the cluster knows."""
-        groups: list[str] = await self._call("listing groups", kp.list_groups)
-        return groups
+        return await self._engine_open().list_groups()
 
     async def delete_consumer_groups(self, group_ids: Iterable[str]) -> dict[str, str]:
         """Delete consumer groups (their committed offsets); per group ``"OK"`` or the error."""
@@ -258,8 +220,7 @@ class KafkaAdmin:
         if not wanted:
             await trio.lowlevel.checkpoint()
             return {}
-        results: dict[str, str] = await self._call("deleting groups", kp.delete_groups, wanted)
-        return results
+        return await self._engine_open().delete_groups(wanted)
 
 
 def _topic_description(raw: Mapping[str, Any]) -> TopicDescription:

@@ -1,108 +1,40 @@
-"""The Kafka consumer: one kafka-python consumer owned by one thread, inside a nursery.
+"""The Kafka consumer: a trio driver around a consumer engine.
 
-kafka-python's consumer is not thread-safe, so each :class:`KafkaConsumer` owns a
-:class:`~trionet._threads.ThreadWorker`: one OS thread, started in the consumer's nursery, on
-which the kafka-python object is built, closed and used for every call that may wait (the one
-exception, a poll that cannot wait, is described below). Records cross into trio a batch at a
-time (one hand-off per one or more ``poll()`` calls, never per record) and wait in a bounded
-buffer until the application takes them. Each ``poll()`` is short (``poll_interval``), so
-cancelling a reader takes effect promptly; records polled for a reader that was cancelled
-meanwhile stay in the buffer for the next one.
-
-Decoding in trio (``decode_in_trio``, on by default unless read-ahead or auto-commit is on). A
-reader that finds the buffer empty while kafka-python holds records it has already fetched
-(``kp.records_ready``) decodes up to ``_DIRECT_RECORDS`` of them itself, on the trio thread,
-with ``kp.drain_fetched``: the fetcher's ``fetched_records``, the decoding half of ``poll()``,
-without group coordination, offset resets or new fetch requests. It does so only while nothing
-is submitted to the consumer's thread or on its way back from it (``_polling`` is False and
-``_calls`` is 0): the thread is then idle, waiting for its next job, and stays so while the trio
-thread is busy, so kafka-python's consumer is still used by one thread at a time, with the
-hand-over ordered by the job queue and the trio token's FIFO. Every ``poll()`` still runs on
-the consumer's thread: when the fetched records run out (new fetch requests are sent from
-``poll()``), at least every ``_DIRECT_WINDOW`` seconds (kafka-python counts the time between
-``poll()`` calls against ``max_poll_interval_ms``), and while a group (re)join is under way.
-Rebalances happen only inside ``poll()`` (or ``close()``), so never during a drain. Why: the
-records were otherwise built on the consumer's thread and used and freed on the trio thread, on
-another core; those cache misses cost more per record than all of trionet's own work.
-
-Prefetch (a pipeline; off by default, except for manually assigned partitions with
-``decode_in_trio=False``, see ``_DEFAULT_PREFETCH``). With ``prefetch`` = P >= 2 and
-``max_poll_records`` = M, the buffer holds at most P * M records (counting those on their way
-to trio). The first read starts a poll;
-consecutive polls of records already fetched join one hand-off of up to (P // 2) * M records,
-so trio is woken (and the GIL changes hands) once per hand-off rather than once per poll (no
-poll waits for more records to join: a trickle is handed over record by record). After a hand-off
-the thread starts the next one at once if at most (P - P // 2) * M records are outstanding, so
-kafka-python fetches and decodes the next hand-off while trio gives out the previous one.
-Otherwise the chain stops (stalls), and readers restart it as they take records. Read-ahead
-polls (trio still has records) wait at most 10 ms for the network, so a call queued behind one
-(``commit``, ``seek``...) never waits for ``poll_interval``; one that finds nothing stalls the
-chain too. A poll made for a reader that found the buffer empty waits up to ``poll_interval``;
-if it finds nothing the chain ends until the next read. With P < 2 a poll happens only when the
-buffer is empty.
-
-Ordering is what keeps read-ahead correct. Every call on kafka-python runs on the one thread, in
-the order submitted (a drain in trio happens only when nothing is submitted), and every result (a
-poll's batch or a call's outcome) is handed to trio through the same FIFO
-(``TrioToken.run_sync_soon``). So when the trio-side bookkeeping of a
-``seek``, ``pause``, ``assign``... runs, every batch polled before that call is already in the
-buffer (and is dropped there for the affected partitions), and every batch polled after it
-reflects the new position: nothing is delivered twice or skipped, with no generation counter
-needed.
-
-Delivery bookkeeping is what makes commits safe: :meth:`KafkaConsumer.commit` commits, per
-partition, the offset after the last record handed out to the application, never kafka-python's
-position (which includes read-ahead). Records still in the buffer are never committed. With
-``enable_auto_commit`` kafka-python commits its own positions, so read-ahead is switched off then
-(as if ``prefetch=0``).
-
-Rebalances happen inside ``poll()`` (or ``close()``), on kafka-python's I/O thread, while the
-consumer's thread waits. A :class:`ConsumerRebalanceListener` runs in trio meanwhile; the calls it
-makes on the consumer (``commit``, ``seek``, ``assignment``...) are run on kafka-python's I/O
-loop, since the consumer's own thread is busy waiting for the listener.
+:class:`KafkaConsumer` owns what every engine shares: the options, its nursery and the engine's
+threads in it, the :class:`~trionet.kafka._fetch.FetchBuffer` records are handed out of (with
+the commit bookkeeping that makes commit-after-processing safe: per partition, the offset after
+the last record handed out, never the library's position, which includes read-ahead; records
+still buffered are never committed), the rebalance listener (run as a task of the consumer's
+nursery while the engine waits for it), and the commit's rejoin loop. The engine
+(:mod:`._engine`; kafka-python's is :mod:`._kafka_python_consumer`) fetches records into the
+buffer, a batch at a time, and runs every call on the library.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import math
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self
 
-import outcome
 import trio
 
-from .._threads import ThreadWorker, TrioPortal
+from .._util import EnterOnce
 from ..errors import ConfigurationError, KafkaError
-from . import _kafka_python as kp
-from ._common import (
-    DEFAULT_BOOTSTRAP_TIMEOUT_MS,
-    check_servers,
-    hidden_nursery,
-    servers_text,
-    with_defaults,
-)
-from ._errors import (
-    KafkaCommitError,
-    KafkaConnectionError,
-    KafkaPartitionsRevokedError,
-    RecordDecodeError,
-)
+from ._engine import ConsumerEngine, RebalanceDone, RebalanceKind, load_engine
+from ._errors import KafkaCommitError, KafkaPartitionsRevokedError
+from ._fetch import FetchBuffer, Undecodable
+from ._options import ConsumerOptions, as_tp, check_offset, check_topic
 from ._records import Deserializer, KafkaRecord, TopicPartition, make_decoder
 from ._url import parse_kafka_url
+from ._util import check_servers, hidden_nursery, servers_text
 
 __all__ = ["ConsumerRebalanceListener", "KafkaConsumer"]
 
-T = TypeVar("T")
-
 _HANDLED: Final = frozenset({"key_deserializer", "value_deserializer"})
-_new_tuple = tuple.__new__
 
 #: Set in the tasks that run a consumer's rebalance listener: the consumer they belong to.
 _IN_LISTENER: ContextVar[KafkaConsumer | None] = ContextVar("trionet_kafka_listener",
@@ -112,24 +44,9 @@ _IN_LISTENER: ContextVar[KafkaConsumer | None] = ContextVar("trionet_kafka_liste
 #: while the consumer's thread holds the GIL decoding the next batch).
 _YIELD_EVERY: Final = 16
 _YIELD_INTERVAL: Final = 0.001
-#: How long a read-ahead poll (the application still has records) may wait for the network.
-#: Not 0: kafka-python abandons a group join/sync step at every poll that times out, and
-#: against noida-db a rebalance driven only by zero-timeout polls was seen to stall.
-_READ_AHEAD_WAIT_MS: Final = 10
-#: A drain on the trio thread decodes at most this many records (about 2 ms of kafka-python's
-#: pure-Python decoding), so other tasks wait no longer than that. Measured: polls of 100
-#: records are as fast per record as polls of 500.
-_DIRECT_RECORDS: Final = 100
-#: Decoding in trio stops for a ``poll()`` on the consumer's thread at least this often (s).
-_DIRECT_WINDOW: Final = 1.0
 #: A commit waiting for the group rejoin drives it in calls of at most this long (ms) on the
 #: consumer's thread, so that its caller's cancellation is seen between them.
 _REJOIN_SLICE_MS: Final = 500
-#: ``prefetch`` for manually assigned partitions with ``decode_in_trio=False`` when not given.
-#: Group subscriptions default to no read-ahead: against noida-db, kafka-python 3.0.12's
-#: rebalances were seen to stall (a join completed while no poll() waited for it is thrown away
-#: and sent again) when the consumer's thread polls ahead of a slow reader.
-_DEFAULT_PREFETCH: Final = 8
 
 
 class ConsumerRebalanceListener:
@@ -168,17 +85,7 @@ class ConsumerRebalanceListener:
         await self.on_partitions_revoked(lost)
 
 
-class _Undecodable:
-    """Stands in the buffer for a record the deserializers failed on."""
-
-    __slots__ = ("error", "record")
-
-    def __init__(self, record: KafkaRecord, error: RecordDecodeError) -> None:
-        self.record = record
-        self.error = error
-
-
-class KafkaConsumer:
+class KafkaConsumer(EnterOnce):
     """A Kafka consumer for trio: ``async with KafkaConsumer(...) as consumer``.
 
     Example (commit after processing, i.e. at-least-once)::
@@ -231,7 +138,10 @@ class KafkaConsumer:
             (only with a *group_id*).
         broker_timeout: seconds without any reachable broker after which reading raises
             :class:`~trionet.kafka.KafkaConnectionError` (``None``: keep retrying for ever).
-        **config: any other kafka-python ``KafkaConsumer`` option (``auto_offset_reset``,
+        backend: the engine: ``"kafka-python"`` (the default) or another registered one (see
+            the Kafka guide).
+        **config: any other option of the engine's consumer; for kafka-python, its
+            ``KafkaConsumer`` options (``auto_offset_reset``,
             ``enable_auto_commit``, ``max_poll_records``, ``session_timeout_ms``,
             ``security_protocol``, ``sasl_*``, ``ssl_*``, ``isolation_level``,
             ``group_instance_id``...). trionet's defaults differ from kafka-python's in
@@ -259,105 +169,33 @@ class KafkaConsumer:
         decode_in_trio: bool = True,
         commit_on_exit: bool = True,
         broker_timeout: float | None = 30.0,
+        backend: str | None = None,
         **config: Any,
     ) -> None:
-        kp.check_options("consumer", config, kp.CONSUMER_OPTIONS, _HANDLED)
+        engine = load_engine(backend)
         for name in ("group_id", "bootstrap_servers"):
             if name in config:  # pragma: no cover - Python routes them to the parameters
                 raise ConfigurationError(f"{name} given twice")
-        if sum((bool(topics), pattern is not None, partitions is not None)) > 1:
-            raise ConfigurationError("give topics, a pattern or partitions, not several")
         if listener is not None and not isinstance(listener, ConsumerRebalanceListener):
             raise ConfigurationError("listener must be a ConsumerRebalanceListener")
-        if not (isinstance(poll_interval, (int, float)) and 0 < poll_interval <= 60):
-            raise ConfigurationError(f"poll_interval must be in (0, 60] s, not {poll_interval!r}")
-        if not close_timeout >= 0:
-            raise ConfigurationError(f"close_timeout must be >= 0, not {close_timeout!r}")
-        if prefetch is not None and (not isinstance(prefetch, int) or isinstance(prefetch, bool)
-                                     or prefetch < 0):
-            raise ConfigurationError(f"prefetch must be an int >= 0, not {prefetch!r}")
-        if not isinstance(decode_in_trio, bool):
-            raise ConfigurationError(
-                f"decode_in_trio must be True or False, not {decode_in_trio!r}")
-        if broker_timeout is not None and not broker_timeout > 0:
-            raise ConfigurationError(f"broker_timeout must be > 0 or None, not {broker_timeout!r}")
-        for topic in topics:
-            _check_topic(topic)
-        self._servers = check_servers(bootstrap_servers)
-        self._servers_text = servers_text(self._servers)
+        servers = check_servers(bootstrap_servers)
+        self._config = engine.configure("consumer", config, servers=servers, group_id=group_id,
+                                        handled=_HANDLED)
+        self._options = options = ConsumerOptions.build(
+            tuple(topics), group_id=group_id, pattern=pattern, partitions=partitions,
+            poll_interval=poll_interval, close_timeout=close_timeout, prefetch=prefetch,
+            prefetch_bytes=prefetch_bytes, decode_in_trio=decode_in_trio,
+            commit_on_exit=commit_on_exit, broker_timeout=broker_timeout)
+        self._servers_text = servers_text(servers)
         self._group_id = group_id
-        self._initial_topics = tuple(topics)
-        self._initial_pattern = pattern
-        self._initial_partitions = (
-            None if partitions is None else [_as_tp(tp) for tp in partitions]
-        )
         self._listener = listener
         self._decode_key = make_decoder(key_deserializer, "key")
         self._decode_value = make_decoder(value_deserializer, "value")
-        self._poll_ms = max(1, round(poll_interval * 1000))
-        self._read_ahead_ms = min(self._poll_ms, _READ_AHEAD_WAIT_MS)
-        self._close_timeout = close_timeout
-        self._commit_on_exit = commit_on_exit
-        self._broker_timeout = broker_timeout
-        settings = with_defaults(
-            config,
-            enable_auto_commit=False,
-            bootstrap_timeout_ms=DEFAULT_BOOTSTRAP_TIMEOUT_MS,
-        )
-        settings["bootstrap_servers"] = self._servers
-        settings["group_id"] = group_id
-        self._config = settings
-        self._max_records = int(settings.get("max_poll_records", 500))
-        self._auto_commit = bool(settings.get("enable_auto_commit"))
-        self._prefetch_setting = prefetch
-        self._decode_in_trio = decode_in_trio
-        self._set_prefetch(group_managed=partitions is None)
-        if not (isinstance(prefetch_bytes, int) and prefetch_bytes > 0):
-            raise ConfigurationError(
-                f"prefetch_bytes must be a positive int, not {prefetch_bytes!r}")
-        self._bytes_bound = prefetch_bytes
-        #: Average serialized size of the records of the last poll (written by whichever thread
-        #: polls; never two at once).
-        self._record_size = 0
-        self._listener_timeout_ms = int(settings.get("max_poll_interval_ms", 300_000))
-
-        self._cm: Any = None
-        self._kc: Any = None
-        self._trap = kp.ClientTrap()
-        self._worker = ThreadWorker(f"trionet-kafka-consumer-{id(self):x}",
-                                    on_exit=self._close_on_thread)
-        self._portal: TrioPortal | None = None
+        self._buffer = FetchBuffer(servers=self._servers_text,
+                                   broker_timeout=options.broker_timeout)
+        self._engine: ConsumerEngine = engine.consumer(self._config, options, self)
         self._nursery: trio.Nursery | None = None
-        self._buffer: collections.deque[KafkaRecord | _Undecodable] = collections.deque()
-        self._delivered: dict[tuple[str, int], int] = {}
-        self._rewind: dict[TopicPartition, int] = {}
-        # Rebalances that took partitions away (revoked or lost), counted in trio; per
-        # partition, the count when it was last taken. A commit leaves out the offsets of a
-        # partition taken after it computed them (read on the consumer's thread: the listener
-        # step that updates them ends before the poll() that runs the rebalance returns).
-        self._revocations = 0
-        self._revoked_at: dict[TopicPartition, int] = {}
-        # The poll pipeline. _polling and _stalled are trio's: _polling is True from the moment
-        # trio submits a poll until a result says the thread's chain of polls has ended;
-        # _stalled says it ended for want of room (readers restart it). _handed counts the
-        # records the thread handed over (written on the thread only), _received those trio
-        # took in (written in trio only): their difference is the records on their way.
-        self._polling = False
-        self._stalled = False
-        self._handed = 0
-        self._received = 0
-        # Records polled and not handed over yet (consumer thread; a rebalance on kafka-python's
-        # I/O thread may take them, under the lock).
-        self._pending: list[KafkaRecord | _Undecodable] | None = None
-        self._pending_lock = threading.Lock()
-        self._arrived: trio.Event | None = None
-        self._poll_error: BaseException | None = None
-        self._unreachable_since: float | None = None
         self._position_lock = trio.Lock()
-        #: Calls submitted to the consumer's thread whose result trio has not taken in yet.
-        self._calls = 0
-        #: When a poll() on the consumer's thread last returned (trio's clock).
-        self._thread_polled_at = -math.inf
         self._since_yield = 0
         self._yielded_at = 0.0
         self._open = False
@@ -367,8 +205,8 @@ class KafkaConsumer:
     def from_url(cls, url: str, *topics: str, **overrides: Any) -> KafkaConsumer:
         """A consumer for ``kafka://host:port?group=name&option=value``.
 
-        Query options are kafka-python options; user information becomes SASL PLAIN
-        credentials. *overrides* win over the URL.
+        Query options are the engine's options (``backend`` picks the engine); user information
+        becomes SASL PLAIN credentials. *overrides* win over the URL.
         """
         parsed = parse_kafka_url(url)
         options = parsed.consumer_options()
@@ -377,7 +215,7 @@ class KafkaConsumer:
 
     def __repr__(self) -> str:
         return (f"<trionet.kafka.KafkaConsumer {self._servers_text} group={self._group_id!r} "
-                f"buffered={len(self._buffer)}>")
+                f"buffered={len(self._buffer.records)}>")
 
     @property
     def group_id(self) -> str | None:
@@ -391,27 +229,43 @@ class KafkaConsumer:
         At most ``max(1, prefetch) * max_poll_records`` (fewer when ``prefetch_bytes`` limits
         read-ahead). They are not committed by :meth:`commit` until handed out.
         """
-        return len(self._buffer)
+        return len(self._buffer.records)
+
+    # -- what the engine sees (ConsumerHooks) -----------------------------------------------------
+
+    @property
+    def buffer(self) -> FetchBuffer:
+        """(For the engine) the fetch buffer."""
+        return self._buffer
+
+    @property
+    def open(self) -> bool:
+        """(For the engine) whether the consumer is open for reading."""
+        return self._open
+
+    @property
+    def decode_key(self) -> Callable[[bytes], Any] | None:
+        """(For the engine) the key deserializer."""
+        return self._decode_key
+
+    @property
+    def decode_value(self) -> Callable[[bytes], Any] | None:
+        """(For the engine) the value deserializer."""
+        return self._decode_value
+
+    def in_listener(self) -> bool:
+        """Whether the calling task is (or was spawned by) this consumer's rebalance listener."""
+        return _IN_LISTENER.get() is self
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> KafkaConsumer:
-        if self._cm is not None:
-            raise RuntimeError("a KafkaConsumer can be entered only once")
-        self._cm = self._lifetime()
-        return await self._cm.__aenter__()  # type: ignore[no-any-return]
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
-        return await self._cm.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
-
     @asynccontextmanager
-    async def _lifetime(self) -> AsyncIterator[KafkaConsumer]:
-        self._portal = TrioPortal()
+    async def _lifetime(self) -> AsyncIterator[Self]:
+        engine = self._engine
         async with hidden_nursery() as nursery:
             self._nursery = nursery
             try:
-                await nursery.start(self._run_worker)
+                await nursery.start(engine.run)
                 await self._start()
                 clean_exit = False
                 try:
@@ -419,141 +273,43 @@ class KafkaConsumer:
                     clean_exit = True
                 finally:
                     self._open = False
-                    with trio.move_on_after(self._close_timeout, shield=True):
-                        await self._close_gracefully(commit=clean_exit and self._commit_on_exit)
+                    with trio.move_on_after(self._options.close_timeout, shield=True):
+                        await self._close_gracefully(
+                            commit=clean_exit and self._options.commit_on_exit)
             finally:
                 self._open = False
                 self._aborting = True
-                self._worker.stop()  # after the calls already queued; then it closes the consumer
+                engine.stop()  # after the calls already queued; then it closes the library
                 nursery.cancel_scope.cancel()
 
-    async def _run_worker(self, *, task_status: trio.TaskStatus[ThreadWorker]) -> None:
-        # Shielded: cancelling the consumer's surroundings must not stop its thread before the
-        # graceful close has run on it. _lifetime stops it explicitly, and every call on it is
-        # bounded (short polls, kafka-python's timeouts), so the nursery's wait is too.
-        with trio.CancelScope(shield=True):
-            await self._worker.run(task_status=task_status)
-
     async def _start(self) -> None:
-        try:
-            await self._run(self._build, operation="starting the Kafka consumer")
-        except BaseException:
-            self._trap.abort()  # a cancelled bootstrap gives up at once
-            raise
+        await self._engine.start()
         self._open = True
-        if self._initial_partitions is not None:
-            await self.assign(self._initial_partitions)
-        elif self._initial_topics or self._initial_pattern is not None:
-            await self.subscribe(self._initial_topics, pattern=self._initial_pattern,
+        options = self._options
+        if options.partitions is not None:
+            await self.assign(options.partitions)
+        elif options.topics or options.pattern is not None:
+            await self.subscribe(options.topics, pattern=options.pattern,
                                  listener=self._listener)
-
-    def _build(self) -> None:  # consumer thread
-        self._kc = kp.build_consumer(self._config, self._trap, servers=self._servers_text)
 
     async def _close_gracefully(self, *, commit: bool) -> None:
         # Runs in a shielded scope whose deadline is close_timeout from now; every call on the
-        # consumer's thread gets the time that is left, since the thread cannot be interrupted.
-        if self._kc is None:
-            return
-        if commit and self._group_id is not None and self._delivered:
+        # engine gets the time that is left, since the library cannot be interrupted.
+        if commit and self._group_id is not None and self._buffer.delivered:
             with contextlib.suppress(KafkaError):  # at-least-once: they will be read again
                 await self._commit(None, timeout_ms=self._remaining_ms())
         with contextlib.suppress(KafkaError):  # the group forgets us after session_timeout_ms
-            # Revokes (the listener runs) and leaves the group.
-            await self._run(kp.close_consumer, self._kc, operation="closing the consumer",
-                            timeout_ms=self._remaining_ms())
+            await self._engine.close(timeout_ms=self._remaining_ms())
 
     def _remaining_ms(self) -> int:
         deadline = trio.current_effective_deadline()
-        budget = self._close_timeout if math.isinf(deadline) else deadline - trio.current_time()
+        budget = (self._options.close_timeout if math.isinf(deadline)
+                  else deadline - trio.current_time())
         return max(1, int(budget * 1000))
 
-    def _close_on_thread(self) -> None:  # consumer thread, as it exits
-        self._aborting = True
-        kc = self._kc
-        if kc is not None:
-            try:
-                kp.close_consumer(kc, timeout_ms=max(1, int(self._close_timeout * 1000)))
-            finally:
-                self._kc = None
-        else:
-            self._trap.close()
-
-    # -- running calls on the consumer's thread ----------------------------------------------------
-
-    async def _run(self, fn: Callable[..., T], *args: Any, operation: str,
-                   after: Callable[[T], object] | None = None, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` on the consumer's thread (or, inside a rebalance listener,
-        on kafka-python's I/O loop) and return its result, translated errors included.
-
-        *after(result)* runs in trio when ``fn`` succeeded, before the caller resumes and even if
-        the caller was cancelled meanwhile (buffer bookkeeping that must match what ``fn`` did).
-        """
-        portal = self._portal
-        assert portal is not None
-        done = trio.Event()
-        box: list[outcome.Outcome[T]] = []
-
-        def finish(result: outcome.Outcome[T]) -> None:  # trio thread
-            self._calls -= 1
-            if after is not None and isinstance(result, outcome.Value):
-                try:
-                    after(result.value)
-                except Exception as exc:  # our own bookkeeping; report it to the caller
-                    result = outcome.Error(exc)
-            box.append(result)
-            done.set()
-
-        if self._in_listener() and self._kc is not None:
-
-            def io_done(error: BaseException | None, value: Any) -> None:  # I/O thread
-                if isinstance(error, RuntimeError):  # it needed a broker round trip
-                    blocked = KafkaError(f"{operation} is not possible inside a rebalance "
-                                         "listener (it needs kafka-python's I/O loop, which "
-                                         "waits for the listener)", fault="local")
-                    blocked.__cause__ = error
-                    error = blocked
-                portal.call_soon(finish, outcome.Error(error) if error is not None
-                                 else outcome.Value(value))
-
-            self._calls += 1
-            try:
-                kp.call_on_io_loop(self._kc, lambda: fn(*args, **kwargs), (), io_done)
-            except RuntimeError:  # kafka-python's loop has stopped
-                self._calls -= 1
-                raise trio.ClosedResourceError("the Kafka consumer is closed") from None
-        else:
-            worker = self._worker
-
-            def job() -> None:  # consumer thread (or trio, if the thread has stopped)
-                if worker.in_worker_thread():
-                    result = outcome.capture(fn, *args, **kwargs)
-                else:
-                    result = outcome.Error(
-                        trio.ClosedResourceError("the Kafka consumer's thread has stopped"))
-                portal.call_soon(finish, result)
-
-            self._calls += 1
-            try:
-                worker.submit(job)
-            except BaseException:
-                self._calls -= 1
-                raise
-        await done.wait()
-        result = box[0]
-        if isinstance(result, outcome.Error):
-            error = kp.translated(result.error, servers=self._servers_text, operation=operation)
-            if error is not result.error:
-                raise error
-        return result.unwrap()
-
     def _check_open(self) -> None:
-        if not self._open and not self._in_listener():
+        if not self._open and not self.in_listener():
             raise trio.ClosedResourceError("the Kafka consumer is not open")
-
-    def _in_listener(self) -> bool:
-        """Whether the calling task is (or was spawned by) this consumer's rebalance listener."""
-        return _IN_LISTENER.get() is self
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -575,7 +331,7 @@ class KafkaConsumer:
             trio.ClosedResourceError: the consumer is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        buffer = self._buffer
+        buffer = self._buffer.records
         if not buffer:
             await self._fill()
             self._since_yield = 0
@@ -584,19 +340,19 @@ class KafkaConsumer:
             self._since_yield += 1
         else:
             self._since_yield = 0
-            if self._stalled:
-                self._restart_polling()
+            self._engine.taken()
             if time.perf_counter() - self._yielded_at >= _YIELD_INTERVAL:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 self._yielded_at = time.perf_counter()
                 if not buffer:  # another task took them meanwhile
                     await self._fill()
         item = buffer.popleft()
-        if type(item) is _Undecodable:
-            self._delivered[(item.record.topic, item.record.partition)] = item.record.offset + 1
+        if type(item) is Undecodable:
+            self._buffer.delivered[(item.record.topic, item.record.partition)] = \
+                item.record.offset + 1
             raise item.error
         record: KafkaRecord = item  # type: ignore[assignment]  # (no cast() call per record)
-        self._delivered[(record[0], record[1])] = record[2] + 1  # topic, partition, offset
+        self._buffer.delivered[(record[0], record[1])] = record[2] + 1  # topic, partition, offset
         return record
 
     async def getone(self) -> KafkaRecord:
@@ -614,291 +370,34 @@ class KafkaConsumer:
         if max_records is not None and (not isinstance(max_records, int) or max_records < 1):
             raise ConfigurationError(f"max_records must be a positive int, not {max_records!r}")
         await trio.lowlevel.checkpoint_if_cancelled()
-        buffer = self._buffer
+        buffer = self._buffer.records
         if buffer:
             await trio.lowlevel.cancel_shielded_checkpoint()
         while not buffer:
             await self._fill()
-        count = len(buffer) if max_records is None else min(max_records, len(buffer))
-        out: list[KafkaRecord] = []
-        delivered = self._delivered
-        for _ in range(count):
-            item = buffer[0]
-            if type(item) is _Undecodable:
-                if out:
-                    break
-                buffer.popleft()
-                delivered[(item.record.topic, item.record.partition)] = item.record.offset + 1
-                raise item.error
-            assert isinstance(item, KafkaRecord)
-            buffer.popleft()
-            delivered[(item.topic, item.partition)] = item.offset + 1
-            out.append(item)
-        if self._stalled:
-            self._restart_polling()
+        out = self._buffer.take(max_records)
+        self._engine.taken()
         return out
 
     async def _fill(self) -> None:
         """Wait for the next batch of records (or raise why there are none)."""
-        while not self._buffer:
-            if self._poll_error is not None:
-                error, self._poll_error = self._poll_error, None
+        buffer = self._buffer
+        while not buffer.records:
+            error = buffer.take_error()
+            if error is not None:
                 raise error
-            if self._in_listener():
+            if self.in_listener():
                 raise KafkaError("a rebalance listener cannot read records: the consumer's "
                                  "poll() is waiting for the listener to return", fault="local")
             self._check_open()
-            if not self._polling:
-                if self._may_drain() and self._drain():
-                    # The records were decoded on this thread: let other tasks run first.
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    continue
-                self._start_polling()
-            if self._arrived is None:
-                self._arrived = trio.Event()
-            await self._arrived.wait()
-
-    def _may_drain(self) -> bool:
-        """Whether a reader may decode fetched records on the trio thread now (see the
-        module's docstring)."""
-        return (self._direct and not self._calls and not self._aborting
-                and trio.current_time() - self._thread_polled_at < _DIRECT_WINDOW
-                and kp.records_ready(self._kc)
-                and (self._group_id is None or not kp.group_joining(self._kc)))
-
-    def _drain(self) -> bool:
-        """Decode records kafka-python has already fetched, on the trio thread; whether that
-        gave records (or an error to raise)."""
-        try:
-            records = self._decoded(kp.drain_fetched(
-                self._kc, min(self._max_records, _DIRECT_RECORDS)))
-        except Exception as exc:
-            self._poll_error = kp.translated(exc, servers=self._servers_text,
-                                             operation="polling")
-            return True
-        if not records:
-            return False
-        self._unreachable_since = None
-        self._buffer.extend(records)
-        return True
-
-    def _outstanding(self) -> int:
-        """Records buffered or on their way to trio (either thread; read in this order, a race
-        can only overestimate it)."""
-        return self._handed - self._received + len(self._buffer)
-
-    def _start_polling(self) -> None:  # trio thread
-        self._polling = True
-        self._stalled = False
-        try:
-            self._worker.submit(self._poll_job)
-        except trio.ClosedResourceError:
-            self._polling = False
-            raise trio.ClosedResourceError("the Kafka consumer's thread has stopped") from None
-
-    def _restart_polling(self) -> None:  # trio thread, when a reader took records
-        if (self._stalled and not self._polling and self._open
-                and self._outstanding() <= self._ahead):
-            self._start_polling()
-
-    def _set_prefetch(self, *, group_managed: bool) -> None:
-        """Apply ``prefetch`` and ``decode_in_trio`` (by default, fetched records are decoded on
-        the trio thread when possible, and read-ahead is off)."""
-        if self._auto_commit:
-            prefetch = 0  # kafka-python's auto-commit commits its positions, read-ahead included
-        elif self._prefetch_setting is not None:
-            prefetch = self._prefetch_setting
-        elif group_managed or self._decode_in_trio:
-            prefetch = 0
-        else:
-            prefetch = _DEFAULT_PREFETCH
-        self._prefetch = prefetch
-        #: Whether a reader that finds the buffer empty may decode fetched records itself.
-        self._direct = self._decode_in_trio and prefetch < 2 and not self._auto_commit
-        #: At most this many records are buffered or on their way to trio.
-        self._bound = max(1, prefetch) * self._max_records
-        #: At most this many records cross into trio in one hand-off.
-        self._handoff = max(1, prefetch // 2) * self._max_records
-        #: The thread starts the next hand-off at once while at most this many are outstanding.
-        self._ahead = self._bound - self._handoff
-
-    def _byte_bounds(self) -> tuple[int, int]:
-        """The record bound and hand-off size, lowered so that the buffer stays within
-        ``prefetch_bytes`` at the size of the records seen last (consumer thread)."""
-        size = self._record_size
-        bound, handoff = self._bound, self._handoff
-        if size and size * bound > self._bytes_bound:
-            bound = max(1, self._bytes_bound // size)
-            handoff = min(handoff, max(1, bound // 2))
-        return bound, handoff
-
-    def _poll_job(self) -> None:
-        """Poll on the consumer's thread and hand the records to trio; chain the next poll
-        while records flow and there is room."""
-        portal = self._portal
-        assert portal is not None
-        worker = self._worker
-        if not worker.in_worker_thread():  # run by the worker's drain: the thread has stopped
-            portal.call_soon(self._poll_finished, outcome.Error(
-                trio.ClosedResourceError("the Kafka consumer's thread has stopped")), False,
-                False)
-            return
-        outstanding = self._outstanding()
-        # Read-ahead (trio still has records) waits only briefly for the network: calls queued
-        # behind this poll wait with it. A group join needs long polls (see kp.group_joining).
-        brief = self._read_ahead_ms
-        if not outstanding or (self._group_id is not None and kp.group_joining(self._kc)):
-            wait_ms = self._poll_ms
-        else:
-            wait_ms = brief
-        first = outcome.capture(self._poll_once, wait_ms)
-        if isinstance(first, outcome.Error):
-            portal.call_soon(self._poll_finished, first, False, False)
-            return
-        batch, unreachable = first.value
-        failure: outcome.Error | None = None
-        bound, handoff = self._byte_bounds()
-        if batch and self._prefetch > 1:
-            # Records already fetched come in the same hand-off: one wake-up of trio (and one
-            # round of GIL hand-overs) per up to _handoff records, not per poll. While they
-            # wait in _pending, a rebalance inside one of these polls hands them over before
-            # its listener runs (see _dispatch_rebalance).
-            per_poll = self._max_records
-            limit = min(handoff, bound - outstanding)
-            taken = len(batch)
-            self._pending = batch
-            # Only records kafka-python has already fetched join the hand-off: waiting for more
-            # (up to the brief wait) would hold back the ones polled, 10 ms per record when
-            # they trickle in.
-            while (taken + per_poll <= limit and self._open and not self._aborting
-                   and kp.records_ready(self._kc)):
-                more = outcome.capture(self._poll_once, brief)
-                if isinstance(more, outcome.Error):
-                    failure = more
-                    break
-                records = more.value[0]
-                if not records:
-                    break
-                taken += len(records)
-                with self._pending_lock:
-                    self._pending.extend(records)
-            with self._pending_lock:
-                batch, self._pending = self._pending, None
-        again = stalled = False
-        reading_ahead = self._prefetch > 1 and self._open and not self._aborting
-        if batch:
-            with self._pending_lock:
-                self._handed += len(batch)
-            if failure is None and reading_ahead:
-                bound, handoff = self._byte_bounds()
-                self._ahead = bound - handoff  # for readers restarting the chain
-                again = self._outstanding() <= self._ahead
-                stalled = not again
-        elif outstanding and reading_ahead:
-            # Nothing arrived within the brief wait of a read-ahead poll: stop here, and let
-            # readers start the next poll as they take records (as for a full buffer).
-            stalled = True
-        if (failure is None and self._open and not self._aborting
-                and self._group_id is not None and kp.group_joining(self._kc)):
-            # A rebalance is under way: keep polling until it completes, whatever the buffer
-            # holds (no records come meanwhile).
-            again, stalled = True, False
-        portal.call_soon(self._poll_finished, outcome.Value((batch, unreachable)), again, stalled)
-        if failure is not None:
-            portal.call_soon(self._poll_finished, failure, False, False)
-        elif again:
-            worker.submit(self._poll_job)
-
-    def _poll_once(self, timeout_ms: int) -> tuple[list[KafkaRecord | _Undecodable], bool]:
-        raw = kp.poll(self._kc, timeout_ms, self._max_records)
-        if not raw:
-            unreachable = self._broker_timeout is not None and kp.brokers_unreachable(self._kc)
-            return [], unreachable
-        return self._decoded(raw), False
-
-    def _decoded(self, raw: list[Any]) -> list[KafkaRecord | _Undecodable]:
-        """kafka-python's records as trionet's (deserialized), on whichever thread decodes."""
-        if not raw:
-            return []
-        # The average size, estimated from at most 64 records spread over the batch.
-        sample = raw if len(raw) <= 64 else raw[::len(raw) // 64]
-        self._record_size = max(1, kp.serialized_size(sample) // len(sample))
-        decode_key = self._decode_key
-        decode_value = self._decode_value
-        if decode_key is None and decode_value is None:
-            # tuple.__new__ skips the NamedTuple's Python-level __new__: this loop is the
-            # per-record cost of crossing into trio. No headers become one shared empty tuple,
-            # not kafka-python's fresh list: a record then holds no container, so the garbage
-            # collector stops tracking it while it waits in the buffer (and trio does not free
-            # one more object per record that the consumer's thread allocated, on another
-            # core). Together that was about 10 % of the consumer's throughput.
-            return [
-                _new_tuple(KafkaRecord, (r.topic, r.partition, r.offset, r.key, r.value,
-                                         r.headers or (), r.timestamp, r.timestamp_type))
-                for r in raw
-            ]
-        out: list[KafkaRecord | _Undecodable] = []
-        for r in raw:
-            key, value = r.key, r.value
-            try:
-                if decode_key is not None and key is not None:
-                    key = decode_key(key)
-                if decode_value is not None and value is not None:
-                    value = decode_value(value)
-            except Exception as exc:
-                raw_record = KafkaRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                                         r.headers or (), r.timestamp, r.timestamp_type)
-                error = RecordDecodeError(
-                    f"cannot deserialize the record at offset {r.offset} of "
-                    f"{r.topic}[{r.partition}]: {exc}", record=raw_record)
-                error.__cause__ = exc
-                out.append(_Undecodable(raw_record, error))
-                continue
-            out.append(KafkaRecord(r.topic, r.partition, r.offset, key, value, r.headers or (),
-                                   r.timestamp, r.timestamp_type))
-        return out
-
-    def _poll_finished(
-        self, result: outcome.Outcome[tuple[list[KafkaRecord | _Undecodable], bool]],
-        again: bool, stalled: bool,
-    ) -> None:  # trio thread
-        self._thread_polled_at = trio.current_time()
-        if not again:
-            self._polling = False
-            self._stalled = stalled
-        try:
-            if isinstance(result, outcome.Error):
-                self._poll_error = kp.translated(result.error, servers=self._servers_text,
-                                                 operation="polling")
-                return
-            records, unreachable = result.unwrap()
-            if records:
-                self._unreachable_since = None
-                self._buffer.extend(records)  # before counting: see _outstanding
-                self._received += len(records)
-            elif not unreachable:
-                self._unreachable_since = None
-            elif self._unreachable_since is None:
-                self._unreachable_since = trio.current_time()
-            elif (self._broker_timeout is not None
-                  and trio.current_time() - self._unreachable_since >= self._broker_timeout):
-                self._poll_error = KafkaConnectionError(
-                    f"no Kafka broker has been reachable for {self._broker_timeout:g} s "
-                    f"(bootstrap servers {self._servers_text})",
-                    bootstrap_servers=self._servers_text,
-                )
-        finally:
-            arrived, self._arrived = self._arrived, None
-            if arrived is not None:
-                arrived.set()
+            await self._engine.fetch()
 
     # -- offsets ----------------------------------------------------------------------------------
 
     def delivered_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the offset after the last record handed out (what :meth:`commit`
         commits by default)."""
-        return {TopicPartition(topic, partition): offset
-                for (topic, partition), offset in self._delivered.items()}
+        return self._buffer.delivered_offsets()
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None
                      ) -> dict[TopicPartition, int]:
@@ -939,27 +438,34 @@ class KafkaConsumer:
             raise KafkaError("commit needs a consumer group (group_id)", fault="local")
         only_assigned = offsets is None
         wanted = self.delivered_offsets() if offsets is None else {
-            _as_tp(tp): _check_offset(off) for tp, off in offsets.items()}
+            as_tp(tp): check_offset(off) for tp, off in offsets.items()}
         if not wanted:
             await trio.lowlevel.checkpoint()
             return {}
-        if self._in_listener():
-            return await self._commit_in_listener(wanted)
-        start = self._revocations
+        buffer = self._buffer
+        start = buffer.revocations
+        revoked: frozenset[TopicPartition] = frozenset()
+
+        def select() -> dict[TopicPartition, int]:
+            # Where the engine commits: leave out the partitions a rebalance took since *start*.
+            nonlocal revoked
+            keep, revoked = buffer.split_revoked(wanted, start)
+            return keep
+
+        if self.in_listener():
+            return await self._engine.commit(select, only_assigned=False, timeout_ms=None)
         deadline = trio.current_effective_deadline()
         if math.isinf(deadline):
-            deadline = trio.current_time() + int(
-                self._config.get("request_timeout_ms", 30_000)) / 1000
+            deadline = trio.current_time() + self._config.request_timeout_ms / 1000
         while True:
             try:
-                committed, revoked = await self._run(
-                    self._commit_owned, wanted, start, only_assigned, timeout_ms,
-                    operation="committing offsets")
+                committed = await self._engine.commit(select, only_assigned=only_assigned,
+                                                      timeout_ms=timeout_ms)
             except KafkaCommitError as exc:
                 # Not a member of the current generation: rejoin (a revocation is then counted
                 # and those offsets are left out), then commit what is still ours. Not while
                 # closing (timeout_ms given): the records will simply be read again.
-                if timeout_ms is not None or not kp.is_membership_error(exc.__cause__):
+                if timeout_ms is not None or not self._engine.is_membership_error(exc.__cause__):
                     raise
                 await self._await_rejoin(exc, deadline)
                 continue
@@ -972,19 +478,8 @@ class KafkaConsumer:
                 "records will be read again", partitions=revoked, committed=committed)
         return committed
 
-    def _commit_owned(self, wanted: dict[TopicPartition, int], start: int, only_assigned: bool,
-                      timeout_ms: int | None
-                      ) -> tuple[dict[TopicPartition, int], frozenset[TopicPartition]]:
-        # consumer thread: leave out the partitions a rebalance took since *start*
-        revoked_at = self._revoked_at
-        revoked = frozenset(tp for tp in wanted if revoked_at.get(tp, 0) > start)
-        keep = {tp: offset for tp, offset in wanted.items() if tp not in revoked}
-        committed = kp.commit(self._kc, keep, only_assigned=only_assigned,
-                              timeout_ms=timeout_ms) if keep else {}
-        return committed, revoked
-
     async def _await_rejoin(self, cause: KafkaCommitError, deadline: float) -> None:
-        """Drive the group rejoin on the consumer's thread until it is done or *deadline*."""
+        """Drive the group rejoin on the engine until it is done or *deadline*."""
         while True:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
@@ -992,69 +487,41 @@ class KafkaConsumer:
                     f"{cause} (the consumer did not rejoin its group before the commit's "
                     "deadline; the records will be read again)", fault="remote") from cause
             slice_ms = max(1, min(_REJOIN_SLICE_MS, int(remaining * 1000)))
-            if await self._run(kp.rejoin_group, self._kc, slice_ms,
-                               operation="rejoining the consumer group"):
+            if await self._engine.rejoin(slice_ms):
                 return
 
-    async def _commit_in_listener(self, offsets: dict[TopicPartition, int]
-                                  ) -> dict[TopicPartition, int]:
-        portal = self._portal
-        assert portal is not None
-        done = trio.Event()
-        box: list[BaseException | None] = []
-
-        def finish(error: BaseException | None) -> None:
-            box.append(error)
-            done.set()
-
-        timeout_ms = int(self._config.get("request_timeout_ms", 30_000))
-        kp.commit_on_io_loop(self._kc, offsets, timeout_ms,
-                             lambda error: portal.call_soon(finish, error))
-        await done.wait()
-        if box[0] is not None:
-            error = kp.translated(box[0], servers=self._servers_text,
-                                  operation="committing offsets")
-            if isinstance(error, KafkaError) and not isinstance(error, KafkaCommitError):
-                raise KafkaCommitError(str(error), fault="remote") from box[0]
-            raise error
-        return offsets
-
     async def _group_metadata(self) -> Any:
-        """kafka-python's group membership snapshot (for transactional offset commits)."""
+        """The engine's group membership snapshot (for transactional offset commits)."""
         self._check_open()
         if self._group_id is None:
             raise KafkaError("transactional offsets need a consumer group (group_id)",
                              fault="local")
-        return await self._run(kp.group_metadata, self._kc, operation="reading group metadata")
+        return await self._engine.group_metadata()
 
     async def committed(self, partition: tuple[str, int]) -> int | None:
         """The group's committed offset for *partition* (None if nothing was committed)."""
         self._check_open()
-        return await self._run(kp.committed, self._kc, _as_tp(partition),
-                               operation="reading a committed offset")
+        return await self._engine.committed(as_tp(partition))
 
     async def position(self, partition: tuple[str, int]) -> int:
-        """The offset of the next record kafka-python will fetch for *partition*.
+        """The offset of the next record the engine will fetch for *partition*.
 
         Records already buffered in trionet come before it.
         """
         self._check_open()
-        return await self._run(kp.position, self._kc, _as_tp(partition),
-                               operation="reading a position")
+        return await self._engine.position(as_tp(partition))
 
     async def beginning_offsets(self, partitions: Iterable[tuple[str, int]]
                                 ) -> dict[TopicPartition, int]:
         """The first offset of each partition."""
         self._check_open()
-        return await self._run(kp.edge_offsets, self._kc, [_as_tp(tp) for tp in partitions],
-                               "beginning", operation="listing offsets")
+        return await self._engine.edge_offsets([as_tp(tp) for tp in partitions], "beginning")
 
     async def end_offsets(self, partitions: Iterable[tuple[str, int]]
                           ) -> dict[TopicPartition, int]:
         """The offset after the last record of each partition (its high watermark)."""
         self._check_open()
-        return await self._run(kp.edge_offsets, self._kc, [_as_tp(tp) for tp in partitions],
-                               "end", operation="listing offsets")
+        return await self._engine.edge_offsets([as_tp(tp) for tp in partitions], "end")
 
     # -- subscription and assignment ---------------------------------------------------------------
 
@@ -1073,29 +540,26 @@ class KafkaConsumer:
         if bool(names) == (pattern is not None):
             raise ConfigurationError("subscribe needs topics or a pattern (not both)")
         for topic in names:
-            _check_topic(topic)
+            check_topic(topic)
         if listener is not None and not isinstance(listener, ConsumerRebalanceListener):
             raise ConfigurationError("listener must be a ConsumerRebalanceListener")
         self._listener = listener
-        bridge = kp.ListenerBridge(self._kc, self._dispatch_rebalance, self._listener_timeout_ms)
 
         def after(_: None) -> None:
-            self._set_prefetch(group_managed=True)
             if pattern is None:
-                self._discard(lambda tp: tp[0] not in names)
+                self._buffer.discard(lambda tp: tp[0] not in names)
 
         async with self._position_lock:
             with trio.CancelScope(shield=True):
-                await self._run(kp.subscribe, self._kc, names, pattern, bridge, after=after,
-                                operation="subscribing")
+                await self._engine.subscribe(names, pattern, after=after)
 
     async def unsubscribe(self) -> None:
         """Drop the subscription or assignment (and every buffered record)."""
         self._check_open()
         async with self._position_lock:
             with trio.CancelScope(shield=True):
-                await self._run(kp.unsubscribe, self._kc, operation="unsubscribing",
-                                after=lambda _: self._discard(lambda tp: True))
+                await self._engine.unsubscribe(
+                    after=lambda _: self._buffer.discard(lambda tp: True))
 
     async def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Read exactly these partitions (no group management, no rebalances).
@@ -1107,32 +571,31 @@ class KafkaConsumer:
             UnknownTopicError: a topic or partition does not exist.
         """
         self._check_open()
-        wanted = frozenset(_as_tp(tp) for tp in partitions)
+        wanted = frozenset(as_tp(tp) for tp in partitions)
         async with self._position_lock:
             with trio.CancelScope(shield=True):
-                await self._run(kp.assign, self._kc, wanted, operation="assigning partitions",
-                                after=lambda _: self._assigned(wanted))
+                await self._engine.assign(
+                    wanted, after=lambda _: self._buffer.discard(lambda tp: tp not in wanted))
 
     async def assignment(self) -> frozenset[TopicPartition]:
         """The partitions currently assigned to this consumer."""
         self._check_open()
-        return await self._run(kp.assignment, self._kc, operation="reading the assignment")
+        return await self._engine.assignment()
 
     async def subscription(self) -> frozenset[str] | None:
         """The subscribed topics (None when partitions are assigned manually)."""
         self._check_open()
-        return await self._run(kp.subscription, self._kc, operation="reading the subscription")
+        return await self._engine.subscription()
 
     async def topics(self) -> set[str]:
         """Every topic in the cluster."""
         self._check_open()
-        return await self._run(kp.topics, self._kc, operation="listing topics")
+        return await self._engine.topics()
 
     async def partitions_for_topic(self, topic: str) -> set[int]:
         """The partition numbers of *topic* (empty if it does not exist; never creates it)."""
         self._check_open()
-        return await self._run(kp.existing_partitions, self._kc, topic,
-                               operation="reading topic metadata")
+        return await self._engine.partitions_for_topic(topic)
 
     # -- positions --------------------------------------------------------------------------------
 
@@ -1143,14 +606,12 @@ class KafkaConsumer:
             KafkaError: the partition is not assigned to this consumer.
         """
         self._check_open()
-        tp = _as_tp(partition)
-        offset = _check_offset(offset)
-
-        def after(_: None) -> None:
-            self._discard(lambda p: p == tp)
-            self._delivered[tp] = offset
-
-        await self._position_op(kp.seek, self._kc, tp, offset, after=after, operation="seeking")
+        tp = as_tp(partition)
+        offset = check_offset(offset)
+        async with self._maybe_position_lock():
+            with trio.CancelScope(shield=True):  # quick, local; keeps the bookkeeping in step
+                await self._engine.seek(tp, offset,
+                                        after=lambda _: self._buffer.sought(tp, offset))
 
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         """Read the given partitions (all assigned ones by default) from their first record."""
@@ -1162,15 +623,10 @@ class KafkaConsumer:
 
     async def _seek_to(self, where: str, partitions: Sequence[tuple[str, int]]) -> None:
         self._check_open()
-        tps = frozenset(_as_tp(tp) for tp in partitions)
-
-        def after(moved: frozenset[TopicPartition]) -> None:
-            self._discard(lambda p: p in moved)
-            for tp in moved:
-                self._delivered.pop(tp, None)
-
-        await self._position_op(kp.seek_to, self._kc, tps, where, after=after,
-                                operation=f"seeking to the {where}")
+        tps = frozenset(as_tp(tp) for tp in partitions)
+        async with self._maybe_position_lock():
+            with trio.CancelScope(shield=True):
+                await self._engine.seek_to(tps, where, after=self._buffer.moved)
 
     async def pause(self, *partitions: tuple[str, int]) -> None:
         """Stop reading the given partitions until :meth:`resume`.
@@ -1178,91 +634,41 @@ class KafkaConsumer:
         Their records already buffered are dropped and read again after :meth:`resume`.
         """
         self._check_open()
-        tps = frozenset(_as_tp(tp) for tp in partitions)
-
-        def after(_: None) -> None:
-            for tp, first in self._discard(lambda p: p in tps).items():
-                self._rewind[tp] = min(first, self._rewind.get(tp, first))
-
-        await self._position_op(kp.pause, self._kc, tps, after=after, operation="pausing")
+        tps = frozenset(as_tp(tp) for tp in partitions)
+        async with self._maybe_position_lock():
+            with trio.CancelScope(shield=True):
+                await self._engine.pause(tps, after=lambda _: self._buffer.paused(tps))
 
     async def resume(self, *partitions: tuple[str, int]) -> None:
         """Read the given paused partitions again."""
         self._check_open()
-        tps = frozenset(_as_tp(tp) for tp in partitions)
+        tps = frozenset(as_tp(tp) for tp in partitions)
         async with self._maybe_position_lock():
-            rewind = {tp: self._rewind.pop(tp) for tp in tps if tp in self._rewind}
+            rewind = self._buffer.take_rewind(tps)
             with trio.CancelScope(shield=True):
-                await self._run(kp.resume, self._kc, tps, rewind, operation="resuming")
+                await self._engine.resume(tps, rewind)
 
     async def paused(self) -> frozenset[TopicPartition]:
         """The partitions paused with :meth:`pause`."""
         self._check_open()
-        return await self._run(kp.paused, self._kc, operation="reading paused partitions")
-
-    async def _position_op(self, fn: Callable[..., T], *args: Any, operation: str,
-                           after: Callable[[T], object]) -> T:
-        async with self._maybe_position_lock():
-            with trio.CancelScope(shield=True):  # quick, local; keeps the bookkeeping in step
-                result = await self._run(fn, *args, after=after, operation=operation)
-        return result
+        return await self._engine.paused()
 
     @asynccontextmanager
     async def _maybe_position_lock(self) -> AsyncIterator[None]:
         # In a rebalance listener the lock may be held by a task whose call is queued behind the
         # very poll() that waits for the listener: do not wait for it there.
-        if self._in_listener():
+        if self.in_listener():
             await trio.lowlevel.checkpoint()
             yield
         else:
             async with self._position_lock:
                 yield
 
-    def _assigned(self, wanted: frozenset[TopicPartition]) -> None:
-        self._set_prefetch(group_managed=False)
-        self._discard(lambda tp: tp not in wanted)
-
-    def _discard(self, match: Callable[[TopicPartition], bool]) -> dict[TopicPartition, int]:
-        """Drop buffered records of the matching partitions; the first dropped offset of each."""
-        first: dict[TopicPartition, int] = {}
-        if not self._buffer:
-            return first
-        kept: list[KafkaRecord | _Undecodable] = []
-        for item in self._buffer:
-            record = item.record if type(item) is _Undecodable else item
-            assert isinstance(record, KafkaRecord)
-            tp = TopicPartition(record.topic, record.partition)
-            if match(tp):
-                first.setdefault(tp, record.offset)
-            else:
-                kept.append(item)
-        # In place: readers hold on to the deque across their awaits.
-        self._buffer.clear()
-        self._buffer.extend(kept)
-        return first
-
     # -- rebalances -------------------------------------------------------------------------------
 
-    def _dispatch_rebalance(self, kind: str, partitions: frozenset[TopicPartition],
-                            done: Callable[[BaseException | None], None]) -> bool:
-        # kafka-python's I/O thread, inside poll() or close() on the consumer's thread.
-        if self._aborting or self._portal is None or (kind != "assigned" and not partitions):
-            return False  # (kafka-python revokes an empty set before the first join)
-        # Records polled before this rebalance and still waiting on the consumer's thread (it
-        # is blocked in poll() meanwhile) must reach the buffer before the listener runs, so
-        # that forgetting revoked partitions (or a seek in the listener) covers them too.
-        with self._pending_lock:
-            early = self._pending
-            if early:
-                self._pending = []
-                self._handed += len(early)
-        if early:
-            self._portal.call_soon(self._poll_finished, outcome.Value((early, False)), True,
-                                   False)
-        return self._portal.call_soon(self._start_listener, kind, partitions, done)
-
-    def _start_listener(self, kind: str, partitions: frozenset[TopicPartition],
-                        done: Callable[[BaseException | None], None]) -> None:
+    def rebalance(self, kind: RebalanceKind, partitions: frozenset[TopicPartition],
+                  done: RebalanceDone) -> None:
+        """(For the engine, trio thread) run the listener for one rebalance step."""
         if self._nursery is None or self._aborting:
             done(None)
             return
@@ -1271,8 +677,8 @@ class KafkaConsumer:
         except RuntimeError:  # the nursery is closed
             done(None)
 
-    async def _run_listener(self, kind: str, partitions: frozenset[TopicPartition],
-                            done: Callable[[BaseException | None], None]) -> None:
+    async def _run_listener(self, kind: RebalanceKind, partitions: frozenset[TopicPartition],
+                            done: RebalanceDone) -> None:
         error: BaseException | None = None
         _IN_LISTENER.set(self)  # this task's context only (and its children's)
         try:
@@ -1288,37 +694,5 @@ class KafkaConsumer:
             error = exc
         finally:
             if kind != "assigned":
-                self._forget(partitions)
+                self._buffer.forget(partitions)
             done(error)
-
-    def _forget(self, partitions: frozenset[TopicPartition]) -> None:
-        self._discard(lambda tp: tp in partitions)
-        self._revocations += 1
-        for tp in partitions:
-            self._revoked_at[tp] = self._revocations
-            self._delivered.pop(tp, None)
-            self._rewind.pop(tp, None)
-
-
-def _as_tp(value: tuple[str, int]) -> TopicPartition:
-    try:
-        topic, partition = value
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"expected a (topic, partition) pair, not {value!r}") from None
-    if not isinstance(topic, str) or not topic:
-        raise ConfigurationError(f"topic must be a non-empty string, not {topic!r}")
-    if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
-        raise ConfigurationError(f"partition must be an int >= 0, not {partition!r}")
-    return TopicPartition(topic, partition)
-
-
-def _check_offset(offset: object) -> int:
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise ConfigurationError(f"offset must be an int >= 0, not {offset!r}")
-    return offset
-
-
-def _check_topic(topic: object) -> None:
-    if not isinstance(topic, str) or not topic:
-        raise ConfigurationError(f"topic must be a non-empty string, not {topic!r}")
-

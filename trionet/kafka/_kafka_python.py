@@ -53,7 +53,6 @@ import contextlib
 import logging
 import operator
 import struct
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final
@@ -74,7 +73,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         f"'kafka-python>=3.0,<3.1'): {exc}"
     ) from exc
 
+from .._threads import Guarded
 from ..errors import ConfigurationError, KafkaError, TrionetError
+from ._engine import RebalanceKind
 from ._errors import (
     KafkaCommitError,
     KafkaConnectionError,
@@ -307,15 +308,12 @@ class ClientTrap:
 
     def __init__(self, factory: Callable[..., Any] = KafkaNetClient) -> None:
         self._factory = factory
-        self._lock = threading.Lock()
-        self._client: Any = None
-        self._aborted = False
+        #: (the client built, whether abort() was called): set by different threads.
+        self._state: Guarded[tuple[Any, bool]] = Guarded((None, False))
 
     def __call__(self, **configs: Any) -> Any:
         client = self._factory(**configs)
-        with self._lock:
-            self._client = client
-            aborted = self._aborted
+        aborted = self._state.update(lambda state: ((client, state[1]), state[1]))
         if aborted:
             _abort_client(client)
         return client
@@ -323,20 +321,18 @@ class ClientTrap:
     @property
     def aborted(self) -> bool:
         """Whether :meth:`abort` was called."""
-        return self._aborted
+        aborted: bool = self._state.value[1]
+        return aborted
 
     def abort(self) -> None:
         """Make a constructor that is bootstrapping give up soon. Safe from any thread."""
-        with self._lock:
-            self._aborted = True
-            client = self._client
+        client = self._state.update(lambda state: ((state[0], True), state[0]))
         if client is not None:
             _abort_client(client)
 
     def close(self) -> None:
         """Close the captured client (joins its I/O thread). Idempotent; call after a failure."""
-        with self._lock:
-            client, self._client = self._client, None
+        client = self._state.update(lambda state: ((None, state[1]), state[0]))
         if client is not None:
             client.close()
 
@@ -919,7 +915,7 @@ class ListenerBridge(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(self, consumer: Any,
-                 dispatch: Callable[[str, frozenset[TopicPartition],
+                 dispatch: Callable[[RebalanceKind, frozenset[TopicPartition],
                                      Callable[[BaseException | None], None]], bool],
                  timeout_ms: int) -> None:
         self._consumer = consumer
@@ -935,7 +931,7 @@ class ListenerBridge(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_lost(self, lost: Any) -> None:
         await self._forward("lost", lost)
 
-    async def _forward(self, kind: str, partitions: Any) -> None:
+    async def _forward(self, kind: RebalanceKind, partitions: Any) -> None:
         net = self._consumer._client._net
         manager = self._consumer._client._manager
         future = KFuture()

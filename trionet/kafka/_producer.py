@@ -1,47 +1,28 @@
-"""The Kafka producer: kafka-python's thread-safe producer, driven from trio.
+"""The Kafka producer: a trio driver around a producer engine.
 
-kafka-python's producer is thread-safe and does its network I/O on its own sender thread, so the
-trio side calls ``send`` directly: appending a record to kafka-python's buffer does not block
-once the topic's metadata is known (the first record for a new topic waits for its metadata in
-the background, in order with the records after it).
-
-Delivery reports cost the sender thread nothing per record. A :class:`Delivery` keeps
-kafka-python's record future and reads its outcome when asked; the producer keeps its
-deliveries in send order and, on the trio thread, counts (and checks for failures) the finished
-ones at the front of that queue, every 1024 sends and whenever a task waits. A task that waits
-(:meth:`Delivery.wait`, :meth:`KafkaProducer.flush`, back-pressure) asks for one wake-up from
-the sender thread: when that record's future (the last one sent, for a flush; the oldest
-pending one, for room) is done. So trio is woken about once per wait, or once per batch that
-makes room, never once per record, and no failure goes unseen: each one is found by the
-counting, and the first one nobody waited for is raised by the next flush.
-
-Blocking steps (the bootstrap, the first metadata lookup of a topic, the final flush and close)
-run on worker threads through :mod:`trionet._threads`; the ``async with`` block waits for every
-thread it started, including kafka-python's sender thread.
+:class:`KafkaProducer` checks and serializes records and hands them to the engine
+(:mod:`._engine`; kafka-python's is :mod:`._kafka_python_engine`) on the trio thread: buffering
+a record never blocks once its topic's metadata is known (the first record for a new topic
+waits for its metadata in the background, in order with the records after it). Delivery
+reports are counted by the engine-free :class:`~._deliveries.DeliveryLedger`, with at most one
+wake-up from the engine's thread per wait. The ``async with`` block waits for every thread the
+engine started.
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import trio
 
-from .._threads import TrioPortal, run_blocking
+from .._util import EnterOnce
 from ..errors import CodecError, ConfigurationError, KafkaError
-from . import _kafka_python as kp
-from ._common import (
-    DEFAULT_BOOTSTRAP_TIMEOUT_MS,
-    check_servers,
-    hidden_nursery,
-    servers_text,
-    with_defaults,
-)
-from ._errors import KafkaDeliveryError, UnknownTopicError
+from ._deliveries import Delivery, DeliveryLedger, ProducerStatistics
+from ._engine import ProducerEngine, load_engine
+from ._errors import KafkaDeliveryError
+from ._options import ProducerOptions
 from ._records import (
     HeadersInput,
     RecordMetadata,
@@ -52,13 +33,13 @@ from ._records import (
     normalize_headers,
 )
 from ._url import parse_kafka_url
+from ._util import check_servers, hidden_nursery, servers_text
 
 if TYPE_CHECKING:
     from ._consumer import KafkaConsumer
 
 __all__ = ["Delivery", "KafkaProducer", "ProducerStatistics"]
 
-_DEFAULT_MAX_BLOCK_MS: Final = 10_000
 #: send_nowait counts the finished deliveries every this many records (a power of 2, minus 1).
 _COLLECT_MASK: Final = 1023
 _HANDLED: Final = frozenset({"key_serializer", "value_serializer"})
@@ -74,109 +55,7 @@ def _serialize(encode: Callable[[Any], Any], value: Any, what: str) -> Any:
                          codec="serializer", fault="local") from exc
 
 
-@dataclass(frozen=True)
-class ProducerStatistics:
-    """A snapshot of a producer's counters (see :meth:`KafkaProducer.statistics`)."""
-
-    pending: int
-    """Records handed to the producer and not yet acknowledged or failed."""
-    acknowledged: int
-    """Records the broker acknowledged."""
-    failed: int
-    """Records that could not be delivered."""
-
-
-class Delivery:
-    """The outcome of one record given to :meth:`KafkaProducer.send_nowait`.
-
-    ``await delivery.wait()`` returns its :class:`RecordMetadata` once the broker acknowledged
-    it (per ``acks``), or raises why it was not delivered. A failure nobody waited for is not
-    lost: :meth:`KafkaProducer.flush` and the end of the producer's ``async with`` raise it.
-    """
-
-    __slots__ = ("_error", "_future", "_metadata", "_producer", "_seq", "_waited", "partition",
-                 "topic")
-
-    def __init__(self, producer: KafkaProducer, topic: str, partition: int | None, seq: int,
-                 future: Any = None) -> None:
-        self.topic = topic
-        self.partition = partition
-        self._producer = producer
-        #: The record's place in the producer's send order (see KafkaProducer._collect).
-        self._seq = seq
-        #: kafka-python's FutureRecordMetadata (None while the topic's metadata is awaited).
-        self._future = future
-        self._metadata: RecordMetadata | None = None
-        self._error: BaseException | None = None
-        self._waited = False
-
-    def __repr__(self) -> str:
-        state = "pending"
-        if self.done():
-            state = "failed" if self._failure() is not None else "acknowledged"
-        return f"<Delivery to {self.topic!r}: {state}>"
-
-    def done(self) -> bool:
-        """Whether the record was acknowledged or failed."""
-        if self._error is not None:
-            return True
-        future = self._future
-        return future is not None and future.is_done
-
-    def result(self) -> RecordMetadata:
-        """The record's metadata, if it was acknowledged.
-
-        Raises:
-            KafkaDeliveryError: (or another :class:`~trionet.errors.KafkaError`) the record was
-                not delivered.
-            trio.WouldBlock: it is still pending.
-        """
-        if not self.done():
-            raise trio.WouldBlock
-        error = self._failure()
-        if error is not None:
-            self._observe()
-            raise error
-        metadata = self._metadata
-        if metadata is None:
-            metadata = self._metadata = kp.record_metadata(self._future.value)
-        return metadata
-
-    async def wait(self) -> RecordMetadata:
-        """Wait until the record is acknowledged and return where it was written.
-
-        Raises:
-            KafkaDeliveryError: (or another :class:`~trionet.errors.KafkaError`) the record was
-                not delivered.
-        """
-        self._observe()
-        if self.done():
-            await trio.lowlevel.checkpoint()
-        else:
-            await self._producer._wait_for(self)
-        return self.result()
-
-    def _observe(self) -> None:
-        """Someone looks at this record's outcome: a failure is theirs, not flush()'s."""
-        self._waited = True
-        producer = self._producer
-        if self._future is not None and self._seq >= producer._completed:
-            producer._observed.add(self._future)  # not counted yet; _collect removes it
-
-    def _failure(self) -> BaseException | None:
-        """Why the (finished) record was not delivered, translated once; None if it was."""
-        error = self._error
-        if error is None:
-            future = self._future
-            if future is not None and future.exception is not None:
-                producer = self._producer
-                error = self._error = kp.delivery_error(
-                    future.exception, topic=self.topic, partition=self.partition,
-                    servers=producer._servers_text)
-        return error
-
-
-class KafkaProducer:
+class KafkaProducer(EnterOnce):
     """A Kafka producer for trio: ``async with KafkaProducer(...) as producer``.
 
     Example::
@@ -190,7 +69,8 @@ class KafkaProducer:
     Entering the block connects (bootstrap) and fails with
     :class:`~trionet.kafka.KafkaConnectionError` within ``bootstrap_timeout_ms`` (10 s unless
     given) if no broker answers. Leaving it flushes every buffered record (within
-    *close_timeout*), stops kafka-python's sender thread and waits for it, and raises the first
+    *close_timeout*), stops the engine's threads (kafka-python's sender thread) and waits for them,
+    and raises the first
     delivery failure nobody had waited for.
 
     Args:
@@ -201,7 +81,9 @@ class KafkaProducer:
         max_pending: at most this many records may be unacknowledged at once;
             :meth:`send_nowait` raises :exc:`trio.WouldBlock` beyond it, :meth:`send` waits.
         close_timeout: seconds the exit may spend flushing before undelivered records fail.
-        **config: any other kafka-python ``KafkaProducer`` option (``acks``, ``linger_ms``,
+        backend: the engine (``"kafka-python"`` by default; see the Kafka guide).
+        **config: any other option of the engine's producer; for kafka-python, its
+            ``KafkaProducer`` options (``acks``, ``linger_ms``,
             ``compression_type``, ``security_protocol``, ``sasl_*``, ``ssl_*``,
             ``enable_idempotence``, ``transactional_id``, ...). trionet's defaults differ from
             kafka-python's in ``bootstrap_timeout_ms`` and ``max_block_ms`` (10 s each); and
@@ -220,87 +102,49 @@ class KafkaProducer:
         value_serializer: Serializer | None = None,
         max_pending: int = 100_000,
         close_timeout: float = 30.0,
+        backend: str | None = None,
         **config: Any,
     ) -> None:
-        kp.check_options("producer", config, kp.PRODUCER_OPTIONS, _HANDLED)
-        if not isinstance(max_pending, int) or max_pending < 1:
-            raise ConfigurationError(f"max_pending must be a positive int, not {max_pending!r}")
-        if not close_timeout >= 0:
-            raise ConfigurationError(f"close_timeout must be >= 0, not {close_timeout!r}")
-        self._servers = check_servers(bootstrap_servers)
-        self._servers_text = servers_text(self._servers)
+        engine = load_engine(backend)
+        servers = check_servers(bootstrap_servers)
+        self._config = engine.configure("producer", config, servers=servers, handled=_HANDLED)
+        self._options = ProducerOptions(max_pending, close_timeout)
+        self._servers_text = servers_text(servers)
         self._encode_key = make_encoder(key_serializer, "key")
         self._encode_value = make_encoder(value_serializer, "value")
         self._max_pending = max_pending
-        self._close_timeout = close_timeout
-        settings = with_defaults(
-            config,
-            bootstrap_timeout_ms=DEFAULT_BOOTSTRAP_TIMEOUT_MS,
-            max_block_ms=_DEFAULT_MAX_BLOCK_MS,
-        )
-        if settings.get("acks", "all") not in ("all", -1) and "enable_idempotence" not in config:
-            settings["enable_idempotence"] = False
-        settings["bootstrap_servers"] = self._servers
-        self._config = settings
-        self._kp: Any = None
+        self._engine: ProducerEngine = engine.producer(self._config)
+        self._ledger = DeliveryLedger(self._engine)
+        self._open = False
+        #: The engine is started and not closed yet (open, or flushing on exit).
+        self._started = False
         self._nursery: trio.Nursery | None = None
-        self._cm: Any = None
-        self._portal: TrioPortal | None = None
         self._ready_topics: set[str] = set()
         self._waiting: dict[str, list[tuple[Delivery, tuple[Any, ...]]]] = {}
-        # Every record not counted yet, in send order (trio thread only, like the counters; the
-        # record numbered n in that order is counted once _completed > n):
-        # kafka-python's record future, or the Delivery while it has none (metadata wait).
-        # Not the Delivery itself, which is then freed as soon as the caller drops it: keeping
-        # one more object per pending record alive made the garbage collector cost more than
-        # the rest of trionet's per-record work.
-        self._pending: collections.deque[Any] = collections.deque()
-        # Futures not counted yet whose Delivery someone waited for or read (their failures
-        # are not flush()'s to raise).
-        self._observed: set[Any] = set()
-        self._sent = 0
-        self._completed = 0
-        self._failed = 0
-        # Set (and replaced) when a watched future finishes or a local step changes a delivery.
-        self._changed = trio.Event()
-        self._watched: set[Any] = set()  # futures with a wake-up registered
-        self._unobserved: list[BaseException] = []
-        self._closing = False
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> KafkaProducer:
         """A producer for a ``kafka://host:port[,host:port]?option=value`` URL.
 
-        Query options are kafka-python options (``acks=1``, ``linger_ms=5``...); user
-        information in the URL becomes SASL PLAIN credentials. *overrides* win over the URL.
-        ``group`` is ignored (it is a consumer option).
+        Query options are the engine's options (``acks=1``, ``linger_ms=5``...; ``backend``
+        picks the engine); user information in the URL becomes SASL PLAIN credentials.
+        *overrides* win over the URL. ``group`` is ignored (it is a consumer option).
         """
         parsed = parse_kafka_url(url)
-        options = dict(parsed.options)
+        options = parsed.client_options()
         options.update(overrides)
         return cls(parsed.bootstrap_servers, **options)
 
     def __repr__(self) -> str:
-        pending = len(self._pending)
+        pending = len(self._ledger.pending)
         return f"<trionet.kafka.KafkaProducer {self._servers_text} pending={pending}>"
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> KafkaProducer:
-        if self._cm is not None:
-            raise RuntimeError("a KafkaProducer can be entered only once")
-        self._cm = self._lifetime()
-        return await self._cm.__aenter__()  # type: ignore[no-any-return]
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
-        return await self._cm.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
-
     @asynccontextmanager
-    async def _lifetime(self) -> AsyncIterator[KafkaProducer]:
-        self._portal = TrioPortal()
-        trap = kp.ClientTrap()
-        self._kp = await run_blocking(self._build, trap, on_cancel=trap.abort)
+    async def _lifetime(self) -> AsyncIterator[Self]:
+        await self._engine.start()
+        self._open = self._started = True
         clean_exit = False
         try:
             async with hidden_nursery() as nursery:
@@ -310,27 +154,16 @@ class KafkaProducer:
                     clean_exit = True
                 finally:
                     # Flush on exit, even after an error or a cancellation, within the deadline.
-                    self._closing = True
-                    with trio.move_on_after(self._close_timeout, shield=True):
-                        await self._wait_until(self._all_done)
+                    self._open = False
+                    with trio.move_on_after(self._options.close_timeout, shield=True):
+                        await self._ledger.wait_until(self._ledger.all_done)
                     nursery.cancel_scope.cancel()
         finally:
-            self._closing = True
+            self._open = False
             await self._shutdown(clean_exit)
 
-    def _build(self, trap: kp.ClientTrap) -> Any:
-        producer = kp.build_producer(self._config, trap, servers=self._servers_text)
-        if self._config.get("transactional_id"):
-            try:
-                kp.init_transactions(producer)
-            except BaseException as exc:
-                kp.close_producer(producer, timeout=0)
-                raise kp.translated(exc, servers=self._servers_text,  # noqa: B904
-                                    operation="initializing transactions")
-        return producer
-
     async def _shutdown(self, clean_exit: bool) -> None:
-        # Records still waiting for their topic's metadata were never handed to kafka-python.
+        # Records still waiting for their topic's metadata were never handed to the engine.
         waiting, self._waiting = self._waiting, {}
         for topic, queued in waiting.items():
             error = KafkaDeliveryError(
@@ -338,20 +171,21 @@ class KafkaProducer:
                 fault="local",
             )
             for delivery, _ in queued:
-                self._fail_locally(delivery, error)
-        timeout = 0.0 if not self._all_done() else self._close_timeout
+                self._ledger.fail_locally(delivery, error)
+        ledger = self._ledger
+        timeout = 0.0 if not ledger.all_done() else self._options.close_timeout
         with trio.CancelScope(shield=True):
-            await run_blocking(self._close_kafka_producer, timeout)
-        # The sender thread has been joined: every record it had is acknowledged or failed.
-        self._collect()
-        self._kp = None
-        if clean_exit and self._unobserved:
-            first = self._unobserved[0]
-            self._unobserved.clear()
+            await self._engine.close(timeout)
+        self._started = False
+        # The engine's threads have been joined: every record is acknowledged or failed.
+        ledger.collect()
+        first = ledger.take_unobserved()
+        if clean_exit and first is not None:
             raise first
 
-    def _close_kafka_producer(self, timeout: float) -> bool:
-        return kp.close_producer(self._kp, timeout=timeout)
+    def _check_open(self) -> None:
+        if not self._open:
+            raise trio.ClosedResourceError("the Kafka producer is not open")
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -386,12 +220,12 @@ class KafkaProducer:
                 serializer).
             ConfigurationError: malformed headers or arguments.
         """
-        producer = self._kp
-        if producer is None or self._closing:
+        if not self._open:
             raise trio.ClosedResourceError("the Kafka producer is not open")
-        pending = self._pending
+        ledger = self._ledger
+        pending = ledger.pending
         if len(pending) >= self._max_pending:
-            self._collect()
+            ledger.collect()
             if len(pending) >= self._max_pending:
                 raise trio.WouldBlock
         if type(topic) is not str or not topic:
@@ -411,49 +245,42 @@ class KafkaProducer:
         header_list = normalize_headers(headers) if headers else []
         if partition is not None and (type(partition) is not int or partition < 0):
             raise ConfigurationError(f"partition must be an int >= 0, not {partition!r}")
-        if topic in self._ready_topics and kp.metadata_cached(producer, topic):
-            # The hot path, inlined: kafka-python's thread-safe send does not block once the
-            # topic's metadata is cached.
+        engine = self._engine
+        if topic in self._ready_topics and engine.ready(topic):
+            # The hot path, inlined: the engine's send does not block once ready().
             try:
-                future = producer.send(topic, value, key, header_list, partition, timestamp_ms)
-            except BaseException as exc:
-                raise self._send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
-            seq = self._sent
+                future = engine.send(topic, value, key, header_list, partition, timestamp_ms)
+            except Exception as exc:
+                raise engine.send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
+            seq = ledger.sent
             pending.append(future)
-            self._sent = seq + 1
+            ledger.sent = seq + 1
             if not seq & _COLLECT_MASK:
-                self._collect()
-            return Delivery(self, topic, partition, seq, future)
+                ledger.collect()
+            return Delivery(ledger, topic, partition, seq, future)
         return self._enqueue(topic, value, key, header_list, partition, timestamp_ms)
 
     def _enqueue(self, topic: str, value: bytes | bytearray | memoryview | None,
                  key: bytes | bytearray | memoryview | None, headers: list[tuple[str, bytes]],
                  partition: int | None, timestamp_ms: int | None) -> Delivery:
-        if topic in self._ready_topics and kp.metadata_cached(self._kp, topic):
-            # A direct call of kafka-python's thread-safe send, which does not block now that
-            # the topic's metadata is cached.
+        engine = self._engine
+        if topic in self._ready_topics and engine.ready(topic):
             try:
-                future = self._kp.send(topic, value=value, key=key, headers=headers,
-                                       partition=partition, timestamp_ms=timestamp_ms)
-            except BaseException as exc:
-                raise self._send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
-            seq = self._sent
-            self._pending.append(future)
-            self._sent = seq + 1
-            return Delivery(self, topic, partition, seq, future)
+                future = engine.send(topic, value, key, headers, partition, timestamp_ms)
+            except Exception as exc:
+                raise engine.send_error(exc, topic, partition)  # noqa: B904 (it sets the cause)
+            return self._ledger.add(topic, partition, future)
         self._ready_topics.discard(topic)
         args = (value, key, headers, partition, timestamp_ms)
         queued = self._waiting.get(topic)
         if queued is None:
-            if kp.metadata_cached(self._kp, topic):
+            if engine.ready(topic):
                 self._ready_topics.add(topic)
                 return self._enqueue(topic, value, key, headers, partition, timestamp_ms)
             queued = self._waiting[topic] = []
             assert self._nursery is not None
             self._nursery.start_soon(self._fetch_metadata, topic)
-        delivery = Delivery(self, topic, partition, self._sent)
-        self._pending.append(delivery)
-        self._sent += 1
+        delivery = self._ledger.add(topic, partition, None)
         queued.append((delivery, args))
         return delivery
 
@@ -461,9 +288,8 @@ class KafkaProducer:
                           headers: list[tuple[str, bytes]], partition: int | None
                           ) -> RecordMetadata:
         """Send already-serialized bytes (serializers bypassed) and wait for the ack."""
-        await self._wait_until(self._has_room)
-        if self._kp is None or self._closing:
-            raise trio.ClosedResourceError("the Kafka producer is not open")
+        await self._ledger.wait_until(self._has_room)
+        self._check_open()
         delivery = self._enqueue(topic, value, key, headers, partition, None)
         return await delivery.wait()
 
@@ -498,7 +324,7 @@ class KafkaProducer:
                 delivery = self.send_nowait(topic, value, key=key, headers=headers,
                                             partition=partition, timestamp_ms=timestamp_ms)
             except trio.WouldBlock:
-                await self._wait_until(self._has_room)
+                await self._ledger.wait_until(self._has_room)
             else:
                 return await delivery.wait()
 
@@ -511,10 +337,9 @@ class KafkaProducer:
             KafkaDeliveryError: (or another :class:`~trionet.errors.KafkaError`) the first
                 failure, since the last flush, of a record nobody waited for.
         """
-        await self._wait_until(self._all_done)
-        if self._unobserved:
-            first = self._unobserved[0]
-            self._unobserved.clear()
+        await self._ledger.wait_until(self._ledger.all_done)
+        first = self._ledger.take_unobserved()
+        if first is not None:
             raise first
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -523,13 +348,13 @@ class KafkaProducer:
         Raises:
             UnknownTopicError: no metadata for the topic within ``max_block_ms``.
         """
-        if self._kp is None:
+        if not self._started:
             raise trio.ClosedResourceError("the Kafka producer is not open")
-        known = kp.known_partitions(self._kp, topic)
+        known = self._engine.known_partitions(topic)
         if known is not None:
             await trio.lowlevel.checkpoint()
             return known
-        return await run_blocking(self._lookup_partitions, topic)
+        return await self._engine.partitions_for(topic)
 
     # -- transactions -----------------------------------------------------------------------------
 
@@ -551,30 +376,23 @@ class KafkaProducer:
             KafkaError: no ``transactional_id``, a transaction is already open, or the broker
                 refused the commit (the transaction is then aborted).
         """
-        if self._kp is None or self._closing:
-            raise trio.ClosedResourceError("the Kafka producer is not open")
-        if not self._config.get("transactional_id"):
+        self._check_open()
+        if not self._config.transactional:
             raise KafkaError("transactions need a transactional_id", fault="local")
-        try:
-            kp.begin_transaction(self._kp)
-        except BaseException as exc:
-            raise kp.translated(exc, servers=self._servers_text,  # noqa: B904
-                                operation="beginning a transaction")
+        engine = self._engine
+        await engine.begin_transaction()
         try:
             yield
             await self.flush()
         except BaseException:
             with trio.CancelScope(shield=True):
-                await run_blocking(self._transaction_call, kp.abort_transaction,
-                                   "aborting the transaction")
+                await engine.abort_transaction()
             raise
         try:
-            await run_blocking(self._transaction_call, kp.commit_transaction,
-                               "committing the transaction")
+            await engine.commit_transaction()
         except BaseException:
             with trio.CancelScope(shield=True):
-                await run_blocking(self._transaction_call, kp.abort_transaction,
-                                   "aborting the transaction")
+                await engine.abort_transaction()
             raise
 
     async def send_offsets_to_transaction(
@@ -586,60 +404,21 @@ class KafkaProducer:
             consumer: the consumer whose group the offsets belong to.
             offsets: ``{partition: next offset}``; by default what *consumer* handed out.
         """
-        if self._kp is None or self._closing:
-            raise trio.ClosedResourceError("the Kafka producer is not open")
+        self._check_open()
         wanted = consumer.delivered_offsets() if offsets is None else dict(offsets)
         metadata = await consumer._group_metadata()
-        await run_blocking(self._transaction_call, kp.send_offsets_to_transaction,
-                           "sending offsets to the transaction", wanted, metadata)
-
-    def _transaction_call(self, fn: Callable[..., None], what: str, *args: Any) -> None:
-        try:
-            fn(self._kp, *args)
-        except BaseException as exc:
-            raise kp.translated(exc, servers=self._servers_text, operation=what)  # noqa: B904
+        await self._engine.send_offsets_to_transaction(wanted, metadata)
 
     def statistics(self) -> ProducerStatistics:
         """The producer's counters."""
-        self._collect()
-        # Records finished behind an older pending one are counted here too (not collected).
-        acknowledged = failed = 0
-        for item in self._pending:
-            if type(item) is Delivery:
-                if item.done():
-                    if item._failure() is None:
-                        acknowledged += 1
-                    else:
-                        failed += 1
-            elif item.is_done:
-                if item.exception is None:
-                    acknowledged += 1
-                else:
-                    failed += 1
-        failed += self._failed
-        acknowledged += self._completed - self._failed
-        return ProducerStatistics(self._sent - acknowledged - failed, acknowledged, failed)
+        return self._ledger.statistics()
 
     # -- internals --------------------------------------------------------------------------------
-
-    def _lookup_partitions(self, topic: str) -> set[int]:  # worker thread
-        try:
-            return kp.partitions_for(self._kp, topic)
-        except BaseException as exc:
-            error = kp.translated(exc, servers=self._servers_text, topic=topic,
-                                  operation=f"looking up topic {topic!r}")
-            if isinstance(error, trio.TooSlowError):
-                raise UnknownTopicError(
-                    topic,
-                    detail=f"no metadata within max_block_ms={self._config['max_block_ms']} "
-                    "(does it exist? is auto-creation disabled?)",
-                ) from exc
-            raise error  # noqa: B904 (translated() set the cause)
 
     async def _fetch_metadata(self, topic: str) -> None:
         error: BaseException | None = None
         try:
-            await run_blocking(self._lookup_partitions, topic)
+            await self._engine.partitions_for(topic)
         except KafkaError as exc:
             error = exc
         queued = self._waiting.pop(topic, [])
@@ -649,138 +428,19 @@ class KafkaProducer:
             if error is None:
                 self._hand_over(delivery, args)
             else:
-                self._fail_locally(delivery, error)
-        self._notify()
+                self._ledger.fail_locally(delivery, error)
+        self._ledger.notify()
 
     def _hand_over(self, delivery: Delivery, args: tuple[Any, ...]) -> None:
         value, key, headers, partition, timestamp_ms = args
+        engine = self._engine
         try:
-            future = kp.send(self._kp, delivery.topic, value, key, headers, partition,
-                             timestamp_ms)
+            future = engine.send(delivery.topic, value, key, headers, partition, timestamp_ms)
         except Exception as exc:  # the record's own failure; KeyboardInterrupt & co. propagate
-            self._fail_locally(delivery, self._send_error(exc, delivery.topic, partition))
+            self._ledger.fail_locally(delivery, engine.send_error(exc, delivery.topic,
+                                                                   partition))
             return
         delivery._future = future
 
-    def _send_error(self, exc: BaseException, topic: str, partition: int | None) -> BaseException:
-        """The error to raise for *exc* from a send: *exc* itself (not an Exception: Cancelled,
-        KeyboardInterrupt), or a new one with *exc* as its cause."""
-        error: BaseException
-        if not isinstance(exc, Exception):
-            return exc
-        if isinstance(exc, ValueError) and "partition" in str(exc).lower():
-            error = UnknownTopicError(topic, partition, detail=str(exc))
-        elif isinstance(exc, (TypeError, ValueError)):
-            error = ConfigurationError(f"cannot send to {topic!r}: {exc}")
-        else:
-            error = kp.delivery_error(
-                exc, topic=topic, partition=partition, servers=self._servers_text
-            )
-        if error is not exc:
-            error.__cause__ = exc
-            error.__suppress_context__ = True
-        return error
-
-    # -- delivery bookkeeping (trio thread) ----------------------------------------------------
-
-    def _collect(self) -> None:
-        """Count the finished records at the front of the queue; note their failures."""
-        pending = self._pending
-        observed = self._observed
-        while pending:
-            item = pending[0]
-            if type(item) is Delivery:
-                if not item.done():
-                    return
-                error = item._failure()
-                waited = item._waited
-                future = item._future
-            else:
-                if not item.is_done:
-                    return
-                future = item
-                error = None if item.exception is None else self._failure_of(item)
-                waited = False
-            pending.popleft()
-            self._completed += 1
-            if future in observed:
-                observed.discard(future)
-                waited = True
-            if error is not None:
-                self._failed += 1
-                if not waited and not kp.is_transaction_abort(error.__cause__):
-                    self._unobserved.append(error)
-
-    def _failure_of(self, future: Any) -> BaseException:
-        topic, partition = kp.record_partition(future)
-        return kp.delivery_error(future.exception, topic=topic, partition=partition,
-                                 servers=self._servers_text)
-
-    def _fail_locally(self, delivery: Delivery, error: BaseException) -> None:
-        delivery._error = error
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def _watch(self, item: Any) -> None:
-        """Have :meth:`_notify` called when a pending record finishes (at most one wake-up
-        registered per record)."""
-        future = item._future if type(item) is Delivery else item
-        if future is None or future in self._watched:
-            return  # a local step notifies (metadata arrived), or a wake-up is registered
-        self._watched.add(future)
-        portal = self._portal
-        assert portal is not None
-
-        def wake(_: object) -> None:  # sender thread, or at once if the future is done
-            portal.call_soon(self._woken, future)
-
-        kp.watch_delivery(future, wake, wake)
-
-    def _woken(self, future: Any) -> None:
-        self._watched.discard(future)
-        self._notify()
-
     def _has_room(self) -> bool:
-        return len(self._pending) < self._max_pending
-
-    def _all_done(self) -> bool:
-        return not self._pending
-
-    async def _wait_for(self, delivery: Delivery) -> None:
-        """Wait until *delivery* finished: one wake-up for this record alone."""
-        portal = self._portal
-        assert portal is not None
-        while not delivery.done():
-            future = delivery._future
-            if future is None:  # waiting for its topic's metadata (a local step notifies)
-                await self._changed.wait()
-                continue
-            finished = trio.Event()
-
-            def wake(_: object, finished: trio.Event = finished) -> None:  # sender thread
-                portal.call_soon(finished.set)
-
-            kp.watch_delivery(future, wake, wake)
-            await finished.wait()
-
-    async def _wait_until(self, condition: Callable[[], bool]) -> None:
-        """Wait until *condition()* holds, re-checked as deliveries finish.
-
-        Wakes up when the last record sent finishes (all may be done then) and, while that is
-        not enough, when the oldest pending one does.
-        """
-        self._collect()
-        if condition():
-            await trio.lowlevel.checkpoint()
-            return
-        pending = self._pending
-        self._watch(pending[-1])
-        while not condition():
-            changed = self._changed
-            if pending:
-                self._watch(pending[0])
-            await changed.wait()
-            self._collect()
+        return self._ledger.has_room(self._max_pending)

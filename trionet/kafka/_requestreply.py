@@ -26,17 +26,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import trio
 
-from .._util import OneShot
+from .._util import EnterOnce, OneShot
 from ..errors import ConfigurationError
-from . import _kafka_python as kp
 from ._admin import KafkaAdmin, NewTopic
-from ._common import check_servers, hidden_nursery
 from ._consumer import KafkaConsumer
+from ._engine import load_engine
 from ._errors import KafkaPartitionsRevokedError, KafkaRemoteError, RecordDecodeError
 from ._producer import KafkaProducer
 from ._records import (
@@ -48,6 +46,7 @@ from ._records import (
     TopicPartition,
     normalize_headers,
 )
+from ._util import check_servers, hidden_nursery
 
 __all__ = [
     "CORRELATION_ID_HEADER",
@@ -88,7 +87,7 @@ class RequesterStatistics:
     """Replies dropped because nobody waited for them any more (deadline passed, cancelled)."""
 
 
-class KafkaRequester:
+class KafkaRequester(EnterOnce):
     """Send requests over Kafka and wait for their replies.
 
     Example::
@@ -111,10 +110,12 @@ class KafkaRequester:
             :class:`KafkaProducer`).
         key_deserializer, value_deserializer: for reply keys and values (see
             :class:`KafkaConsumer`).
-        producer_config: extra kafka-python producer options.
-        consumer_config: extra kafka-python consumer options for the reply consumer (by default
-            ``fetch_max_wait_ms=100``, which bounds reply latency on brokers that hold fetches).
-        **config: kafka-python options, each given to the clients that know it
+        producer_config: extra producer options (the engine's).
+        consumer_config: extra consumer options for the reply consumer (with kafka-python, by
+            default ``fetch_max_wait_ms=100``, which bounds reply latency on brokers that hold
+            fetches).
+        backend: the engine of the three clients (``"kafka-python"`` by default).
+        **config: the engine's options, each given to the clients that know it
             (``security_protocol``, ``sasl_*``, ``ssl_*``, ``client_id``, ``acks``...).
     """
 
@@ -131,8 +132,13 @@ class KafkaRequester:
         value_deserializer: Deserializer | None = None,
         producer_config: dict[str, Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        backend: str | None = None,
         **config: Any,
     ) -> None:
+        engine = load_engine(backend)
+        admin_names = engine.option_names("admin")
+        producer_names = engine.option_names("producer")
+        consumer_names = engine.option_names("consumer")
         if reply_topic is not None and (not isinstance(reply_topic, str) or not reply_topic):
             raise ConfigurationError(f"reply_topic must be a non-empty string, not {reply_topic!r}")
         if reply_partition is not None and (
@@ -146,26 +152,26 @@ class KafkaRequester:
         self._reply_partition = reply_partition
         self._delete_reply_topic = self._private if delete_reply_topic is None \
             else delete_reply_topic
-        unknown = sorted(set(config) - kp.ADMIN_OPTIONS - kp.PRODUCER_OPTIONS
-                         - kp.CONSUMER_OPTIONS)
+        unknown = sorted(set(config) - admin_names - producer_names - consumer_names)
         if unknown:
-            raise ConfigurationError(f"unknown kafka-python option(s) {', '.join(unknown)}")
-        self._admin = KafkaAdmin(self._servers, **_only(config, kp.ADMIN_OPTIONS))
+            raise ConfigurationError(
+                f"unknown {engine.name} option(s) {', '.join(unknown)}")
+        self._admin = KafkaAdmin(self._servers, backend=backend, **_only(config, admin_names))
         self._producer = KafkaProducer(
             self._servers, key_serializer=key_serializer, value_serializer=value_serializer,
-            **{**_only(config, kp.PRODUCER_OPTIONS), **(producer_config or {})},
+            backend=backend, **{**_only(config, producer_names), **(producer_config or {})},
         )
-        consumer_options = {"fetch_max_wait_ms": 100, **_only(config, kp.CONSUMER_OPTIONS),
-                            **(consumer_config or {})}
+        consumer_options = {**_only(config, consumer_names), **(consumer_config or {})}
+        if "fetch_max_wait_ms" in consumer_names:
+            consumer_options.setdefault("fetch_max_wait_ms", 100)
         self._consumer = KafkaConsumer(
             bootstrap_servers=self._servers, key_deserializer=key_deserializer,
-            value_deserializer=value_deserializer, **consumer_options,
+            value_deserializer=value_deserializer, backend=backend, **consumer_options,
         )
         self._pending: dict[bytes, OneShot[KafkaRecord]] = {}
         self._replies = 0
         self._late = 0
         self._reply_headers: list[tuple[str, bytes]] = []
-        self._cm: Any = None
         self._open = False
 
     @property
@@ -177,18 +183,8 @@ class KafkaRequester:
         """The requester's counters."""
         return RequesterStatistics(len(self._pending), self._replies, self._late)
 
-    async def __aenter__(self) -> KafkaRequester:
-        if self._cm is not None:
-            raise RuntimeError("a KafkaRequester can be entered only once")
-        self._cm = self._lifetime()
-        return await self._cm.__aenter__()  # type: ignore[no-any-return]
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
-        return await self._cm.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
-
     @asynccontextmanager
-    async def _lifetime(self) -> AsyncIterator[KafkaRequester]:
+    async def _lifetime(self) -> AsyncIterator[Self]:
         async with self._admin as admin:
             await admin.create_topics([NewTopic(self._reply_topic)])
             try:

@@ -1,4 +1,4 @@
-"""``kafka://`` URLs: one string naming the brokers, the group and any kafka-python option.
+"""``kafka://`` URLs: one string naming the brokers, the group, the engine and its options.
 
 Forms::
 
@@ -9,7 +9,8 @@ Forms::
     kafka+ssl://user:secret@host:9093                                (SASL_SSL, PLAIN)
 
 Query values that look like integers, decimals or booleans (``true``/``false``) become those
-types; everything else stays text. ``group`` is the consumer group (``group_id`` works too).
+types; everything else stays text. ``group`` is the consumer group (``group_id`` works too);
+``backend`` names the engine (``kafka-python``, the default, or another registered one).
 """
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ class KafkaURL:
     group_id: str | None = None
     """The ``group`` (or ``group_id``) query option."""
     options: dict[str, Any] = field(default_factory=dict)
-    """kafka-python options: the other query options, plus the security settings implied by the
-    scheme and the user information."""
+    """The engine's options: the other query options, plus the security settings implied by
+    the scheme and the user information."""
+    backend: str | None = None
+    """The ``backend`` query option: the engine's name (None: the default engine)."""
+
+    def client_options(self) -> dict[str, Any]:
+        """:attr:`options` plus ``backend`` when the URL names one (for a producer or an admin
+        client)."""
+        options = dict(self.options)
+        if self.backend is not None:
+            options["backend"] = self.backend
+        return options
 
     def consumer_options(self) -> dict[str, Any]:
-        """:attr:`options` plus ``group_id`` when the URL names a group."""
-        options = dict(self.options)
+        """:meth:`client_options` plus ``group_id`` when the URL names a group."""
+        options = self.client_options()
         if self.group_id is not None:
             options["group_id"] = self.group_id
         return options
@@ -93,6 +104,7 @@ def parse_kafka_url(url: str) -> KafkaURL:
         )
     options: dict[str, Any] = {}
     group_id: str | None = None
+    backend: str | None = None
     for key, text in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         if not key:
             raise ConfigurationError(f"{url!r}: empty option name in the query")
@@ -100,6 +112,10 @@ def parse_kafka_url(url: str) -> KafkaURL:
             if not text:
                 raise ConfigurationError(f"{url!r}: the group name is empty")
             group_id = text
+        elif key == "backend":
+            if not text or backend is not None:
+                raise ConfigurationError(f"{url!r}: 'backend' must be given once, not empty")
+            backend = text
         elif key in options:
             raise ConfigurationError(f"{url!r}: option {key!r} is given twice")
         else:
@@ -111,4 +127,4 @@ def parse_kafka_url(url: str) -> KafkaURL:
         options.setdefault("sasl_plain_password", password)
     elif tls:
         options.setdefault("security_protocol", "SSL")
-    return KafkaURL(",".join(servers), group_id, options)
+    return KafkaURL(",".join(servers), group_id, options, backend)
