@@ -333,11 +333,13 @@ class HandlerClient:
                 await self._flush()
                 if isinstance(stream, trio.SocketStream):
                     await stream.send_eof()
-                    while await stream.receive_some(self.server.buf):
+                    while await self._io.receive():
                         pass
                 else:
                     await stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            except (
+                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError
+            ):
                 pass
         await trio.aclose_forcefully(stream)
 

@@ -293,24 +293,8 @@ class StreamDriver:
         sock = self.sock
         if sock is None:
             await self.stream.send_all(data)
-            return
-        await trio.lowlevel.checkpoint_if_cancelled()
-        view = memoryview(data)
-        while True:
-            fd = sock.fileno()
-            if fd < 0:
-                raise trio.ClosedResourceError("the socket was closed")
-            try:
-                written = os.write(fd, view)
-            except BlockingIOError:
-                written = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
-            if written == len(view):
-                break
-            view = view[written:]
-            await trio.lowlevel.wait_writable(fd)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await self._write_through(sock, [data], count=False)
 
     async def flush(self) -> None:
         """Write all queued output before returning, in ``writev`` batches (for owners that
@@ -326,12 +310,18 @@ class StreamDriver:
                 await self.stream.send_all(data)
                 self._wrote(len(data))
                 continue
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                await self._drain_fd(sock, chunks)
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await self._write_through(sock, chunks)
+
+    async def _write_through(
+        self, sock: trio.socket.SocketType, chunks: list[Any], *, count: bool = True
+    ) -> None:
+        """Write *chunks* from this task, as a checkpoint (as a socket's ``send`` is)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            await self._drain_fd(sock, chunks, count=count)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _start_drainer(self) -> None:
         if not self.draining:
@@ -368,10 +358,13 @@ class StreamDriver:
         if self.out_bytes < LOW_WATER:
             self._space.unpark_all()
 
-    def _writev(self, fd: int, chunks: list[bytes | memoryview], first: int) -> tuple[int, bool]:
+    def _writev(
+        self, fd: int, chunks: list[Any], first: int, count: bool = True
+    ) -> tuple[int, bool]:
         """Write ``chunks[first:]`` with ``writev`` until the kernel stops taking them; return
         the index of the first chunk not fully written and whether the socket's buffer is full.
-        A partly written chunk is replaced by its rest.
+        A partly written chunk is replaced by its rest. With *count*, the chunks are queued
+        output (``out_bytes`` goes down as they are written).
         """
         while first < len(chunks):
             batch = chunks[first : first + _IOV_MAX] if first or len(chunks) > _IOV_MAX else chunks
@@ -379,7 +372,8 @@ class StreamDriver:
                 written = os.writev(fd, batch)
             except BlockingIOError:
                 return first, True
-            self._wrote(written)
+            if count:
+                self._wrote(written)
             for chunk in batch:
                 size = len(chunk)
                 if written < size:
@@ -390,14 +384,14 @@ class StreamDriver:
         return first, False
 
     async def _drain_fd(
-        self, sock: trio.socket.SocketType, chunks: list[bytes | memoryview]
+        self, sock: trio.socket.SocketType, chunks: list[Any], *, count: bool = True
     ) -> None:
         first = 0
         while True:
             fd = sock.fileno()
             if fd < 0:
                 raise trio.ClosedResourceError("the socket was closed")
-            first, full = self._writev(fd, chunks, first)
+            first, full = self._writev(fd, chunks, first, count)
             if not full:
                 return
             await trio.lowlevel.wait_writable(fd)
