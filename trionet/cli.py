@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug: bool = args.debug
     if args.command == "demo":
         from ._commands import setup_logging
-        from ._demo import run_demo
+        from .demo._run import run_demo
 
         setup_logging(args)
 

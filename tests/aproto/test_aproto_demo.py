@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from trionet.aproto import run_sync_task
-from trionet.aproto._demo import demo
+from trionet.demo._aproto import demo
 
 
 async def test_demo_reports_and_returns() -> None:

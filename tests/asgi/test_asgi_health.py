@@ -12,8 +12,8 @@ import trio
 from asgi_support import running_server
 
 from trionet.asgi import ASGIApplication, BoundAddress, Health, Router, TestClient
-from trionet.asgi._demo import http_request
 from trionet.bus import DistributedApplication
+from trionet.demo._asgi import http_request
 from trionet.errors import ConfigurationError
 from trionet.mqtt import ConnectionState, MQTTClient, ReconnectPolicy
 from trionet.testing import KafkaBroker, MosquittoServer

@@ -14,7 +14,7 @@ from bus_support import PATIENCE, unique
 
 from trionet.bus import DistributedApplication
 from trionet.bus._cli import load_application, main
-from trionet.bus._demo import demo
+from trionet.demo._bus import demo
 from trionet.errors import ConfigurationError
 from trionet.testing import KafkaBroker, MosquittoServer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from trionet.channel._demo import demo
+from trionet.demo._channel import demo
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "channel.py"
 

@@ -6,8 +6,8 @@ import pytest
 import trio
 from kafka_support import CONSUMER, produce, unique
 
+from trionet.demo._kafka import demo
 from trionet.kafka import KafkaAdmin, KafkaConsumer, NewTopic, TopicPartition, UnknownTopicError
-from trionet.kafka._demo import demo
 
 
 async def test_topics_are_created_idempotently_described_and_deleted(servers: str) -> None:

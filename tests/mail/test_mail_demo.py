@@ -10,8 +10,8 @@ from urllib.parse import quote
 import pytest
 import trio
 
+from trionet.demo._mail import demo, parse_mail_url
 from trionet.errors import ConfigurationError
-from trionet.mail._demo import demo, parse_mail_url
 from trionet.testing import MailServers
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 from mqtt_helpers import TEST_DEADLINE, mqtt_threads
 
-from trionet.mqtt._demo import demo
+from trionet.demo._mqtt import demo
 from trionet.testing import MosquittoServer
 
 

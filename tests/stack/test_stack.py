@@ -15,7 +15,7 @@ from urllib.request import urlopen
 
 import trio
 
-from trionet._stack import Stack, StackAddresses, _http, exercise
+from trionet.demo._stack import Stack, StackAddresses, _http, exercise
 
 
 async def test_stack_serves_every_component_and_shuts_down_in_order() -> None:

@@ -8,13 +8,17 @@ from functools import partial
 
 import trio
 
-from . import _kafka_python as kp
-from ._admin import KafkaAdmin, NewTopic
-from ._consumer import KafkaConsumer
-from ._producer import KafkaProducer
-from ._records import KafkaRecord
-from ._requestreply import KafkaRequester, serve_requests
-from ._url import parse_kafka_url
+from ..kafka import (
+    KafkaAdmin,
+    KafkaConsumer,
+    KafkaProducer,
+    KafkaRecord,
+    KafkaRequester,
+    NewTopic,
+    _kafka_python as kp,
+    parse_kafka_url,
+    serve_requests,
+)
 
 __all__ = ["demo"]
 

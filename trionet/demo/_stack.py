@@ -32,9 +32,9 @@ from typing import Any
 
 import trio
 
-from . import rpc
-from .aproto import AsyncClient, Filters, HandlerClient, Packet, Server
-from .asgi import (
+from .. import rpc
+from ..aproto import AsyncClient, Filters, HandlerClient, Packet, Server
+from ..asgi import (
     ASGIApplication,
     Health,
     Request,
@@ -44,14 +44,14 @@ from .asgi import (
     WebSocket,
     serve as serve_asgi,
 )
-from .asgi._demo import http_request
-from .bus import (
+from ..bus import (
     BusMessage,
     BusSocket,
     DistributedApplication,
     RequestTimeout,
     SocketProviderFactory as _Providers,
 )
+from ._asgi import http_request
 
 __all__ = ["Stack", "StackAddresses", "exercise", "serve_until_signal"]
 
@@ -403,7 +403,7 @@ async def _http(
 
 async def exercise(addresses: StackAddresses, report: Callable[[str], None]) -> None:
     """Talk to every service of a running stack and report what happened."""
-    from .asgi import connect_websocket
+    from ..asgi import connect_websocket
 
     status, _, body = await _http(addresses, "GET", "/readyz")
     report(f"http: GET /readyz -> {status} {json.loads(body)['status']}")

@@ -8,13 +8,17 @@ from collections.abc import Callable
 
 import trio
 
-from ._app import ASGIApplication
-from ._middleware import RequestIdMiddleware
-from ._requests import Request
-from ._responses import Response
-from ._routing import Router
-from ._serve import BoundAddress, serve
-from ._websockets import WebSocket, connect_websocket
+from ..asgi import (
+    ASGIApplication,
+    BoundAddress,
+    Request,
+    RequestIdMiddleware,
+    Response,
+    Router,
+    WebSocket,
+    connect_websocket,
+    serve,
+)
 
 __all__ = ["build_demo_app", "demo", "http_request"]
 

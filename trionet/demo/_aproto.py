@@ -6,11 +6,7 @@ from collections.abc import Callable
 
 import trio
 
-from ._apikeys import APIKeyFactory
-from ._client import AsyncClient
-from ._filters import Filters
-from ._packet import Packet
-from ._server import HandlerClient, Server
+from ..aproto import APIKeyFactory, AsyncClient, Filters, HandlerClient, Packet, Server
 
 __all__ = ["demo"]
 

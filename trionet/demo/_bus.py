@@ -7,9 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from ._app import DistributedApplication
-from ._message import BusMessage
-from ._socket import BusSocket, from_url
+from ..bus import BusMessage, BusSocket, DistributedApplication, from_url
 
 __all__ = ["demo"]
 

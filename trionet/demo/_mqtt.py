@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from ._client import MQTTClient, open_mqtt_client
-from ._message import QoS
+from ..mqtt import MQTTClient, QoS, open_mqtt_client
 
 __all__ = ["demo"]
 

@@ -1,7 +1,7 @@
 """``trionet demo``: every component in one nursery, on embedded defaults (no broker needed).
 
-By default the demo starts a :class:`~trionet._stack.Stack` (ASGI on Hypercorn's trio worker, an
-AsyncAProto server, an RPC server and a DistributedApplication on ``memory://``), exercises each
+By default the demo starts a :class:`~trionet.demo._stack.Stack` (ASGI on Hypercorn's trio worker,
+an AsyncAProto server, an RPC server and a DistributedApplication on ``memory://``), exercises each
 service with a client, prints what happened, and shuts down gracefully. ``--serve`` keeps the
 stack running until SIGINT/SIGTERM; ``--broker`` moves the bus to MQTT or Kafka. ``--only PART``
 runs one component's own small demo instead.
@@ -14,9 +14,9 @@ from functools import partial
 
 import trio
 
-from .codecs import MsgPack
-from .errors import ConfigurationError
-from .framing import FramedStream
+from ..codecs import MsgPack
+from ..errors import ConfigurationError
+from ..framing import FramedStream
 
 Report = Callable[[str], None]
 DemoPart = Callable[[Report], Awaitable[None]]
@@ -51,10 +51,10 @@ MailOptions = tuple[str | None, str | None, str | None]
 
 
 def _parts(broker: str, mail: MailOptions = (None, None, None)) -> dict[str, DemoPart]:
-    from .aproto._demo import demo as aproto_demo
-    from .asgi._demo import demo as asgi_demo
-    from .bus._demo import demo as bus_demo
-    from .channel._demo import demo as channel_demo
+    from ._aproto import demo as aproto_demo
+    from ._asgi import demo as asgi_demo
+    from ._bus import demo as bus_demo
+    from ._channel import demo as channel_demo
 
     parts: dict[str, DemoPart] = {
         "framing": _framed_echo,
@@ -64,16 +64,16 @@ def _parts(broker: str, mail: MailOptions = (None, None, None)) -> dict[str, Dem
         "bus": partial(bus_demo, broker_url=broker),
     }
     if broker.startswith("mqtt"):
-        from .mqtt._demo import demo as mqtt_demo
+        from ._mqtt import demo as mqtt_demo
 
         parts["mqtt"] = partial(mqtt_demo, url=broker)
     if broker.startswith("kafka"):
-        from .kafka._demo import demo as kafka_demo
+        from ._kafka import demo as kafka_demo
 
         parts["kafka"] = partial(kafka_demo, url=broker)
     smtp, imap, ca_file = mail
     if smtp is not None and imap is not None:
-        from .mail._demo import demo as mail_demo
+        from ._mail import demo as mail_demo
 
         parts["mail"] = partial(mail_demo, smtp_url=smtp, imap_url=imap, ca_file=ca_file)
     return parts

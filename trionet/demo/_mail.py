@@ -12,9 +12,7 @@ from urllib.parse import unquote, urlsplit
 import trio
 
 from ..errors import ConfigurationError
-from ._imap import AsyncIMAPClient
-from ._message import Attachment, MailMessage
-from ._smtp import AsyncSMTPClient
+from ..mail import AsyncIMAPClient, AsyncSMTPClient, Attachment, MailMessage
 
 __all__ = ["MailServerURL", "demo", "parse_mail_url"]
 

@@ -9,9 +9,8 @@ from typing import Any
 import trio
 
 from .. import rpc
+from ..channel import Channel, open_connection, start_server
 from ..errors import RemoteException
-from ._channel import Channel
-from ._open import open_connection, start_server
 
 __all__ = ["demo"]
 
