@@ -84,7 +84,7 @@ def fix_public_modules(namespace: MutableMapping[str, Any], *nested: type) -> No
 
     Call it at the end of a package's ``__init__.py`` as ``fix_public_modules(globals())``. Every
     class or function named in the package's ``__all__`` that is defined in one of its private
-    submodules (``trionet.bus._socket.from_url``) gets ``__module__`` set to the package
+    submodules (``trionet.bus._socket.BusSocket``) gets ``__module__`` set to the package
     (``trionet.bus``), so that reprs, tracebacks, pickling by name and the documentation show
     the name users import. Names re-exported from other public modules (``trionet.errors``)
     and values that are not classes or functions (constants, type aliases) are left alone.

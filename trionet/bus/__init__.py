@@ -70,16 +70,18 @@ from ._policy import (
     ErrorPolicy as ErrorPolicy,
     RestartPolicy as RestartPolicy,
 )
+from ._providers import (
+    SocketProviderFactory as SocketProviderFactory,
+    from_config as from_config,
+    from_url as from_url,
+)
 from ._socket import (
     REPLY_PREFIX as REPLY_PREFIX,
     BusSocket as BusSocket,
     Delivery as Delivery,
     SocketProvider as SocketProvider,
-    SocketProviderFactory as SocketProviderFactory,
     SocketStatistics as SocketStatistics,
     SpaSocket as SpaSocket,
-    from_config as from_config,
-    from_url as from_url,
 )
 from ._topics import (
     TopicFilter as TopicFilter,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import logging
 import signal
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, AsyncExitStack
 from dataclasses import dataclass
@@ -30,13 +29,15 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import trio
 
+from .._threads import in_main_thread
 from .._util import reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, reset_correlation_id, set_correlation_id
 from ._errors import BusError, RequestTimeout
 from ._message import BusMessage
 from ._policy import AckPolicy, ErrorPolicy, RestartPolicy
-from ._socket import BusSocket, Delivery, ProviderSpec, SocketProvider, from_config
+from ._providers import from_config
+from ._socket import BusSocket, Delivery, ProviderSpec, SocketProvider
 from ._topics import normalize_topics
 
 __all__ = [
@@ -835,7 +836,7 @@ class DistributedApplication:
         self.forced_by_signal = None
         try:
             async with trio.open_nursery() as nursery:
-                if handle_signals and threading.current_thread() is threading.main_thread():
+                if handle_signals and in_main_thread():
                     await nursery.start(self._watch_signals)
                 await self.serve()
                 nursery.cancel_scope.cancel()

@@ -23,7 +23,7 @@ import trio
 from .._util import collapse_single_error
 from ..errors import ConfigurationError
 from ._app import DistributedApplication
-from ._socket import from_url
+from ._providers import from_url
 
 __all__ = ["add_run_parser", "load_application", "main", "run", "run_command"]
 

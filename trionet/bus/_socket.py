@@ -33,7 +33,7 @@ import trio
 from .._util import OneShot, reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, current_correlation_id
-from ._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Topics, parse_url
+from ._config import BusConfig, Topics
 from ._errors import BusClosed, BusError, EnvelopeError, RequestTimeout
 from ._message import (
     BusMessage,
@@ -49,11 +49,8 @@ __all__ = [
     "BusSocket",
     "Delivery",
     "SocketProvider",
-    "SocketProviderFactory",
     "SocketStatistics",
     "SpaSocket",
-    "from_config",
-    "from_url",
 ]
 
 logger = logging.getLogger("trionet.bus")
@@ -699,55 +696,6 @@ class SocketProvider(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
-
-
-class SocketProviderFactory:
-    """Makes providers from configurations or URLs (spa_dat's name)."""
-
-    @staticmethod
-    def from_config(config: BusConfig | SocketProvider | str) -> SocketProvider:
-        """The provider for a configuration (:class:`MemoryConfig`, :class:`MqttConfig`,
-        :class:`KafkaConfig`), a URL, or a provider (returned as it is).
-
-        Raises:
-            ConfigurationError: for anything else.
-        """
-        if isinstance(config, SocketProvider):
-            return config
-        if isinstance(config, str):
-            config = parse_url(config)
-        if isinstance(config, MemoryConfig):
-            from ._memory import MemorySocketProvider
-
-            return MemorySocketProvider(config)
-        if isinstance(config, MqttConfig):
-            from ._mqtt import MqttSocketProvider
-
-            return MqttSocketProvider(config)
-        if isinstance(config, KafkaConfig):
-            from ._kafka import KafkaSocketProvider
-
-            return KafkaSocketProvider(config)
-        raise ConfigurationError(f"no socket provider for a {type(config).__name__}")
-
-    @staticmethod
-    def from_url(url: str) -> SocketProvider:
-        """The provider for ``memory://...``, ``mqtt://...``, ``mqtts://...`` or ``kafka://...``.
-
-        Raises:
-            ConfigurationError: for a malformed URL or an unknown scheme or parameter.
-        """
-        return SocketProviderFactory.from_config(parse_url(url))
-
-
-def from_url(url: str) -> SocketProvider:
-    """Shortcut for :meth:`SocketProviderFactory.from_url`."""
-    return SocketProviderFactory.from_url(url)
-
-
-def from_config(config: BusConfig | SocketProvider | str) -> SocketProvider:
-    """Shortcut for :meth:`SocketProviderFactory.from_config`."""
-    return SocketProviderFactory.from_config(config)
 
 
 ProviderSpec: TypeAlias = SocketProvider | BusConfig | str
