@@ -47,7 +47,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -56,6 +55,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
+from trionet._threads import ThreadLock
 from trionet.errors import ConfigurationError, TrionetError
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ def _check_credential(kind: str, value: str) -> None:
 
 
 _loopback_counter = itertools.count()
-_loopback_lock = threading.Lock()
+_loopback_lock = ThreadLock()  # tests may ask for addresses from worker threads
 
 
 def fresh_loopback_address() -> str:
