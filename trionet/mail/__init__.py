@@ -57,12 +57,8 @@ from ._message import (
     MailMessage as MailMessage,
     parse_message as parse_message,
 )
-from ._smtp import (
-    AsyncSMTPClient as AsyncSMTPClient,
-    RecipientResult as RecipientResult,
-    SendResult as SendResult,
-    SMTPStatistics as SMTPStatistics,
-)
+from ._smtp import AsyncSMTPClient as AsyncSMTPClient, SMTPStatistics as SMTPStatistics
+from ._types import RecipientResult as RecipientResult, SendResult as SendResult
 
 __all__ = [
     "AsyncIMAPClient",

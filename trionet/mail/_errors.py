@@ -28,12 +28,8 @@ catch either way::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..errors import ConnectionFailure, Fault, IMAPError, MailError, SMTPError
-
-if TYPE_CHECKING:
-    from ._smtp import SendResult
+from ._types import SendResult
 
 __all__ = [
     "IMAPAuthenticationError",

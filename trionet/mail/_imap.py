@@ -19,7 +19,6 @@ import datetime as _dt
 import imaplib
 import logging
 import re
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
-from .._threads import SocketInterrupter
-from .._tls import PLAINTEXT_REASONS
 from ..errors import ConfigurationError, MailError
 from ._errors import (
     IMAPAuthenticationError,
@@ -36,7 +33,6 @@ from ._errors import (
     IMAPConnectionError,
     IMAPProtocolError,
     MailMessageError,
-    MailNotConnected,
 )
 from ._imap_protocol import (
     IdleEvent,
@@ -52,22 +48,14 @@ from ._imap_protocol import (
     split_response_code,
 )
 from ._message import MailMessage
+from ._session import MailProtocol, MailSession, TLSConnection, Transport
 from ._transport import (
     CLOSE_TIMEOUT,
     DEFAULT_GREETING_TIMEOUT,
     DEFAULT_SOCKET_TIMEOUT,
     Address,
     ConnectParams,
-    Credentials,
     check_credential,
-    check_timeout,
-    connect_params,
-    default_ssl_context,
-    greeting_wait,
-    insecure_auth_error,
-    no_greeting_message,
-    open_connection,
-    run_interruptible,
     xoauth2_bytes,
 )
 
@@ -80,7 +68,6 @@ logger = logging.getLogger("trionet.mail")
 
 T = TypeVar("T")
 
-_IMPLICIT_TLS_PORTS: Final = frozenset({993})
 #: Default limits on what one response from the server may make the client hold in memory.
 DEFAULT_MAX_LINE_LENGTH: Final = 1 << 20  # 1 MiB
 DEFAULT_MAX_LITERAL_SIZE: Final = 64 << 20  # 64 MiB
@@ -126,42 +113,24 @@ class IMAPStatistics:
 # -- the blocking side (runs on worker threads) --------------------------------------------------
 
 
-def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a blocking call so that imaplib's and the socket's errors become trionet's."""
+def _imaplib_error(exc: Exception) -> MailError | None:
+    """imaplib's errors as trionet's (None: not one of them)."""
+    if isinstance(exc, imaplib.IMAP4.readonly):
+        return IMAPCommandError("IMAP", "NO", f"the mailbox became read-only ({exc})")
+    if isinstance(exc, imaplib.IMAP4.abort):
+        return IMAPConnectionError(f"the IMAP connection was lost: {exc}")
+    if isinstance(exc, imaplib.IMAP4.error):
+        return IMAPCommandError("IMAP", "BAD", str(exc))
+    if isinstance(exc, ValueError | IndexError) and not isinstance(exc, OSError):
+        # imaplib choking on a malformed response (OSErrors, such as a refused certificate,
+        # are the socket's or TLS's)
+        return IMAPProtocolError(f"malformed IMAP response: {exc}")
+    return None
 
-    def call(*args: Any) -> T:
-        try:
-            return fn(*args)
-        except MailError:
-            raise
-        except imaplib.IMAP4.readonly as exc:
-            raise IMAPCommandError("IMAP", "NO", f"the mailbox became read-only ({exc})") from exc
-        except imaplib.IMAP4.abort as exc:
-            raise IMAPConnectionError(f"the IMAP connection was lost: {exc}") from exc
-        except imaplib.IMAP4.error as exc:
-            raise IMAPCommandError("IMAP", "BAD", str(exc)) from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise IMAPConnectionError(
-                f"the IMAP server's TLS certificate was refused: {exc.verify_message}"
-            ) from exc
-        except TimeoutError as exc:
-            raise IMAPConnectionError(
-                "the IMAP server did not answer within socket_timeout"
-            ) from exc
-        except ssl.SSLError as exc:
-            if exc.reason in PLAINTEXT_REASONS:
-                raise IMAPConnectionError(
-                    "the IMAP server does not speak TLS on this port (it answered the TLS "
-                    "handshake in plain text): leave use_tls off there, or connect to its "
-                    "implicit-TLS port (usually 993)"
-                ) from exc
-            raise IMAPConnectionError(f"IMAP connection failed: {exc}") from exc
-        except OSError as exc:
-            raise IMAPConnectionError(f"IMAP connection failed: {exc}") from exc
-        except (ValueError, IndexError) as exc:  # imaplib choking on a malformed response
-            raise IMAPProtocolError(f"malformed IMAP response: {exc}") from exc
 
-    return call
+_IMAP: Final = MailProtocol(
+    "IMAP", "AsyncIMAPClient", 993, IMAPConnectionError, IMAPProtocolError, _imaplib_error
+)
 
 
 def _text(data: list[Any] | None) -> str:
@@ -184,50 +153,31 @@ def _check_flags(flags: Iterable[str]) -> list[str]:
     return out
 
 
-class _IMAPConnection(imaplib.IMAP4):
+class _IMAPConnection(TLSConnection, imaplib.IMAP4):
     """imaplib.IMAP4 on a socket that trio connected, with its own read buffer. Every method
     blocks; call them through :func:`run_interruptible` with :attr:`interrupter`."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        interrupter: SocketInterrupter,
-        *,
-        host: str,
-        port: int,
-        implicit_tls: ssl.SSLContext | None,
-        socket_timeout: float | None,
-        greeting_timeout: float | None,
-        allow_insecure_auth: bool,
-        limits: _Limits,
-    ) -> None:
-        self._connected_sock = sock
-        self.interrupter = interrupter
-        self._implicit_tls = implicit_tls
-        self.socket_timeout = socket_timeout
-        self._allow_insecure_auth = allow_insecure_auth
+    _protocol = _IMAP
+
+    def __init__(self, transport: Transport, host: str, port: int, limits: _Limits) -> None:
+        self._init_transport(transport)
         self._limits = limits
-        self.tls = False
-        self.plain_reason = "the connection has not been set up"
         self._buf = bytearray()
         self._pos = 0
         # what the server sent since our last command (bounded by the limits)
         self._response_bytes = 0
         self._response_lines = 0
         self.pending: list[IdleEvent] = []
-        wait = greeting_wait(socket_timeout, greeting_timeout)
-        sock.settimeout(wait)
+        wait = self._greeting_wait()
+        transport.sock.settimeout(wait)
         # opens through our open(), reads the greeting, asks for CAPABILITY
         try:
             super().__init__(host, port)
         except TimeoutError as exc:
             if getattr(self, "welcome", None):  # greeted: the server stopped answering later
                 raise
-            raise IMAPConnectionError(no_greeting_message(
-                "IMAP", host, port, implicit_tls=implicit_tls is not None, seconds=wait,
-                implicit_port=993,
-            )) from exc
-        self.sock.settimeout(socket_timeout)
+            raise self._no_greeting(host, port, wait) from exc
+        self.sock.settimeout(transport.socket_timeout)
 
     # -- transport --------------------------------------------------------------------------------
 
@@ -236,21 +186,8 @@ class _IMAPConnection(imaplib.IMAP4):
         self.port = port
         sock = self._connected_sock
         if self._implicit_tls is not None:
-            sock = self._wrap(self._implicit_tls, sock)
+            sock = self._wrap(self._implicit_tls, sock, host)
         self.sock = sock
-
-    def _wrap(self, context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
-        host = self.host
-        wrapped = self.interrupter.replace(
-            lambda: context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
-        )
-        try:
-            wrapped.do_handshake()
-        except BaseException:
-            wrapped.close()
-            raise
-        self.tls = True
-        return wrapped
 
     def _fill(self) -> bool:
         if self._pos >= _COMPACT_AT:
@@ -331,6 +268,9 @@ class _IMAPConnection(imaplib.IMAP4):
         with contextlib.suppress(OSError):
             sock.close()
 
+    def discard(self) -> None:
+        self.shutdown()
+
     # -- commands ---------------------------------------------------------------------------------
 
     def run(self, name: str, *args: str | None) -> list[Any]:
@@ -373,23 +313,15 @@ class _IMAPConnection(imaplib.IMAP4):
                     self.pending.append(IdleEvent("exists", int(value), value + b" EXISTS"))
         self.untagged_responses.clear()
 
-    def open_session(self, start_tls: bool | None, context: ssl.SSLContext | None) -> None:
-        if self.tls or start_tls is False:
-            if not self.tls:
-                self.plain_reason = "connect() was called with start_tls=False"
-            return
-        if "STARTTLS" not in self.capabilities:
-            if start_tls:
-                raise IMAPConnectionError("the IMAP server does not offer STARTTLS")
-            self.plain_reason = (
-                "the server did not offer STARTTLS, or something on the path removed it"
-            )
+    def open_session(self, params: ConnectParams, context: ssl.SSLContext | None) -> None:
+        # (imaplib read the greeting in __init__)
+        if not self._wants_starttls(params.start_tls, "STARTTLS" in self.capabilities):
             return
         self.run("STARTTLS")
         if self.buffered():
             # RFC 3501: nothing may follow the STARTTLS reply before the handshake
             raise IMAPProtocolError("the IMAP server sent data after its STARTTLS reply")
-        self.sock = self._wrap(context or default_ssl_context(), self.sock)
+        self.sock = self._start_tls(self.sock, context, self.host)
         self._tls_established = True
         self.refresh_capabilities()
 
@@ -403,10 +335,7 @@ class _IMAPConnection(imaplib.IMAP4):
             raise IMAPAuthenticationError(
                 "already logged in", response_code=None, reply="", fault="local"
             )
-        if not self.tls and not self._allow_insecure_auth:
-            raise insecure_auth_error(
-                "IMAP", "AsyncIMAPClient", self.host, self.port, self.plain_reason
-            )
+        self._check_secure(self.host, self.port)
         caps = set(self.capabilities)
         if mechanism is None:
             if "LOGINDISABLED" in caps:
@@ -692,7 +621,7 @@ class _IMAPConnection(imaplib.IMAP4):
 # -- the trio side -------------------------------------------------------------------------------
 
 
-class AsyncIMAPClient:
+class AsyncIMAPClient(MailSession[_IMAPConnection]):
     """An IMAP client for trio (imaplib underneath, on worker threads).
 
     ::
@@ -708,20 +637,16 @@ class AsyncIMAPClient:
     served one at a time. After the connection is lost (or a call was cancelled, which closes
     it), the next call connects, logs in and selects the mailbox again.
 
+    Leaving ``async with`` (or :meth:`aclose`) logs out and closes the connection.
+
     Args:
-        socket_timeout: seconds any single blocking socket operation may take before the
-            connection is given up (None: no limit). A backstop: trio deadlines and cancellation
-            interrupt a blocked call at once whatever this is.
-        greeting_timeout: seconds to wait for the server's greeting after the TCP connect (with
-            implicit TLS, for the handshake and the greeting); at most ``socket_timeout``.
-            Default 15. A server that says nothing usually expects implicit TLS (IMAPS), and
-            the error says so. None: only ``socket_timeout`` applies.
-        allow_insecure_auth: send credentials (:meth:`login`, :meth:`login_oauth2`) over a
-            connection that is not encrypted. By default they are refused with
-            :exc:`InsecureAuthError` unless the connection uses TLS (implicit or STARTTLS), so
-            that a server, or a man in the middle, that leaves STARTTLS out never sees the
-            password. Set it only for a trusted network, such as a development server on
-            loopback.
+        socket_timeout: the bound on any single blocking socket operation, as for
+            :class:`AsyncSMTPClient` (default 60 s; None: no limit).
+        greeting_timeout: the wait for the greeting, as for :class:`AsyncSMTPClient` (default
+            15 s); a server that says nothing usually expects implicit TLS (IMAPS, port 993).
+        allow_insecure_auth: send credentials over a connection that is not encrypted, as for
+            :class:`AsyncSMTPClient` (by default :exc:`InsecureAuthError` refuses them). Only
+            for a trusted network, such as a development server on loopback.
         max_line_length: the longest response line accepted, in bytes (default 1 MiB).
         max_literal_size: the largest literal (``{n}``, e.g. a message's body) accepted, in
             bytes (default 64 MiB); checked when announced, before any of it is read.
@@ -732,9 +657,9 @@ class AsyncIMAPClient:
 
     A response beyond a limit raises :exc:`IMAPProtocolError` and closes the connection (the
     next call connects again).
-
-    Leaving ``async with`` (or :meth:`aclose`) logs out and closes the connection.
     """
+
+    _protocol = _IMAP
 
     def __init__(
         self,
@@ -747,12 +672,8 @@ class AsyncIMAPClient:
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         max_response_lines: int = DEFAULT_MAX_RESPONSE_LINES,
     ) -> None:
-        socket_timeout = check_timeout(socket_timeout, "socket_timeout")
-        greeting_timeout = check_timeout(greeting_timeout, "greeting_timeout")
-        if not isinstance(allow_insecure_auth, bool):
-            raise ConfigurationError(
-                f"allow_insecure_auth must be a bool, not {type(allow_insecure_auth).__name__}"
-            )
+        super().__init__(socket_timeout=socket_timeout, greeting_timeout=greeting_timeout,
+                         allow_insecure_auth=allow_insecure_auth)
         limits = {
             "max_line_length": max_line_length,
             "max_literal_size": max_literal_size,
@@ -763,41 +684,11 @@ class AsyncIMAPClient:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
         self._limits = _Limits(**limits)
-        self._socket_timeout = socket_timeout
-        self._greeting_timeout = greeting_timeout
-        self._allow_insecure_auth = allow_insecure_auth
-        self._lock = trio.Lock()
-        self._conn: _IMAPConnection | None = None
-        self._params: ConnectParams | None = None
-        self._credentials: Credentials | None = None
         self._mailbox: tuple[str, bool] | None = None
-        self._connections = 0
-        self._reconnects = 0
         self._idle_renewals = 0
         self._messages_fetched = 0
 
-    async def __aenter__(self) -> AsyncIMAPClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     # -- properties -------------------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        """Whether a connection is open right now."""
-        return self._conn is not None
-
-    @property
-    def username(self) -> str | None:
-        """The user name of the last successful login (None before)."""
-        return self._credentials.username if self._credentials is not None else None
-
-    @property
-    def tls(self) -> bool:
-        """Whether the current connection is encrypted (implicit TLS or STARTTLS)."""
-        return self._conn is not None and self._conn.tls
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -817,125 +708,28 @@ class AsyncIMAPClient:
 
     # -- connection -------------------------------------------------------------------------------
 
-    async def connect(
-        self,
-        host: str,
-        port: int = 993,
-        *,
-        use_tls: bool | None = None,
-        start_tls: bool | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        source_address: Address | None = None,
-    ) -> None:
-        """Connect, read the greeting and set up TLS.
+    async def connect(self, host: str, port: int = 993, *, use_tls: bool | None = None,
+                      start_tls: bool | None = None, ssl_context: ssl.SSLContext | None = None,
+                      source_address: Address | None = None) -> None:
+        await super().connect(host, port, use_tls=use_tls, start_tls=start_tls,
+                              ssl_context=ssl_context, source_address=source_address)
 
-        Args:
-            host: the server's name or address.
-            port: 993 (implicit TLS) or 143 (STARTTLS).
-            use_tls: implicit TLS from the first byte; default: only on port 993.
-            start_tls: upgrade with STARTTLS: None (default) when the server offers it, True to
-                require it, False never.
-            ssl_context: the TLS settings; default: :func:`ssl.create_default_context`, which
-                verifies the certificate and the host name against the system's CAs.
-            source_address: a local ``(address, port)`` to connect from.
+    def _forget(self) -> None:
+        self._mailbox = None
 
-        Calling it again closes the current connection first.
-
-        Raises:
-            IMAPConnectionError: the server could not be reached, greeted with BYE, sent no
-                greeting within ``greeting_timeout`` (it may expect implicit TLS: pass
-                ``use_tls=True``), the TLS handshake failed (an untrusted certificate: see
-                ``__cause__``), or STARTTLS was required and not offered.
-        """
-        params = connect_params(
-            host, port, use_tls=use_tls, start_tls=start_tls, ssl_context=ssl_context,
-            source_address=source_address, implicit_tls_ports=_IMPLICIT_TLS_PORTS,
-        )
-        async with self._lock:
-            self._drop()
-            self._params = None
-            self._credentials = None
-            self._mailbox = None
-            self._conn = await self._open(params)
-            self._params = params
-
-    async def _open(self, params: ConnectParams) -> _IMAPConnection:
-        conn = await open_connection(
-            params,
-            socket_timeout=self._socket_timeout,
-            protocol="IMAP",
-            error=IMAPConnectionError,
-            # (if __init__ fails, imaplib closes the connection itself)
-            build=lambda sock, interrupter, implicit_tls: _IMAPConnection(
-                sock,
-                interrupter,
-                host=params.host,
-                port=params.port,
-                implicit_tls=implicit_tls,
-                socket_timeout=self._socket_timeout,
-                greeting_timeout=self._greeting_timeout,
-                allow_insecure_auth=self._allow_insecure_auth,
-                limits=self._limits,
-            ),
-            start=lambda conn, context: conn.open_session(params.start_tls, context),
-            close=_IMAPConnection.shutdown,
-            translate=_translate_errors,
-        )
-        self._connections += 1
-        return conn
-
-    def _drop(self) -> None:
-        """Forget the current connection, closing its socket (no LOGOUT)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.shutdown()
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a method of the current connection on a worker thread (lock held)."""
-        conn = self._conn
-        if conn is None:
-            raise MailNotConnected("the IMAP client is not connected; call connect() first")
-        try:
-            return await run_interruptible(conn.interrupter, _translate_errors(fn), *args)
-        except (IMAPConnectionError, IMAPProtocolError):
-            self._drop()  # lost, or out of step with the server: a new connection next time
-            raise
-        except trio.Cancelled:
-            if conn.interrupter.interrupted:  # the call was cut short: the session is unusable
-                self._drop()
-            raise
-
-    async def _ensure_connected(self, *, login: bool = True) -> _IMAPConnection:
-        """The current connection; after a lost one, connect, log in and select again."""
-        if self._conn is not None:
-            return self._conn
-        params = self._params
-        if params is None:
-            raise MailNotConnected("the IMAP client is not connected; call connect() first")
-        self._conn = await self._open(params)
-        self._reconnects += 1
-        logger.info("reconnected to the IMAP server %s:%s", params.host, params.port)
-        credentials = self._credentials
-        if credentials is not None and login:
-            try:
-                await self._call(
-                    self._conn.authenticate_with,
-                    credentials.mechanism,
-                    credentials.username,
-                    credentials.secret,
-                )
-                if self._mailbox is not None:
-                    await self._call(self._conn.select_mailbox, *self._mailbox)
-            except MailError:
-                self._drop()  # not logged in (e.g. InsecureAuthError): do not use it as is
-                raise
-        return self._conn
+    async def _restore(self, conn: _IMAPConnection) -> None:
+        if self._mailbox is not None:  # a new connection: select the mailbox again
+            await self._call(conn.select_mailbox, *self._mailbox)
 
     async def _op(self, method: Callable[..., T], *args: Any) -> T:
         """Call ``method(conn, *args)`` on the current connection, under the lock."""
         async with self._lock:
             conn = await self._ensure_connected()
             return await self._call(method, conn, *args)
+
+    def _build(self, transport: Transport, params: ConnectParams) -> _IMAPConnection:
+        # imaplib reads the greeting in __init__ (and closes the connection if that fails)
+        return _IMAPConnection(transport, params.host, params.port, self._limits)
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -959,17 +753,6 @@ class AsyncIMAPClient:
             InsecureAuthError: see :meth:`login`.
         """
         await self._login("XOAUTH2", username, access_token)
-
-    async def _login(self, mechanism: str | None, username: str, secret: str) -> None:
-        check_credential(username, "username")
-        check_credential(secret, "password")
-        async with self._lock:
-            # after a lost connection: reconnect, but log in with the new credentials only
-            conn = await self._ensure_connected(login=False)
-            used = await self._call(conn.authenticate_with, mechanism, username, secret)
-            self._credentials = Credentials(used, username, secret)
-            if self._mailbox is not None:  # a reconnection: select the mailbox again
-                await self._call(conn.select_mailbox, *self._mailbox)
 
     async def select_mailbox(self, mailbox: str = "INBOX", *, readonly: bool = False
                              ) -> MailboxStatus:
@@ -1277,25 +1060,6 @@ class AsyncIMAPClient:
     async def logout(self) -> None:
         """Log out and close the connection (the same as :meth:`aclose`)."""
         await self.aclose()
-
-    async def aclose(self) -> None:
-        """Send LOGOUT (bounded to a few seconds, even when cancelled) and close the connection.
-
-        A call running in another task at that moment is interrupted.
-        """
-        if self._lock.locked() and self._conn is not None:
-            self._conn.interrupter.interrupt()
-        with trio.CancelScope(shield=True):
-            async with self._lock:
-                conn, self._conn = self._conn, None
-                self._params = None
-                self._mailbox = None
-                if conn is None:
-                    return
-                # errors do not matter: the connection is going away anyway
-                with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(MailError):
-                    await run_interruptible(conn.interrupter, _translate_errors(conn.goodbye))
-                conn.shutdown()
 
 
 class _IdleEvents:

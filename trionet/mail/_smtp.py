@@ -18,18 +18,13 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Final
 
-import trio
-
-from .._threads import SocketInterrupter
-from .._tls import PLAINTEXT_REASONS
 from ..errors import ConfigurationError, MailError
 from ._errors import (
     MailMessageError,
-    MailNotConnected,
     SMTPAuthenticationError,
     SMTPConnectionError,
     SMTPProtocolError,
@@ -37,33 +32,22 @@ from ._errors import (
     SMTPResponseError,
 )
 from ._message import MailMessage
+from ._session import MailProtocol, MailSession, TLSConnection, Transport
 from ._transport import (
-    CLOSE_TIMEOUT,
     DEFAULT_GREETING_TIMEOUT,
     DEFAULT_SOCKET_TIMEOUT,
     Address,
     ConnectParams,
-    Credentials,
     check_credential,
-    check_timeout,
-    connect_params,
-    default_ssl_context,
-    greeting_wait,
-    insecure_auth_error,
-    no_greeting_message,
-    open_connection,
     plain_initial_response,
-    run_interruptible,
     xoauth2_initial_response,
 )
+from ._types import RecipientResult, SendResult
 
 __all__ = ["AsyncSMTPClient", "RecipientResult", "SMTPStatistics", "SendResult"]
 
 logger = logging.getLogger("trionet.mail")
 
-T = TypeVar("T")
-
-_IMPLICIT_TLS_PORTS: Final = frozenset({465})
 _MECHANISMS: Final = ("PLAIN", "LOGIN", "XOAUTH2")
 _LINE_START_DOT: Final = re.compile(rb"(?m)^\.")
 #: The most lines one (multi-line) reply may have, and the longest line (smtplib's limit).
@@ -71,60 +55,7 @@ MAX_REPLY_LINES: Final = 1000
 _MAX_REPLY_LINE: Final = 8192
 
 
-# -- results ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecipientResult:
-    """The server's reply to ``RCPT TO`` for one envelope recipient.
-
-    Attributes:
-        address: the recipient's address as sent in the envelope.
-        code: the reply code (250 when accepted).
-        reply: the reply text.
-    """
-
-    address: str
-    code: int
-    reply: str
-
-    @property
-    def accepted(self) -> bool:
-        """Whether the server accepted this recipient (a 2xx reply)."""
-        return 200 <= self.code < 300
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What happened to one message: the reply for every recipient and for the data.
-
-    Attributes:
-        message_id: the message's ``Message-ID``.
-        recipients: one :class:`RecipientResult` per envelope recipient (To, Cc and Bcc).
-        code: the server's final reply code for the message data, or None if the data was not
-            sent (every recipient was refused).
-        reply: the final reply text (the server's queue id is usually in it), or ``""``.
-    """
-
-    message_id: str
-    recipients: tuple[RecipientResult, ...]
-    code: int | None
-    reply: str
-
-    @property
-    def sent(self) -> bool:
-        """Whether the server took the message for at least one recipient."""
-        return self.code is not None and 200 <= self.code < 300
-
-    @property
-    def accepted(self) -> list[str]:
-        """The recipients the server accepted."""
-        return [r.address for r in self.recipients if r.accepted]
-
-    @property
-    def refused(self) -> dict[str, tuple[int, str]]:
-        """The refused recipients: address -> (reply code, reply text)."""
-        return {r.address: (r.code, r.reply) for r in self.recipients if not r.accepted}
+# -- statistics ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -151,44 +82,22 @@ def _text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
 
 
-def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a blocking call so that smtplib's and the socket's errors become trionet's."""
+def _smtplib_error(exc: Exception) -> MailError | None:
+    """smtplib's errors as trionet's (None: not one of them)."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        if isinstance(exc.__context__, TimeoutError):
+            return SMTPConnectionError("the SMTP server did not answer within socket_timeout")
+        return SMTPConnectionError(f"the SMTP server closed the connection ({exc})")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return SMTPResponseError("SMTP", exc.smtp_code, _text(exc.smtp_error))
+    if isinstance(exc, smtplib.SMTPException):
+        return SMTPProtocolError(str(exc))
+    return None
 
-    def call(*args: Any) -> T:
-        try:
-            return fn(*args)
-        except MailError:
-            raise
-        except smtplib.SMTPServerDisconnected as exc:
-            if isinstance(exc.__context__, TimeoutError):
-                raise SMTPConnectionError(
-                    "the SMTP server did not answer within socket_timeout"
-                ) from exc
-            raise SMTPConnectionError(f"the SMTP server closed the connection ({exc})") from exc
-        except TimeoutError as exc:
-            raise SMTPConnectionError(
-                "the SMTP server did not answer within socket_timeout"
-            ) from exc
-        except smtplib.SMTPResponseException as exc:
-            raise SMTPResponseError("SMTP", exc.smtp_code, _text(exc.smtp_error)) from exc
-        except smtplib.SMTPException as exc:
-            raise SMTPProtocolError(str(exc)) from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise SMTPConnectionError(
-                f"the SMTP server's TLS certificate was refused: {exc.verify_message}"
-            ) from exc
-        except ssl.SSLError as exc:
-            if exc.reason in PLAINTEXT_REASONS:
-                raise SMTPConnectionError(
-                    "the SMTP server does not speak TLS on this port (it answered the TLS "
-                    "handshake in plain text): leave use_tls off there, or connect to its "
-                    "implicit-TLS port (usually 465)"
-                ) from exc
-            raise SMTPConnectionError(f"SMTP connection failed: {exc}") from exc
-        except OSError as exc:
-            raise SMTPConnectionError(f"SMTP connection failed: {exc}") from exc
 
-    return call
+_SMTP: Final = MailProtocol(
+    "SMTP", "AsyncSMTPClient", 465, SMTPConnectionError, SMTPProtocolError, _smtplib_error
+)
 
 
 class _Outgoing:
@@ -209,27 +118,14 @@ class _Outgoing:
         return self.data
 
 
-class _SMTPConnection(smtplib.SMTP):
+class _SMTPConnection(TLSConnection, smtplib.SMTP):
     """smtplib.SMTP on a socket that trio connected. Every method blocks; call them through
     :func:`run_interruptible` with this connection's :attr:`interrupter`."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        interrupter: SocketInterrupter,
-        *,
-        implicit_tls: ssl.SSLContext | None,
-        local_hostname: str | None,
-        greeting_timeout: float | None,
-        allow_insecure_auth: bool,
-    ) -> None:
-        self._connected_sock = sock
-        self.interrupter = interrupter
-        self._implicit_tls = implicit_tls
-        self._greeting_timeout = greeting_timeout
-        self._allow_insecure_auth = allow_insecure_auth
-        self.tls = False
-        self.plain_reason = "the connection has not been set up"
+    _protocol = _SMTP
+
+    def __init__(self, transport: Transport, *, local_hostname: str | None) -> None:
+        self._init_transport(transport)
         self._where = ("", 0)
         # host="" makes smtplib connect later, through connect() and our _get_socket (the
         # socket already carries its timeout)
@@ -241,18 +137,6 @@ class _SMTPConnection(smtplib.SMTP):
         if context is not None:
             sock = self._wrap(context, sock, host)
         return sock
-
-    def _wrap(self, context: ssl.SSLContext, sock: socket.socket, host: str) -> ssl.SSLSocket:
-        wrapped = self.interrupter.replace(
-            lambda: context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
-        )
-        try:
-            wrapped.do_handshake()
-        except BaseException:
-            wrapped.close()
-            raise
-        self.tls = True
-        return wrapped
 
     def getreply(self) -> tuple[int, bytes]:
         """Read one reply (smtplib's, with a bound on the number of lines)."""
@@ -314,52 +198,38 @@ class _SMTPConnection(smtplib.SMTP):
         self._where = (host, port)
         sock = self._connected_sock
         previous = sock.gettimeout()
-        sock.settimeout(greeting_wait(previous, self._greeting_timeout))
+        sock.settimeout(self._greeting_wait())
         try:
             return self.connect(host, port)
         except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
             timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
             if not timed_out:
                 raise
-            raise SMTPConnectionError(no_greeting_message(
-                "SMTP", host, port, implicit_tls=self._implicit_tls is not None,
-                seconds=sock.gettimeout(), implicit_port=465,
-            )) from exc
+            raise self._no_greeting(host, port, sock.gettimeout()) from exc
         finally:
             if self.sock is not None:
                 self.sock.settimeout(previous)
 
-    def open(self, host: str, port: int, start_tls: bool | None, context: ssl.SSLContext | None
-             ) -> None:
+    def open_session(self, params: ConnectParams, context: ssl.SSLContext | None) -> None:
+        host, port, start_tls = params.host, params.port, params.start_tls
         code, greeting = self._greet(host, port)
         if code == 421 or not 200 <= code < 300:
             raise SMTPConnectionError(
                 f"the SMTP server refused the connection: {code} {_text(greeting)}", code=code
             )
         self._hello()
-        if self.tls or start_tls is False:
-            if not self.tls:
-                self.plain_reason = "connect() was called with start_tls=False"
-            return
-        offered = self.has_extn("starttls")
-        if not offered:
-            if start_tls:
-                raise SMTPConnectionError("the SMTP server does not offer STARTTLS")
-            self.plain_reason = (
-                "the server did not offer STARTTLS, or something on the path removed it"
-            )
+        if not self._wants_starttls(start_tls, self.has_extn("starttls")):
             return
         code, reply = self.command("STARTTLS")
         if code != 220:
             raise SMTPResponseError("STARTTLS", code, reply)
         assert self.sock is not None
-        self.sock = self._wrap(context or default_ssl_context(), self.sock, host)
+        self.sock = self._start_tls(self.sock, context, host)
         self.file = None  # anything the server sent before the handshake is dropped, unread
         self._hello()
 
-    def authenticate(self, mechanism: str | None, username: str, secret: str) -> str:
-        if not self.tls and not self._allow_insecure_auth:
-            raise insecure_auth_error("SMTP", "AsyncSMTPClient", *self._where, self.plain_reason)
+    def authenticate_with(self, mechanism: str | None, username: str, secret: str) -> str:
+        self._check_secure(*self._where)
         self.ehlo_or_helo_if_needed()
         offered = self.esmtp_features.get("auth", "").upper().split()
         if mechanism is None:
@@ -478,7 +348,7 @@ class _SMTPConnection(smtplib.SMTP):
         """:meth:`transact` for each message in turn, in this one thread call (no hand-off per
         message); stops at the first error and returns it with the results so far."""
         done: list[tuple[list[RecipientResult], tuple[int, str] | None]] = []
-        transact = _translate_errors(self.transact)
+        transact = _SMTP.translate(self.transact)
         for index, outgoing in enumerate(batch):
             following = batch[index + 1] if index + 1 < len(batch) else None
             try:
@@ -501,6 +371,9 @@ class _SMTPConnection(smtplib.SMTP):
         finally:
             self.close()
 
+    def discard(self) -> None:
+        self.close()
+
 
 def plain_b64(value: str) -> str:
     return base64.b64encode(value.encode("utf-8")).decode("ascii")
@@ -509,7 +382,7 @@ def plain_b64(value: str) -> str:
 # -- the trio side ------------------------------------------------------------------------------
 
 
-class AsyncSMTPClient:
+class AsyncSMTPClient(MailSession[_SMTPConnection]):
     """An SMTP client for trio (smtplib underneath, on worker threads).
 
     ::
@@ -542,6 +415,8 @@ class AsyncSMTPClient:
     Leaving ``async with`` (or :meth:`aclose`) sends QUIT and closes the connection.
     """
 
+    _protocol = _SMTP
+
     def __init__(
         self,
         *,
@@ -550,49 +425,21 @@ class AsyncSMTPClient:
         greeting_timeout: float | None = DEFAULT_GREETING_TIMEOUT,
         allow_insecure_auth: bool = False,
     ) -> None:
-        socket_timeout = check_timeout(socket_timeout, "socket_timeout")
-        greeting_timeout = check_timeout(greeting_timeout, "greeting_timeout")
-        if not isinstance(allow_insecure_auth, bool):
-            raise ConfigurationError(
-                f"allow_insecure_auth must be a bool, not {type(allow_insecure_auth).__name__}"
-            )
+        super().__init__(socket_timeout=socket_timeout, greeting_timeout=greeting_timeout,
+                         allow_insecure_auth=allow_insecure_auth)
         if local_hostname is not None:
             check_credential(local_hostname, "local_hostname")
         self._local_hostname = local_hostname
-        self._socket_timeout = socket_timeout
-        self._greeting_timeout = greeting_timeout
-        self._allow_insecure_auth = allow_insecure_auth
-        self._lock = trio.Lock()
-        self._conn: _SMTPConnection | None = None
-        self._params: ConnectParams | None = None
-        self._credentials: Credentials | None = None
-        self._connections = 0
-        self._reconnects = 0
         self._messages_sent = 0
         self._recipients_refused = 0
 
-    async def __aenter__(self) -> AsyncSMTPClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    async def connect(self, host: str, port: int = 587, *, use_tls: bool | None = None,
+                      start_tls: bool | None = None, ssl_context: ssl.SSLContext | None = None,
+                      source_address: Address | None = None) -> None:
+        await super().connect(host, port, use_tls=use_tls, start_tls=start_tls,
+                              ssl_context=ssl_context, source_address=source_address)
 
     # -- properties ------------------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        """Whether a connection is open right now."""
-        return self._conn is not None
-
-    @property
-    def username(self) -> str | None:
-        """The user name of the last successful :meth:`login` (None before)."""
-        return self._credentials.username if self._credentials is not None else None
-
-    @property
-    def tls(self) -> bool:
-        """Whether the current connection is encrypted (implicit TLS or STARTTLS)."""
-        return self._conn is not None and self._conn.tls
 
     @property
     def extensions(self) -> dict[str, str]:
@@ -607,115 +454,9 @@ class AsyncSMTPClient:
             self._connections, self._reconnects, self._messages_sent, self._recipients_refused
         )
 
-    # -- connection ------------------------------------------------------------------------------
-
-    async def connect(
-        self,
-        host: str,
-        port: int = 587,
-        *,
-        use_tls: bool | None = None,
-        start_tls: bool | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        source_address: Address | None = None,
-    ) -> None:
-        """Connect, read the greeting, say EHLO and set up TLS.
-
-        Args:
-            host: the server's name or address.
-            port: 587 (submission, STARTTLS), 465 (implicit TLS) or 25.
-            use_tls: implicit TLS from the first byte; default: only on port 465.
-            start_tls: upgrade with STARTTLS: None (default) when the server offers it, True to
-                require it, False never.
-            ssl_context: the TLS settings; default: :func:`ssl.create_default_context`, which
-                verifies the certificate and the host name against the system's CAs.
-            source_address: a local ``(address, port)`` to connect from.
-
-        Calling it again closes the current connection first.
-
-        Raises:
-            SMTPConnectionError: the server could not be reached, refused the connection, sent
-                no greeting within ``greeting_timeout`` (it may expect implicit TLS: pass
-                ``use_tls=True``), the TLS handshake failed (an untrusted certificate: see
-                ``__cause__``), or STARTTLS was required and not offered.
-            SMTPResponseError: the server refused STARTTLS.
-        """
-        params = connect_params(
-            host, port, use_tls=use_tls, start_tls=start_tls, ssl_context=ssl_context,
-            source_address=source_address, implicit_tls_ports=_IMPLICIT_TLS_PORTS,
-        )
-        async with self._lock:
-            self._drop()
-            self._params = None
-            self._credentials = None
-            self._conn = await self._open(params)
-            self._params = params
-
-    async def _open(self, params: ConnectParams) -> _SMTPConnection:
-        conn = await open_connection(
-            params,
-            socket_timeout=self._socket_timeout,
-            protocol="SMTP",
-            error=SMTPConnectionError,
-            build=lambda sock, interrupter, implicit_tls: _SMTPConnection(
-                sock,
-                interrupter,
-                implicit_tls=implicit_tls,
-                local_hostname=self._local_hostname,
-                greeting_timeout=self._greeting_timeout,
-                allow_insecure_auth=self._allow_insecure_auth,
-            ),
-            start=lambda conn, context: conn.open(
-                params.host, params.port, params.start_tls, context
-            ),
-            close=_SMTPConnection.close,
-            translate=_translate_errors,
-        )
-        self._connections += 1
-        return conn
-
-    def _drop(self) -> None:
-        """Forget the current connection, closing its socket (no QUIT)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    async def _reconnect(self, *, login: bool = True) -> None:
-        """Open a new connection with the last connect() arguments, and log in again."""
-        params = self._params
-        if params is None:
-            raise MailNotConnected("the SMTP client is not connected; call connect() first")
-        conn = await self._open(params)
-        self._conn = conn
-        self._reconnects += 1
-        logger.info("reconnected to the SMTP server %s:%s", params.host, params.port)
-        credentials = self._credentials
-        if credentials is not None and login:
-            try:
-                await self._call(conn.authenticate, credentials.mechanism,
-                                 credentials.username, credentials.secret)
-            except MailError:
-                self._drop()  # not logged in (e.g. InsecureAuthError): do not use it as is
-                raise
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a method of the current connection on a worker thread (lock held)."""
-        conn = self._conn
-        if conn is None:
-            raise MailNotConnected("the SMTP client is not connected; call connect() first")
-        try:
-            return await run_interruptible(conn.interrupter, _translate_errors(fn), *args)
-        except (SMTPConnectionError, SMTPProtocolError):
-            self._drop()  # lost, or out of step with the server: a new connection next time
-            raise
-        except trio.Cancelled:
-            if conn.interrupter.interrupted:  # the call was cut short: the session is unusable
-                self._drop()
-            raise
-
-    async def _ensure_connected(self) -> None:
-        if self._conn is None:
-            await self._reconnect()
+    def _build(self, transport: Transport, params: ConnectParams) -> _SMTPConnection:
+        # smtplib reads the greeting later, in open_session()
+        return _SMTPConnection(transport, local_hostname=self._local_hostname)
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -743,12 +484,7 @@ class AsyncSMTPClient:
                 raise ConfigurationError(
                     f"unsupported AUTH mechanism {mechanism!r}; use one of {_MECHANISMS}"
                 )
-        async with self._lock:
-            if self._conn is None:  # lost: reconnect, but log in with the new credentials only
-                await self._reconnect(login=False)
-            assert self._conn is not None
-            used = await self._call(self._conn.authenticate, mechanism, username, password)
-            self._credentials = Credentials(used, username, password)
+        await self._login(mechanism, username, password)
 
     async def login_oauth2(self, username: str, access_token: str) -> None:
         """Authenticate with ``AUTH XOAUTH2`` and an OAuth 2.0 access token (Gmail, Outlook).
@@ -762,9 +498,8 @@ class AsyncSMTPClient:
     async def noop(self) -> tuple[int, str]:
         """Send NOOP (keeps an idle connection alive); returns the reply code and text."""
         async with self._lock:
-            await self._ensure_connected()
-            assert self._conn is not None
-            return await self._call(self._conn.ping)
+            conn = await self._ensure_connected()
+            return await self._call(conn.ping)
 
     async def send_message(self, message: MailMessage) -> SendResult:
         """Send one message to its To, Cc and Bcc recipients.
@@ -825,9 +560,8 @@ class AsyncSMTPClient:
         results: list[SendResult] = []
         retried = -1
         while len(results) < len(batch):
-            await self._ensure_connected()
-            assert self._conn is not None
-            done, error = await self._call(self._conn.transact_many, batch[len(results) :])
+            conn = await self._ensure_connected()
+            done, error = await self._call(conn.transact_many, batch[len(results) :])
             for outgoing, (rcpts, final) in zip(batch[len(results) :], done, strict=False):
                 results.append(self._record(outgoing, rcpts, final))
             if error is None:
@@ -864,21 +598,3 @@ class AsyncSMTPClient:
     async def quit(self) -> None:
         """Say QUIT and close the connection (the same as :meth:`aclose`)."""
         await self.aclose()
-
-    async def aclose(self) -> None:
-        """Send QUIT (bounded to a few seconds, even when cancelled) and close the connection.
-
-        A call running in another task at that moment is interrupted.
-        """
-        if self._lock.locked() and self._conn is not None:
-            self._conn.interrupter.interrupt()
-        with trio.CancelScope(shield=True):
-            async with self._lock:
-                conn, self._conn = self._conn, None
-                self._params = None
-                if conn is None:
-                    return
-                # errors do not matter: the connection is going away anyway
-                with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(MailError):
-                    await run_interruptible(conn.interrupter, _translate_errors(conn.goodbye))
-                conn.close()

@@ -10,7 +10,7 @@ import errno
 import os
 import socket
 import ssl
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -207,24 +207,6 @@ class Credentials:
     mechanism: str | None
     username: str
     secret: str
-
-
-def connect_params(
-    host: str,
-    port: int,
-    *,
-    use_tls: bool | None,
-    start_tls: bool | None,
-    ssl_context: ssl.SSLContext | None,
-    source_address: Address | None,
-    implicit_tls_ports: Collection[int],
-) -> ConnectParams:
-    """Check ``connect()``'s arguments; implicit TLS defaults on for *implicit_tls_ports*."""
-    check_credential(host, "host")
-    implicit = port in implicit_tls_ports if use_tls is None else bool(use_tls)
-    if implicit and start_tls:
-        raise ConfigurationError("use_tls (implicit TLS) and start_tls exclude each other")
-    return ConnectParams(host, port, implicit, start_tls, ssl_context, source_address)
 
 
 ConnT = TypeVar("ConnT")
