@@ -354,7 +354,7 @@ class ASGIApplication:
         return dataclasses.replace(self._stats)
 
     def _build_stack(self) -> ASGIApp:
-        app: ASGIApp = self._dispatch
+        app: ASGIApp = self._dispatcher()
         if not self._middleware:
             return app
         for factory, args, kwargs in self._middleware:
@@ -391,13 +391,22 @@ class ASGIApplication:
         else:
             await self.handle_error(leaf, send)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[MAX_BODY_SIZE_KEY] = self.max_body_size
-        await dispatch(
-            scope, receive, send, self.router, self.handle_request, self.handle_websocket,
-            self._answer_error, Exception,
-        )
+    def _dispatcher(self) -> ASGIApp:
+        # The innermost application of the stack: dispatch() to this application's hooks. The
+        # hooks are bound when the stack is built (like the middleware), and it is a plain
+        # function returning dispatch()'s coroutine: nothing on top of dispatch() per request.
+        handle_request, handle_websocket = self.handle_request, self.handle_websocket
+        answer_error = self._answer_error
+
+        def dispatch_here(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+            if scope["type"] == "http":
+                scope[MAX_BODY_SIZE_KEY] = self.max_body_size
+            return dispatch(
+                scope, receive, send, self.router, handle_request, handle_websocket,
+                answer_error, Exception,
+            )
+
+        return dispatch_here
 
     async def _run_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()

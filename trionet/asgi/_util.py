@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from .._util import collapse_single_error as collapse_single_error
 from ._types import Message, Send
 
@@ -38,7 +40,11 @@ class SendTracker:
         self._send = send
         self.started = False
 
-    async def send(self, message: Message) -> None:
-        """Send ``message`` on, marking the response as started."""
+    def send(self, message: Message) -> Awaitable[None]:
+        """Send ``message`` on, marking the response as started.
+
+        A plain method that returns ``send``'s awaitable: no coroutine of its own on this
+        per-message path.
+        """
         self.started = True
-        await self._send(message)
+        return self._send(message)
