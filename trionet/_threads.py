@@ -10,9 +10,10 @@ started it:
 * :class:`ThreadWorker` is one dedicated thread that runs submitted calls in order, for
   libraries that are not thread-safe (a kafka-python consumer): the object is used by its
   thread, one call at a time. (The Kafka consumer also decodes records already fetched on the
-  trio thread, while nothing is submitted to its worker: see ``trionet.kafka._consumer``.) It may
-  run an *idle* function between calls. It lives in a nursery: ``await
-  nursery.start(worker.run)``; cancelling that nursery stops the thread and waits for it.
+  trio thread, while nothing is submitted to its worker: see
+  ``trionet.kafka._kafka_python_consumer``.) It may run an *idle* function between calls. It
+  lives in a nursery: ``await nursery.start(worker.run)``; cancelling that nursery stops the
+  thread and waits for it.
 * :class:`TrioPortal` lets a foreign thread hand a plain callable to trio
   (``TrioToken.run_sync_soon``: no thread hop back and forth per message, ≈8 µs), typically a
   memory channel's ``send_nowait``; :meth:`TrioPortal.call` does the same from any thread,

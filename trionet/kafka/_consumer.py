@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, Final, Self
@@ -24,8 +24,8 @@ import trio
 
 from .._util import EnterOnce
 from ..errors import ConfigurationError, KafkaError
+from ._commits import commit_offsets
 from ._engine import ConsumerEngine, RebalanceDone, RebalanceKind, load_engine
-from ._errors import KafkaCommitError, KafkaPartitionsRevokedError
 from ._fetch import FetchBuffer, Undecodable
 from ._options import ConsumerOptions, as_tp, check_offset, check_topic
 from ._records import Deserializer, KafkaRecord, TopicPartition, make_decoder
@@ -44,9 +44,29 @@ _IN_LISTENER: ContextVar[KafkaConsumer | None] = ContextVar("trionet_kafka_liste
 #: while the consumer's thread holds the GIL decoding the next batch).
 _YIELD_EVERY: Final = 16
 _YIELD_INTERVAL: Final = 0.001
-#: A commit waiting for the group rejoin drives it in calls of at most this long (ms) on the
-#: consumer's thread, so that its caller's cancellation is seen between them.
-_REJOIN_SLICE_MS: Final = 500
+
+
+class _Hooks:
+    """What a consumer's engine sees of it (:class:`~._engine.ConsumerHooks`)."""
+
+    __slots__ = ("_consumer", "buffer", "decode_key", "decode_value")
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+        self.buffer = consumer._buffer
+        self.decode_key = consumer._decode_key
+        self.decode_value = consumer._decode_value
+
+    @property
+    def open(self) -> bool:
+        return self._consumer._open
+
+    def in_listener(self) -> bool:
+        return _IN_LISTENER.get() is self._consumer
+
+    def rebalance(self, kind: RebalanceKind, partitions: frozenset[TopicPartition],
+                  done: RebalanceDone) -> None:
+        self._consumer._rebalance(kind, partitions, done)
 
 
 class ConsumerRebalanceListener:
@@ -193,7 +213,7 @@ class KafkaConsumer(EnterOnce):
         self._decode_value = make_decoder(value_deserializer, "value")
         self._buffer = FetchBuffer(servers=self._servers_text,
                                    broker_timeout=options.broker_timeout)
-        self._engine: ConsumerEngine = engine.consumer(self._config, options, self)
+        self._engine: ConsumerEngine = engine.consumer(self._config, options, _Hooks(self))
         self._nursery: trio.Nursery | None = None
         self._position_lock = trio.Lock()
         self._since_yield = 0
@@ -231,29 +251,7 @@ class KafkaConsumer(EnterOnce):
         """
         return len(self._buffer.records)
 
-    # -- what the engine sees (ConsumerHooks) -----------------------------------------------------
-
-    @property
-    def buffer(self) -> FetchBuffer:
-        """(For the engine) the fetch buffer."""
-        return self._buffer
-
-    @property
-    def open(self) -> bool:
-        """(For the engine) whether the consumer is open for reading."""
-        return self._open
-
-    @property
-    def decode_key(self) -> Callable[[bytes], Any] | None:
-        """(For the engine) the key deserializer."""
-        return self._decode_key
-
-    @property
-    def decode_value(self) -> Callable[[bytes], Any] | None:
-        """(For the engine) the value deserializer."""
-        return self._decode_value
-
-    def in_listener(self) -> bool:
+    def _in_listener(self) -> bool:
         """Whether the calling task is (or was spawned by) this consumer's rebalance listener."""
         return _IN_LISTENER.get() is self
 
@@ -308,7 +306,7 @@ class KafkaConsumer(EnterOnce):
         return max(1, int(budget * 1000))
 
     def _check_open(self) -> None:
-        if not self._open and not self.in_listener():
+        if not self._open and not self._in_listener():
             raise trio.ClosedResourceError("the Kafka consumer is not open")
 
     # -- reading -----------------------------------------------------------------------------------
@@ -386,7 +384,7 @@ class KafkaConsumer(EnterOnce):
             error = buffer.take_error()
             if error is not None:
                 raise error
-            if self.in_listener():
+            if self._in_listener():
                 raise KafkaError("a rebalance listener cannot read records: the consumer's "
                                  "poll() is waiting for the listener to return", fault="local")
             self._check_open()
@@ -436,59 +434,12 @@ class KafkaConsumer(EnterOnce):
                       timeout_ms: int | None = None) -> dict[TopicPartition, int]:
         if self._group_id is None:
             raise KafkaError("commit needs a consumer group (group_id)", fault="local")
-        only_assigned = offsets is None
         wanted = self.delivered_offsets() if offsets is None else {
             as_tp(tp): check_offset(off) for tp, off in offsets.items()}
-        if not wanted:
-            await trio.lowlevel.checkpoint()
-            return {}
-        buffer = self._buffer
-        start = buffer.revocations
-        revoked: frozenset[TopicPartition] = frozenset()
-
-        def select() -> dict[TopicPartition, int]:
-            # Where the engine commits: leave out the partitions a rebalance took since *start*.
-            nonlocal revoked
-            keep, revoked = buffer.split_revoked(wanted, start)
-            return keep
-
-        if self.in_listener():
-            return await self._engine.commit(select, only_assigned=False, timeout_ms=None)
-        deadline = trio.current_effective_deadline()
-        if math.isinf(deadline):
-            deadline = trio.current_time() + self._config.request_timeout_ms / 1000
-        while True:
-            try:
-                committed = await self._engine.commit(select, only_assigned=only_assigned,
-                                                      timeout_ms=timeout_ms)
-            except KafkaCommitError as exc:
-                # Not a member of the current generation: rejoin (a revocation is then counted
-                # and those offsets are left out), then commit what is still ours. Not while
-                # closing (timeout_ms given): the records will simply be read again.
-                if timeout_ms is not None or not self._engine.is_membership_error(exc.__cause__):
-                    raise
-                await self._await_rejoin(exc, deadline)
-                continue
-            break
-        if revoked:
-            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(revoked))
-            raise KafkaPartitionsRevokedError(
-                f"committing offsets: a group rebalance took {names} from this consumer after "
-                "their records were handed out; their offsets were not committed and the "
-                "records will be read again", partitions=revoked, committed=committed)
-        return committed
-
-    async def _await_rejoin(self, cause: KafkaCommitError, deadline: float) -> None:
-        """Drive the group rejoin on the engine until it is done or *deadline*."""
-        while True:
-            remaining = deadline - trio.current_time()
-            if remaining <= 0:
-                raise KafkaCommitError(
-                    f"{cause} (the consumer did not rejoin its group before the commit's "
-                    "deadline; the records will be read again)", fault="remote") from cause
-            slice_ms = max(1, min(_REJOIN_SLICE_MS, int(remaining * 1000)))
-            if await self._engine.rejoin(slice_ms):
-                return
+        return await commit_offsets(
+            self._engine, self._buffer, wanted, only_assigned=offsets is None,
+            timeout_ms=timeout_ms, in_listener=self._in_listener(),
+            default_timeout=self._config.request_timeout_ms / 1000)
 
     async def _group_metadata(self) -> Any:
         """The engine's group membership snapshot (for transactional offset commits)."""
@@ -657,7 +608,7 @@ class KafkaConsumer(EnterOnce):
     async def _maybe_position_lock(self) -> AsyncIterator[None]:
         # In a rebalance listener the lock may be held by a task whose call is queued behind the
         # very poll() that waits for the listener: do not wait for it there.
-        if self.in_listener():
+        if self._in_listener():
             await trio.lowlevel.checkpoint()
             yield
         else:
@@ -666,9 +617,9 @@ class KafkaConsumer(EnterOnce):
 
     # -- rebalances -------------------------------------------------------------------------------
 
-    def rebalance(self, kind: RebalanceKind, partitions: frozenset[TopicPartition],
-                  done: RebalanceDone) -> None:
-        """(For the engine, trio thread) run the listener for one rebalance step."""
+    def _rebalance(self, kind: RebalanceKind, partitions: frozenset[TopicPartition],
+                   done: RebalanceDone) -> None:
+        """Run the listener for one rebalance step (trio thread, for the engine)."""
         if self._nursery is None or self._aborting:
             done(None)
             return

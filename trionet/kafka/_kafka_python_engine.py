@@ -14,6 +14,7 @@ thread-safe (it runs its own I/O thread and each call blocks on an event).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
@@ -110,8 +111,10 @@ class KafkaPythonProducer:
         self._portal = TrioPortal()
         trap = kp.ClientTrap()
         self._kp = await run_blocking(self._build, trap, on_cancel=trap.abort)
-        # kafka-python's send, called directly: it does not block once ready() holds.
+        # kafka-python's send and the metadata check, called directly (no frame of ours per
+        # record): send does not block once ready() holds.
         self.send = self._kp.send  # type: ignore[method-assign]
+        self.ready = functools.partial(kp.metadata_cached, self._kp)  # type: ignore[method-assign]
 
     def _build(self, trap: kp.ClientTrap) -> Any:  # worker thread
         producer = kp.build_producer(self._config.options, trap, servers=self._servers)
