@@ -174,8 +174,9 @@ class EnterOnce:
 
     A subclass writes its whole life (start, ``yield self``, clean-up) as one
     ``@asynccontextmanager`` method ``_lifetime``; ``async with obj`` enters it, and entering the
-    same object a second time raises :exc:`RuntimeError` (an object's threads, sockets and
-    nursery are set up for one life only)::
+    same object a second time raises :exc:`RuntimeError`, or the subclass's
+    ``_entered_twice`` class (an object's threads, sockets and nursery are set up for one life
+    only)::
 
         class Client(EnterOnce):
             @asynccontextmanager
@@ -186,6 +187,8 @@ class EnterOnce:
     """
 
     _lifetime_cm: AbstractAsyncContextManager[Any] | None = None
+    #: What entering the object a second time raises (with the message below).
+    _entered_twice: type[Exception] = RuntimeError
 
     def _lifetime(self) -> AbstractAsyncContextManager[Any]:
         """The object's life; ``yield`` (or return from ``__aenter__``) the object itself."""
@@ -193,7 +196,7 @@ class EnterOnce:
 
     async def __aenter__(self) -> Self:
         if self._lifetime_cm is not None:
-            raise RuntimeError(f"a {type(self).__name__} can be entered only once")
+            raise self._entered_twice(f"a {type(self).__name__} can be entered only once")
         cm = self._lifetime_cm = self._lifetime()
         entered: Self = await cm.__aenter__()
         return entered

@@ -1,14 +1,17 @@
-"""The ground-floor helpers of trionet/_util.py: OneShot and fix_public_modules."""
+"""The ground-floor helpers of trionet/_util.py: OneShot, fix_public_modules, EnterOnce's
+_entered_twice."""
 
 from __future__ import annotations
 
 import types
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
-from trionet._util import OneShot, fix_public_modules
+from trionet._util import EnterOnce, OneShot, fix_public_modules
 
 
 async def test_one_shot_hands_a_value_to_the_waiting_task() -> None:
@@ -81,3 +84,21 @@ def test_fix_public_modules_reports_the_package() -> None:
     assert private.make.__module__ == "pkg"
     assert private.Thing.Inner.__module__ == "pkg"
     assert other.Foreign.__module__ == "elsewhere"  # not from this package: left alone
+
+
+async def test_enter_once_raises_the_class_of_the_subclass_when_entered_twice() -> None:
+    class Closed(Exception):
+        pass
+
+    class Resource(EnterOnce):
+        _entered_twice = Closed
+
+        @asynccontextmanager
+        async def _lifetime(self) -> AsyncIterator[Resource]:
+            yield self
+
+    resource = Resource()
+    async with resource as entered:
+        assert entered is resource
+        with pytest.raises(Closed, match="a Resource can be entered only once"):
+            await resource.__aenter__()

@@ -23,14 +23,13 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, TypeAlias, TypeVar
+from typing import Final, Self, TypeAlias, TypeVar
 
 import trio
 
-from .._util import OneShot, reraise_single
+from .._util import EnterOnce, OneShot, reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, current_correlation_id
 from ._config import BusConfig, Topics
@@ -68,7 +67,6 @@ Inbound: TypeAlias = tuple[str, "bytes | BusMessage", "AckFn | None"]
 #: Put into a socket's queue to wake its reader (skipped by everyone).
 WAKEUP: Final[Inbound] = ("", b"", None)
 
-SelfT = TypeVar("SelfT", bound="BusSocket")
 ProviderT = TypeVar("ProviderT", bound="SocketProvider")
 
 
@@ -206,7 +204,7 @@ def _claim_client_id(endpoint: str, base: str | None, name: str | None, compact:
 _NEW, _OPENING, _OPEN, _CLOSED = "new", "opening", "open", "closed"
 
 
-class BusSocket(abc.ABC):
+class BusSocket(EnterOnce, abc.ABC):
     """One connection to a message broker (spa_dat's ``SpaSocket``).
 
     Made by a provider (:meth:`SocketProvider.create_socket`) and used as an async context
@@ -225,6 +223,8 @@ class BusSocket(abc.ABC):
         client_id: the socket's unique id on the broker.
         statistics: the socket's :class:`SocketStatistics`.
     """
+
+    _entered_twice = BusError
 
     def __init__(
         self,
@@ -261,7 +261,6 @@ class BusSocket(abc.ABC):
         self._publish_count = 0
         self._checked_topics: set[str] = set()
         self._state = _NEW
-        self._stack: AsyncExitStack | None = None
         send, receive = trio.open_memory_channel[Inbound](config.max_queue)
         self._inbound_send: trio.MemorySendChannel[Inbound] = send
         self._inbound_receive: trio.MemoryReceiveChannel[Inbound] = receive
@@ -314,34 +313,11 @@ class BusSocket(abc.ABC):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def __aenter__(self: SelfT) -> SelfT:
-        if self._state != _NEW:
-            raise BusError("a BusSocket can be entered only once")
-        self._state = _OPENING
-        stack = AsyncExitStack()
-        try:
-            await stack.enter_async_context(self._lifetime())
-        except BaseException:
-            self._state = _CLOSED
-            raise
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:  # pragma: no cover - only if __aexit__ is called without __aenter__
-            return None
-        return await stack.__aexit__(exc_type, exc, tb)
-
     @asynccontextmanager
-    async def _lifetime(self) -> AsyncIterator[None]:
-        self._claim_id()
+    async def _lifetime(self) -> AsyncIterator[Self]:
+        self._state = _OPENING
         try:
+            self._claim_id()
             async with trio.open_nursery() as nursery:
                 try:
                     async with self._connection(nursery):
@@ -349,7 +325,7 @@ class BusSocket(abc.ABC):
                         try:
                             if self._initial_topics:
                                 await self.subscribe(self._initial_topics)
-                            yield
+                            yield self
                         finally:
                             self._state = _CLOSED
                 finally:
@@ -359,6 +335,7 @@ class BusSocket(abc.ABC):
         except BaseExceptionGroup as group:
             reraise_single(group)
         finally:
+            self._state = _CLOSED
             self._release_id()
 
     @property
