@@ -118,8 +118,9 @@ class StreamDriver:
         self.out_bytes = 0
         self.draining = False
         self._drain_scope: trio.CancelScope | None = None
-        self._space = trio.lowlevel.ParkingLot()
-        self._flushed = trio.lowlevel.ParkingLot()
+        # Made when first waited on: an idle connection should cost little memory.
+        self._space: trio.lowlevel.ParkingLot | None = None
+        self._flushed: trio.lowlevel.ParkingLot | None = None
         self.broken = False
         self.closed = False
 
@@ -258,7 +259,8 @@ class StreamDriver:
                 return
             del chunks[:first]
             if not chunks:
-                self._flushed.unpark_all()
+                if self._flushed:
+                    self._flushed.unpark_all()
                 return
         self._start_drainer()
 
@@ -266,11 +268,15 @@ class StreamDriver:
         """Backpressure: wait until the queued output drains below :data:`LOW_WATER` (or the
         driver stops: the caller checks its own state afterwards)."""
         while self.out_bytes >= LOW_WATER and not self.broken and not self.closed:
+            if self._space is None:
+                self._space = trio.lowlevel.ParkingLot()
             await self._space.park()
 
     async def wait_flushed(self) -> None:
         """Wait until queued output has reached the kernel (or the driver stopped)."""
         while (self.out or self.draining) and not self.broken:
+            if self._flushed is None:
+                self._flushed = trio.lowlevel.ParkingLot()
             await self._flushed.park()
 
     def stop(self, *, broken: bool = True) -> None:
@@ -281,8 +287,10 @@ class StreamDriver:
         self.out_bytes = 0
         if self._drain_scope is not None:
             self._drain_scope.cancel()
-        self._space.unpark_all()
-        self._flushed.unpark_all()
+        if self._space:
+            self._space.unpark_all()
+        if self._flushed:
+            self._flushed.unpark_all()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of *data* before returning (for owners without a nursery).
@@ -351,11 +359,12 @@ class StreamDriver:
         finally:
             self._drain_scope = None
             self.draining = False
-            self._flushed.unpark_all()
+            if self._flushed:
+                self._flushed.unpark_all()
 
     def _wrote(self, count: int) -> None:
         self.out_bytes = max(0, self.out_bytes - count)
-        if self.out_bytes < LOW_WATER:
+        if self.out_bytes < LOW_WATER and self._space:
             self._space.unpark_all()
 
     def _writev(
