@@ -20,7 +20,14 @@ from ..asgi import (
     serve,
 )
 
-__all__ = ["build_demo_app", "demo", "http_request"]
+__all__ = ["build_demo_app", "demo", "echo", "http_request"]
+
+
+async def echo(websocket: WebSocket) -> None:
+    """A websocket endpoint that sends every message back until the client closes."""
+    await websocket.accept()
+    async for message in websocket:
+        await websocket.send(message)
 
 
 def build_demo_app() -> ASGIApplication:
@@ -32,12 +39,7 @@ def build_demo_app() -> ASGIApplication:
         name = request.query_params.get("name", "world")
         return Response.json({"message": f"hello, {name}"})
 
-    @router.websocket("/echo")
-    async def echo(websocket: WebSocket) -> None:
-        await websocket.accept()
-        async for message in websocket:
-            await websocket.send(message)
-
+    router.add_websocket_route("/echo", echo)
     app = ASGIApplication(router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -41,7 +41,6 @@ from ..asgi import (
     RequestIdMiddleware,
     Response,
     Router,
-    WebSocket,
     serve as serve_asgi,
 )
 from ..bus import (
@@ -51,7 +50,7 @@ from ..bus import (
     RequestTimeout,
     SocketProviderFactory as _Providers,
 )
-from ._asgi import http_request
+from ._asgi import echo, http_request
 
 __all__ = ["Stack", "StackAddresses", "exercise", "serve_until_signal"]
 
@@ -217,12 +216,7 @@ class Stack:
             await trio.sleep(seconds)
             return Response.json({"worked": seconds})
 
-        @router.websocket("/ws/echo")
-        async def echo(websocket: WebSocket) -> None:
-            await websocket.accept()
-            async for message in websocket:
-                await websocket.send(message)
-
+        router.add_websocket_route("/ws/echo", echo)
         app = ASGIApplication(router)
         app.add_middleware(RequestIdMiddleware)
         self._add_health_checks(app)
