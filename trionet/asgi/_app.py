@@ -37,7 +37,7 @@ from ._datastructures import State
 from ._errors import ClientDisconnect, HTTPException, ValidationError
 from ._requests import DEFAULT_MAX_BODY_SIZE, MAX_BODY_SIZE_KEY, Request
 from ._responses import Response
-from ._routing import Endpoint, Router, WebSocketEndpoint, dispatch, error_response
+from ._routing import _UNSET, Endpoint, Router, WebSocketEndpoint, dispatch, error_response
 from ._types import ASGIApp, Receive, Scope, Send
 from ._util import SendTracker, single_leaf
 from ._websockets import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
@@ -49,7 +49,6 @@ logger = logging.getLogger("trionet.asgi")
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 Hook = Callable[[], Awaitable[None]]
 Lifespan = Callable[["ASGIApplication"], AbstractAsyncContextManager[None]]
-_UNSET: Any = object()
 
 
 #: What a trionet application says when a server runs it on another event loop.
@@ -196,26 +195,14 @@ class ASGIApplication:
             self.router = Router()
         return self.router
 
-    def route(
-        self,
-        path: str,
-        methods: Iterable[str] | None = None,
-        *,
-        name: str | None = None,
-        max_body_size: int | None = _UNSET,
-    ) -> Callable[[Endpoint], Endpoint]:
+    def route(self, path: str, methods: Iterable[str] | None = None, *, name: str | None = None,
+              max_body_size: int | None = _UNSET) -> Callable[[Endpoint], Endpoint]:
         """Register an HTTP handler on the application's router (see :meth:`Router.route`)."""
-        if max_body_size is _UNSET:
-            return self._get_router().route(path, methods, name=name)
         return self._get_router().route(path, methods, name=name, max_body_size=max_body_size)
 
-    def websocket(
-        self,
-        path: str,
-        *,
-        name: str | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    ) -> Callable[[WebSocketEndpoint], WebSocketEndpoint]:
+    def websocket(self, path: str, *, name: str | None = None,
+                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                  ) -> Callable[[WebSocketEndpoint], WebSocketEndpoint]:
         """Register a websocket handler on the application's router."""
         return self._get_router().websocket(path, name=name, max_message_size=max_message_size)
 
