@@ -134,17 +134,16 @@ class OneShot(Generic[T]):
 
     def set(self, value: T) -> bool:
         """Deliver *value*; False (and *value* dropped) if something was delivered before."""
-        if self._event.is_set():
-            return False
-        self._value = value
-        self._event.set()
-        return True
+        return self._deliver(value, None)
 
     def fail(self, error: BaseException) -> bool:
         """Deliver *error* (:meth:`wait` raises it); False if something was delivered before."""
+        return self._deliver(None, error)
+
+    def _deliver(self, value: T | None, error: BaseException | None) -> bool:
         if self._event.is_set():
             return False
-        self._error = error
+        self._value, self._error = value, error
         self._event.set()
         return True
 
