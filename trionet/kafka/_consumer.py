@@ -213,6 +213,9 @@ class KafkaConsumer(EnterOnce):
         self._decode_value = make_decoder(value_deserializer, "value")
         self._buffer = FetchBuffer(servers=self._servers_text,
                                    broker_timeout=options.broker_timeout)
+        # The buffer's deque and books, for the per-record path (never replaced, only changed).
+        self._records = self._buffer.records
+        self._delivered = self._buffer.delivered
         self._engine: ConsumerEngine = engine.consumer(self._config, options, _Hooks(self))
         self._nursery: trio.Nursery | None = None
         self._position_lock = trio.Lock()
@@ -329,7 +332,7 @@ class KafkaConsumer(EnterOnce):
             trio.ClosedResourceError: the consumer is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        buffer = self._buffer.records
+        buffer = self._records
         if not buffer:
             await self._fill()
             self._since_yield = 0
@@ -346,11 +349,10 @@ class KafkaConsumer(EnterOnce):
                     await self._fill()
         item = buffer.popleft()
         if type(item) is Undecodable:
-            self._buffer.delivered[(item.record.topic, item.record.partition)] = \
-                item.record.offset + 1
+            self._delivered[(item.record.topic, item.record.partition)] = item.record.offset + 1
             raise item.error
         record: KafkaRecord = item  # type: ignore[assignment]  # (no cast() call per record)
-        self._buffer.delivered[(record[0], record[1])] = record[2] + 1  # topic, partition, offset
+        self._delivered[(record[0], record[1])] = record[2] + 1  # topic, partition, offset
         return record
 
     async def getone(self) -> KafkaRecord:
