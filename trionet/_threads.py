@@ -30,6 +30,9 @@ started it:
 * :class:`Handoff` is a batch one thread gathers while another may take it early, with a count
   of what was handed over, under one lock (a kafka-python consumer's polls and its rebalances).
 * :class:`Guarded` is a value two threads update, each read-modify-write under one lock.
+* :class:`CrossThreadFlag` is a hint one thread raises and another reads without a lock (trio
+  asks paho's network thread to stop reading); :class:`TransitWindow` bounds how far a producer
+  thread runs ahead of the trio side that consumes what it hands over.
 """
 
 from __future__ import annotations
@@ -887,3 +890,106 @@ class Guarded(Generic[T]):
         with self._lock:
             self._value, result = fn(self._value)
         return result
+
+
+__all__ += ["CrossThreadFlag", "TransitWindow"]
+
+
+class CrossThreadFlag:
+    """A boolean that one thread sets or clears and another thread reads, without a lock.
+
+    For flags that steer a loop on another thread (trio tells paho's network thread "stop
+    reading, my buffers are full"): a store or a load of one attribute is atomic, so the
+    reader sees either the old or the new value, never a torn one. It may see the old value
+    for one more round of its loop, so the protocol around a flag must tolerate that: the
+    writer wakes the reader after a change that matters (:meth:`LoopThread.submit` of a no-op),
+    and the reader looks at the flag again each time round. Anything that needs more than that
+    (two values changed together, a decision both threads must agree on) needs a lock
+    (:class:`ThreadLock`) or a hand-off (:class:`Mailbox`) instead.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bool = False) -> None:
+        self._value = value
+
+    def set(self) -> None:
+        """Raise the flag (any thread)."""
+        self._value = True
+
+    def clear(self) -> None:
+        """Lower the flag (any thread)."""
+        self._value = False
+
+    def assign(self, value: bool) -> None:
+        """Set the flag to *value* (any thread)."""
+        self._value = value
+
+    def is_set(self) -> bool:
+        """The flag's value as last written by any thread."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"CrossThreadFlag({self._value})"
+
+
+class TransitWindow:
+    """Bounds how many items a producer thread has handed over that the consumer has not taken.
+
+    The producer (a network thread) calls :meth:`sent` for each item it hands over and asks
+    :meth:`full` before it produces more; the consumer (the trio thread) calls :meth:`taken`
+    once it has dealt with items, then :meth:`take_waiting` to learn whether the producer
+    stopped at the limit and must be woken. Each counter has one writer, so no lock is needed:
+
+    * :meth:`full` raises the *waiting* flag first and then looks at the counters again, so
+      either the consumer, taking items after that, sees the flag (and wakes the producer), or
+      it took them before the second look, which then lets the producer go on. No wake-up is
+      lost between the two threads.
+    * A stale read only errs on the safe side: the producer may stop one item early, or run one
+      round late, never run on unbounded.
+
+    Args:
+        limit: items that may be in transit at once (at least 1).
+    """
+
+    __slots__ = ("_sent", "_taken", "_waiting", "limit")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a TransitWindow's limit must be at least 1")
+        #: items that may be in transit at once (set it before the producer starts)
+        self.limit = limit
+        self._sent = 0  # written by the producer only
+        self._taken = 0  # written by the consumer only
+        self._waiting = CrossThreadFlag()
+
+    @property
+    def in_transit(self) -> int:
+        """Items handed over and not taken yet (a snapshot)."""
+        return self._sent - self._taken
+
+    def sent(self, count: int = 1) -> None:
+        """Producer: *count* more items were handed over."""
+        self._sent += count
+
+    def full(self) -> bool:
+        """Producer: whether to stop producing until the consumer wakes it."""
+        if self._sent - self._taken < self.limit:
+            return False
+        self._waiting.set()  # first the flag, then the second look (see the class docstring)
+        return self._sent - self._taken >= self.limit
+
+    def taken(self, count: int = 1) -> None:
+        """Consumer: *count* items were dealt with."""
+        self._taken += count
+
+    def take_waiting(self) -> bool:
+        """Consumer: True (once) if the producer stopped at the limit since the last call: wake
+        it, it looks at the window again."""
+        if not self._waiting.is_set():
+            return False
+        self._waiting.clear()
+        return True

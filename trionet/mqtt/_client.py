@@ -47,20 +47,21 @@ from ._errors import (
     MQTTSubscribeError,
 )
 from ._events import (
-    EV_ACKED,
-    EV_ACKED_N,
-    EV_CONNACK,
-    EV_CONNECT_FAILED,
-    EV_CREDIT,
-    EV_DONE,
-    EV_FAILED,
-    EV_LOST,
-    EV_MESSAGE,
-    EV_NOT_SENT,
-    EV_RESUBSCRIBE_FAILED,
-    EV_SUBACK,
-    EV_UNSUBACK,
+    Acked,
+    AckedMany,
+    AckToken,
+    Connack,
+    ConnectFailed,
+    Credit,
+    Done,
     Event,
+    Failed,
+    Lost,
+    Messages,
+    NotSent,
+    ResubscribeFailed,
+    SubAck,
+    UnsubAck,
 )
 from ._limits import limit_violation
 from ._message import (
@@ -436,7 +437,7 @@ class MQTTClient:
         self._host = ""
         self._port = 0
         self._attempt = 0
-        self._connect_boxes: dict[int, _Box[Event]] = {}
+        self._connect_boxes: dict[int, _Box[Connack | ConnectFailed]] = {}
         self._limits = BrokerLimits(max_packet_size=max_packet_size or MAX_PACKET_SIZE)
         self._backoff = 0  # the reconnect policy's wait number for the next attempt
         self._connected_at = 0.0
@@ -445,7 +446,7 @@ class MQTTClient:
         self._lost_code: int | None = None
         self._fatal: BaseException | None = None
         self._in_events = False
-        self._acks: list[tuple[int, int, int]] = []
+        self._acks: list[AckToken] = []
         self._held = 0
         self._paused = False
         self._qos0_credit = trio.Semaphore(_QOS0_CREDIT)
@@ -559,7 +560,7 @@ class MQTTClient:
                     driver = drivers.ThreadDriver(
                         f"trionet-mqtt-{self._client_id}", self._settings, self._on_events
                     )
-                driver.engine.transit_limit = self._max_buffered
+                driver.engine.transit.limit = self._max_buffered
                 self._driver = driver
                 self._engine = driver.engine
                 await nursery.start(driver.run)
@@ -821,13 +822,13 @@ class MQTTClient:
         attempt = self._attempt
         self._lost_while_connecting = False
         self._lost_code = None
-        box: _Box[Event] = _Box()
+        box: _Box[Connack | ConnectFailed] = _Box()
         self._connect_boxes[attempt] = box
         engine = self._engine_or_fail()
         driver = self._driver
         assert driver is not None
         answered = False
-        event: Event | None = None
+        event: Connack | ConnectFailed | None = None
         try:
             with trio.move_on_after(self._connect_timeout):
                 try:
@@ -844,20 +845,19 @@ class MQTTClient:
         where = f"{self._host}:{self._port}"
         if event is None:
             raise MQTTTimeout(f"no CONNACK from {where} within {self._connect_timeout:g} s")
-        if event[0] == EV_CONNECT_FAILED:
-            cause = event[2]
-            error = MQTTConnectError(f"cannot connect to {where}: {event[3]}")
-            if cause is not None:
-                raise error from cause
+        if isinstance(event, ConnectFailed):
+            error = MQTTConnectError(f"cannot connect to {where}: {event.reason}")
+            if event.error is not None:
+                raise error from event.error
             raise error
-        _, _, ok, code, reason, session_present, _ = event
-        if not ok:
-            raise MQTTConnectError(f"{where} refused the connection: {reason}", reason_code=code)
+        if not event.ok:
+            raise MQTTConnectError(f"{where} refused the connection: {event.reason}",
+                                   reason_code=event.reason_code)
         if self._lost_while_connecting:
             if self._fatal_takeover(self._lost_code_seen()):
                 raise MQTTSessionTakenOver(self._client_id)
             raise MQTTConnectError(f"{where} closed the connection right after accepting it")
-        return bool(session_present)
+        return event.session_present
 
     def _lost_code_seen(self) -> int | None:
         # (a method, so that type checkers do not narrow self._lost_code across awaits)
@@ -951,20 +951,24 @@ class MQTTClient:
         try:
             route = self._route_message
             for event in events:
-                kind = event[0]
-                if kind == EV_MESSAGE:
-                    route(event[1], event[2])
+                kind = type(event)
+                if kind is Messages:
+                    assert isinstance(event, Messages)
+                    for message, token in event.received:
+                        route(message, token)
                     if engine is not None:
-                        engine.routed_messages += 1
-                elif kind == EV_ACKED:
-                    box = event[1]
-                    if event[2] >= 0x80:
-                        box.fail(MQTTPublishError(event[4], event[2], event[3]))
+                        engine.transit.taken(len(event.received))
+                elif kind is Acked:
+                    assert isinstance(event, Acked)
+                    if event.reason_code >= 0x80:
+                        event.waiter.fail(
+                            MQTTPublishError(event.topic, event.reason_code, event.reason))
                     else:
                         self._published += 1
-                        box.resolve()
-                elif kind == EV_CREDIT:
-                    for _ in range(event[1]):
+                        event.waiter.resolve()
+                elif kind is Credit:
+                    assert isinstance(event, Credit)
+                    for _ in range(event.count):
                         self._qos0_credit.release()
                 else:
                     self._on_control_event(event)
@@ -974,10 +978,9 @@ class MQTTClient:
                 self._send_acks(tokens)
             if not self._paused and self._held >= self._max_buffered:
                 self._pause_reading(True)
-            elif engine is not None and engine.throttled and not self._paused:
-                engine.throttled = False
-                if self._driver is not None:
-                    self._driver.wake()  # the thread waits for us to catch up: wake it
+            elif (engine is not None and not self._paused and engine.transit.take_waiting()
+                  and self._driver is not None):
+                self._driver.wake()  # the thread waits for us to catch up: wake it
         except Exception as exc:  # a bug in trionet: fail the client loudly, not trio
             _log.exception("internal error in the MQTT client")
             self._fatal = exc
@@ -986,71 +989,71 @@ class MQTTClient:
             self._in_events = False
 
     def _on_control_event(self, event: Event) -> None:
-        kind = event[0]
-        if kind == EV_ACKED_N:
-            self._published += event[2]
-            event[1].resolve(count=event[2])
-        elif kind in (EV_SUBACK, EV_UNSUBACK):
-            for box in event[1]:
-                box.resolve((event[3], event[4]))
-        elif kind == EV_FAILED:
-            for box in event[1]:
-                box.fail(MQTTNotConnected(event[2]))
-        elif kind in (EV_CONNACK, EV_CONNECT_FAILED):
-            box = self._connect_boxes.get(event[1])
+        if isinstance(event, AckedMany):
+            self._published += event.count
+            event.waiter.resolve(count=event.count)
+        elif isinstance(event, (SubAck, UnsubAck)):
+            for waiter in event.waiters:
+                waiter.resolve((event.reason_code, event.reason))
+        elif isinstance(event, Failed):
+            for waiter in event.waiters:
+                waiter.fail(MQTTNotConnected(event.reason))
+        elif isinstance(event, (Connack, ConnectFailed)):
+            box = self._connect_boxes.get(event.attempt) if event.attempt is not None else None
             if box is not None:
-                if kind == EV_CONNACK and event[2]:
-                    self._limits = event[6]  # before any publish sees the new connection
+                if isinstance(event, Connack) and event.ok:
+                    self._limits = event.limits  # before any publish sees the new connection
                 box.resolve(event)
-        elif kind == EV_LOST:
-            _, code, reason, intentional = event
-            if intentional:
-                return
-            if self._state in (ConnectionState.CONNECTING, ConnectionState.RECONNECTING):
-                # the connection being set up died right after its CONNACK
-                self._lost_while_connecting = True
-                self._lost_code = code
-                return
-            if self._state is not ConnectionState.CONNECTED:
-                return
-            text = f"connection lost: {reason}"
-            policy = self._policy
-            if code == SESSION_TAKEN_OVER and self._v5:
-                text = (f"connection lost: another client connected with client id "
-                        f"{self._client_id!r} (session taken over)")
-            _log.info("MQTT client %s: %s", self._client_id, text)
-            if self._fatal_takeover(code) and not self._closing:
-                self._set_state(ConnectionState.DISCONNECTED, reason_code=code, reason=text)
-                if self._engine is not None:
-                    self._submit_quiet(self._engine.abandon, text)
-                self._fatal = MQTTSessionTakenOver(self._client_id)
-            elif policy is not None and not self._closing:
-                uptime = trio.current_time() - self._connected_at
-                if uptime >= policy.stable_after:
-                    self._backoff = 0
-                else:
-                    _log.info("MQTT client %s: the connection lasted %.3g s only; the reconnect "
-                              "backoff goes on (wait number %d)", self._client_id, uptime,
-                              self._backoff + 1)
-                self._set_state(ConnectionState.RECONNECTING, reason_code=code, reason=text,
-                                attempt=1)
-            else:
-                self._set_state(ConnectionState.DISCONNECTED, reason_code=code, reason=text)
-                if not self._closing and self._engine is not None:
-                    self._submit_quiet(self._engine.abandon, text)
-                    self._fatal = MQTTNotConnected(f"{text} (reconnect is disabled)")
-            self._lost.set()
-        elif kind == EV_RESUBSCRIBE_FAILED:
-            _, topic_filter, code, reason = event
+        elif isinstance(event, Lost):
+            self._on_lost(event.reason_code, event.reason, event.intentional)
+        elif isinstance(event, ResubscribeFailed):
             _log.warning("MQTT client %s: the broker refused the resubscription to %r: %s",
-                         self._client_id, topic_filter, reason)
-        elif kind == EV_DONE:
-            event[1].resolve(event[2])
-        elif kind == EV_NOT_SENT:
-            _, box, code, reason, topic = event
-            box.fail(MQTTPublishError(topic, code, reason, sent=False))
+                         self._client_id, event.topic_filter, event.reason)
+        elif isinstance(event, Done):
+            event.waiter.resolve(event.value)
+        elif isinstance(event, NotSent):
+            event.waiter.fail(
+                MQTTPublishError(event.topic, event.reason_code, event.reason, sent=False))
 
-    def _route_message(self, message: MQTTMessage, token: tuple[int, int, int] | None) -> None:
+    def _on_lost(self, code: int, reason: str, intentional: bool) -> None:
+        if intentional:
+            return
+        if self._state in (ConnectionState.CONNECTING, ConnectionState.RECONNECTING):
+            # the connection being set up died right after its CONNACK
+            self._lost_while_connecting = True
+            self._lost_code = code
+            return
+        if self._state is not ConnectionState.CONNECTED:
+            return
+        text = f"connection lost: {reason}"
+        policy = self._policy
+        if code == SESSION_TAKEN_OVER and self._v5:
+            text = (f"connection lost: another client connected with client id "
+                    f"{self._client_id!r} (session taken over)")
+        _log.info("MQTT client %s: %s", self._client_id, text)
+        if self._fatal_takeover(code) and not self._closing:
+            self._set_state(ConnectionState.DISCONNECTED, reason_code=code, reason=text)
+            if self._engine is not None:
+                self._submit_quiet(self._engine.abandon, text)
+            self._fatal = MQTTSessionTakenOver(self._client_id)
+        elif policy is not None and not self._closing:
+            uptime = trio.current_time() - self._connected_at
+            if uptime >= policy.stable_after:
+                self._backoff = 0
+            else:
+                _log.info("MQTT client %s: the connection lasted %.3g s only; the reconnect "
+                          "backoff goes on (wait number %d)", self._client_id, uptime,
+                          self._backoff + 1)
+            self._set_state(ConnectionState.RECONNECTING, reason_code=code, reason=text,
+                            attempt=1)
+        else:
+            self._set_state(ConnectionState.DISCONNECTED, reason_code=code, reason=text)
+            if not self._closing and self._engine is not None:
+                self._submit_quiet(self._engine.abandon, text)
+                self._fatal = MQTTNotConnected(f"{text} (reconnect is disabled)")
+        self._lost.set()
+
+    def _route_message(self, message: MQTTMessage, token: AckToken | None) -> None:
         self._received += 1
         if self._closing:
             return  # not acknowledged: a persistent session gets it again
@@ -1107,14 +1110,14 @@ class MQTTClient:
                 for mailbox in waiting:
                     mailbox._set_delivery(delivery)
 
-    def _ack(self, token: tuple[int, int, int]) -> None:
+    def _ack(self, token: AckToken) -> None:
         """Acknowledge a message that waited for room in a buffer."""
         if self._in_events:
             self._acks.append(token)
         else:
             self._send_acks([token])
 
-    def _send_acks(self, tokens: list[tuple[int, int, int]]) -> None:
+    def _send_acks(self, tokens: list[AckToken]) -> None:
         # written at once when the network thread is idle, else queued for it
         engine = self._engine
         driver = self._driver
@@ -1133,7 +1136,7 @@ class MQTTClient:
         if engine is None:
             return
         self._paused = paused
-        engine.read_paused = paused
+        engine.read_paused.assign(paused)
         if not paused and self._driver is not None:
             self._driver.wake()  # so that it reads again
 

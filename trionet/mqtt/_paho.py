@@ -9,8 +9,9 @@ method itself only while it holds the lock the network thread lets go of when it
 socket (a publish, an acknowledgement: see ``ThreadDriver.try_direct``). Results go back to
 trio as *events*.
 
-Events are plain tuples collected while paho runs its callbacks and handed to trio in one batch
-per loop round (one wake-up of trio per round, not one thread hop per message).
+Events (frozen dataclasses of :mod:`trionet.mqtt._events`) are collected while paho runs its
+callbacks and handed to trio in one batch per loop round (one wake-up of trio per round, not
+one thread hop per message).
 
 Three paho behaviours are changed, by overriding private hooks of ``paho.mqtt.client.Client``
 (pinned to paho-mqtt 2.x; ``tests/mqtt/test_mqtt_paho_internals.py`` fails loudly if a paho
@@ -52,25 +53,22 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .._threads import SocketInterrupter
+from .._threads import CrossThreadFlag, SocketInterrupter, TransitWindow
 from ._events import (
-    EV_ACKED,
-    EV_ACKED_N,
-    EV_CONNACK,
-    EV_CONNECT_FAILED,
-    EV_CREDIT,
-    EV_DONE,
-    EV_FAILED,
-    EV_LOST,
-    EV_MESSAGE,
-    EV_NOT_SENT,
-    EV_RESUBSCRIBE_FAILED,
-    EV_SUBACK,
-    EV_UNSUBACK,
+    Acked,
+    AckedMany,
     AckToken,
+    Connack,
+    ConnectFailed,
+    Credit,
+    Done,
     Event,
+    Failed,
+    Lost,
+    Messages,
+    NotSent,
+    Waiter,
 )
 from ._limits import limit_violation, limits_from_connack
 from ._message import (
@@ -82,6 +80,7 @@ from ._message import (
     unpack_envelope,
 )
 from ._options import EngineSettings
+from ._paho_subs import SubscriptionBook
 
 __all__ = [
     "EngineSettings",
@@ -167,6 +166,37 @@ def reason_name(code: ReasonCode | int) -> str:
     if isinstance(code, ReasonCode):
         return str(code).lower()
     return f"reason code {code}"
+
+
+def connect_properties(settings: EngineSettings) -> Properties | None:
+    """The MQTT 5 CONNECT properties for *settings* (None for MQTT 3.1.1)."""
+    if settings.protocol != 5:
+        return None
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    expiry = settings.session_expiry
+    if expiry is None:
+        expiry = 0 if settings.clean_start else _SESSION_NEVER_EXPIRES
+    if expiry:
+        props.SessionExpiryInterval = expiry
+    if settings.receive_maximum is not None:
+        props.ReceiveMaximum = settings.receive_maximum
+    return props
+
+
+def to_message(msg: paho.MQTTMessage, topic: str, v5: bool) -> MQTTMessage:
+    """A received paho message as an :class:`MQTTMessage` (an MQTT 3.1.1 request/reply
+    envelope unwrapped into its properties)."""
+    payload = msg.payload
+    if type(payload) is not bytes:
+        payload = bytes(payload)
+    qos = msg.qos
+    props = from_paho_properties(msg.properties) if v5 else None
+    if not v5 and payload[:1] == b"\xff" and payload.startswith(ENVELOPE_MAGIC):
+        unpacked = unpack_envelope(payload)
+        if unpacked is not None:
+            response_topic, correlation, payload = unpacked
+            props = MessageProperties(response_topic=response_topic, correlation_data=correlation)
+    return MQTTMessage(topic, payload, _QOS[qos], bool(msg.retain), msg.mid if qos else None, props)
 
 
 # -- QoS 0 PUBLISH packets ----------------------------------------------------------------------
@@ -431,6 +461,7 @@ class PahoEngine:
             closed (trio's driver calls ``trio.lowlevel.notify_closing`` there).
         final_flush_timeout: how long closing may block to write what is still buffered (a
             DISCONNECT); 0 when trio drives the engine (one non-blocking attempt).
+        transit_limit: received messages that may be on their way to trio at once.
     """
 
     def __init__(
@@ -441,6 +472,7 @@ class PahoEngine:
         *,
         on_socket_close: Callable[[int], None] | None = None,
         final_flush_timeout: float = 1.0,
+        transit_limit: int = 1000,
     ) -> None:
         self._on_socket_close = on_socket_close
         self._final_flush_timeout = final_flush_timeout
@@ -450,16 +482,13 @@ class PahoEngine:
         self._v5 = settings.protocol == 5
         self._events: list[Event] = []
         self._client = self._make_client()
-        #: Set by trio (atomically) to stop reading while its buffers are full.
-        self.read_paused = False
-        #: Messages handed to trio (written by the owner thread only) and messages trio has
-        #: routed (written by trio only). Reading stops while ``transit_limit`` messages are on
-        #: their way, so the thread never runs more than that ahead of trio.
-        self.delivered_messages = 0
-        self.routed_messages = 0
-        self.transit_limit = 1000
-        #: True while reading is held back by the transit limit (trio then wakes the thread).
-        self.throttled = False
+        #: Raised by trio to stop reading while its buffers are full (it wakes the owner when
+        #: it lowers the flag).
+        self.read_paused = CrossThreadFlag()
+        #: Messages handed to trio and not routed yet: reading stops while ``transit.limit``
+        #: are on their way, so the owner never runs more than that ahead of trio (which wakes
+        #: it once it has caught up: ``transit.take_waiting()``).
+        self.transit = TransitWindow(transit_limit)
         self._gen = 0
         self._connected = False
         self._connecting: int | None = None
@@ -471,13 +500,9 @@ class PahoEngine:
         self._limits = limits_from_connack(None, settings.max_packet_size)
         self._inflight = 0
         self._need_pump = False
-        self._outbox: deque[tuple[str, bytes, int, bool, Properties | None, Any]] = deque()
-        self._pub_waiters: dict[int, tuple[Any, str]] = {}
-        self._sub_waiters: dict[int, tuple[str, list[Any]]] = {}
-        self._unsub_waiters: dict[int, tuple[str, list[Any]]] = {}
-        self._subs: dict[str, tuple[int, bool, bool, int, int | None]] = {}
-        self._deferred_subs: dict[str, list[Any]] = {}
-        self._deferred_unsubs: set[str] = set()
+        self._outbox: deque[tuple[str, bytes, int, bool, Properties | None, Waiter]] = deque()
+        self._pub_waiters: dict[int, tuple[Waiter, str]] = {}
+        self._subs = SubscriptionBook(self._v5, self._events_append)
         self._credits = 0
         self._misc_interval = min(1.0, max(0.05, settings.keepalive / 4)) if (
             settings.keepalive
@@ -543,27 +568,13 @@ class PahoEngine:
     def reconfigure(self, settings: EngineSettings) -> None:
         """Rebuild the paho client with new settings (only before the first connection)."""
         self._s = settings
-        self._v5 = settings.protocol == 5
+        self._v5 = self._subs.v5 = settings.protocol == 5
         self._client = self._make_client()
 
     @property
     def pending_publishes(self) -> int:
         """QoS 1/2 publishes not yet acknowledged (read from trio: a racy snapshot)."""
         return len(self._pub_waiters) + len(self._outbox)
-
-    def _connect_properties(self) -> Properties | None:
-        if not self._v5:
-            return None
-        s = self._s
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        expiry = s.session_expiry
-        if expiry is None:
-            expiry = 0 if s.clean_start else _SESSION_NEVER_EXPIRES
-        if expiry:
-            props.SessionExpiryInterval = expiry
-        if s.receive_maximum is not None:
-            props.ReceiveMaximum = s.receive_maximum
-        return props
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -577,7 +588,7 @@ class PahoEngine:
 
     def wants_read(self) -> bool:
         """Whether to read now (False while trio's buffers are full)."""
-        return not self.read_paused and not self._over_transit_limit()
+        return not self.read_paused.is_set() and not self.transit.full()
 
     def wants_write(self) -> bool:
         """Whether output is waiting for the socket to become writable."""
@@ -619,10 +630,13 @@ class PahoEngine:
             self._client.loop_misc()
         self._next_misc = time.monotonic() + self._misc_interval
 
+    def _events_append(self, event: Event) -> None:
+        self._events.append(event)
+
     def take_events(self) -> list[Event]:
         """Remove and return the events collected so far."""
         if self._credits:
-            self._events.append((EV_CREDIT, self._credits))
+            self._events.append(Credit(self._credits))
             self._credits = 0
         events = self._events
         self._events = []
@@ -652,14 +666,6 @@ class PahoEngine:
         if time.monotonic() >= self._next_misc:
             self.misc()
 
-    def _over_transit_limit(self) -> bool:
-        if self.delivered_messages - self.routed_messages < self.transit_limit:
-            return False
-        # Raise the flag first, then look again: trio either sees the flag after routing (and
-        # wakes us), or has routed already and the second look lets us read on.
-        self.throttled = True
-        return self.delivered_messages - self.routed_messages >= self.transit_limit
-
     def _read(self) -> None:
         c = self._client
         c.drained = False
@@ -671,8 +677,8 @@ class PahoEngine:
                 or c._sock is None
                 or c.drained
                 or (c.short_read and not c.buffered_input())
-                or self.read_paused
-                or self._over_transit_limit()
+                or self.read_paused.is_set()
+                or self.transit.full()
             ):
                 break
         if self._need_pump:
@@ -701,8 +707,8 @@ class PahoEngine:
         if reason_code.is_failure:
             self._refused = True
             self._events.append(
-                (EV_CONNACK, attempt, False, reason_code.value, reason_name(reason_code), False,
-                 self._limits)
+                Connack(attempt, False, reason_code.value, reason_name(reason_code), False,
+                        self._limits)
             )
             return
         self._connection_attempt = attempt
@@ -715,12 +721,12 @@ class PahoEngine:
         self._window = max(1, min(self._s.max_inflight, limits.receive_maximum))
         session_present = bool(flags.session_present)
         self._events.append(
-            (EV_CONNACK, attempt, True, reason_code.value, reason_name(reason_code),
-             session_present, limits)
+            Connack(attempt, True, reason_code.value, reason_name(reason_code),
+                    session_present, limits)
         )
         if limits != BrokerLimits():
             self._drop_unsendable()
-        self._restore_subscriptions(session_present)
+        self._subs.restore(self._client, session_present)
         self._need_pump = True
 
     def _drop_unsendable(self) -> None:
@@ -741,8 +747,7 @@ class PahoEngine:
             entry = self._pub_waiters.pop(mid, None)
             if entry is not None:
                 self._inflight -= 1
-                self._events.append((EV_NOT_SENT, entry[0], violation[0], violation[1],
-                                     entry[1]))
+                self._events.append(NotSent(entry[0], violation[0], violation[1], entry[1]))
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
@@ -754,17 +759,15 @@ class PahoEngine:
             self._connecting = None
             if not self._refused:
                 self._events.append(
-                    (EV_CONNECT_FAILED, attempt, None,
-                     f"the broker closed the connection before CONNACK "
-                     f"({reason_name(reason_code)})")
+                    ConnectFailed(attempt, None,
+                                  f"the broker closed the connection before CONNACK "
+                                  f"({reason_name(reason_code)})")
                 )
             return
         if not was_connected:
             return
-        self._requeue_after_loss()
-        self._events.append(
-            (EV_LOST, reason_code.value, reason_name(reason_code), self._intentional)
-        )
+        self._subs.requeue_after_loss()
+        self._events.append(Lost(reason_code.value, reason_name(reason_code), self._intentional))
 
     def _on_publish(
         self, client: Any, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
@@ -775,38 +778,23 @@ class PahoEngine:
         self._inflight -= 1
         if self._outbox:
             self._need_pump = True
-        self._events.append(
-            (EV_ACKED, entry[0], reason_code.value, reason_name(reason_code), entry[1])
-        )
+        self._events.append(Acked(entry[0], reason_code.value, reason_name(reason_code), entry[1]))
 
     def _on_subscribe(
         self, client: Any, userdata: Any, mid: int, reason_codes: list[ReasonCode],
         properties: Any,
     ) -> None:
-        entry = self._sub_waiters.pop(mid, None)
-        if entry is None:
-            return
-        topic_filter, waiters = entry
         code = reason_codes[0] if reason_codes else ReasonCode(PacketTypes.SUBACK, "Granted QoS 0")
-        if waiters:
-            self._events.append((EV_SUBACK, waiters, topic_filter, code.value, reason_name(code)))
-        elif code.value >= 0x80:
-            self._events.append(
-                (EV_RESUBSCRIBE_FAILED, topic_filter, code.value, reason_name(code))
-            )
+        self._subs.on_suback(mid, code.value, reason_name(code))
 
     def _on_unsubscribe(
         self, client: Any, userdata: Any, mid: int, reason_codes: list[ReasonCode],
         properties: Any,
     ) -> None:
-        entry = self._unsub_waiters.pop(mid, None)
-        if entry is None:
-            return
-        topic_filter, waiters = entry
-        code = reason_codes[0].value if reason_codes else 0
-        reason = reason_name(reason_codes[0]) if reason_codes else "success"
-        if waiters:
-            self._events.append((EV_UNSUBACK, waiters, topic_filter, code, reason))
+        if reason_codes:
+            self._subs.on_unsuback(mid, reason_codes[0].value, reason_name(reason_codes[0]))
+        else:
+            self._subs.on_unsuback(mid, 0, "success")
 
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
         qos = msg.qos
@@ -817,83 +805,20 @@ class PahoEngine:
             if qos:
                 client.ack(msg.mid, qos)
             return
-        payload = msg.payload
-        if type(payload) is not bytes:
-            payload = bytes(payload)
-        props = from_paho_properties(msg.properties) if self._v5 else None
-        if not self._v5 and payload[:1] == b"\xff" and payload.startswith(ENVELOPE_MAGIC):
-            unpacked = unpack_envelope(payload)
-            if unpacked is not None:
-                response_topic, correlation, payload = unpacked
-                props = MessageProperties(
-                    response_topic=response_topic, correlation_data=correlation
-                )
-        message = MQTTMessage(
-            topic, payload, _QOS[qos], bool(msg.retain), msg.mid if qos else None, props
-        )
-        self.delivered_messages += 1
-        self._events.append((EV_MESSAGE, message, (self._gen, msg.mid, qos) if qos else None))
-
-    # -- subscriptions --------------------------------------------------------------------------
-
-    def _send_subscribe(
-        self, topic_filter: str, spec: tuple[int, bool, bool, int, int | None], waiters: list[Any]
-    ) -> None:
-        qos, no_local, retain_as_published, retain_handling, sub_id = spec
-        client = self._client
-        if self._v5:
-            options = SubscribeOptions(
-                qos=qos,
-                noLocal=no_local,
-                retainAsPublished=retain_as_published,
-                retainHandling=retain_handling,
-            )
-            props = None
-            if sub_id is not None:
-                props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
-                props.SubscriptionIdentifier = sub_id
-            rc, mid = client.subscribe(topic_filter, options=options, properties=props)
+        message = to_message(msg, topic, self._v5)
+        self.transit.sent()
+        received = (message, (self._gen, msg.mid, qos) if qos else None)
+        events = self._events
+        if events and type(last := events[-1]) is Messages:
+            last.received.append(received)
         else:
-            rc, mid = client.subscribe(topic_filter, qos)
-        if rc == _SUCCESS and mid is not None:
-            self._sub_waiters[mid] = (topic_filter, waiters)
-        else:
-            self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
+            events.append(Messages([received]))
 
-    def _restore_subscriptions(self, session_present: bool) -> None:
-        deferred = self._deferred_subs
-        self._deferred_subs = {}
-        for topic_filter, spec in self._subs.items():
-            waiters = deferred.pop(topic_filter, [])
-            if session_present and not waiters:
-                continue  # the broker kept it (and re-subscribing would resend retained messages)
-            self._send_subscribe(topic_filter, spec, waiters)
-        for waiters in deferred.values():
-            self._events.append((EV_FAILED, waiters, "unsubscribed before the broker confirmed"))
-        if session_present:
-            for topic_filter in self._deferred_unsubs:
-                self._client.unsubscribe(topic_filter)
-        self._deferred_unsubs.clear()
-
-    def _requeue_after_loss(self) -> None:
-        # SUBSCRIBEs without SUBACK are sent again after reconnecting; UNSUBSCRIBEs count as done
-        for topic_filter, waiters in self._sub_waiters.values():
-            if topic_filter in self._subs:
-                self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
-            elif waiters:
-                self._events.append(
-                    (EV_FAILED, waiters, "unsubscribed before the broker confirmed")
-                )
-        self._sub_waiters.clear()
-        for topic_filter, waiters in self._unsub_waiters.values():
-            self._deferred_unsubs.add(topic_filter)
-            if waiters:
-                self._events.append((EV_UNSUBACK, waiters, topic_filter, 0, "connection lost"))
-        self._unsub_waiters.clear()
+    # -- subscriptions (kept by the SubscriptionBook) -----------------------------------------
 
     def subscribe(
         self,
-        waiters: list[Any],
+        waiters: list[Waiter],
         topic_filter: str,
         qos: int,
         no_local: bool,
@@ -901,28 +826,13 @@ class PahoEngine:
         retain_handling: int,
         sub_id: int | None,
     ) -> None:
-        """Subscribe (now, or as soon as connected); SUBACK comes back as EV_SUBACK."""
-        spec = (qos, no_local, retain_as_published, retain_handling, sub_id)
-        self._subs[topic_filter] = spec
-        self._deferred_unsubs.discard(topic_filter)
-        if self._connected:
-            self._send_subscribe(topic_filter, spec, waiters)
-        else:
-            self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
+        """Subscribe (now, or as soon as connected); SUBACK comes back as SubAck."""
+        self._subs.subscribe(self._client if self._connected else None, waiters, topic_filter,
+                             (qos, no_local, retain_as_published, retain_handling, sub_id))
 
-    def unsubscribe(self, waiter: Any, topic_filter: str) -> None:
-        """Unsubscribe; UNSUBACK comes back as EV_UNSUBACK (at once when not connected)."""
-        self._subs.pop(topic_filter, None)
-        orphans = self._deferred_subs.pop(topic_filter, None)
-        if orphans:
-            self._events.append((EV_FAILED, orphans, "unsubscribed before the broker confirmed"))
-        if self._connected:
-            rc, mid = self._client.unsubscribe(topic_filter)
-            if rc == _SUCCESS and mid is not None:
-                self._unsub_waiters[mid] = (topic_filter, [waiter])
-                return
-        self._deferred_unsubs.add(topic_filter)
-        self._events.append((EV_UNSUBACK, [waiter], topic_filter, 0, "not connected"))
+    def unsubscribe(self, waiter: Waiter, topic_filter: str) -> None:
+        """Unsubscribe; UNSUBACK comes back as UnsubAck (at once when not connected)."""
+        self._subs.unsubscribe(self._client if self._connected else None, waiter, topic_filter)
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -933,7 +843,7 @@ class PahoEngine:
         """Publish at QoS 0 (fire and forget; dropped when not connected).
 
         *counted*: the message was queued for the owner under one of trio's QoS 0 credits;
-        give it back (EV_CREDIT). Not counted when trio runs the call itself.
+        give it back (Credit). Not counted when trio runs the call itself.
         """
         if counted:
             self._credits += 1
@@ -960,18 +870,18 @@ class PahoEngine:
 
     def publish(
         self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties | None,
-        waiter: Any,
+        waiter: Waiter,
     ) -> None:
-        """Publish at QoS 1/2; completion comes back as EV_ACKED."""
+        """Publish at QoS 1/2; completion comes back as Acked."""
         if self._inflight < self._window and not self._outbox:
             self._send(topic, payload, qos, retain, props, waiter)
         else:
             self._outbox.append((topic, payload, qos, retain, props, waiter))
 
     def publish_batch(
-        self, items: list[tuple[str, bytes, int, bool, Properties | None]], waiter: Any
+        self, items: list[tuple[str, bytes, int, bool, Properties | None]], waiter: Waiter
     ) -> None:
-        """Publish many messages; QoS 0 ones are reported together as one EV_ACKED_N."""
+        """Publish many messages; QoS 0 ones are reported together as one AckedMany."""
         written = 0
         client = self._client
         outbox = self._outbox
@@ -993,26 +903,26 @@ class PahoEngine:
             else:
                 outbox.append((topic, payload, qos, retain, props, waiter))
         if written:
-            self._events.append((EV_ACKED_N, waiter, written))
+            self._events.append(AckedMany(waiter, written))
 
     def _send(
         self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties | None,
-        waiter: Any,
+        waiter: Waiter,
     ) -> None:
         violation = limit_violation(self._limits, topic, payload, qos, retain, props, self._v5)
         if violation is not None:
-            self._events.append((EV_NOT_SENT, waiter, violation[0], violation[1], topic))
+            self._events.append(NotSent(waiter, violation[0], violation[1], topic))
             return
         try:
             info = self._client.publish(topic, payload, qos, retain, props)
         except (ValueError, TypeError) as exc:
-            self._events.append((EV_FAILED, [waiter], f"paho refused the message: {exc}"))
+            self._events.append(Failed([waiter], f"paho refused the message: {exc}"))
             return
         if info.rc in (_SUCCESS, _NO_CONN):  # not connected: paho sends it after reconnecting
             self._inflight += 1
             self._pub_waiters[info.mid] = (waiter, topic)
         else:
-            self._events.append((EV_FAILED, [waiter], paho.error_string(info.rc)))
+            self._events.append(Failed([waiter], paho.error_string(info.rc)))
 
     def _pump(self) -> None:
         outbox = self._outbox
@@ -1037,7 +947,7 @@ class PahoEngine:
 
     def connect(self, attempt: int, host: str, port: int, first: bool) -> None:
         """Open the network connection (blocking) and send CONNECT; the answer comes as
-        EV_CONNACK, or EV_CONNECT_FAILED."""
+        Connack, or ConnectFailed."""
         client = self._client
         self._connecting = attempt
         self._refused = False
@@ -1053,7 +963,7 @@ class PahoEngine:
                         clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY
                         if self._s.clean_start
                         else False,
-                        properties=self._connect_properties(),
+                        properties=connect_properties(self._s),
                     )
                 else:
                     client.connect(host, port, self._s.keepalive)
@@ -1065,7 +975,7 @@ class PahoEngine:
             error: BaseException = exc
             if interrupter.interrupted:
                 error = InterruptedError("the connection attempt was abandoned")
-            self._events.append((EV_CONNECT_FAILED, attempt, error, str(error) or repr(error)))
+            self._events.append(ConnectFailed(attempt, error, str(error) or repr(error)))
             return
         finally:
             self._interrupter = None
@@ -1098,10 +1008,10 @@ class PahoEngine:
         elif self._connected and self._connection_attempt == attempt:
             self._connected = False
             self._client._sock_close()
-            self._requeue_after_loss()
+            self._subs.requeue_after_loss()
 
-    def disconnect(self, waiter: Any, reason: str) -> None:
-        """Send DISCONNECT and close; pending publishes fail (EV_FAILED), then EV_DONE."""
+    def disconnect(self, waiter: Waiter, reason: str) -> None:
+        """Send DISCONNECT and close; pending publishes fail (Failed), then Done."""
         self._intentional = True
         client = self._client
         if self._connected:
@@ -1111,27 +1021,19 @@ class PahoEngine:
         self._connected = False
         client._sock_close()
         self._fail_all(reason)
-        self._events.append((EV_DONE, waiter, None))
+        self._events.append(Done(waiter, None))
 
     def abandon(self, reason: str) -> None:
         """Fail every pending operation: the client will not reconnect."""
         self._fail_all(reason)
 
     def _fail_all(self, reason: str) -> None:
-        waiters: list[Any] = [entry[0] for entry in self._pub_waiters.values()]
+        waiters: list[Waiter] = [entry[0] for entry in self._pub_waiters.values()]
         waiters.extend(item[5] for item in self._outbox)
-        for _, sub_waiters in self._sub_waiters.values():
-            waiters.extend(sub_waiters)
-        for sub_waiters in self._deferred_subs.values():
-            waiters.extend(sub_waiters)
-        for _, unsub_waiters in self._unsub_waiters.values():
-            waiters.extend(unsub_waiters)
+        waiters.extend(self._subs.take_waiters())
         self._pub_waiters.clear()
         self._outbox.clear()
-        self._sub_waiters.clear()
-        self._deferred_subs.clear()
-        self._unsub_waiters.clear()
         self._inflight = 0
         self._client.drop_out_messages()
         if waiters:
-            self._events.append((EV_FAILED, waiters, reason))
+            self._events.append(Failed(waiters, reason))

@@ -1,0 +1,157 @@
+"""The engine's subscriptions: what to (re)subscribe, and who waits for which SUBACK/UNSUBACK.
+
+Owned by :class:`~trionet.mqtt._paho.PahoEngine` and used on its owner only. The engine hands
+in its paho client for the calls that send packets (None while not connected) and passes
+SUBACK/UNSUBACK answers on; results go out as events (:mod:`trionet.mqtt._events`).
+
+Rules: a subscription made while disconnected is sent as soon as the connection is up; after a
+reconnect every subscription is sent again unless the broker kept the session (then only those
+still waiting for their SUBACK); an UNSUBSCRIBE interrupted by a lost connection counts as done
+(the broker drops the subscription with the session, or gets the UNSUBSCRIBE again when it kept
+it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ._events import Event, Failed, ResubscribeFailed, SubAck, UnsubAck, Waiter
+
+__all__ = ["SubscriptionBook"]
+
+#: ``(qos, no_local, retain_as_published, retain_handling, subscription identifier)``
+Spec = tuple[int, bool, bool, int, int | None]
+
+_SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+_ORPHANED = "unsubscribed before the broker confirmed"
+
+
+class SubscriptionBook:
+    """Subscriptions of one engine (see the module docstring).
+
+    Args:
+        v5: MQTT 5 (subscription options and identifiers are sent).
+        emit: records an event for trio.
+    """
+
+    def __init__(self, v5: bool, emit: Callable[[Event], None]) -> None:
+        self.v5 = v5
+        self._emit = emit
+        self._subs: dict[str, Spec] = {}
+        self._deferred_subs: dict[str, list[Waiter]] = {}
+        self._deferred_unsubs: set[str] = set()
+        self._sub_waiters: dict[int, tuple[str, list[Waiter]]] = {}
+        self._unsub_waiters: dict[int, tuple[str, list[Waiter]]] = {}
+
+    def _send(self, client: Any, topic_filter: str, spec: Spec, waiters: list[Waiter]) -> None:
+        qos, no_local, retain_as_published, retain_handling, sub_id = spec
+        if self.v5:
+            options = SubscribeOptions(
+                qos=qos,
+                noLocal=no_local,
+                retainAsPublished=retain_as_published,
+                retainHandling=retain_handling,
+            )
+            props = None
+            if sub_id is not None:
+                props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+                props.SubscriptionIdentifier = sub_id
+            rc, mid = client.subscribe(topic_filter, options=options, properties=props)
+        else:
+            rc, mid = client.subscribe(topic_filter, qos)
+        if rc == _SUCCESS and mid is not None:
+            self._sub_waiters[mid] = (topic_filter, waiters)
+        else:
+            self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
+
+    def subscribe(self, client: Any | None, waiters: list[Waiter], topic_filter: str,
+                  spec: Spec) -> None:
+        """Subscribe now (*client*: connected) or as soon as connected."""
+        self._subs[topic_filter] = spec
+        self._deferred_unsubs.discard(topic_filter)
+        if client is not None:
+            self._send(client, topic_filter, spec, waiters)
+        else:
+            self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
+
+    def unsubscribe(self, client: Any | None, waiter: Waiter, topic_filter: str) -> None:
+        """Unsubscribe now (*client*: connected); when not connected, answer at once."""
+        self._subs.pop(topic_filter, None)
+        orphans = self._deferred_subs.pop(topic_filter, None)
+        if orphans:
+            self._emit(Failed(orphans, _ORPHANED))
+        if client is not None:
+            rc, mid = client.unsubscribe(topic_filter)
+            if rc == _SUCCESS and mid is not None:
+                self._unsub_waiters[mid] = (topic_filter, [waiter])
+                return
+        self._deferred_unsubs.add(topic_filter)
+        self._emit(UnsubAck([waiter], topic_filter, 0, "not connected"))
+
+    def restore(self, client: Any, session_present: bool) -> None:
+        """A connection is up: send what is due (see the module docstring)."""
+        deferred = self._deferred_subs
+        self._deferred_subs = {}
+        for topic_filter, spec in self._subs.items():
+            waiters = deferred.pop(topic_filter, [])
+            if session_present and not waiters:
+                continue  # the broker kept it (and re-subscribing would resend retained messages)
+            self._send(client, topic_filter, spec, waiters)
+        for waiters in deferred.values():
+            self._emit(Failed(waiters, _ORPHANED))
+        if session_present:
+            for topic_filter in self._deferred_unsubs:
+                client.unsubscribe(topic_filter)
+        self._deferred_unsubs.clear()
+
+    def requeue_after_loss(self) -> None:
+        """The connection is gone: SUBSCRIBEs without SUBACK go again after reconnecting;
+        UNSUBSCRIBEs count as done."""
+        for topic_filter, waiters in self._sub_waiters.values():
+            if topic_filter in self._subs:
+                self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
+            elif waiters:
+                self._emit(Failed(waiters, _ORPHANED))
+        self._sub_waiters.clear()
+        for topic_filter, waiters in self._unsub_waiters.values():
+            self._deferred_unsubs.add(topic_filter)
+            if waiters:
+                self._emit(UnsubAck(waiters, topic_filter, 0, "connection lost"))
+        self._unsub_waiters.clear()
+
+    def on_suback(self, mid: int, code: int, reason: str) -> None:
+        """The SUBACK for packet *mid* (its first reason code)."""
+        entry = self._sub_waiters.pop(mid, None)
+        if entry is None:
+            return
+        topic_filter, waiters = entry
+        if waiters:
+            self._emit(SubAck(waiters, topic_filter, code, reason))
+        elif code >= 0x80:
+            self._emit(ResubscribeFailed(topic_filter, code, reason))
+
+    def on_unsuback(self, mid: int, code: int, reason: str) -> None:
+        """The UNSUBACK for packet *mid*."""
+        entry = self._unsub_waiters.pop(mid, None)
+        if entry is not None and entry[1]:
+            self._emit(UnsubAck(entry[1], entry[0], code, reason))
+
+    def take_waiters(self) -> list[Waiter]:
+        """Remove and return every waiter (the operations will not complete)."""
+        waiters: list[Waiter] = []
+        for _, sub_waiters in self._sub_waiters.values():
+            waiters.extend(sub_waiters)
+        for sub_waiters in self._deferred_subs.values():
+            waiters.extend(sub_waiters)
+        for _, unsub_waiters in self._unsub_waiters.values():
+            waiters.extend(unsub_waiters)
+        self._sub_waiters.clear()
+        self._deferred_subs.clear()
+        self._unsub_waiters.clear()
+        return waiters
