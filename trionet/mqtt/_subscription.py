@@ -11,34 +11,16 @@ the broker (TCP backpressure) until consumers catch up.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Generic, TypeVar, final
+from typing import Generic, TypeVar, final
 
 import trio
 
+from ._flow import Delivery, FlowControl
 from ._message import ConnectionEvent, MQTTMessage, QoS
-
-if TYPE_CHECKING:
-    from ._client import MQTTClient
 
 __all__ = ["ConnectionEvents", "Subscription", "SubscriptionStatistics"]
 
 T = TypeVar("T")
-
-
-class _Delivery:
-    """The acknowledgement of one QoS 1/2 message that some buffers could not take at once."""
-
-    __slots__ = ("client", "remaining", "token")
-
-    def __init__(self, client: MQTTClient, token: tuple[int, int, int], remaining: int) -> None:
-        self.client = client
-        self.token = token
-        self.remaining = remaining
-
-    def accepted(self) -> None:
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.client._ack(self.token)
 
 
 @final
@@ -82,21 +64,21 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
     """
 
     def __init__(
-        self, client: MQTTClient | None, topic_filter: str, qos: QoS, max_buffer_size: int
+        self, flow: FlowControl | None, topic_filter: str, qos: QoS, max_buffer_size: int
     ) -> None:
         self.topic_filter = topic_filter
         self.qos = qos
         self.granted_qos: QoS | None = None
-        self._client = client
+        self._flow = flow
         self._capacity = max_buffer_size
         self._queue: deque[MQTTMessage] = deque()
-        self._overflow: deque[list[MQTTMessage | _Delivery | None]] = deque()
+        self._overflow: deque[list[MQTTMessage | Delivery | None]] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._ended = False
         self._closed = False
         self._received = 0
         # ack="processed": the acknowledgements this subscription still owes, by message
-        self._unacked: dict[int, tuple[MQTTMessage, _Delivery]] = {}
+        self._unacked: dict[int, tuple[MQTTMessage, Delivery]] = {}
 
     def __repr__(self) -> str:
         return f"<Subscription {self.topic_filter!r} qos={int(self.qos)}>"
@@ -107,9 +89,9 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         """Take a routed message. False: it went to the overflow (acknowledge it later)."""
         if self._ended or self._closed:
             return True
-        client = self._client
-        if client is not None:
-            client._held += 1
+        flow = self._flow
+        if flow is not None:
+            flow.hold()
         if not self._overflow and len(self._queue) < self._capacity:
             self._queue.append(message)
             if self._lot:
@@ -118,10 +100,17 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         self._overflow.append([message, None])
         return False
 
-    def _set_delivery(self, delivery: _Delivery) -> None:
+    def _take_tracked(self, message: MQTTMessage) -> Delivery | None:
+        """ack="processed": hand over the acknowledgement owed for *message* (None if none)."""
+        entry = self._unacked.pop(id(message), None)
+        if entry is None or entry[0] is not message:
+            return None
+        return entry[1]
+
+    def _set_delivery(self, delivery: Delivery) -> None:
         self._overflow[-1][1] = delivery
 
-    def _track(self, message: MQTTMessage, delivery: _Delivery) -> None:
+    def _track(self, message: MQTTMessage, delivery: Delivery) -> None:
         """ack="processed": *message* is acknowledged once :meth:`ack` is called for it."""
         if not (self._ended or self._closed):
             self._unacked[id(message)] = (message, delivery)
@@ -133,12 +122,12 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         self._lot.unpark_all()
 
     def _discard_overflow(self) -> None:
-        client = self._client
+        flow = self._flow
         while self._overflow:
             _, delivery = self._overflow.popleft()
-            if client is not None:
-                client._consumed()
-            if isinstance(delivery, _Delivery):
+            if flow is not None:
+                flow.consumed()
+            if isinstance(delivery, Delivery):
                 delivery.accepted()
 
     def _discard(self) -> None:
@@ -149,11 +138,11 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         """
         self._unacked.clear()
         self._end()
-        client = self._client
+        flow = self._flow
         while self._queue:
             self._queue.popleft()
-            if client is not None:
-                client._consumed()
+            if flow is not None:
+                flow.consumed()
 
     # -- the consumer side ----------------------------------------------------------------------
 
@@ -171,9 +160,9 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         if queue:
             message = queue.popleft()
             self._received += 1
-            client = self._client
-            if client is not None:
-                client._consumed()
+            flow = self._flow
+            if flow is not None:
+                flow.consumed()
             if self._overflow:
                 self._refill()
             return message
@@ -210,7 +199,7 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
             message, delivery = overflow.popleft()
             assert isinstance(message, MQTTMessage)
             queue.append(message)
-            if isinstance(delivery, _Delivery):
+            if isinstance(delivery, Delivery):
                 delivery.accepted()
 
     async def aclose(self) -> None:
@@ -236,9 +225,9 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         Does nothing for QoS 0 messages, messages already acknowledged, and with the default
         ``ack="received"`` (messages are acknowledged on arrival).
         """
-        entry = self._unacked.pop(id(message), None)
-        if entry is not None and entry[0] is message:
-            entry[1].accepted()
+        delivery = self._take_tracked(message)
+        if delivery is not None:
+            delivery.accepted()
 
     def statistics(self) -> SubscriptionStatistics:
         """Buffer occupancy and counters of this subscription."""
