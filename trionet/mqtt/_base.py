@@ -19,22 +19,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._extras import missing_extra
-from ..errors import (
-    ConfigurationError,
-    MQTTNotConnected,
-)
-from ._errors import (
-    MQTTSubscribeError,
-)
+from ..errors import ConfigurationError, MQTTNotConnected
+from ._errors import MQTTSubscribeError
 from ._events import Connack, ConnectFailed
 from ._flow import FlowControl
-from ._message import (
-    BrokerLimits,
-    ConnectionEvent,
-    ConnectionState,
-    MQTTMessage,
-    QoS,
-)
+from ._message import BrokerLimits, ConnectionEvent, ConnectionState, MQTTMessage, QoS
 from ._options import ClientOptions, EngineSettings
 from ._replies import Replies
 from ._router import Route, Router

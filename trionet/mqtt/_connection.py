@@ -11,22 +11,11 @@ from typing import Any
 
 import trio
 
-from ..errors import (
-    ConfigurationError,
-    MQTTConnectError,
-    MQTTError,
-    MQTTNotConnected,
-    MQTTTimeout,
-)
+from ..errors import ConfigurationError, MQTTConnectError, MQTTError, MQTTNotConnected, MQTTTimeout
 from ._base import ClientBase
-from ._errors import (
-    SESSION_TAKEN_OVER,
-    MQTTSessionTakenOver,
-)
+from ._errors import SESSION_TAKEN_OVER, MQTTSessionTakenOver
 from ._events import Connack, ConnectFailed
-from ._message import (
-    ConnectionState,
-)
+from ._message import ConnectionState
 from ._subscription import ConnectionEvents, _Box
 
 _log = logging.getLogger("trionet.mqtt")

@@ -208,7 +208,7 @@ def encode_publish0(topic: bytes, payload: bytes, retain: bool, v5: bool) -> byt
     Fixed header (type 3, flags: retain only), remaining length (variable byte integer), topic
     (two-byte length + UTF-8), for MQTT 5 an empty property list, then the payload. A QoS 0
     PUBLISH has no packet id and leaves no state behind, so paho's ``publish()`` bookkeeping
-    (a packet id, an ``MQTTMessageInfo`` with its ``threading.Condition``, a debug log record:
+    (a packet id, an ``MQTTMessageInfo`` with its condition variable, a debug log record:
     about 10 µs a message) buys nothing here. ``tests/mqtt/test_mqtt_paho_internals.py``
     checks these bytes against paho's own encoder.
     """

@@ -9,14 +9,9 @@ from typing import Any
 
 import trio
 
-from ..errors import (
-    ConfigurationError,
-    MQTTError,
-)
+from ..errors import ConfigurationError, MQTTError
 from ._base import ClientBase, load_paho
-from ._errors import (
-    MQTTPublishError,
-)
+from ._errors import MQTTPublishError
 from ._limits import limit_violation
 from ._message import (
     ConnectionState,

@@ -11,19 +11,10 @@ import logging
 
 import trio
 
-from ..errors import (
-    MQTTConnectError,
-    MQTTNotConnected,
-    MQTTTimeout,
-)
+from ..errors import MQTTConnectError, MQTTNotConnected, MQTTTimeout
 from ._connection import Connecting
-from ._errors import (
-    SESSION_TAKEN_OVER,
-    MQTTSessionTakenOver,
-)
-from ._message import (
-    ConnectionState,
-)
+from ._errors import SESSION_TAKEN_OVER, MQTTSessionTakenOver
+from ._message import ConnectionState
 
 _log = logging.getLogger("trionet.mqtt")
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from ..errors import (
-    ConfigurationError,
-    MQTTError,
-)
+from ..errors import ConfigurationError, MQTTError
 from ._message import (
     MessageProperties,
     MQTTMessage,

@@ -10,17 +10,9 @@ from typing import overload
 
 import trio
 
-from ..errors import (
-    ConfigurationError,
-    MQTTError,
-)
+from ..errors import ConfigurationError, MQTTError
 from ._base import ClientBase, MessageHandler
-from ._message import (
-    ConnectionState,
-    MQTTMessage,
-    QoS,
-    to_qos,
-)
+from ._message import ConnectionState, MQTTMessage, QoS, to_qos
 from ._subscription import Subscription, _Box
 from ._topics import parse_filter, topic_matches
 
