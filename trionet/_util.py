@@ -188,6 +188,9 @@ class EnterOnce:
     _lifetime_cm: AbstractAsyncContextManager[Any] | None = None
     #: What entering the object a second time raises (with the message below).
     _entered_twice: type[Exception] = RuntimeError
+    #: The message of that error (None: "a X can be entered only once");
+    #: for a class whose earlier message is part of its behaviour.
+    _entered_twice_message: str | None = None
 
     def _lifetime(self) -> AbstractAsyncContextManager[Any]:
         """The object's life; ``yield`` (or return from ``__aenter__``) the object itself."""
@@ -195,7 +198,8 @@ class EnterOnce:
 
     async def __aenter__(self) -> Self:
         if self._lifetime_cm is not None:
-            raise self._entered_twice(f"a {type(self).__name__} can be entered only once")
+            raise self._entered_twice(self._entered_twice_message
+                                      or f"a {type(self).__name__} can be entered only once")
         cm = self._lifetime_cm = self._lifetime()
         entered: Self = await cm.__aenter__()
         return entered

@@ -71,7 +71,6 @@ class ClientBase:
     _event_streams: list[ConnectionEvents]
     _state: ConnectionState
     _state_changed: trio.Event
-    _entered: bool
     _running: bool
     _closing: bool
     _host: str

@@ -26,12 +26,11 @@ import secrets
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from .._util import single_exception
+from .._util import EnterOnce, single_exception
 from ..errors import MQTTNotConnected
 from ._base import MessageHandler, load_drivers
 from ._errors import MQTTPublishError
@@ -84,7 +83,7 @@ _log = logging.getLogger("trionet.mqtt")
 _QOS0_CREDIT = 1024
 
 
-class MQTTClient(Reconnecting, Subscribing, Requesting):
+class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
     """An MQTT 3.1.1 / 5.0 client for trio, on paho-mqtt.
 
     Use it as an async context manager; ``connect()`` inside the block (the seed's shape), or
@@ -241,7 +240,6 @@ class MQTTClient(Reconnecting, Subscribing, Requesting):
 
         self._state = ConnectionState.DISCONNECTED
         self._state_changed = trio.Event()
-        self._entered = False
         self._running = False
         self._closing = False
         self._host = ""
@@ -264,7 +262,7 @@ class MQTTClient(Reconnecting, Subscribing, Requesting):
 
         self._driver = None
         self._engine = None
-        self._lifecycle_cm: Any = None
+
 
     @property
     def client_id(self) -> str:
@@ -317,25 +315,11 @@ class MQTTClient(Reconnecting, Subscribing, Requesting):
             reconnects=self._reconnects,
         )
 
-    async def __aenter__(self) -> Self:
-        if self._entered:
-            raise RuntimeError("an MQTTClient can be used in one 'async with' block only")
-        self._entered = True
-        self._lifecycle_cm = self._lifecycle()
-        await self._lifecycle_cm.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        result: bool | None = await self._lifecycle_cm.__aexit__(exc_type, exc, tb)
-        return result
+    _entered_twice_message = "an MQTTClient can be used in one 'async with' block only"
 
     @asynccontextmanager
-    async def _lifecycle(self) -> AsyncIterator[None]:
+    async def _lifetime(self) -> AsyncIterator[Self]:
+        # (EnterOnce: ``async with client`` enters this once; a second time raises RuntimeError)
         inner: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -356,7 +340,7 @@ class MQTTClient(Reconnecting, Subscribing, Requesting):
                 self._running = True
                 graceful = False
                 try:
-                    yield
+                    yield self
                     graceful = True
                 finally:
                     await self._shutdown(graceful)
