@@ -188,8 +188,8 @@ class Request:
             # Output is already queued: this reply joins it (the common case when serving).
             io.out.append(frame)
             io.out_bytes += len(frame)
-        else:
-            channel._put(frame)
+        elif not io.put(frame, bool(channel._inbox), channel._writers_due > 0):
+            raise channel._closed_error() from None
 
     async def fail(self, exception: BaseException) -> None:
         """Answer the request with an error: the peer's ``send`` raises
@@ -384,8 +384,8 @@ class Channel:
             if io.out or io.draining:
                 io.out.append(frame)
                 io.out_bytes += len(frame)
-            else:
-                self._put(frame)
+            elif not io.put(frame, bool(self._inbox), self._writers_due > 0):
+                raise self._closed_error() from None
             if self._reading:
                 # The common case under load: park right here (what _wait does first).
                 self._parked[call] = _current_task()
@@ -736,7 +736,7 @@ class Channel:
         before the scheduler runs anything else: this frame goes out at once, so that the peer
         can start on it, and theirs queue up behind a drainer.
         """
-        if not self._io.put(data, defer=bool(self._inbox), more=self._writers_due > 0):
+        if not self._io.put(data, bool(self._inbox), self._writers_due > 0):
             raise self._closed_error() from None
 
 
@@ -838,7 +838,8 @@ async def _answer_batch(
                         await _answer_quietly(answer, result)
                     elif io.draining or io.sock is not None:
                         # Queued without a drainer: flushed before this task yields.
-                        io.queue(frame)
+                        io.out.append(frame)
+                        io.out_bytes += len(frame)
                     else:
                         channel._put(frame)
         finally:

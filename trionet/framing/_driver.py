@@ -196,7 +196,7 @@ class StreamDriver:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put(self, data: bytes, *, defer: bool = False, more: bool = False) -> bool:
+    def put(self, data: bytes, defer: bool = False, more: bool = False) -> bool:
         """Write *data* now, or queue it behind earlier output; False if the socket failed.
 
         With *defer* (the owner knows more output follows before it blocks), *data* is queued
