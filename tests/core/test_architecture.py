@@ -9,6 +9,7 @@
   the same package that it names (``from ._socket import X``, ``from . import _kafka_python``);
   ``from . import name`` where ``name`` is not a submodule points at the package's
   ``__init__``. Each package (``trionet`` itself included) is checked on its direct modules.
+* No class is longer than 600 lines.
 
 Each check is a function over a source tree, tried on small trees built here so that a check
 that finds nothing proves the tree is clean rather than that the check is blind.
@@ -25,6 +26,7 @@ import pytest
 ROOT = Path(__file__).parents[2] / "trionet"
 THREAD_BRIDGE = "_threads.py"
 THREAD_NAMES = frozenset({"to_thread", "from_thread", "run_sync_soon"})
+MAX_CLASS_LINES = 600
 
 
 def _modules(root: Path) -> Iterator[tuple[Path, ast.Module]]:
@@ -166,6 +168,21 @@ def import_cycles(root: Path) -> list[str]:
     return found
 
 
+# -- class size ----------------------------------------------------------------------------------
+
+
+def long_classes(root: Path, limit: int = MAX_CLASS_LINES) -> list[str]:
+    found = []
+    for path, tree in _modules(root):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > limit:
+                    where = path.relative_to(root.parent)
+                    found.append(f"{where}:{node.lineno}: {node.name} ({length} lines)")
+    return found
+
+
 # -- the checks on trionet -----------------------------------------------------------------------
 
 
@@ -175,6 +192,10 @@ def test_only_the_thread_bridge_crosses_threads() -> None:
 
 def test_no_import_time_cycles_inside_packages() -> None:
     assert import_cycles(ROOT) == []
+
+
+def test_no_class_is_longer_than_600_lines() -> None:
+    assert long_classes(ROOT) == []
 
 
 # -- the checks see what they look for ------------------------------------------------------------
@@ -218,7 +239,14 @@ def test_import_cycles_are_found(tmp_path: Path) -> None:
     assert import_cycles(root) == ["pkg.a <-> pkg.b", "pkg.sub <-> pkg.sub.x"]
 
 
-@pytest.mark.parametrize("check", [thread_crossings, import_cycles])
+def test_long_classes_are_found(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(5))
+    root = _tree(tmp_path, {"m.py": f"class Small:\n{body}\n"})
+    assert long_classes(root, limit=6) == []
+    assert long_classes(root, limit=5) == ["pkg/m.py:1: Small (6 lines)"]
+
+
+@pytest.mark.parametrize("check", [thread_crossings, import_cycles, long_classes])
 def test_checks_accept_an_empty_tree(tmp_path: Path, check: object) -> None:
     root = _tree(tmp_path, {"__init__.py": ""})
     assert check(root) == []  # type: ignore[operator]
