@@ -32,6 +32,12 @@ rounds; each round then moves the same records:
   trionet (``send_nowait()`` and ``getone()``); one measurement gives both rows (the p99 row
   replays it). A record that does not arrive fails the measurement (so the row).
 
+trionet runs on both engines: the default (kafka-python, contenders ``trionet ...``) with its
+defaults, and ``backend="confluent"`` (contenders ``trionet confluent ...``: ``send_nowait``,
+``getmany``, ``async for``) configured as the raw confluent-kafka peer is (``linger.ms``,
+``batch.num.messages``, the local queue, 10 000 records per ``consume()`` as
+``max_poll_records``), so that the ratio measures what trionet adds to librdkafka.
+
 Consumers that fetch in the background (trionet's, aiokafka's, confluent-kafka's) are paused
 between their measurements: noida-db answers a fetch with no records at once, so an idle
 consumer left running spins against the broker and slows whoever is being measured. (raw
@@ -46,8 +52,10 @@ Per-record overhead is the per-round difference of the time per record, trionet 
 
 Goals: produce ≥ 0.9× and consume ≥ 0.9× raw kafka-python, overhead ≤ 15 µs/record (issue
 7: what trionet adds to the client it wraps); and ≥ 0.9× each of aiokafka and confluent-kafka,
-what users pick instead (issue 17). The table judges every goal of a row on its own; a row's
-``goal``/``met`` in the JSON line hold one entry per goal.
+what users pick instead (issue 17); and trionet on the confluent engine ≥ 0.9× raw
+confluent-kafka, produce and consume (``getmany`` and ``async for``), both sizes (issue 19).
+The table judges every goal of a row on its own; a row's ``goal``/``met`` in the JSON line
+hold one entry per goal.
 
 Run: ``.venv/bin/python bench/kafka.py [--quick] [--rounds N]`` (``--quick``: 10k records and
 50 latency samples, 2 rounds; default 100k records, 200 samples, 5 rounds). Each measurement
@@ -71,6 +79,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import _kafka_peers
 import trio
 from _harness import Contender, Goal, Row, main_args, measure_rows, report_rows
 
@@ -204,9 +213,19 @@ LATENCY_SAMPLES = 200
 PEERS = (("aiokafka", "aiokafka"), ("confluent", "confluent-kafka"))
 PEER_GOAL = 0.9
 #: The contenders of the produce rows, each writing to its own topics.
-PRODUCERS = ("raw kafka-python", *(name for _, name in PEERS), "trionet send_nowait")
+PRODUCERS = ("raw kafka-python", *(name for _, name in PEERS), "trionet confluent send_nowait",
+             "trionet send_nowait")
 #: The contenders of the latency rows (end-to-end, one record at a time).
-LATENCY_CONTENDERS = ("raw kafka-python", "confluent-kafka", "trionet")
+LATENCY_CONTENDERS = ("raw kafka-python", "confluent-kafka", "trionet", "trionet confluent")
+#: trionet on the confluent engine: at least this ratio to raw confluent-kafka (issue 19), for
+#: these contenders of the produce and consume rows.
+CONFLUENT_GOAL = 0.9
+CPU_NAMES_CONFLUENT = {
+    "produce": ("trionet confluent send_nowait",),
+    "consume": ("trionet confluent getmany", "trionet confluent async for"),
+}
+#: The confluent engine's settings in the throughput rows are the raw peer's.
+LINGER_MS, CONFLUENT_BATCH = _kafka_peers.LINGER_MS, _kafka_peers.CONFLUENT_BATCH
 
 
 @dataclass(frozen=True)
@@ -411,7 +430,10 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
     raw_latency(1)  # warm-up: connections, metadata, the consumer's position
 
     # -- trionet, in the trio loop ---------------------------------------------------------------
-    trionet = _trionet_contenders(host, servers, topics, count, samples, group_options)
+    trionet = _TrionetContenders(host, servers, topics, count, samples, group_options,
+                                 "kafka-python")
+    confluent = _TrionetContenders(host, servers, topics, count, samples, group_options,
+                                   "confluent")
 
     def delivered() -> dict[tuple[str, int], int]:
         """Records in each producer's topics (the partitions' end offsets)."""
@@ -424,21 +446,28 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
 
     # Judged on the row's last contender, like GOAL; the same rounds, per-round ratios.
     peer_goals = [Goal(PEER_GOAL, baseline=peer.name) for peer in peers]
+
+    def confluent_goals(row: str) -> list[Goal]:
+        """trionet on the confluent engine against raw confluent-kafka (issue 19)."""
+        return [Goal(CONFLUENT_GOAL, baseline="confluent-kafka", contender=name)
+                for name in CPU_NAMES_CONFLUENT[row.split()[0]]]
     rows = []
     for size in SIZES:
         row = f"produce {SIZE_LABELS[size]}, acks=1"
         rows.append(Row(row, [
             Contender("raw kafka-python", CPU.meter(row, "raw kafka-python", raw_produce(size))),
             *(Contender(peer.name, peer.measure(row, "produce", size)) for peer in peers),
+            *confluent.produce(row, size),
             *trionet.produce(row, size),
-        ], goal=GOAL, goals=peer_goals))
+        ], goal=GOAL, goals=[*peer_goals, *confluent_goals(row)]))
     for size in SIZES:
         row = f"consume {SIZE_LABELS[size]}"
         rows.append(Row(row, [
             Contender("raw kafka-python", CPU.meter(row, "raw kafka-python", raw_consume(size))),
             *(Contender(peer.name, peer.measure(row, "consume", size)) for peer in peers),
+            *confluent.consume(row, size),
             *trionet.consume(row, size),
-        ], goal=GOAL, goals=peer_goals))
+        ], goal=GOAL, goals=[*peer_goals, *confluent_goals(row)]))
     row = "consume 100 B, group member"
     rows.append(Row(row, [
         Contender("raw kafka-python", CPU.meter(row, "raw kafka-python", raw_group_consume)),
@@ -449,6 +478,7 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
         "raw kafka-python": raw_latency,
         "confluent-kafka": lambda: confluent_peer.latency(samples),
         **trionet.latency(),
+        **confluent.latency(),
     }
     p50 = Row("latency p50, one record", [
         Contender(name, latency.p50(name, measure)) for name, measure in measures.items()
@@ -461,43 +491,69 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
 
 
 class _TrionetContenders:
-    """trionet's contenders (their clients live in the trio loop of *host*)."""
+    """trionet's contenders on one engine (their clients live in the trio loop of *host*).
+
+    The default engine (kafka-python) runs with trionet's defaults. The confluent engine is
+    configured as the raw confluent-kafka peer is (``bench/_kafka_peers.py``): ``linger_ms=5``,
+    ``batch.num.messages`` and a local queue that holds a whole measurement, and consumers that
+    take up to 10 000 records per ``consume()`` (``max_poll_records``), so that the rows compare
+    what trionet adds, not two configurations.
+    """
 
     def __init__(self, host: TrioHost, servers: str, topics: Topics, count: int, samples: int,
-                 group_options: dict[str, Any]) -> None:
+                 group_options: dict[str, Any], engine: str) -> None:
         self.host = host
         self.topics = topics
         self.count = count
         self.samples = samples
-        self.producer = host.enter(KafkaProducer(servers, acks=1))
+        self.engine = engine
+        self.prefix = "trionet" if engine == "kafka-python" else f"trionet {engine}"
+        producer_options: dict[str, Any] = {"acks": 1}
+        consumer_options: dict[str, Any] = {}
+        if engine == "confluent":
+            producer_options.update({
+                "linger_ms": LINGER_MS, "batch.num.messages": CONFLUENT_BATCH,
+                "queue.buffering.max.messages": max(100_000, count)})
+            consumer_options["max_poll_records"] = CONFLUENT_BATCH
+        self.producer = host.enter(KafkaProducer(servers, backend=engine, **producer_options))
         for size in SIZES:
-            host.run(self.producer.send, topics.produce["trionet send_nowait", size],
+            host.run(self.producer.send, topics.produce[self.name("send_nowait"), size],
                      b"x" * size)
         self.consumers: dict[tuple[int, bool], KafkaConsumer] = {}
         for size, topic in topics.consume.items():
-            for decode_in_trio in (True, False):
+            for decode_in_trio in (True, False) if engine == "kafka-python" else (True,):
                 consumer = self.consumers[size, decode_in_trio] = host.enter(KafkaConsumer(
                     bootstrap_servers=servers, partitions=self._partitions(topic),
-                    auto_offset_reset="earliest", decode_in_trio=decode_in_trio))
+                    auto_offset_reset="earliest", decode_in_trio=decode_in_trio,
+                    backend=engine, **consumer_options))
                 host.run(consumer.pause, *self._partitions(topic))  # (module docstring)
-        self.member = host.enter(KafkaConsumer(
-            topics.consume[100], bootstrap_servers=servers,
-            group_id=f"bench-trionet-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
-            **group_options))
-        self.latency_topic = topics.latency["trionet"]
-        self.latency_producer = host.enter(KafkaProducer(servers, acks=1, linger_ms=0))
+        if engine == "kafka-python":
+            self.member = host.enter(KafkaConsumer(
+                topics.consume[100], bootstrap_servers=servers,
+                group_id=f"bench-trionet-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
+                **group_options))
+        self.latency_topic = topics.latency[self.prefix]
+        self.latency_producer = host.enter(KafkaProducer(servers, acks=1, linger_ms=0,
+                                                         backend=engine))
         self.latency_consumer = host.enter(KafkaConsumer(
             bootstrap_servers=servers, partitions=[(self.latency_topic, 0)],
-            auto_offset_reset="latest"))
-        host.run(self.latency_consumer.position, (self.latency_topic, 0))  # looked up now
-        host.run(self._latency, 1)  # warm-up: connections, metadata, the consumer's position
+            auto_offset_reset="latest", backend=engine))
+        host.run(self.latency_consumer.pause, (self.latency_topic, 0))
+        host.run(self._latency, 1)  # warm-up: connections, metadata
+
+    def name(self, contender: str) -> str:
+        return f"{self.prefix} {contender}"
 
     @staticmethod
     def _partitions(topic: str) -> list[tuple[str, int]]:
         return [(topic, p) for p in range(PARTITIONS)]
 
+    def _meter(self, row: str, contender: str, fn: Callable[[], Awaitable[float]]) -> Contender:
+        name = self.name(contender)
+        return Contender(name, CPU.meter(row, name, lambda: self.host.run(fn)))
+
     def produce(self, row: str, size: int) -> list[Contender]:
-        topic = self.topics.produce["trionet send_nowait", size]
+        topic = self.topics.produce[self.name("send_nowait"), size]
         producer, count, value = self.producer, self.count, b"x" * size
 
         async def send_nowait() -> float:
@@ -508,12 +564,10 @@ class _TrionetContenders:
                 await producer.flush()
             return count
 
-        return [Contender("trionet send_nowait", CPU.meter(
-            row, "trionet send_nowait", lambda: self.host.run(send_nowait)))]
+        return [self._meter(row, "send_nowait", send_nowait)]
 
     def consume(self, row: str, size: int) -> list[Contender]:
         consumer = self.consumers[size, True]
-        threaded = self.consumers[size, False]
         count = self.count
 
         async def iterate() -> float:
@@ -535,19 +589,17 @@ class _TrionetContenders:
         async def many() -> float:
             return await self._many(consumer)
 
-        async def many_threaded() -> float:
-            return await self._many(threaded)
+        contenders = [self._meter(row, "getmany", many)]
+        if (size, False) in self.consumers:
+            threaded = self.consumers[size, False]
 
-        return [
-            Contender("trionet getmany", CPU.meter(
-                row, "trionet getmany", lambda: self.host.run(many))),
-            Contender("trionet getmany, decode_in_trio=False", CPU.meter(
-                row, "trionet getmany, decode_in_trio=False",
-                lambda: self.host.run(many_threaded))),
-            # Last: the harness judges the goal on the last contender of a row.
-            Contender("trionet async for", CPU.meter(
-                row, "trionet async for", lambda: self.host.run(iterate))),
-        ]
+            async def many_threaded() -> float:
+                return await self._many(threaded)
+
+            contenders.append(self._meter(row, "getmany, decode_in_trio=False", many_threaded))
+        # Last: the harness judges the goal on the last contender of a row.
+        contenders.append(self._meter(row, "async for", iterate))
+        return contenders
 
     async def _many(self, reader: KafkaConsumer) -> float:
         """PASSES times from the beginning: ``getmany()`` until *count* records (resumed for
@@ -574,33 +626,32 @@ class _TrionetContenders:
                     await member.getmany()  # reading drives the join (and may return records)
             return await self._many(member)
 
-        return [Contender("trionet getmany", CPU.meter(
-            row, "trionet getmany", lambda: self.host.run(group_consume)))]
+        return [self._meter(row, "getmany", group_consume)]
 
     async def _latency(self, k: int) -> tuple[float, float]:
         producer, consumer, topic = self.latency_producer, self.latency_consumer, self.latency_topic
         out = []
+        tp = (topic, 0)
         with trio.fail_after(TIME_CAP):
-            await consumer.resume((topic, 0))
+            # From the partition's end, as an offset (not "latest", which is looked up when the
+            # first fetch starts and could skip a record sent just before).
+            [end] = (await consumer.end_offsets([tp])).values()
+            await consumer.resume(tp)
+            await consumer.seek(tp, end)
             for n in range(k):
                 value = f"{time.monotonic_ns()}-{n}".encode()
                 start = time.perf_counter()
                 producer.send_nowait(topic, value)
                 record = await consumer.getone()
                 if record.value != value:
-                    raise RuntimeError("trionet latency: a record arrived out of turn")
+                    raise RuntimeError(f"{self.prefix} latency: a record arrived out of turn")
                 out.append(time.perf_counter() - start)
-            await consumer.pause((topic, 0))
+            await consumer.pause(tp)
             await producer.flush()
         return percentiles(out)
 
     def latency(self) -> dict[str, Callable[[], tuple[float, float]]]:
-        return {"trionet": lambda: self.host.run(self._latency, self.samples)}
-
-
-def _trionet_contenders(host: TrioHost, servers: str, topics: Topics, count: int, samples: int,
-                        group_options: dict[str, Any]) -> _TrionetContenders:
-    return _TrionetContenders(host, servers, topics, count, samples, group_options)
+        return {self.prefix: lambda: self.host.run(self._latency, self.samples)}
 
 
 class CpuMeter:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
@@ -993,3 +994,134 @@ class TransitWindow:
             return False
         self._waiting.clear()
         return True
+
+
+__all__ += ["RepeatingThread", "ServingWait"]
+
+
+class RepeatingThread:
+    """One OS thread that calls ``step()`` over and over, from :meth:`start` until :meth:`join`.
+
+    For a library object that needs a thread of its own to serve its callbacks (confluent-kafka's
+    producer runs its delivery callbacks inside ``poll()``) when its owner has no nursery: the
+    owner starts the thread right after building the object and joins it (shielded) when it
+    closes the object, so the thread never outlives the object's ``async with``::
+
+        poller = RepeatingThread("kafka-producer-poll", lambda: producer.poll(0.1))
+        poller.start()
+        ...
+        await poller.join()   # asks the thread to stop, waits for it, re-raises its error
+
+    ``step`` must return within about a second: it is what bounds :meth:`join`. An exception
+    from ``step`` ends the thread; :meth:`join` raises it. The thread comes from trio's thread
+    cache (``trio.lowlevel.start_thread_soon``), named *name* while it runs.
+    """
+
+    def __init__(self, name: str, step: Callable[[], object]) -> None:
+        self.name = name
+        self._step: Callable[[], object] | None = step
+        self._stopping = False
+        self._done: trio.Event | None = None
+        self._result: outcome.Outcome[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Started and not finished yet."""
+        return self._done is not None and not self._done.is_set()
+
+    def start(self) -> None:
+        """Start the thread (trio thread; once)."""
+        if self._done is not None:
+            raise RuntimeError(f"{self.name}: a RepeatingThread runs once")
+        done = self._done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def finished(result: outcome.Outcome[None]) -> None:  # on the thread, as it ends
+            self._result = result
+            token.run_sync_soon(done.set)
+
+        trio.lowlevel.start_thread_soon(self._main, finished, name=self.name)
+
+    def _main(self) -> None:
+        step = self._step
+        assert step is not None
+        while not self._stopping:
+            step()
+
+    def stop(self) -> None:
+        """Ask the thread to end after its current step (safe from any thread)."""
+        self._stopping = True
+
+    async def join(self) -> None:
+        """Stop the thread and wait until it has ended (at once if it never started).
+
+        Raises:
+            Exception: whatever ``step`` raised.
+        """
+        self.stop()
+        if self._done is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._done.wait()
+        self._step = None  # what it refers to (a library client) may be freed now
+        if self._result is not None:
+            self._result.unwrap()
+
+
+class ServingWait:
+    """A foreign (non-trio) thread that waits until trio is done with something and meanwhile
+    runs the calls trio sends it.
+
+    For a library callback that must block its own thread until trio has acted, while trio's
+    code needs that very thread (a Kafka rebalance callback: librdkafka expects a commit made
+    for the rebalance, or a look at the assignment, on the thread that runs the callback). The
+    callback calls :meth:`serve`; trio-side code sends calls with :meth:`submit` and ends the
+    wait with :meth:`finish`. Never serve on the trio thread.
+    """
+
+    __slots__ = ("_finished", "_queue")
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], object] | object] = queue.SimpleQueue()
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`finish` was called."""
+        return self._finished
+
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Have the waiting thread run ``fn()`` (any thread; exceptions are ``fn``'s to catch).
+        A call submitted after :meth:`finish` runs on the caller's thread instead."""
+        if self._finished:
+            fn()
+        else:
+            self._queue.put(fn)
+
+    def finish(self) -> None:
+        """End the wait (any thread), after the calls already submitted."""
+        self._finished = True
+        self._queue.put(_STOP)
+
+    def serve(self, timeout: float) -> bool:
+        """Run submitted calls on this (foreign) thread until :meth:`finish` or *timeout*
+        seconds; whether it finished. Calls still queued at a timeout run before returning."""
+        deadline = time.monotonic() + timeout
+        get = self._queue.get
+        while True:
+            try:
+                job = get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self._finished = True  # later calls run on their callers' threads
+                while True:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        return False
+                    if job is not _STOP:
+                        assert callable(job)
+                        job()
+            if job is _STOP:
+                return True
+            assert callable(job)
+            job()

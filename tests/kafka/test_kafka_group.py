@@ -147,7 +147,7 @@ async def test_pattern_subscription_and_revoke_on_close(servers: str) -> None:
         assert sum(committed.values()) == 2
 
 
-async def test_listener_can_seek_but_not_read(servers: str) -> None:
+async def test_listener_can_seek_but_not_read(servers: str, kafka_backend: str) -> None:
     problems: list[BaseException] = []
 
     class SeekOnAssign(ConsumerRebalanceListener):
@@ -170,12 +170,17 @@ async def test_listener_can_seek_but_not_read(servers: str) -> None:
             listener.consumer = consumer
             with trio.fail_after(20):
                 assert (await consumer.getone()).value == b"r2"
-    assert len(problems) == 2
     assert "rebalance listener" in str(problems[0])
-    assert "rebalance listener" in str(problems[1])
+    if kafka_backend == "kafka-python":  # its I/O loop waits for the listener
+        assert len(problems) == 2
+        assert "rebalance listener" in str(problems[1])
+    else:  # the confluent engine reads the committed offset inside the listener (docs)
+        assert len(problems) == 1
 
 
-async def test_pattern_subscription_picks_up_new_topics_with_short_polls(servers: str) -> None:
+async def test_pattern_subscription_picks_up_new_topics_with_short_polls(servers: str,
+                                                                         kafka_backend: str
+                                                                         ) -> None:
     """A topic created later joins a pattern subscription even when every poll is shorter than
     the group rejoin it triggers. kafka-python 3.0.12, as group leader, marked the new metadata
     as assigned while the rejoin was under way, so the next poll saw nothing left to do: the
@@ -197,6 +202,13 @@ async def test_pattern_subscription_picks_up_new_topics_with_short_polls(servers
                 await produce(servers, name, [str(n).encode()])
                 with trio.fail_after(20):
                     record = await consumer.getone()
+                    if kafka_backend == "confluent":
+                        # librdkafka's rebalance gives every partition out again, read from
+                        # its committed offset (none here): the earlier topics come again
+                        # first (docs/kafka.rst, Engines).
+                        while record.topic != name:
+                            assert record.topic in names[:n]
+                            record = await consumer.getone()
                 assert (record.topic, record.value) == (name, str(n).encode())
     finally:
         with trio.CancelScope(shield=True):

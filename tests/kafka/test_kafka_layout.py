@@ -41,3 +41,10 @@ def test_only_the_kafka_python_engine_imports_kafka_python() -> None:
         library = {name for name in imported if name == "kafka" or name.startswith("kafka.")}
         if library:
             assert path.name == "_kafka_python.py", (path.name, library)
+
+
+def test_only_the_confluent_engine_imports_confluent_kafka() -> None:
+    for path in _modules():
+        imported = _imports(ast.parse(path.read_text(encoding="utf-8")))
+        if any(name.split(".")[0] == "confluent_kafka" for name in imported):
+            assert path.name == "_confluent.py", path.name

@@ -391,6 +391,7 @@ class Engine(Protocol):
 #: name -> (module that defines ``ENGINE``, the extra that installs its library).
 _REGISTRY: dict[str, tuple[str, str]] = {
     DEFAULT_BACKEND: ("trionet.kafka._kafka_python_engine", "kafka"),
+    "confluent": ("trionet.kafka._confluent", "confluent"),
 }
 _LOADED: dict[str, Engine] = {}
 

@@ -83,6 +83,7 @@ from ._errors import (
     KafkaTimeout,
     UnknownTopicError,
 )
+from ._options import check_credentials
 from ._records import RecordMetadata, TopicPartition
 
 __all__ = [
@@ -207,34 +208,6 @@ def check_options(kind: str, options: Mapping[str, Any], known: Collection[str],
             f"kafka-python {KAFKA_PYTHON_VERSION}, see its {kind} documentation"
         )
     check_credentials(options)
-
-
-#: SASL mechanisms that put the secret itself on the wire (SCRAM and GSSAPI do not).
-CLEAR_TEXT_MECHANISMS = frozenset({"PLAIN", "OAUTHBEARER"})
-
-
-def check_credentials(options: Mapping[str, Any]) -> None:
-    """Refuse to send a password or token over a connection without TLS, unless asked to.
-
-    ``security_protocol="SASL_PLAINTEXT"`` with the PLAIN mechanism sends the password as it
-    is, and OAUTHBEARER the token: anyone on the path reads it. ``allow_insecure_auth=True``
-    (a trionet option, not passed to kafka-python) allows it, for a broker on loopback.
-
-    Raises:
-        ConfigurationError: the options would send a secret in clear.
-    """
-    allowed = options.get("allow_insecure_auth", False)
-    if not isinstance(allowed, bool):
-        raise ConfigurationError(f"allow_insecure_auth must be True or False, not {allowed!r}")
-    protocol = str(options.get("security_protocol", "PLAINTEXT")).upper()
-    mechanism = str(options.get("sasl_mechanism", "PLAIN")).upper()
-    if protocol == "SASL_PLAINTEXT" and mechanism in CLEAR_TEXT_MECHANISMS and not allowed:
-        raise ConfigurationError(
-            f"refusing to send Kafka SASL {mechanism} credentials over a connection without "
-            "TLS (security_protocol='SASL_PLAINTEXT'): anyone on the path could read them. "
-            "Use security_protocol='SASL_SSL' (kafka+ssl:// in a URL), a SCRAM mechanism, or "
-            "pass allow_insecure_auth=True (?allow_insecure_auth=true) for a trusted network"
-        )
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -6,14 +6,22 @@ These are trionet's own parameters (every engine honours them); the library's op
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ..errors import ConfigurationError
 from ._records import TopicPartition
 
-__all__ = ["ConsumerOptions", "ProducerOptions", "as_tp", "check_offset", "check_topic"]
+__all__ = [
+    "CLEAR_TEXT_MECHANISMS",
+    "ConsumerOptions",
+    "ProducerOptions",
+    "as_tp",
+    "check_credentials",
+    "check_offset",
+    "check_topic",
+]
 
 #: How long a read-ahead poll (the application still has records) may wait for the network.
 #: Not 0: kafka-python abandons a group join/sync step at every poll that times out, and
@@ -118,3 +126,34 @@ class ProducerOptions:
                 f"max_pending must be a positive int, not {self.max_pending!r}")
         if not self.close_timeout >= 0:
             raise ConfigurationError(f"close_timeout must be >= 0, not {self.close_timeout!r}")
+
+
+#: SASL mechanisms that put the secret itself on the wire (SCRAM and GSSAPI do not).
+CLEAR_TEXT_MECHANISMS = frozenset({"PLAIN", "OAUTHBEARER"})
+
+
+def check_credentials(options: Mapping[str, Any]) -> None:
+    """Refuse to send a password or token over a connection without TLS, unless asked to.
+
+    ``security_protocol="SASL_PLAINTEXT"`` with the PLAIN mechanism sends the password as it
+    is, and OAUTHBEARER the token: anyone on the path reads it. ``allow_insecure_auth=True``
+    (a trionet option, not passed to the engine's library) allows it, for a broker on loopback.
+
+    Raises:
+        ConfigurationError: the options would send a secret in clear.
+    """
+    allowed = options.get("allow_insecure_auth", False)
+    if not isinstance(allowed, bool):
+        raise ConfigurationError(f"allow_insecure_auth must be True or False, not {allowed!r}")
+    # trionet's option names, or librdkafka's (the confluent engine takes both)
+    protocol = str(options.get("security_protocol", options.get("security.protocol",
+                                                                "PLAINTEXT"))).upper()
+    mechanism = str(options.get("sasl_mechanism", options.get(
+        "sasl.mechanism", options.get("sasl.mechanisms", "PLAIN")))).upper()
+    if protocol == "SASL_PLAINTEXT" and mechanism in CLEAR_TEXT_MECHANISMS and not allowed:
+        raise ConfigurationError(
+            f"refusing to send Kafka SASL {mechanism} credentials over a connection without "
+            "TLS (security_protocol='SASL_PLAINTEXT'): anyone on the path could read them. "
+            "Use security_protocol='SASL_SSL' (kafka+ssl:// in a URL), a SCRAM mechanism, or "
+            "pass allow_insecure_auth=True (?allow_insecure_auth=true) for a trusted network"
+        )
