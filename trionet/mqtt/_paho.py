@@ -53,6 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .._threads import CrossThreadFlag, SocketInterrupter, TransitWindow
 from ._events import (
@@ -80,7 +81,7 @@ from ._message import (
     unpack_envelope,
 )
 from ._options import EngineSettings
-from ._paho_subs import SubscriptionBook
+from ._paho_subs import Spec, SubscriptionBook
 
 __all__ = [
     "EngineSettings",
@@ -197,6 +198,32 @@ def to_message(msg: paho.MQTTMessage, topic: str, v5: bool) -> MQTTMessage:
             response_topic, correlation, payload = unpacked
             props = MessageProperties(response_topic=response_topic, correlation_data=correlation)
     return MQTTMessage(topic, payload, _QOS[qos], bool(msg.retain), msg.mid if qos else None, props)
+
+
+def send_subscribe(client: paho.Client, v5: bool, topic_filter: str, spec: Spec) -> int | None:
+    """Send a SUBSCRIBE (with MQTT 5 options and identifier); its packet id, or None."""
+    qos, no_local, retain_as_published, retain_handling, sub_id = spec
+    if v5:
+        options = SubscribeOptions(
+            qos=qos,
+            noLocal=no_local,
+            retainAsPublished=retain_as_published,
+            retainHandling=retain_handling,
+        )
+        props = None
+        if sub_id is not None:
+            props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+            props.SubscriptionIdentifier = sub_id
+        rc, mid = client.subscribe(topic_filter, options=options, properties=props)
+    else:
+        rc, mid = client.subscribe(topic_filter, qos)
+    return mid if rc == _SUCCESS else None
+
+
+def send_unsubscribe(client: paho.Client, topic_filter: str) -> int | None:
+    """Send an UNSUBSCRIBE; its packet id, or None."""
+    rc, mid = client.unsubscribe(topic_filter)
+    return mid if rc == _SUCCESS else None
 
 
 # -- QoS 0 PUBLISH packets ----------------------------------------------------------------------
@@ -502,7 +529,11 @@ class PahoEngine:
         self._need_pump = False
         self._outbox: deque[tuple[str, bytes, int, bool, Properties | None, Waiter]] = deque()
         self._pub_waiters: dict[int, tuple[Waiter, str]] = {}
-        self._subs = SubscriptionBook(self._v5, self._events_append)
+        self._subs = SubscriptionBook(
+            lambda topic_filter, spec: send_subscribe(self._client, self._v5, topic_filter, spec),
+            lambda topic_filter: send_unsubscribe(self._client, topic_filter),
+            self._events_append,
+        )
         self._credits = 0
         self._misc_interval = min(1.0, max(0.05, settings.keepalive / 4)) if (
             settings.keepalive
@@ -568,7 +599,7 @@ class PahoEngine:
     def reconfigure(self, settings: EngineSettings) -> None:
         """Rebuild the paho client with new settings (only before the first connection)."""
         self._s = settings
-        self._v5 = self._subs.v5 = settings.protocol == 5
+        self._v5 = settings.protocol == 5
         self._client = self._make_client()
 
     @property
@@ -726,7 +757,7 @@ class PahoEngine:
         )
         if limits != BrokerLimits():
             self._drop_unsendable()
-        self._subs.restore(self._client, session_present)
+        self._subs.restore(session_present)
         self._need_pump = True
 
     def _drop_unsendable(self) -> None:
@@ -827,12 +858,12 @@ class PahoEngine:
         sub_id: int | None,
     ) -> None:
         """Subscribe (now, or as soon as connected); SUBACK comes back as SubAck."""
-        self._subs.subscribe(self._client if self._connected else None, waiters, topic_filter,
+        self._subs.subscribe(self._connected, waiters, topic_filter,
                              (qos, no_local, retain_as_published, retain_handling, sub_id))
 
     def unsubscribe(self, waiter: Waiter, topic_filter: str) -> None:
         """Unsubscribe; UNSUBACK comes back as UnsubAck (at once when not connected)."""
-        self._subs.unsubscribe(self._client if self._connected else None, waiter, topic_filter)
+        self._subs.unsubscribe(self._connected, waiter, topic_filter)
 
     # -- publishing -----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The engine's subscriptions: what to (re)subscribe, and who waits for which SUBACK/UNSUBACK.
 
-Owned by :class:`~trionet.mqtt._paho.PahoEngine` and used on its owner only. The engine hands
-in its paho client for the calls that send packets (None while not connected) and passes
+Owned by :class:`~trionet.mqtt._paho.PahoEngine` and used on its owner only. No paho here: the
+engine gives the book two functions that send a SUBSCRIBE or an UNSUBSCRIBE and return its
+packet id (None when it could not be sent), says whether it is connected, and passes
 SUBACK/UNSUBACK answers on; results go out as events (:mod:`trionet.mqtt._events`).
 
 Rules: a subscription made while disconnected is sent as soon as the connection is up; after a
@@ -14,21 +15,14 @@ it).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ._events import Event, Failed, ResubscribeFailed, SubAck, UnsubAck, Waiter
 
-__all__ = ["SubscriptionBook"]
+__all__ = ["Spec", "SubscriptionBook"]
 
 #: ``(qos, no_local, retain_as_published, retain_handling, subscription identifier)``
 Spec = tuple[int, bool, bool, int, int | None]
 
-_SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _ORPHANED = "unsubscribed before the broker confirmed"
 
 
@@ -36,12 +30,19 @@ class SubscriptionBook:
     """Subscriptions of one engine (see the module docstring).
 
     Args:
-        v5: MQTT 5 (subscription options and identifiers are sent).
+        send_subscribe: sends a SUBSCRIBE for ``(topic_filter, spec)``; its packet id or None.
+        send_unsubscribe: sends an UNSUBSCRIBE for a filter; its packet id or None.
         emit: records an event for trio.
     """
 
-    def __init__(self, v5: bool, emit: Callable[[Event], None]) -> None:
-        self.v5 = v5
+    def __init__(
+        self,
+        send_subscribe: Callable[[str, Spec], int | None],
+        send_unsubscribe: Callable[[str], int | None],
+        emit: Callable[[Event], None],
+    ) -> None:
+        self._send_subscribe = send_subscribe
+        self._send_unsubscribe = send_unsubscribe
         self._emit = emit
         self._subs: dict[str, Spec] = {}
         self._deferred_subs: dict[str, list[Waiter]] = {}
@@ -49,52 +50,38 @@ class SubscriptionBook:
         self._sub_waiters: dict[int, tuple[str, list[Waiter]]] = {}
         self._unsub_waiters: dict[int, tuple[str, list[Waiter]]] = {}
 
-    def _send(self, client: Any, topic_filter: str, spec: Spec, waiters: list[Waiter]) -> None:
-        qos, no_local, retain_as_published, retain_handling, sub_id = spec
-        if self.v5:
-            options = SubscribeOptions(
-                qos=qos,
-                noLocal=no_local,
-                retainAsPublished=retain_as_published,
-                retainHandling=retain_handling,
-            )
-            props = None
-            if sub_id is not None:
-                props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
-                props.SubscriptionIdentifier = sub_id
-            rc, mid = client.subscribe(topic_filter, options=options, properties=props)
-        else:
-            rc, mid = client.subscribe(topic_filter, qos)
-        if rc == _SUCCESS and mid is not None:
+    def _send(self, topic_filter: str, spec: Spec, waiters: list[Waiter]) -> None:
+        mid = self._send_subscribe(topic_filter, spec)
+        if mid is not None:
             self._sub_waiters[mid] = (topic_filter, waiters)
         else:
             self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
 
-    def subscribe(self, client: Any | None, waiters: list[Waiter], topic_filter: str,
+    def subscribe(self, connected: bool, waiters: list[Waiter], topic_filter: str,
                   spec: Spec) -> None:
-        """Subscribe now (*client*: connected) or as soon as connected."""
+        """Subscribe now (when *connected*) or as soon as connected."""
         self._subs[topic_filter] = spec
         self._deferred_unsubs.discard(topic_filter)
-        if client is not None:
-            self._send(client, topic_filter, spec, waiters)
+        if connected:
+            self._send(topic_filter, spec, waiters)
         else:
             self._deferred_subs.setdefault(topic_filter, []).extend(waiters)
 
-    def unsubscribe(self, client: Any | None, waiter: Waiter, topic_filter: str) -> None:
-        """Unsubscribe now (*client*: connected); when not connected, answer at once."""
+    def unsubscribe(self, connected: bool, waiter: Waiter, topic_filter: str) -> None:
+        """Unsubscribe now (when *connected*); when not connected, answer at once."""
         self._subs.pop(topic_filter, None)
         orphans = self._deferred_subs.pop(topic_filter, None)
         if orphans:
             self._emit(Failed(orphans, _ORPHANED))
-        if client is not None:
-            rc, mid = client.unsubscribe(topic_filter)
-            if rc == _SUCCESS and mid is not None:
+        if connected:
+            mid = self._send_unsubscribe(topic_filter)
+            if mid is not None:
                 self._unsub_waiters[mid] = (topic_filter, [waiter])
                 return
         self._deferred_unsubs.add(topic_filter)
         self._emit(UnsubAck([waiter], topic_filter, 0, "not connected"))
 
-    def restore(self, client: Any, session_present: bool) -> None:
+    def restore(self, session_present: bool) -> None:
         """A connection is up: send what is due (see the module docstring)."""
         deferred = self._deferred_subs
         self._deferred_subs = {}
@@ -102,12 +89,12 @@ class SubscriptionBook:
             waiters = deferred.pop(topic_filter, [])
             if session_present and not waiters:
                 continue  # the broker kept it (and re-subscribing would resend retained messages)
-            self._send(client, topic_filter, spec, waiters)
+            self._send(topic_filter, spec, waiters)
         for waiters in deferred.values():
             self._emit(Failed(waiters, _ORPHANED))
         if session_present:
             for topic_filter in self._deferred_unsubs:
-                client.unsubscribe(topic_filter)
+                self._send_unsubscribe(topic_filter)
         self._deferred_unsubs.clear()
 
     def requeue_after_loss(self) -> None:
