@@ -18,6 +18,12 @@ line on stdin and answers one JSON line on stdout:
   other contenders are measured). confluent-kafka's consumer is assigned the partitions for the
   measurement and unassigned after it instead: librdkafka 2.16 took ~0.9 s to fetch again after
   ``resume()`` here, where a fresh ``assign()`` fetches at once;
+* confluent-kafka only, the bounds of a wrapper that hands out what trionet does:
+  ``{"op": "produce_reports", "size": n}`` is ``produce`` with a delivery report per record (a
+  small callable per record keeps its partition and offset, as a delivery result needs), by a
+  second producer writing to ``report_topics``; ``{"op": "consume_records", "size": n}`` is
+  ``consume`` building one tuple of the record's fields (topic, partition, offset, key, value,
+  headers, timestamp) per message;
 * ``{"op": "latency", "samples": k}`` (confluent-kafka only): ``k`` times, one record sent to
   the 1-partition ``latency_topic`` by a producer with ``linger.ms=0`` and awaited by a consumer
   (``consume(1, timeout)``) that reads that partition from its end; the answer carries the
@@ -50,6 +56,9 @@ LINGER_MS = 5
 AIOKAFKA_BATCH_BYTES = 256 * 1024
 CONFLUENT_BATCH = 10_000
 CONSUME_BATCH = 10_000
+#: noida-db answers a fetch with every record it has, ignoring ``fetch.max.bytes``: 100k records
+#: of 1 KiB exceed librdkafka's default limit on a response (100 MB), which it then refuses.
+RECEIVE_MAX_BYTES = 1_000_000_000
 
 
 def _value(size: int) -> bytes:
@@ -176,6 +185,7 @@ def confluent_main() -> None:
     import confluent_kafka as ck
 
     producer: Any = None
+    reporting: Any = None
     consumer: Any = None
     latency: tuple[Any, Any] | None = None
     job: dict[str, Any] = {}
@@ -204,12 +214,23 @@ def confluent_main() -> None:
                     producer.produce(topic, _value(int(size)))
                 if producer.flush(30) != 0:
                     raise TimeoutError("confluent-kafka could not deliver the first record")
+                if job.get("report_topics"):
+                    reporting = ck.Producer({
+                        "bootstrap.servers": job["servers"], "acks": 1,
+                        "enable.idempotence": False, "linger.ms": LINGER_MS,
+                        "batch.num.messages": CONFLUENT_BATCH,
+                        "queue.buffering.max.messages": max(100_000, job["count"])})
+                    for size, topic in job["report_topics"].items():
+                        reporting.produce(topic, _value(int(size)))
+                    if reporting.flush(30) != 0:
+                        raise TimeoutError("confluent-kafka could not deliver the first record")
                 tps = {size: [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING)
                               for p in range(job["partitions"])]
                        for size, topic in job["consume_topics"].items()}
                 consumer = ck.Consumer({
                     "bootstrap.servers": job["servers"], "group.id": "bench-confluent-unused",
                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                    "receive.message.max.bytes": RECEIVE_MAX_BYTES,
                 })
                 for size in tps:  # warm-up: connections and metadata
                     consumer.assign(tps[size])
@@ -237,11 +258,14 @@ def confluent_main() -> None:
                     _answer({"error": f"{len(failed)} records not delivered: {failed[0]}"})
                     failed.clear()
                     continue
+            elif op == "produce_reports":
+                count = _confluent_produce_reports(reporting, job, int(size), deadline)
             else:
                 # Assigned only while measured (see the module's docstring).
                 consumer.assign(tps[size])
                 try:
-                    count = _confluent_consume(ck, consumer, tps[size], job, deadline)
+                    count = _confluent_consume(ck, consumer, tps[size], job, deadline,
+                                               records=op == "consume_records")
                 finally:
                     consumer.unassign()
             _answer({"count": count, "cpu": time.process_time() - cpu})
@@ -253,6 +277,8 @@ def confluent_main() -> None:
             consumer.close()
         if producer is not None:
             producer.flush(10)
+        if reporting is not None:
+            reporting.flush(10)
 
 
 def _confluent_produce(producer: Any, job: dict[str, Any], size: int, deadline: float) -> int:
@@ -273,6 +299,49 @@ def _confluent_produce(producer: Any, job: dict[str, Any], size: int, deadline: 
     left = producer.flush(max(0.0, deadline - time.monotonic()))
     if left:
         raise TimeoutError(f"confluent-kafka: {left} records still queued at the time cap")
+    return count
+
+
+class _Report:
+    """One record's delivery report: what a delivery result needs (where it was written)."""
+
+    __slots__ = ("error", "offset", "partition")
+
+    def __init__(self) -> None:
+        self.error: Any = None
+        self.partition = -1
+        self.offset = -1
+
+    def __call__(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self.error = error
+        else:
+            self.partition = message.partition()
+            self.offset = message.offset()
+
+
+def _confluent_produce_reports(producer: Any, job: dict[str, Any], size: int,
+                               deadline: float) -> int:
+    topic, count = job["report_topics"][str(size)], job["count"]
+    value = _value(size)
+    produce, poll = producer.produce, producer.poll
+    reports = []
+    for n in range(count):
+        report = _Report()
+        reports.append(report)
+        while True:
+            try:
+                produce(topic, value, on_delivery=report)
+                break
+            except BufferError:
+                poll(0.01)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("confluent-kafka produce exceeded the time cap") from None
+        if n % 1000 == 0:
+            poll(0)
+    left = producer.flush(max(0.0, deadline - time.monotonic()))
+    if left or any(r.error is not None or r.offset < 0 for r in reports):
+        raise RuntimeError("confluent-kafka: records not delivered")
     return count
 
 
@@ -317,8 +386,9 @@ def _confluent_latency(ck: Any, producer: Any, consumer: Any, topic: str, sample
 
 
 def _confluent_consume(ck: Any, consumer: Any, tps: list[Any], job: dict[str, Any],
-                       deadline: float) -> int:
+                       deadline: float, *, records: bool = False) -> int:
     count = job["count"]
+    new = tuple.__new__
     total = 0
     for n in range(job["passes"]):
         if n:  # the first pass starts where assign() put the partitions: their beginning
@@ -329,6 +399,10 @@ def _confluent_consume(ck: Any, consumer: Any, tps: list[Any], job: dict[str, An
             for message in consumer.consume(num_messages=CONSUME_BATCH, timeout=0.1):
                 if message.error() is None:
                     got += 1
+                    if records:
+                        new(tuple, (message.topic(), message.partition(), message.offset(),
+                                    message.key(), message.value(), message.headers() or (),
+                                    message.timestamp()))
                 elif message.error().code() != ck.KafkaError._PARTITION_EOF:
                     raise RuntimeError(f"confluent-kafka consume: {message.error()}")
             if time.monotonic() > deadline:

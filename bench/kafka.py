@@ -36,7 +36,12 @@ trionet runs on both engines: the default (kafka-python, contenders ``trionet ..
 defaults, and ``backend="confluent"`` (contenders ``trionet confluent ...``: ``send_nowait``,
 ``getmany``, ``async for``) configured as the raw confluent-kafka peer is (``linger.ms``,
 ``batch.num.messages``, the local queue, 10 000 records per ``consume()`` as
-``max_poll_records``), so that the ratio measures what trionet adds to librdkafka.
+``max_poll_records``), so that the ratio measures what trionet adds to librdkafka. Two more
+raw confluent-kafka contenders (in its process; bounds, not goals) show what any wrapper that
+hands out trionet's results pays in confluent-kafka's Python binding itself: ``confluent-kafka,
+report per record`` asks for a delivery report per record (the binding builds a Message and
+calls Python for each; the raw row asks for failed records only), ``confluent-kafka, tuple per
+record`` reads each message's fields into a tuple (the raw row only counts messages).
 
 Consumers that fetch in the background (trionet's, aiokafka's, confluent-kafka's) are paused
 between their measurements: noida-db answers a fetch with no records at once, so an idle
@@ -213,8 +218,12 @@ LATENCY_SAMPLES = 200
 PEERS = (("aiokafka", "aiokafka"), ("confluent", "confluent-kafka"))
 PEER_GOAL = 0.9
 #: The contenders of the produce rows, each writing to its own topics.
-PRODUCERS = ("raw kafka-python", *(name for _, name in PEERS), "trionet confluent send_nowait",
-             "trionet send_nowait")
+#: Bounds shown beside raw confluent-kafka (its process; not goals): a delivery report per
+#: record, and a tuple of fields per record read (what trionet's records and deliveries need).
+REPORTS = "confluent-kafka, report per record"
+TUPLES = "confluent-kafka, tuple per record"
+PRODUCERS = ("raw kafka-python", *(name for _, name in PEERS), REPORTS,
+             "trionet confluent send_nowait", "trionet send_nowait")
 #: The contenders of the latency rows (end-to-end, one record at a time).
 LATENCY_CONTENDERS = ("raw kafka-python", "confluent-kafka", "trionet", "trionet confluent")
 #: trionet on the confluent engine: at least this ratio to raw confluent-kafka (issue 19), for
@@ -251,6 +260,8 @@ class Peer:
                    "produce_topics": {str(size): topics.produce[name, size] for size in SIZES},
                    "consume_topics": {str(size): topics.consume[size] for size in SIZES},
                    "latency_topic": topics.latency.get(name),
+                   "report_topics": {str(size): topics.produce[REPORTS, size] for size in SIZES}
+                   if kind == "confluent" else None,
                    "partitions": PARTITIONS, "count": count, "passes": PASSES})
 
     def _ask(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -265,13 +276,15 @@ class Peer:
             raise RuntimeError(f"{self.name}: {answer['error']}")
         return answer
 
-    def measure(self, row: str, op: str, size: int) -> Callable[[], float]:
-        """A contender: one ``op`` job; records the worker's own CPU time per record."""
+    def measure(self, row: str, op: str, size: int, name: str | None = None
+                ) -> Callable[[], float]:
+        """A contender (called *name*, the peer's name by default): one ``op`` job; records
+        the worker's own CPU time per record."""
 
         def run() -> float:
             answer = self._ask({"op": op, "size": size})
             count = float(answer["count"])
-            CPU.record(row, self.name, answer["cpu"] / count * 1e6)
+            CPU.record(row, name or self.name, answer["cpu"] / count * 1e6)
             return count
 
         return run
@@ -457,6 +470,7 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
         rows.append(Row(row, [
             Contender("raw kafka-python", CPU.meter(row, "raw kafka-python", raw_produce(size))),
             *(Contender(peer.name, peer.measure(row, "produce", size)) for peer in peers),
+            Contender(REPORTS, confluent_peer.measure(row, "produce_reports", size, REPORTS)),
             *confluent.produce(row, size),
             *trionet.produce(row, size),
         ], goal=GOAL, goals=[*peer_goals, *confluent_goals(row)]))
@@ -465,6 +479,7 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
         rows.append(Row(row, [
             Contender("raw kafka-python", CPU.meter(row, "raw kafka-python", raw_consume(size))),
             *(Contender(peer.name, peer.measure(row, "consume", size)) for peer in peers),
+            Contender(TUPLES, confluent_peer.measure(row, "consume_records", size, TUPLES)),
             *confluent.consume(row, size),
             *trionet.consume(row, size),
         ], goal=GOAL, goals=[*peer_goals, *confluent_goals(row)]))
@@ -515,6 +530,7 @@ class _TrionetContenders:
                 "linger_ms": LINGER_MS, "batch.num.messages": CONFLUENT_BATCH,
                 "queue.buffering.max.messages": max(100_000, count)})
             consumer_options["max_poll_records"] = CONFLUENT_BATCH
+            consumer_options["receive.message.max.bytes"] = _kafka_peers.RECEIVE_MAX_BYTES
         self.producer = host.enter(KafkaProducer(servers, backend=engine, **producer_options))
         for size in SIZES:
             host.run(self.producer.send, topics.produce[self.name("send_nowait"), size],
