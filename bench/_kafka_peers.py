@@ -49,6 +49,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 TIME_CAP = 120.0
@@ -290,16 +291,21 @@ def _confluent_produce(producer: Any, job: dict[str, Any], size: int, deadline: 
             try:
                 produce(topic, value)
                 break
-            except BufferError:  # the local queue is full: let librdkafka send some
-                poll(0.01)
-                if time.monotonic() > deadline:
-                    raise TimeoutError("confluent-kafka produce exceeded the time cap") from None
+            except BufferError:
+                _wait_for_room(poll, deadline)
         if n % 1000 == 0:
             poll(0)
     left = producer.flush(max(0.0, deadline - time.monotonic()))
     if left:
         raise TimeoutError(f"confluent-kafka: {left} records still queued at the time cap")
     return count
+
+
+def _wait_for_room(poll: Callable[[float], object], deadline: float) -> None:
+    """librdkafka's local queue is full: let it send some."""
+    poll(0.01)
+    if time.monotonic() > deadline:
+        raise TimeoutError("confluent-kafka produce exceeded the time cap")
 
 
 class _Report:
@@ -334,9 +340,7 @@ def _confluent_produce_reports(producer: Any, job: dict[str, Any], size: int,
                 produce(topic, value, on_delivery=report)
                 break
             except BufferError:
-                poll(0.01)
-                if time.monotonic() > deadline:
-                    raise TimeoutError("confluent-kafka produce exceeded the time cap") from None
+                _wait_for_room(poll, deadline)
         if n % 1000 == 0:
             poll(0)
     left = producer.flush(max(0.0, deadline - time.monotonic()))
