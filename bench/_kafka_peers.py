@@ -5,11 +5,11 @@ confluent-kafka (librdkafka). Nothing here imports trionet.
 line on stdin and answers one JSON line on stdout:
 
 * ``{"op": "setup", "servers", "produce_topics", "consume_topics", "latency_topic",
-  "partitions", "count", "passes"}`` (the topics by record size, ``{"100": topic, "1024":
-  topic}``): create the producer and the consumer, send one record to each produce topic and
-  wait for it, read each consume topic once (connections and metadata set up outside the
-  timings), then pause the consumer;
-* ``{"op": "produce", "size": n}``: ``count`` records of ``n`` bytes, ``acks=1``, then a flush;
+  "partitions", "count", "counts", "passes"}`` (the topics by record size, ``{"100": topic,
+  "1024": topic}``; ``counts``: the records a measurement moves, by size): create the producer
+  and the consumer, send one record to each produce topic and wait for it, read each consume
+  topic once (connections and metadata set up outside the timings), then pause the consumer;
+* ``{"op": "produce", "size": n}``: ``counts[n]`` records of ``n`` bytes, ``acks=1``, then a flush;
   every record must be acknowledged, else the answer is ``{"error": ...}``;
 * ``{"op": "consume", "size": n}``: resume the consumer, read the ``count`` records of the
   ``n``-byte consume topic ``passes`` times over (seeking back to the beginning in between),
@@ -73,6 +73,11 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
             "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6}
 
 
+def _sized(job: dict[str, Any], size: str) -> dict[str, Any]:
+    """*job* with ``count`` the number of records of *size* bytes a measurement moves."""
+    return {**job, "count": job["counts"][size]}
+
+
 def _answer(result: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -117,7 +122,8 @@ def aiokafka_main() -> None:
                     consumer.pause(*consumer.assignment())
                     for size in tps:  # warm-up
                         consumer.resume(*tps[size])
-                        await _aiokafka_consume(consumer, {**job, "passes": 1}, tps[size])
+                        await _aiokafka_consume(consumer, {**_sized(job, size), "passes": 1},
+                                                tps[size])
                         consumer.pause(*tps[size])
                     _answer({"count": 0})
                     continue
@@ -125,13 +131,14 @@ def aiokafka_main() -> None:
                     break
                 assert producer is not None and consumer is not None
                 size = str(request["size"])
+                sized = _sized(job, size)
                 async with asyncio.timeout(TIME_CAP):
                     if op == "produce":
-                        count = await _aiokafka_produce(producer, job, int(size))
+                        count = await _aiokafka_produce(producer, sized, int(size))
                     else:
                         consumer.resume(*tps[size])
                         try:
-                            count = await _aiokafka_consume(consumer, job, tps[size])
+                            count = await _aiokafka_consume(consumer, sized, tps[size])
                         finally:
                             consumer.pause(*tps[size])
                 _answer({"count": count, "cpu": time.process_time() - cpu})
@@ -235,7 +242,7 @@ def confluent_main() -> None:
                 })
                 for size in tps:  # warm-up: connections and metadata
                     consumer.assign(tps[size])
-                    _confluent_consume(ck, consumer, tps[size], {**job, "passes": 1},
+                    _confluent_consume(ck, consumer, tps[size], {**_sized(job, size), "passes": 1},
                                        time.monotonic() + TIME_CAP)
                     consumer.unassign()
                 if job.get("latency_topic"):
@@ -253,19 +260,20 @@ def confluent_main() -> None:
                          "cpu": time.process_time() - cpu})
                 continue
             size = str(request["size"])
+            sized = _sized(job, size)
             if op == "produce":
-                count = _confluent_produce(producer, job, int(size), deadline)
+                count = _confluent_produce(producer, sized, int(size), deadline)
                 if failed:
                     _answer({"error": f"{len(failed)} records not delivered: {failed[0]}"})
                     failed.clear()
                     continue
             elif op == "produce_reports":
-                count = _confluent_produce_reports(reporting, job, int(size), deadline)
+                count = _confluent_produce_reports(reporting, sized, int(size), deadline)
             else:
                 # Assigned only while measured (see the module's docstring).
                 consumer.assign(tps[size])
                 try:
-                    count = _confluent_consume(ck, consumer, tps[size], job, deadline,
+                    count = _confluent_consume(ck, consumer, tps[size], sized, deadline,
                                                records=op == "consume_records")
                 finally:
                     consumer.unassign()

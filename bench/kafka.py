@@ -212,6 +212,14 @@ def main() -> None:
 #: Record sizes of the produce and consume rows, and their labels.
 SIZES = (100, 1024)
 SIZE_LABELS = {100: "100 B", 1024: "1 KiB"}
+#: The 1 KiB rows move a quarter as many records (about 2.5 times the bytes of the 100 B rows):
+#: raw kafka-python needs minutes for 3 passes over 100k records of 1 KiB on a loaded machine.
+SIZE_SHARE = {100: 1, 1024: 4}
+
+
+def records(count: int, size: int) -> int:
+    """How many records of *size* a measurement moves (*count* for 100 B)."""
+    return count // SIZE_SHARE[size]
 #: Latency rows: this many records, one at a time, per measurement (``--quick``: 50).
 LATENCY_SAMPLES = 200
 #: The peers users pick instead, each in its own process: (worker kind, contender name).
@@ -262,7 +270,8 @@ class Peer:
                    "latency_topic": topics.latency.get(name),
                    "report_topics": {str(size): topics.produce[REPORTS, size] for size in SIZES}
                    if kind == "confluent" else None,
-                   "partitions": PARTITIONS, "count": count, "passes": PASSES})
+                   "partitions": PARTITIONS, "count": count, "passes": PASSES,
+                   "counts": {str(size): records(count, size) for size in SIZES}})
 
     def _ask(self, job: dict[str, Any]) -> dict[str, Any]:
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -332,10 +341,12 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
             ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6)
 
 
-def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int,
+def _rows(host: TrioHost, servers: str, topics: Topics, total: int, samples: int,
           cleanup: list[Callable[[], object]], peers: list[Peer]
           ) -> tuple[list[Row], Callable[[], dict[tuple[str, int], int]]]:
-    """The rows, and a function that counts the records each producer's topics hold."""
+    """The rows, and a function that counts the records each producer's topics hold (*total*:
+    records per measurement of 100 B, see :func:`records`)."""
+    count = total
     # -- raw kafka-python, synchronous ---------------------------------------------------------
     raw_producer = kafka.KafkaProducer(bootstrap_servers=servers, acks=1,
                                        enable_idempotence=False)
@@ -346,6 +357,7 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
     def raw_produce(size: int) -> Callable[[], float]:
         produce_topic = topics.produce["raw kafka-python", size]
         value = b"x" * size
+        count = records(total, size)
 
         def run() -> float:
             deadline = time.monotonic() + TIME_CAP
@@ -361,7 +373,7 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
 
     # The consume topics get their records once, up front.
     for size, topic in topics.consume.items():
-        for _ in range(count):
+        for _ in range(records(total, size)):
             raw_producer.send(topic, b"x" * size)
     raw_producer.flush(TIME_CAP)
     for kind, name in PEERS:  # (their set-up reads the consume topics once)
@@ -374,7 +386,7 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
         cleanup.append(raw_consumers[size].close)
         raw_consumers[size].assign([kafka.TopicPartition(topic, p) for p in range(PARTITIONS)])
 
-    def raw_drain(consumer: Any, deadline: float) -> float:
+    def raw_drain(consumer: Any, deadline: float, count: int = total) -> float:
         """PASSES times: from the beginning, poll *consumer* until it returned *count* records."""
         total = 0
         for _ in range(PASSES):
@@ -389,7 +401,8 @@ def _rows(host: TrioHost, servers: str, topics: Topics, count: int, samples: int
         return total
 
     def raw_consume(size: int) -> Callable[[], float]:
-        return lambda: raw_drain(raw_consumers[size], time.monotonic() + TIME_CAP)
+        return lambda: raw_drain(raw_consumers[size], time.monotonic() + TIME_CAP,
+                                 records(total, size))
 
     # A consumer group member (the subscription's partitions come from the group coordinator).
     group_options = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
@@ -570,7 +583,7 @@ class _TrionetContenders:
 
     def produce(self, row: str, size: int) -> list[Contender]:
         topic = self.topics.produce[self.name("send_nowait"), size]
-        producer, count, value = self.producer, self.count, b"x" * size
+        producer, count, value = self.producer, records(self.count, size), b"x" * size
 
         async def send_nowait() -> float:
             with trio.fail_after(TIME_CAP):
@@ -584,7 +597,7 @@ class _TrionetContenders:
 
     def consume(self, row: str, size: int) -> list[Contender]:
         consumer = self.consumers[size, True]
-        count = self.count
+        count = records(self.count, size)
 
         async def iterate() -> float:
             partitions = list(await consumer.paused())
@@ -603,21 +616,21 @@ class _TrionetContenders:
             return total
 
         async def many() -> float:
-            return await self._many(consumer)
+            return await self._many(consumer, count)
 
         contenders = [self._meter(row, "getmany", many)]
         if (size, False) in self.consumers:
             threaded = self.consumers[size, False]
 
             async def many_threaded() -> float:
-                return await self._many(threaded)
+                return await self._many(threaded, count)
 
             contenders.append(self._meter(row, "getmany, decode_in_trio=False", many_threaded))
         # Last: the harness judges the goal on the last contender of a row.
         contenders.append(self._meter(row, "async for", iterate))
         return contenders
 
-    async def _many(self, reader: KafkaConsumer) -> float:
+    async def _many(self, reader: KafkaConsumer, count: int) -> float:
         """PASSES times from the beginning: ``getmany()`` until *count* records (resumed for
         the measurement, paused after it)."""
         total = 0
@@ -627,7 +640,7 @@ class _TrionetContenders:
             for _ in range(PASSES):
                 await reader.seek_to_beginning()
                 got = 0
-                while got < self.count:
+                while got < count:
                     got += len(await reader.getmany())
                 total += got
             await reader.pause(*(await reader.assignment()))
@@ -640,7 +653,7 @@ class _TrionetContenders:
             with trio.fail_after(TIME_CAP):
                 while len(await member.assignment()) < PARTITIONS:  # the first round joins
                     await member.getmany()  # reading drives the join (and may return records)
-            return await self._many(member)
+            return await self._many(member, self.count)
 
         return [self._meter(row, "getmany", group_consume)]
 
@@ -709,7 +722,7 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, samples: int, exte
     # Every producer sent one record per size at set-up, then count per measurement.
     stored = delivered()
     for row, size in zip(rows, SIZES, strict=False):  # the produce rows, one per size
-        sent = {name: 1 + len(row.results[name]) * count for name in PRODUCERS}
+        sent = {name: 1 + len(row.results[name]) * records(count, size) for name in PRODUCERS}
         lost = {name: sent[name] - stored[name, size] for name in PRODUCERS}
         footer.append(f"{row.name}: records stored by the broker per producer (sent: "
                       + ", ".join(f"{name}: {stored[name, size]:,}/{sent[name]:,}"
@@ -764,7 +777,8 @@ def _run_and_report(rows: list[Row], rounds: int, count: int, samples: int, exte
                           f"CPU ratio to {base_name} {base / value:.2f}×)")
     report_rows(
         "kafka", rows, rounds=rounds,
-        note=f"{count:,} records of 100 B and of 1 KiB per measurement, latency over {samples} "
+        note=f"{count:,} records of 100 B and {records(count, 1024):,} of 1 KiB per measurement, "
+             f"latency over {samples} "
              "records one at a time, broker: "
              f"{'external (TRIONET_KAFKA_BOOTSTRAP)' if external else 'noida-db'}",
         footer="\n".join(footer),

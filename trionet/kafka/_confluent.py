@@ -779,7 +779,14 @@ class ConfluentConsumer:
         portal.call_soon(self._poll_finished, result, unreachable)
 
     def _consume(self, consumer: Any, wait: float) -> list[Item]:  # consumer thread
-        messages = consumer.consume(self._max_records, wait)
+        # Up to *wait* for the first message, then what librdkafka holds already (up to
+        # max_poll_records): consume(n, wait) alone would wait until n messages have arrived.
+        first = consumer.poll(wait)
+        if first is None:
+            return []
+        messages = [first]
+        if self._max_records > 1:
+            messages += consumer.consume(self._max_records - 1, 0)
         decode_key, decode_value = self._decode_key, self._decode_value
         out: list[Item] = []
         append = out.append
