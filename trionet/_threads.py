@@ -60,6 +60,7 @@ async def run_blocking(
     *args: Any,
     on_cancel: Callable[[], None] | None = None,
     limiter: trio.CapacityLimiter | None = None,
+    grace: float = 0.0,
 ) -> T:
     """Run ``fn(*args)`` on a worker thread and return its result.
 
@@ -76,16 +77,26 @@ async def run_blocking(
         on_cancel: called once if the caller is cancelled while ``fn`` runs.
         limiter: a :class:`trio.CapacityLimiter` bounding the number of threads (trio's default
             limiter if None). Waiting for a token is not cancellable once *on_cancel* is given.
+        grace: seconds that a cancelled ``fn`` may still run to its end before *on_cancel* is
+            called (0: call it at once). For a short exchange that should not be cut in the
+            middle, e.g. one command and its reply, so that the connection stays in step; the
+            caller then learns of the cancellation only when ``fn`` has returned or the grace
+            has run out, and :class:`trio.Cancelled` is raised either way.
     """
     if on_cancel is None:
         return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
     result: outcome.Outcome[T] | None = None
     callback = on_cancel
+    finished = trio.Event()
 
     async def watch_for_cancel() -> None:
         try:
             await trio.sleep_forever()
         finally:
+            if result is None and grace > 0:
+                with trio.move_on_after(grace) as waiting:
+                    waiting.shield = True
+                    await finished.wait()
             if result is None:
                 callback()
 
@@ -96,6 +107,7 @@ async def run_blocking(
                 result = await trio.to_thread.run_sync(
                     outcome.capture, fn, *args, limiter=limiter
                 )
+            finished.set()
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The watcher's Cancelled arrives wrapped in the nursery's group; callers must see the

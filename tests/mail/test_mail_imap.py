@@ -288,19 +288,85 @@ async def test_idle_sees_a_delivery(mail_servers: MailServers) -> None:
         await imap.delete_messages([found[0].uid or 0])
 
 
+async def idle_quietly(imap: AsyncIMAPClient, scope: trio.CancelScope, renew_after: float
+                       ) -> None:
+    with scope:
+        async for event in imap.idle(renew_after=renew_after):
+            pytest.fail(f"nothing should happen in an idle test mailbox, got {event}")
+
+
+async def wait_for_renewals(imap: AsyncIMAPClient, count: int) -> None:
+    with trio.fail_after(15):
+        while True:
+            if imap.statistics().idle_renewals >= count:
+                return
+            await trio.sleep(0.01)
+
+
 async def test_idle_renews_and_cancellation_sends_done(mail_servers: MailServers) -> None:
     info = mail_servers.info
     async with imap_session(info) as imap, own_mailbox(imap, "quiet") as box:
         await imap.select_mailbox(box)  # nothing is delivered here
-        with trio.move_on_after(0.5):
-            async for event in imap.idle(renew_after=0.1):
-                pytest.fail(f"nothing should happen in an idle test mailbox, got {event}")
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+            nursery.start_soon(idle_quietly, imap, scope, 0.1)
+            await wait_for_renewals(imap, 1)  # (not a fixed wait: a loaded machine is slow)
+            scope.cancel()
         stats = imap.statistics()
         assert stats.idle_renewals >= 1  # IDLE was ended with DONE and issued again
         # cancelled while idling: DONE was sent and the same connection goes on
         assert imap.connected and stats.connections == 1
         assert await imap.search("ALL") == []
         assert imap.statistics().connections == 1
+    assert busy_mail_threads() == []
+
+
+async def wait_for_a_blocked_call() -> None:
+    with trio.fail_after(15):
+        while True:
+            if busy_mail_threads():
+                return
+            await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("exchange", ["first IDLE", "renewal"])
+async def test_idle_cancelled_during_an_exchange_sends_done(
+    mail_servers: MailServers, exchange: str
+) -> None:
+    """Cancelled while an IDLE exchange runs on its thread (IDLE and its "+", or a renewal's
+    DONE and OK; held here by a frozen relay), the loop lets it finish, ends IDLE with DONE and
+    keeps the connection (it used to shut the socket down and drop the connection)."""
+    info = mail_servers.info
+    bob = info.user("bob")
+    proxy = FaultyProxy(info.host, info.imaps_port)
+    async with trio.open_nursery() as servers:
+        await servers.start(proxy.serve)
+        async with AsyncIMAPClient() as imap:
+            await imap.connect(info.host, proxy.port, use_tls=True,
+                               ssl_context=info.ssl_context())
+            await imap.login(bob.address, bob.password)
+            async with own_mailbox(imap, "held") as box:
+                await imap.select_mailbox(box)
+                async with trio.open_nursery() as nursery:
+                    scope = trio.CancelScope()
+                    if exchange == "first IDLE":
+                        proxy.freeze()
+                        nursery.start_soon(idle_quietly, imap, scope, 0.05)
+                    else:
+                        nursery.start_soon(idle_quietly, imap, scope, 0.05)
+                        await wait_for_renewals(imap, 1)
+                        proxy.freeze()
+                    await wait_for_a_blocked_call()  # an exchange waits for the relay
+                    scope.cancel()
+                    await trio.lowlevel.checkpoint()  # (the old code shut the socket down here)
+                    proxy.thaw()
+                assert scope.cancelled_caught
+                assert imap.connected
+                assert await imap.search("ALL") == []
+                stats = imap.statistics()
+                assert stats.connections == 1 and stats.reconnects == 0
+                assert proxy.connections == 1
+        servers.cancel_scope.cancel()
     assert busy_mail_threads() == []
 
 

@@ -168,6 +168,7 @@ class _IMAPConnection(TLSConnection, imaplib.IMAP4):
         self._response_bytes = 0
         self._response_lines = 0
         self.pending: list[IdleEvent] = []
+        self.idle_tag: bytes | None = None  # the tag of the IDLE in progress (None: not idling)
         wait = self._greeting_wait()
         transport.sock.settimeout(wait)
         # opens through our open(), reads the greeting, asks for CAPABILITY
@@ -561,6 +562,7 @@ class _IMAPConnection(TLSConnection, imaplib.IMAP4):
                 del self.tagged_commands[tag]
                 status, data = result
                 raise self.refusal("IDLE", status, data)
+        self.idle_tag = tag
         self._check_bye()
         return tag
 
@@ -585,6 +587,7 @@ class _IMAPConnection(TLSConnection, imaplib.IMAP4):
         self.send(b"DONE\r\n")
         while self.tagged_commands.get(tag) is None:
             self._get_response()
+        self.idle_tag = None
         result: Any = self.tagged_commands.pop(tag)
         status, data = result
         events = self.idle_events()
@@ -1018,8 +1021,11 @@ class AsyncIMAPClient(MailSession[_IMAPConnection]):
                 raise IMAPCommandError(
                     "IDLE", "", "the server does not support IDLE", fault="local"
                 )
-            tag = await self._call(conn.idle_start)
+            # A cancellation lets an exchange on the thread (IDLE and its "+", DONE and its OK, a
+            # read of updates) run to its end, within CLOSE_TIMEOUT: cut in the middle, it would
+            # leave the connection out of step, and the connection would have to be dropped.
             try:
+                tag = await self._call(conn.idle_start, grace=CLOSE_TIMEOUT)
                 events = conn.idle_events()  # updates sent before "+ idling" (no I/O)
                 deadline = trio.current_time() + renew_after
                 while not events:
@@ -1028,23 +1034,24 @@ class AsyncIMAPClient(MailSession[_IMAPConnection]):
                             await trio.lowlevel.wait_readable(conn.sock)
                         if waiting.cancelled_caught:
                             break
-                    events = await self._call(conn.idle_read)
+                    events = await self._call(conn.idle_read, grace=CLOSE_TIMEOUT)
+                events += await self._call(conn.idle_done, tag, grace=CLOSE_TIMEOUT)
             except trio.Cancelled:
-                await self._end_idle_after_cancel(conn, tag)
+                await self._end_idle_after_cancel(conn)
                 raise
             except BaseException:
-                if self._conn is conn:  # still idling: the session state is unknown
-                    self._drop()
+                if self._conn is conn and conn.idle_tag is not None:
+                    self._drop()  # still idling: the session state is unknown
                 raise
-            events += await self._call(conn.idle_done, tag)
             if not events:
                 self._idle_renewals += 1
             return events
 
-    async def _end_idle_after_cancel(self, conn: _IMAPConnection, tag: bytes) -> None:
-        """Send DONE after a cancellation, shielded and bounded; drop the connection if that
-        does not work out."""
-        if self._conn is not conn:
+    async def _end_idle_after_cancel(self, conn: _IMAPConnection) -> None:
+        """After a cancellation, send DONE if the connection is still idling, shielded and
+        bounded; drop the connection if that does not work out."""
+        tag = conn.idle_tag
+        if self._conn is not conn or tag is None:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
             try:

@@ -424,13 +424,20 @@ class MailSession(Generic[ConnT]):
             f"the {self._protocol.name} client is not connected; call connect() first"
         )
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a method of the current connection on a worker thread (lock held)."""
+    async def _call(self, fn: Callable[..., T], *args: Any, grace: float = 0.0) -> T:
+        """Run a method of the current connection on a worker thread (lock held).
+
+        A cancellation shuts the socket down (after ``grace`` seconds if the call is still
+        running then) and drops the connection; a call that finished within ``grace`` leaves
+        the connection as it is, and :class:`trio.Cancelled` is raised all the same.
+        """
         conn = self._conn
         if conn is None:
             raise self._not_connected()
         try:
-            return await run_interruptible(conn.interrupter, self._translate(fn), *args)
+            return await run_interruptible(
+                conn.interrupter, self._translate(fn), *args, grace=grace
+            )
         except (self._protocol.connection_error, self._protocol.protocol_error):
             self._drop()  # lost, or out of step with the server: a new connection next time
             raise

@@ -109,15 +109,16 @@ async def open_tcp_socket(
 
 
 async def run_interruptible(
-    interrupter: SocketInterrupter, fn: Callable[..., T], *args: Any
+    interrupter: SocketInterrupter, fn: Callable[..., T], *args: Any, grace: float = 0.0
 ) -> T:
     """Run a blocking call of a connection on a worker thread; cancellation interrupts it.
 
     If the caller is cancelled (a trio deadline, a cancelled nursery) while ``fn`` blocks, the
-    connection's socket is shut down so that ``fn`` returns at once; then :class:`trio.Cancelled`
-    propagates. The connection cannot be used after that.
+    connection's socket is shut down so that ``fn`` returns at once (with ``grace``: once ``fn``
+    has had that many seconds to finish by itself); then :class:`trio.Cancelled` propagates.
+    The connection cannot be used after it was shut down (``interrupter.interrupted``).
     """
-    return await run_blocking(fn, *args, on_cancel=interrupter.interrupt)
+    return await run_blocking(fn, *args, on_cancel=interrupter.interrupt, grace=grace)
 
 
 def plain_initial_response(username: str, password: str) -> str:
