@@ -58,3 +58,36 @@ async def test_interrupt_a_tls_handshake_after_replace() -> None:
                 await run_blocking(wrapped.do_handshake, on_cancel=interrupter.interrupt)
             assert scope.cancelled_caught
             assert interrupter.interrupted
+
+
+async def test_grace_lets_a_cancelled_call_finish_before_interrupting() -> None:
+    """With ``grace``, a call that finishes after the cancellation (here: its reply is sent only
+    then) is not interrupted: the socket stays usable, and the caller is cancelled all the same.
+    A call still blocked when the grace runs out is interrupted."""
+    a, b = socket.socketpair()
+    with a, b:
+        interrupter = SocketInterrupter()
+        interrupter.attach(a)
+        scope = trio.CancelScope()
+
+        async def cancel_then_reply() -> None:
+            await trio.sleep(0.05)
+            scope.cancel()
+            await trio.lowlevel.checkpoint()
+            b.send(b"reply")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_then_reply)
+            with scope:
+                await run_blocking(a.recv, 10, on_cancel=interrupter.interrupt, grace=30)
+        assert scope.cancelled_caught
+        assert not interrupter.interrupted
+        b.send(b"more")
+        assert a.recv(10) == b"more"  # still in one piece
+
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await run_blocking(a.recv, 10, on_cancel=interrupter.interrupt, grace=0.01)
+        assert scope.cancelled_caught
+        assert interrupter.interrupted
+        assert a.recv(10) == b""
