@@ -28,6 +28,7 @@ shows. (Informational, no goal.)
 
 from __future__ import annotations
 
+import contextlib
 import email
 import imaplib
 import smtplib
@@ -57,7 +58,11 @@ def _ms(start: float) -> float:
 
 class LatencyRelay:
     """A TCP relay to ``host:port`` that holds every chunk ``delay`` seconds in each direction
-    (a longer wire, not a narrower one). Runs its own trio loop on a thread of this script."""
+    (a longer wire, not a narrower one). Runs its own trio loop on a thread of this script.
+
+    An end of stream is passed on only after every chunk before it (a half-close, as on a real
+    wire): the server's last words (IMAP's ``BYE`` and ``OK`` to LOGOUT, then its close) reach
+    the client whole. A connection ends when both directions have ended, or one side broke."""
 
     def __init__(self, host: str, port: int, delay: float) -> None:
         self.target = (host, port)
@@ -94,29 +99,28 @@ class LatencyRelay:
         ):
             for source, sink in ((client, upstream), (upstream, client)):
                 send, receive = trio.open_memory_channel[tuple[float, bytes]](1000)
-                nursery.start_soon(self._read, source, send, nursery.cancel_scope)
-                nursery.start_soon(self._write, receive, sink)
+                nursery.start_soon(self._read, source, send)
+                nursery.start_soon(self._write, receive, sink, nursery.cancel_scope)
 
     async def _read(self, source: trio.SocketStream,
-                    send: trio.MemorySendChannel[tuple[float, bytes]],
-                    scope: trio.CancelScope) -> None:
-        async with send:
+                    send: trio.MemorySendChannel[tuple[float, bytes]]) -> None:
+        async with send:  # closing it tells _write that the stream ended
             try:
                 while data := await source.receive_some(65536):
                     await send.send((trio.current_time() + self.delay, data))
             except trio.BrokenResourceError:
                 pass
-        await trio.sleep(self.delay * 2)
-        scope.cancel()
 
     async def _write(self, receive: trio.MemoryReceiveChannel[tuple[float, bytes]],
-                     sink: trio.SocketStream) -> None:
-        async for due, data in receive:
-            await trio.sleep_until(due)
-            try:
-                await sink.send_all(data)
-            except trio.BrokenResourceError:
-                return
+                     sink: trio.SocketStream, scope: trio.CancelScope) -> None:
+        try:
+            async with receive:
+                async for due, data in receive:
+                    await trio.sleep_until(due)
+                    await sink.send_all(data)
+            await sink.send_eof()  # all relayed: now the end of the stream
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            scope.cancel()  # that side is gone: so is the connection
 
 
 def _with_relay(info: MailInfo, *, smtp: LatencyRelay, imap: LatencyRelay) -> MailInfo:
@@ -186,16 +190,20 @@ def original_parse(raw: bytes) -> dict[str, Any]:
 
 
 def _imaplib_session(info: MailInfo, mailbox: str) -> imaplib.IMAP4_SSL:
+    """Connected, logged in and ``mailbox`` selected; use it in ``with`` (imaplib's documented
+    form: LOGOUT when the block ends)."""
     imap = imaplib.IMAP4_SSL(info.host, info.imaps_port, ssl_context=info.ssl_context())
-    alice = info.user("alice")
-    imap.login(alice.address, alice.password)
-    imap.select(f'"{mailbox}"')
+    with contextlib.ExitStack() as failed:
+        failed.enter_context(imap)  # logs out if the login or the select fails
+        alice = info.user("alice")
+        imap.login(alice.address, alice.password)
+        imap.select(f'"{mailbox}"')
+        failed.pop_all()
     return imap
 
 
 def imaplib_fetch(info: MailInfo, mailbox: str, count: int) -> float:
-    imap = _imaplib_session(info, mailbox)
-    try:
+    with _imaplib_session(info, mailbox) as imap:
         start = time.perf_counter()
         _, found = imap.search(None, "ALL")
         parsed = []
@@ -205,24 +213,19 @@ def imaplib_fetch(info: MailInfo, mailbox: str, count: int) -> float:
             assert isinstance(part, tuple)
             parsed.append(original_parse(part[1]))
         elapsed = _ms(start)
-    finally:
-        imap.logout()
     assert len(parsed) == count
     return elapsed
 
 
 def imaplib_batched_fetch(info: MailInfo, mailbox: str, count: int) -> float:
     """Plain imaplib at its best: one UID SEARCH, one UID FETCH for every message."""
-    imap = _imaplib_session(info, mailbox)
-    try:
+    with _imaplib_session(info, mailbox) as imap:
         start = time.perf_counter()
         _, found = imap.uid("SEARCH", None, "ALL")
         uids = b",".join(found[0].split()).decode()
         _, data = imap.uid("FETCH", uids, "(BODY.PEEK[])")
         parsed = [original_parse(part[1]) for part in data if isinstance(part, tuple)]
         elapsed = _ms(start)
-    finally:
-        imap.logout()
     assert len(parsed) == count
     return elapsed
 
@@ -243,7 +246,7 @@ def threaded_fetch(info: MailInfo, mailbox: str, count: int) -> float:
                 parsed.append(original_parse(part[1]))
             elapsed = _ms(start)
         finally:
-            await trio.to_thread.run_sync(imap.logout)
+            await trio.to_thread.run_sync(imap.__exit__, None, None, None)  # as ``with`` does
         assert len(parsed) == count
         return elapsed
 
