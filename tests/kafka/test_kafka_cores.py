@@ -38,8 +38,10 @@ def _buffer(broker_timeout: float | None = 30.0) -> FetchBuffer:
     return FetchBuffer(servers="h:1", broker_timeout=broker_timeout)
 
 
-def test_records_handed_out_are_what_a_commit_commits() -> None:
-    buffer = _buffer()
+@pytest.mark.parametrize("decoding", [True, False])
+def test_records_handed_out_are_what_a_commit_commits(decoding: bool) -> None:
+    # decoding=False: no deserializers, so no Undecodable: take() hands out whole batches.
+    buffer = FetchBuffer(servers="h:1", broker_timeout=30.0, decoding=decoding)
     buffer.fetched(_records(A0, range(3)) + _records(A1, range(10, 12)), unreachable=False,
                    now=0.0)
     assert buffer.received == 5

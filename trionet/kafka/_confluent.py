@@ -790,19 +790,29 @@ class ConfluentConsumer:
         decode_key, decode_value = self._decode_key, self._decode_value
         out: list[Item] = []
         append = out.append
-        for m in messages:
-            if m.error() is not None:
-                if m.error().code() == _E._PARTITION_EOF:
-                    continue
-                if out:  # the records before it first; the error comes with the next poll
+        new = _new_tuple
+        # timestamp()'s type is 0 (none), 1 (create time) or 2 (log-append time): ``>> 1``
+        # makes it KafkaRecord's 0 (create time) or 1 (log-append time).
+        if decode_key is None and decode_value is None:
+            # The per-record path without deserializers: nothing but the fields.
+            for m in messages:
+                if m.error() is not None:
+                    if self._skip_error(m, out):
+                        continue
                     break
-                raise ck.KafkaException(m.error())
-            stamp_type, stamp = m.timestamp()
-            key, value = m.key(), m.value()
-            if decode_key is not None or decode_value is not None:
-                raw = _new_tuple(KafkaRecord, (m.topic(), m.partition(), m.offset(), key, value,
-                                               m.headers() or (), stamp,
-                                               max(0, stamp_type - 1)))
+                stamp_type, stamp = m.timestamp()
+                append(new(KafkaRecord, (m.topic(), m.partition(), m.offset(), m.key(),
+                                         m.value(), m.headers() or (), stamp, stamp_type >> 1)))
+        else:
+            for m in messages:
+                if m.error() is not None:
+                    if self._skip_error(m, out):
+                        continue
+                    break
+                stamp_type, stamp = m.timestamp()
+                key, value = m.key(), m.value()
+                raw = new(KafkaRecord, (m.topic(), m.partition(), m.offset(), key, value,
+                                        m.headers() or (), stamp, stamp_type >> 1))
                 try:
                     if decode_key is not None and key is not None:
                         key = decode_key(key)
@@ -815,8 +825,8 @@ class ConfluentConsumer:
                     error.__cause__ = exc
                     append(Undecodable(raw, error))
                     continue
-            append(_new_tuple(KafkaRecord, (m.topic(), m.partition(), m.offset(), key, value,
-                                            m.headers() or (), stamp, max(0, stamp_type - 1))))
+                append(new(KafkaRecord, (raw[0], raw[1], raw[2], key, value, raw[5], raw[6],
+                                         raw[7])))
         if messages and self._prefetch >= 2:  # the size of what is read ahead
             first, last = messages[0].value() or b"", messages[-1].value() or b""
             self._record_size = max(1, (len(first) + len(last)) // 2)
@@ -824,6 +834,20 @@ class ConfluentConsumer:
             for tp in {(r.topic, r.partition) for r in out if type(r) is KafkaRecord}:
                 self._sought.pop(TopicPartition(*tp), None)
         return out
+
+    @staticmethod
+    def _skip_error(message: Any, out: list[Item]) -> bool:  # consumer thread
+        """Whether the error *message* is skipped (the end of a partition); False: end the
+        batch before it (its records first; the error comes with the next poll).
+
+        Raises:
+            confluent_kafka.KafkaException: the error, when no record comes before it.
+        """
+        if message.error().code() == _E._PARTITION_EOF:
+            return True
+        if out:
+            return False
+        raise ck.KafkaException(message.error())
 
     def _poll_finished(self, result: outcome.Outcome[list[Item]], unreachable: bool
                        ) -> None:  # trio thread

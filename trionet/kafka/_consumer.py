@@ -211,8 +211,9 @@ class KafkaConsumer(EnterOnce):
         self._listener = listener
         self._decode_key = make_decoder(key_deserializer, "key")
         self._decode_value = make_decoder(value_deserializer, "value")
-        self._buffer = FetchBuffer(servers=self._servers_text,
-                                   broker_timeout=options.broker_timeout)
+        self._buffer = FetchBuffer(
+            servers=self._servers_text, broker_timeout=options.broker_timeout,
+            decoding=self._decode_key is not None or self._decode_value is not None)
         # The buffer's deque and books, for the per-record path (never replaced, only changed).
         self._records = self._buffer.records
         self._delivered = self._buffer.delivered
