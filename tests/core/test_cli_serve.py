@@ -317,6 +317,15 @@ async def test_workers_stop_when_the_supervisor_is_killed(web_dir: Path) -> None
 
 
 def _alive(pid: int) -> bool:
+    # Once trionet.testing's mail servers have run in this process, it is a child subreaper
+    # (PR_SET_CHILD_SUBREAPER), so the killed supervisor's orphaned workers become *our*
+    # children: when they exit they stay zombies, which os.kill(pid, 0) still finds, until
+    # we collect them.
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: init (or another subreaper) collects it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
