@@ -23,20 +23,23 @@ away. The ``@ 2 ms RTT`` rows run the same contenders through a relay that delay
 1 ms each way (a LAN; the internet is 10-100x that), which is where one round trip per message
 shows. (Informational, no goal.)
 
+The plain-library peers run in their own process (``bench/_mail_peers.py``, started once,
+which makes importing trionet an error there); trionet's contenders run in this one.
+
 ``--quick``: 2 rounds of 50 messages. The machine is shared: read the ratios, not the times.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email
-import imaplib
-import smtplib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from email.message import EmailMessage, Message
 from types import TracebackType
 from typing import Any
 
@@ -130,22 +133,6 @@ def _with_relay(info: MailInfo, *, smtp: LatencyRelay, imap: LatencyRelay) -> Ma
 # -- sending --------------------------------------------------------------------------------------
 
 
-def smtplib_send(info: MailInfo, count: int) -> float:
-    alice, bob = info.user("alice"), info.user("bob")
-    with smtplib.SMTP(info.host, info.smtp_port, timeout=60) as smtp:
-        smtp.starttls(context=info.ssl_context())
-        smtp.login(alice.address, alice.password)
-        start = time.perf_counter()
-        for n in range(count):
-            message = EmailMessage()
-            message["Subject"] = f"bench smtplib {n}"
-            message["From"] = alice.address
-            message["To"] = bob.address
-            message.set_content(f"small message {n}\n")
-            smtp.send_message(message)
-        return _ms(start)
-
-
 def trionet_send(info: MailInfo, count: int) -> float:
     alice, bob = info.user("alice"), info.user("bob")
 
@@ -168,89 +155,6 @@ def trionet_send(info: MailInfo, count: int) -> float:
 
 
 # -- fetching -------------------------------------------------------------------------------------
-
-
-def original_parse(raw: bytes) -> dict[str, Any]:
-    """What mtaio did with each fetched message: compat32 parse, then a walk over the parts."""
-    message = email.message_from_bytes(raw)
-    text = html = None
-    attachments = []
-    part: Message
-    for part in message.walk():
-        kind = part.get_content_type()
-        payload = part.get_payload(decode=True)
-        if kind == "text/plain" and isinstance(payload, bytes):
-            text = payload.decode()
-        elif kind == "text/html" and isinstance(payload, bytes):
-            html = payload.decode()
-        elif part.get_filename():
-            attachments.append((part.get_filename(), payload))
-    return {"subject": message.get("Subject", ""), "from": message.get("From", ""),
-            "text": text, "html": html, "attachments": attachments}
-
-
-def _imaplib_session(info: MailInfo, mailbox: str) -> imaplib.IMAP4_SSL:
-    """Connected, logged in and ``mailbox`` selected; use it in ``with`` (imaplib's documented
-    form: LOGOUT when the block ends)."""
-    imap = imaplib.IMAP4_SSL(info.host, info.imaps_port, ssl_context=info.ssl_context())
-    with contextlib.ExitStack() as failed:
-        failed.enter_context(imap)  # logs out if the login or the select fails
-        alice = info.user("alice")
-        imap.login(alice.address, alice.password)
-        imap.select(f'"{mailbox}"')
-        failed.pop_all()
-    return imap
-
-
-def imaplib_fetch(info: MailInfo, mailbox: str, count: int) -> float:
-    with _imaplib_session(info, mailbox) as imap:
-        start = time.perf_counter()
-        _, found = imap.search(None, "ALL")
-        parsed = []
-        for number in found[0].split():
-            _, data = imap.fetch(number.decode(), "(RFC822)")
-            part = data[0]
-            assert isinstance(part, tuple)
-            parsed.append(original_parse(part[1]))
-        elapsed = _ms(start)
-    assert len(parsed) == count
-    return elapsed
-
-
-def imaplib_batched_fetch(info: MailInfo, mailbox: str, count: int) -> float:
-    """Plain imaplib at its best: one UID SEARCH, one UID FETCH for every message."""
-    with _imaplib_session(info, mailbox) as imap:
-        start = time.perf_counter()
-        _, found = imap.uid("SEARCH", None, "ALL")
-        uids = b",".join(found[0].split()).decode()
-        _, data = imap.uid("FETCH", uids, "(BODY.PEEK[])")
-        parsed = [original_parse(part[1]) for part in data if isinstance(part, tuple)]
-        elapsed = _ms(start)
-    assert len(parsed) == count
-    return elapsed
-
-
-def threaded_fetch(info: MailInfo, mailbox: str, count: int) -> float:
-    """The original's shape: every FETCH is its own thread hop (asyncio.to_thread there)."""
-
-    async def main() -> float:
-        imap = await trio.to_thread.run_sync(_imaplib_session, info, mailbox)
-        try:
-            start = time.perf_counter()
-            _, found = await trio.to_thread.run_sync(imap.search, None, "ALL")
-            parsed = []
-            for number in found[0].split():
-                _, data = await trio.to_thread.run_sync(imap.fetch, number.decode(), "(RFC822)")
-                part = data[0]
-                assert isinstance(part, tuple)
-                parsed.append(original_parse(part[1]))
-            elapsed = _ms(start)
-        finally:
-            await trio.to_thread.run_sync(imap.__exit__, None, None, None)  # as ``with`` does
-        assert len(parsed) == count
-        return elapsed
-
-    return trio.run(main)
 
 
 def trionet_fetch(info: MailInfo, mailbox: str, count: int) -> float:
@@ -290,9 +194,50 @@ def fill_mailbox(info: MailInfo, mailbox: str, count: int) -> None:
     trio.run(main)
 
 
-def _bind(fn: Callable[[MailInfo, str, int], float], info: MailInfo, count: int
-          ) -> Callable[[], float]:
-    return lambda: fn(info, "bench", count)
+class Peers:
+    """The plain-library peers in their own process (``bench/_mail_peers.py``, which imports no
+    trionet), one job at a time; started once, so every run is as warm as trionet's."""
+
+    def __init__(self, targets: dict[str, MailInfo]) -> None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.join(here, "_mail_peers.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        info = next(iter(targets.values()))
+        alice, bob = info.user("alice"), info.user("bob")
+        self._ask({"op": "setup", "ca_file": str(info.ca_file),
+                   "alice": {"address": alice.address, "password": alice.password},
+                   "bob": {"address": bob.address},
+                   "targets": {name: {"host": t.host, "smtp_port": t.smtp_port,
+                                      "imaps_port": t.imaps_port}
+                               for name, t in targets.items()}})
+
+    def _ask(self, job: dict[str, Any]) -> dict[str, Any]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(job) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the mail peers' worker died (its error is above)")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{job['op']}: {answer['error']}")
+        return answer
+
+    def run(self, op: str, target: str, count: int) -> Callable[[], float]:
+        """A contender: one *op* job against *target*; its time in ms."""
+        return lambda: float(self._ask({"op": op, "target": target, "mailbox": "bench",
+                                        "count": count})["ms"])
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def main() -> None:
@@ -302,42 +247,46 @@ def main() -> None:
         MailServers() as servers,
         LatencyRelay(servers.info.host, servers.info.smtp_port, 0.001) as smtp_relay,
         LatencyRelay(servers.info.host, servers.info.imaps_port, 0.001) as imap_relay,
+        contextlib.ExitStack() as stack,
     ):
         info = servers.info
         far = _with_relay(info, smtp=smtp_relay, imap=imap_relay)
         fill_mailbox(info, "bench", count)
 
-        def fetchers(target: MailInfo) -> list[Contender]:
+        peers = Peers({"near": info, "far": far})
+        stack.callback(peers.close)
+
+        def fetchers(target: MailInfo, where: str) -> list[Contender]:
             # The first is the baseline the harness judges trionet (the last) against.
-            run: list[tuple[str, Callable[[MailInfo, str, int], float]]] = [
-                (BATCHED, imaplib_batched_fetch),
-                ("original: per-message + thread hop", threaded_fetch),
-                (PER_MESSAGE, imaplib_fetch),
-                ("trionet", trionet_fetch),
+            return [
+                Contender(BATCHED, peers.run("imaplib_batched_fetch", where, count)),
+                Contender("original: per-message + thread hop",
+                          peers.run("threaded_fetch", where, count)),
+                Contender(PER_MESSAGE, peers.run("imaplib_fetch", where, count)),
+                Contender("trionet", lambda: trionet_fetch(target, "bench", count)),
             ]
-            return [Contender(name, _bind(fn, target, count)) for name, fn in run]
 
         rows = [
             Row(
                 f"send {count} small",
                 [
-                    Contender("smtplib", lambda: smtplib_send(info, count)),
+                    Contender("smtplib", peers.run("smtplib_send", "near", count)),
                     Contender("trionet", lambda: trionet_send(info, count)),
                 ],
                 goal=0.9,
                 unit="ms",
             ),
-            Row(f"fetch {count}", fetchers(info), goal=BATCHED_GOAL, unit="ms",
+            Row(f"fetch {count}", fetchers(info, "near"), goal=BATCHED_GOAL, unit="ms",
                 goals=[Goal(PER_MESSAGE_GOAL, baseline=PER_MESSAGE)]),
             Row(
                 f"send {count} small @ 2 ms RTT",
                 [
-                    Contender("smtplib", lambda: smtplib_send(far, count)),
+                    Contender("smtplib", peers.run("smtplib_send", "far", count)),
                     Contender("trionet", lambda: trionet_send(far, count)),
                 ],
                 unit="ms",
             ),
-            Row(f"fetch {count} @ 2 ms RTT", fetchers(far), unit="ms"),
+            Row(f"fetch {count} @ 2 ms RTT", fetchers(far, "far"), unit="ms"),
         ]
         run_rows(
             "mail",
