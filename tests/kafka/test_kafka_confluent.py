@@ -64,3 +64,14 @@ def test_options_are_mapped_checked_and_passed_through() -> None:
         KafkaProducer("127.0.0.1:9", backend="confluent",
                       **{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
                          "sasl.username": "u", "sasl.password": "p"})
+
+
+def test_a_consumer_fetches_again_soon_after_its_local_queue_was_full() -> None:
+    # librdkafka's default (1 s) also delays the first record after a seek or a resume of a
+    # consumer whose queue had filled up (measured: 1.05 s); an explicit setting wins.
+    consumer = KafkaConsumer("t", bootstrap_servers="127.0.0.1:9", backend="confluent",
+                             **CONSUMER)
+    assert consumer._config.options["fetch.queue.backoff.ms"] <= 100
+    consumer = KafkaConsumer("t", bootstrap_servers="127.0.0.1:9", backend="confluent",
+                             **{"fetch.queue.backoff.ms": 500}, **CONSUMER)
+    assert consumer._config.options["fetch.queue.backoff.ms"] == 500
