@@ -99,3 +99,44 @@ def forbid_trionet() -> None:
     if loaded:
         raise RuntimeError(f"a baseline process has already imported {loaded[0]}")
     sys.meta_path.insert(0, _NoTrionet())
+
+
+class PeerProcess:
+    """A peer's worker process (a ``bench/_*_peers.py`` script, which calls
+    :func:`forbid_trionet` first): one JSON job a line on its stdin, one JSON answer a line on
+    its stdout, one job at a time. An answer with an ``"error"`` key raises."""
+
+    def __init__(self, script: str, *args: str, name: str) -> None:
+        import os
+        import subprocess
+
+        self.name = name
+        here = os.path.dirname(os.path.abspath(__file__))
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.join(here, script), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, job: dict[str, Any]) -> dict[str, Any]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(job) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} worker died (its error is above)")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{self.name}: {answer['error']}")
+        return answer
+
+    def close(self) -> None:
+        import contextlib
+        import subprocess
+
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()

@@ -69,12 +69,9 @@ gives up after 120 s.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -86,6 +83,7 @@ from typing import Any, TypeVar
 
 import _kafka_peers
 import trio
+from _bounds import PeerProcess
 from _harness import Contender, Goal, Row, main_args, measure_rows, report_rows
 
 from trionet.testing import KafkaBroker
@@ -260,10 +258,9 @@ class Peer:
 
     def __init__(self, kind: str, name: str, servers: str, topics: Topics, count: int) -> None:
         self.name = name
-        here = os.path.dirname(os.path.abspath(__file__))
-        self._proc = subprocess.Popen(
-            [sys.executable, os.path.join(here, "_kafka_peers.py"), kind],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._worker = PeerProcess("_kafka_peers.py", kind, name=name)
+        self._ask = self._worker.ask
+        self.close = self._worker.close
         self._ask({"op": "setup", "servers": servers,
                    "produce_topics": {str(size): topics.produce[name, size] for size in SIZES},
                    "consume_topics": {str(size): topics.consume[size] for size in SIZES},
@@ -272,18 +269,6 @@ class Peer:
                    if kind == "confluent" else None,
                    "partitions": PARTITIONS, "count": count, "passes": PASSES,
                    "counts": {str(size): records(count, size) for size in SIZES}})
-
-    def _ask(self, job: dict[str, Any]) -> dict[str, Any]:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(json.dumps(job) + "\n")
-        self._proc.stdin.flush()
-        line = self._proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {self.name} worker died (its error is above)")
-        answer: dict[str, Any] = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(f"{self.name}: {answer['error']}")
-        return answer
 
     def measure(self, row: str, op: str, size: int, name: str | None = None
                 ) -> Callable[[], float]:
@@ -302,17 +287,6 @@ class Peer:
         """p50 and p99 (µs) of *samples* one-record round trips."""
         answer = self._ask({"op": "latency", "samples": samples})
         return answer["p50"], answer["p99"]
-
-    def close(self) -> None:
-        assert self._proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
 
 class Latency:
     """The two latency rows from one measurement: the p50 row's contender measures (p50 and

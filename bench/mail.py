@@ -32,18 +32,14 @@ which makes importing trionet an error there); trionet's contenders run in this 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
 
 import trio
+from _bounds import PeerProcess
 from _harness import Contender, Goal, Row, main_args, run_rows
 
 from trionet.mail import AsyncIMAPClient, AsyncSMTPClient, MailMessage
@@ -199,10 +195,9 @@ class Peers:
     trionet), one job at a time; started once, so every run is as warm as trionet's."""
 
     def __init__(self, targets: dict[str, MailInfo]) -> None:
-        here = os.path.dirname(os.path.abspath(__file__))
-        self._proc = subprocess.Popen(
-            [sys.executable, os.path.join(here, "_mail_peers.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._worker = PeerProcess("_mail_peers.py", name="mail peers")
+        self._ask = self._worker.ask
+        self.close = self._worker.close
         info = next(iter(targets.values()))
         alice, bob = info.user("alice"), info.user("bob")
         self._ask({"op": "setup", "ca_file": str(info.ca_file),
@@ -212,33 +207,10 @@ class Peers:
                                       "imaps_port": t.imaps_port}
                                for name, t in targets.items()}})
 
-    def _ask(self, job: dict[str, Any]) -> dict[str, Any]:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(json.dumps(job) + "\n")
-        self._proc.stdin.flush()
-        line = self._proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the mail peers' worker died (its error is above)")
-        answer: dict[str, Any] = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(f"{job['op']}: {answer['error']}")
-        return answer
-
     def run(self, op: str, target: str, count: int) -> Callable[[], float]:
         """A contender: one *op* job against *target*; its time in ms."""
         return lambda: float(self._ask({"op": op, "target": target, "mailbox": "bench",
                                         "count": count})["ms"])
-
-    def close(self) -> None:
-        assert self._proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
 
 def main() -> None:
     args = main_args(__doc__ or "mail benchmark")
