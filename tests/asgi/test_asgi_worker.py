@@ -276,7 +276,9 @@ async def test_slowloris_connections_are_cut_while_others_are_served(connections
                 for _ in range(connections):
                     nursery.start_soon(trickle, address)
                 served_meanwhile = 0
-                async with httpx.AsyncClient() as client:
+                # httpx's 5 s connect timeout is shorter than a SYN retry behind 1 000 opening
+                # connections on a loaded machine; the test's fail_after bounds the wait instead
+                async with httpx.AsyncClient(timeout=50) as client:
                     while cut < connections:
                         response = await client.get(f"{address.url}/hello")
                         assert response.text == "Hello, world!"

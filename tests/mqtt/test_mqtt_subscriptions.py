@@ -122,7 +122,9 @@ async def test_qos0_flood_pauses_reading(
             # at most the limit held, plus what was already on its way to trio
             assert consumer.statistics().buffered_messages <= 2 * limit
             assert inbox.statistics().buffered == 10
-            got = await _take_all(inbox, 1.0)
+            # every message, however long a loaded machine takes (the test's deadline bounds it;
+            # a fixed one-second window used to cut the flood short under load)
+            got = [await inbox.receive() for _ in range(count)]
             assert not consumer.statistics().reads_paused
     numbers = [int(m.payload) for m in got]
     assert numbers == sorted(numbers)
