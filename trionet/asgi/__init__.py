@@ -71,6 +71,11 @@ from ._serve import (
     largest_websocket_limit as largest_websocket_limit,
     serve as serve,
 )
+from ._sse import (
+    DEFAULT_PING_INTERVAL as DEFAULT_PING_INTERVAL,
+    EventSourceResponse as EventSourceResponse,
+    ServerSentEvent as ServerSentEvent,
+)
 from ._testclient import TestClient as TestClient, TestResponse as TestResponse
 from ._types import (
     ASGIApp as ASGIApp,
@@ -91,6 +96,7 @@ __all__ = [
     "DEFAULT_MAX_HEADER_COUNT",
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_PING_INTERVAL",
     "URL",
     "ASGIApp",
     "ASGIApplication",
@@ -103,6 +109,7 @@ __all__ = [
     "CheckResult",
     "ClientDisconnect",
     "Converter",
+    "EventSourceResponse",
     "FileResponse",
     "FormData",
     "GZipMiddleware",
@@ -126,6 +133,7 @@ __all__ = [
     "Router",
     "Scope",
     "Send",
+    "ServerSentEvent",
     "State",
     "StreamingResponse",
     "TestClient",
