@@ -196,7 +196,38 @@ class CodecError(ProtocolError, ValueError):
 
 
 class ASGIError(ProtocolError):
-    """The ASGI layer received or was asked to send something invalid."""
+    """The ASGI layer received or was asked to send something invalid.
+
+    mtaio's spelling ``raise ASGIError("no such user", status_code=404)`` in a handler answers
+    with that status and ``{"error": "no such user"}``, as an
+    :class:`~trionet.asgi.HTTPException` would; without ``status_code`` the error is answered
+    with 500 (through ``handle_error``).
+
+    Args:
+        message: what went wrong (the response's ``error`` when ``status_code`` is given).
+        status_code: the HTTP status to answer with, 300-599, or ``None``.
+        fault: whose fault it was; by default ``"local"`` for a 5xx ``status_code``, else
+            ``"remote"``.
+
+    Attributes:
+        status_code: the HTTP status to answer with, or ``None``.
+    """
+
+    #: The HTTP status a handler that raises this error answers with (``None``: 500).
+    status_code: int | None = None
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, fault: Fault | None = None
+    ) -> None:
+        if status_code is not None:
+            if isinstance(status_code, bool) or not isinstance(status_code, int):
+                raise TypeError(f"status_code must be an int, got {status_code!r}")
+            if not 300 <= status_code <= 599:
+                raise ValueError(f"status_code must be 300-599, got {status_code}")
+            self.status_code = status_code
+        if fault is None:
+            fault = "local" if status_code is not None and status_code >= 500 else "remote"
+        super().__init__(message, fault=fault)
 
 
 class MQTTError(ProtocolError):

@@ -79,6 +79,43 @@ async def test_seed_handle_error_example_and_http_exception() -> None:
     assert response.headers["x-brew"] == "no"
 
 
+async def test_mtaio_asgi_error_with_status_code_answers_that_status() -> None:
+    # Issue 23: mtaio's `ASGIError("...", status_code=404)` raised TypeError, so ported code
+    # answered 500 whatever the status.
+    router = Router()
+
+    @router.route("/users/{user_id:int}")
+    async def user(request: Request, user_id: int) -> Response:
+        raise ASGIError(f"no user {user_id}", status_code=404)
+
+    @router.route("/broken")
+    async def broken(request: Request) -> Response:
+        raise ASGIError("backend down", status_code=503)
+
+    class SeedRoutedApp(SeedErrorApp):
+        handle_request = ASGIApplication.handle_request
+
+    # The seed's handle_error answers 500 for "the rest": the status still wins, as for
+    # HTTPException.
+    for app in (SeedRoutedApp(router), ASGIApplication(router), router):
+        client = TestClient(app)
+        response = await client.get("/users/7")
+        assert (response.status_code, response.json()) == (404, {"error": "no user 7"})
+        response = await client.get("/broken")
+        assert (response.status_code, response.json()) == (503, {"error": "backend down"})
+    error = ASGIError("gone", status_code=410)
+    assert (error.status_code, error.fault, str(error)) == (410, "remote", "gone")
+    assert ASGIError("x", status_code=500).fault == "local"
+    # The existing signatures keep working, without a status.
+    assert ASGIError("plain").status_code is None
+    assert ASGIError("mine", fault="local").fault == "local"
+    assert HTTPException(404).status_code == 404
+    with pytest.raises(ValueError):
+        ASGIError("x", status_code=200)
+    with pytest.raises(TypeError):
+        ASGIError("x", status_code="404")  # type: ignore[arg-type]
+
+
 async def test_default_handle_error(caplog: pytest.LogCaptureFixture) -> None:
     router = Router()
 

@@ -34,7 +34,7 @@ import trio
 
 from ..errors import ASGIError
 from ._datastructures import State
-from ._errors import ClientDisconnect, HTTPException, ValidationError
+from ._errors import ClientDisconnect, HTTPException, ValidationError, http_exception_for
 from ._requests import DEFAULT_MAX_BODY_SIZE, MAX_BODY_SIZE_KEY, Request
 from ._responses import Response
 from ._routing import _UNSET, Endpoint, Router, WebSocketEndpoint, dispatch, error_response
@@ -293,7 +293,8 @@ class ASGIApplication:
                     response = Response.json({"error": "Internal Server Error"}, status_code=500)
                 await response(send)
 
-        :class:`HTTPException` never reaches this method (see :meth:`http_exception_response`).
+        :class:`HTTPException`, and an ``ASGIError`` raised with ``status_code=``, never reach
+        this method (see :meth:`http_exception_response`).
         """
         if isinstance(error, ValidationError):
             response = Response.json({"error": str(error)}, status_code=400)
@@ -371,8 +372,9 @@ class ASGIApplication:
     ) -> None:
         # Only called before the response started.
         leaf = single_leaf(error)
-        if isinstance(leaf, HTTPException):
-            await self.http_exception_response(leaf).send_to(scope, receive, send)
+        http_error = http_exception_for(leaf)
+        if http_error is not None:
+            await self.http_exception_response(http_error).send_to(scope, receive, send)
         elif isinstance(leaf, ClientDisconnect):
             return  # nobody is listening any more
         else:

@@ -52,7 +52,7 @@ class HTTPException(ASGIError):
     ) -> None:
         if not 300 <= status_code <= 599:
             raise ValueError(f"HTTPException status_code must be 300-599, got {status_code}")
-        self.status_code = status_code
+        self.status_code: int = status_code
         self.detail = detail if detail is not None else _phrase(status_code)
         self.headers: dict[str, str] = dict(headers) if headers else {}
         super().__init__(
@@ -61,6 +61,21 @@ class HTTPException(ASGIError):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status_code={self.status_code}, detail={self.detail!r})"
+
+
+def http_exception_for(error: BaseException) -> HTTPException | None:
+    """The :class:`HTTPException` that ``error`` answers with: itself, or one made from an
+    :class:`~trionet.errors.ASGIError` raised with mtaio's ``status_code=`` (its message as the
+    detail); ``None`` for anything else."""
+    if isinstance(error, HTTPException):
+        return error
+    if (
+        isinstance(error, ASGIError)
+        and error.status_code is not None
+        and not isinstance(error, WebSocketRejected)
+    ):
+        return HTTPException(error.status_code, str(error) or None)
+    return None
 
 
 class ValidationError(ASGIError, ValueError):
@@ -117,7 +132,7 @@ class WebSocketRejected(ASGIError):
     def __init__(
         self, status_code: int, headers: list[tuple[str, str]] | None = None, body: bytes = b""
     ) -> None:
-        self.status_code = status_code
+        self.status_code: int = status_code
         self.headers = headers or []
         self.body = body
         super().__init__(

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from ..errors import ASGIError
-from ._errors import HTTPException
+from ._errors import HTTPException, http_exception_for
 from ._requests import ROUTER_KEY, Request
 from ._responses import Response
 from ._types import ASGIApp, Receive, Scope, Send
@@ -389,9 +389,12 @@ async def dispatch(
 
 
 async def _answer_http_exception(
-    error: HTTPException, scope: Scope, receive: Receive, send: Send
+    error: ASGIError, scope: Scope, receive: Receive, send: Send
 ) -> None:
-    await error_response(error).send_to(scope, receive, send)
+    http_error = http_exception_for(error)
+    if http_error is None:
+        raise error
+    await error_response(http_error).send_to(scope, receive, send)
 
 
 class Router:
@@ -689,7 +692,7 @@ class Router:
             return
         await dispatch(
             scope, receive, send, self, self.handle, self.handle_websocket,
-            _answer_http_exception, HTTPException,
+            _answer_http_exception, ASGIError,
         )
 
     def __repr__(self) -> str:
