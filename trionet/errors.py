@@ -213,7 +213,7 @@ class ASGIError(ProtocolError):
         status_code: the HTTP status to answer with, or ``None``.
     """
 
-    #: The HTTP status a handler that raises this error answers with (``None``: 500).
+    # Set per instance when given; the class default says "no status" (answered with 500).
     status_code: int | None = None
 
     def __init__(
