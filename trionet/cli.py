@@ -183,9 +183,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from ._commands import add_logging_arguments
 
     add_logging_arguments(demo, level="warning")
-    from .bus._cli import add_run_parser
+    from .bus._cli import add_asyncapi_parser, add_run_parser
 
     add_run_parser(sub)
+    add_asyncapi_parser(sub)
     serve = sub.add_parser(
         "serve",
         help="serve an ASGI app on trio (Hypercorn's protocol stack)",
@@ -231,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bus._cli import run_command
 
         return run_command(args)
+    if args.command == "asyncapi":
+        from .bus._cli import asyncapi_command
+
+        return asyncapi_command(args)
     if args.command == "serve":
         from .asgi._cli import ServeOptions, serve_command
 

@@ -37,6 +37,7 @@ from ._app import (
     ProducerCallback as ProducerCallback,
     Resource as Resource,
 )
+from ._asyncapi_html import asyncapi_html as asyncapi_html, asyncapi_router as asyncapi_router
 from ._config import (
     BusConfig as BusConfig,
     KafkaConfig as KafkaConfig,
@@ -125,6 +126,8 @@ __all__ = [
     "SpaMessage",
     "SpaSocket",
     "TopicFilter",
+    "asyncapi_html",
+    "asyncapi_router",
     "check_topic",
     "check_topic_filter",
     "decode_envelope",

@@ -761,6 +761,20 @@ class DistributedApplication:
                               ressources=ressources, resources=options.pop("resources", None),
                               name=options.pop("name", None), **options)
 
+    def asyncapi(self, *, title: str | None = None, version: str = "0.1.0",
+                 description: str | None = None) -> dict[str, Any]:
+        """The application's AsyncAPI 3.0 document, as JSON-compatible data: its servers (no
+        credentials), channels, operations and message schemas (see :doc:`/asyncapi`).
+
+        Args:
+            title: ``info.title`` (default: ``"trionet bus application"``).
+            version: ``info.version``, the version of the application's API.
+            description: ``info.description`` (CommonMark).
+        """
+        from ._asyncapi import asyncapi_document
+
+        return asyncapi_document(self, title=title, version=version, description=description)
+
     # -- running --------------------------------------------------------------------------------
 
     @property

@@ -1,7 +1,9 @@
-"""``trionet run module:app --broker URL``: run a :class:`DistributedApplication` from the shell.
+"""``trionet run module:app --broker URL``: run a :class:`DistributedApplication` from the shell;
+``trionet asyncapi module:app [--yaml]``: print its AsyncAPI 3.0 document.
 
 :func:`add_run_parser` adds the ``run`` sub-command to an :mod:`argparse` parser and
-:func:`run_command` executes it; :func:`main` is a stand-alone entry point
+:func:`run_command` executes it; :func:`add_asyncapi_parser` and :func:`asyncapi_command` do the
+same for ``asyncapi``; :func:`main` is a stand-alone entry point
 (``python -m trionet.bus._cli run module:app``).
 
 The application runs until its applications are done, or until SIGINT/SIGTERM (graceful: running
@@ -12,6 +14,7 @@ exit status 128 + the signal number: 130 for SIGINT, 143 for SIGTERM).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -25,7 +28,16 @@ from ..errors import ConfigurationError
 from ._app import DistributedApplication
 from ._providers import from_url
 
-__all__ = ["add_run_parser", "load_application", "main", "run", "run_command"]
+__all__ = [
+    "add_asyncapi_parser",
+    "add_run_parser",
+    "asyncapi_command",
+    "load_application",
+    "main",
+    "print_asyncapi",
+    "run",
+    "run_command",
+]
 
 logger = logging.getLogger("trionet.run")
 
@@ -157,6 +169,60 @@ def run_command(args: argparse.Namespace) -> int:
     return run_reporting(
         "trionet run",
         partial(run, args.target, broker=args.broker, shutdown_timeout=args.shutdown_timeout),
+        debug=getattr(args, "debug", None),
+    )
+
+
+def print_asyncapi(target: str, *, yaml: bool = False, broker: str | None = None,
+                   title: str | None = None, version: str = "0.1.0") -> int:
+    """Load *target* (``module:app``) and print its AsyncAPI 3.0 document on stdout: JSON, or
+    YAML with *yaml* (needs PyYAML). *broker* replaces the application's default broker, as
+    ``trionet run --broker`` does; *title* defaults to *target*. Returns 0.
+
+    Raises:
+        ConfigurationError: for a bad target or broker URL, or ``yaml`` without PyYAML.
+    """
+    from ._asyncapi import asyncapi_yaml
+
+    app = load_application(target)
+    if broker is not None:
+        app.default_socket_provider = from_url(broker)
+    document = app.asyncapi(title=title or target, version=version)
+    text = asyncapi_yaml(document) if yaml else json.dumps(document, indent=2,
+                                                          ensure_ascii=False) + "\n"
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
+
+
+def add_asyncapi_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``asyncapi`` sub-command to *subparsers* (from ``parser.add_subparsers()``)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "asyncapi",
+        help="print the AsyncAPI 3.0 document of a DistributedApplication (MODULE:APP)",
+        description="Print the AsyncAPI 3.0 document of a trionet.bus DistributedApplication "
+        "(JSON, or YAML with --yaml).",
+    )
+    parser.add_argument("target", metavar="MODULE:APP",
+                        help="the application, e.g. 'myservice:app' (or a factory of it)")
+    parser.add_argument("--yaml", action="store_true", help="print YAML (needs PyYAML)")
+    parser.add_argument("--broker", metavar="URL", default=None,
+                        help="the broker the application runs on, as for 'trionet run'")
+    parser.add_argument("--title", default=None, help="info.title (default: MODULE:APP)")
+    parser.add_argument("--api-version", metavar="VERSION", default="0.1.0",
+                        help="info.version, the API's version (default %(default)s)")
+    return parser
+
+
+def asyncapi_command(args: argparse.Namespace) -> int:
+    """Execute a parsed ``asyncapi`` command; a failure prints one line (status 2 for a bad
+    MODULE:APP or broker URL)."""
+    from ..cli import run_reporting
+
+    return run_reporting(
+        "trionet asyncapi",
+        partial(print_asyncapi, args.target, yaml=args.yaml, broker=args.broker,
+                title=args.title, version=args.api_version),
         debug=getattr(args, "debug", None),
     )
 
