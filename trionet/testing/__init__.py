@@ -1,4 +1,5 @@
-"""Helpers for testing trionet programs: real-server launchers and pytest fixtures.
+"""Helpers for testing trionet programs: real-server launchers, pytest fixtures, and the
+test fabric (:class:`TestBus`: bus applications on in-memory MQTT and Kafka brokers).
 
 The pytest plugin in :mod:`trionet.testing._plugin` is registered through the ``pytest11`` entry
 point, so installing trionet makes its fixtures (``mosquitto``, ``kafka_broker``,
@@ -11,6 +12,19 @@ from __future__ import annotations
 
 from .._util import fix_public_modules as _fix_public_modules
 from ._docs import python_code_blocks as python_code_blocks
+from ._fabric import (
+    Fabric as Fabric,
+    FabricBroker as FabricBroker,
+    FabricProvider as FabricProvider,
+    FabricStatistics as FabricStatistics,
+    FaultRule as FaultRule,
+    Faults as Faults,
+    KafkaFabric as KafkaFabric,
+    MqttFabric as MqttFabric,
+    TestBus as TestBus,
+    murmur2 as murmur2,
+    partition_for as partition_for,
+)
 from ._servers import (
     DEFAULT_MAIL_USERS as DEFAULT_MAIL_USERS,
     KAFKA_BOOTSTRAP_ENV as KAFKA_BOOTSTRAP_ENV,
@@ -32,17 +46,28 @@ __all__ = [
     "DEFAULT_MAIL_USERS",
     "KAFKA_BOOTSTRAP_ENV",
     "KAFKA_TEST_CONSUMER_CONFIG",
+    "Fabric",
+    "FabricBroker",
+    "FabricProvider",
+    "FabricStatistics",
+    "FaultRule",
+    "Faults",
     "KafkaBroker",
+    "KafkaFabric",
     "KafkaInfo",
     "MailInfo",
     "MailServers",
     "MailUser",
     "MosquittoInfo",
     "MosquittoServer",
+    "MqttFabric",
     "ServerError",
     "ServerNotInstalled",
     "ServerStartError",
+    "TestBus",
     "fresh_loopback_address",
+    "murmur2",
+    "partition_for",
     "python_code_blocks",
 ]
 
