@@ -24,6 +24,18 @@ Codecs can learn new types with :meth:`SerializingCodec.add_serializer` (aiomas'
     codec = MsgPack()
     codec.add_serializer(Point, lambda p: [p.x, p.y], lambda d: Point(*d))
 
+Serializers for common standard-library types come ready-made, as factories in aiomas's
+``extra_serializers`` shape (call one, pass the tuple to ``add_serializer``):
+:func:`datetime_serializer`, :func:`date_serializer`, :func:`uuid_serializer` and
+:func:`decimal_serializer`, all four in :data:`STANDARD_SERIALIZERS`::
+
+    import datetime, uuid
+    codec = JSON()
+    for factory in STANDARD_SERIALIZERS:
+        codec.add_serializer(*factory())
+    when = datetime.datetime(2026, 12, 7, 21, 30, tzinfo=datetime.UTC)
+    assert codec.decode(codec.encode({"at": when})) == {"at": when}
+
 :func:`get_codec` makes a fresh codec by name (each connection usually owns one), and
 :func:`register_codec` adds names.
 """
@@ -31,11 +43,14 @@ Codecs can learn new types with :meth:`SerializingCodec.add_serializer` (aiomas'
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import decimal
 import itertools
 import json
 import json.decoder
 import json.encoder
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -48,17 +63,22 @@ __all__ = [
     "DEFAULT_MAX_DEPTH",
     "JSON",
     "MAX_EXT_DEPTH",
+    "STANDARD_SERIALIZERS",
     "Codec",
     "MsgPack",
     "SerializingCodec",
     "ZiProto",
     "available_codecs",
     "check_depth",
+    "date_serializer",
+    "datetime_serializer",
+    "decimal_serializer",
     "decode_json",
     "decode_msgpack",
     "get_codec",
     "register_codec",
     "serializable",
+    "uuid_serializer",
 ]
 
 T = TypeVar("T")
@@ -564,3 +584,49 @@ def serializable(cls: type[T]) -> type[T]:
 
     cls.__serializer__ = classmethod(_serializer)  # type: ignore[attr-defined]
     return cls
+
+
+#: The longest text the standard serializers accept from a peer (an ISO timestamp with
+#: microseconds and an offset is 32 characters; a decimal is bounded the same way).
+_MAX_TEXT = 64
+
+SerializerFactory = Callable[[], tuple[type[Any], Callable[[Any], Any], Callable[[Any], Any]]]
+
+
+def _text(data: Any, what: str) -> str:
+    if not isinstance(data, str) or len(data) > _MAX_TEXT:
+        raise ValueError(f"a {what} is sent as a string of at most {_MAX_TEXT} characters")
+    return data
+
+
+def datetime_serializer() -> tuple[type[_dt.datetime], Callable[[_dt.datetime], str],
+                                   Callable[[Any], _dt.datetime]]:
+    """:class:`datetime.datetime` as ISO 8601 text (time zone kept; naive stays naive)."""
+    return (_dt.datetime, _dt.datetime.isoformat,
+            lambda data: _dt.datetime.fromisoformat(_text(data, "datetime")))
+
+
+def date_serializer() -> tuple[type[_dt.date], Callable[[_dt.date], str],
+                               Callable[[Any], _dt.date]]:
+    """:class:`datetime.date` as ISO 8601 text (``"2026-12-07"``)."""
+    return _dt.date, _dt.date.isoformat, lambda data: _dt.date.fromisoformat(_text(data, "date"))
+
+
+def uuid_serializer() -> tuple[type[uuid.UUID], Callable[[uuid.UUID], str],
+                               Callable[[Any], uuid.UUID]]:
+    """:class:`uuid.UUID` as its canonical 36-character text."""
+    return uuid.UUID, str, lambda data: uuid.UUID(_text(data, "UUID"))
+
+
+def decimal_serializer() -> tuple[type[decimal.Decimal], Callable[[decimal.Decimal], str],
+                                  Callable[[Any], decimal.Decimal]]:
+    """:class:`decimal.Decimal` as text (exact, unlike a float; at most 64 characters)."""
+    return decimal.Decimal, str, lambda data: decimal.Decimal(_text(data, "decimal"))
+
+
+#: The four standard serializer factories, for ``extra_serializers=`` or a loop over
+#: ``add_serializer``. Both ends must register the same ones in the same order (MsgPack
+#: numbers its extension types in registration order).
+STANDARD_SERIALIZERS: tuple[SerializerFactory, ...] = (
+    datetime_serializer, date_serializer, uuid_serializer, decimal_serializer,
+)

@@ -62,6 +62,7 @@ __all__ = [
     "ASGIError",
     "ChannelClosed",
     "ChannelError",
+    "CircuitOpenError",
     "CodecError",
     "ConfigurationError",
     "ConnectionFailure",
@@ -132,6 +133,19 @@ class ConnectionFailure(PeerFailure):
     :class:`MQTTNotConnected`, :class:`ChannelClosed`, ``KafkaConnectionError``,
     ``MailConnectionError``, AProto's ``ConnectionClosed``), besides being its component's error.
     """
+
+
+class CircuitOpenError(ConnectionFailure):
+    """A :class:`~trionet.supervision.CircuitBreaker` refused the attempt: the service failed
+    too often in a row, and its recovery time has not passed yet.
+
+    Attributes:
+        retry_after: seconds until the breaker lets a trial attempt through.
+    """
+
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # -- framing and codecs -------------------------------------------------------------------------

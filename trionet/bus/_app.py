@@ -33,6 +33,7 @@ from .._threads import in_main_thread
 from .._util import reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, reset_correlation_id, set_correlation_id
+from ..supervision import RetryPolicy
 from ._errors import BusError, RequestTimeout
 from ._message import BusMessage
 from ._policy import AckPolicy, ErrorPolicy, RestartPolicy
@@ -118,7 +119,7 @@ class ApplicationSpec:
     max_concurrency: int
     ack: AckPolicy
     on_error: ErrorPolicy
-    restart: RestartPolicy | None
+    restart: RestartPolicy | RetryPolicy | None
     accepts: frozenset[str] | None
     """The keyword arguments the callback takes (``None``: it takes ``**kwargs``)."""
 
@@ -301,32 +302,32 @@ class _AppRunner:
 
     async def _supervise(self) -> None:
         spec = self.spec
-        restarts = 0
+        policy = spec.restart.retry if isinstance(spec.restart, RestartPolicy) else spec.restart
+        retries = None if policy is None else policy.start()
         while True:
-            began = trio.current_time()
+            if retries is not None:
+                retries.began()
             try:
                 await self._run_once()
                 return
             except Exception as exc:
-                policy = spec.restart
                 _note(exc, f"in bus application {spec.name!r}")
-                if policy is None or self.stopping:
+                if retries is None or self.stopping:
                     if self._producer_ends(exc):
                         return
                     raise
-                if trio.current_time() - began >= policy.reset_after:
-                    restarts = 0
-                if policy.max_restarts is not None and restarts >= policy.max_restarts:
-                    logger.error("bus application %r failed %d time(s); giving up",
-                                 spec.name, restarts + 1)
+                delay = retries.failed()
+                breaker = retries.policy.breaker
+                if delay is None or (breaker is not None and breaker.state == "open"):
+                    logger.error("bus application %r failed %d time(s); giving up%s",
+                                 spec.name, retries.attempts + 1,
+                                 "" if delay is None else " (its circuit breaker is open)")
                     if self._producer_ends(exc):
                         return
                     raise
-                restarts += 1
                 self.statistics.restarts += 1
-                delay = policy.backoff.delay(restarts)
                 logger.warning("bus application %r failed (%s: %s); restart %d in %.2f s",
-                               spec.name, type(exc).__name__, exc, restarts, delay)
+                               spec.name, type(exc).__name__, exc, retries.attempts, delay)
             with trio.CancelScope() as self._sleep_scope:
                 await trio.sleep(delay)
             self._sleep_scope = None
@@ -574,7 +575,7 @@ class DistributedApplication:
         max_concurrency: int = 1,
         ack: AckPolicy | str = AckPolicy.AFTER,
         on_error: ErrorPolicy | str = "log",
-        restart: RestartPolicy | None = None,
+        restart: RestartPolicy | RetryPolicy | None = None,
     ) -> ApplicationSpec:
         if not _is_async_callable(callback):
             raise ConfigurationError(
@@ -608,8 +609,8 @@ class DistributedApplication:
             raise ConfigurationError(
                 "a producer's on_error is 'log' or 'raise' (use restart= to run it again)"
             )
-        if restart is not None and not isinstance(restart, RestartPolicy):
-            raise ConfigurationError("restart must be a RestartPolicy or None")
+        if restart is not None and not isinstance(restart, (RestartPolicy, RetryPolicy)):
+            raise ConfigurationError("restart must be a RestartPolicy, a RetryPolicy or None")
         provider = None if socket_provider is None else from_config(socket_provider)
         spec = ApplicationSpec(
             kind=kind,
@@ -641,7 +642,7 @@ class DistributedApplication:
         max_concurrency: int = 1,
         ack: AckPolicy | Literal["after", "before"] = AckPolicy.AFTER,
         on_error: ErrorPolicy | Literal["raise", "log"] = "log",
-        restart: RestartPolicy | None = None,
+        restart: RestartPolicy | RetryPolicy | None = None,
     ) -> Callable[[CallbackT], CallbackT]:
         """Decorator: a consumer called as ``callback(message=, socket=, state=, **ressources)``
         for each message on *topics*.
@@ -661,7 +662,9 @@ class DistributedApplication:
             ack: :class:`AckPolicy` (``"after"`` the handler, or ``"before"``).
             on_error: :class:`ErrorPolicy`, ``"log"`` (default: log with the message id and
                 correlation id, acknowledge, go on) or ``"raise"`` (end the application).
-            restart: a :class:`RestartPolicy`, or ``None`` to let a failure end the bus.
+            restart: a :class:`RestartPolicy` (or a shared
+                :class:`~trionet.supervision.RetryPolicy`), or ``None`` to let a failure end
+                the bus.
 
         Raises:
             ConfigurationError: for an invalid filter, a callback that is not async or that
@@ -689,7 +692,7 @@ class DistributedApplication:
         ressources: Mapping[str, Resource] | None = None,
         resources: Mapping[str, Resource] | None = None,
         name: str | None = None,
-        restart: RestartPolicy | None = None,
+        restart: RestartPolicy | RetryPolicy | None = None,
         on_error: ErrorPolicy | Literal["raise", "log"] = "log",
     ) -> Callable[[CallbackT], CallbackT]:
         """Decorator: a producer, called once as ``callback(socket=, state=, **ressources)``.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-import random
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from ..errors import ConfigurationError
+from ..supervision import Backoff, RetryPolicy
 
 __all__ = ["AckPolicy", "Backoff", "ErrorPolicy", "RestartPolicy"]
 
@@ -25,37 +25,6 @@ class AckPolicy(enum.Enum):
 
     AFTER = "after"
     BEFORE = "before"
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: ``initial * factor ** (attempt - 1)``, capped.
-
-    Args:
-        initial: the first delay, in seconds.
-        factor: how much each further delay grows.
-        maximum: the largest delay.
-        jitter: a fraction; each delay is multiplied by a random number in
-            ``[1 - jitter, 1 + jitter]`` so that many clients do not retry in step.
-    """
-
-    initial: float = 0.1
-    factor: float = 2.0
-    maximum: float = 30.0
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.initial < 0 or self.maximum < 0 or self.factor < 1 or not 0 <= self.jitter < 1:
-            raise ConfigurationError(
-                "Backoff needs initial >= 0, maximum >= 0, factor >= 1 and 0 <= jitter < 1"
-            )
-
-    def delay(self, attempt: int) -> float:
-        """The delay before retry number *attempt* (counting from 1)."""
-        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
-        if self.jitter:
-            base *= random.uniform(1 - self.jitter, 1 + self.jitter)
-        return base
 
 
 ErrorAction: TypeAlias = Literal["raise", "log", "dead_letter"]
@@ -145,3 +114,10 @@ class RestartPolicy:
     def __post_init__(self) -> None:
         if self.max_restarts is not None and self.max_restarts < 0:
             raise ConfigurationError("RestartPolicy.max_restarts must be >= 0 or None")
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The same policy as a :class:`~trionet.supervision.RetryPolicy` (what the bus runs;
+        ``restart=`` also takes one directly, for instance to share a circuit breaker)."""
+        return RetryPolicy(self.backoff, max_attempts=self.max_restarts,
+                           reset_after=self.reset_after)

@@ -8,7 +8,7 @@ import os
 import socket as _stdlib_socket
 import ssl
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -17,8 +17,9 @@ import trio
 
 from .._tls import client_handshake
 from .._util import open_hidden_nursery
-from ..codecs import Codec, get_codec
+from ..codecs import Codec, SerializerFactory, SerializingCodec, get_codec
 from ..framing import DEFAULT_MAX_FRAME_SIZE
+from ..supervision import Backoff, RetryPolicy
 from ._channel import Channel
 
 __all__ = ["Address", "CodecSpec", "open_channel", "open_connection", "start_server"]
@@ -37,15 +38,31 @@ DEFAULT_FRAME_TIMEOUT = 30.0
 DEFAULT_IDLE_TIMEOUT = 300.0
 
 
-def _codec_factory(codec: CodecSpec) -> Callable[[], Codec]:
-    """One codec per call for factories; names and objects are resolved once and shared."""
-    if isinstance(codec, type):
-        return codec  # a codec class: one instance per connection
-    if isinstance(codec, (str, Codec)):
-        shared = get_codec(codec)
+def _codec_factory(
+    codec: CodecSpec, extra_serializers: Iterable[SerializerFactory] = ()
+) -> Callable[[], Codec]:
+    """One codec per call for factories; names and objects are resolved once and shared.
+
+    *extra_serializers* (aiomas's argument: factories returning ``add_serializer``'s arguments)
+    are added to each new codec, or once to a shared one.
+    """
+    extras = tuple(extra_serializers)
+
+    def extend(made: Codec) -> Codec:
+        if extras:
+            if not isinstance(made, SerializingCodec):
+                raise TypeError(f"extra_serializers need a codec with add_serializer(), not "
+                                f"{made!r}")
+            for factory in extras:
+                made.add_serializer(*factory())
+        return made
+
+    if isinstance(codec, (str, Codec)) and not isinstance(codec, type):
+        shared = extend(get_codec(codec))
         return lambda: shared
-    if callable(codec):
-        return codec
+    if isinstance(codec, type) or callable(codec):
+        make = codec
+        return (lambda: extend(make())) if extras else make
     raise TypeError(f"codec must be a name, a codec or a codec factory, not {codec!r}")
 
 
@@ -55,6 +72,7 @@ async def open_channel(
     *,
     codec: CodecSpec = "json",
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    extra_serializers: Iterable[SerializerFactory] = (),
 ) -> AsyncIterator[Channel]:
     """Run a :class:`Channel` over an existing stream; close both on exit.
 
@@ -69,12 +87,15 @@ async def open_channel(
         stream: the byte stream; it is closed when the block exits.
         codec: a codec name (``"json"`` by default, ``"msgpack"``), object or factory.
         max_frame_size: the largest message accepted or sent, in bytes.
+        extra_serializers: serializer factories (aiomas's ``extra_serializers``, for example
+            :data:`~trionet.codecs.STANDARD_SERIALIZERS`) added to the codec.
     """
     channel: Channel | None = None
     try:
         async with open_hidden_nursery() as nursery:
             channel = Channel(
-                stream, nursery, codec=_codec_factory(codec)(), max_frame_size=max_frame_size
+                stream, nursery, codec=_codec_factory(codec, extra_serializers)(),
+                max_frame_size=max_frame_size,
             )
             try:
                 yield channel
@@ -85,24 +106,52 @@ async def open_channel(
             await trio.aclose_forcefully(stream)
 
 
+async def _open_stream(addr: Address, kwds: dict[str, Any]) -> trio.abc.Stream:
+    if isinstance(addr, tuple):
+        return await trio.open_tcp_stream(addr[0], addr[1], **kwds)
+    if isinstance(addr, (str, os.PathLike)):
+        if kwds:
+            raise TypeError(f"unexpected arguments for a Unix socket: {', '.join(kwds)}")
+        return await trio.open_unix_socket(addr)
+    raise TypeError(f"addr must be a (host, port) tuple or a socket path, not {addr!r}")
+
+
+#: aiomas's ``open_connection(timeout=)`` retries this often (a short, capped backoff).
+_RETRY_BACKOFF = Backoff(initial=0.05, factor=1.5, maximum=1.0, jitter=0.1)
+
+
+def _retry_policy(timeout: float | None, retry: RetryPolicy | None) -> RetryPolicy | None:
+    if retry is not None:
+        if timeout != 0:
+            raise TypeError("give timeout= or retry=, not both")
+        return retry
+    if timeout == 0:
+        return None
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+    return RetryPolicy(_RETRY_BACKOFF, deadline=timeout)
+
+
 async def _connect(
     addr: Address,
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None,
     kwds: dict[str, Any],
+    retry: RetryPolicy | None = None,
 ) -> trio.abc.Stream:
     stream: trio.abc.Stream
-    if isinstance(addr, tuple):
-        host, port = addr[0], addr[1]
-        stream = await trio.open_tcp_stream(host, port, **kwds)
-        hostname = server_hostname if server_hostname is not None else host
-    elif isinstance(addr, (str, os.PathLike)):
-        if kwds:
-            raise TypeError(f"unexpected arguments for a Unix socket: {', '.join(kwds)}")
-        stream = await trio.open_unix_socket(addr)
-        hostname = server_hostname if server_hostname is not None else "localhost"
+    if retry is None:
+        stream = await _open_stream(addr, kwds)
     else:
-        raise TypeError(f"addr must be a (host, port) tuple or a socket path, not {addr!r}")
+        # Only refusals are retried (the server is not up yet): ECONNREFUSED, a missing
+        # socket file, or trio's "all attempts failed" OSError for a host with several
+        # addresses; a TLS failure or a bad argument is not.
+        stream = await retry.call(partial(_open_stream, addr, kwds),
+                                  retry_on=(OSError,))
+    if isinstance(addr, tuple):
+        hostname = server_hostname if server_hostname is not None else addr[0]
+    else:
+        hostname = server_hostname if server_hostname is not None else "localhost"
     if ssl_context is None:
         return stream
     ssl_stream = trio.SSLStream(stream, ssl_context, server_hostname=hostname)
@@ -118,6 +167,9 @@ async def open_connection(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    extra_serializers: Iterable[SerializerFactory] = (),
+    timeout: float | None = 0,  # noqa: ASYNC109 (aiomas's retry-connect argument)
+    retry: RetryPolicy | None = None,
     **kwds: Any,
 ) -> AsyncIterator[Channel]:
     """Connect to a channel server; yield the :class:`Channel`, close it on exit.
@@ -136,6 +188,13 @@ async def open_connection(
         server_hostname: the name to check the server's certificate against; defaults to the
             TCP host (``"localhost"`` for Unix sockets).
         max_frame_size: the largest message accepted or sent, in bytes.
+        extra_serializers: serializer factories added to the codec (aiomas's argument; see
+            :data:`~trionet.codecs.STANDARD_SERIALIZERS`).
+        timeout: aiomas's retry-connect: ``0`` (default) tries once; a number of seconds keeps
+            trying while the connection is refused (the server is not up yet) for that long,
+            with a short backoff; ``None`` keeps trying until cancelled.
+        retry: a :class:`~trionet.supervision.RetryPolicy` instead of *timeout* (your own
+            backoff, attempt limit, deadline, or a circuit breaker shared with other clients).
         **kwds: passed on to :func:`trio.open_tcp_stream` (``happy_eyeballs_delay``,
             ``local_address``).
 
@@ -147,9 +206,12 @@ async def open_connection(
         TLSNotSpoken: the server does not speak TLS on that port.
         TLSError: the TLS handshake failed otherwise. All three are also
             :exc:`trio.BrokenResourceError`.
+        CircuitOpenError: the *retry* policy's circuit breaker is open.
     """
-    stream = await _connect(addr, ssl_context, server_hostname, kwds)
-    async with open_channel(stream, codec=codec, max_frame_size=max_frame_size) as channel:
+    policy = _retry_policy(timeout, retry)
+    stream = await _connect(addr, ssl_context, server_hostname, kwds, policy)
+    async with open_channel(stream, codec=codec, max_frame_size=max_frame_size,
+                            extra_serializers=extra_serializers) as channel:
         yield channel
 
 
@@ -192,6 +254,7 @@ async def start_server(
     backlog: int | None = None,
     frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    extra_serializers: Iterable[SerializerFactory] = (),
     task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve channels on *addr* until cancelled; start it with ``nursery.start``.
@@ -227,10 +290,11 @@ async def start_server(
         idle_timeout: seconds a connection may stay silent while nothing is outstanding
             either way (no request unanswered, no reply awaited; default 300; ``None`` keeps
             idle connections open forever, as aiomas does).
+        extra_serializers: serializer factories added to the codec (aiomas's argument).
         task_status: set by ``nursery.start``; receives the list of bound addresses,
             ``(host, port)`` tuples or the socket path.
     """
-    make_codec = _codec_factory(codec)
+    make_codec = _codec_factory(codec, extra_serializers)
     listeners = await _open_listeners(addr, backlog)
     unix_path = None if isinstance(addr, tuple) else os.fspath(addr)
     unix_inode = os.stat(unix_path).st_ino if unix_path is not None else None

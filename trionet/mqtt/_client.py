@@ -32,6 +32,7 @@ import trio
 
 from .._util import EnterOnce, single_exception
 from ..errors import MQTTNotConnected
+from ..supervision import RetryPolicy
 from ._base import MessageHandler, load_drivers
 from ._errors import MQTTPublishError
 from ._events import (
@@ -194,7 +195,7 @@ class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
         websocket_path: str = "/mqtt",
         websocket_headers: dict[str, str] | None = None,
         will: Will | None = None,
-        reconnect: ReconnectPolicy | bool = True,
+        reconnect: ReconnectPolicy | RetryPolicy | bool = True,
         max_inflight: int = 20,
         receive_maximum: int | None = None,
         max_packet_size: int | None = None,

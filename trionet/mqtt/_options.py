@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 from ..errors import ConfigurationError
+from ..supervision import RetryPolicy
 from ._message import MAX_PACKET_SIZE, MQTTV5, MQTTV311, Will
 from ._reconnect import ReconnectPolicy
 from ._topics import validate_topic
@@ -58,7 +59,7 @@ class MQTTClientOptions(TypedDict, total=False):
     websocket_path: str
     websocket_headers: dict[str, str] | None
     will: Will | None
-    reconnect: ReconnectPolicy | bool
+    reconnect: ReconnectPolicy | RetryPolicy | bool
     max_inflight: int
     receive_maximum: int | None
     max_packet_size: int | None
@@ -126,7 +127,7 @@ def build_options(
     websocket_path: str,
     websocket_headers: dict[str, str] | None,
     will: Will | None,
-    reconnect: ReconnectPolicy | bool,
+    reconnect: ReconnectPolicy | RetryPolicy | bool,
     max_inflight: int,
     receive_maximum: int | None,
     max_packet_size: int | None,
@@ -220,8 +221,12 @@ def build_options(
         policy = None
     elif isinstance(reconnect, ReconnectPolicy):
         policy = reconnect
+    elif isinstance(reconnect, RetryPolicy):
+        policy = ReconnectPolicy.from_retry(reconnect)
     else:
-        raise ConfigurationError("reconnect must be a ReconnectPolicy, True or False")
+        raise ConfigurationError(
+            "reconnect must be a ReconnectPolicy, a RetryPolicy, True or False"
+        )
     settings = EngineSettings(
         client_id=client_id,
         protocol=protocol,

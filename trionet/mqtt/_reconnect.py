@@ -1,4 +1,5 @@
-"""Exponential backoff with jitter, for reconnecting (and for any retry loop)."""
+"""The MQTT client's reconnect policy: a :class:`~trionet.supervision.RetryPolicy` plus MQTT's
+session-takeover rule."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import ConfigurationError
+from ..supervision import Backoff, CircuitBreaker, JitterMode, RetryPolicy
 
 __all__ = ["ReconnectPolicy"]
 
@@ -38,6 +40,14 @@ class ReconnectPolicy:
             over"). False (default): do not reconnect (that would take the session back and
             start a fight); the ``async with`` block fails with
             :exc:`~trionet.mqtt.MQTTSessionTakenOver`. True: reconnect with the backoff.
+        jitter_mode: ``"shorten"`` (default, as above) or ``"spread"`` (see
+            :class:`~trionet.supervision.Backoff`).
+        breaker: a :class:`~trionet.supervision.CircuitBreaker` (shared with other clients of
+            the same broker, for instance): while it is open, the client waits for it to let a
+            trial attempt through instead of connecting.
+
+    ``MQTTClient(reconnect=)`` also takes a :class:`~trionet.supervision.RetryPolicy`, the
+    policy object every trionet component shares (:meth:`from_retry`).
 
     Raises:
         ConfigurationError: a value is out of range.
@@ -50,6 +60,8 @@ class ReconnectPolicy:
     max_attempts: int | None = None
     stable_after: float = 10.0
     retry_takeover: bool = False
+    jitter_mode: JitterMode = "shorten"
+    breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         if self.initial_delay < 0 or self.max_delay < 0:
@@ -62,13 +74,44 @@ class ReconnectPolicy:
             raise ConfigurationError("max_attempts must be at least 1 (or None)")
         if self.stable_after < 0:
             raise ConfigurationError("stable_after must not be negative")
+        _ = self.backoff  # validates the jitter mode
+
+    @classmethod
+    def from_retry(cls, policy: RetryPolicy, *, retry_takeover: bool = False) -> ReconnectPolicy:
+        """The reconnect policy that follows a shared :class:`~trionet.supervision.RetryPolicy`:
+        its backoff, ``max_attempts`` (failed attempts in a row), ``reset_after`` (as
+        *stable_after*) and breaker.
+
+        Raises:
+            ConfigurationError: the policy has a ``deadline`` (a reconnecting client has no
+                overall deadline; use ``max_attempts``).
+        """
+        if policy.deadline is not None:
+            raise ConfigurationError(
+                "a reconnect policy has no deadline; limit it with max_attempts instead"
+            )
+        backoff = policy.backoff
+        return cls(initial_delay=backoff.initial, max_delay=backoff.maximum,
+                   multiplier=backoff.factor, jitter=backoff.jitter,
+                   max_attempts=policy.max_attempts or None, stable_after=policy.reset_after,
+                   retry_takeover=retry_takeover, jitter_mode=backoff.jitter_mode,
+                   breaker=policy.breaker)
+
+    @property
+    def backoff(self) -> Backoff:
+        """The waits as a shared :class:`~trionet.supervision.Backoff`."""
+        return Backoff(self.initial_delay, self.multiplier, self.max_delay, self.jitter,
+                       self.jitter_mode)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """This policy as the shared :class:`~trionet.supervision.RetryPolicy`."""
+        return RetryPolicy(self.backoff, max_attempts=self.max_attempts,
+                           reset_after=self.stable_after, breaker=self.breaker)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The wait before attempt number *attempt* (0 for the first), jitter included."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** min(attempt, 64))
-        if self.jitter:
-            base -= base * self.jitter * (rng or random).random()
-        return base
+        return self.backoff.delay(attempt + 1, rng)
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """Yield the wait before each attempt; ends after *max_attempts* values (if set)."""

@@ -2,7 +2,8 @@
 
 The supervisor task waits for a loss; unless the loss is final (``reconnect=False``, a session
 taken over), it reconnects with the :class:`~trionet.mqtt.ReconnectPolicy`'s backoff, which
-restarts only after a connection that stayed up ``stable_after`` seconds.
+restarts only after a connection that stayed up ``stable_after`` seconds; a shared circuit
+breaker, when the policy has one, counts the attempts and holds them back while it is open.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 
 import trio
 
-from ..errors import MQTTConnectError, MQTTNotConnected, MQTTTimeout
+from ..errors import CircuitOpenError, MQTTConnectError, MQTTNotConnected, MQTTTimeout
+from ..supervision import CircuitBreaker
 from ._connection import Connecting
 from ._errors import SESSION_TAKEN_OVER, MQTTSessionTakenOver
 from ._message import ConnectionState
@@ -43,6 +45,8 @@ class Reconnecting(Connecting):
             # in between lasted policy.stable_after seconds: see _on_control_event)
             await trio.sleep(policy.delay(self._backoff))
             self._backoff += 1
+            if policy.breaker is not None:
+                await _breaker_lets_us_try(policy.breaker)
             if self._closing or self._state is not ConnectionState.RECONNECTING:
                 return
             try:
@@ -56,6 +60,8 @@ class Reconnecting(Connecting):
                 raise
             except (MQTTConnectError, MQTTTimeout) as exc:
                 last = exc
+                if policy.breaker is not None:
+                    policy.breaker.record_failure()
                 _log.info("MQTT reconnect attempt %d to %s:%s failed: %s", attempt, self._host,
                           self._port, exc)
                 self._set_state(ConnectionState.RECONNECTING, reason=str(exc), attempt=attempt,
@@ -63,6 +69,8 @@ class Reconnecting(Connecting):
                 continue
             if self._current_state() is not ConnectionState.RECONNECTING:  # disconnect()
                 return
+            if policy.breaker is not None:
+                policy.breaker.record_success()
             self._reconnects += 1
             _log.info("MQTT client %s reconnected to %s:%s (session present: %s)",
                       self._client_id, self._host, self._port, session_present)
@@ -117,3 +125,15 @@ class Reconnecting(Connecting):
                 self._submit_quiet(self._engine.abandon, text)
                 self._fatal = MQTTNotConnected(f"{text} (reconnect is disabled)")
         self._lost.set()
+
+
+async def _breaker_lets_us_try(breaker: CircuitBreaker) -> None:
+    """Wait while the shared breaker is open (a reconnect loop waits rather than fail)."""
+    while True:
+        try:
+            breaker.check()
+        except CircuitOpenError as exc:
+            _log.info("MQTT reconnect waits %.2f s for the circuit breaker", exc.retry_after)
+            await trio.sleep(max(exc.retry_after, 0.01))
+        else:
+            return

@@ -9,6 +9,7 @@ raised on the caller's side as :class:`~trionet.errors.RemoteException`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -24,7 +25,11 @@ from ..channel import (
     start_server as _start_channel_server,
 )
 from ..channel._open import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Address, CodecSpec
+from ..codecs import SerializerFactory
+from ..errors import ChannelClosed
 from ..framing import DEFAULT_MAX_FRAME_SIZE
+
+logger = logging.getLogger("trionet.rpc")
 
 __all__ = [
     "Proxy",
@@ -283,6 +288,32 @@ class RpcClient:
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
         self._remote = Proxy(channel)
+        self._reset_callback: Callable[[BaseException], object] | None = None
+
+    def on_connection_reset(self, callback: Callable[[BaseException], object] | None) -> None:
+        """Call ``callback(exc)`` when the peer closes or breaks the connection while this side
+        serves it (aiomas's hook; one callback, a new one replaces it, ``None`` removes it).
+
+        *exc* is a :exc:`~trionet.errors.ChannelClosed` (also a :exc:`ConnectionResetError`)
+        whose message says whether the peer closed cleanly or the connection broke. It is not
+        called when this side ends the connection (the ``async with`` block exits or the
+        server is cancelled). The callback runs in the serving task; it must not block.
+
+        Raises:
+            ValueError: *callback* is neither callable nor ``None``.
+        """
+        if callback is not None and not callable(callback):
+            raise ValueError(f"the connection reset callback must be callable, not {callback!r}")
+        self._reset_callback = callback
+
+    def _connection_reset(self, exc: BaseException) -> None:
+        callback = self._reset_callback
+        if callback is None:
+            return
+        try:
+            callback(exc)
+        except Exception:
+            logger.exception("the RPC connection reset callback raised")
 
     @property
     def channel(self) -> Channel:
@@ -356,7 +387,8 @@ async def open_connection(
         rpc_service: serve this service to the peer too (calls in both directions), in a
             task that ends with the block.
         codec, ssl_context, server_hostname, max_frame_size, kwds: as for
-            :func:`trionet.channel.open_connection`.
+            :func:`trionet.channel.open_connection` (``timeout=`` and ``retry=`` for
+            retry-connect, ``extra_serializers=`` among *kwds*).
         max_concurrency: limit of concurrent ``async`` calls served to the peer.
     """
     router = _router_of(rpc_service) if rpc_service is not None else None
@@ -373,17 +405,30 @@ async def open_connection(
             yield client
             return
         async with open_hidden_nursery() as nursery:
-            nursery.start_soon(_serve_quietly, channel, _dispatcher(router), max_concurrency)
+            nursery.start_soon(_serve_quietly, channel, _dispatcher(router), max_concurrency,
+                               client)
             try:
                 yield client
             finally:
                 nursery.cancel_scope.cancel()
 
 
-async def _serve_quietly(channel: Channel, dispatch: Callable[[Any], Any], limit: int) -> None:
-    # A lost connection is reported by the caller's own calls.
+async def _serve_quietly(channel: Channel, dispatch: Callable[[Any], Any], limit: int,
+                         client: RpcClient) -> None:
+    # A lost connection is reported by the caller's own calls, and to the reset callback.
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await _serve_reporting_reset(channel, dispatch, limit, client)
+
+
+async def _serve_reporting_reset(channel: Channel, dispatch: Callable[[Any], Any], limit: int,
+                                 client: RpcClient) -> None:
+    """``channel.serve``, telling *client*'s reset callback when the peer ended it."""
+    try:
         await channel.serve(dispatch, max_concurrency=limit)
+    except ChannelClosed as exc:
+        client._connection_reset(exc)
+        raise
+    client._connection_reset(ChannelClosed("the peer closed the connection"))
 
 
 async def start_server(
@@ -398,6 +443,7 @@ async def start_server(
     backlog: int | None = None,
     frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    extra_serializers: Iterable[SerializerFactory] = (),
     task_status: trio.TaskStatus[list[Any]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve *rpc_service* to every client until cancelled; start it with ``nursery.start``.
@@ -412,8 +458,8 @@ async def start_server(
         client_connected_cb: optional ``async def cb(client)`` run alongside serving each
             connection, with an :class:`RpcClient` to call the peer back; it is cancelled
             when the peer disconnects.
-        codec, ssl_context, max_frame_size, backlog, frame_timeout, idle_timeout, task_status:
-            as for :func:`trionet.channel.start_server`.
+        codec, ssl_context, max_frame_size, backlog, frame_timeout, idle_timeout, \
+            extra_serializers, task_status: as for :func:`trionet.channel.start_server`.
         max_concurrency: limit of concurrent ``async`` calls per connection.
 
     Raises:
@@ -425,9 +471,10 @@ async def start_server(
         if client_connected_cb is None:
             await channel.serve(dispatch, max_concurrency=max_concurrency)
             return
+        client = RpcClient(channel)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(client_connected_cb, RpcClient(channel))
-            await channel.serve(dispatch, max_concurrency=max_concurrency)
+            nursery.start_soon(client_connected_cb, client)
+            await _serve_reporting_reset(channel, dispatch, max_concurrency, client)
             nursery.cancel_scope.cancel()
 
     await _start_channel_server(
@@ -439,6 +486,7 @@ async def start_server(
         backlog=backlog,
         frame_timeout=frame_timeout,
         idle_timeout=idle_timeout,
+        extra_serializers=extra_serializers,
         task_status=task_status,
     )
 
