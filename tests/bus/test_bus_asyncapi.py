@@ -341,6 +341,22 @@ def test_pydantic_models_use_pydantic_schemas() -> None:
     assert schemas["Address"]["required"] == ["city"]
     assert "$defs" not in json.dumps(document) and "prefixItems" not in json.dumps(document)
 
+    class Opaque:
+        pass
+
+    class Strange(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(arbitrary_types_allowed=True)
+        thing: Opaque
+
+    @app.application("strange")
+    async def strange(message: Any) -> None: ...
+
+    typed(app, payload_type=Strange)
+    document = app.asyncapi()
+    assert_valid(document)
+    assert "no JSON schema" in document["components"]["messages"]["Strange"]["payload"][
+        "description"]
+
 
 def test_publishers_given_as_objects_and_types_without_a_schema() -> None:
     @dataclasses.dataclass
@@ -367,6 +383,35 @@ def test_publishers_given_as_objects_and_types_without_a_schema() -> None:
     ]
     opaque = document["components"]["messages"]["Opaque"]["payload"]
     assert "no JSON schema" in opaque["description"]
+    assert document["components"]["messages"]["Order"]["payload"]["$ref"].endswith("/Order")
+
+
+def test_two_types_of_the_same_name_get_two_schemas() -> None:
+    def make() -> type:
+        @dataclasses.dataclass
+        class Order:  # another Order, with other fields
+            reference: str
+
+        return Order
+
+    app = DistributedApplication()
+
+    @app.application("a")
+    async def first(message: Any) -> None: ...
+
+    typed(app, payload_type=Order)
+
+    @app.application("b")
+    async def second(message: Any) -> None: ...
+
+    typed(app, payload_type=make())
+    document = app.asyncapi()
+    assert_valid(document)
+    messages = document["components"]["messages"]
+    assert set(messages) == {"Order", "Order-2"}
+    one, two = (messages[key]["payload"]["$ref"].rsplit("/", 1)[1] for key in messages)
+    schemas = document["components"]["schemas"]
+    assert "item" in schemas[one]["properties"] and "reference" in schemas[two]["properties"]
 
 
 # -- the command line -------------------------------------------------------------------------

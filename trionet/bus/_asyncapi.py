@@ -100,37 +100,41 @@ def _draft7(schema: Any) -> Any:
 # -- payload schemas -----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _Message:
-    key: str
-    body: dict[str, Any]
-
-
 class _Schemas:
-    """The payload schemas of every type the document mentions, in ``components``."""
+    """The messages and payload schemas of every type the document mentions.
+
+    msgspec describes all its types in one call (:meth:`finish`), so that two types of the
+    same name (from two modules) get two schemas.
+    """
 
     def __init__(self) -> None:
         self.components: dict[str, Any] = {}
-        self._messages: dict[Any, _Message] = {}
         self.messages: dict[str, Any] = {}
+        self._keys: dict[Any, str] = {}
+        self._pending: list[tuple[Any, dict[str, Any]]] = []
 
     def message(self, tp: Any) -> str:
         """The key in ``components.messages`` of the message carrying a *tp* payload."""
         marker = "raw" if _is_raw(tp) else tp
-        known = self._messages.get(marker)
+        known = self._keys.get(marker)
         if known is not None:
-            return known.key
+            return known
+        payload: dict[str, Any] = {}
         if marker == "raw":
-            name, payload, content_type = "RawMessage", {
-                "type": "string", "format": "binary",
-                "description": "any bytes (the handler reads message.payload)",
-            }, "application/octet-stream"
+            name, content_type = "RawMessage", "application/octet-stream"
+            payload.update(type="string", format="binary",
+                           description="any bytes (the handler reads message.payload)")
         elif tp is str:
-            name, payload, content_type = "TextMessage", {"type": "string"}, "text/plain"
+            name, content_type = "TextMessage", "text/plain"
+            payload.update(type="string")
         else:
-            name, payload, content_type = _type_name(tp), self._payload(tp), "application/json"
+            name, content_type = _type_name(tp), "application/json"
+            if _is_pydantic(tp):
+                payload.update(self._pydantic(tp))
+            else:
+                self._pending.append((tp, payload))
         key = _unique(_key(name, "Payload"), self.messages)
-        body: dict[str, Any] = {
+        self.messages[key] = {
             "name": key,
             "title": name,
             "contentType": content_type,
@@ -141,38 +145,49 @@ class _Schemas:
                 "location": "$message.header#/correlation_id",
             },
         }
-        self.messages[key] = body
-        self._messages[marker] = _Message(key, body)
+        self._keys[marker] = key
         return key
 
-    def _payload(self, tp: Any) -> dict[str, Any]:
+    def finish(self) -> None:
+        """Fill in the payload schemas that msgspec describes."""
+        if not self._pending:
+            return
         try:
-            if _is_pydantic(tp):
-                return self._pydantic(tp)
-            return self._msgspec(tp)
-        except (TypeError, ValueError, ImportError) as exc:
-            return {"description": f"a {_type_name(tp)} (no JSON schema: "
-                                   f"{type(exc).__name__}: {exc})"}
+            self._msgspec(self._pending)
+        except (TypeError, ValueError, ImportError):
+            for each in self._pending:  # one at a time, to find the type(s) without a schema
+                try:
+                    self._msgspec([each])
+                except (TypeError, ValueError, ImportError) as exc:
+                    each[1].update(description=f"a {_type_name(each[0])} (no JSON schema: "
+                                               f"{type(exc).__name__}: {exc})")
+        self._pending.clear()
 
-    def _msgspec(self, tp: Any) -> dict[str, Any]:
+    def _msgspec(self, pending: list[tuple[Any, dict[str, Any]]]) -> None:
         import msgspec
 
-        (schema,), components = msgspec.json.schema_components(
-            [tp], ref_template=_SCHEMAS + "{name}"
+        schemas, components = msgspec.json.schema_components(
+            [tp for tp, _ in pending], ref_template=_SCHEMAS + "{name}"
         )
         self._merge(components)
-        return dict(_draft7(schema))
+        for (_, payload), schema in zip(pending, schemas, strict=True):
+            payload.update(_draft7(schema))
 
     def _pydantic(self, tp: Any) -> dict[str, Any]:
-        schema = dict(tp.model_json_schema(ref_template=_SCHEMAS + "{model}"))
+        try:
+            schema = dict(tp.model_json_schema(ref_template=_SCHEMAS + "{model}"))
+        except Exception as exc:  # pydantic's own errors (a field type it cannot describe)
+            return {"description": f"a {_type_name(tp)} (no JSON schema: "
+                                   f"{type(exc).__name__}: {exc})"}
         self._merge(schema.pop("$defs", {}))
         name = _key(str(schema.get("title") or tp.__name__), "Payload")
         self._merge({name: schema})
         return {"$ref": _SCHEMAS + name}
 
     def _merge(self, components: Mapping[str, Any]) -> None:
+        # msgspec and pydantic write component names of [A-Za-z0-9_.-] already
         for name, schema in components.items():
-            self.components.setdefault(_key(name), _draft7(schema))
+            self.components.setdefault(name, _draft7(schema))
 
 
 _ENVELOPE_SCHEMA: Final = {
@@ -479,6 +494,7 @@ class _Builder:
             self.server_keys(MemoryConfig())
         for spec in self.app.applications:
             self.add(spec)
+        self.schemas.finish()
         if len(self.servers) == 1:  # every channel is on the one server: say it once
             for channel in self.channels.values():
                 channel.pop("servers", None)
