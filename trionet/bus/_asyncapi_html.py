@@ -71,26 +71,32 @@ def _address(channel: Mapping[str, Any]) -> str:
     return "(set at run time)" if address is None else str(address)
 
 
+def _table(title: str, headings: list[str], rows: list[list[str]]) -> list[str]:
+    """A section with a table; *rows* hold HTML already escaped."""
+    if not rows:
+        return []
+    head = "".join(f"<th>{_text(heading)}</th>" for heading in headings)
+    body = ["<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows]
+    return [f"<h2>{_text(title)}</h2><table><tr>{head}</tr>", *body, "</table>"]
+
+
 def _servers(document: Mapping[str, Any]) -> list[str]:
-    rows = []
+    rows: list[list[str]] = []
     for name, server in (document.get("servers") or {}).items():
         protocol = str(server.get("protocol", ""))
         if server.get("protocolVersion"):
             protocol += f" {server['protocolVersion']}"
-        rows.append(
-            f"<tr><td><code>{_text(name)}</code></td><td>{_text(protocol)}</td>"
-            f"<td><code>{_text(server.get('host', ''))}{_text(server.get('pathname', ''))}"
-            f"</code></td><td>{_text(server.get('description', ''))}</td></tr>"
-        )
-    if not rows:
-        return []
-    return ["<h2>Servers</h2><table><tr><th>name</th><th>protocol</th><th>host</th>"
-            "<th>description</th></tr>", *rows, "</table>"]
+        rows.append([
+            f"<code>{_text(name)}</code>", _text(protocol),
+            f"<code>{_text(server.get('host', ''))}{_text(server.get('pathname', ''))}</code>",
+            _text(server.get("description", "")),
+        ])
+    return _table("Servers", ["name", "protocol", "host", "description"], rows)
 
 
 def _operations(document: Mapping[str, Any]) -> list[str]:
     channels = document.get("channels") or {}
-    rows = []
+    rows: list[list[str]] = []
     for name, operation in (document.get("operations") or {}).items():
         action = str(operation.get("action", ""))
         channel = _ref_name(operation.get("channel"))
@@ -100,17 +106,14 @@ def _operations(document: Mapping[str, Any]) -> list[str]:
             replies = ", ".join(_link("message", _ref_name(m)) for m in reply.get("messages", ()))
             messages += f"<br><span class=muted>replies with</span> {replies}"
         summary = operation.get("summary")
-        rows.append(
-            f'<tr><td><code>{_text(name)}</code>'
-            + (f"<br><span class=muted>{_text(summary)}</span>" if summary else "")
-            + f'</td><td><span class="tag {_text(action)}">{_text(action)}</span></td>'
-            f"<td>{_link('channel', channel, _address(channels.get(channel, {})))}</td>"
-            f"<td>{messages}</td></tr>"
-        )
-    if not rows:
-        return []
-    return ["<h2>Operations</h2><table><tr><th>operation</th><th>action</th><th>channel</th>"
-            "<th>messages</th></tr>", *rows, "</table>"]
+        rows.append([
+            f"<code>{_text(name)}</code>"
+            + (f"<br><span class=muted>{_text(summary)}</span>" if summary else ""),
+            f'<span class="tag {_text(action)}">{_text(action)}</span>',
+            _link("channel", channel, _address(channels.get(channel, {}))),
+            messages,
+        ])
+    return _table("Operations", ["operation", "action", "channel", "messages"], rows)
 
 
 def _channels(document: Mapping[str, Any]) -> list[str]:
