@@ -36,6 +36,7 @@ from ..observability import CORRELATION_HEADER, reset_correlation_id, set_correl
 from ..supervision import RetryPolicy
 from ._errors import BusError, RequestTimeout
 from ._message import BusMessage
+from ._ordering import ConsumeLoop
 from ._policy import AckPolicy, ErrorPolicy, RestartPolicy
 from ._providers import from_config
 from ._socket import BusSocket, Delivery, ProviderSpec, SocketProvider
@@ -68,8 +69,6 @@ Resource: TypeAlias = (
 CallbackT = TypeVar("CallbackT", bound=Callable[..., Awaitable[Any]])
 
 _RESERVED_ARGUMENTS = frozenset({"message", "socket", "state"})
-#: While messages are queued, a consumer lets other tasks run at least this often.
-_YIELD_EVERY = 16
 
 
 @dataclass(slots=True)
@@ -82,6 +81,8 @@ class AppStatistics:
         dead_lettered: messages sent to the dead-letter topic.
         restarts: times the application was restarted by its restart policy.
         in_flight: handlers running right now.
+        expired: messages whose deadline passed before their handler finished (it was
+            cancelled, or not called); they are acknowledged.
     """
 
     handled: int = 0
@@ -89,6 +90,7 @@ class AppStatistics:
     dead_lettered: int = 0
     restarts: int = 0
     in_flight: int = 0
+    expired: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,12 +220,11 @@ class _AppRunner:
         self.ready = False
         self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
         self._shield: trio.CancelScope | None = None
-        self._wait_scope: trio.CancelScope | None = None
+        self._loop: ConsumeLoop | None = None
         self._sleep_scope: trio.CancelScope | None = None
         self._producer_scope: trio.CancelScope | None = None
         self._pass_message = spec.accepts is None or "message" in spec.accepts
         self._socket: BusSocket | None = None
-        self._since_yield = 0
         #: The last failure came from the producer's own code (not from the bus).
         self._callback_failed = False
 
@@ -236,7 +237,9 @@ class _AppRunner:
         self.stopping = True
         if self._socket is not None:
             self._socket._wake_receiver()
-        for scope in (self._wait_scope, self._sleep_scope, self._producer_scope):
+        if self._loop is not None:
+            self._loop.wake()
+        for scope in (self._sleep_scope, self._producer_scope):
             if scope is not None:
                 scope.cancel()
         if self._shield is not None:
@@ -376,61 +379,17 @@ class _AppRunner:
 
     # -- consuming ------------------------------------------------------------------------------
 
-    async def _next(self, socket: BusSocket) -> Delivery | None:
-        """The next delivery, or ``None`` once the application is shutting down.
-
-        :meth:`begin_shutdown` wakes a waiting call by queueing :data:`WAKEUP`. While messages
-        are queued, other tasks get to run at least every :data:`_YIELD_EVERY` messages (a
-        scheduling round per message would cost as much as the rest of the bus together).
-        """
-        while not self.stopping:
-            item = socket._receive_nowait()
-            if item is None:
-                item = await socket._receive_inbound()
-                self._since_yield = 0
-            else:
-                self._since_yield += 1
-                if self._since_yield >= _YIELD_EVERY:
-                    self._since_yield = 0
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-            delivery = await socket._accept(item)
-            if delivery is not None:
-                return delivery
-        return None
-
     async def _consume(self, socket: BusSocket, kwargs: dict[str, Any]) -> None:
-        limit = self.spec.max_concurrency
-        if limit == 1:
-            while True:
-                delivery = await self._next(socket)
-                if delivery is None:
-                    return
-                await self._process(socket, delivery, kwargs)
-        slots = trio.Semaphore(limit)
+        # Taking messages, order per key, concurrency and deadlines: trionet.bus._ordering.
+        async def process(delivery: Delivery) -> None:
+            await self._process(socket, delivery, kwargs)
 
-        async def process_then_release(delivery: Delivery) -> None:
-            try:
-                await self._process(socket, delivery, kwargs)
-            finally:
-                slots.release()
-
-        async with trio.open_nursery() as handlers:
-            while True:
-                with trio.CancelScope() as scope:
-                    self._wait_scope = scope
-                    try:
-                        await slots.acquire()
-                    finally:
-                        self._wait_scope = None
-                if scope.cancelled_caught or self.stopping:
-                    if not scope.cancelled_caught:
-                        slots.release()
-                    return
-                delivery = await self._next(socket)
-                if delivery is None:
-                    slots.release()
-                    return
-                handlers.start_soon(process_then_release, delivery)
+        self._loop = ConsumeLoop(socket, process, self.spec.max_concurrency, self._shutting_down,
+                                 self.statistics, self.spec.name)
+        try:
+            await self._loop.run()
+        finally:
+            self._loop = None
 
     async def _process(self, socket: BusSocket, delivery: Delivery,
                        kwargs: dict[str, Any]) -> None:
@@ -496,7 +455,7 @@ class _AppRunner:
         headers["x-error"] = f"{type(exc).__name__}: {exc}"
         headers["x-original-topic"] = message.topic
         headers["x-application"] = self.spec.name
-        await socket.publish(message.copy(topic=topic, headers=headers))
+        await socket.publish(message.copy(topic=topic, headers=headers, deadline=None))
         self.statistics.dead_lettered += 1
         logger.warning(
             "bus application %r: handler failed on message %s (topic %r, correlation id %s): "

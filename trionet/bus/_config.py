@@ -221,8 +221,19 @@ class KafkaConfig(BusConfig):
             Sockets open at once never share one (see "Client ids" in the bus documentation).
         offset_reset: where a group without committed offsets starts reading: ``"latest"``
             or ``"earliest"``.
-        create_topics: create missing topics on subscribe/publish (one partition, replication
-            factor one); they are never deleted.
+        create_topics: create missing topics on subscribe/publish (with :attr:`partitions`
+            and :attr:`replication_factor`); they are never deleted, nor changed when they
+            exist.
+        partitions: how many partitions the topics the bus creates get (URL:
+            ``partitions=``; default 1). Several instances of one application (same group
+            prefix and name) share a topic's partitions, so this is how many of them can work
+            at once; records with the same :attr:`~trionet.bus.BusMessage.key` go to the same
+            partition. Reply topics always have one partition.
+        replication_factor: how many brokers keep a copy of each partition of the topics the
+            bus creates (URL: ``replication_factor=``; default 1, right for one broker).
+        backend: the Kafka engine of the bus's producers, consumers and admin clients:
+            ``"kafka-python"`` (the default) or ``"confluent"`` (librdkafka; see the Kafka
+            guide). ``None``: the default.
         commit_interval: seconds between offset commits of acknowledged messages (and at
             shutdown and rebalances).
         consumer_config: extra kafka-python consumer settings (URL: ``consumer.NAME=VALUE``),
@@ -238,6 +249,9 @@ class KafkaConfig(BusConfig):
     offset_reset: Literal["latest", "earliest"] = "latest"
     create_topics: bool = True
     commit_interval: float = 1.0
+    partitions: int = 1
+    replication_factor: int = 1
+    backend: str | None = None
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
 
@@ -251,6 +265,13 @@ class KafkaConfig(BusConfig):
             raise ConfigurationError("bootstrap_servers must name at least one broker")
         if not self.commit_interval > 0:
             raise ConfigurationError("commit_interval must be positive")
+        for name in ("partitions", "replication_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+                raise ConfigurationError(f"{name} must be an integer from 1 to 10000, "
+                                         f"not {value!r}")
+        if self.backend is not None and (not isinstance(self.backend, str) or not self.backend):
+            raise ConfigurationError(f"backend must be an engine name, not {self.backend!r}")
 
     @property
     def servers(self) -> list[str]:
@@ -263,7 +284,8 @@ class KafkaConfig(BusConfig):
         query = self._common_query()
         for name, default in (("group_id", None), ("client_id", None),
                               ("offset_reset", "latest"), ("create_topics", True),
-                              ("commit_interval", 1.0)):
+                              ("commit_interval", 1.0), ("partitions", 1),
+                              ("replication_factor", 1), ("backend", None)):
             value = getattr(self, name)
             if value != default:
                 query.append(("group" if name == "group_id" else name, _fmt(value)))
@@ -359,6 +381,9 @@ _PARAMS: dict[str, dict[str, tuple[str, Callable[[str, str], Any]]]] = {
         "auto_offset_reset": ("offset_reset", _text),
         "create_topics": ("create_topics", _parse_bool),
         "commit_interval": ("commit_interval", lambda name, text: float(text)),
+        "partitions": ("partitions", _parse_int),
+        "replication_factor": ("replication_factor", _parse_int),
+        "backend": ("backend", _text),
     },
 }
 

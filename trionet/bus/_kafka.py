@@ -20,7 +20,6 @@ has fixed its position before the first request goes out, so no reply can slip p
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import re
@@ -42,6 +41,7 @@ from ..kafka import (
 )
 from ._config import KafkaConfig, Topics
 from ._message import BusMessage
+from ._ordering import ContiguousOffsets
 from ._socket import CLOSE_TIMEOUT, REPLY_PREFIX, BusSocket, SocketProvider, client_label
 
 __all__ = ["KafkaSocket", "KafkaSocketProvider", "filter_to_pattern", "kafka_topic"]
@@ -99,51 +99,8 @@ def filter_to_pattern(topic_filter: str) -> str:
     return body
 
 
-class _Offsets:
-    """Per partition: offsets handed out, which are still unacknowledged, what to commit."""
-
-    def __init__(self) -> None:
-        self.handed_out: dict[TopicPartition, collections.deque[int]] = {}
-        self.unacked: dict[TopicPartition, set[int]] = {}
-        self.committable: dict[TopicPartition, int] = {}
-        self.dirty: set[TopicPartition] = set()
-
-    def handed(self, tp: TopicPartition, offset: int) -> None:
-        queue = self.handed_out.get(tp)
-        if queue is None:
-            queue = self.handed_out[tp] = collections.deque()
-            self.unacked[tp] = set()
-        queue.append(offset)
-        self.unacked[tp].add(offset)
-
-    def acked(self, tp: TopicPartition, offset: int) -> None:
-        unacked = self.unacked.get(tp)
-        if unacked is None or offset not in unacked:
-            return  # the partition was revoked meanwhile
-        unacked.discard(offset)
-        queue = self.handed_out[tp]
-        while queue and queue[0] not in unacked:
-            self.committable[tp] = queue.popleft() + 1
-            self.dirty.add(tp)
-
-    def take(self, only: frozenset[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        chosen = self.dirty if only is None else self.dirty & only
-        offsets = {tp: self.committable[tp] for tp in chosen}
-        self.dirty -= set(offsets)
-        return offsets
-
-    def restore(self, offsets: dict[TopicPartition, int]) -> None:
-        """Mark offsets whose commit failed as to be committed again."""
-        for tp, offset in offsets.items():
-            if tp in self.handed_out and self.committable.get(tp) == offset:
-                self.dirty.add(tp)
-
-    def forget(self, partitions: frozenset[TopicPartition]) -> None:
-        for tp in partitions:
-            self.handed_out.pop(tp, None)
-            self.unacked.pop(tp, None)
-            self.committable.pop(tp, None)
-            self.dirty.discard(tp)
+#: Acknowledged offsets per partition, committed contiguously (see trionet.bus._ordering).
+_Offsets = ContiguousOffsets[TopicPartition]
 
 
 class _Reader:
@@ -198,11 +155,12 @@ class KafkaSocket(BusSocket):
         async with AsyncExitStack() as stack:
             self._producer = await stack.enter_async_context(KafkaProducer(
                 self._servers, client_id=self.client_id, close_timeout=CLOSE_TIMEOUT,
-                **dict(config.producer_config),
+                backend=config.backend, **dict(config.producer_config),
             ))
             if config.create_topics:
                 self._admin = await stack.enter_async_context(
-                    KafkaAdmin(self._servers, client_id=f"{self.client_id}-admin"))
+                    KafkaAdmin(self._servers, client_id=f"{self.client_id}-admin",
+                               backend=config.backend))
             self._nursery = nursery
             try:
                 yield
@@ -221,15 +179,26 @@ class KafkaSocket(BusSocket):
     def _connection(self, nursery: trio.Nursery) -> AbstractAsyncContextManager[None]:
         return self._connect(nursery)
 
-    async def _ensure_topics(self, names: Sequence[str], *, partitions: int = 1) -> None:
+    async def _ensure_topics(self, names: Sequence[str], *, partitions: int | None = None
+                             ) -> None:
+        """Create the topics of *names* that may not exist (with the configured partitions
+        and replication factor, or *partitions*); existing topics are left as they are."""
         missing = [name for name in names if name not in self._known_topics]
         if missing and self._admin is not None:
-            await self._admin.create_topics([NewTopic(name, partitions) for name in missing])
+            config = self.config
+            count = config.partitions if partitions is None else partitions
+            await self._admin.create_topics([
+                NewTopic(name, count, config.replication_factor) for name in missing
+            ])
         self._known_topics.update(missing)
 
     # -- publishing -----------------------------------------------------------------------------
 
     async def _send(self, topic: str, data: bytes | BusMessage) -> None:
+        await self._send_with_key(topic, data, None)
+
+    async def _send_with_key(self, topic: str, data: bytes | BusMessage, key: str | None
+                             ) -> None:
         assert isinstance(data, bytes)
         assert self._producer is not None
         if topic.startswith(REPLY_PREFIX + "/"):
@@ -238,7 +207,9 @@ class KafkaSocket(BusSocket):
         else:
             name = kafka_topic(topic)
             await self._ensure_topics([name])
-        await self._producer.send(name, data)
+        # The message's key is the record key: the records of one key share a partition.
+        await self._producer.send(name, data,
+                                  key=None if key is None else key.encode("utf-8"))
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -304,6 +275,7 @@ class KafkaSocket(BusSocket):
                     auto_offset_reset=self.config.offset_reset,
                     commit_on_exit=False,
                     close_timeout=CLOSE_TIMEOUT,
+                    backend=self.config.backend,
                     **options,
                 ) as consumer:
                     reader.consumer = consumer
@@ -332,7 +304,7 @@ class KafkaSocket(BusSocket):
             tp = TopicPartition(record.topic, record.partition)
             handed(tp, record.offset)
             await send((record.topic, record.value or b"",
-                        functools.partial(ack, tp, record.offset)))
+                        functools.partial(ack, tp, record.offset), trio.current_time()))
 
     async def _ack(self, tp: TopicPartition, offset: int) -> None:
         self._offsets.acked(tp, offset)
@@ -369,7 +341,7 @@ class KafkaSocket(BusSocket):
     # -- replies --------------------------------------------------------------------------------
 
     async def _open_reply_route(self) -> None:
-        await self._ensure_topics([self._reply_topic])
+        await self._ensure_topics([self._reply_topic], partitions=1)  # read as partition 0
         assert self._nursery is not None
         self._reply_reader = await self._nursery.start(self._read_replies)
 
@@ -387,6 +359,7 @@ class KafkaSocket(BusSocket):
                     client_id=f"{self.client_id}-replies",
                     auto_offset_reset="latest",
                     close_timeout=CLOSE_TIMEOUT,
+                    backend=self.config.backend,
                     **options,
                 ) as consumer:
                     reader.consumer = consumer

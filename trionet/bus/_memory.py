@@ -61,6 +61,12 @@ class MemoryBrokerStatistics:
     unroutable_replies: int = 0
 
 
+def _arrival(data: bytes | BusMessage) -> float:
+    """When envelope bytes arrive (their deadline counts from then); message objects carry
+    their own deadline."""
+    return 0.0 if isinstance(data, BusMessage) else trio.current_time()
+
+
 class _Connection:
     __slots__ = ("drop", "filters", "socket", "statistics")
 
@@ -190,7 +196,8 @@ class MemoryBroker:
         if targets:
             connection = targets[0]
             try:
-                connection.socket._inbound_send.send_nowait((topic, data, connection.ack))
+                connection.socket._inbound_send.send_nowait(
+                    (topic, data, connection.ack, _arrival(data)))
             except trio.WouldBlock:
                 if not connection.drop:
                     return False
@@ -218,7 +225,8 @@ class MemoryBroker:
         if len(targets) == 1 and not targets[0].drop:  # the common case, kept short
             connection = targets[0]
             try:
-                await connection.socket._inbound_send.send((topic, data, connection.ack))
+                await connection.socket._inbound_send.send(
+                    (topic, data, connection.ack, _arrival(data)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the subscriber closed meanwhile
             self.statistics.delivered += 1
@@ -228,6 +236,7 @@ class MemoryBroker:
             return
         first = True
         waited = False
+        arrived = _arrival(data)
         for connection in targets:
             item = data
             if not first and isinstance(data, BusMessage):
@@ -237,13 +246,13 @@ class MemoryBroker:
             try:
                 if connection.drop:
                     try:
-                        channel.send_nowait((topic, item, connection.ack))
+                        channel.send_nowait((topic, item, connection.ack, arrived))
                     except trio.WouldBlock:
                         self.statistics.dropped += 1
                         continue
                 else:
                     waited = True
-                    await channel.send((topic, item, connection.ack))
+                    await channel.send((topic, item, connection.ack, arrived))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 continue  # the subscriber closed meanwhile
             self.statistics.delivered += 1

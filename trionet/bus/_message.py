@@ -8,8 +8,11 @@ PascalCase aliases (``Payload``, ``ResponseTopic``, ...) as well as snake_case n
 
 The msgpack envelope is a map with the keys ``payload`` (bin), ``topic`` (str) and, when set,
 ``content_type``, ``client_name``, ``response_topic``, ``timestamp`` (int, seconds),
-``headers`` (map of str to str), ``correlation_id`` (str) and ``message_id`` (str, set by
-:meth:`BusSocket.publish <trionet.bus.BusSocket.publish>`). Unknown keys are ignored.
+``headers`` (map of str to str), ``correlation_id`` (str), ``message_id`` (str, set by
+:meth:`BusSocket.publish <trionet.bus.BusSocket.publish>`), ``key`` (str, the ordering key) and
+``timeout_ms`` (int: how many milliseconds the message's deadline was away when it was
+published; a receiver counts them from when it takes the message, at most
+:data:`MAX_TIMEOUT_MS`). Unknown keys are ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..errors import CodecError
 from ._errors import EnvelopeError, NoResponseTopic
 
 __all__ = [
+    "MAX_TIMEOUT_MS",
     "BusMessage",
     "EnvelopeCodec",
     "SpaMessage",
@@ -40,6 +44,10 @@ __all__ = [
 EnvelopeCodec: TypeAlias = Literal["msgpack", "json"]
 
 PayloadInput: TypeAlias = bytes | bytearray | memoryview | str
+
+#: The longest deadline a received envelope can give its message (a day, in milliseconds):
+#: a larger ``timeout_ms`` from a peer is cut to this.
+MAX_TIMEOUT_MS: Final = 86_400_000
 
 _FIELDS: Final = (
     "payload",
@@ -87,13 +95,23 @@ class BusMessage:
         message_id: identifies the message in logs; :meth:`BusSocket.publish
             <trionet.bus.BusSocket.publish>` gives one (unique per socket and run) to a message
             that has none. It is not compared by ``==``.
+        key: the ordering key: a consumer with ``max_concurrency > 1`` handles messages with
+            the same key one at a time, in order; on Kafka it is also the record key, which
+            picks the partition. ``None``: no order is kept with other messages.
+        deadline: when the message is no longer worth handling, in :func:`trio.current_time`
+            terms (as trio's own deadlines), or ``None``. :meth:`BusSocket.request
+            <trionet.bus.BusSocket.request>` sets it to when the requester stops waiting; it
+            travels in the envelope as the time left, and a consumer application runs the
+            handler under it. Not compared by ``==``.
     """
 
     __slots__ = (
         "client_name",
         "content_type",
         "correlation_id",
+        "deadline",
         "headers",
+        "key",
         "message_id",
         "payload",
         "response_topic",
@@ -110,6 +128,8 @@ class BusMessage:
     headers: dict[str, str]
     correlation_id: str | None
     message_id: str | None
+    key: str | None
+    deadline: float | None
 
     def __init__(
         self,
@@ -123,6 +143,8 @@ class BusMessage:
         correlation_id: str | None = None,
         *,
         message_id: str | None = None,
+        key: str | None = None,
+        deadline: float | None = None,
     ) -> None:
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
@@ -134,6 +156,8 @@ class BusMessage:
             payload = bytes(payload)
         if not isinstance(topic, str):
             raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be a str or None, not {type(key).__name__}")
         self.payload = payload
         self.topic = topic
         self.content_type = content_type
@@ -143,6 +167,8 @@ class BusMessage:
         self.headers = {} if headers is None else dict(headers)
         self.correlation_id = correlation_id
         self.message_id = message_id
+        self.key = key
+        self.deadline = deadline
 
     # -- conveniences ---------------------------------------------------------------------------
 
@@ -164,6 +190,8 @@ class BusMessage:
         """A copy (with its own ``headers`` dict), with the given fields changed."""
         fields = {name: getattr(self, name) for name in _FIELDS}
         fields["message_id"] = self.message_id
+        fields["key"] = self.key
+        fields["deadline"] = self.deadline
         fields.update(changes)
         return BusMessage(**fields)
 
@@ -179,6 +207,8 @@ class BusMessage:
         new.headers = dict(self.headers) if self.headers else {}
         new.correlation_id = self.correlation_id
         new.message_id = self.message_id
+        new.key = self.key
+        new.deadline = self.deadline
         return new
 
     def make_reply(
@@ -210,7 +240,9 @@ class BusMessage:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BusMessage):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
+        return self.key == other.key and all(
+            getattr(self, name) == getattr(other, name) for name in _FIELDS
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like spa_dat's pydantic model
 
@@ -219,7 +251,7 @@ class BusMessage:
         extra = "".join(
             f", {name}={getattr(self, name)!r}"
             for name in ("content_type", "client_name", "response_topic", "correlation_id",
-                         "message_id")
+                         "message_id", "key", "deadline")
             if getattr(self, name) is not None
         )
         if self.headers:
@@ -251,21 +283,35 @@ class BusMessage:
 #: spa_dat's name for :class:`BusMessage`.
 SpaMessage = BusMessage
 
-def encode_envelope(message: BusMessage, codec: EnvelopeCodec = "msgpack") -> bytes:
+def encode_envelope(message: BusMessage, codec: EnvelopeCodec = "msgpack", *,
+                    now: float | None = None) -> bytes:
     """The bytes that carry *message* over a transport.
 
     Args:
         message: the message.
         codec: ``"msgpack"`` (binary-safe, compact) or ``"json"`` (spa_dat's JSON).
+        now: the current :func:`trio.current_time`, needed to write a message's
+            ``deadline`` as the time left (without it, the deadline is not written).
 
     Raises:
         EnvelopeError: (``fault="local"``) if a header is not text, or the codec is unknown.
     """
-    return _encode_envelope(message, codec, message.message_id)
+    return _encode_envelope(message, codec, message.message_id, _timeout_ms(message, now))
+
+
+def _timeout_ms(message: BusMessage, now: float | None) -> int | None:
+    """The time left until *message*'s deadline, in whole milliseconds (None: no deadline)."""
+    deadline = message.deadline
+    if deadline is None or now is None or deadline == float("inf"):
+        return None
+    left = (deadline - now) * 1000
+    if not left > 0:  # also NaN
+        return 0
+    return int(min(left, MAX_TIMEOUT_MS))
 
 
 def _encode_envelope(message: BusMessage, codec: EnvelopeCodec | str,
-                     message_id: str | None) -> bytes:
+                     message_id: str | None, timeout_ms: int | None = None) -> bytes:
     if codec == "msgpack":
         envelope: dict[str, Any] = {"payload": message.payload, "topic": message.topic}
         if message.content_type is not None:
@@ -282,18 +328,28 @@ def _encode_envelope(message: BusMessage, codec: EnvelopeCodec | str,
             envelope["correlation_id"] = message.correlation_id
         if message_id is not None:
             envelope["message_id"] = message_id
+        if message.key is not None:
+            envelope["key"] = message.key
+        if timeout_ms is not None:
+            envelope["timeout_ms"] = timeout_ms
         try:
             return msgpack.packb(envelope, use_bin_type=True)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
             raise EnvelopeError(f"cannot encode the message: {exc}", fault="local") from exc
     if codec == "json":
-        return _encode_json(message, message_id)
+        return _encode_json(message, message_id, timeout_ms)
     raise EnvelopeError(f"unknown envelope codec {codec!r}; use 'msgpack' or 'json'",
                         fault="local")
 
 
-def decode_envelope(data: bytes) -> BusMessage:
+def decode_envelope(data: bytes, *, now: float | None = None) -> BusMessage:
     """Read a message from envelope bytes written by :func:`encode_envelope` or spa_dat.
+
+    Args:
+        data: the envelope.
+        now: the current :func:`trio.current_time`: with it, an envelope's ``timeout_ms``
+            becomes the message's ``deadline`` (``now`` plus the time left, at most
+            :data:`MAX_TIMEOUT_MS`); without it, the message has no deadline.
 
     Raises:
         EnvelopeError: for anything that is not a valid envelope, whatever the bytes.
@@ -301,7 +357,7 @@ def decode_envelope(data: bytes) -> BusMessage:
     if not data:
         raise EnvelopeError("empty envelope")
     if data[0] == 0x7B or data[:1].isspace():  # "{" or leading JSON whitespace
-        return _decode_json(data)
+        return _decode_json(data, now)
     try:
         value = decode_msgpack(data, strict_map_key=True)
     except CodecError as exc:
@@ -311,7 +367,7 @@ def decode_envelope(data: bytes) -> BusMessage:
     payload = value.get("payload")
     if not isinstance(payload, bytes):
         raise EnvelopeError("not a bus envelope (no binary 'payload')")
-    return _from_fields(value, payload)
+    return _from_fields(value, payload, now)
 
 
 def _check_headers(headers: Mapping[str, str]) -> None:
@@ -334,7 +390,20 @@ def _optional_str(fields: Mapping[str, Any], name: str) -> str | None:
 _MAX_TIMESTAMP: Final = 2**63 - 1
 
 
-def _from_fields(fields: Mapping[str, Any], payload: bytes) -> BusMessage:
+def _deadline(fields: Mapping[str, Any], now: float | None) -> float | None:
+    timeout_ms = fields.get("timeout_ms")
+    if timeout_ms is None:
+        return None
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
+        raise EnvelopeError("envelope field 'timeout_ms' must be an integer")
+    if now is None:
+        return None
+    # A peer's value is bounded: negative means "already past", huge means at most a day.
+    return now + max(0, min(timeout_ms, MAX_TIMEOUT_MS)) / 1000
+
+
+def _from_fields(fields: Mapping[str, Any], payload: bytes,
+                 now: float | None = None) -> BusMessage:
     topic = fields.get("topic")
     if not isinstance(topic, str):
         raise EnvelopeError("envelope field 'topic' must be a string")
@@ -362,10 +431,13 @@ def _from_fields(fields: Mapping[str, Any], payload: bytes) -> BusMessage:
         headers=headers,
         correlation_id=_optional_str(fields, "correlation_id"),
         message_id=_optional_str(fields, "message_id"),
+        key=_optional_str(fields, "key"),
+        deadline=_deadline(fields, now),
     )
 
 
-def _encode_json(message: BusMessage, message_id: str | None) -> bytes:
+def _encode_json(message: BusMessage, message_id: str | None,
+                 timeout_ms: int | None = None) -> bytes:
     try:
         payload: str = message.payload.decode("utf-8")
         encoding = None
@@ -389,10 +461,14 @@ def _encode_json(message: BusMessage, message_id: str | None) -> bytes:
         body["correlation_id"] = message.correlation_id
     if message_id is not None:
         body["message_id"] = message_id
+    if message.key is not None:
+        body["key"] = message.key
+    if timeout_ms is not None:
+        body["timeout_ms"] = timeout_ms
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _decode_json(data: bytes) -> BusMessage:
+def _decode_json(data: bytes, now: float | None = None) -> BusMessage:
     try:
         value = decode_json(data)
     except CodecError as exc:
@@ -415,4 +491,4 @@ def _decode_json(data: bytes) -> BusMessage:
             raise EnvelopeError(f"payload is not valid base64: {exc}") from exc
     else:
         raise EnvelopeError(f"unknown payload_encoding {encoding!r}")
-    return _from_fields(fields, payload)
+    return _from_fields(fields, payload, now)

@@ -130,7 +130,7 @@ class MqttSocket(BusSocket):
             await trio.lowlevel.checkpoint()
 
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._inbound_send.send((topic, message.payload, ack))
+            await self._inbound_send.send((topic, message.payload, ack, trio.current_time()))
 
     async def _send(self, topic: str, data: bytes | BusMessage) -> None:
         assert isinstance(data, bytes)
@@ -161,7 +161,8 @@ class MqttSocket(BusSocket):
                         if len(self._filters) > 1 and self._first_match(topic) != topic_filter:
                             box.ack(message)
                             continue
-                        await send((topic, message.payload, _acker(box, message)))
+                        await send((topic, message.payload, _acker(box, message),
+                                    trio.current_time()))
         finally:
             reader.done.set()
             if self._readers.get(topic_filter) is reader:

@@ -20,6 +20,7 @@ import contextlib
 import enum
 import hashlib
 import logging
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ from ._message import (
     EnvelopeCodec,
     PayloadInput,
     _encode_envelope,
+    _timeout_ms,
     decode_envelope,
 )
 from ._topics import check_topic, normalize_topics
@@ -61,11 +63,14 @@ _RESERVED: Final = "_trionet/"
 CLOSE_TIMEOUT: Final = 5.0
 
 AckFn: TypeAlias = Callable[[], Awaitable[None]]
-#: What a transport hands the socket: (transport topic, envelope bytes or message, ack or None).
-Inbound: TypeAlias = tuple[str, "bytes | BusMessage", "AckFn | None"]
+#: What a transport hands the socket: (transport topic, envelope bytes or message, ack or None,
+#: when it arrived). The arrival time (:func:`trio.current_time`) is where a deadline that
+#: travelled in envelope bytes starts counting, so that time spent in the socket's queue counts
+#: (a message object carries its own deadline; transports that hand those over pass 0.0).
+Inbound: TypeAlias = tuple[str, "bytes | BusMessage", "AckFn | None", float]
 
 #: Put into a socket's queue to wake its reader (skipped by everyone).
-WAKEUP: Final[Inbound] = ("", b"", None)
+WAKEUP: Final[Inbound] = ("", b"", None, 0.0)
 
 ProviderT = TypeVar("ProviderT", bound="SocketProvider")
 
@@ -281,6 +286,11 @@ class BusSocket(EnterOnce, abc.ABC):
     async def _send(self, topic: str, data: bytes | BusMessage) -> None:
         """Publish envelope bytes (or, for codec ``None``, a private message copy)."""
 
+    async def _send_with_key(self, topic: str, data: bytes | BusMessage, key: str | None
+                             ) -> None:
+        """Publish a message that has an ordering key (Kafka makes it the record key)."""
+        await self._send(topic, data)
+
     @abc.abstractmethod
     async def _subscribe(self, filters: Sequence[str]) -> None:
         """Subscribe to new filters (already checked and not yet subscribed)."""
@@ -388,12 +398,18 @@ class BusSocket(EnterOnce, abc.ABC):
             self._publish_count += 1
             message_id = f"{self._correlation_prefix}-{self._publish_count:x}"
         codec = self._codec
+        data: bytes | BusMessage
         if codec is None:
-            copy = message._clone()
-            copy.message_id = message_id
-            await self._send(topic, copy)
+            data = message._clone()
+            data.message_id = message_id
         else:
-            await self._send(topic, _encode_envelope(message, codec, message_id))
+            timeout_ms = (None if message.deadline is None
+                          else _timeout_ms(message, trio.current_time()))
+            data = _encode_envelope(message, codec, message_id, timeout_ms)
+        if message.key is None:
+            await self._send(topic, data)
+        else:
+            await self._send_with_key(topic, data, message.key)
         self.statistics.published += 1
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
@@ -491,7 +507,7 @@ class BusSocket(EnterOnce, abc.ABC):
         """Decode one inbound item; ``None`` for replies and malformed data (acked, skipped)."""
         if item is WAKEUP:
             return None
-        topic, data, ack = item
+        topic, data, ack, arrived = item
         if topic.startswith(_RESERVED):
             if topic.startswith(self._reply_base):
                 self._route_reply(topic, data)
@@ -502,7 +518,8 @@ class BusSocket(EnterOnce, abc.ABC):
             message = data
         else:
             try:
-                message = decode_envelope(data)
+                # A deadline that travelled as the time left counts from the arrival.
+                message = decode_envelope(data, now=arrived)
             except EnvelopeError as exc:
                 self.statistics.malformed += 1
                 logger.warning(
@@ -616,6 +633,12 @@ class BusSocket(EnterOnce, abc.ABC):
         self.statistics.pending_requests += 1
         try:
             with trio.move_on_after(float("inf") if limit is None else limit):
+                # The responder gets the time the requester waits (its own deadline, or an
+                # earlier one of the caller's), as the message's deadline.
+                deadline = trio.current_effective_deadline()
+                if outgoing.deadline is not None:
+                    deadline = min(deadline, outgoing.deadline)
+                outgoing.deadline = None if math.isinf(deadline) else deadline
                 await self.publish(outgoing)
                 await waiter.wait()
         finally:
