@@ -21,7 +21,13 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
 from trionet.asgi import ASGIApplication, Router, TestClient
-from trionet.bus import DistributedApplication, asyncapi_html, asyncapi_router
+from trionet.bus import (
+    BusConfig,
+    DistributedApplication,
+    SocketProvider,
+    asyncapi_html,
+    asyncapi_router,
+)
 from trionet.cli import main as cli_main
 from trionet.demo._stack import Stack
 from trionet.testing import python_code_blocks
@@ -225,6 +231,27 @@ def test_each_broker_has_its_channels() -> None:
     operations = document["operations"]
     assert operations["local"]["channel"] == operations["again"]["channel"]
     assert operations["remote"]["channel"] == {"$ref": "#/channels/events-2"}
+
+
+def test_a_provider_of_another_kind_is_a_generic_server() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class CustomConfig(BusConfig):
+        pass
+
+    class CustomProvider(SocketProvider):
+        def create_socket(self, topics: Any = None, *, name: str | None = None) -> Any:
+            raise NotImplementedError
+
+    app = DistributedApplication(CustomProvider(CustomConfig()))
+
+    @app.application("custom/topic")
+    async def handler(message: Any) -> None: ...
+
+    document = app.asyncapi()
+    assert_valid(document)
+    assert document["servers"] == {"broker": {
+        "host": "localhost", "protocol": "CustomConfig", "description": "a CustomConfig broker",
+    }}
 
 
 # -- typed payloads, replies and publishers ----------------------------------------------------

@@ -274,9 +274,11 @@ def _servers(config: BusConfig) -> tuple[list[dict[str, Any]], dict[str, Any] | 
             scheme = {"type": _SASL_SCHEMES[mechanism],
                       "description": f"Kafka SASL {mechanism} (from the configuration)"}
         return servers, scheme
-    raise ConfigurationError(  # pragma: no cover - every configuration is one of the above
-        f"no AsyncAPI server for a {type(config).__name__}"
-    )
+    return [{  # another provider's configuration: all that is known is its scheme
+        "host": "localhost",
+        "protocol": config.scheme or type(config).__name__,
+        "description": f"a {type(config).__name__} broker",
+    }], None
 
 
 # -- channels ------------------------------------------------------------------------------------
@@ -340,6 +342,14 @@ def _published(spec: ApplicationSpec) -> Iterator[tuple[str, Any]]:
                 yield topic, kind
 
 
+def _identity(config: BusConfig) -> str:
+    """What tells two brokers apart: the URL (password hidden), or the object."""
+    try:
+        return config.to_url()
+    except NotImplementedError:  # another provider's configuration
+        return f"{type(config).__qualname__}@{id(config):x}"
+
+
 def _returns(tp: Any) -> bool:
     return tp is not None and tp is not type(None)
 
@@ -367,15 +377,16 @@ class _Builder:
         return provider.config
 
     def server_keys(self, config: BusConfig) -> list[str]:
-        url = config.to_url()
+        url = _identity(config)
         known = self._server_keys.get(url)
         if known is not None:
             return known
         servers, scheme = _servers(config)
-        keys = [_unique(config.scheme, self.servers)]
+        base = _key(config.scheme, "broker")
+        keys = [_unique(base, self.servers)]
         self.servers[keys[0]] = servers[0]
         for server in servers[1:]:
-            keys.append(_unique(config.scheme, self.servers))
+            keys.append(_unique(base, self.servers))
             self.servers[keys[-1]] = server
         if scheme is not None:  # one per broker, named after its first server
             scheme_key = _unique(f"{keys[0]}-credentials", self.security)
@@ -388,7 +399,7 @@ class _Builder:
     # channels
 
     def channel(self, topic: str, config: BusConfig) -> _Channel:
-        url = config.to_url()
+        url = _identity(config)
         known = self._channel_keys.get((topic, url))
         if known is not None:
             return known
@@ -410,8 +421,8 @@ class _Builder:
             if not wildcard:
                 binding["topic"] = address.replace("/", ".")
             for field, name in (("partitions", "partitions"), ("replicas", "replication_factor")):
-                value = getattr(config, name, None)
-                if isinstance(value, int) and value >= 1:
+                value = getattr(config, name, None)  # what the topics the bus creates get
+                if config.create_topics and isinstance(value, int) and value >= 1:
                     binding[field] = value
             body["bindings"] = {"kafka": binding}
         body["servers"] = [{"$ref": f"#/servers/{key}"} for key in self.server_keys(config)]
