@@ -24,13 +24,16 @@ from .._util import fix_public_modules as _fix_public_modules
 from ._apikeys import (
     APIKeyFactory as APIKeyFactory,
     APIKeyStorage as APIKeyStorage,
+    AsyncAPIKeyFactory as AsyncAPIKeyFactory,
+    AsyncAPIKeyStorage as AsyncAPIKeyStorage,
     MemoryKeyStorage as MemoryKeyStorage,
     SQLiteKeyStorage as SQLiteKeyStorage,
+    ThreadedKeyStorage as ThreadedKeyStorage,
 )
 from ._client import AsyncClient as AsyncClient
-from ._config import read_config as read_config
+from ._config import read_config as read_config, read_env as read_env
 from ._errors import ConnectionClosed as ConnectionClosed, StopPropagation as StopPropagation
-from ._filters import Filter as Filter, Filters as Filters
+from ._filters import AsyncFilter as AsyncFilter, Filter as Filter, Filters as Filters
 from ._packet import (
     ERR_HEADER_INVALID as ERR_HEADER_INVALID,
     ERR_REQUEST_MALFORMED as ERR_REQUEST_MALFORMED,
@@ -64,7 +67,10 @@ __all__ = [
     "PROTOCOL_VERSION",
     "APIKeyFactory",
     "APIKeyStorage",
+    "AsyncAPIKeyFactory",
+    "AsyncAPIKeyStorage",
     "AsyncClient",
+    "AsyncFilter",
     "Client",
     "ConnectionClosed",
     "Filter",
@@ -83,9 +89,11 @@ __all__ = [
     "ServerStatistics",
     "Session",
     "StopPropagation",
+    "ThreadedKeyStorage",
     "error_payload",
     "parse_body",
     "read_config",
+    "read_env",
     "run_sync_task",
 ]
 

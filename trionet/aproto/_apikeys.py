@@ -17,21 +17,29 @@ import abc
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import sqlite3
 import string
 from os import PathLike
 from typing import Any, Final
 
-from .._threads import ThreadLock
+import trio
+
+from .._threads import ThreadLock, run_blocking
 from ..errors import ConfigurationError
 
 __all__ = [
     "APIKeyFactory",
     "APIKeyStorage",
+    "AsyncAPIKeyFactory",
+    "AsyncAPIKeyStorage",
     "MemoryKeyStorage",
     "SQLiteKeyStorage",
+    "ThreadedKeyStorage",
 ]
+
+_log = logging.getLogger("trionet.aproto")
 
 #: The characters keys are drawn from (as in the original: letters and digits).
 KEY_ALPHABET: Final = string.ascii_letters + string.digits
@@ -153,6 +161,20 @@ class SQLiteKeyStorage(APIKeyStorage):
         self.close()
 
 
+def _checked_size(size: object) -> int:
+    if (isinstance(size, bool) or not isinstance(size, int)
+            or not MIN_KEY_SIZE <= size <= MAX_KEY_SIZE):
+        raise ConfigurationError(
+            f"APIKeyFactory size must be an int from {MIN_KEY_SIZE} to {MAX_KEY_SIZE}, "
+            f"not {size!r}"
+        )
+    return size
+
+
+def _new_key(size: int) -> str:
+    return "".join(secrets.choice(KEY_ALPHABET) for _ in range(size))
+
+
 def _split_digest(key: str) -> tuple[str, str]:
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
     return digest[:32], digest[32:]
@@ -185,20 +207,11 @@ class APIKeyFactory:
     """
 
     def __init__(self, size: int = 32, storage: APIKeyStorage | None = None) -> None:
-        if (
-            isinstance(size, bool)
-            or not isinstance(size, int)
-            or not MIN_KEY_SIZE <= size <= MAX_KEY_SIZE
-        ):
-            raise ConfigurationError(
-                f"APIKeyFactory size must be an int from {MIN_KEY_SIZE} to {MAX_KEY_SIZE}, "
-                f"not {size!r}"
-            )
-        self.size = size
+        self.size = _checked_size(size)
         self.storage: APIKeyStorage = MemoryKeyStorage() if storage is None else storage
 
     def _new_key(self) -> str:
-        return "".join(secrets.choice(KEY_ALPHABET) for _ in range(self.size))
+        return _new_key(self.size)
 
     def _record(self, key: object) -> tuple[str, Any] | None:
         if not _valid_shape(key):
@@ -283,3 +296,162 @@ class APIKeyFactory:
 
     def __repr__(self) -> str:
         return f"APIKeyFactory(size={self.size}, {len(self.storage)} key(s))"
+
+
+class AsyncAPIKeyStorage(abc.ABC):
+    """An asynchronous home for API key records (a database reached over the network, say).
+
+    The same records as :class:`APIKeyStorage` (``(verifier, metadata)`` under a selector),
+    with ``async`` methods. The server awaits :meth:`load` on the connection's task while it
+    checks a packet's key, bounded by the factory's ``check_timeout``.
+    """
+
+    @abc.abstractmethod
+    async def load(self, selector: str) -> tuple[str, Any] | None:
+        """Return ``(verifier, metadata)`` for *selector*, or None."""
+
+    @abc.abstractmethod
+    async def save(self, selector: str, verifier: str, metadata: Any) -> None:
+        """Create or replace the record for *selector*."""
+
+    @abc.abstractmethod
+    async def delete(self, selector: str) -> bool:
+        """Delete the record for *selector*; return False if there was none."""
+
+    @abc.abstractmethod
+    async def count(self) -> int:
+        """Number of records."""
+
+
+class ThreadedKeyStorage(AsyncAPIKeyStorage):
+    """A synchronous :class:`APIKeyStorage` (such as :class:`SQLiteKeyStorage` on a slow disk)
+    used asynchronously: each call runs on a worker thread, so the server never blocks."""
+
+    def __init__(self, storage: APIKeyStorage) -> None:
+        self.storage = storage
+
+    async def load(self, selector: str) -> tuple[str, Any] | None:
+        return await run_blocking(self.storage.load, selector)
+
+    async def save(self, selector: str, verifier: str, metadata: Any) -> None:
+        await run_blocking(self.storage.save, selector, verifier, metadata)
+
+    async def delete(self, selector: str) -> bool:
+        return await run_blocking(self.storage.delete, selector)
+
+    async def count(self) -> int:
+        return await run_blocking(len, self.storage)
+
+
+class AsyncAPIKeyFactory:
+    """:class:`APIKeyFactory` over an :class:`AsyncAPIKeyStorage`: the same keys, digests and
+    constant-time checks, with ``async`` methods.
+
+    ``Filters.APIFactory(async_factory, field_name)`` awaits :meth:`check`.
+
+    Args:
+        storage: where records live.
+        size: characters per key (letters and digits), 16 to 1024; default 32.
+        check_timeout: the longest :meth:`check` waits for the storage, in seconds (default
+            5); past it the key is refused (fail closed) and a warning logged. ``None``: no
+            limit.
+
+    Raises:
+        ConfigurationError: *size* is not an int from 16 to 1024, or *check_timeout* is not
+            positive.
+    """
+
+    def __init__(self, storage: AsyncAPIKeyStorage, size: int = 32, *,
+                 check_timeout: float | None = 5.0) -> None:
+        if not isinstance(storage, AsyncAPIKeyStorage):
+            raise ConfigurationError(
+                "AsyncAPIKeyFactory needs an AsyncAPIKeyStorage (wrap a synchronous one in "
+                "ThreadedKeyStorage)"
+            )
+        if check_timeout is not None and not check_timeout > 0:
+            raise ConfigurationError("check_timeout must be positive or None")
+        self.size = _checked_size(size)
+        self.storage = storage
+        self.check_timeout = check_timeout
+
+    async def _record(self, key: object) -> tuple[str, Any] | None:
+        if not _valid_shape(key):
+            return None
+        assert isinstance(key, str)
+        selector, verifier = _split_digest(key)
+        record = await self.storage.load(selector)
+        if record is None or not hmac.compare_digest(record[0], verifier):
+            return None
+        return record
+
+    async def _require(self, key: str) -> tuple[str, str, Any]:
+        record = await self._record(key)
+        if record is None:
+            raise KeyError("unknown or revoked API key")
+        selector, _ = _split_digest(key)
+        return selector, record[0], record[1]
+
+    async def issue(self, metadata: Any = None) -> str:
+        """Create a key, store it with *metadata*, and return it (only its digest is kept)."""
+        while True:
+            key = _new_key(self.size)
+            selector, verifier = _split_digest(key)
+            if await self.storage.load(selector) is None:
+                await self.storage.save(selector, verifier, metadata)
+                return key
+
+    async def get(self, key: str) -> Any:
+        """Return the metadata stored with *key*.
+
+        Raises:
+            KeyError: the key is unknown or revoked.
+        """
+        return (await self._require(key))[2]
+
+    async def check(self, key: object) -> bool:
+        """True if *key* is a valid key; any value that cannot be a key is refused, and so is
+        every key while the storage does not answer within ``check_timeout``."""
+        if self.check_timeout is None:
+            return await self._record(key) is not None
+        with trio.move_on_after(self.check_timeout) as scope:
+            return await self._record(key) is not None
+        if scope.cancelled_caught:
+            _log.warning("API key storage did not answer within %g s; key refused",
+                         self.check_timeout)
+        return False
+
+    async def revoke(self, key: str) -> None:
+        """Invalidate *key* and forget its metadata.
+
+        Raises:
+            KeyError: the key is unknown or already revoked.
+        """
+        selector, _, _ = await self._require(key)
+        await self.storage.delete(selector)
+
+    async def reissue(self, key: str) -> str:
+        """Replace *key* with a new key carrying the same metadata.
+
+        Raises:
+            KeyError: the key is unknown or revoked.
+        """
+        selector, _, metadata = await self._require(key)
+        new_key = await self.issue(metadata)
+        await self.storage.delete(selector)
+        return new_key
+
+    async def update(self, key: str, metadata: Any) -> None:
+        """Replace the metadata stored with *key*.
+
+        Raises:
+            KeyError: the key is unknown or revoked.
+        """
+        selector, verifier, _ = await self._require(key)
+        await self.storage.save(selector, verifier, metadata)
+
+    async def count(self) -> int:
+        """Number of keys."""
+        return await self.storage.count()
+
+    def __repr__(self) -> str:
+        return f"AsyncAPIKeyFactory(size={self.size}, storage={type(self.storage).__name__})"

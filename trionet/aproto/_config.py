@@ -12,6 +12,10 @@ original's keys), plus ``keep_alive``, ``session_timeout``, ``max_packet_size``,
 ``shutdown_timeout``, ``max_pending_bytes``, ``certfile`` and ``keyfile`` (a certificate chain and
 its key: the server then speaks TLS). ``timeout``, ``session_timeout`` and ``max_pending_bytes``
 accept ``none`` to disable them.
+
+The same keys can come from environment variables (:func:`read_env`): the key in capitals
+after a prefix, ``ASYNCAPY_PORT=9000``, with the INI form's text values. A variable with the
+prefix that is not a known key is an error, so a misspelt name does not pass unnoticed.
 """
 
 from __future__ import annotations
@@ -21,15 +25,19 @@ import logging
 import math
 import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from ..errors import ConfigurationError
 
-__all__ = ["SECTION", "read_config", "validate_option"]
+__all__ = ["DEFAULT_ENV_PREFIX", "SECTION", "read_config", "read_env", "validate_option"]
 
 #: The section (INI) or table (TOML) the options live in.
 SECTION: Final = "AsyncAPY"
+#: The prefix of the environment variables :func:`read_env` reads by default.
+DEFAULT_ENV_PREFIX: Final = "ASYNCAPY_"
+#: The longest environment value read (a path or a log format is far shorter).
+_MAX_ENV_VALUE: Final = 4096
 
 _NONE_WORDS: Final = frozenset({"none", "off", "null", ""})
 _TRUE_WORDS: Final = frozenset({"1", "yes", "true", "on"})
@@ -227,4 +235,43 @@ def read_config(
             options[key] = validate_option(key, value)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{filename}: {exc}") from None
+    return options
+
+
+def read_env(
+    environ: Mapping[str, str] | None = None, prefix: str = DEFAULT_ENV_PREFIX
+) -> dict[str, Any]:
+    """Read options from environment variables: ``{prefix}{KEY}`` (``ASYNCAPY_PORT=9000``).
+
+    Values are text, converted as in an INI file (``none`` disables a timeout, ``yes``/``no``
+    for booleans, a level name for ``logging_level``).
+
+    Args:
+        environ: the variables (default :data:`os.environ`).
+        prefix: the prefix (default ``"ASYNCAPY_"``); matched case-sensitively.
+
+    Returns:
+        The validated options found, converted to their types (empty if none is set).
+
+    Raises:
+        ConfigurationError: a variable with the prefix names no known key, or has a bad
+            value (the message names the variable).
+    """
+    if not prefix:
+        raise ConfigurationError("the environment prefix must not be empty")
+    variables = os.environ if environ is None else environ
+    options: dict[str, Any] = {}
+    for name, value in variables.items():
+        if not name.startswith(prefix):
+            continue
+        key = name[len(prefix):].lower()
+        if key not in _VALIDATORS:
+            known = ", ".join(prefix + k.upper() for k in sorted(_VALIDATORS))
+            raise ConfigurationError(f"unknown environment variable {name}; known: {known}")
+        if len(value) > _MAX_ENV_VALUE:
+            raise ConfigurationError(f"{name}: the value is longer than {_MAX_ENV_VALUE}")
+        try:
+            options[key] = validate_option(key, value)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"environment variable {name}: {exc}") from None
     return options

@@ -14,13 +14,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+from ._apikeys import AsyncAPIKeyFactory
 from ._peer import IPAddress, Peer
 
 if TYPE_CHECKING:
     from ._apikeys import APIKeyFactory
     from ._packet import Packet
 
-__all__ = ["Filter", "Filters", "IPAddress", "normalize_ip"]
+__all__ = ["AsyncFilter", "Filter", "Filters", "IPAddress", "normalize_ip"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -41,12 +42,20 @@ class Filter(abc.ABC):
     """The base of all filters.
 
     Subclasses implement :meth:`check`. It runs on the server's task for every packet that
-    reaches the handler, so it must be quick and must not block.
+    reaches the handler, so it must be quick and must not block. A filter that has to wait
+    (a key store across the network) is an :class:`AsyncFilter`.
     """
+
+    #: True when the filter (or one it is composed of) must be awaited: :meth:`check_async`.
+    is_async: bool = False
 
     @abc.abstractmethod
     def check(self, client: Peer, packet: Packet) -> bool:
         """Return True if the handler should run for this client and packet."""
+
+    async def check_async(self, client: Peer, packet: Packet) -> bool:
+        """The same answer, awaited (the server calls this for handlers with async filters)."""
+        return self.check(client, packet)
 
     def __and__(self, other: Filter) -> Filter:
         return _All(self, _as_filter(other))
@@ -58,6 +67,24 @@ class Filter(abc.ABC):
         return _Not(self)
 
 
+class AsyncFilter(Filter):
+    """A filter that awaits something: subclasses implement :meth:`check_async`.
+
+    The server awaits it on the connection's task (so a slow check delays only that
+    connection's packets); it cannot be used where a plain answer is needed (:meth:`check`
+    raises ``TypeError``). Composing it with ``&``, ``|`` and ``~`` works as for any filter.
+    """
+
+    is_async = True
+
+    def check(self, client: Peer, packet: Packet) -> bool:
+        raise TypeError(f"{type(self).__name__} is asynchronous: await check_async()")
+
+    @abc.abstractmethod
+    async def check_async(self, client: Peer, packet: Packet) -> bool:
+        """Return True if the handler should run for this client and packet."""
+
+
 def _as_filter(value: object) -> Filter:
     if not isinstance(value, Filter):
         raise TypeError(f"filters compose only with filters, not {type(value).__name__}")
@@ -65,39 +92,57 @@ def _as_filter(value: object) -> Filter:
 
 
 class _All(Filter):
-    __slots__ = ("filters",)
+    __slots__ = ("filters", "is_async")
 
     def __init__(self, *filters: Filter) -> None:
         self.filters = filters
+        self.is_async = any(f.is_async for f in filters)
 
     def check(self, client: Peer, packet: Packet) -> bool:
         return all(f.check(client, packet) for f in self.filters)
+
+    async def check_async(self, client: Peer, packet: Packet) -> bool:
+        for f in self.filters:
+            if not await f.check_async(client, packet):
+                return False
+        return True
 
     def __repr__(self) -> str:
         return "(" + " & ".join(map(repr, self.filters)) + ")"
 
 
 class _Any(Filter):
-    __slots__ = ("filters",)
+    __slots__ = ("filters", "is_async")
 
     def __init__(self, *filters: Filter) -> None:
         self.filters = filters
+        self.is_async = any(f.is_async for f in filters)
 
     def check(self, client: Peer, packet: Packet) -> bool:
         return any(f.check(client, packet) for f in self.filters)
+
+    async def check_async(self, client: Peer, packet: Packet) -> bool:
+        for f in self.filters:
+            if await f.check_async(client, packet):
+                return True
+        return False
 
     def __repr__(self) -> str:
         return "(" + " | ".join(map(repr, self.filters)) + ")"
 
 
 class _Not(Filter):
-    __slots__ = ("filter",)
+    __slots__ = ("filter", "is_async")
 
     def __init__(self, inner: Filter) -> None:
         self.filter = inner
+        self.is_async = inner.is_async
 
     def check(self, client: Peer, packet: Packet) -> bool:
         return not self.filter.check(client, packet)
+
+    async def check_async(self, client: Peer, packet: Packet) -> bool:
+        return not await self.filter.check_async(client, packet)
 
     def __repr__(self) -> str:
         return f"~{self.filter!r}"
@@ -281,24 +326,38 @@ class _APIFactory(Filter):
     surrogate such as ``"\\ud800"``, valid in JSON). Register a handler without this filter
     after it, in the same group, to answer refused packets.
 
+    With an :class:`AsyncAPIKeyFactory` (keys in an asynchronous store) the filter is
+    asynchronous (:class:`AsyncFilter`): the server awaits the check.
+
     Args:
-        factory: an :class:`APIKeyFactory` (or a subclass).
+        factory: an :class:`APIKeyFactory` or :class:`AsyncAPIKeyFactory` (or a subclass).
         field_name: the packet field that carries the key.
     """
 
-    __slots__ = ("factory", "field_name")
+    __slots__ = ("factory", "field_name", "is_async")
 
-    def __init__(self, factory: APIKeyFactory, field_name: str) -> None:
+    def __init__(self, factory: APIKeyFactory | AsyncAPIKeyFactory, field_name: str) -> None:
         if not hasattr(factory, "check"):
             raise ConfigurationError(
                 f"Filters.APIFactory needs an APIKeyFactory, not {type(factory).__name__}"
             )
         self.factory = factory
         self.field_name = field_name
+        self.is_async = isinstance(factory, AsyncAPIKeyFactory)
 
     def check(self, client: Peer, packet: Packet) -> bool:
+        factory = self.factory
+        if isinstance(factory, AsyncAPIKeyFactory):
+            raise TypeError("Filters.APIFactory over an AsyncAPIKeyFactory: await check_async()")
         key: Any = packet.fields.get(self.field_name)
-        return isinstance(key, str) and self.factory.check(key)
+        return isinstance(key, str) and factory.check(key)
+
+    async def check_async(self, client: Peer, packet: Packet) -> bool:
+        factory = self.factory
+        if not isinstance(factory, AsyncAPIKeyFactory):
+            return self.check(client, packet)
+        key: Any = packet.fields.get(self.field_name)
+        return isinstance(key, str) and await factory.check(key)
 
     def __repr__(self) -> str:
         return f"Filters.APIFactory({self.factory!r}, {self.field_name!r})"

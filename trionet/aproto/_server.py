@@ -52,7 +52,7 @@ from .._util import reraise_single
 from ..errors import ConfigurationError
 from ..framing._driver import StreamDriver
 from ..observability import set_correlation_id
-from ._config import read_config, validate_option
+from ._config import read_config, read_env, validate_option
 from ._errors import StopPropagation
 from ._filters import Filter, IPAddress, normalize_ip
 from ._packet import (
@@ -352,16 +352,25 @@ class Handler:
         filters: the filters that must all pass.
     """
 
-    __slots__ = ("filters", "function")
+    __slots__ = ("filters", "function", "is_async")
 
     def __init__(self, function: HandlerFunction, filters: list[Filter] | None = None) -> None:
         self.function = function
         self.filters: tuple[Filter, ...] = tuple(filters or ())
+        #: True when a filter must be awaited (:meth:`check_async`).
+        self.is_async = any(f.is_async for f in self.filters)
 
     def check(self, client: HandlerClient, packet: Packet) -> bool:
         """True if every filter passes for this client and packet."""
         for f in self.filters:  # noqa: SIM110 - a plain loop is faster than all(genexpr)
             if not f.check(client, packet):
+                return False
+        return True
+
+    async def check_async(self, client: HandlerClient, packet: Packet) -> bool:
+        """The same, awaiting asynchronous filters."""
+        for f in self.filters:
+            if not await f.check_async(client, packet):
                 return False
         return True
 
@@ -400,6 +409,10 @@ class Server:
         config: a configuration file (INI ``[AsyncAPY]`` section, or ``.toml``); its values
             override the arguments. See :func:`~trionet.aproto.read_config`.
         cfg_parser: a configparser object to read an INI *config* with.
+        env_prefix: read options from environment variables with this prefix too (for
+            example ``"ASYNCAPY_"``: ``ASYNCAPY_PORT=9000``); they override the arguments and
+            the *config* file. None (default): the environment is not read. See
+            :func:`~trionet.aproto.read_env`.
         session_limit: the most concurrent sessions (connections) per peer IP address; one
             more gets ``ERR_SESSION_LIMIT_REACHED`` and is closed. 0 (default) = no limit.
         keep_alive: serve many packets per connection (default). False closes the connection
@@ -448,6 +461,7 @@ class Server:
         encoding: str = "json",
         shutdown_timeout: float = 10.0,
         logger: logging.Logger | None = None,
+        env_prefix: str | None = None,
     ) -> None:
         options: dict[str, Any] = {
             "addr": addr,
@@ -474,6 +488,8 @@ class Server:
         self.parser = cfg_parser
         if config is not None:
             options.update(read_config(config, cfg_parser))
+        if env_prefix is not None:
+            options.update(read_env(prefix=env_prefix))
         certfile = options.pop("certfile", None)
         keyfile = options.pop("keyfile", None)
         if keyfile is not None and certfile is None:
@@ -942,7 +958,8 @@ class Server:
         try:
             for group in self._table:
                 for handler in group:
-                    if handler.check(client, packet):
+                    if (await handler.check_async(client, packet) if handler.is_async
+                            else handler.check(client, packet)):
                         await handler.function(client, packet)
                         break
                 if client._closing:
