@@ -29,7 +29,7 @@ import trio
 from ..errors import ConfigurationError
 from ._config import MemoryConfig, Topics
 from ._message import BusMessage
-from ._socket import _RESERVED, BusSocket, SocketProvider
+from ._socket import _RESERVED, BusSocket, SocketProvider, arrival_time as _arrival
 from ._topics import TopicFilter, check_topic
 
 __all__ = ["MemoryBroker", "MemoryBrokerStatistics", "MemorySocket", "MemorySocketProvider"]
@@ -59,12 +59,6 @@ class MemoryBrokerStatistics:
     acked: int = 0
     dropped: int = 0
     unroutable_replies: int = 0
-
-
-def _arrival(data: bytes | BusMessage) -> float:
-    """When envelope bytes arrive (their deadline counts from then); message objects carry
-    their own deadline."""
-    return 0.0 if isinstance(data, BusMessage) else trio.current_time()
 
 
 class _Connection:

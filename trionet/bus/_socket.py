@@ -75,6 +75,13 @@ WAKEUP: Final[Inbound] = ("", b"", None, 0.0)
 ProviderT = TypeVar("ProviderT", bound="SocketProvider")
 
 
+def arrival_time(data: bytes | BusMessage) -> float:
+    """The last element of an :data:`Inbound` item handing over *data* now: the current
+    :func:`trio.current_time` for envelope bytes (their deadline counts from it), 0.0 for
+    message objects (they carry their own deadline)."""
+    return 0.0 if isinstance(data, BusMessage) else trio.current_time()
+
+
 class _Unset(enum.Enum):
     token = 0
 

@@ -31,7 +31,13 @@ from functools import partial
 import trio
 
 from ...bus._config import BusConfig, KafkaConfig
-from ...bus._socket import _RESERVED, REPLY_PREFIX, BusSocket, client_label
+from ...bus._socket import (
+    _RESERVED,
+    REPLY_PREFIX,
+    BusSocket,
+    arrival_time as _arrival,
+    client_label,
+)
 from ...bus._topics import TopicFilter, check_topic
 from ._broker import FabricBroker, Signal
 from ._faults import Data, Faults, Item
@@ -363,7 +369,7 @@ class KafkaFabric(FabricBroker):
             self.statistics.delivered += 1
             ack = partial(self._ack, member, member.generation, tp, offset)
             try:
-                await send((tp.topic, data, ack))
+                await send((tp.topic, data, ack, _arrival(data)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
 

@@ -28,7 +28,7 @@ import trio
 from ..._topics import split_shared
 from ...bus._config import BusConfig, MemoryConfig, MqttConfig
 from ...bus._message import BusMessage
-from ...bus._socket import _RESERVED, BusSocket
+from ...bus._socket import _RESERVED, BusSocket, arrival_time as _arrival
 from ...bus._topics import TopicFilter
 from ._broker import FabricBroker, Signal
 from ._faults import Data, Faults, Item
@@ -278,7 +278,7 @@ class MqttFabric(FabricBroker):
             ack = partial(self._ack, session, session.generation,
                           queued.seq if tracked else None)
             try:
-                await send((queued.topic, queued.data, ack))
+                await send((queued.topic, queued.data, ack, _arrival(queued.data)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
 
