@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the tests need, on a fresh Debian machine, then every check:
-#   1. system packages for the real servers the tests start (mosquitto, Dovecot, Postfix);
+#   1. system packages for the real servers the tests start (mosquitto, Dovecot, Postfix) and
+#      the headless Chromium that loads the demo's live page;
 #   2. a venv (.venv) with trionet and all its extras and test dependencies;
 #   3. ruff, mypy --strict, the Sphinx docs build (warnings as errors), and the pytest suite.
 # Idempotent: a second run installs nothing new.
@@ -17,6 +18,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 [ -e /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
 [ -x /usr/lib/postfix/sbin/master ] || need+=(postfix)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # load generator for bench/asgi.py
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # headless browser of the live-page test
 if [ ${#need[@]} -gt 0 ]; then
     step "apt-get install ${need[*]}"
     SUDO=""

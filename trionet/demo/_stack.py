@@ -7,9 +7,12 @@
   uses for request/response;
 * an RPC server (:mod:`trionet.rpc`) with an ``inventory`` service;
 * an AsyncAProto :class:`~trionet.aproto.Server` answering ``ping`` and ``stock`` packets;
-* an ASGI app on Hypercorn's trio worker: ``GET /hello``, ``POST /orders`` (published on the bus,
-  answered by the consumer), a websocket echo at ``/ws/echo``, and ``/healthz`` / ``/readyz``
-  (a :class:`trionet.asgi.Health` with a check per component).
+* an ASGI app on Hypercorn's trio worker: ``GET /hello``, ``POST /orders`` (a
+  :func:`trionet.bridges.bus_request` route: a request on the bus, answered by the consumer), a
+  live page at ``/live`` fed by a :class:`trionet.bridges.Bridge` (see ``_live``), a websocket
+  echo at ``/ws/echo``, and ``/healthz`` / ``/readyz`` (a :class:`trionet.asgi.Health` with a
+  check per component);
+* on an ``mqtt://`` broker, an MQTT client that feeds the live page.
 
 Shutdown is ordered: :meth:`Stack.begin_shutdown` marks the stack not ready (``/readyz``
 answers 503), then stops the front doors first and the back end last: HTTP (Hypercorn finishes
@@ -43,14 +46,15 @@ from ..asgi import (
     Router,
     serve as serve_asgi,
 )
+from ..bridges import HTTP_STATUS_HEADER, Bridge, bus_request
 from ..bus import (
     BusMessage,
     BusSocket,
     DistributedApplication,
-    RequestTimeout,
     SocketProviderFactory as _Providers,
 )
 from ._asgi import echo, http_request
+from ._live import LIVE_FILTER, add_live_routes, mqtt_client_for
 
 __all__ = ["Stack", "StackAddresses", "exercise", "serve_until_signal"]
 
@@ -74,6 +78,8 @@ class StackAddresses:
         """Human-readable lines, one per service."""
         return [
             f"http:      {self.http}  (GET /hello, POST /orders, GET /work, /healthz, /readyz)",
+            f"live:      {self.http}/live  (a page streaming {LIVE_FILTER}; "
+            "/live/events, /ws/live)",
             f"websocket: {self.websocket}/ws/echo",
             f"aproto:    {self.aproto[0]}:{self.aproto[1]}  (protocol v22, JSON or ZiProto)",
             f"rpc:       {self.rpc[0]}:{self.rpc[1]}  (aiomas wire format, JSON)",
@@ -120,14 +126,19 @@ class Stack:
         self.host = host
         self.grace_period = grace_period
         self.inventory = _Inventory()
-        self.states: dict[str, str] = {
-            name: "starting" for name in ("bus", "gateway", "rpc", "aproto", "http")
-        }
+        self._open_mqtt = mqtt_client_for(broker)
+        #: The MQTT client behind the live page (on an ``mqtt://`` broker, while serving).
+        self.mqtt_client: Any = None
+        components: tuple[str, ...] = ("bus", "gateway", "rpc", "aproto", "http")
+        if self._open_mqtt is not None:
+            components = ("mqtt", *components)
+        self.states: dict[str, str] = {name: "starting" for name in components}
         self.orders_handled = 0
         #: The readiness checks behind ``/readyz``: one per component.
         self.health = Health()
         self.bus_app = self._build_bus()
         self.aproto_server = self._build_aproto()
+        self.live: Bridge[Any]
         self.http_app = self._build_http()
         self.gateway: BusSocket | None = None
         self._scopes: dict[str, trio.CancelScope] = {}
@@ -146,7 +157,16 @@ class Stack:
 
         @app.application(ORDERS_TOPIC, name="orders", max_concurrency=8)
         async def orders(message: BusMessage, socket: BusSocket) -> None:
-            order = json.loads(message.payload)
+            try:
+                order = json.loads(message.payload)
+            except ValueError:
+                order = None
+            if not isinstance(order, dict) or "item" not in order:
+                # POST /orders answers what the reply says: a 400 here.
+                await socket.reply(message, b'{"error":"expected a JSON object with \'item\'"}',
+                                   content_type="application/json",
+                                   headers={HTTP_STATUS_HEADER: "400"})
+                return
             item = str(order.get("item", ""))
             qty = int(order.get("qty", 1))
             in_stock = stack.inventory.available(item)
@@ -189,25 +209,14 @@ class Stack:
         async def hello(request: Request) -> Response:
             return Response.json({"message": f"hello, {request.query_params.get('name', 'world')}"})
 
-        @router.route("/orders", methods=["POST"])
-        async def order(request: Request) -> Response:
-            body = await request.json()
-            if not isinstance(body, dict) or "item" not in body:
-                return Response.json({"error": "expected a JSON object with 'item'"},
-                                     status_code=400)
-            gateway = stack.gateway
-            if gateway is None or gateway.closed or stack._shutdown_started:
-                return Response.json({"error": "the bus is not available"}, status_code=503)
-            try:
-                reply = await gateway.request(
-                    BusMessage(json.dumps(body).encode(), ORDERS_TOPIC,
-                               content_type="application/json"),
-                    timeout=5,
-                )
-            except RequestTimeout:
-                return Response.json({"error": "no reply from the orders service"},
-                                     status_code=504)
-            return Response.json(json.loads(reply.payload))
+        def gateway() -> BusSocket | None:
+            return None if stack._shutdown_started else stack.gateway
+
+        # POST /orders: the body goes out as a bus request, the orders consumer's reply comes
+        # back (504 without one in 5 s, 503 while the gateway socket is not open).
+        router.add_route("/orders", bus_request(gateway, ORDERS_TOPIC, timeout=5),
+                         methods=["POST"])
+        self.live = add_live_routes(router, self.broker, lambda: stack.mqtt_client)
 
         @router.route("/work")
         async def work(request: Request) -> Response:
@@ -239,6 +248,8 @@ class Stack:
             return True
 
         health.add_check("gateway", gateway)
+        if "mqtt" in self.states:
+            health.add_check("mqtt", serving("mqtt"))
         health.add_check("rpc", serving("rpc"))
         health.add_check("aproto", serving("aproto"))
         health.add_routes(app)  # /healthz, /readyz and the "http" (lifespan) check
@@ -268,6 +279,7 @@ class Stack:
             },
             "aproto": dataclasses.asdict(self.aproto_server.statistics()),
             "http": dataclasses.asdict(self.http_app.statistics()),
+            "live": dataclasses.asdict(self.live.statistics),
         }
 
     # -- running ----------------------------------------------------------------------------
@@ -304,6 +316,13 @@ class Stack:
             task_status.started()
             await self._close_gateway.wait()
 
+    async def _hold_mqtt(self, *, task_status: trio.TaskStatus[None]) -> None:
+        assert self._open_mqtt is not None
+        async with self._open_mqtt() as client:
+            self.mqtt_client = client
+            task_status.started()
+            await self._close_gateway.wait()
+
     async def serve(
         self, *, task_status: trio.TaskStatus[StackAddresses] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -314,6 +333,8 @@ class Stack:
             self._nursery = nursery
             await nursery.start(self._component, "bus", self.bus_app.serve)
             await nursery.start(self._component, "gateway", self._hold_gateway)
+            if self._open_mqtt is not None:
+                await nursery.start(self._component, "mqtt", self._hold_mqtt)
             rpc_addresses = await nursery.start(
                 self._component,
                 "rpc",
@@ -367,12 +388,16 @@ class Stack:
                 await self._done[name].wait()
             logger.info("shutdown: %s stopped", name)
 
-        # Front doors first, the back end last.
+        # Front doors first, the back end last. Live streams end first: Hypercorn waits for
+        # in-flight responses, and an event stream never finishes on its own.
+        self.live.close()
         await stop("http", self._scopes["http"].cancel)  # Hypercorn shuts down gracefully
         await stop("aproto", self.aproto_server.stop)
         await stop("bus", self.bus_app.stop)  # drains in-flight messages
         await stop("rpc", self._scopes["rpc"].cancel)
-        await stop("gateway", self._close_gateway.set)
+        await stop("gateway", self._close_gateway.set)  # and the MQTT client, if any
+        if "mqtt" in self._done:
+            await stop("mqtt", lambda: None)
 
 
 class _Relay:
