@@ -209,6 +209,24 @@ def test_kafka_servers_topics_and_sasl_without_secrets() -> None:
     assert "bindings" not in document["operations"]["readings_1"]
 
 
+def test_kafka_topics_the_bus_creates_have_their_partitions() -> None:
+    app = DistributedApplication("kafka://127.0.0.1:9092?partitions=6&replication_factor=3")
+
+    @app.application("jobs")
+    async def jobs(message: Any) -> None: ...
+
+    @app.application("jobs", socket_provider="kafka://127.0.0.1:9092?create_topics=false")
+    async def existing(message: Any) -> None: ...
+
+    document = app.asyncapi()
+    assert_valid(document)
+    assert document["channels"]["jobs"]["bindings"]["kafka"] == {
+        "bindingVersion": "0.5.0", "partitions": 6, "replicas": 3,
+    }
+    # topics the bus does not create: their partitions are whatever the cluster has
+    assert document["channels"]["jobs-2"]["bindings"]["kafka"] == {"bindingVersion": "0.5.0"}
+
+
 def test_each_broker_has_its_channels() -> None:
     app = DistributedApplication("memory://main")
 

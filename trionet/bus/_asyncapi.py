@@ -418,7 +418,7 @@ class _Builder:
             )
         if isinstance(config, KafkaConfig):
             binding: dict[str, Any] = {"bindingVersion": "0.5.0"}
-            if not wildcard:
+            if not wildcard and "/" in address:  # the Kafka topic, when it is another name
                 binding["topic"] = address.replace("/", ".")
             for field, name in (("partitions", "partitions"), ("replicas", "replication_factor")):
                 value = getattr(config, name, None)  # what the topics the bus creates get
