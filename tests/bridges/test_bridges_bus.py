@@ -119,3 +119,24 @@ async def test_event_stream_fed_by_a_kafka_consumer(kafka_broker: KafkaBroker) -
             browser.leave()
     assert [(e["topic"], e["key"], e["payload"], e["offset"]) for e in events] == [
         (topic, "k", "first", 0), (topic, "k", "second", 1)]
+
+
+async def test_close_ends_open_streams_after_their_buffer_and_refuses_new_ones() -> None:
+    url = f"memory://{unique('bridges')}"
+    bridge = Bridge(bus_source(url, "sensors/+"), max_buffer_size=4)
+    browser = SlowBrowser()
+    async with from_url(url).create_socket(name="sensor") as sensor:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_events, bridge.event_stream, browser)
+            await browser.started.wait()
+            await sensor.publish(BusMessage("last", "sensors/kitchen"))
+            await browser.wait_for_payload("last")
+            bridge.close()
+        # The stream ended by itself (stream_events returned): no disconnect was needed.
+        assert browser.body.endswith(b"\n\n")
+        late = SlowBrowser()
+        late.allow(10)
+        await stream_events(bridge.event_stream, late)
+    assert late.status == 503
+    stats = bridge.statistics
+    assert (stats.open_streams, stats.streams, stats.refused) == (0, 1, 1)

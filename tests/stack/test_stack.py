@@ -34,6 +34,9 @@ async def test_stack_serves_every_component_and_shuts_down_in_order() -> None:
     assert "http: GET /readyz -> 200 ok" in text
     assert "POST /orders {'item': 'widget', 'qty': 3} -> 200 accepted (total 7.5)" in text
     assert "{'item': 'gizmo', 'qty': 1} -> 200 refused" in text
+    # The live page's stream (a bridge) showed both orders as they were handled.
+    assert "live: GET /live/events -> trionet/demo/live/orders: '3 x widget: accepted'" in text
+    assert "live: GET /live/events -> trionet/demo/live/orders: '1 x gizmo: refused'" in text
     assert "websocket: echo -> 'structured concurrency'" in text
     assert "aproto: stock widget -> 117 left" in text
     assert "rpc: inventory.available('gadget') = 8" in text
@@ -42,7 +45,8 @@ async def test_stack_serves_every_component_and_shuts_down_in_order() -> None:
     assert stats["orders_handled"] == 2
     assert stats["bus"]["orders"]["handled"] == 2
     assert stats["gateway"]["replies"] == 2
-    assert stats["http"]["requests"] == 4  # /readyz, /hello and two orders
+    assert stats["http"]["requests"] == 5  # /readyz, /hello, /live/events and two orders
+    assert stats["live"]["delivered"] == 2 and stats["live"]["open_streams"] == 0
     assert stats["aproto"]["packets"] == 2
     assert threading.active_count() <= threads_before + 1  # trio's idle thread cache at most
 
@@ -96,6 +100,27 @@ async def test_in_flight_http_request_finishes_during_graceful_shutdown() -> Non
         await trio.sleep(0.2)  # the request is being handled
         stack.begin_shutdown()
     assert results == [(200, b'{"worked":0.5}')]
+
+
+async def test_graceful_shutdown_ends_open_live_streams_cleanly() -> None:
+    stack = Stack(grace_period=30)
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(stack.serve)
+        host, port = addresses.http.rsplit("//", 1)[1].rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(b"GET /live/events HTTP/1.1\r\nHost: t\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(4096)
+            stack.begin_shutdown()
+            # An event stream never ends by itself: the bridge ends it, so the response
+            # finishes (the last chunk) instead of being cut when the grace period is over.
+            while chunk := await stream.receive_some(4096):
+                data += chunk
+        assert data.endswith(b"0\r\n\r\n")
+    assert set(stack.states.values()) == {"stopped"}
+    assert stack.live.statistics.streams == 1 and stack.live.statistics.open_streams == 0
 
 
 async def test_bad_order_is_a_400_not_a_500() -> None:

@@ -5,20 +5,26 @@ style) that opens an ``EventSource`` on ``/live/events``; ``/ws/live`` is the sa
 a websocket. Both are a :class:`trionet.bridges.Bridge`: on an ``mqtt://`` broker, fed by an MQTT
 subscription to ``trionet/demo/live/#`` on the stack's own MQTT client (so anything published
 there, by any MQTT client, shows up); on ``memory://`` and ``kafka://``, by a bus socket on the
-stack's broker.
+stack's broker. The orders consumer announces every order it handles on
+``trionet/demo/live/orders`` (:func:`announce`), and ``trionet demo`` reads them back through
+``/live/events`` (:func:`read_live_events`), as a browser on the page would.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import trio
+
 from ..asgi import Request, Response, Router
 from ..bridges import Bridge, bus_source, mqtt_source
-from ..bus import MqttConfig, parse_url
+from ..bus import BusMessage, BusSocket, MqttConfig, parse_url
 
-__all__ = ["LIVE_FILTER", "LIVE_TOPIC", "add_live_routes", "mqtt_client_for"]
+__all__ = ["LIVE_FILTER", "LIVE_TOPIC", "add_live_routes", "announce", "mqtt_client_for",
+           "read_live_events"]
 
 #: Where the demo's live readings are published (and the page's subscription).
 LIVE_TOPIC = "trionet/demo/live"
@@ -120,3 +126,41 @@ def add_live_routes(router: Router, broker: str, mqtt_client: Callable[[], Any])
     router.add_route("/live/events", live.event_stream)
     router.add_websocket_route("/ws/live", live.websocket)
     return live
+
+
+async def announce(socket: BusSocket, broker: str, name: str, text: str) -> None:
+    """Publish *text* on ``trionet/demo/live/<name>``, so that the live page shows it: as a
+    plain MQTT payload on an ``mqtt://`` broker (what the page's MQTT subscription reads), as a
+    bus message elsewhere."""
+    topic = f"{LIVE_TOPIC}/{name}"
+    if isinstance(parse_url(broker), MqttConfig):
+        await socket.publish_raw(topic, text.encode())
+    else:
+        await socket.publish(BusMessage(text, topic, content_type="text/plain"))
+
+
+async def read_live_events(
+    host: str, port: int, wanted: int,
+    *, task_status: trio.TaskStatus[Callable[[], Awaitable[list[dict[str, Any]]]]],
+) -> None:
+    """Open ``/live/events`` as a browser would; once the stream has started (subscribed),
+    report a function that reads *wanted* events and closes the stream."""
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(b"GET /live/events HTTP/1.0\r\nHost: demo\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(4096)
+        events: list[dict[str, Any]] = []
+        done = trio.Event()
+
+        async def read() -> list[dict[str, Any]]:
+            await done.wait()
+            return events
+
+        task_status.started(read)
+        while data.count(b"\ndata: ") < wanted:
+            data += await stream.receive_some(4096)
+    events.extend(json.loads(line[6:]) for line in data.split(b"\n")
+                  if line.startswith(b"data: "))
+    done.set()

@@ -54,7 +54,7 @@ from ..bus import (
     SocketProviderFactory as _Providers,
 )
 from ._asgi import echo, http_request
-from ._live import LIVE_FILTER, add_live_routes, mqtt_client_for
+from ._live import LIVE_FILTER, add_live_routes, announce, mqtt_client_for, read_live_events
 
 __all__ = ["Stack", "StackAddresses", "exercise", "serve_until_signal"]
 
@@ -182,6 +182,8 @@ class Stack:
             stack.orders_handled += 1
             await socket.reply(message, json.dumps(reply).encode(),
                                content_type="application/json")
+            # ... and the live page shows it
+            await announce(socket, stack.broker, "orders", f"{qty} x {item}: {reply['status']}")
 
         return app
 
@@ -420,6 +422,15 @@ async def _http(
     return await http_request(host, int(port), method, target, body)
 
 
+async def _orders(addresses: StackAddresses, report: Callable[[str], None]) -> None:
+    for order in ({"item": "widget", "qty": 3}, {"item": "gizmo", "qty": 1}):
+        status, _, body = await _http(addresses, "POST", "/orders", json.dumps(order).encode())
+        reply = json.loads(body)
+        report(f"http → bus: POST /orders {order} -> {status} {reply['status']}"
+               f" (total {reply['total']}), answered by the orders consumer over "
+               f"{addresses.broker.split(':', 1)[0]}://")
+
+
 async def exercise(addresses: StackAddresses, report: Callable[[str], None]) -> None:
     """Talk to every service of a running stack and report what happened."""
     from ..asgi import connect_websocket
@@ -429,12 +440,14 @@ async def exercise(addresses: StackAddresses, report: Callable[[str], None]) -> 
     status, headers, body = await _http(addresses, "GET", "/hello?name=trionet")
     report(f"http: GET /hello -> {status} {json.loads(body)['message']!r} "
            f"(request id {headers.get('x-request-id', '?')[:8]}…)")
-    for order in ({"item": "widget", "qty": 3}, {"item": "gizmo", "qty": 1}):
-        status, _, body = await _http(addresses, "POST", "/orders", json.dumps(order).encode())
-        reply = json.loads(body)
-        report(f"http → bus: POST /orders {order} -> {status} {reply['status']}"
-               f" (total {reply['total']}), answered by the orders consumer over "
-               f"{addresses.broker.split(':', 1)[0]}://")
+    async with trio.open_nursery() as nursery:
+        host, port = addresses.http.rsplit("//", 1)[1].rsplit(":", 1)
+        # A browser on the live page (subscribed before the orders come).
+        live = await nursery.start(read_live_events, host, int(port), 2)
+        await _orders(addresses, report)
+        for event in await live():
+            report(f"live: GET /live/events -> {event['topic']}: {event['payload']!r} "
+                   "(server-sent events, fed by a bridge)")
     async with connect_websocket(addresses.websocket + "/ws/echo") as websocket:
         await websocket.send("structured concurrency")
         report(f"websocket: echo -> {await websocket.receive()!r}")
