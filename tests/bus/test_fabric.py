@@ -321,3 +321,58 @@ async def test_memory_overflow_drop_is_bounded() -> None:
         with trio.fail_after(PATIENCE):
             await bus.drain()
     assert len(seen) < 20
+
+
+async def test_sockets_of_the_test_and_apps_run_by_the_test() -> None:
+    app, handled = echo_app("mqtt://broker.invalid")
+    async with TestBus(app, run=False) as bus:
+        assert not app.running
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.serve)  # the test runs it (on the fabric)
+            async with bus.socket("jobs/#", name="spy") as spy:
+                await bus.publish(b"seen twice", "jobs/x")
+                with trio.fail_after(PATIENCE):
+                    assert (await spy.receive()).payload == b"seen twice"
+                await wait_until(lambda: handled == [b"seen twice"])
+            app.stop()
+
+
+async def test_kafka_partitions_keys_and_records() -> None:
+    app, handled = echo_app("kafka://kafka.invalid?offset_reset=earliest", topic="orders/+")
+    async with TestBus(app, partitions={"orders.eu": 4, "*": 2}) as bus:
+        broker = bus.broker()
+        assert isinstance(broker, KafkaFabric)
+        for i in range(8):
+            await bus.publish(str(i), "orders/eu", key=f"customer-{i % 3}")
+        await bus.publish(b"keyless", "orders/us")
+        with trio.fail_after(PATIENCE):
+            await bus.drain()
+        assert (broker.partitions("orders/eu"), broker.partitions("orders.us")) == (4, 2)
+        assert broker.partitions("nothing") == 0
+        for partition in range(4):
+            for _offset, key, _value in broker.records("orders/eu", partition):
+                assert key is not None and partition_for(key, 4) == partition
+        assert sorted(handled) == sorted([str(i).encode() for i in range(8)] + [b"keyless"])
+        assert [m.payload for m in bus.messages("orders.eu")][:2] == [b"0", b"1"]
+        for partition in range(4):  # everything handled: committed up to the end
+            records = broker.records("orders/eu", partition)
+            assert broker.committed("trionet.worker", "orders/eu", partition) == (
+                len(records) if records else None)
+        assert broker.committed("nobody", "orders/eu", 0) is None
+
+
+async def test_kafka_group_members_share_partitions_and_take_over() -> None:
+    fabric = Fabric()
+    url = "kafka://kafka.invalid?offset_reset=earliest"
+    first, one = echo_app(url)
+    second, two = echo_app(url)
+    async with TestBus(first, fabric=fabric) as bus:
+        bus.broker().create_topic("jobs/a", partitions=2)  # type: ignore[attr-defined]
+        async with TestBus(second, fabric=fabric):
+            for i in range(20):
+                await bus.publish(str(i), "jobs/a", key=str(i))
+            with trio.fail_after(PATIENCE):
+                await bus.drain()
+            assert one and two and len(one) + len(two) == 20
+        await bus.publish(b"after", "jobs/a", key=b"x")
+        await wait_until(lambda: b"after" in one)  # the remaining member took over

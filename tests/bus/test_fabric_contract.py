@@ -266,12 +266,14 @@ async def test_keys_partitions_order_and_a_shared_group(kafka_world: World) -> N
             for key in keys:
                 partition = await kafka_world.publish(topic, key + b":%d" % seq, key=key)
                 assert partition in (None, partition_for(key, 3))
-        await wait_until(lambda: len(handled[1]) + len(handled[2]) == 12)
-    assert handled[1] and handled[2]  # the group shares the partitions
+        expected = {(key, seq) for key in keys for seq in range(4)}
+        await wait_until(lambda: set(handled[1]) | set(handled[2]) == expected)
+    assert handled[1] and handled[2], handled  # the group shares the partitions
     for records in handled.values():
-        for key in keys:  # per key (= per partition), in order, all in one instance
+        for key in keys:  # per key (= per partition) in order; at-least-once: a record
+            # handed out but not committed when a rebalance moved its partition comes again
             seqs = [seq for k, seq in records if k == key]
-            assert seqs in ([], [0, 1, 2, 3])
+            assert seqs == sorted(set(seqs)), handled
 
 
 async def test_a_restarted_group_member_resumes_after_the_last_commit(

@@ -24,6 +24,8 @@ logger = logging.getLogger("trionet.testing.fabric")
 
 #: How many published messages a broker remembers for :meth:`FabricBroker.messages`.
 HISTORY = 10_000
+#: How many delayed messages may wait at once (more are dropped and counted).
+MAX_DELAYED = 10_000
 
 
 class Signal:
@@ -52,7 +54,7 @@ class FabricStatistics:
         redelivered: copies handed out again after a disconnect or restart.
         acked: deliveries their consumer acknowledged.
         dropped: copies dropped because a subscriber's queue was full (or it was offline
-            without a persistent session).
+            without a persistent session), and delayed messages beyond 10 000 at once.
         faulted: messages a fault rule dropped, delayed, duplicated or reordered.
     """
 
@@ -123,9 +125,10 @@ class FabricBroker(abc.ABC):
                 nursery.cancel_scope.cancel()
 
     def _schedule(self, item: Item) -> None:
-        if not self._nurseries:
-            logger.warning("%s: a delayed message to %r is lost: no TestBus is running",
-                           self.name, item.topic)
+        if not self._nurseries or self._delayed >= MAX_DELAYED:
+            self.statistics.dropped += 1
+            logger.warning("%s: a delayed message to %r is lost: %s", self.name, item.topic,
+                           "too many are delayed" if self._nurseries else "no TestBus runs")
             return
         self._delayed += 1
         self._nurseries[-1].start_soon(self._deliver_later, item)

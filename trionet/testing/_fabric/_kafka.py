@@ -412,6 +412,9 @@ class _KafkaFabricSocket(BusSocket):
             await self.broker._up.wait()  # the producer retries until the broker is back
         if not topic.startswith(REPLY_PREFIX + "/"):
             check_topic(topic)
+            name = topic.replace("/", ".")
+            if name not in self.broker._topics:
+                self.broker.create_topic(name, self.broker._default_partitions(name, self.config))
         await self.broker._publish(Item(topic, data))
 
     async def _subscribe(self, filters: Sequence[str]) -> None:
