@@ -376,3 +376,26 @@ async def test_kafka_group_members_share_partitions_and_take_over() -> None:
             assert one and two and len(one) + len(two) == 20
         await bus.publish(b"after", "jobs/a", key=b"x")
         await wait_until(lambda: b"after" in one)  # the remaining member took over
+
+
+async def test_a_rebalance_that_keeps_a_partition_keeps_its_acknowledgements() -> None:
+    app = DistributedApplication("kafka://kafka.invalid?offset_reset=earliest")
+    gate = trio.Event()
+    handled: list[bytes] = []
+
+    @app.application("jobs/+", name="worker")
+    async def worker(message: BusMessage) -> None:
+        await gate.wait()
+        handled.append(message.payload)
+
+    async with TestBus(app) as bus:
+        await bus.publish(b"1", "jobs/a")
+        await wait_until(lambda: app.statistics["worker"].in_flight == 1)
+        await bus.publish(b"2", "jobs/b")  # a new topic: the group rebalances
+        gate.set()
+        with trio.fail_after(PATIENCE):
+            await bus.drain()
+        broker = bus.broker()
+        assert isinstance(broker, KafkaFabric)
+        assert broker.committed("trionet.worker", "jobs/a", 0) == 1
+    assert handled == [b"1", b"2"]

@@ -16,7 +16,7 @@ import pytest
 import trio
 from bus_support import PATIENCE, unique, wait_until
 
-from trionet.bus import BusMessage, DistributedApplication, encode_envelope
+from trionet.bus import BusMessage, DistributedApplication, encode_envelope, from_url
 from trionet.bus.testing import serving
 from trionet.testing import Fabric, KafkaBroker, MosquittoServer, TestBus, partition_for
 
@@ -48,6 +48,11 @@ class World:
     async def restart(self) -> None:
         await self.fabric.broker(self.url).restart()
 
+    async def publish_on_the_bus(self, message: BusMessage) -> None:
+        """Publish through a bus socket (as an application does)."""
+        async with TestBus(fabric=self.fabric) as bus, bus.socket(url=self.url) as socket:
+            await socket.publish(message)
+
 
 class RealWorld(World):
     @asynccontextmanager
@@ -56,6 +61,11 @@ class RealWorld(World):
             for app in apps:
                 await stack.enter_async_context(serving(app))
             yield
+
+
+    async def publish_on_the_bus(self, message: BusMessage) -> None:
+        async with from_url(self.url).create_socket(name="publisher") as socket:
+            await socket.publish(message)
 
 
 class Mosquitto(RealWorld):
@@ -262,10 +272,14 @@ async def test_keys_partitions_order_and_a_shared_group(kafka_world: World) -> N
 
     keys = keys_for_partitions(3)
     async with kafka_world.running(*instances):
-        for seq in range(4):
+        for seq in range(2):  # with a key by a Kafka client: the partition of Kafka's hash
             for key in keys:
                 partition = await kafka_world.publish(topic, key + b":%d" % seq, key=key)
                 assert partition in (None, partition_for(key, 3))
+        for seq in range(2, 4):  # the bus's key is the record key: the same partitions
+            for key in keys:
+                await kafka_world.publish_on_the_bus(
+                    BusMessage(key + b":%d" % seq, topic, key=key.decode()))
         expected = {(key, seq) for key in keys for seq in range(4)}
         await wait_until(lambda: set(handled[1]) | set(handled[2]) == expected)
     assert handled[1] and handled[2], handled  # the group shares the partitions

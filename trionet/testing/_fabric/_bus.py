@@ -287,7 +287,8 @@ class TestBus(EnterOnce):
         Args:
             message: a :class:`~trionet.bus.BusMessage`, or a payload (then *topic* is needed).
             topic: the topic (default: the message's).
-            key: the Kafka record key (the partition follows from it).
+            key: the Kafka record key (the partition follows from it); by default the
+                message's :attr:`~trionet.bus.BusMessage.key`.
             retain: MQTT's retain flag: the broker keeps the message for later subscribers;
                 an empty ``message`` (``b""``) clears the topic's retained message.
             url: which broker (default: the first application's default).
@@ -310,6 +311,8 @@ class TestBus(EnterOnce):
             data = message.copy(message_id=message_id)
         else:
             data = _encode_envelope(message, "msgpack", message_id)
+        if key is None:
+            key = message.key  # the message's ordering key is its Kafka record key
         encoded_key = key.encode() if isinstance(key, str) else key
         await self._publish_item(Item(message.topic, data, key=encoded_key, retain=retain), url)
 

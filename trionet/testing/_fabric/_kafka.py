@@ -105,7 +105,9 @@ class _Member:
         self.filters: list[TopicFilter] = []
         self.subscribed_at = 0  # the topic counter when it subscribed
         self.joined = joined
-        self.generation = 0
+        #: Per assigned partition: which handing-out its acknowledgements belong to (a new one
+        #: when the partition is assigned again or read again from its committed offset).
+        self.epochs: dict[_TP, int] = {}
         self.assignment: list[_TP] = []
         self.positions: dict[_TP, int] = {}
         self.handed: dict[_TP, collections.deque[int]] = {}
@@ -134,6 +136,8 @@ class KafkaFabric(FabricBroker):
         name: what it stands for (the bootstrap servers).
         partitions: partitions of a topic made on first use: a number for every topic, or a
             mapping of Kafka topic names (``orders.created``; ``"*"`` for the rest) to numbers.
+            A topic that an application's socket makes gets the configuration's
+            ``partitions`` instead when that is more than 1.
         faults: the fault rules (a fresh :class:`Faults` by default).
         retention: records kept per partition.
     """
@@ -150,6 +154,7 @@ class KafkaFabric(FabricBroker):
         self._topic_counter = itertools.count(1)
         self._groups: dict[str, _Group] = {}
         self._joins = itertools.count()
+        self._epochs = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"<Kafka fabric {self.name!r}, {len(self._topics)} topic(s)>"
@@ -185,8 +190,10 @@ class KafkaFabric(FabricBroker):
             count = self._partitions
         else:
             count = self._partitions.get(name, self._partitions.get("*", 1))
-        configured = getattr(config, "partitions", None)  # a config that names a count
-        return configured if isinstance(configured, int) and configured > 0 else count
+        # An application whose configuration asks for more partitions gets them, as the
+        # topics the real bus creates do; otherwise the fabric's count.
+        configured = getattr(config, "partitions", 1)
+        return configured if isinstance(configured, int) and configured > 1 else count
 
     def partitions(self, topic: str) -> int:
         """How many partitions *topic* has (0: it does not exist)."""
@@ -255,7 +262,7 @@ class KafkaFabric(FabricBroker):
         group = self._groups.get(member.socket.group_id)
         if group is not None and member in group.members:
             group.members.remove(member)
-            member.generation += 1
+            member.epochs.clear()  # late acknowledgements commit nothing
             self._rebalance(group)
 
     def _rebalance(self, group: _Group) -> None:
@@ -273,7 +280,6 @@ class KafkaFabric(FabricBroker):
             if assignment == member.assignment:
                 continue
             kept = set(assignment) & set(member.assignment)
-            member.generation += 1
             self._assign(group, member, assignment, keep=kept)
 
     def _assign(self, group: _Group, member: _Member, assignment: list[_TP], *,
@@ -293,8 +299,10 @@ class KafkaFabric(FabricBroker):
             positions[tp] = max(start, log.start)
             member.handed.pop(tp, None)
             member.unacked.pop(tp, None)
+            member.epochs[tp] = next(self._epochs)
         member.assignment = assignment
         member.positions = positions
+        member.epochs = {tp: e for tp, e in member.epochs.items() if tp in positions}
         member.handed = {tp: q for tp, q in member.handed.items() if tp in positions}
         member.unacked = {tp: s for tp, s in member.unacked.items() if tp in positions}
         member.changed.fire()
@@ -302,7 +310,6 @@ class KafkaFabric(FabricBroker):
     def _reset(self, member: _Member) -> None:
         """The member's connection was lost: it reads from the committed offsets again."""
         group = self._groups[member.socket.group_id]
-        member.generation += 1
         redelivered = sum(len(q) for q in member.handed.values())
         self.statistics.redelivered += redelivered
         member.handed.clear()
@@ -344,11 +351,11 @@ class KafkaFabric(FabricBroker):
                 return tp, position, log.records[position - log.start][1]
         return None
 
-    async def _ack(self, member: _Member, generation: int, tp: _TP, offset: int) -> None:
+    async def _ack(self, member: _Member, epoch: int, tp: _TP, offset: int) -> None:
         self.statistics.acked += 1
         self.activity.fire()
         unacked = member.unacked.get(tp)
-        if member.generation == generation and unacked is not None and offset in unacked:
+        if member.epochs.get(tp) == epoch and unacked is not None and offset in unacked:
             unacked.discard(offset)
             handed = member.handed[tp]
             group = self._groups[member.socket.group_id]
@@ -367,7 +374,7 @@ class KafkaFabric(FabricBroker):
             member.handed.setdefault(tp, collections.deque()).append(offset)
             member.unacked.setdefault(tp, set()).add(offset)
             self.statistics.delivered += 1
-            ack = partial(self._ack, member, member.generation, tp, offset)
+            ack = partial(self._ack, member, member.epochs[tp], tp, offset)
             try:
                 await send((tp.topic, data, ack, _arrival(data)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -408,6 +415,9 @@ class _KafkaFabricSocket(BusSocket):
         return self._connect(nursery)
 
     async def _send(self, topic: str, data: Data) -> None:
+        await self._send_with_key(topic, data, None)
+
+    async def _send_with_key(self, topic: str, data: Data, key: str | None) -> None:
         if not self.broker.up:
             await self.broker._up.wait()  # the producer retries until the broker is back
         if not topic.startswith(REPLY_PREFIX + "/"):
@@ -415,7 +425,8 @@ class _KafkaFabricSocket(BusSocket):
             name = topic.replace("/", ".")
             if name not in self.broker._topics:
                 self.broker.create_topic(name, self.broker._default_partitions(name, self.config))
-        await self.broker._publish(Item(topic, data))
+        # The message's key is the record key, as on Kafka: one key, one partition.
+        await self.broker._publish(Item(topic, data, key=None if key is None else key.encode()))
 
     async def _subscribe(self, filters: Sequence[str]) -> None:
         self._filters.extend(filters)
