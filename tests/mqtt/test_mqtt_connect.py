@@ -47,6 +47,7 @@ from trionet.mqtt import (
 )
 from trionet.testing import MosquittoServer
 from trionet.testing._servers import _free_port
+from trionet.tls import TLSOptions
 
 
 async def test_the_default_client_id_is_one_every_broker_must_accept(
@@ -191,6 +192,16 @@ async def test_tls_client_certificates(tls_ca: trustme.CA) -> None:
             async with MQTTClient(tls=info.ssl_context()) as client:  # no certificate
                 with pytest.raises(MQTTConnectError):
                     await client.connect(info.host, server.mtls_port)
+            # the same with the tls= vocabulary's file names (trionet.tls.TLSOptions)
+            leaf = tls_ca.issue_cert("client.example", common_name="client.example")
+            cert_file = server.directory / "client.pem"
+            cert_file.write_bytes(
+                b"".join(blob.bytes() for blob in (*leaf.cert_chain_pems, leaf.private_key_pem))
+            )
+            options = TLSOptions(ca_file=info.ca_file, cert_file=cert_file)
+            async with MQTTClient(tls=options) as client:
+                await client.connect(info.host, server.mtls_port)
+                await client.publish(unique("mtls"), "hello", qos=1)
     finally:
         await trio.to_thread.run_sync(server.close)
 

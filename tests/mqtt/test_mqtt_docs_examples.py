@@ -28,6 +28,7 @@ def _load(name: str) -> ModuleType:
     [
         ("mqtt_seed.py", "Received: b'Hello MQTT'\n"),
         ("mqtt_subscription.py", "°C"),
+        ("mqtt_messages.py", "weather/berlin: 3 °C\nweather/paris: 7 °C\n"),
         ("mqtt_request_reply.py", "2 + 40 = 42\n"),
         ("mqtt_reliable.py", "published exactly once\n"),
         ("mqtt_events.py", "connection: disconnected (disconnect() was called)\n"

@@ -57,13 +57,33 @@ from ._message import (
     MailMessage as MailMessage,
     parse_message as parse_message,
 )
+from ._oauth import OAuth2Token as OAuth2Token, TokenProvider as TokenProvider
+from ._outbox import (
+    MemoryOutbox as MemoryOutbox,
+    Outbox as Outbox,
+    OutboxEntry as OutboxEntry,
+    OutboxSender as OutboxSender,
+    RetryDelays as RetryDelays,
+    is_transient as is_transient,
+)
+from ._send import send as send
 from ._smtp import AsyncSMTPClient as AsyncSMTPClient, SMTPStatistics as SMTPStatistics
 from ._types import RecipientResult as RecipientResult, SendResult as SendResult
+from ._watch import (
+    Checkpoint as Checkpoint,
+    CheckpointStore as CheckpointStore,
+    FileCheckpointStore as FileCheckpointStore,
+    MailboxWatcher as MailboxWatcher,
+    MemoryCheckpointStore as MemoryCheckpointStore,
+)
 
 __all__ = [
     "AsyncIMAPClient",
     "AsyncSMTPClient",
     "Attachment",
+    "Checkpoint",
+    "CheckpointStore",
+    "FileCheckpointStore",
     "IMAPAuthenticationError",
     "IMAPCommandError",
     "IMAPConnectionError",
@@ -83,7 +103,15 @@ __all__ = [
     "MailProtocolError",
     "MailboxInfo",
     "MailboxStatus",
+    "MailboxWatcher",
+    "MemoryCheckpointStore",
+    "MemoryOutbox",
+    "OAuth2Token",
+    "Outbox",
+    "OutboxEntry",
+    "OutboxSender",
     "RecipientResult",
+    "RetryDelays",
     "SMTPAuthenticationError",
     "SMTPConnectionError",
     "SMTPError",
@@ -92,8 +120,11 @@ __all__ = [
     "SMTPResponseError",
     "SMTPStatistics",
     "SendResult",
+    "TokenProvider",
     "gather",
+    "is_transient",
     "parse_message",
+    "send",
 ]
 
 _fix_public_modules(globals())

@@ -48,6 +48,7 @@ from ._imap_protocol import (
     split_response_code,
 )
 from ._message import MailMessage
+from ._oauth import TokenCache, TokenProvider, oauthbearer_bytes
 from ._session import MailProtocol, MailSession, TLSConnection, Transport
 from ._transport import (
     CLOSE_TIMEOUT,
@@ -367,14 +368,17 @@ class _IMAPConnection(TLSConnection, imaplib.IMAP4):
         else:
             if mechanism == "PLAIN":
                 first = b"\0" + username.encode() + b"\0" + secret.encode()
+            elif mechanism == "OAUTHBEARER":
+                first = oauthbearer_bytes(username, secret)
             else:
                 first = xoauth2_bytes(username, secret)
             steps = iter([first])
+            # after an error report (a JSON challenge), XOAUTH2 wants an empty line and
+            # OAUTHBEARER a lone ^A (RFC 7628); then the server says NO
+            final = b"\x01" if mechanism == "OAUTHBEARER" else b""
 
             def respond(challenge: bytes) -> bytes:
-                # the first step answers the empty challenge; any later one (an XOAUTH2 error
-                # report) is answered with an empty line, after which the server says NO
-                return next(steps, b"")
+                return next(steps, final)
 
             try:
                 self.authenticate(mechanism, respond)
@@ -748,14 +752,28 @@ class AsyncIMAPClient(MailSession[_IMAPConnection]):
         """
         await self._login(None, username, password)
 
-    async def login_oauth2(self, username: str, access_token: str) -> None:
-        """Log in with ``AUTHENTICATE XOAUTH2`` and an OAuth 2.0 access token (Gmail, Outlook).
+    async def login_oauth2(self, username: str, access_token: str | TokenProvider, *,
+                           mechanism: str = "XOAUTH2") -> None:
+        """Log in with an OAuth 2.0 access token (Gmail, Outlook): ``AUTHENTICATE XOAUTH2`` or
+        ``AUTHENTICATE OAUTHBEARER`` (RFC 7628).
+
+        ``access_token`` is the token or a token provider, as for
+        :meth:`AsyncSMTPClient.login_oauth2 <trionet.mail.AsyncSMTPClient.login_oauth2>`
+        (refreshed near its expiry and after the server refused it).
 
         Raises:
-            IMAPAuthenticationError: the server refused, or does not offer XOAUTH2.
+            IMAPAuthenticationError: the server refused, or does not offer the mechanism.
             InsecureAuthError: see :meth:`login`.
         """
-        await self._login("XOAUTH2", username, access_token)
+        mechanism = mechanism.upper()
+        if mechanism not in ("XOAUTH2", "OAUTHBEARER"):
+            raise ConfigurationError(
+                f"mechanism must be XOAUTH2 or OAUTHBEARER, not {mechanism!r}"
+            )
+        if callable(access_token):
+            await self._login(mechanism, username, "", TokenCache(access_token))
+        else:
+            await self._login(mechanism, username, access_token)
 
     async def select_mailbox(self, mailbox: str = "INBOX", *, readonly: bool = False
                              ) -> MailboxStatus:

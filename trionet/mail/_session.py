@@ -25,7 +25,8 @@ import trio
 from .._threads import SocketInterrupter
 from .._tls import PLAINTEXT_REASONS
 from ..errors import ConfigurationError, MailError
-from ._errors import MailNotConnected
+from ._errors import MailAuthenticationError, MailNotConnected
+from ._oauth import TokenCache, server_refused
 from ._transport import (
     CLOSE_TIMEOUT,
     Address,
@@ -462,25 +463,47 @@ class MailSession(Generic[ConnT]):
         credentials = self._credentials
         if credentials is not None and login:
             try:
-                await self._call(conn.authenticate_with, credentials.mechanism,
-                                 credentials.username, credentials.secret)
+                await self._authenticate(conn, credentials)
                 await self._restore(conn)
             except MailError:
                 self._drop()  # not logged in (e.g. InsecureAuthError): do not use it as is
                 raise
         return conn
 
-    async def _login(self, mechanism: str | None, username: str, secret: str) -> None:
+    async def _login(self, mechanism: str | None, username: str, secret: str,
+                     tokens: TokenCache | None = None) -> None:
         """Log in once with ``mechanism`` (None: the protocol's default) and remember the
-        credentials for reconnections."""
+        credentials for reconnections (with ``tokens``, the secret is an OAuth 2.0 token
+        from it)."""
         check_credential(username, "username")
         check_credential(secret, "password")
         async with self._lock:
             # after a lost connection: reconnect, but log in with the new credentials only
             conn = await self._ensure_connected(login=False)
-            used = await self._call(conn.authenticate_with, mechanism, username, secret)
-            self._credentials = Credentials(used, username, secret)
+            credentials = Credentials(mechanism, username, secret, tokens)
+            used = await self._authenticate(conn, credentials)
+            self._credentials = Credentials(used, username, secret, tokens)
             await self._restore(conn)
+
+    async def _authenticate(self, conn: ConnT, credentials: Credentials) -> str:
+        """Log in on ``conn``; returns the mechanism used. With a token source: its token, and
+        if the server refuses it, once more with a new one."""
+        tokens = credentials.tokens
+        mechanism, username = credentials.mechanism, credentials.username
+        if tokens is None:
+            return await self._call(conn.authenticate_with, mechanism, username,
+                                    credentials.secret)
+        token = await tokens.token()
+        try:
+            return await self._call(conn.authenticate_with, mechanism, username, token)
+        except MailAuthenticationError as exc:
+            if not server_refused(exc):
+                raise
+            logger.info("the %s server refused the OAuth 2.0 token (%s); fetching a new one",
+                        self._protocol.name, exc)
+        tokens.invalidate()
+        token = await tokens.token()
+        return await self._call(conn.authenticate_with, mechanism, username, token)
 
     # -- closing ---------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from ._errors import (
     SMTPResponseError,
 )
 from ._message import MailMessage
+from ._oauth import TokenCache, TokenProvider, oauthbearer_bytes
 from ._session import MailProtocol, MailSession, TLSConnection, Transport
 from ._transport import (
     DEFAULT_GREETING_TIMEOUT,
@@ -48,7 +49,8 @@ __all__ = ["AsyncSMTPClient", "RecipientResult", "SMTPStatistics", "SendResult"]
 
 logger = logging.getLogger("trionet.mail")
 
-_MECHANISMS: Final = ("PLAIN", "LOGIN", "XOAUTH2")
+_MECHANISMS: Final = ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER")
+_OAUTH_MECHANISMS: Final = ("XOAUTH2", "OAUTHBEARER")
 _LINE_START_DOT: Final = re.compile(rb"(?m)^\.")
 #: The most lines one (multi-line) reply may have, and the longest line (smtplib's limit).
 MAX_REPLY_LINES: Final = 1000
@@ -256,10 +258,15 @@ class _SMTPConnection(TLSConnection, smtplib.SMTP):
                 if code != 334:
                     break
                 code, reply = self.command(plain_b64(value))
-        else:
+        elif mechanism == "XOAUTH2":
             code, reply = self.command("AUTH XOAUTH2 " + xoauth2_initial_response(username, secret))
             if code == 334:  # a base64 JSON error: answer with an empty line to get the 535
                 code, reply = self.command("")
+        else:
+            response = base64.b64encode(oauthbearer_bytes(username, secret)).decode("ascii")
+            code, reply = self.command("AUTH OAUTHBEARER " + response)
+            if code == 334:  # a base64 JSON error: RFC 7628 wants a lone ^A to end the exchange
+                code, reply = self.command("AQ==")
         if code != 235:
             raise SMTPAuthenticationError(
                 f"the SMTP server refused AUTH {mechanism} for {username!r}: {code} {reply}",
@@ -486,14 +493,33 @@ class AsyncSMTPClient(MailSession[_SMTPConnection]):
                 )
         await self._login(mechanism, username, password)
 
-    async def login_oauth2(self, username: str, access_token: str) -> None:
-        """Authenticate with ``AUTH XOAUTH2`` and an OAuth 2.0 access token (Gmail, Outlook).
+    async def login_oauth2(self, username: str, access_token: str | TokenProvider, *,
+                           mechanism: str = "XOAUTH2") -> None:
+        """Authenticate with an OAuth 2.0 access token (Gmail, Outlook), ``AUTH XOAUTH2`` or
+        ``AUTH OAUTHBEARER`` (RFC 7628).
+
+        Args:
+            username: the user name (the e-mail address).
+            access_token: the token, or a *token provider*: an async callable returning a new
+                token (a ``str``, or an :class:`OAuth2Token` with its expiry). The client
+                calls it to log in, and again when the token is within a minute of its
+                expiry at a (re)login, or when the server refused it (then it logs in once
+                more with the new token).
+            mechanism: ``"XOAUTH2"`` (default) or ``"OAUTHBEARER"``.
 
         Raises:
-            SMTPAuthenticationError: see :meth:`login`.
+            SMTPAuthenticationError: see :meth:`login` (with a provider: the new token was
+                refused too).
             InsecureAuthError: see :meth:`login`.
         """
-        await self.login(username, access_token, mechanism="XOAUTH2")
+        mechanism = mechanism.upper()
+        if mechanism not in _OAUTH_MECHANISMS:
+            raise ConfigurationError(f"mechanism must be one of {_OAUTH_MECHANISMS}, not "
+                                     f"{mechanism!r}")
+        if callable(access_token):
+            await self._login(mechanism, username, "", TokenCache(access_token))
+        else:
+            await self.login(username, access_token, mechanism=mechanism)
 
     async def noop(self) -> tuple[int, str]:
         """Send NOOP (keeps an idle connection alive); returns the reply code and text."""

@@ -12,13 +12,16 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
 from .._threads import SocketInterrupter, run_blocking
 from ..errors import ConfigurationError, MailError
 from ._errors import InsecureAuthError
+
+if TYPE_CHECKING:
+    from ._oauth import TokenCache
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -203,11 +206,13 @@ class ConnectParams:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What ``login()`` was given, kept to log in again after a reconnection."""
+    """What ``login()`` was given, kept to log in again after a reconnection (``tokens``: the
+    OAuth 2.0 token source; then ``secret`` is unused)."""
 
     mechanism: str | None
     username: str
     secret: str
+    tokens: TokenCache | None = None
 
 
 ConnT = TypeVar("ConnT")

@@ -33,6 +33,7 @@ import trio
 from .._util import EnterOnce, single_exception
 from ..errors import MQTTNotConnected
 from ..supervision import RetryPolicy
+from ..tls import TLSOptions
 from ._base import MessageHandler, load_drivers
 from ._errors import MQTTPublishError
 from ._events import (
@@ -124,8 +125,10 @@ class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
             on a connection without TLS, unless *allow_insecure_auth* is true.
         allow_insecure_auth: send the password over a connection without TLS anyway (anyone on
             the path can read it): for a broker on loopback or a trusted network.
-        tls: an :class:`ssl.SSLContext` (with client certificates loaded, if the broker wants
-            them), True for ``ssl.create_default_context()``, or None/False for plain TCP.
+        tls: True for ``ssl.create_default_context()`` (verified against the system's CAs),
+            an :class:`ssl.SSLContext` (with client certificates loaded, if the broker wants
+            them), a :class:`~trionet.tls.TLSOptions` (a private CA, a client certificate), or
+            None/False for plain TCP: the ``tls=`` vocabulary of :mod:`trionet.tls`.
         transport: ``"tcp"`` or ``"websockets"``.
         websocket_path: the HTTP path of the WebSocket endpoint.
         websocket_headers: extra HTTP headers for the WebSocket handshake.
@@ -190,7 +193,7 @@ class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
         username: str | None = None,
         password: str | None = None,
         allow_insecure_auth: bool = False,
-        tls: ssl.SSLContext | bool | None = None,
+        tls: ssl.SSLContext | TLSOptions | bool | None = None,
         transport: Literal["tcp", "websockets"] = "tcp",
         websocket_path: str = "/mqtt",
         websocket_headers: dict[str, str] | None = None,

@@ -10,6 +10,7 @@ from typing import Literal, TypedDict
 
 from ..errors import ConfigurationError
 from ..supervision import RetryPolicy
+from ..tls import TLSOptions, client_context
 from ._message import MAX_PACKET_SIZE, MQTTV5, MQTTV311, Will
 from ._reconnect import ReconnectPolicy
 from ._topics import validate_topic
@@ -54,7 +55,7 @@ class MQTTClientOptions(TypedDict, total=False):
     username: str | None
     password: str | None
     allow_insecure_auth: bool
-    tls: ssl.SSLContext | bool | None
+    tls: ssl.SSLContext | TLSOptions | bool | None
     transport: Literal["tcp", "websockets"]
     websocket_path: str
     websocket_headers: dict[str, str] | None
@@ -122,7 +123,7 @@ def build_options(
     username: str | None,
     password: str | None,
     allow_insecure_auth: bool,
-    tls: ssl.SSLContext | bool | None,
+    tls: ssl.SSLContext | TLSOptions | bool | None,
     transport: Literal["tcp", "websockets"],
     websocket_path: str,
     websocket_headers: dict[str, str] | None,
@@ -206,15 +207,7 @@ def build_options(
         raise ConfigurationError("allow_insecure_auth must be True or False")
     if reply_topic is not None:
         validate_topic(reply_topic)
-    context: ssl.SSLContext | None
-    if tls is True:
-        context = ssl.create_default_context()
-    elif tls is None or tls is False:
-        context = None
-    elif isinstance(tls, ssl.SSLContext):
-        context = tls
-    else:
-        raise ConfigurationError("tls must be an ssl.SSLContext, True, False or None")
+    context = client_context(tls)
     if reconnect is True:
         policy: ReconnectPolicy | None = ReconnectPolicy()
     elif reconnect is False:

@@ -100,6 +100,12 @@ class Router:
         self.on_reply = on_reply
         #: whether ``on_message`` handlers are registered
         self.has_handlers = False
+        #: the buffer of ``client.messages`` (the messages of ``subscribe()`` filters), once a
+        #: ``subscribe()`` without handlers or ``client.messages`` made it
+        self.messages_box: Subscription | None = None
+        #: whether ``client.messages`` was asked for; before that, the box only takes what it
+        #: has room for (nobody may ever read it), and handlers replace it
+        self.messages_claimed = False
         #: set when the client closes: messages are no longer routed (nor acknowledged)
         self.closing = False
         self.routes: dict[str, Route] = {}
@@ -137,9 +143,19 @@ class Router:
         self._matcher.remove(route.topic_filter, route)
         return True
 
+    def drop_unclaimed_messages(self) -> None:
+        """``on_message`` handlers were registered before anyone asked for
+        ``client.messages``: the handlers get the messages; what the box held is dropped."""
+        box = self.messages_box
+        if box is not None and not self.messages_claimed:
+            self.messages_box = None
+            box._discard()
+
     def end_all(self) -> None:
         """The client closed: every buffer ends (receivers get EndOfChannel once empty)."""
         self.handler_box._end()
+        if self.messages_box is not None:
+            self.messages_box._end()
         for route in self.routes.values():
             for mailbox in route.mailboxes:
                 mailbox._end()
@@ -180,13 +196,23 @@ class Router:
             targets.extend(route.mailboxes)
             if route.handler_refs:
                 to_handlers = True
-        if not routes and self.has_handlers:
+        if not routes and (self.has_handlers or self.messages_claimed):
             to_handlers = True  # e.g. queued for a persistent session from an earlier run
-        if to_handlers and self.has_handlers:
-            targets.append(self.handler_box)
+        kept = False
+        if to_handlers:
+            if self.has_handlers:
+                targets.append(self.handler_box)
+            box = self.messages_box
+            if box is not None:
+                if self.messages_claimed:
+                    targets.append(box)
+                elif box._has_room():
+                    # kept for a client.messages loop that may never come: no flow control
+                    # and no acknowledgement waits for it
+                    kept = box._offer(message)
         flow = self.flow
         if not targets:
-            if not replies:
+            if not replies and not kept:
                 self.unrouted += 1
             if token is not None:
                 flow.ack(token)

@@ -60,7 +60,12 @@ class Subscribing(ClientBase):
         parse_filter(topic)
         self._check_v5_options(no_local, retain_as_published, retain_handling)
         self._engine_or_fail()
-        route = self._router.route_for(topic)
+        router = self._router
+        if not router.has_handlers and router.messages_box is None:
+            # no handler (yet): keep what arrives for client.messages (retained messages come
+            # right after the SUBACK, before an aiomqtt-style loop asks for client.messages)
+            router.messages_box = self._new_messages_box()
+        route = router.route_for(topic)
         route.handler_refs += 1
         ok = False
         try:
@@ -176,6 +181,37 @@ class Subscribing(ClientBase):
                         except MQTTError as exc:
                             _log.debug("unsubscribing %r at the end of its block: %s", topic, exc)
 
+    @property
+    def messages(self) -> Subscription:
+        """The messages of the filters given to :meth:`subscribe`, for an ``async for`` loop
+        (aiomqtt's ``client.messages``)::
+
+            await client.subscribe("sensors/#", qos=1)
+            async for message in client.messages:
+                print(message.topic, message.payload)
+
+        It is one :class:`Subscription` for the client's life, with the flow control of a
+        ``subscription()`` block: a buffer of ``subscription_buffer_size`` messages; when it is
+        full, QoS 1/2 messages are acknowledged only once there is room, and reading from the
+        broker pauses at ``max_buffered_messages``, so a slow loop costs bounded memory and
+        loses no QoS 1/2 message. Iteration ends when the client closes. With
+        ``ack="processed"``, acknowledge each message with ``client.messages.ack(message)``.
+
+        Messages that arrive between :meth:`subscribe` and the first use of this property are
+        kept (up to the buffer size, acknowledged on arrival whatever ``ack`` says), as long
+        as no ``on_message`` handler is registered;
+        handlers and this iterator may also be used together (each gets every message).
+        """
+        router = self._router
+        if router.messages_box is None:
+            router.messages_box = self._new_messages_box()
+        router.messages_claimed = True
+        return router.messages_box
+
+    def _new_messages_box(self) -> Subscription:
+        return Subscription(self._flow, "<client.messages>", QoS.EXACTLY_ONCE,
+                            self._options.subscription_buffer_size)
+
     @overload
     def on_message(self, handler: MessageHandler, /) -> MessageHandler: ...
 
@@ -202,6 +238,7 @@ class Subscribing(ClientBase):
                     raise ConfigurationError("an on_message handler must be an async callable")
                 self._handlers.append((topic_filter, handler))
                 self._router.has_handlers = True
+                self._router.drop_unclaimed_messages()
                 return handler
 
             return register
@@ -209,6 +246,7 @@ class Subscribing(ClientBase):
             raise ConfigurationError("an on_message handler must be an async callable")
         self._handlers.append((None, handler_or_filter))
         self._router.has_handlers = True
+        self._router.drop_unclaimed_messages()
         return handler_or_filter
 
     def take_ack(self, message: MQTTMessage) -> Callable[[], None]:

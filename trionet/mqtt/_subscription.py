@@ -100,6 +100,11 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         self._overflow.append([message, None])
         return False
 
+    def _has_room(self) -> bool:
+        """Whether a message offered now would go straight into the buffer."""
+        return (not self._overflow and len(self._queue) < self._capacity
+                and not (self._ended or self._closed))
+
     def _take_tracked(self, message: MQTTMessage) -> Delivery | None:
         """ack="processed": hand over the acknowledgement owed for *message* (None if none)."""
         entry = self._unacked.pop(id(message), None)

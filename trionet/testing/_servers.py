@@ -35,10 +35,13 @@ import base64
 import contextlib
 import grp
 import hashlib
+import hmac
 import importlib.util
 import itertools
+import json
 import os
 import pwd
+import secrets
 import shlex
 import shutil
 import signal
@@ -1265,10 +1268,29 @@ class MailInfo:
     dovecot_log: Path
     postfix_log: Path
     smtp_plain_port: int
+    oauth2_key: bytes | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
         """Return a new client context that trusts :attr:`ca_file` (and checks host names)."""
         return _client_context(self.ca_file)
+
+    def oauth2_token(self, user: MailUser | str, *, lifetime: float = 300.0) -> str:
+        """Return an OAuth 2.0 access token the servers accept for ``user`` (XOAUTH2 and
+        OAUTHBEARER), valid for ``lifetime`` seconds (negative: already expired).
+
+        The token is a JWT signed (HS256) with :attr:`oauth2_key`, which Dovecot validates
+        locally, as it would a token from an identity provider.
+
+        Raises:
+            ServerError: the servers were started without ``oauth2=True``.
+        """
+        if self.oauth2_key is None:
+            raise ServerError("the mail servers were started without oauth2=True")
+        address = user.address if isinstance(user, MailUser) else self.user(user).address
+        now = int(time.time())
+        claims = {"sub": address, "email": address, "iat": now, "nbf": now - 60,
+                  "exp": now + int(lifetime), "jti": uuid.uuid4().hex}
+        return _jwt_hs256(claims, self.oauth2_key)
 
     def user(self, name: str) -> MailUser:
         """Return the mailbox whose local part or full address is ``name``.
@@ -1349,6 +1371,10 @@ class MailServers(_ServerProcesses):
         users: local part -> password of each mailbox (alice and bob by default).
         domain: the mail domain.
         startup_timeout: seconds to wait for each server before giving up.
+        oauth2: also accept OAuth 2.0 bearer tokens (``AUTH XOAUTH2`` and ``OAUTHBEARER``, for
+            IMAP and, through Dovecot's SASL, SMTP): Dovecot validates them locally as JWTs
+            signed with a random key (:attr:`MailInfo.oauth2_key`); :meth:`MailInfo.oauth2_token`
+            makes them. Passwords keep working.
 
     Raises:
         ConfigurationError: a user name or password contains ``:``, ``@`` or whitespace.
@@ -1363,6 +1389,7 @@ class MailServers(_ServerProcesses):
         users: Mapping[str, str] = DEFAULT_MAIL_USERS,
         domain: str = "example.test",
         startup_timeout: float = 20.0,
+        oauth2: bool = False,
     ) -> None:
         if not users:
             raise ConfigurationError("MailServers needs at least one user")
@@ -1383,6 +1410,7 @@ class MailServers(_ServerProcesses):
         self._dovecot = ""
         self._postfix_master = ""
         self._ports = (0, 0, 0, 0, 0)
+        self._oauth2_key = secrets.token_bytes(32) if oauth2 else None
 
     @property
     def info(self) -> MailInfo:
@@ -1427,7 +1455,39 @@ class MailServers(_ServerProcesses):
         os.chown(directory / "mail", mail_user.pw_uid, mail_user.pw_gid)
         lines = "".join(f"{user.address}:{_ssha512(user.password)}::::::\n" for user in self._users)
         (directory / "dovecot" / "users").write_text(lines)
+        if self._oauth2_key is not None:
+            self._write_oauth2_key(directory / "dovecot", self._oauth2_key)
         self._make_postfix_queue(directory / "postfix")
+
+    @staticmethod
+    def _write_oauth2_key(dovecot_dir: Path, key: bytes) -> None:
+        """The HS256 key of Dovecot's local JWT validation, where its ``fs:posix`` dict looks it
+        up: ``<azp>/<alg>/<kid>``, each ``default`` when the token does not name one."""
+        key_dir = dovecot_dir / "oauth2-keys" / "default" / "HS256"
+        key_dir.mkdir(parents=True)
+        _write_private(key_dir / "default", base64.b64encode(key).decode("ascii"))
+        owner = pwd.getpwnam("dovecot")
+        for path in (dovecot_dir / "oauth2-keys", key_dir.parent, key_dir, key_dir / "default"):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def _oauth2_conf(self, dovecot_dir: Path) -> tuple[str, str]:
+        """The mechanisms line's extra and the passdb block for ``oauth2=True``."""
+        if self._oauth2_key is None:
+            return "", ""
+        conf = dovecot_dir / "oauth2.conf.ext"
+        conf.write_text(
+            "introspection_mode = local\n"
+            f"local_validation_key_dict = fs:posix:prefix={dovecot_dir / 'oauth2-keys'}/\n"
+            "username_attribute = email\n"
+        )
+        passdb = f"""
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {conf}
+}}
+"""
+        return " xoauth2 oauthbearer", passdb
 
     def _configure(self, directory: Path) -> None:
         assert self._tls is not None
@@ -1436,6 +1496,7 @@ class MailServers(_ServerProcesses):
         dovecot_dir = directory / "dovecot"
         run = dovecot_dir / "run"
         mail_user = pwd.getpwnam("mail")
+        oauth2_mechanisms, oauth2_passdb = self._oauth2_conf(dovecot_dir)
         dovecot_conf = f"""\
 # private Dovecot written by trionet.testing
 instance_name = trionet-{uuid.uuid4().hex[:10]}
@@ -1454,14 +1515,14 @@ ssl_cert = <{self._tls.cert_file}
 ssl_key = <{self._tls.key_file}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth2_mechanisms}
 auth_failure_delay = 0
 
 passdb {{
   driver = passwd-file
   args = scheme=SSHA512 username_format=%u {dovecot_dir / "users"}
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = static
   args = uid={mail_user.pw_uid} gid={mail_user.pw_gid} home={directory / "mail"}/%u
 }}
@@ -1622,7 +1683,20 @@ smtpd_helo_required = yes
             dovecot_log=directory / "dovecot" / "dovecot.log",
             postfix_log=directory / "postfix" / "maillog",
             smtp_plain_port=smtp_plain,
+            oauth2_key=self._oauth2_key,
         )
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _jwt_hs256(claims: Mapping[str, object], key: bytes) -> str:
+    """A JSON Web Token (RFC 7519) signed with HMAC-SHA256."""
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = _b64url(json.dumps(dict(claims)).encode())
+    signature = hmac.new(key, f"{header}.{body}".encode("ascii"), hashlib.sha256).digest()
+    return f"{header}.{body}.{_b64url(signature)}"
 
 
 def _ssha512(password: str) -> str:
