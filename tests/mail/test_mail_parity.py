@@ -32,11 +32,13 @@ from trionet.mail import (
     MemoryCheckpointStore,
     MemoryOutbox,
     OAuth2Token,
+    OutboxEntry,
     OutboxSender,
     SMTPRecipientsRefused,
     send,
 )
 from trionet.mail._oauth import TokenCache
+from trionet.supervision import Backoff, CircuitBreaker, RetryPolicy
 from trionet.testing import MailServers, fresh_loopback_address
 from trionet.tls import TLSOptions
 
@@ -157,9 +159,7 @@ async def _constant(value: str) -> str:
 # -- the outbox -----------------------------------------------------------------------------------
 
 
-class _Delays:
-    def delay(self, attempt: int) -> float:
-        return 0.05 * attempt
+FAST = RetryPolicy(Backoff(initial=0.05, maximum=0.2))
 
 
 async def test_the_outbox_keeps_and_retries_a_message_through_a_network_fault(
@@ -177,7 +177,7 @@ async def test_the_outbox_keeps_and_retries_a_message_through_a_network_fault(
                 send, hostname=info.host, port=proxy.port, username=alice.address,
                 password=alice.password, tls=info.ssl_context(), timeout=DELIVERY_BOUND,
             )
-            async with OutboxSender(send_one, outbox, retry_delays=_Delays()) as sender:
+            async with OutboxSender(send_one, outbox, retry=FAST) as sender:
                 assert await sender.send_message(simple_message(info, tag)) is None
                 assert len(outbox) == 1 and sender.retries == 1
                 (entry,) = await outbox.entries()
@@ -201,14 +201,13 @@ async def test_the_outbox_sends_what_an_earlier_run_left_and_drops_permanent_ref
     unreachable = functools.partial(send, hostname=info.host, port=_closed_port(),
                                     tls=info.ssl_context())
     with trio.fail_after(BOUND):
-        async with OutboxSender(unreachable, outbox, retry_delays=_Delays(),
-                                max_attempts=100) as first_run:
+        async with OutboxSender(unreachable, outbox, retry=FAST) as first_run:
             assert await first_run.send_message(simple_message(info, tag)) is None
         assert len(outbox) == 1  # the program stopped: the message waits in the outbox
         working = functools.partial(send, hostname=info.host, port=info.smtp_port,
                                     username=alice.address, password=alice.password,
                                     tls=info.ssl_context())
-        async with OutboxSender(working, outbox, retry_delays=_Delays()) as second_run:
+        async with OutboxSender(working, outbox, retry=FAST) as second_run:
             await second_run.flush()
             assert second_run.sent == 1
             anonymous = functools.partial(send, hostname=info.host, port=info.smtp_port,
@@ -305,3 +304,32 @@ async def test_a_changed_uidvalidity_redelivers_the_mailbox(mail_servers: MailSe
             finally:
                 await imap.select_mailbox("INBOX")
                 await imap.delete_mailbox(f"watch-{tag}")
+
+
+async def test_the_outbox_gives_up_after_the_policys_retries_and_obeys_its_breaker(
+    mail_servers: MailServers,
+) -> None:
+    info = mail_servers.info
+    unreachable = functools.partial(send, hostname=info.host, port=_closed_port(),
+                                    tls=info.ssl_context())
+    given_up: list[tuple[int, str]] = []
+
+    async def give_up(entry: OutboxEntry, error: BaseException) -> None:
+        given_up.append((entry.attempts, type(error).__name__))
+
+    with trio.fail_after(BOUND):
+        policy = RetryPolicy(Backoff(initial=0.01, maximum=0.02), max_attempts=2)
+        async with OutboxSender(unreachable, retry=policy, on_give_up=give_up) as outbox:
+            assert await outbox.send_message(simple_message(info, new_tag())) is None
+            await outbox.flush()
+        assert given_up == [(3, "SMTPConnectionError")]  # the first attempt and 2 retries
+
+        breaker = CircuitBreaker(failure_threshold=1, recovery_time=3600.0)
+        held = MemoryOutbox()
+        policy = RetryPolicy(Backoff(initial=0.01), breaker=breaker)
+        async with OutboxSender(unreachable, held, retry=policy) as outbox:
+            assert await outbox.send_message(simple_message(info, new_tag())) is None
+            assert breaker.state == "open"
+            assert await outbox.send_message(simple_message(info, new_tag())) is None
+            attempts = sorted(entry.attempts for entry in await held.entries())
+        assert attempts == [0, 1]  # the second one was held back, not tried

@@ -63,7 +63,6 @@ from ._outbox import (
     Outbox as Outbox,
     OutboxEntry as OutboxEntry,
     OutboxSender as OutboxSender,
-    RetryDelays as RetryDelays,
     is_transient as is_transient,
 )
 from ._send import send as send
@@ -111,7 +110,6 @@ __all__ = [
     "OutboxEntry",
     "OutboxSender",
     "RecipientResult",
-    "RetryDelays",
     "SMTPAuthenticationError",
     "SMTPConnectionError",
     "SMTPError",

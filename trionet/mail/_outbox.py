@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +19,8 @@ from typing import Final, Protocol, Self
 import trio
 
 from .._util import EnterOnce, open_hidden_nursery
-from ..errors import ConfigurationError, MailError
+from ..errors import CircuitOpenError, ConfigurationError, MailError
+from ..supervision import Backoff, RetryPolicy
 from ._errors import (
     MailMessageError,
     SMTPAuthenticationError,
@@ -31,8 +31,7 @@ from ._errors import (
 from ._message import MailMessage
 from ._types import SendResult
 
-__all__ = ["MemoryOutbox", "Outbox", "OutboxEntry", "OutboxSender", "RetryDelays",
-           "is_transient"]
+__all__ = ["MemoryOutbox", "Outbox", "OutboxEntry", "OutboxSender", "is_transient"]
 
 logger = logging.getLogger("trionet.mail")
 
@@ -113,22 +112,9 @@ class MemoryOutbox:
         return len(self._entries)
 
 
-class RetryDelays(Protocol):
-    """A backoff policy: ``delay(attempt)`` seconds before retry number ``attempt`` (from 1).
-
-    :class:`trionet.bus.Backoff` is one.
-    """
-
-    def delay(self, attempt: int) -> float:
-        ...
-
-
-@dataclass(frozen=True)
-class _DefaultDelays:
-    """1 s, 2 s, 4 s ... up to 5 minutes, each within ±10 %."""
-
-    def delay(self, attempt: int) -> float:
-        return min(300.0, 2.0 ** max(0, attempt - 1)) * random.uniform(0.9, 1.1)
+#: The outbox's default: 1 s doubling to 5 minutes (each within ±10 %), never giving up on a
+#: transient failure.
+DEFAULT_RETRY: Final = RetryPolicy(Backoff(initial=1.0, factor=2.0, maximum=300.0, jitter=0.1))
 
 
 def is_transient(error: BaseException) -> bool:
@@ -167,10 +153,14 @@ class OutboxSender(EnterOnce):
             bound (``functools.partial``), or a connected client's
             :meth:`AsyncSMTPClient.send_message`.
         outbox: where messages wait (default: a new :class:`MemoryOutbox`).
-        retry_delays: the backoff between attempts (default: 1 s doubling to 5 minutes, with
-            jitter); any object with a ``delay(attempt)`` method, such as
-            :class:`trionet.bus.Backoff`.
-        max_attempts: give a message up after this many transient failures (None: never).
+        retry: a :class:`~trionet.supervision.RetryPolicy`: its ``backoff`` spaces the
+            attempts of each message, its ``max_attempts`` is how many retries a message gets
+            before it is given up (None: never), and its ``breaker`` (a shared
+            :class:`~trionet.supervision.CircuitBreaker`), once open, holds every attempt
+            back until it lets one through. Default: 1 s doubling to 5 minutes, never giving
+            up on a transient failure. (The attempts of a message are counted in its
+            :class:`OutboxEntry`, so they carry over to the next run; ``deadline`` and
+            ``reset_after`` are not used.)
         on_give_up: awaited with the entry and the error when a stored message is given up
             (permanent refusal, or ``max_attempts``); default: log an error.
         is_transient: decides which errors are worth a retry (default: :func:`is_transient`).
@@ -181,19 +171,17 @@ class OutboxSender(EnterOnce):
         send: Send,
         outbox: Outbox | None = None,
         *,
-        retry_delays: RetryDelays | None = None,
-        max_attempts: int | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
         on_give_up: GiveUp | None = None,
         is_transient: Callable[[BaseException], bool] = is_transient,
     ) -> None:
         if not callable(send):
             raise ConfigurationError("send must be an async callable taking a MailMessage")
-        if max_attempts is not None and (isinstance(max_attempts, bool) or max_attempts < 1):
-            raise ConfigurationError("max_attempts must be an int >= 1 or None")
+        if not isinstance(retry, RetryPolicy):
+            raise ConfigurationError("retry must be a trionet.supervision.RetryPolicy")
         self._send = send
         self.outbox: Outbox = outbox if outbox is not None else MemoryOutbox()
-        self._delays: RetryDelays = retry_delays or _DefaultDelays()
-        self._max_attempts = max_attempts
+        self._retry = retry
         self._on_give_up = on_give_up
         self._is_transient = is_transient
         self._busy: set[str] = set()
@@ -242,12 +230,25 @@ class OutboxSender(EnterOnce):
 
     async def _attempt(self, entry: OutboxEntry, *, raise_permanent: bool) -> SendResult | None:
         self._busy.add(entry.id)
+        breaker = self._retry.breaker
         try:
             try:
+                if breaker is not None:
+                    breaker.check()
                 result = await self._send(entry.message)
+            except CircuitOpenError as exc:
+                # not an attempt: it waits, uncounted, until the breaker lets one through
+                await self.outbox.put(replace(entry, next_attempt=time.time() + exc.retry_after,
+                                              last_error=str(exc)))
+                self._wake.set()
+                return None
             except (MailError, trio.TooSlowError) as exc:
+                if breaker is not None and self._is_transient(exc):
+                    breaker.record_failure()
                 await self._failed(entry, exc, raise_permanent)
                 return None
+            if breaker is not None:
+                breaker.record_success()
             await self.outbox.remove(entry.id)
             self.sent += 1
             return result
@@ -260,8 +261,9 @@ class OutboxSender(EnterOnce):
                       raise_permanent: bool) -> None:
         attempts = entry.attempts + 1
         transient = self._is_transient(exc)
-        if transient and (self._max_attempts is None or attempts < self._max_attempts):
-            delay = max(0.0, self._delays.delay(attempts))
+        limit = self._retry.max_attempts
+        if transient and (limit is None or attempts <= limit):
+            delay = max(0.0, self._retry.backoff.delay(attempts))
             await self.outbox.put(replace(entry, attempts=attempts,
                                           next_attempt=time.time() + delay,
                                           last_error=str(exc)))
