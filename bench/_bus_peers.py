@@ -1,16 +1,21 @@
 """FastStream, the peer of trionet.bus in bench/bus.py, in its own process (it runs on asyncio).
 Nothing here imports trionet.
 
-``python bench/_bus_peers.py KIND`` (KIND: ``mqtt`` or ``kafka``) reads one JSON job a line on
-stdin and answers one JSON line on stdout:
+``python bench/_bus_peers.py KIND`` (KIND: ``mqtt``, ``kafka`` or ``memory``) reads one JSON
+job a line on stdin and answers one JSON line on stdout:
 
-* ``{"op": "setup", "url" (mqtt) or "servers" (kafka), "topic", "group"}``: a FastStream
-  broker (``MQTTBroker``, MQTT 5 on zmqtt; ``KafkaBroker`` on aiokafka) with two subscribers:
+* ``{"op": "setup", "url" (mqtt) or "servers" (kafka), "topic", "group", "typed"}``: a FastStream
+  broker (``MQTTBroker``, MQTT 5 on zmqtt; ``KafkaBroker`` on aiokafka; for ``memory``, an
+  ``MQTTBroker`` inside FastStream's in-memory ``TestMQTTBroker``, the only broker FastStream
+  runs without a server) with two subscribers:
   a consumer on ``topic`` that counts messages, and (MQTT only: FastStream 0.7's ``KafkaBroker``
   raises ``FeatureNotSupportedException`` for ``request()`` outside its test client) a responder
   on ``<topic>-rpc`` that returns the request's body (FastStream publishes a handler's return
   value to the request's reply address). It is started, then one message is sent through each
-  before answering. The Kafka consumer is then paused, and resumed only while measured (an idle
+  before answering. With ``"typed": true`` the subscribers take a pydantic model
+  (``body: Sample``, validated by FastStream, as its documentation recommends) and the messages
+  are ``Sample`` objects (FastStream encodes them as JSON); otherwise bytes. The Kafka consumer
+  is then paused, and resumed only while measured (an idle
   aiokafka consumer spins against noida-db, which answers an empty fetch at once);
 * ``{"op": "throughput", "n"}``: ``n`` messages of 100 bytes published one after the other
   with ``await broker.publish(...)`` (MQTT: QoS 1, which returns on the PUBACK; Kafka: waits for
@@ -29,13 +34,29 @@ session like trionet's contenders, so set-up is quick).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import time
 from typing import Any
 
+import pydantic
+
 PAYLOAD = b"x" * 100
+
+
+class Sample(pydantic.BaseModel):
+    """The typed rows' message (its JSON is about 100 bytes, as bench/bus.py's ``Sample``)."""
+
+    id: int
+    name: str
+    tags: list[str]
+    value: float
+
+
+SAMPLE = Sample(id=12345, name="sensor-kitchen-temperature-probe", tags=["home", "kitchen"],
+                value=21.5)
 SETTLE = 10.0
 TIMEOUT = 30.0
 RESUME_WAIT = 0.3
@@ -64,11 +85,11 @@ def _broker(kind: str, job: dict[str, Any], counter: Counter
     quiet = logging.getLogger("bench.faststream")
     quiet.setLevel(logging.WARNING)
     topic = job["topic"]
-    if kind == "mqtt":
+    if kind in ("mqtt", "memory"):
         import zmqtt
         from faststream.mqtt import MQTTBroker
 
-        broker: Any = MQTTBroker(job["url"], logger=quiet)
+        broker: Any = MQTTBroker(job.get("url", "mqtt://127.0.0.1:1"), logger=quiet)
         sub_options: dict[str, Any] = {"qos": zmqtt.QoS.AT_LEAST_ONCE}
         pub_options: dict[str, Any] = {"qos": zmqtt.QoS.AT_LEAST_ONCE}
         rpc_sub_options = sub_options
@@ -84,15 +105,30 @@ def _broker(kind: str, job: dict[str, Any], counter: Counter
 
     subscriber = broker.subscriber(topic, **sub_options)
 
-    @subscriber
-    async def consume(body: bytes) -> None:
-        counter.hit()
+    # FastStream 0.7's KafkaBroker has no request() (outside its tests)
+    rpc = None if kind == "kafka" else broker.subscriber(f"{topic}-rpc", **rpc_sub_options)
+    if job.get("typed"):
 
-    if kind == "mqtt":  # FastStream 0.7's KafkaBroker has no request() (outside its tests)
+        @subscriber
+        async def consume_typed(body: Sample) -> None:
+            counter.hit()
 
-        @broker.subscriber(f"{topic}-rpc", **rpc_sub_options)
-        async def respond(body: bytes) -> bytes:
-            return body
+        if rpc is not None:
+
+            @rpc
+            async def respond_typed(body: Sample) -> Sample:
+                return body
+    else:
+
+        @subscriber
+        async def consume(body: bytes) -> None:
+            counter.hit()
+
+        if rpc is not None:
+
+            @rpc
+            async def respond(body: bytes) -> bytes:
+                return body
 
     return broker, subscriber, pub_options
 
@@ -122,7 +158,8 @@ async def main(kind: str) -> None:
     subscriber: Any = None
     topic = ""
     options: dict[str, Any] = {}
-    try:
+    message: Any = PAYLOAD
+    async with contextlib.AsyncExitStack() as stack:
         while line := await reader.readline():
             job = json.loads(line)
             op = job["op"]
@@ -130,14 +167,21 @@ async def main(kind: str) -> None:
                 break
             if op == "setup":
                 topic = job["topic"]
+                message = SAMPLE if job.get("typed") else PAYLOAD
                 broker, subscriber, options = _broker(kind, job, counter)
-                await broker.start()
+                if kind == "memory":
+                    from faststream.mqtt import TestMQTTBroker
+
+                    broker = await stack.enter_async_context(TestMQTTBroker(broker))
+                else:
+                    await broker.start()
+                    stack.push_async_callback(broker.stop)
                 async with asyncio.timeout(60):  # the first message waits for group joins
                     counter.reset(1)
-                    await broker.publish(PAYLOAD, topic, **options)
+                    await broker.publish(message, topic, **options)
                     await counter.done.wait()
-                    if kind == "mqtt":
-                        await broker.request(PAYLOAD, f"{topic}-rpc", timeout=60, **options)
+                    if kind != "kafka":
+                        await broker.request(message, f"{topic}-rpc", timeout=60, **options)
                 _pause(kind, subscriber, True)
                 answer: dict[str, Any] = {"count": 0}
             elif op == "throughput":
@@ -150,7 +194,7 @@ async def main(kind: str) -> None:
                 start = time.perf_counter()
                 async with asyncio.timeout(TIMEOUT):
                     for _ in range(n):
-                        await broker.publish(PAYLOAD, topic, **options)
+                        await broker.publish(message, topic, **options)
                 try:
                     async with asyncio.timeout(SETTLE):
                         await counter.done.wait()
@@ -164,14 +208,13 @@ async def main(kind: str) -> None:
                 start = time.perf_counter()
                 async with asyncio.timeout(TIMEOUT):
                     for _ in range(n):
-                        await broker.request(PAYLOAD, f"{topic}-rpc", timeout=TIMEOUT,
-                                             **options)
+                        reply = await broker.request(message, f"{topic}-rpc", timeout=TIMEOUT,
+                                                     **options)
+                        if job.get("typed"):  # what a caller does with a typed reply
+                            Sample.model_validate_json(reply.body)
                 answer = {"count": n, "elapsed": time.perf_counter() - start}
             sys.stdout.write(json.dumps(answer) + "\n")
             sys.stdout.flush()
-    finally:
-        if broker is not None:
-            await broker.stop()
 
 
 if __name__ == "__main__":

@@ -165,6 +165,33 @@ async def test_request_deadline_cancels_the_responder(provider_url: str) -> None
     assert app.statistics["responder"].handled == 1
 
 
+@pytest.mark.parametrize("key", [None, "k"])
+async def test_deadlines_apply_to_concurrent_handlers(key: str | None) -> None:
+    url = f"memory://{unique()}"
+    app = DistributedApplication(url)
+    outcome: list[str] = []
+
+    @app.application("t/conc", name="worker", max_concurrency=4)
+    async def worker(message: BusMessage, socket: BusSocket) -> None:
+        if message.payload == b"quick":
+            await socket.reply(message, b"quick")
+            return
+        try:
+            await trio.sleep(PATIENCE)
+            outcome.append("finished")
+        except trio.Cancelled:
+            outcome.append("cancelled")
+            raise
+
+    async with serving(app), from_url(url).create_socket(name="caller") as socket:
+        with pytest.raises(RequestTimeout):
+            await socket.request(BusMessage(b"slow", "t/conc", key=key), timeout=0.2)
+        await wait_until(lambda: app.statistics["worker"].expired == 1)
+        reply = await socket.request(BusMessage(b"quick", "t/conc", key=key))
+        assert reply.payload == b"quick"
+    assert outcome == ["cancelled"]
+
+
 async def test_a_caller_deadline_travels_and_an_expired_request_is_not_handled() -> None:
     url = f"memory://{unique()}?codec=msgpack"  # the deadline crosses as envelope bytes
     app = DistributedApplication(url)
@@ -264,3 +291,26 @@ async def test_a_slow_record_holds_back_the_commit_until_a_crash(
     async with serving(second):
         await wait_until(lambda: len(again) >= 6)
     assert again == [b"2", b"3", b"4", b"5", b"6", b"7"]
+
+
+async def test_the_bus_runs_on_the_confluent_engine(kafka_broker: KafkaBroker) -> None:
+    """backend=confluent: consumer groups, and replies (the reply reader seeks to the end
+    before the first request; reading the position alone let librdkafka skip the reply)."""
+    pytest.importorskip("confluent_kafka")
+    topic = f"{unique()}/ck"
+    url = _kafka_url(kafka_broker, unique("g"), "&backend=confluent")
+    app = DistributedApplication(url)
+    got: list[bytes] = []
+
+    @app.application(topic, name="echo")
+    async def echo(message: BusMessage, socket: BusSocket) -> None:
+        if message.response_topic:
+            await socket.reply(message, message.payload.upper())
+        else:
+            got.append(message.payload)
+
+    async with serving(app), from_url(url).create_socket(name="caller") as socket:
+        reply = await socket.request(BusMessage(b"ping", topic, key="k"), timeout=PATIENCE)
+        assert reply.payload == b"PING"
+        await socket.publish(BusMessage(b"event", topic))
+        await wait_until(lambda: got == [b"event"])

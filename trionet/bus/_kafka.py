@@ -363,7 +363,11 @@ class KafkaSocket(BusSocket):
                     **options,
                 ) as consumer:
                     reader.consumer = consumer
-                    await consumer.position(partition)  # fixed before any request goes out
+                    # Fixed at the end before any request goes out (seeking first: the
+                    # confluent engine's position() only reads it, and librdkafka would
+                    # resolve "latest" at its first fetch, after the first reply was written).
+                    await consumer.seek_to_end(partition)
+                    await consumer.position(partition)
                     task_status.started(reader)
                     async for record in consumer:
                         self._route_reply(record.topic, record.value or b"")

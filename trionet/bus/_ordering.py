@@ -112,30 +112,50 @@ class ConsumeLoop:
     async def run(self) -> None:
         """Take and handle messages until the application shuts down."""
         if self._limit == 1:
-            while True:
-                delivery = await self._next()
-                if delivery is None:
-                    return
-                if delivery.message.deadline is None:
-                    await self._process(delivery)
-                else:
-                    await self._before_deadline(delivery)
-        await self._run_concurrently()
+            await self._run_sequentially()
+        else:
+            await self._run_concurrently()
+
+    async def _run_sequentially(self) -> None:
+        # One cancel scope carries the deadline of each message in turn (entering a scope per
+        # message costs more than the rest of a memory:// round trip); it is made anew once a
+        # deadline has fired.
+        while True:
+            current: Delivery | None = None
+            with trio.CancelScope() as scope:
+                while not scope.cancel_called:
+                    delivery = await self._next()
+                    if delivery is None:
+                        return
+                    deadline = delivery.message.deadline
+                    if deadline is None or math.isnan(deadline):
+                        await self._process(delivery)
+                    elif trio.current_time() >= deadline:
+                        await self._expired(delivery, "was not handled")
+                    else:
+                        current = delivery
+                        scope.deadline = deadline
+                        await self._process(delivery)
+                        scope.deadline = math.inf
+                        current = None
+            if scope.cancelled_caught and current is not None:
+                await self._expired(current, "cancelled its handler")
 
     async def _before_deadline(self, delivery: Delivery) -> None:
         deadline = delivery.message.deadline
         if deadline is None or math.isnan(deadline):
             await self._process(delivery)
             return
-        message = delivery.message
         if trio.current_time() < deadline:
             with trio.move_on_at(deadline) as scope:
                 await self._process(delivery)
-            if not scope.cancelled_caught:
-                return
-            what = "cancelled its handler"
+            if scope.cancelled_caught:
+                await self._expired(delivery, "cancelled its handler")
         else:
-            what = "was not handled"
+            await self._expired(delivery, "was not handled")
+
+    async def _expired(self, delivery: Delivery, what: str) -> None:
+        message = delivery.message
         self._statistics.expired += 1
         logger.info(
             "bus application %r: message %s (topic %r, correlation id %s) %s: its deadline "
