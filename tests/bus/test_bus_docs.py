@@ -21,4 +21,5 @@ def test_the_page_has_examples() -> None:
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_example_runs(index: int) -> None:
     namespace: dict[str, object] = {"__name__": f"bus_doc_example_{index}"}
-    exec(compile(BLOCKS[index], f"{DOC.name}[{index}]", "exec"), namespace)
+    # dont_inherit: the examples run without this module's `from __future__ import annotations`
+    exec(compile(BLOCKS[index], f"{DOC.name}[{index}]", "exec", dont_inherit=True), namespace)

@@ -19,6 +19,7 @@ with its own socket, resources and state. What happens when things go wrong:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import signal
@@ -34,13 +35,21 @@ from .._util import reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, reset_correlation_id, set_correlation_id
 from ..supervision import RetryPolicy
-from ._errors import BusError, RequestTimeout
+from ._errors import BusClosed, BusError, InvalidPayload, RequestTimeout
 from ._message import BusMessage
+from ._middleware import (
+    Middleware,
+    check_middleware,
+    consume_scopes,
+    install_publish_middleware,
+    wrap_consume,
+)
 from ._ordering import ConsumeLoop
 from ._policy import AckPolicy, ErrorPolicy, RestartPolicy
 from ._providers import from_config
 from ._socket import BusSocket, Delivery, ProviderSpec, SocketProvider
-from ._topics import normalize_topics
+from ._topics import check_topic, normalize_topics
+from ._typed import ConsumerBinding, bind_consumer, publish_result, return_annotation
 
 __all__ = [
     "AppStatistics",
@@ -79,6 +88,8 @@ class AppStatistics:
         handled: messages whose handler returned.
         failed: handler calls that raised (retries included).
         dead_lettered: messages sent to the dead-letter topic.
+        invalid: messages that did not fit a typed handler (:class:`InvalidPayload`; counted
+            in ``failed`` too).
         restarts: times the application was restarted by its restart policy.
         in_flight: handlers running right now.
         expired: messages whose deadline passed before their handler finished (it was
@@ -89,6 +100,7 @@ class AppStatistics:
     failed: int = 0
     dead_lettered: int = 0
     restarts: int = 0
+    invalid: int = 0
     in_flight: int = 0
     expired: int = 0
 
@@ -109,6 +121,15 @@ class ApplicationSpec:
         ack: the :class:`AckPolicy`.
         on_error: the :class:`ErrorPolicy`.
         restart: the :class:`RestartPolicy`, or ``None`` to fail the whole bus.
+        payload_type: the annotation of the consumer's payload parameter (``None``: the
+            consumer takes the raw :class:`BusMessage`, or no payload).
+        result_type: the consumer's return annotation when it has publishers (else ``None``).
+        publishes: the topics its return value is published to
+            (:meth:`DistributedApplication.publisher`).
+        middleware: the :class:`~trionet.bus.Middleware` around its handler and publishes,
+            outermost first (the application's, then its own).
+        binding: how a typed consumer is called (built at registration; ``None`` for
+            consumers that use only spa_dat's argument names, and for producers).
     """
 
     kind: Literal["consumer", "producer"]
@@ -124,6 +145,11 @@ class ApplicationSpec:
     restart: RestartPolicy | RetryPolicy | None
     accepts: frozenset[str] | None
     """The keyword arguments the callback takes (``None``: it takes ``**kwargs``)."""
+    payload_type: Any = None
+    result_type: Any = None
+    publishes: tuple[str, ...] = ()
+    middleware: tuple[Middleware, ...] = ()
+    binding: ConsumerBinding | None = None
 
 
 def _accepted_arguments(callback: Callable[..., Any]) -> tuple[frozenset[str] | None, list[str]]:
@@ -202,6 +228,25 @@ async def _enter_resources(stack: AsyncExitStack, resources: Mapping[str, Resour
 
 
 
+def _invoker(spec: ApplicationSpec
+             ) -> Callable[[BusMessage, dict[str, Any]], Awaitable[Any]] | None:
+    """How the runner calls a typed consumer or one with consume middleware (``None``: the
+    plain spa_dat call, the fastest)."""
+    scopes = consume_scopes(spec.middleware)
+    if spec.binding is None and not scopes:
+        return None
+    callback = spec.callback
+    if spec.binding is not None:
+        invoke = spec.binding.invoker(callback)
+    elif spec.accepts is None or "message" in spec.accepts:
+        def invoke(message: BusMessage, kwargs: dict[str, Any]) -> Awaitable[Any]:
+            return callback(message=message, **kwargs)
+    else:
+        def invoke(message: BusMessage, kwargs: dict[str, Any]) -> Awaitable[Any]:
+            return callback(**kwargs)
+    return wrap_consume(scopes, invoke) if scopes else invoke
+
+
 def _note(exc: BaseException, text: str) -> None:
     if text not in getattr(exc, "__notes__", ()):
         exc.add_note(text)
@@ -224,6 +269,7 @@ class _AppRunner:
         self._sleep_scope: trio.CancelScope | None = None
         self._producer_scope: trio.CancelScope | None = None
         self._pass_message = spec.accepts is None or "message" in spec.accepts
+        self._invoke = _invoker(spec)
         self._socket: BusSocket | None = None
         #: The last failure came from the producer's own code (not from the bus).
         self._callback_failed = False
@@ -357,12 +403,15 @@ class _AppRunner:
         try:
             async with AsyncExitStack() as stack:
                 socket = self.provider.create_socket(spec.topics, name=spec.name)
+                install_publish_middleware(socket, spec.middleware)
                 await stack.enter_async_context(socket)
                 self._socket = socket
                 stack.callback(self._forget_socket)
                 resources = await _enter_resources(stack, spec.resources)
                 kwargs: dict[str, Any] = {"socket": socket, "state": spec.state, **resources}
-                if spec.accepts is not None:
+                if spec.binding is not None:
+                    kwargs = spec.binding.run_kwargs(kwargs)
+                elif spec.accepts is not None:
                     kwargs = {k: v for k, v in kwargs.items() if k in spec.accepts}
                 self._mark_ready()
                 if spec.kind == "producer":
@@ -407,15 +456,22 @@ class _AppRunner:
         try:
             while True:
                 try:
-                    if self._pass_message:
-                        await spec.callback(message=message, **kwargs)
+                    if self._invoke is not None:
+                        result = await self._invoke(message, kwargs)
+                    elif self._pass_message:
+                        result = await spec.callback(message=message, **kwargs)
                     else:
-                        await spec.callback(**kwargs)
+                        result = await spec.callback(**kwargs)
+                    if result is not None:
+                        await publish_result(socket, message, result, spec.publishes, None)
                     stats.handled += 1
                     break
                 except Exception as exc:
                     stats.failed += 1
-                    if attempt < policy.retries and not self.stopping:
+                    invalid = isinstance(exc, InvalidPayload)
+                    stats.invalid += invalid
+                    # Invalid payloads are not retried: the same bytes would fail again.
+                    if attempt < policy.retries and not self.stopping and not invalid:
                         attempt += 1
                         delay = policy.backoff.delay(attempt)
                         logger.warning(
@@ -473,6 +529,8 @@ class DistributedApplication:
             ``"kafka://host:9092"``). ``None``: ``memory://``, or what ``trionet run
             --broker`` says.
         shutdown_timeout: seconds that running handlers get to finish when the bus shuts down.
+        middleware: :class:`Middleware` around every application's handler and publishes
+            (outermost first; classes are instantiated once).
 
     Example::
 
@@ -492,13 +550,17 @@ class DistributedApplication:
     """
 
     def __init__(self, default_socket_provider: ProviderSpec | None = None, *,
-                 shutdown_timeout: float = 10.0) -> None:
+                 shutdown_timeout: float = 10.0,
+                 middleware: Sequence[Middleware | type[Middleware]] = ()) -> None:
         self.default_socket_provider: SocketProvider | None = (
             None if default_socket_provider is None else from_config(default_socket_provider)
         )
         if not shutdown_timeout >= 0:
             raise ConfigurationError("shutdown_timeout must be >= 0")
         self.shutdown_timeout = shutdown_timeout
+        #: The middleware of every application, outermost first.
+        self.middleware: tuple[Middleware, ...] = check_middleware(middleware)
+        self._publishers: list[tuple[Callable[..., Any], str]] = []
         #: The registered applications, in registration order.
         self.applications: list[ApplicationSpec] = []
         #: Per-application counters, by application name.
@@ -535,6 +597,7 @@ class DistributedApplication:
         ack: AckPolicy | str = AckPolicy.AFTER,
         on_error: ErrorPolicy | str = "log",
         restart: RestartPolicy | RetryPolicy | None = None,
+        middleware: Sequence[Middleware | type[Middleware]] = (),
     ) -> ApplicationSpec:
         if not _is_async_callable(callback):
             raise ConfigurationError(
@@ -545,8 +608,15 @@ class DistributedApplication:
         checked = _check_resources(ressources or resources or {})
         accepts, required = _accepted_arguments(callback)
         offered = {"socket", "state", *checked}
+        binding = None
+        publishes: tuple[str, ...] = ()
         if kind == "consumer":
+            binding = bind_consumer(callback, frozenset(offered))
             offered.add("message")
+            if binding is not None:
+                offered |= binding.provided
+            publishes = tuple(t for c, t in self._publishers if c is callback)
+            self._publishers = [(c, t) for c, t in self._publishers if c is not callback]
         missing = [p for p in required if p not in offered]
         if missing:
             raise ConfigurationError(
@@ -584,6 +654,11 @@ class DistributedApplication:
             on_error=error_policy,
             restart=restart,
             accepts=accepts,
+            payload_type=None if binding is None else binding.payload_type,
+            result_type=return_annotation(callback) if publishes else None,
+            publishes=publishes,
+            middleware=self.middleware + check_middleware(middleware),
+            binding=binding,
         )
         self.applications.append(spec)
         self.statistics[spec.name] = AppStatistics()
@@ -602,12 +677,18 @@ class DistributedApplication:
         ack: AckPolicy | Literal["after", "before"] = AckPolicy.AFTER,
         on_error: ErrorPolicy | Literal["raise", "log"] = "log",
         restart: RestartPolicy | RetryPolicy | None = None,
+        middleware: Sequence[Middleware | type[Middleware]] = (),
     ) -> Callable[[CallbackT], CallbackT]:
         """Decorator: a consumer called as ``callback(message=, socket=, state=, **ressources)``
         for each message on *topics*.
 
         The callback may declare only the arguments it uses. Resources are entered once per
-        run of the application and passed as the entered objects.
+        run of the application and passed as the entered objects. A parameter annotated with
+        a payload type (a dataclass, a msgspec ``Struct``, a ``TypedDict``, a pydantic model,
+        ``bytes``, ``str``, ``dict``, ...) gets the payload decoded into it; markers such as
+        :func:`Header` and :data:`CorrelationId` inject other parts of the message (see
+        :doc:`/bus`). What the callback returns is the reply to a request, and is published
+        to the topics of its :meth:`publisher` decorators.
 
         Args:
             topics: a topic filter or several (``+`` and ``#`` wildcards allowed).
@@ -624,10 +705,12 @@ class DistributedApplication:
             restart: a :class:`RestartPolicy` (or a shared
                 :class:`~trionet.supervision.RetryPolicy`), or ``None`` to let a failure end
                 the bus.
+            middleware: this application's own :class:`Middleware`, inside the bus's.
 
         Raises:
             ConfigurationError: for an invalid filter, a callback that is not async or that
-                requires arguments the bus does not provide, or an invalid option.
+                requires arguments the bus does not provide, a payload type msgspec cannot
+                decode (or msgspec missing), or an invalid option.
         """
         filters = normalize_topics(topics)
         if not filters:
@@ -638,10 +721,67 @@ class DistributedApplication:
                 "consumer", callback, topics=filters, socket_provider=socket_provider,
                 state=state, ressources=ressources, resources=resources, name=name,
                 max_concurrency=max_concurrency, ack=ack, on_error=on_error, restart=restart,
+                middleware=middleware,
             )
             return callback
 
         return decorate
+
+    def publisher(self, topic: str) -> Callable[[CallbackT], CallbackT]:
+        """Decorator: publish what a consumer returns to *topic* (stack several for several
+        topics; above or below :meth:`application`, in either order).
+
+        The return value is encoded as :meth:`BusSocket.publish` encodes objects (typed
+        objects as JSON, ``bytes`` as they are); ``None`` publishes nothing. A message that
+        is a request gets the return value as its reply as well.
+
+        Raises:
+            ConfigurationError: for a topic with wildcards, or on a producer.
+        """
+        check_topic(topic)
+
+        def decorate(callback: CallbackT) -> CallbackT:
+            found = False
+            for index, spec in enumerate(self.applications):
+                if spec.callback is callback:
+                    if spec.kind != "consumer":
+                        raise ConfigurationError("a publisher goes on a consumer, not a producer")
+                    self.applications[index] = dataclasses.replace(
+                        spec, publishes=(*spec.publishes, topic),
+                        result_type=return_annotation(callback),
+                    )
+                    found = True
+            if not found:
+                self._publishers.append((callback, topic))
+            return callback
+
+        return decorate
+
+    async def publish(
+        self,
+        message: BusMessage | Any,
+        topic: str | None = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Publish a message or any object on the default broker, from anywhere while the bus
+        runs (see :meth:`BusSocket.publish` for how objects are encoded).
+
+        It goes through the socket of a running application on the default broker (and its
+        middleware).
+
+        Raises:
+            BusClosed: if no application on the default broker is running.
+        """
+        for runner in self._runners or ():
+            socket = runner._socket
+            if runner.spec.socket_provider is None and socket is not None and not socket.closed:
+                await socket.publish(message, topic, content_type=content_type,
+                                     headers=headers, correlation_id=correlation_id)
+                return
+        raise BusClosed("publish() needs a running application on the default broker")
 
     def producer(
         self,

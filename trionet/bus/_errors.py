@@ -7,7 +7,8 @@
         ├── RequestTimeout        (also trio.TooSlowError)
         ├── EnvelopeError         (also ProtocolError: the bytes are not a bus envelope)
         ├── BusClosed             (also trio.ClosedResourceError)
-        └── NoResponseTopic
+        ├── NoResponseTopic
+        └── InvalidPayload        (also ValueError: a payload does not fit a typed handler)
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import trio
 
 from ..errors import Fault, ProtocolError, TrionetError
 
-__all__ = ["BusClosed", "BusError", "EnvelopeError", "NoResponseTopic", "RequestTimeout"]
+__all__ = [
+    "BusClosed",
+    "BusError",
+    "EnvelopeError",
+    "InvalidPayload",
+    "NoResponseTopic",
+    "RequestTimeout",
+]
 
 
 class BusError(TrionetError):
@@ -60,3 +68,25 @@ class BusClosed(BusError, trio.ClosedResourceError):
 
 class NoResponseTopic(BusError):
     """A reply was asked for a message that names no ``response_topic``."""
+
+
+class InvalidPayload(BusError, ValueError):
+    """A message does not fit its typed handler: the payload cannot be decoded into the
+    annotated type, or a required header is missing.
+
+    The handler is not called. The message goes through the application's
+    :class:`~trionet.bus.ErrorPolicy` without retries (the same bytes would fail again):
+    logged, dead-lettered, or raised as the policy says.
+
+    Attributes:
+        topic: the message's topic.
+        message_id: its message id (``None`` if it has none).
+        correlation_id: its correlation id (``None`` if it has none).
+    """
+
+    def __init__(self, text: str, *, topic: str = "", message_id: str | None = None,
+                 correlation_id: str | None = None) -> None:
+        super().__init__(text)
+        self.topic = topic
+        self.message_id = message_id
+        self.correlation_id = correlation_id

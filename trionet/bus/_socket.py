@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Self, TypeAlias, TypeVar
+from typing import Any, Final, Self, TypeAlias, TypeVar
 
 import trio
 
@@ -43,6 +43,7 @@ from ._message import (
     _timeout_ms,
     decode_envelope,
 )
+from ._payload import to_message
 from ._topics import check_topic, normalize_topics
 
 __all__ = [
@@ -272,6 +273,8 @@ class BusSocket(EnterOnce, abc.ABC):
         self._request_count = 0
         self._publish_count = 0
         self._checked_topics: set[str] = set()
+        #: The application's publish middleware, ending in :meth:`_publish_message`.
+        self._publish_chain: Callable[[BusMessage], Awaitable[object]] | None = None
         self._state = _NEW
         send, receive = trio.open_memory_channel[Inbound](config.max_queue)
         self._inbound_send: trio.MemorySendChannel[Inbound] = send
@@ -374,22 +377,53 @@ class BusSocket(EnterOnce, abc.ABC):
                 self._checked_topics.clear()
             self._checked_topics.add(topic)
 
-    async def publish(self, message: BusMessage) -> None:
-        """Publish *message* to ``message.topic``.
+    async def publish(
+        self,
+        message: BusMessage | Any,
+        topic: str | None = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Publish *message* to ``message.topic``, or any object to *topic*.
+
+        A :class:`BusMessage` goes as it is (to *topic* instead when one is given). Any other
+        object is the payload of a new message to *topic*: ``bytes`` as they are, ``str`` as
+        UTF-8, typed objects (dataclasses, msgspec ``Struct``, dicts, pydantic models, ...)
+        encoded by msgspec as JSON, or MessagePack when *content_type* is
+        ``application/msgpack``; *headers* and *correlation_id* go with it.
 
         The message is encoded when it is published, so changing it afterwards changes
         nothing that was sent. A message without a ``message_id`` is sent with a fresh one
-        (unique per socket and run; *message* itself is not changed).
+        (unique per socket and run; *message* itself is not changed). Middleware of the
+        application (``publish_scope``) runs around it.
 
         Raises:
             BusClosed: if the socket is not open.
             ConfigurationError: if the topic is not valid for publishing (a wildcard, empty).
             EnvelopeError: if the message cannot be encoded (a header that is not text).
+            TypeError: for an object without a *topic*, or one msgspec cannot encode.
         """
+        if type(message) is not BusMessage and not isinstance(message, BusMessage):
+            if topic is None:
+                raise TypeError(
+                    f"publish() takes a BusMessage, or a topic with a {type(message).__name__}"
+                )
+            message = to_message(message, topic, content_type=content_type, headers=headers,
+                                 correlation_id=correlation_id)
+        elif topic is not None:
+            message = message.copy(topic=topic)
+        chain = self._publish_chain
+        if chain is None:
+            await self._publish_message(message)
+        else:
+            await chain(message)
+
+    async def _publish_message(self, message: BusMessage) -> None:
+        """Publish a message (what :meth:`publish` does once middleware has run)."""
         if self._state != _OPEN:
             self._check_open()
-        if type(message) is not BusMessage and not isinstance(message, BusMessage):
-            raise TypeError(f"publish() takes a BusMessage, not {type(message).__name__}")
         topic = message.topic
         if topic not in self._checked_topics:
             self._check_publish_topic(topic)
