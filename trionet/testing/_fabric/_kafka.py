@@ -262,7 +262,9 @@ class KafkaFabric(FabricBroker):
         group = self._groups.get(member.socket.group_id)
         if group is not None and member in group.members:
             group.members.remove(member)
-            member.epochs.clear()  # late acknowledgements commit nothing
+            # It reads nothing more, and its late acknowledgements commit nothing.
+            member.assignment, member.positions, member.epochs = [], {}, {}
+            member.changed.fire()
             self._rebalance(group)
 
     def _rebalance(self, group: _Group) -> None:
@@ -374,7 +376,7 @@ class KafkaFabric(FabricBroker):
             member.handed.setdefault(tp, collections.deque()).append(offset)
             member.unacked.setdefault(tp, set()).add(offset)
             self.statistics.delivered += 1
-            ack = partial(self._ack, member, member.epochs[tp], tp, offset)
+            ack = partial(self._ack, member, member.epochs.get(tp, 0), tp, offset)
             try:
                 await send((tp.topic, data, ack, _arrival(data)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
