@@ -333,3 +333,24 @@ async def test_the_outbox_gives_up_after_the_policys_retries_and_obeys_its_break
             assert await outbox.send_message(simple_message(info, new_tag())) is None
             attempts = sorted(entry.attempts for entry in await held.entries())
         assert attempts == [0, 1]  # the second one was held back, not tried
+
+
+async def test_the_clients_take_the_tls_vocabulary(mail_servers: MailServers) -> None:
+    info = mail_servers.info
+    bob = info.user("bob")
+    with trio.fail_after(BOUND):
+        async with AsyncIMAPClient() as imap:
+            await imap.connect(info.host, info.imaps_port, use_tls=True,
+                               tls=TLSOptions(ca_file=info.ca_file))
+            await imap.login(bob.address, bob.password)
+            assert imap.tls
+        async with AsyncSMTPClient() as smtp:
+            await smtp.connect(info.host, info.smtp_port, tls=False)  # no STARTTLS
+            assert not smtp.tls
+            with pytest.raises(InsecureAuthError):
+                await smtp.login(bob.address, bob.password)
+            with pytest.raises(ConfigurationError):
+                await smtp.connect(info.host, info.smtp_port, tls=True,
+                                   ssl_context=info.ssl_context())
+            with pytest.raises(ConfigurationError):
+                await smtp.connect(info.host, info.smtp_port, tls=False, start_tls=True)

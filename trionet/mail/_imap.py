@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import trio
 
 from ..errors import ConfigurationError, MailError
+from ..tls import TLSArgument
 from ._errors import (
     IMAPAuthenticationError,
     IMAPCommandError,
@@ -717,9 +718,9 @@ class AsyncIMAPClient(MailSession[_IMAPConnection]):
 
     async def connect(self, host: str, port: int = 993, *, use_tls: bool | None = None,
                       start_tls: bool | None = None, ssl_context: ssl.SSLContext | None = None,
-                      source_address: Address | None = None) -> None:
+                      source_address: Address | None = None, tls: TLSArgument = None) -> None:
         await super().connect(host, port, use_tls=use_tls, start_tls=start_tls,
-                              ssl_context=ssl_context, source_address=source_address)
+                              ssl_context=ssl_context, source_address=source_address, tls=tls)
 
     def _forget(self) -> None:
         self._mailbox = None

@@ -7,7 +7,7 @@ import math
 import trio
 
 from ..errors import ConfigurationError
-from ..tls import TLSArgument, client_context
+from ..tls import TLSArgument
 from ._message import MailMessage
 from ._oauth import TokenProvider
 from ._smtp import AsyncSMTPClient
@@ -84,20 +84,13 @@ async def send(
         raise ConfigurationError("send() needs a username with a password or an oauth2_token")
     if timeout is not None and not timeout > 0:
         raise ConfigurationError(f"timeout must be a positive number or None, not {timeout!r}")
-    if tls is False:
-        if use_tls or start_tls:
-            raise ConfigurationError("tls=False excludes use_tls and start_tls")
-        start_tls = False
-        context = None
-    else:
-        context = client_context(tls, what="tls")
     if port is None:
         port = 465 if use_tls else 587
     with trio.fail_after(math.inf if timeout is None else timeout):
         async with AsyncSMTPClient(local_hostname=local_hostname,
                                    allow_insecure_auth=allow_insecure_auth) as client:
             await client.connect(hostname, port, use_tls=use_tls, start_tls=start_tls,
-                                 ssl_context=context, source_address=source_address)
+                                 source_address=source_address, tls=tls)
             if oauth2_token is not None:
                 assert username is not None
                 await client.login_oauth2(username, oauth2_token)

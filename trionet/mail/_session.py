@@ -25,6 +25,7 @@ import trio
 from .._threads import SocketInterrupter
 from .._tls import PLAINTEXT_REASONS
 from ..errors import ConfigurationError, MailError
+from ..tls import TLSArgument, client_context
 from ._errors import MailAuthenticationError, MailNotConnected
 from ._oauth import TokenCache, server_refused
 from ._transport import (
@@ -354,6 +355,7 @@ class MailSession(Generic[ConnT]):
         start_tls: bool | None = None,
         ssl_context: ssl.SSLContext | None = None,
         source_address: Address | None = None,
+        tls: TLSArgument = None,
     ) -> None:
         """Connect, read the greeting (SMTP: and say EHLO) and set up TLS.
 
@@ -368,6 +370,10 @@ class MailSession(Generic[ConnT]):
             ssl_context: the TLS settings; default: :func:`ssl.create_default_context`, which
                 verifies the certificate and the host name against the system's CAs.
             source_address: a local ``(address, port)`` to connect from.
+            tls: the TLS settings in the ``tls=`` vocabulary of :mod:`trionet.tls`, instead of
+                ``ssl_context``: a :class:`~trionet.tls.TLSOptions` (a private CA, a client
+                certificate), an :class:`ssl.SSLContext`, True or None (the system's CAs), or
+                False for no TLS at all (``start_tls=False``, no implicit TLS).
 
         Calling it again closes the current connection first.
 
@@ -380,6 +386,15 @@ class MailSession(Generic[ConnT]):
             SMTPResponseError: the SMTP server refused STARTTLS.
         """
         check_credential(host, "host")
+        if tls is not None:
+            if ssl_context is not None:
+                raise ConfigurationError("give connect() tls= or ssl_context=, not both")
+            if tls is False:
+                if use_tls or start_tls:
+                    raise ConfigurationError("tls=False excludes use_tls and start_tls")
+                use_tls, start_tls = False, False
+            else:
+                ssl_context = client_context(tls, what="tls")
         implicit = port == self._protocol.implicit_tls_port if use_tls is None else bool(use_tls)
         if implicit and start_tls:
             raise ConfigurationError("use_tls (implicit TLS) and start_tls exclude each other")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..errors import ConfigurationError, MailError
+from ..tls import TLSArgument
 from ._errors import (
     MailMessageError,
     SMTPAuthenticationError,
@@ -442,9 +443,9 @@ class AsyncSMTPClient(MailSession[_SMTPConnection]):
 
     async def connect(self, host: str, port: int = 587, *, use_tls: bool | None = None,
                       start_tls: bool | None = None, ssl_context: ssl.SSLContext | None = None,
-                      source_address: Address | None = None) -> None:
+                      source_address: Address | None = None, tls: TLSArgument = None) -> None:
         await super().connect(host, port, use_tls=use_tls, start_tls=start_tls,
-                              ssl_context=ssl_context, source_address=source_address)
+                              ssl_context=ssl_context, source_address=source_address, tls=tls)
 
     # -- properties ------------------------------------------------------------------------------
 
