@@ -32,7 +32,8 @@ async def test_benchmark_quick_round() -> None:
         assert {"raw kafka-python", "aiokafka", "confluent-kafka"} <= set(rows[name]["medians"])
         judged = "trionet send_nowait" if name.startswith("produce") else "trionet async for"
         # trionet on the confluent engine is judged against raw confluent-kafka (issue 19).
-        on_confluent = (["trionet confluent send_nowait"] if name.startswith("produce")
+        on_confluent = (["trionet confluent send_nowait", "trionet confluent send_many"]
+                        if name.startswith("produce")
                         else ["trionet confluent getmany", "trionet confluent async for"])
         assert set(rows[name]["goal"]) == {
             judged, f"{judged}/aiokafka", f"{judged}/confluent-kafka",
@@ -43,7 +44,8 @@ async def test_benchmark_quick_round() -> None:
     assert "lost_records" not in rows["produce 1 KiB, acks=1"]
     assert set(summary["cpu_overhead_us"]) == {
         *(f"produce {size}, acks=1: {name}" for size in ("100 B", "1 KiB")
-          for name in ("trionet send_nowait", "trionet confluent send_nowait")),
+          for name in ("trionet send_nowait", "trionet confluent send_nowait",
+                       "trionet send_many", "trionet confluent send_many")),
         *(f"consume {size}: {name}" for size in ("100 B", "1 KiB")
           for name in ("trionet getmany", "trionet getmany, decode_in_trio=False",
                        "trionet async for", "trionet confluent getmany",

@@ -3,7 +3,7 @@ wait, failures never lost (against the real broker)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,13 +11,16 @@ import pytest
 import trio
 from kafka_support import new_topic, unique
 
+from trionet.errors import CodecError, ConfigurationError
 from trionet.kafka import (
     KafkaAdmin,
+    KafkaConsumer,
     KafkaDeliveryError,
     KafkaProducer,
     NewTopic,
     RecordMetadata,
 )
+from trionet.kafka._producer import _BATCH
 from trionet.testing import KafkaBroker
 
 
@@ -120,3 +123,74 @@ async def test_a_failure_read_through_result_is_not_raised_again_by_flush() -> N
             only.result()
         await producer.flush()  # the one failure was seen already
         assert producer.statistics().failed == 1
+
+
+async def test_send_many_delivers_every_record_in_order(servers: str, kafka_backend: str
+                                                         ) -> None:
+    # More records than one batch (4096) and than max_pending: send_many waits for room; on
+    # the confluent engine a small local queue also fills (BufferError), and it waits too.
+    count = 9000
+    options: dict[str, Any] = {"max_pending": 5000}
+    if kafka_backend == "confluent":
+        options["queue.buffering.max.messages"] = 3000
+    async with new_topic(servers, "many-batch", partitions=1) as topic, \
+            KafkaProducer(servers, acks=1, **options) as producer:
+        single = producer.send_nowait(topic, b"first")
+        with trio.fail_after(60):
+            sent = await producer.send_many(topic, (b"%d" % n for n in range(count)))
+        assert sent == count
+        assert single.done()  # sent before: acknowledged before the batch (one partition)
+        stats = producer.statistics()
+        assert (stats.pending, stats.acknowledged, stats.failed) == (0, count + 1, 0)
+        assert (await producer.send(topic, b"last")).offset == count + 1
+        async with KafkaConsumer(bootstrap_servers=servers, partitions=[(topic, 0)],
+                                 auto_offset_reset="earliest") as consumer:
+            values = []
+            with trio.fail_after(60):
+                while len(values) < count + 2:
+                    values += [record.value for record in await consumer.getmany()]
+        assert values == [b"first", *(b"%d" % n for n in range(count)), b"last"]
+
+
+async def test_send_many_serializes_and_checks_its_records(servers: str) -> None:
+    async with new_topic(servers, "batch-json", partitions=1) as topic, \
+            KafkaProducer(servers, acks=1, value_serializer="json") as producer:
+        assert await producer.send_many(topic, [{"n": 1}, {"n": 2}], key=b"k") == 2
+        assert await producer.send_many(topic, []) == 0
+        with pytest.raises(ConfigurationError):
+            await producer.send_many("", [b"x"])
+    async with new_topic(servers, "batch-bytes", partitions=1) as topic, \
+            KafkaProducer(servers, acks=1) as producer:
+        with pytest.raises(ConfigurationError):  # a tombstone needs a key
+            await producer.send_many(topic, [b"a", None])
+        with pytest.raises(CodecError):  # not bytes, no serializer
+            await producer.send_many(topic, [b"a", 17])
+        assert await producer.send_many(topic, [None], key=b"k") == 1
+        await producer.flush()
+
+
+async def test_send_many_raises_the_first_failure_once() -> None:
+    async with _broker_gone("batch-lost") as (producer, topic):
+        with trio.fail_after(30), pytest.raises(KafkaDeliveryError) as info:
+            await producer.send_many(topic, [b"%d" % n for n in range(100)])
+        assert info.value.topic == topic
+        assert producer.statistics().failed == 100
+        await producer.flush()  # raised once already
+
+
+async def test_failures_of_a_cancelled_send_many_come_out_of_flush() -> None:
+    # Nobody waits for these records any more: their failures must not be dropped.
+    async with _broker_gone("batch-cancelled") as (producer, topic):
+        with trio.CancelScope() as scope:
+
+            def values() -> Iterator[bytes]:
+                yield from (b"%d" % n for n in range(_BATCH))  # one batch, handed over...
+                scope.cancel()  # ...then the call is cancelled while it waits for the acks
+
+            await producer.send_many(topic, values())
+        assert scope.cancelled_caught
+        with trio.fail_after(30), pytest.raises(KafkaDeliveryError) as info:
+            await producer.flush()
+        assert info.value.topic == topic
+        stats = producer.statistics()
+        assert (stats.pending, stats.failed) == (0, _BATCH)

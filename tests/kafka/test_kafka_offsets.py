@@ -157,3 +157,28 @@ async def test_cancelled_reads_lose_no_records(servers: str, in_trio: bool) -> N
                     with trio.move_on_after(0.002):
                         got.extend(r.value for r in await consumer.getmany(max_records=3))
         assert got == values
+
+
+async def test_pause_seek_resume_then_getmany_again_and_again(servers: str) -> None:
+    # Seen once, not reproduced (the confluent engine, before its fetch back-off fix): a
+    # getmany() after pause -> seek -> resume waited for over 9 minutes. The benchmark's
+    # sequence, several times over, each time with records read ahead before the pause.
+    values = [b"%02d" % n for n in range(60)]
+    async with new_topic(servers, "pauseseek", partitions=3) as topic:
+        parts = [TopicPartition(topic, p) for p in range(3)]
+        await produce(servers, topic, values)
+        async with KafkaConsumer(bootstrap_servers=servers, partitions=parts,
+                                 **CONSUMER) as consumer:
+            with trio.fail_after(60):
+                for round_ in range(6):
+                    await consumer.pause(*parts)
+                    if round_ % 2:
+                        await consumer.seek_to_beginning(*parts)
+                    else:
+                        for tp in parts:
+                            await consumer.seek(tp, 0)
+                    await consumer.resume(*parts)
+                    got: list[bytes] = []
+                    while len(got) < len(values):
+                        got += [record.value for record in await consumer.getmany()]
+                    assert sorted(got) == values

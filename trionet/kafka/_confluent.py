@@ -41,6 +41,8 @@ dot is librdkafka's own and is passed through unchanged.
 from __future__ import annotations
 
 import contextlib
+import functools
+import queue
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -353,6 +355,50 @@ class ConfluentDelivery:
                 wake()
 
 
+class ConfluentBatch:
+    """A :class:`~._engine.BatchHandle`: the delivery callback of each of its records is the
+    bound ``put`` of one :class:`queue.SimpleQueue`, a C function, so a report costs no Python
+    frame on the polling thread. confluent-kafka calls it as ``callback(error, message)``:
+    ``put`` queues the error (None for a delivered record) and ignores the message (its
+    ``block`` argument, which ``SimpleQueue.put`` documents as ignored). Done once the queue
+    holds a report per record; trio then reads the reports once."""
+
+    __slots__ = ("_failed", "_first", "count", "reports")
+
+    def __init__(self) -> None:
+        self.reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.count = 0
+        self._failed = -1  # not read yet
+        self._first: Any = None
+
+    @property
+    def is_done(self) -> bool:
+        return self._failed >= 0 or self.reports.qsize() >= self.count
+
+    def _read(self) -> bool:
+        """Read the reports once all are in (trio thread); whether they are."""
+        if self._failed < 0:
+            if self.reports.qsize() < self.count:
+                return False
+            failed, get = 0, self.reports.get_nowait
+            for _ in range(self.count):
+                error = get()
+                if error is not None:
+                    failed += 1
+                    if self._first is None:
+                        self._first = ck.KafkaException(error)
+            self._failed = failed
+        return True
+
+    @property
+    def exception(self) -> BaseException | None:
+        return self._first if self._read() else None
+
+    @property
+    def failed(self) -> int:
+        return self._failed if self._read() else 0
+
+
 class ConfluentProducer:
     """A :class:`~._engine.ProducerEngine` on ``confluent_kafka.Producer`` (see the module)."""
 
@@ -363,6 +409,10 @@ class ConfluentProducer:
         self._poller: RepeatingThread | None = None
         self._portal: TrioPortal | None = None
         self._known: dict[str, set[int]] = {}
+        #: Batches someone waits for, with the wake-up to call once done: the polling thread
+        #: checks them after each poll. Keyed by id(): a dict's item assignment, deletion and
+        #: copy are atomic, so the two threads need no lock.
+        self._watched: dict[int, tuple[ConfluentBatch, Callable[[], object]]] = {}
 
     async def start(self) -> None:
         self._portal = TrioPortal()
@@ -382,8 +432,19 @@ class ConfluentProducer:
             raise
         self._producer = producer
         self._poller = RepeatingThread(f"trionet-kafka-producer-{id(self):x}",
-                                       lambda: producer.poll(_POLL_SECONDS))
+                                       functools.partial(self._serve, producer))
         self._poller.start()
+
+    def _serve(self, producer: Any) -> None:  # the polling thread
+        """Serve delivery reports for up to :data:`_POLL_SECONDS` (``poll()`` returns once it
+        served any), then wake trio for the watched batches that are done now."""
+        producer.poll(_POLL_SECONDS)
+        watched = self._watched
+        if watched:
+            for key, (batch, woken) in list(watched.items()):
+                if batch.reports.qsize() >= batch.count:
+                    watched.pop(key, None)
+                    woken()
 
     def _init_transactions(self, producer: Any) -> None:  # worker thread
         try:
@@ -432,6 +493,34 @@ class ConfluentProducer:
         else:  # positionally (the 5th is the delivery callback): the hot path
             producer.produce(topic, value, key, partition, handle)
         return handle
+
+    def send_batch(self, topic: str, values: Sequence[Any], key: Any,
+                   headers: list[tuple[str, bytes]], partition: int | None
+                   ) -> tuple[ConfluentBatch, Exception | None]:
+        batch = ConfluentBatch()
+        producer = self._producer
+        if producer is None:
+            raise trio.ClosedResourceError("the Kafka producer is not open")
+        produce, report = producer.produce, batch.reports.put
+        if partition is None:
+            partition = -1
+        error: Exception | None = None
+        n = 0
+        try:
+            if headers:
+                for n, value in enumerate(values):  # noqa: B007 (n counts what was queued)
+                    produce(topic, value, key, partition, on_delivery=report, headers=headers)
+            else:  # positionally (the 5th is the delivery callback): the hot path
+                for n, value in enumerate(values):  # noqa: B007
+                    produce(topic, value, key, partition, report)
+            n = len(values)
+        except Exception as exc:
+            error = exc
+        batch.count = n
+        return batch, error
+
+    def is_queue_full(self, exc: Exception) -> bool:
+        return isinstance(exc, BufferError)
 
     def send_error(self, exc: Exception, topic: str, partition: int | None) -> BaseException:
         error: BaseException
@@ -483,6 +572,9 @@ class ConfluentProducer:
     def watch(self, handle: Any, wake: Callable[[], object]) -> None:
         portal = self._portal
         assert portal is not None
+        if type(handle) is ConfluentBatch:
+            self._watch_batch(handle, wake)
+            return
 
         fired = False
 
@@ -502,14 +594,33 @@ class ConfluentProducer:
         if handle.is_done:  # finished before the wake-up was in place
             woken()
 
+    def _watch_batch(self, batch: ConfluentBatch, wake: Callable[[], object]) -> None:
+        portal = self._portal
+        assert portal is not None
+        fired = False
+
+        def fire() -> None:  # trio thread: once (the polling thread and the check below may
+            nonlocal fired    # both have seen the batch done)
+            if not fired:
+                fired = True
+                wake()
+
+        def woken() -> None:  # the polling thread, or trio
+            portal.call_soon(fire)
+
+        self._watched[id(woken)] = (batch, woken)
+        if batch.is_done:  # finished before the wake-up was in place
+            self._watched.pop(id(woken), None)
+            woken()
+
     def metadata(self, handle: Any) -> RecordMetadata:
         return RecordMetadata(handle.topic, handle.partition if handle.partition is not None
                               else -1, handle.offset, handle.timestamp)
 
     def failure(self, handle: Any, topic: str | None = None,
                 partition: int | None = None) -> KafkaError:
-        topic = handle.topic if topic is None else topic
-        partition = handle.partition if partition is None else partition
+        if topic is None:  # (a batch's caller always gives them)
+            topic, partition = handle.topic, handle.partition
         exc = handle.exception
         code = _code(exc)
         if code in _UNKNOWN_CODES:

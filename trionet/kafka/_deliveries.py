@@ -22,10 +22,10 @@ from typing import Any
 
 import trio
 
-from ._engine import DeliveryHandle, ProducerEngine
+from ._engine import BatchHandle, DeliveryHandle, ProducerEngine
 from ._records import RecordMetadata
 
-__all__ = ["Delivery", "DeliveryLedger", "ProducerStatistics"]
+__all__ = ["Batch", "Delivery", "DeliveryLedger", "ProducerStatistics"]
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,30 @@ class Delivery:
         return error
 
 
+class Batch:
+    """The ledger's entry for the records of one :meth:`~._engine.ProducerEngine.send_batch`
+    (:meth:`KafkaProducer.send_many`): they are counted together, once all are done."""
+
+    __slots__ = ("handle", "partition", "topic", "waited")
+
+    def __init__(self, handle: BatchHandle, topic: str, partition: int | None) -> None:
+        self.handle = handle
+        self.topic = topic
+        self.partition = partition
+        #: Someone will raise its failure (send_many); else flush() does.
+        self.waited = True
+
+
 class DeliveryLedger:
     """Every record sent and not counted yet, in send order, and the producer's counters.
 
-    The record numbered n in send order is counted once ``completed > n``. ``pending`` holds
-    the engine's handle of each record, or its :class:`Delivery` while it has none (its topic's
-    metadata is awaited). Not the Delivery itself otherwise, which is then freed as soon as the
-    caller drops it: keeping one more object per pending record alive made the garbage
-    collector cost more than the rest of trionet's per-record work. Trio thread only.
+    The record numbered n in send order is counted once ``completed > n``; ``sent - completed``
+    records are pending. ``pending`` holds the engine's handle of each record, or its
+    :class:`Delivery` while it has none (its topic's metadata is awaited), or one
+    :class:`Batch` for the records of a batch. Not the Delivery itself otherwise, which is
+    then freed as soon as the caller drops it: keeping one more object per pending record
+    alive made the garbage collector cost more than the rest of trionet's per-record work.
+    Trio thread only.
     """
 
     __slots__ = ("_changed", "_unobserved", "_watched", "completed", "engine", "failed",
@@ -164,18 +180,32 @@ class DeliveryLedger:
         self.sent = seq + 1
         return delivery
 
+    def add_batch(self, batch: Batch) -> None:
+        """Count the records of *batch* sent."""
+        self.pending.append(batch)
+        self.sent += batch.handle.count
+
     def collect(self) -> None:
         """Count the finished records at the front of the queue; note their failures."""
         pending = self.pending
         observed = self.observed
         while pending:
             item = pending[0]
+            count = failed = 1
             if type(item) is Delivery:
                 if not item.done():
                     return
                 error = item._failure()
                 waited = item._waited
                 future = item._future
+            elif type(item) is Batch:
+                future = item.handle
+                if not future.is_done:
+                    return
+                count, failed = future.count, future.failed
+                error = None if future.exception is None else self.engine.failure(
+                    future, item.topic, item.partition)
+                waited = item.waited
             else:
                 if not item.is_done:
                     return
@@ -183,12 +213,12 @@ class DeliveryLedger:
                 error = None if item.exception is None else self.engine.failure(item)
                 waited = False
             pending.popleft()
-            self.completed += 1
+            self.completed += count
             if future in observed:
                 observed.discard(future)
                 waited = True
             if error is not None:
-                self.failed += 1
+                self.failed += failed
                 if not waited and not self.engine.is_transaction_abort(error.__cause__):
                     self._unobserved.append(error)
 
@@ -205,7 +235,11 @@ class DeliveryLedger:
         self.collect()
         acknowledged = failed = 0
         for item in self.pending:
-            if type(item) is Delivery:
+            if type(item) is Batch:
+                if item.handle.is_done:
+                    failed += item.handle.failed
+                    acknowledged += item.handle.count - item.handle.failed
+            elif type(item) is Delivery:
                 if item.done():
                     if item._failure() is None:
                         acknowledged += 1
@@ -231,7 +265,7 @@ class DeliveryLedger:
         self._changed = trio.Event()
 
     def has_room(self, max_pending: int) -> bool:
-        return len(self.pending) < max_pending
+        return self.sent - self.completed < max_pending
 
     def all_done(self) -> bool:
         return not self.pending
@@ -239,7 +273,8 @@ class DeliveryLedger:
     def _watch(self, item: Any) -> None:
         """Have :meth:`notify` called when a pending record finishes (at most one wake-up
         registered per record)."""
-        future = item._future if type(item) is Delivery else item
+        future = (item._future if type(item) is Delivery
+                  else item.handle if type(item) is Batch else item)
         if future is None or future in self._watched:
             return  # a local step notifies (metadata arrived), or a wake-up is registered
         self._watched.add(future)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BACKEND",
     "AdminEngine",
+    "BatchHandle",
     "ConsumerEngine",
     "ConsumerHooks",
     "DeliveryHandle",
@@ -114,6 +115,31 @@ class DeliveryHandle(Protocol):
         """The engine's error for a failed record (None while pending or once acknowledged)."""
 
 
+class BatchHandle(Protocol):
+    """The records of one :meth:`ProducerEngine.send_batch`, finished together.
+
+    Read on the trio thread, like a :class:`DeliveryHandle`; there is no per-record handle, and
+    the engine reports the batch's outcome without a Python call per record where it can.
+    """
+
+    @property
+    def count(self) -> int:
+        """How many records the batch holds."""
+
+    @property
+    def is_done(self) -> bool:
+        """Whether every record of the batch was acknowledged or failed."""
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The engine's error of the batch's first failed record (None while pending or if
+        none failed); :meth:`ProducerEngine.failure` translates it."""
+
+    @property
+    def failed(self) -> int:
+        """How many of its records failed (once done)."""
+
+
 class ProducerEngine(Protocol):
     """A producer library, driven by :class:`~trionet.kafka.KafkaProducer` on the trio thread."""
 
@@ -136,6 +162,20 @@ class ProducerEngine(Protocol):
         """Buffer one record (only when :meth:`ready`); never blocks. Raises the engine's
         error for a record that cannot be buffered (see :meth:`send_error`)."""
 
+    def send_batch(self, topic: str, values: Sequence[Any], key: Any,
+                   headers: list[tuple[str, bytes]], partition: int | None
+                   ) -> tuple[BatchHandle, Exception | None]:
+        """Buffer *values* as records to *topic* (only when :meth:`ready`); never blocks.
+
+        Returns the handle of the records buffered, and the exception that stopped the
+        batch early (None if all were buffered): the record at index ``handle.count`` could
+        not be buffered (see :meth:`send_error`; a full local queue is one, for which the
+        caller waits for room and goes on).
+        """
+
+    def is_queue_full(self, exc: Exception) -> bool:
+        """Whether *exc* from :meth:`send_batch` only says the engine's local queue is full."""
+
     def send_error(self, exc: Exception, topic: str, partition: int | None) -> BaseException:
         """The trionet error for an exception :meth:`send` raised (cause set)."""
 
@@ -149,13 +189,15 @@ class ProducerEngine(Protocol):
             UnknownTopicError: no metadata within ``max_block_ms``.
         """
 
-    def watch(self, handle: DeliveryHandle, wake: Callable[[], object]) -> None:
-        """Call ``wake()`` on the trio thread once *handle* is done (soon, if it is already)."""
+    def watch(self, handle: DeliveryHandle | BatchHandle, wake: Callable[[], object]) -> None:
+        """Call ``wake()`` on the trio thread once *handle* is done (soon, if it is already).
+        For a :class:`BatchHandle`, ``wake()`` may also come earlier (some records done): the
+        caller checks and watches again."""
 
     def metadata(self, handle: DeliveryHandle) -> RecordMetadata:
         """Where an acknowledged record was written."""
 
-    def failure(self, handle: DeliveryHandle, topic: str | None = None,
+    def failure(self, handle: DeliveryHandle | BatchHandle, topic: str | None = None,
                 partition: int | None = None) -> KafkaError:
         """The trionet error of a failed record (topic and partition from the handle if not
         given); its ``__cause__`` is the engine's error."""

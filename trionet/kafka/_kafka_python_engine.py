@@ -15,7 +15,7 @@ thread-safe (it runs its own I/O thread and each call blocks on an event).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 import trio
@@ -98,6 +98,47 @@ class KafkaPythonEngine:
 ENGINE: Final = KafkaPythonEngine()
 
 
+class FutureBatch:
+    """A :class:`~._engine.BatchHandle` over the ``FutureRecordMetadata`` of each record (the
+    sender thread finishes them, as for single records); checked from the first future not
+    known to be done, so each future is looked at about once."""
+
+    __slots__ = ("_first", "_futures", "_next")
+
+    def __init__(self, futures: list[Any]) -> None:
+        self._futures = futures
+        self._next = 0  # every future before this one is done
+        self._first: Any = None  # the first failed future (once done)
+
+    @property
+    def count(self) -> int:
+        return len(self._futures)
+
+    def pending(self) -> Any:
+        """The first future not done yet (None: all are)."""
+        futures, n = self._futures, self._next
+        while n < len(futures) and futures[n].is_done:
+            n += 1
+        self._next = n
+        return futures[n] if n < len(futures) else None
+
+    @property
+    def is_done(self) -> bool:
+        return self.pending() is None
+
+    @property
+    def exception(self) -> BaseException | None:
+        if self._first is None:
+            if not self.is_done:
+                return None
+            self._first = next((f for f in self._futures if f.exception is not None), False)
+        return self._first.exception if self._first else None
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for f in self._futures if f.exception is not None)
+
+
 class KafkaPythonProducer:
     """A :class:`~._engine.ProducerEngine` on ``kafka.KafkaProducer`` (see the module)."""
 
@@ -147,6 +188,22 @@ class KafkaPythonProducer:
              partition: int | None, timestamp_ms: int | None) -> Any:
         raise trio.ClosedResourceError("the Kafka producer is not open")  # replaced by start()
 
+    def send_batch(self, topic: str, values: Sequence[Any], key: Any,
+                   headers: list[tuple[str, bytes]], partition: int | None
+                   ) -> tuple[FutureBatch, Exception | None]:
+        send = self._kp.send
+        futures: list[Any] = []
+        add = futures.append
+        try:
+            for value in values:
+                add(send(topic, value, key, headers, partition, None))
+        except Exception as exc:
+            return FutureBatch(futures), exc
+        return FutureBatch(futures), None
+
+    def is_queue_full(self, exc: Exception) -> bool:
+        return False  # kafka-python's send waits for buffer memory itself (max_block_ms)
+
     def send_error(self, exc: Exception, topic: str, partition: int | None) -> BaseException:
         error: BaseException
         if isinstance(exc, ValueError) and "partition" in str(exc).lower():
@@ -188,6 +245,12 @@ class KafkaPythonProducer:
         def woken(_: object) -> None:  # sender thread, or at once if the future is done
             portal.call_soon(wake)
 
+        if type(handle) is FutureBatch:
+            # One wake-up when its first pending record is done: the caller checks again.
+            handle = handle.pending()
+            if handle is None:
+                portal.call_soon(wake)
+                return
         kp.watch_delivery(handle, woken, woken)
 
     def metadata(self, handle: Any) -> RecordMetadata:

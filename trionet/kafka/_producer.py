@@ -11,7 +11,8 @@ engine started.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -19,7 +20,7 @@ import trio
 
 from .._util import EnterOnce
 from ..errors import CodecError, ConfigurationError, KafkaError
-from ._deliveries import Delivery, DeliveryLedger, ProducerStatistics
+from ._deliveries import Batch, Delivery, DeliveryLedger, ProducerStatistics
 from ._engine import ProducerEngine, load_engine
 from ._errors import KafkaDeliveryError
 from ._options import ProducerOptions
@@ -42,6 +43,8 @@ __all__ = ["Delivery", "KafkaProducer", "ProducerStatistics"]
 
 #: send_nowait counts the finished deliveries every this many records (a power of 2, minus 1).
 _COLLECT_MASK: Final = 1023
+#: send_many hands records to the engine in batches of at most this many.
+_BATCH: Final = 4096
 _HANDLED: Final = frozenset({"key_serializer", "value_serializer"})
 
 
@@ -136,7 +139,7 @@ class KafkaProducer(EnterOnce):
         return cls(parsed.bootstrap_servers, **options)
 
     def __repr__(self) -> str:
-        pending = len(self._ledger.pending)
+        pending = self._ledger.sent - self._ledger.completed
         return f"<trionet.kafka.KafkaProducer {self._servers_text} pending={pending}>"
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -224,9 +227,9 @@ class KafkaProducer(EnterOnce):
             raise trio.ClosedResourceError("the Kafka producer is not open")
         ledger = self._ledger
         pending = ledger.pending
-        if len(pending) >= self._max_pending:
+        if ledger.sent - ledger.completed >= self._max_pending:
             ledger.collect()
-            if len(pending) >= self._max_pending:
+            if ledger.sent - ledger.completed >= self._max_pending:
                 raise trio.WouldBlock
         if type(topic) is not str or not topic:
             raise ConfigurationError(f"topic must be a non-empty string, not {topic!r}")
@@ -327,6 +330,132 @@ class KafkaProducer(EnterOnce):
                 await self._ledger.wait_until(self._has_room)
             else:
                 return await delivery.wait()
+
+    async def send_many(
+        self,
+        topic: str,
+        values: Iterable[Any],
+        *,
+        key: Any = None,
+        headers: HeadersInput | None = None,
+        partition: int | None = None,
+    ) -> int:
+        """Send many records to *topic* and wait until every one is acknowledged or failed.
+
+        The fast way to send records whose individual :class:`RecordMetadata` nobody needs:
+        there is no :class:`Delivery` per record, and the engine reports their outcome in
+        batches (on the confluent engine without a Python call per record). The records are
+        handed to the engine in batches of up to 4096, in order with what else is sent;
+        ``max_pending`` applies as for :meth:`send` (it waits for room).
+
+        Args:
+            topic: the topic of every record.
+            values: the records' values (serialized by ``value_serializer``; ``None`` makes a
+                tombstone, which needs a *key*). Any iterable; it is read as it is sent.
+            key: the key of every record (it also picks their partition), or None.
+            headers: the headers of every record.
+            partition: an explicit partition for every record.
+
+        Returns:
+            How many records were sent.
+
+        Raises:
+            KafkaDeliveryError: (or another :class:`~trionet.errors.KafkaError`) the first
+                record that was not delivered, once every record handed over is done (its
+                failure is not raised again by :meth:`flush`).
+            UnknownTopicError: no metadata for *topic* within ``max_block_ms``, or
+                *partition* does not exist.
+            CodecError, ConfigurationError: as for :meth:`send_nowait`, at once; the records
+                before the bad one are sent, and a failure among them comes out of
+                :meth:`flush`.
+            trio.ClosedResourceError: the producer is not open.
+
+        If the call is cancelled, the records handed over may still be delivered; their
+        failures then come out of :meth:`flush` or the end of the ``async with`` block.
+        """
+        self._check_open()
+        if type(topic) is not str or not topic:
+            raise ConfigurationError(f"topic must be a non-empty string, not {topic!r}")
+        if key is not None:
+            if self._encode_key is not None:
+                key = _serialize(self._encode_key, key, "key")
+            if type(key) is not bytes:
+                key = bytes_or_none(key, "key")
+        header_list = normalize_headers(headers) if headers else []
+        if partition is not None and (type(partition) is not int or partition < 0):
+            raise ConfigurationError(f"partition must be an int >= 0, not {partition!r}")
+        ledger, engine = self._ledger, self._engine
+        size = max(1, min(_BATCH, self._max_pending))
+        mine: list[Batch] = []
+        sent = 0
+        try:
+            iterator = iter(values)
+            while chunk := list(itertools.islice(iterator, size)):
+                chunk = self._encode_values(chunk, key is None)
+                while chunk:
+                    await self._room_for(topic, len(chunk))
+                    handle, error = engine.send_batch(topic, chunk, key, header_list, partition)
+                    if handle.count:
+                        batch = Batch(handle, topic, partition)
+                        ledger.add_batch(batch)
+                        mine.append(batch)
+                        sent += handle.count
+                    if error is None:
+                        break
+                    chunk = chunk[handle.count:]
+                    if not engine.is_queue_full(error):
+                        raise engine.send_error(error, topic, partition)
+                    # The engine's own queue is full: wait until some record finished.
+                    await self._some_finished()
+            for batch in mine:
+                await self._wait_batch(batch)
+        except BaseException:
+            for batch in mine:  # their failures are flush()'s now
+                batch.waited = False
+            raise
+        ledger.collect()
+        for batch in mine:
+            if batch.handle.exception is not None:
+                raise engine.failure(batch.handle, topic, partition)
+        return sent
+
+    def _encode_values(self, chunk: list[Any], keyless: bool) -> list[Any]:
+        encode = self._encode_value
+        if encode is not None:
+            return [None if value is None else _serialize(encode, value, "value")
+                    for value in chunk]
+        for n, value in enumerate(chunk):
+            if type(value) is not bytes:
+                if value is None:
+                    if keyless:
+                        raise ConfigurationError("a record needs a key or a value (or both)")
+                else:
+                    chunk[n] = bytes_or_none(value, "value")
+        return chunk
+
+    async def _room_for(self, topic: str, count: int) -> None:
+        """Wait until *count* more records fit under ``max_pending`` and *topic*'s metadata is
+        known (after the records of send_nowait that wait for it)."""
+        ledger = self._ledger
+        room = self._max_pending - count
+        await ledger.wait_until(lambda: ledger.has_room(room + 1) and topic not in self._waiting)
+        self._check_open()
+        if not (topic in self._ready_topics and self._engine.ready(topic)):
+            await self._engine.partitions_for(topic)
+            self._check_open()
+            self._ready_topics.add(topic)
+
+    async def _some_finished(self) -> None:
+        ledger = self._ledger
+        completed = ledger.completed
+        await ledger.wait_until(lambda: ledger.completed > completed or not ledger.pending)
+
+    async def _wait_batch(self, batch: Batch) -> None:
+        engine, handle = self._engine, batch.handle
+        while not handle.is_done:
+            finished = trio.Event()
+            engine.watch(handle, finished.set)
+            await finished.wait()
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged or failed.
