@@ -7,12 +7,21 @@ mosquitto and Kafka in test_fabric_contract.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import trio
 import trio.testing
 from bus_support import PATIENCE, wait_until
 
-from trionet.bus import BusMessage, BusSocket, DistributedApplication, MemoryBroker
+from trionet.bus import (
+    BusMessage,
+    BusSocket,
+    DistributedApplication,
+    LoggingMiddleware,
+    MemoryBroker,
+    decode_payload,
+)
 from trionet.errors import ConfigurationError
 from trionet.testing import Fabric, KafkaFabric, MqttFabric, TestBus, murmur2, partition_for
 
@@ -399,3 +408,41 @@ async def test_a_rebalance_that_keeps_a_partition_keeps_its_acknowledgements() -
         assert isinstance(broker, KafkaFabric)
         assert broker.committed("trionet.worker", "jobs/a", 0) == 1
     assert handled == [b"1", b"2"]
+
+
+@dataclass
+class Order:
+    item: str
+    qty: int
+
+
+@dataclass
+class Receipt:
+    item: str
+    total: int
+
+
+async def test_a_typed_app_with_publishers_and_middleware() -> None:
+    """A FastStream-style application (typed handler, publisher, middleware) on Kafka URLs."""
+    app = DistributedApplication("kafka://kafka.invalid?offset_reset=earliest",
+                                 middleware=[LoggingMiddleware()])
+    receipts: list[Receipt] = []
+
+    @app.application("orders", max_concurrency=4)
+    @app.publisher("receipts")
+    async def on_order(order: Order) -> Receipt:
+        return Receipt(order.item, order.qty * 3)
+
+    @app.application("receipts")
+    async def on_receipt(receipt: Receipt) -> None:
+        receipts.append(receipt)
+
+    async with TestBus(app, partitions=3) as bus:
+        await bus.publish(Order("tea", 1), "orders", key="tea")
+        await bus.publish(b'{"item": "cup", "qty": "two"}', "orders")  # invalid: not handled
+        reply = await bus.request(Order("cup", 2), "orders")
+        assert decode_payload(reply, Receipt) == Receipt("cup", 6)
+        with trio.fail_after(PATIENCE):
+            await bus.drain()
+        assert sorted(receipts, key=str) == [Receipt("cup", 6), Receipt("tea", 3)]
+        assert [m.content_type for m in bus.messages("receipts")] == ["application/json"] * 2

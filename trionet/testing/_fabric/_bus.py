@@ -14,7 +14,8 @@ from ..._util import EnterOnce, reraise_single
 from ...bus._app import DistributedApplication
 from ...bus._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Topics, parse_url
 from ...bus._memory import MemorySocketProvider
-from ...bus._message import BusMessage, PayloadInput, _encode_envelope
+from ...bus._message import BusMessage, _encode_envelope
+from ...bus._payload import to_message
 from ...bus._socket import BusSocket, ProviderSpec, SocketProvider
 from ...bus._topics import check_topic
 from ...errors import ConfigurationError
@@ -279,18 +280,24 @@ class TestBus(EnterOnce):
 
     # -- publishing -------------------------------------------------------------------------------
 
-    async def publish(self, message: BusMessage | PayloadInput, topic: str | None = None, *,
+    async def publish(self, message: BusMessage | Any, topic: str | None = None, *,
                       key: bytes | str | None = None, retain: bool = False,
+                      content_type: str | None = None,
+                      headers: Mapping[str, str] | None = None,
                       url: ProviderSpec | None = None) -> None:
         """Publish as an outside client would.
 
         Args:
-            message: a :class:`~trionet.bus.BusMessage`, or a payload (then *topic* is needed).
+            message: a :class:`~trionet.bus.BusMessage`, or any object the bus can encode
+                (``bytes``, ``str``, dataclasses, msgspec structs, ...; see
+                :func:`~trionet.bus.encode_payload`) to *topic*.
             topic: the topic (default: the message's).
             key: the Kafka record key (the partition follows from it); by default the
                 message's :attr:`~trionet.bus.BusMessage.key`.
             retain: MQTT's retain flag: the broker keeps the message for later subscribers;
                 an empty ``message`` (``b""``) clears the topic's retained message.
+            content_type: how to encode an object (``application/msgpack``; JSON by default).
+            headers: headers of the message made from an object.
             url: which broker (default: the first application's default).
         """
         if isinstance(message, BusMessage):
@@ -302,7 +309,7 @@ class TestBus(EnterOnce):
             if retain and message in (b"", ""):
                 await self._publish_item(Item(check_topic(topic), b"", retain=True), url)
                 return
-            message = BusMessage(message, topic)
+            message = to_message(message, topic, content_type=content_type, headers=headers)
         check_topic(message.topic)
         broker = self.broker(url)
         data: bytes | BusMessage
@@ -321,10 +328,19 @@ class TestBus(EnterOnce):
         await broker._up.wait()
         await broker._publish(item)
 
-    async def request(self, message: BusMessage, *, timeout: float | None = 10.0,  # noqa: ASYNC109
+    async def request(self, message: BusMessage | Any, topic: str | None = None, *,
+                      timeout: float | None = 10.0,  # noqa: ASYNC109
                       url: ProviderSpec | None = None) -> BusMessage:
-        """Send *message* as a request and return the reply (see
-        :meth:`BusSocket.request <trionet.bus.BusSocket.request>`)."""
+        """Send *message* (a :class:`~trionet.bus.BusMessage`, or an object to *topic*) as a
+        request and return the reply (see :meth:`BusSocket.request
+        <trionet.bus.BusSocket.request>`; :func:`~trionet.bus.decode_payload` reads a typed
+        reply)."""
+        if not isinstance(message, BusMessage):
+            if topic is None:
+                raise ConfigurationError("give a topic with a payload")
+            message = to_message(message, topic)
+        elif topic is not None:
+            message = message.copy(topic=topic)
         socket = await self._client(url)
         return await socket.request(message, timeout=timeout)
 
