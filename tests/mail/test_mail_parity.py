@@ -15,6 +15,7 @@ import trustme
 from mail_helpers import (
     DELIVERY_BOUND,
     FaultyProxy,
+    RecordingProxy,
     imap_session,
     new_tag,
     simple_message,
@@ -27,6 +28,7 @@ from trionet.mail import (
     AsyncSMTPClient,
     Checkpoint,
     FileCheckpointStore,
+    IMAPConnectionError,
     InsecureAuthError,
     MailboxWatcher,
     MemoryCheckpointStore,
@@ -354,3 +356,74 @@ async def test_the_clients_take_the_tls_vocabulary(mail_servers: MailServers) ->
                                    ssl_context=info.ssl_context())
             with pytest.raises(ConfigurationError):
                 await smtp.connect(info.host, info.smtp_port, tls=False, start_tls=True)
+
+
+async def test_a_relogin_after_a_reconnect_takes_a_new_token_near_expiry(
+    oauth_servers: MailServers,
+) -> None:
+    info = oauth_servers.info
+    bob = info.user("bob")
+    proxy = RecordingProxy(info.host, info.imaps_port)
+    fetched = 0
+
+    async def provider() -> OAuth2Token:
+        nonlocal fetched
+        fetched += 1
+        # valid, but within the refresh margin: a later login asks for a new one
+        return OAuth2Token(info.oauth2_token(bob), expires_at=time.time() + 30)
+
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(proxy.serve)
+            async with AsyncIMAPClient() as imap:
+                await imap.connect(info.host, proxy.port, use_tls=True,
+                                   ssl_context=info.ssl_context())
+                await imap.login_oauth2(bob.address, provider)
+                await imap.select_mailbox("INBOX")
+                proxy.drop_connections()
+                with pytest.raises(IMAPConnectionError):
+                    await imap.noop()
+                await imap.search("ALL")  # reconnects and logs in again
+                assert imap.statistics().reconnects == 1
+            nursery.cancel_scope.cancel()
+    assert fetched == 2
+
+
+async def test_the_watcher_carries_on_after_a_dropped_connection(
+    mail_servers: MailServers,
+) -> None:
+    info = mail_servers.info
+    bob = info.user("bob")
+    proxy = RecordingProxy(info.host, info.imaps_port)
+    tag = new_tag()
+    store = MemoryCheckpointStore()
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(proxy.serve)
+            async with AsyncIMAPClient() as imap:
+                await imap.connect(info.host, proxy.port, use_tls=True,
+                                   ssl_context=info.ssl_context())
+                await imap.login(bob.address, bob.password)
+                await _deliver(info, [f"{tag} before"])
+                async with imap_session(info) as other:
+                    await wait_for_uids(other, f'SUBJECT "{tag}"')
+                watcher = MailboxWatcher(imap, store, key=tag, start="new")
+                nursery.start_soon(_drop_then_deliver, proxy, imap, watcher, info, tag)
+                async for message in watcher:
+                    if tag in message.subject:
+                        break
+                assert message.subject == f"{tag} after"
+                assert imap.statistics().reconnects >= 1
+            nursery.cancel_scope.cancel()
+
+
+async def _drop_then_deliver(proxy: RecordingProxy, imap: AsyncIMAPClient,
+                             watcher: MailboxWatcher, info: object, tag: str) -> None:
+    # nothing signals these: the watcher has opened the mailbox (it may be searching or
+    # idling when the connection drops), and the client has reconnected
+    while watcher.checkpoint is None:  # noqa: ASYNC110
+        await trio.sleep(0.02)
+    proxy.drop_connections()
+    while imap.statistics().reconnects < 1:  # noqa: ASYNC110
+        await trio.sleep(0.02)
+    await _deliver(info, [f"{tag} after"])

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 from .._threads import run_blocking
 from ..errors import ConfigurationError
+from ._errors import IMAPConnectionError
 from ._imap import AsyncIMAPClient
 from ._message import MailMessage
 
@@ -129,7 +130,9 @@ class MailboxWatcher:
     ``on_uidvalidity_change="all"`` (the default) every message now in the mailbox is
     delivered again (none is lost; some may repeat); with ``"new"`` the watcher starts at the
     new UIDNEXT (nothing repeats; messages that arrived in between are skipped). Either way a
-    warning is logged. The same check runs after each reconnection.
+    warning is logged. The same check runs after each reconnection (a connection lost while
+    idling, searching or fetching is reopened once by the client; a second failure in a row
+    is raised from the loop).
 
     Args:
         client: a logged-in client; the watcher selects ``mailbox`` on it and uses it alone.
@@ -236,10 +239,17 @@ class MailboxWatcher:
         checkpoint = self._checkpoint
         assert checkpoint is not None
         last = checkpoint.last_uid
-        # "UID n:*" also matches the highest UID when it is below n: keep only newer ones
-        uids = [uid for uid in await self._client.search(f"UID {last + 1}:*") if uid > last]
+        try:
+            # "UID n:*" also matches the highest UID when it is below n: keep only newer ones
+            uids = [uid for uid in await self._client.search(f"UID {last + 1}:*") if uid > last]
+            if uids:
+                self._ready.extend(await self._client.fetch(uids[: self._batch]))
+        except IMAPConnectionError as exc:
+            # lost: the next command reconnects (once; a second failure is raised)
+            logger.info("IMAP connection lost while watching %s (%s)", self._mailbox, exc)
+            await self._recheck()
+            return
         if uids:
-            self._ready.extend(await self._client.fetch(uids[: self._batch]))
             if not self._ready:  # expunged in between: skip them
                 await self._advance(uids[min(len(uids), self._batch) - 1])
             return
