@@ -14,7 +14,7 @@ BLOCKS = python_code_blocks(DOC)
 
 
 def test_the_page_has_examples() -> None:
-    assert len(BLOCKS) >= 2
+    assert len(BLOCKS) >= 3
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
@@ -23,5 +23,7 @@ def test_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(BLOCKS[index], f"{DOC.name}[{index}]", "exec"), namespace)
     printed = capsys.readouterr().out
     expected = {0: "{'topic': 'sensors/kitchen', 'payload': '21.5'}",
-                1: "200 {'accepted': 'widget'}\n400 {'error': 'no item'}"}
+                1: "200 {'accepted': 'widget'}\n400 {'error': 'no item'}",
+                2: "memory://as-mqtt b'accepted widget'\nmemory://as-kafka b'accepted widget'\n"
+                   "['orders@memory', 'orders@memory-2']"}
     assert printed.strip() == expected[index]

@@ -6,7 +6,9 @@ the bus.
   connection), with a bounded :class:`Feed` between the subscription and the response;
 * :func:`bus_request`: an endpoint that forwards the request body as a bus request and answers
   with the reply (``POST /orders`` -> ``orders/new`` -> response), with 503/504/413 for the
-  failures.
+  failures;
+* :func:`on_transports`: one bus handler reachable over several brokers (MQTT and Kafka) with
+  one declaration.
 
 Backpressure, end to end: the response's ``send`` waits while the browser is not reading, so
 the feed fills; a full feed either drops its oldest message and counts it (``"drop-oldest"``,
@@ -44,6 +46,7 @@ from ._sources import (
     kafka_source as kafka_source,
     mqtt_source as mqtt_source,
 )
+from ._transports import on_transports as on_transports
 
 __all__ = [
     "DEFAULT_MAX_BUFFER_SIZE",
@@ -63,6 +66,7 @@ __all__ = [
     "describe",
     "kafka_source",
     "mqtt_source",
+    "on_transports",
     "open_feed",
 ]
 
