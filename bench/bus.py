@@ -19,6 +19,19 @@ Rows (each trionet contender against the baseline a user would write without the
   ``MQTTClient.request``/``reply``; ``KafkaRequester`` with ``serve_requests``. trionet:
   ``socket.request`` to a responder application. No goal against the baseline (reported).
 
+* ``... typed produce→consume`` / ``... typed request/response`` (every broker): the same,
+  with a typed message: a ``Sample`` (four fields, about 100 bytes of JSON). trionet: a
+  msgspec ``Struct``, ``await socket.publish(sample, topic)``, consumers declared as
+  ``async def consume(sample: Sample)`` (decoded and validated by the bus), a responder that
+  returns a ``Sample`` (the bus sends it back as the reply), the caller decoding the reply
+  with a ``msgspec.json.Decoder(Sample)``. FastStream: a pydantic model with the same fields,
+  as its documentation shows typed subscribers (``async def consume(body: Sample)``,
+  ``broker.publish(sample, ...)``, a subscriber returning the model, the reply body
+  validated back into it). The rows' baseline is the bus with bytes (``raw bus``): the
+  typed/raw ratio is the cost of encoding and validating per message. Goal: the typed bus
+  ≥ 1.0× FastStream on memory and MQTT; on Kafka (both engines) reported against 0.9×,
+  like the raw row (no request/response for FastStream there, as above).
+
 What users pick instead of a bus: FastStream 0.7 (bench-only dependency), in its own process
 since it runs on asyncio (``bench/_bus_peers.py``, which does not import trionet): an
 ``MQTTBroker`` or ``KafkaBroker`` with a decorated subscriber counting the messages,
@@ -68,11 +81,36 @@ from _harness import Goal, Row, report_rows, row_load  # noqa: E402
 # bench/kafka.py would shadow kafka-python (which trionet.kafka imports) from here on.
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 
-from trionet.bus import BusMessage, BusSocket, DistributedApplication, from_url  # noqa: E402
+import msgspec  # noqa: E402
+
+from trionet.bus import (  # noqa: E402
+    BusMessage,
+    BusSocket,
+    DistributedApplication,
+    encode_payload,
+    from_url,
+)
 
 PAYLOAD = b"x" * 100
+
+
+class Sample(msgspec.Struct):
+    """The typed rows' message: about 100 bytes of JSON (FastStream's side: a pydantic model
+    with the same fields, bench/_bus_peers.py)."""
+
+    id: int
+    name: str
+    tags: list[str]
+    value: float
+
+
+SAMPLE = Sample(id=12345, name="sensor-kitchen-temperature-probe", tags=["home", "kitchen"],
+                value=21.5)
+SAMPLE_DECODER = msgspec.json.Decoder(Sample)
 PEER = "FastStream"
 PEER_GOAL = 0.9
+#: The typed rows' goal against FastStream (issue 22).
+TYPED_PEER_GOAL = 1.0
 Measure = Callable[[], Awaitable[float]]
 
 
@@ -105,7 +143,7 @@ class Bench:
         row.contenders = [_Named(label) for label, _ in contenders]  # type: ignore[misc]
         if PEER in row.results:
             for label, _ in contenders:
-                if label.startswith("trionet bus"):
+                if label == "trionet bus" or label.startswith("trionet bus ("):
                     row.goals.append(Goal(peer_goal, baseline=PEER, contender=label))
         self.rows.append(row)
 
@@ -175,6 +213,19 @@ class Counter:
         self.count = 0
         self.target = 0
         self.done = trio.Event()
+        self.typed = 0
+        self.typed_target = 0
+        self.typed_done = trio.Event()
+
+    def typed_hit(self) -> None:
+        self.typed += 1
+        if self.typed == self.typed_target:
+            self.typed_done.set()
+
+    def reset_typed(self, target: int) -> None:
+        self.typed = 0
+        self.typed_target = target
+        self.typed_done = trio.Event()
 
     def reset(self, target: int) -> None:
         self.count = 0
@@ -198,6 +249,15 @@ def bus_consumer(url: str, topic: str, counter: Counter) -> DistributedApplicati
     async def respond(message: BusMessage, socket: BusSocket) -> None:
         await socket.reply(message, message.payload)
 
+    # Typed: the payload decoded and validated into a Sample; the return value is the reply.
+    @app.application(f"{topic}-typed", name="bench-typed-consumer")
+    async def consume_typed(sample: Sample) -> None:
+        counter.typed_hit()
+
+    @app.application(f"{topic}-typed-rpc", name="bench-typed-responder")
+    async def respond_typed(sample: Sample) -> Sample:
+        return sample
+
     return app
 
 
@@ -218,6 +278,50 @@ def bus_contenders(publisher: BusSocket, topic: str, counter: Counter, n: int,
         return rr_n / (time.perf_counter() - start)
 
     return throughput, round_trips
+
+
+def typed_contenders(publisher: BusSocket, topic: str, counter: Counter, n: int,
+                     rr_n: int) -> tuple[Measure, Measure]:
+    """Publishing Sample objects (encoded by the bus) to a typed consumer; requests with a
+    Sample to a typed responder, the reply decoded into a Sample."""
+    async def throughput() -> float:
+        counter.reset_typed(n)
+        start = time.perf_counter()
+        for _ in range(n):
+            await publisher.publish(SAMPLE, f"{topic}-typed")
+        await counter.typed_done.wait()
+        return n / (time.perf_counter() - start)
+
+    async def round_trips() -> float:
+        start = time.perf_counter()
+        for _ in range(rr_n):
+            data, content_type = encode_payload(SAMPLE)
+            reply = await publisher.request(
+                BusMessage(data, f"{topic}-typed-rpc", content_type=content_type), timeout=30)
+            SAMPLE_DECODER.decode(reply.payload)
+        return rr_n / (time.perf_counter() - start)
+
+    return throughput, round_trips
+
+
+async def typed_rows(bench: Bench, broker: str, contenders: dict[str, tuple[Measure, Measure]],
+                     peer: FastStreamPeer | None, peer_n: int, peer_rr_n: int,
+                     peer_goal: float) -> None:
+    """The typed rows of one broker: "raw bus" (bytes, the baseline: the typed/raw ratio is
+    the cost of encoding and validation), FastStream with a pydantic model, the typed bus."""
+    raw_tp, raw_rr = contenders.pop("raw bus")
+    name = f"{broker} typed produce→consume"
+    row: list[tuple[str, Measure]] = [("raw bus", raw_tp)]
+    if peer is not None:
+        row.append((PEER, peer.measure(name, "throughput", peer_n)))
+    row += [(label, tp) for label, (tp, _) in contenders.items()]
+    await bench.row(name, row, peer_goal=peer_goal)
+    name = f"{broker} typed request/response"
+    row = [("raw bus", raw_rr)]
+    if peer is not None and broker != "kafka":
+        row.append((PEER, peer.measure(name, "round_trips", peer_rr_n)))
+    row += [(label, rr) for label, (_, rr) in contenders.items()]
+    await bench.row(name, row, peer_goal=peer_goal)
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -277,13 +381,22 @@ async def bench_memory(bench: Bench, n: int, rr_n: int, peer_n: int, peer_rr_n: 
                                    (PEER, peer.measure(name, "round_trips", peer_rr_n)),
                                    ("trionet bus", bus_rr)])
             await peer.close()
+            typed_peer = await FastStreamPeer.start(nursery, "memory", {
+                "topic": "bench/faststream-typed", "typed": True})
+            bench.peers.append(typed_peer)
+            await typed_rows(bench, "memory", {
+                "raw bus": (bus_tp, bus_rr),
+                "trionet bus": typed_contenders(publisher, topic, counter, n // 4, rr_n)},
+                typed_peer, peer_n, peer_rr_n, TYPED_PEER_GOAL)
+            await typed_peer.close()
         app.stop()
 
 
 # -- MQTT ---------------------------------------------------------------------------------------
 
 
-async def bench_mqtt(bench: Bench, host: str, port: int, n: int, rr_n: int) -> None:
+async def bench_mqtt(bench: Bench, host: str, port: int, n: int, rr_n: int,
+                     typed: bool = True) -> None:
     from trionet.mqtt import MQTTV5, open_mqtt_client
 
     tag = uuid.uuid4().hex[:8]
@@ -342,6 +455,16 @@ async def bench_mqtt(bench: Bench, host: str, port: int, n: int, rr_n: int) -> N
                              (PEER, peer.measure("mqtt request/response", "round_trips", rr_n)),
                              ("trionet bus", bus_rr)])
             await peer.close()
+            if typed:
+                typed_peer = await FastStreamPeer.start(nursery, "mqtt", {
+                    "url": f"mqtt://{host}:{port}", "topic": f"bench/{tag}/faststream-typed",
+                    "typed": True})
+                bench.peers.append(typed_peer)
+                await typed_rows(bench, "mqtt", {
+                    "raw bus": (bus_tp, bus_rr),
+                    "trionet bus": typed_contenders(publisher, topic, counter, n, rr_n)},
+                    typed_peer, n, rr_n, TYPED_PEER_GOAL)
+                await typed_peer.close()
             nursery.cancel_scope.cancel()
         app.stop()
 
@@ -380,7 +503,7 @@ async def bench_kafka(bench: Bench, servers: str, n: int, rr_n: int) -> None:
     peer_topic = f"bench.{tag}.faststream"
     async with KafkaAdmin(servers) as admin:
         await admin.create_topics([NewTopic(raw_topic), NewTopic(f"{raw_topic}-rpc"),
-                                   NewTopic(peer_topic)])
+                                   NewTopic(peer_topic), NewTopic(f"{peer_topic}-typed")])
     async with trio.open_nursery() as nursery:
         await nursery.start(app.serve)
         await nursery.start(ck_app.serve)
@@ -394,6 +517,8 @@ async def bench_kafka(bench: Bench, servers: str, n: int, rr_n: int) -> None:
                 KafkaRequester(servers, producer_config={"linger_ms": 0}) as requester:
             bus_tp, bus_rr = bus_contenders(publisher, topic, counter, n, rr_n)
             ck_tp, ck_rr = bus_contenders(ck_publisher, ck_topic, ck_counter, n, rr_n)
+            typed_tp, typed_rr = typed_contenders(publisher, topic, counter, n, rr_n)
+            ck_typed = typed_contenders(ck_publisher, ck_topic, ck_counter, n, rr_n)
 
             async def consume_raw() -> None:
                 async for _ in raw_consumer:
@@ -423,6 +548,8 @@ async def bench_kafka(bench: Bench, servers: str, n: int, rr_n: int) -> None:
             await raw_throughput()
             await bus_tp()
             await ck_tp()
+            await typed_tp()
+            await ck_typed[0]()
             peer = await FastStreamPeer.start(nursery, "kafka", {
                 "servers": servers, "topic": peer_topic, "group": f"faststream{tag}"})
             bench.peers.append(peer)
@@ -435,6 +562,14 @@ async def bench_kafka(bench: Bench, servers: str, n: int, rr_n: int) -> None:
                             [("trionet.kafka", raw_round_trips), ("trionet bus", bus_rr),
                              ("trionet bus (confluent)", ck_rr)])
             await peer.close()
+            typed_peer = await FastStreamPeer.start(nursery, "kafka", {
+                "servers": servers, "topic": f"{peer_topic}-typed",
+                "group": f"faststreamtyped{tag}", "typed": True})
+            bench.peers.append(typed_peer)
+            await typed_rows(bench, "kafka", {
+                "raw bus": (bus_tp, bus_rr), "trionet bus": (typed_tp, typed_rr),
+                "trionet bus (confluent)": ck_typed}, typed_peer, n, rr_n, PEER_GOAL)
+            await typed_peer.close()
             nursery.cancel_scope.cancel()
         app.stop()
         ck_app.stop()

@@ -21,10 +21,19 @@ async def test_benchmark_mqtt_rows_include_faststream() -> None:
     summary = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert summary["bench"] == "bus"
     rows = {row["row"]: row for row in summary["rows"]}
-    assert set(rows) == {"mqtt produce→consume (QoS 1)", "mqtt request/response"}
-    for row in rows.values():
+    raw_rows = {"mqtt produce→consume (QoS 1)", "mqtt request/response"}
+    typed_rows = {"mqtt typed produce→consume", "mqtt typed request/response"}
+    assert set(rows) == raw_rows | typed_rows
+    for name in raw_rows:
+        row = rows[name]
         assert set(row["medians"]) == {"trionet.mqtt", "FastStream", "trionet bus"}
         assert "trionet bus/FastStream" in row["ratios"]
         assert set(row["met"]) == set(row["goal"])
         assert row["goal"]["trionet bus/FastStream"] == 0.9
         assert "lost_messages" not in row  # FastStream received every message it sent
+    for name in typed_rows:  # typed handlers (msgspec) vs FastStream with a pydantic model
+        row = rows[name]
+        assert set(row["medians"]) == {"raw bus", "FastStream", "trionet bus"}
+        assert row["goal"]["trionet bus/FastStream"] == 1.0
+        assert "trionet bus" in row["ratios"]  # typed / raw: the cost of typing
+        assert "lost_messages" not in row
