@@ -93,18 +93,27 @@ async def test_one_shot_send_is_secure_by_default(mail_servers: MailServers) -> 
 # -- OAuth 2.0 ------------------------------------------------------------------------------------
 
 
+class Tokens:
+    """A token provider for the OAuth servers' user that counts its calls."""
+
+    def __init__(self, servers: MailServers, user: str, *, valid_for: float) -> None:
+        self.info, self.user, self.valid_for = servers.info, user, valid_for
+        self.fetched = 0
+
+    async def __call__(self) -> OAuth2Token:
+        await trio.lowlevel.checkpoint()
+        self.fetched += 1
+        return OAuth2Token(self.info.oauth2_token(self.user),
+                           expires_at=time.time() + self.valid_for)
+
+
 @pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
 async def test_oauth2_tokens_for_imap_and_smtp(oauth_servers: MailServers, mechanism: str
                                                ) -> None:
     info = oauth_servers.info
     alice, bob = info.user("alice"), info.user("bob")
     tag = new_tag()
-    calls = 0
-
-    async def provider() -> OAuth2Token:
-        nonlocal calls
-        calls += 1
-        return OAuth2Token(info.oauth2_token(alice), expires_at=time.time() + 300)
+    provider = Tokens(oauth_servers, "alice", valid_for=300)
 
     with trio.fail_after(BOUND):
         async with AsyncSMTPClient() as smtp:
@@ -117,7 +126,7 @@ async def test_oauth2_tokens_for_imap_and_smtp(oauth_servers: MailServers, mecha
             await imap.login_oauth2(bob.address, info.oauth2_token(bob), mechanism=mechanism)
             await imap.select_mailbox("INBOX")
             assert len(await wait_for_uids(imap, f'SUBJECT "{tag}"')) == 1
-    assert calls == 1
+    assert provider.fetched == 1
 
 
 async def test_a_refused_token_is_refreshed_once(oauth_servers: MailServers) -> None:
@@ -364,13 +373,8 @@ async def test_a_relogin_after_a_reconnect_takes_a_new_token_near_expiry(
     info = oauth_servers.info
     bob = info.user("bob")
     proxy = RecordingProxy(info.host, info.imaps_port)
-    fetched = 0
-
-    async def provider() -> OAuth2Token:
-        nonlocal fetched
-        fetched += 1
-        # valid, but within the refresh margin: a later login asks for a new one
-        return OAuth2Token(info.oauth2_token(bob), expires_at=time.time() + 30)
+    # valid, but within the refresh margin: a later login asks for a new one
+    provider = Tokens(oauth_servers, "bob", valid_for=30)
 
     with trio.fail_after(BOUND):
         async with trio.open_nursery() as nursery:
@@ -386,7 +390,7 @@ async def test_a_relogin_after_a_reconnect_takes_a_new_token_near_expiry(
                 await imap.search("ALL")  # reconnects and logs in again
                 assert imap.statistics().reconnects == 1
             nursery.cancel_scope.cancel()
-    assert fetched == 2
+    assert provider.fetched == 2
 
 
 async def test_the_watcher_carries_on_after_a_dropped_connection(
