@@ -13,6 +13,10 @@ from ._app import (
     ApplicationStatistics as ApplicationStatistics,
     ASGIApplication as ASGIApplication,
 )
+from ._background import (
+    BackgroundTask as BackgroundTask,
+    BackgroundTasks as BackgroundTasks,
+)
 from ._datastructures import (
     URL as URL,
     Address as Address,
@@ -104,6 +108,8 @@ __all__ = [
     "ASGIMiddleware",
     "Address",
     "ApplicationStatistics",
+    "BackgroundTask",
+    "BackgroundTasks",
     "BoundAddress",
     "CORSMiddleware",
     "CheckResult",

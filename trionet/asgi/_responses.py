@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import trio
 
+from ._background import BackgroundTask, run_background
 from ._datastructures import MutableHeaders, _to_raw
 from ._errors import HTTPException
 from ._types import Receive, Scope, Send
@@ -52,17 +53,20 @@ class Response:
         status_code: the HTTP status.
         headers: extra headers, as a mapping or ``(name, value)`` pairs.
         media_type: the body's media type (``Content-Type`` without parameters).
+        background: a :class:`BackgroundTask` to run once the response has been sent.
 
     Attributes:
         status_code: the HTTP status.
         body: the encoded body.
         media_type: the media type.
+        background: the task run after the response was sent, or ``None``.
     """
 
     #: Media type used when none is given to the constructor.
     default_media_type: ClassVar[str | None] = None
     #: Encoding of ``str`` content and the ``charset`` parameter of ``text/*`` types.
     charset: ClassVar[str] = "utf-8"
+    background: BackgroundTask | None = None
 
     def __init__(
         self,
@@ -70,6 +74,8 @@ class Response:
         status_code: int = 200,
         headers: HeadersArg = None,
         media_type: str | None = None,
+        *,
+        background: BackgroundTask | None = None,
     ) -> None:
         if not 100 <= status_code <= 599:
             raise ValueError(f"status_code must be 100-599, got {status_code}")
@@ -84,6 +90,8 @@ class Response:
         self.body = body
         self._raw_headers = _to_raw(headers) if headers else []
         self._add_default_headers(len(body))
+        if background is not None:
+            self.background = background
 
     def _add_default_headers(self, content_length: int | None) -> None:
         raw = self._raw_headers
@@ -110,16 +118,20 @@ class Response:
 
     @classmethod
     def text(
-        cls, content: str, status_code: int = 200, headers: HeadersArg = None
+        cls, content: str, status_code: int = 200, headers: HeadersArg = None, *,
+        background: BackgroundTask | None = None,
     ) -> Response:
         """A ``text/plain; charset=utf-8`` response."""
         if headers is None and 200 <= status_code <= 599 and status_code not in _NO_BODY_STATUS:
-            return _fast(status_code, content.encode("utf-8"), "text/plain", _TEXT_PLAIN)
-        return Response(content, status_code, headers, "text/plain")
+            return _fast(
+                status_code, content.encode("utf-8"), "text/plain", _TEXT_PLAIN, background
+            )
+        return Response(content, status_code, headers, "text/plain", background=background)
 
     @classmethod
     def json(
-        cls, content: Any, status_code: int = 200, headers: HeadersArg = None
+        cls, content: Any, status_code: int = 200, headers: HeadersArg = None, *,
+        background: BackgroundTask | None = None,
     ) -> Response:
         """An ``application/json`` response; ``content`` is encoded compactly as UTF-8 JSON.
 
@@ -131,15 +143,16 @@ class Response:
         if headers is None:
             if not 200 <= status_code <= 599 or status_code in _NO_BODY_STATUS:
                 raise ValueError(f"a JSON response cannot have status {status_code}")
-            return _fast(status_code, body, "application/json", _APPLICATION_JSON)
-        return Response(body, status_code, headers, "application/json")
+            return _fast(status_code, body, "application/json", _APPLICATION_JSON, background)
+        return Response(body, status_code, headers, "application/json", background=background)
 
     @classmethod
     def html(
-        cls, content: str, status_code: int = 200, headers: HeadersArg = None
+        cls, content: str, status_code: int = 200, headers: HeadersArg = None, *,
+        background: BackgroundTask | None = None,
     ) -> Response:
         """A ``text/html; charset=utf-8`` response."""
-        return Response(content, status_code, headers, "text/html")
+        return Response(content, status_code, headers, "text/html", background=background)
 
     @classmethod
     def redirect(
@@ -160,10 +173,12 @@ class Response:
         status_code: int = 200,
         headers: HeadersArg = None,
         media_type: str | None = "application/octet-stream",
+        *,
+        background: BackgroundTask | None = None,
     ) -> StreamingResponse:
         """A response whose body is produced by an (async) iterator; see
         :class:`StreamingResponse`."""
-        return StreamingResponse(content, status_code, headers, media_type)
+        return StreamingResponse(content, status_code, headers, media_type, background=background)
 
     @classmethod
     def file(
@@ -174,9 +189,12 @@ class Response:
         media_type: str | None = None,
         *,
         filename: str | None = None,
+        background: BackgroundTask | None = None,
     ) -> FileResponse:
         """A response that sends the file at ``path``; see :class:`FileResponse`."""
-        return FileResponse(path, status_code, headers, media_type, filename=filename)
+        return FileResponse(
+            path, status_code, headers, media_type, filename=filename, background=background
+        )
 
     # -- headers and cookies ----------------------------------------------------------------
 
@@ -275,9 +293,9 @@ class Response:
         """Send the response: ``await response(send)`` (as in the seed) or, as an ASGI
         application, ``await response(scope, receive, send)``."""
         if len(args) == 1:
-            await self.send_to(None, None, args[0])
+            await send_response(self, None, None, args[0])
         elif len(args) == 3:
-            await self.send_to(args[0], args[1], args[2])
+            await send_response(self, args[0], args[1], args[2])
         else:
             raise TypeError("call a Response with (send) or (scope, receive, send)")
 
@@ -307,7 +325,10 @@ _TEXT_PLAIN = b"text/plain; charset=utf-8"
 _APPLICATION_JSON = b"application/json"
 
 
-def _fast(status_code: int, body: bytes, media_type: str, content_type: bytes) -> Response:
+def _fast(
+    status_code: int, body: bytes, media_type: str, content_type: bytes,
+    background: BackgroundTask | None,
+) -> Response:
     # The factories' common case (no extra headers): skip the generic header scan.
     response = Response.__new__(Response)
     response.status_code = status_code
@@ -317,6 +338,8 @@ def _fast(status_code: int, body: bytes, media_type: str, content_type: bytes) -
         (b"content-length", str(len(body)).encode("ascii")),
         (b"content-type", content_type),
     ]
+    if background is not None:
+        response.background = background
     return response
 
 
@@ -334,6 +357,7 @@ class StreamingResponse(Response):
         status_code: the HTTP status.
         headers: extra headers.
         media_type: the body's media type.
+        background: a :class:`BackgroundTask` to run once the body has been sent.
     """
 
     def __init__(
@@ -342,6 +366,8 @@ class StreamingResponse(Response):
         status_code: int = 200,
         headers: HeadersArg = None,
         media_type: str | None = "application/octet-stream",
+        *,
+        background: BackgroundTask | None = None,
     ) -> None:
         if not 200 <= status_code <= 599:
             raise ValueError(f"status_code must be 200-599, got {status_code}")
@@ -351,6 +377,7 @@ class StreamingResponse(Response):
         self.body_iterator = content
         self._raw_headers = _to_raw(headers) if headers else []
         self._add_default_headers(None)
+        self.background = background
 
     def _encode(self, chunk: bytes | str) -> bytes:
         return chunk.encode(self.charset) if isinstance(chunk, str) else bytes(chunk)
@@ -410,6 +437,16 @@ class StreamingResponse(Response):
             await self._close_iterator()
 
 
+async def send_response(
+    response: Response, scope: Scope | None, receive: Receive | None, send: Send
+) -> None:
+    """Send ``response``, then run its background task (errors logged, see
+    :func:`~trionet.asgi._background.run_background`)."""
+    await response.send_to(scope, receive, send)
+    if response.background is not None:
+        await run_background(response.background)
+
+
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
     while True:
         message = await receive()
@@ -432,6 +469,7 @@ class FileResponse(Response):
         filename: if given, the response carries ``Content-Disposition: attachment`` with
             this name, so browsers download it.
         chunk_size: bytes per read and per ASGI message.
+        background: a :class:`BackgroundTask` to run once the file has been sent.
     """
 
     def __init__(
@@ -443,8 +481,10 @@ class FileResponse(Response):
         *,
         filename: str | None = None,
         chunk_size: int = 64 * 1024,
+        background: BackgroundTask | None = None,
     ) -> None:
         self.status_code = status_code
+        self.background = background
         self.path = os.fspath(path)
         self.filename = filename
         self.chunk_size = chunk_size

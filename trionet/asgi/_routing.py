@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from ..errors import ASGIError
+from ._background import run_background
 from ._errors import HTTPException, http_exception_for
 from ._requests import ROUTER_KEY, Request
 from ._responses import Response
@@ -378,6 +379,8 @@ async def dispatch(
         try:
             response = await handle_request(Request(scope, receive))
             await response.send_to(scope, receive, tracker.send)
+            if response.background is not None:
+                await run_background(response.background)
         except catches as exc:
             if tracker.started:
                 raise

@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from ._background import BackgroundTask
 from ._datastructures import _to_raw
 from ._responses import HeadersArg, Response
 from ._types import Receive, Scope, Send
@@ -159,6 +160,8 @@ class EventSourceResponse(Response):
             sends none.
         ping_comment: the text of that comment.
         retry: if given, a first ``retry:`` field (milliseconds) sent before any event.
+        background: a :class:`BackgroundTask` to run once the stream has ended (also after a
+            disconnect).
 
     Attributes:
         ping: the keep-alive interval.
@@ -173,6 +176,7 @@ class EventSourceResponse(Response):
         ping: float | None = DEFAULT_PING_INTERVAL,
         ping_comment: str = "ping",
         retry: int | None = None,
+        background: BackgroundTask | None = None,
     ) -> None:
         if not 200 <= status_code <= 599:
             raise ValueError(f"status_code must be 200-599, got {status_code}")
@@ -182,6 +186,7 @@ class EventSourceResponse(Response):
         self.media_type = "text/event-stream"
         self.body = b""
         self.content = content
+        self.background = background
         self.ping = ping
         self._ping_bytes = ServerSentEvent(comment=ping_comment).encode()
         self._first = ServerSentEvent(retry=retry).encode() if retry is not None else b""
