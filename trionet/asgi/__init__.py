@@ -41,6 +41,10 @@ from ._health import (
     HealthReport as HealthReport,
     HealthStatus as HealthStatus,
 )
+from ._hosts import (
+    Host as Host,
+    HTTPSRedirectMiddleware as HTTPSRedirectMiddleware,
+)
 from ._middleware import (
     ASGIMiddleware as ASGIMiddleware,
     CORSMiddleware as CORSMiddleware,
@@ -121,11 +125,13 @@ __all__ = [
     "GZipMiddleware",
     "HTTPConnection",
     "HTTPException",
+    "HTTPSRedirectMiddleware",
     "Headers",
     "Health",
     "HealthCheck",
     "HealthReport",
     "HealthStatus",
+    "Host",
     "LoggingMiddleware",
     "Message",
     "Mount",

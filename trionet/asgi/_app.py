@@ -196,9 +196,11 @@ class ASGIApplication:
         return self.router
 
     def route(self, path: str, methods: Iterable[str] | None = None, *, name: str | None = None,
-              max_body_size: int | None = _UNSET) -> Callable[[Endpoint], Endpoint]:
+              max_body_size: int | None = _UNSET, timeout: float | None = None,
+              ) -> Callable[[Endpoint], Endpoint]:
         """Register an HTTP handler on the application's router (see :meth:`Router.route`)."""
-        return self._get_router().route(path, methods, name=name, max_body_size=max_body_size)
+        return self._get_router().route(path, methods, name=name, max_body_size=max_body_size,
+                                        timeout=timeout)
 
     def websocket(self, path: str, *, name: str | None = None,
                   max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,

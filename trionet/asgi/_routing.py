@@ -14,9 +14,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
+import trio
+
 from ..errors import ASGIError
 from ._background import run_background
 from ._errors import HTTPException, http_exception_for
+from ._hosts import Host
 from ._requests import ROUTER_KEY, Request
 from ._responses import Response
 from ._types import ASGIApp, Receive, Scope, Send
@@ -25,6 +28,7 @@ from ._websockets import DEFAULT_MAX_MESSAGE_SIZE, WebSocket, run_websocket_endp
 
 __all__ = [
     "Converter",
+    "Host",
     "Mount",
     "Route",
     "Router",
@@ -214,6 +218,10 @@ class Route:
         max_body_size: a body limit for this route, overriding the application's.
         converters: the converter table (default: the built-in ``str``, ``int``, ``float``,
             ``path`` and ``uuid``).
+        timeout: seconds the whole exchange may take (reading the request, the handler,
+            sending the response; background tasks excepted). Past it the handler is cancelled
+            and the client gets ``504`` if the response had not started; a response that had
+            started is aborted. ``None``: no limit of the route's own.
     """
 
     def __init__(
@@ -225,7 +233,11 @@ class Route:
         name: str | None = None,
         max_body_size: int | None = _UNSET,
         converters: Mapping[str, Converter[Any]] = CONVERTERS,
+        timeout: float | None = None,
     ) -> None:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.timeout = timeout
         self.pattern = _Pattern(path, converters)
         self.path = path
         self.endpoint = endpoint
@@ -326,6 +338,47 @@ class _ASGIAppResponse(Response):
         await self.app(self.scope, receive, send)
 
 
+_TIMED_OUT = "request timed out"
+
+
+async def _call_with_deadline(
+    route: Route, request: Request, params: dict[str, Any], deadline: float
+) -> Response:
+    with trio.move_on_at(deadline) as cancel_scope:
+        response = await route.endpoint(request, **params)
+    if cancel_scope.cancelled_caught:
+        raise HTTPException(504, _TIMED_OUT)
+    if not isinstance(response, Response):
+        raise ASGIError(
+            f"handler {route.name!r} returned {type(response).__name__}, expected a Response",
+            fault="local",
+        )
+    return _DeadlineResponse(response, deadline)
+
+
+class _DeadlineResponse(Response):
+    """Sends a route's response under the route's deadline (see ``Route(timeout=)``)."""
+
+    def __init__(self, inner: Response, deadline: float) -> None:
+        self.status_code = inner.status_code
+        self.media_type = inner.media_type
+        self.body = inner.body
+        self._raw_headers = inner.raw_headers
+        self.background = inner.background
+        self.inner = inner
+        self.deadline = deadline
+
+    async def send_to(self, scope: Scope | None, receive: Receive | None, send: Send) -> None:
+        tracker = SendTracker(send)
+        with trio.move_on_at(self.deadline) as cancel_scope:
+            await self.inner.send_to(scope, receive, tracker.send)
+        if cancel_scope.cancelled_caught:
+            # Before the response started this is answered with 504; after, it is re-raised
+            # to the server, which aborts the connection (never a truncated body that looks
+            # complete).
+            raise HTTPException(504, _TIMED_OUT)
+
+
 def route_path(scope: Scope) -> str:
     """The part of the path the current router matches on: ``path`` minus ``root_path``."""
     path: str = scope["path"]
@@ -333,6 +386,20 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path
+
+
+def _host_url_for(entry: Host, name: str, params: dict[str, Any], near: list[str]) -> str | None:
+    # A host's sub-router builds paths as if it were mounted at "/" (host parameters unused).
+    sub_router = entry.app if isinstance(entry.app, Router) else getattr(entry.app, "router", None)
+    if not isinstance(sub_router, Router):
+        return None
+    if entry.name is not None:
+        head, sep, rest = name.partition(":")
+        if not sep or head != entry.name:
+            return None
+        name = rest
+    sub_params = {k: v for k, v in params.items() if k not in entry.param_names}
+    return sub_router._url_for(name, sub_params, near)
 
 
 async def _lifespan_noop(receive: Receive, send: Send) -> None:
@@ -413,7 +480,8 @@ class Router:
                 return Response.json({"user_id": user_id})
 
     Args:
-        routes: initial :class:`Route`, :class:`WebSocketRoute` and :class:`Mount` entries.
+        routes: initial :class:`Route`, :class:`WebSocketRoute`, :class:`Mount` and
+            :class:`Host` entries.
         redirect_slashes: answer a 404 with a 307 redirect when the path with (or without) a
             trailing slash would match a route.
         converters: extra or replacement path converters, by name.
@@ -421,16 +489,16 @@ class Router:
 
     def __init__(
         self,
-        routes: Sequence[Route | WebSocketRoute | Mount] = (),
+        routes: Sequence[Route | WebSocketRoute | Mount | Host] = (),
         *,
         redirect_slashes: bool = True,
         converters: Mapping[str, Converter[Any]] | None = None,
     ) -> None:
         self.redirect_slashes = redirect_slashes
         self.converters: dict[str, Converter[Any]] = {**CONVERTERS, **(converters or {})}
-        self._routes: list[Route | WebSocketRoute | Mount] = []
-        self._http: list[Route | Mount] = []
-        self._ws: list[WebSocketRoute | Mount] = []
+        self._routes: list[Route | WebSocketRoute | Mount | Host] = []
+        self._http: list[Route | Mount | Host] = []
+        self._ws: list[WebSocketRoute | Mount | Host] = []
         # Fast path: static routes that come before any pattern route or mount, by path. A
         # request whose path and method hit one of these would match it first in a full scan.
         self._static: dict[str, list[Route]] = {}
@@ -439,19 +507,19 @@ class Router:
             self._add(entry)
 
     @property
-    def routes(self) -> list[Route | WebSocketRoute | Mount]:
+    def routes(self) -> list[Route | WebSocketRoute | Mount | Host]:
         """All entries in the order they were added."""
         return list(self._routes)
 
-    def _add(self, entry: Route | WebSocketRoute | Mount) -> None:
+    def _add(self, entry: Route | WebSocketRoute | Mount | Host) -> None:
         self._routes.append(entry)
-        if isinstance(entry, Route | Mount):
+        if isinstance(entry, Route | Mount | Host):
             self._http.append(entry)
             if isinstance(entry, Route) and entry.pattern.static and self._static_prefix:
                 self._static.setdefault(entry.path, []).append(entry)
             else:
                 self._static_prefix = False
-        if isinstance(entry, WebSocketRoute | Mount):
+        if isinstance(entry, WebSocketRoute | Mount | Host):
             self._ws.append(entry)
 
     # -- registration -----------------------------------------------------------------------
@@ -464,6 +532,7 @@ class Router:
         *,
         name: str | None = None,
         max_body_size: int | None = _UNSET,
+        timeout: float | None = None,
     ) -> Route:
         """Register ``endpoint`` for ``path`` and ``methods``; see :class:`Route`."""
         route = Route(
@@ -473,6 +542,7 @@ class Router:
             name=name,
             max_body_size=max_body_size,
             converters=self.converters,
+            timeout=timeout,
         )
         self._add(route)
         return route
@@ -484,24 +554,31 @@ class Router:
         *,
         name: str | None = None,
         max_body_size: int | None = _UNSET,
+        timeout: float | None = None,
     ) -> Callable[[Endpoint], Endpoint]:
         """Decorator form of :meth:`add_route` (the seed's ``@router.route(path, methods)``)."""
 
         def decorator(endpoint: Endpoint) -> Endpoint:
-            self.add_route(path, endpoint, methods, name=name, max_body_size=max_body_size)
+            self.add_route(
+                path, endpoint, methods, name=name, max_body_size=max_body_size, timeout=timeout
+            )
             return endpoint
 
         return decorator
 
-    def get(self, path: str, *, name: str | None = None) -> Callable[[Endpoint], Endpoint]:
+    def get(
+        self, path: str, *, name: str | None = None, timeout: float | None = None
+    ) -> Callable[[Endpoint], Endpoint]:
         """Shorthand for ``route(path, ["GET"])``."""
-        return self.route(path, ["GET"], name=name)
+        return self.route(path, ["GET"], name=name, timeout=timeout)
 
     def post(
-        self, path: str, *, name: str | None = None, max_body_size: int | None = _UNSET
+        self, path: str, *, name: str | None = None, max_body_size: int | None = _UNSET,
+        timeout: float | None = None,
     ) -> Callable[[Endpoint], Endpoint]:
         """Shorthand for ``route(path, ["POST"])``."""
-        return self.route(path, ["POST"], name=name, max_body_size=max_body_size)
+        return self.route(path, ["POST"], name=name, max_body_size=max_body_size,
+                          timeout=timeout)
 
     def add_websocket_route(
         self,
@@ -543,6 +620,12 @@ class Router:
         self._add(mount)
         return mount
 
+    def host(self, pattern: str, app: Router | ASGIApp, *, name: str | None = None) -> Host:
+        """Serve ``app`` for requests whose ``Host`` matches ``pattern``; see :class:`Host`."""
+        entry = Host(pattern, app, name=name)
+        self._add(entry)
+        return entry
+
     # -- reverse routing --------------------------------------------------------------------
 
     def url_for(self, name: str, /, **path_params: Any) -> str:
@@ -568,7 +651,11 @@ class Router:
 
     def _url_for(self, name: str, params: dict[str, Any], near: list[str]) -> str | None:
         for entry in self._routes:
-            if isinstance(entry, Mount):
+            if isinstance(entry, Host):
+                sub = _host_url_for(entry, name, params, near)
+                if sub is not None:
+                    return sub
+            elif isinstance(entry, Mount):
                 # A mounted Router, or a mounted application that has one (ASGIApplication).
                 sub_router = entry.app if isinstance(entry.app, Router) else None
                 if sub_router is None:
@@ -611,6 +698,17 @@ class Router:
                     return await self._call(route, request, {})
         allowed: set[str] | None = None
         for entry in self._http:
+            if isinstance(entry, Host):
+                host_params = entry.match(scope)
+                if host_params is None:
+                    continue
+                child = self._child_scope(scope, "", host_params, 0)
+                if isinstance(entry.app, Router):
+                    child_request = Request(
+                        child, request.receive, max_body_size=request.max_body_size
+                    )
+                    return await entry.app.handle(child_request)
+                return _ASGIAppResponse(entry.app, child)
             found = entry.pattern.match(path)
             if found is None:
                 continue
@@ -639,6 +737,9 @@ class Router:
     async def _call(route: Route, request: Request, params: dict[str, Any]) -> Response:
         if route.max_body_size is not _UNSET:
             request.max_body_size = route.max_body_size
+        if route.timeout is not None:
+            deadline = trio.current_time() + route.timeout
+            return await _call_with_deadline(route, request, params, deadline)
         response = await route.endpoint(request, **params)
         if not isinstance(response, Response):
             raise ASGIError(
@@ -670,6 +771,16 @@ class Router:
         scope = websocket.scope
         path = route_path(scope)
         for entry in self._ws:
+            if isinstance(entry, Host):
+                host_params = entry.match(scope)
+                if host_params is None:
+                    continue
+                child = self._child_scope(scope, "", host_params, 0)
+                if isinstance(entry.app, Router):
+                    await entry.app.handle_websocket(websocket.for_scope(child))
+                else:
+                    await entry.app(child, websocket.asgi_receive, websocket.asgi_send)
+                return
             found = entry.pattern.match(path)
             if found is None:
                 continue
