@@ -84,6 +84,7 @@ from ._sse import (
     EventSourceResponse as EventSourceResponse,
     ServerSentEvent as ServerSentEvent,
 )
+from ._static import StaticFiles as StaticFiles
 from ._testclient import TestClient as TestClient, TestResponse as TestResponse
 from ._types import (
     ASGIApp as ASGIApp,
@@ -147,6 +148,7 @@ __all__ = [
     "Send",
     "ServerSentEvent",
     "State",
+    "StaticFiles",
     "StreamingResponse",
     "TestClient",
     "TestResponse",
