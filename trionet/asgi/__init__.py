@@ -13,6 +13,16 @@ from ._app import (
     ApplicationStatistics as ApplicationStatistics,
     ASGIApplication as ASGIApplication,
 )
+from ._auth import (
+    AuthCredentials as AuthCredentials,
+    AuthenticationBackend as AuthenticationBackend,
+    AuthenticationError as AuthenticationError,
+    AuthenticationMiddleware as AuthenticationMiddleware,
+    BaseUser as BaseUser,
+    SimpleUser as SimpleUser,
+    UnauthenticatedUser as UnauthenticatedUser,
+    requires as requires,
+)
 from ._background import (
     BackgroundTask as BackgroundTask,
     BackgroundTasks as BackgroundTasks,
@@ -79,6 +89,7 @@ from ._serve import (
     largest_websocket_limit as largest_websocket_limit,
     serve as serve,
 )
+from ._sessions import SessionMiddleware as SessionMiddleware
 from ._sse import (
     DEFAULT_PING_INTERVAL as DEFAULT_PING_INTERVAL,
     EventSourceResponse as EventSourceResponse,
@@ -113,8 +124,13 @@ __all__ = [
     "ASGIMiddleware",
     "Address",
     "ApplicationStatistics",
+    "AuthCredentials",
+    "AuthenticationBackend",
+    "AuthenticationError",
+    "AuthenticationMiddleware",
     "BackgroundTask",
     "BackgroundTasks",
+    "BaseUser",
     "BoundAddress",
     "CORSMiddleware",
     "CheckResult",
@@ -147,6 +163,8 @@ __all__ = [
     "Scope",
     "Send",
     "ServerSentEvent",
+    "SessionMiddleware",
+    "SimpleUser",
     "State",
     "StaticFiles",
     "StreamingResponse",
@@ -154,6 +172,7 @@ __all__ = [
     "TestResponse",
     "TimeoutMiddleware",
     "TrustedHostMiddleware",
+    "UnauthenticatedUser",
     "UploadFile",
     "ValidationError",
     "WebSocket",
@@ -164,6 +183,7 @@ __all__ = [
     "connect_websocket",
     "current_request_id",
     "largest_websocket_limit",
+    "requires",
     "serve",
 ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
 from ..codecs import decode_json
@@ -21,6 +21,9 @@ from ._datastructures import (
 from ._errors import ClientDisconnect, HTTPException
 from ._multipart import parse_multipart
 from ._types import Message, Receive, RouteNamer, Scope
+
+if TYPE_CHECKING:
+    from ._auth import AuthCredentials, BaseUser
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -106,6 +109,46 @@ class HTTPConnection:
         if self._headers is None:
             self._headers = _headers_from_scope(self.scope.get("headers", []))
         return self._headers
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """The session (a ``dict`` kept in a signed cookie by :class:`SessionMiddleware`).
+
+        Raises:
+            ASGIError: no :class:`SessionMiddleware` wraps the application.
+        """
+        try:
+            session: dict[str, Any] = self.scope["session"]
+        except KeyError:
+            raise ASGIError("request.session needs SessionMiddleware", fault="local") from None
+        return session
+
+    @property
+    def user(self) -> BaseUser:
+        """The user :class:`AuthenticationMiddleware`'s backend found
+        (:class:`UnauthenticatedUser` for an anonymous client).
+
+        Raises:
+            ASGIError: no :class:`AuthenticationMiddleware` wraps the application.
+        """
+        try:
+            user: BaseUser = self.scope["user"]
+        except KeyError:
+            raise ASGIError("request.user needs AuthenticationMiddleware", fault="local") from None
+        return user
+
+    @property
+    def auth(self) -> AuthCredentials:
+        """The scopes granted to this connection (see :func:`requires`).
+
+        Raises:
+            ASGIError: no :class:`AuthenticationMiddleware` wraps the application.
+        """
+        try:
+            auth: AuthCredentials = self.scope["auth"]
+        except KeyError:
+            raise ASGIError("request.auth needs AuthenticationMiddleware", fault="local") from None
+        return auth
 
     @property
     def client(self) -> Address | None:
