@@ -173,3 +173,14 @@ async def test_traversal_over_a_real_server(site: Path) -> None:
             address, b"GET /static/hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"hello\n")
+
+
+async def test_nested_mounts_use_root_path(site: Path) -> None:
+    inner = Router()
+    inner.mount("/assets", StaticFiles(directory=site))
+    outer = Router()
+    outer.mount("/v1", inner)
+    async with TestClient(ASGIApplication(outer)) as client:
+        assert (await client.get("/v1/assets/hello.txt")).text == "hello\n"
+        assert (await client.get("/v1/assets/docs/index.html")).text == "<h1>docs</h1>"
+        assert (await client.get("/v1/hello.txt")).status_code == 404

@@ -117,10 +117,7 @@ class HTTPConnection:
         Raises:
             ASGIError: no :class:`SessionMiddleware` wraps the application.
         """
-        try:
-            session: dict[str, Any] = self.scope["session"]
-        except KeyError:
-            raise ASGIError("request.session needs SessionMiddleware", fault="local") from None
+        session: dict[str, Any] = self._set_by("session", "SessionMiddleware")
         return session
 
     @property
@@ -131,10 +128,7 @@ class HTTPConnection:
         Raises:
             ASGIError: no :class:`AuthenticationMiddleware` wraps the application.
         """
-        try:
-            user: BaseUser = self.scope["user"]
-        except KeyError:
-            raise ASGIError("request.user needs AuthenticationMiddleware", fault="local") from None
+        user: BaseUser = self._set_by("user", "AuthenticationMiddleware")
         return user
 
     @property
@@ -144,11 +138,14 @@ class HTTPConnection:
         Raises:
             ASGIError: no :class:`AuthenticationMiddleware` wraps the application.
         """
-        try:
-            auth: AuthCredentials = self.scope["auth"]
-        except KeyError:
-            raise ASGIError("request.auth needs AuthenticationMiddleware", fault="local") from None
+        auth: AuthCredentials = self._set_by("auth", "AuthenticationMiddleware")
         return auth
+
+    def _set_by(self, key: str, middleware: str) -> Any:
+        try:
+            return self.scope[key]
+        except KeyError:
+            raise ASGIError(f"request.{key} needs {middleware}", fault="local") from None
 
     @property
     def client(self) -> Address | None:

@@ -348,12 +348,16 @@ async def _call_with_deadline(
         response = await route.endpoint(request, **params)
     if cancel_scope.cancelled_caught:
         raise HTTPException(504, _TIMED_OUT)
+    return _DeadlineResponse(_checked(route, response), deadline)
+
+
+def _checked(route: Route, response: object) -> Response:
     if not isinstance(response, Response):
         raise ASGIError(
             f"handler {route.name!r} returned {type(response).__name__}, expected a Response",
             fault="local",
         )
-    return _DeadlineResponse(response, deadline)
+    return response
 
 
 class _DeadlineResponse(Response):
@@ -386,6 +390,17 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path
+
+
+def _match(
+    entry: Route | WebSocketRoute | Mount | Host, scope: Scope, path: str
+) -> tuple[dict[str, Any], int] | None:
+    """``(params, length of the path matched)`` if ``entry`` takes the request (a host takes
+    none of the path), else ``None``."""
+    if isinstance(entry, Host):
+        params = entry.match(scope)
+        return None if params is None else (params, 0)
+    return entry.pattern.match(path)
 
 
 def _host_url_for(entry: Host, name: str, params: dict[str, Any], near: list[str]) -> str | None:
@@ -698,18 +713,7 @@ class Router:
                     return await self._call(route, request, {})
         allowed: set[str] | None = None
         for entry in self._http:
-            if isinstance(entry, Host):
-                host_params = entry.match(scope)
-                if host_params is None:
-                    continue
-                child = self._child_scope(scope, "", host_params, 0)
-                if isinstance(entry.app, Router):
-                    child_request = Request(
-                        child, request.receive, max_body_size=request.max_body_size
-                    )
-                    return await entry.app.handle(child_request)
-                return _ASGIAppResponse(entry.app, child)
-            found = entry.pattern.match(path)
+            found = _match(entry, scope, path)
             if found is None:
                 continue
             params, end = found
@@ -740,13 +744,7 @@ class Router:
         if route.timeout is not None:
             deadline = trio.current_time() + route.timeout
             return await _call_with_deadline(route, request, params, deadline)
-        response = await route.endpoint(request, **params)
-        if not isinstance(response, Response):
-            raise ASGIError(
-                f"handler {route.name!r} returned {type(response).__name__}, expected a Response",
-                fault="local",
-            )
-        return response
+        return _checked(route, await route.endpoint(request, **params))
 
     def _slash_redirect(self, request: Request, path: str) -> Response | None:
         if path == "/":
@@ -771,17 +769,7 @@ class Router:
         scope = websocket.scope
         path = route_path(scope)
         for entry in self._ws:
-            if isinstance(entry, Host):
-                host_params = entry.match(scope)
-                if host_params is None:
-                    continue
-                child = self._child_scope(scope, "", host_params, 0)
-                if isinstance(entry.app, Router):
-                    await entry.app.handle_websocket(websocket.for_scope(child))
-                else:
-                    await entry.app(child, websocket.asgi_receive, websocket.asgi_send)
-                return
-            found = entry.pattern.match(path)
+            found = _match(entry, scope, path)
             if found is None:
                 continue
             params, end = found
