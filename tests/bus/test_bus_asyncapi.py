@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 import msgspec
+import pydantic
 import pytest
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
@@ -23,6 +24,7 @@ from referencing.exceptions import NoSuchResource
 from trionet.asgi import ASGIApplication, Router, TestClient
 from trionet.bus import (
     BusConfig,
+    BusMessage,
     DistributedApplication,
     SocketProvider,
     asyncapi_html,
@@ -291,42 +293,43 @@ class Notice(typing.TypedDict):
     text: str
 
 
-@dataclasses.dataclass(frozen=True)
-class TypedSpec:
-    """An application spec with the typed-handler fields (payload_type, result_type,
-    publishes) that the typed layer records."""
-
-    base: Any
-    payload_type: Any = None
-    result_type: Any = None
-    publishes: tuple[Any, ...] = ()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.base, name)
+class Address(pydantic.BaseModel):
+    city: str
 
 
-def typed(app: DistributedApplication, **fields: Any) -> None:
-    app.applications[-1] = TypedSpec(app.applications[-1], **fields)  # type: ignore[call-overload]
+class Customer(pydantic.BaseModel):
+    name: str
+    addresses: list[Address] = []
+    location: tuple[float, float] | None = None
+
+
+class Opaque:
+    """A type without a JSON schema."""
+
+
+class Strange(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(arbitrary_types_allowed=True)
+    thing: Opaque
 
 
 def test_typed_payloads_replies_and_publishers() -> None:
     app = DistributedApplication("memory://typed")
 
+    @app.publisher("receipts")
     @app.application("orders/new")
-    async def take(message: Any) -> None:
+    async def take(order: Order) -> Receipt:
         """Take an order and answer with its receipt."""
-
-    typed(app, payload_type=Order, result_type=Receipt, publishes=("receipts",))
+        return Receipt(order, 1.0)
 
     @app.application("notices")
-    async def notice(message: Any) -> None: ...
-
-    typed(app, payload_type=Notice, result_type=type(None))
+    async def notice(notice: Notice) -> None: ...
 
     @app.application("texts")
-    async def text(message: Any) -> None: ...
+    async def text(body: str) -> bytes:  # no publisher: a request gets the reply
+        return body.encode()
 
-    typed(app, payload_type=str, result_type=bytes)
+    @app.application("raw")
+    async def raw(message: BusMessage) -> None: ...
 
     document = app.asyncapi()
     assert_valid(document)
@@ -342,6 +345,7 @@ def test_typed_payloads_replies_and_publishers() -> None:
     assert messages["TextMessage"]["contentType"] == "text/plain"
 
     operations = document["operations"]
+    assert operations["take"]["summary"] == "Take an order and answer with its receipt."
     reply = operations["take"]["reply"]
     assert reply["address"]["location"] == "$message.header#/response_topic"
     assert reply["channel"] == {"$ref": "#/channels/orders_new_reply"}
@@ -355,25 +359,16 @@ def test_typed_payloads_replies_and_publishers() -> None:
     assert operations["text"]["reply"]["messages"] == [
         {"$ref": "#/channels/texts_reply/messages/RawMessage"}
     ]
+    assert operations["raw"]["messages"] == [{"$ref": "#/channels/raw/messages/RawMessage"}]
+    assert "reply" not in operations["raw"]
 
 
 def test_pydantic_models_use_pydantic_schemas() -> None:
-    pydantic = pytest.importorskip("pydantic")
-
-    class Address(pydantic.BaseModel):
-        city: str
-
-    class Customer(pydantic.BaseModel):
-        name: str
-        addresses: list[Address] = []
-        location: tuple[float, float] | None = None
-
     app = DistributedApplication()
 
     @app.application("customers")
-    async def customers(message: Any) -> None: ...
+    async def customers(customer: Customer) -> None: ...
 
-    typed(app, payload_type=Customer)
     document = app.asyncapi()
     assert_valid(document)
     schemas = document["components"]["schemas"]
@@ -386,46 +381,31 @@ def test_pydantic_models_use_pydantic_schemas() -> None:
     assert schemas["Address"]["required"] == ["city"]
     assert "$defs" not in json.dumps(document) and "prefixItems" not in json.dumps(document)
 
-    class Opaque:
-        pass
-
-    class Strange(pydantic.BaseModel):
-        model_config = pydantic.ConfigDict(arbitrary_types_allowed=True)
-        thing: Opaque
-
     @app.application("strange")
-    async def strange(message: Any) -> None: ...
+    async def strange(payload: Strange) -> None: ...
 
-    typed(app, payload_type=Strange)
     document = app.asyncapi()
     assert_valid(document)
     assert "no JSON schema" in document["components"]["messages"]["Strange"]["payload"][
         "description"]
 
 
-def test_publishers_given_as_objects_and_types_without_a_schema() -> None:
-    @dataclasses.dataclass
-    class Publisher:
-        topics: tuple[str, ...]
-        payload_type: Any = None
-
-    class Opaque:
-        pass
-
+def test_results_without_a_schema_and_several_publishers() -> None:
     app = DistributedApplication()
 
-    @app.producer()
-    async def ticker() -> None: ...
+    @app.publisher("ticks/a")
+    @app.publisher("ticks/b")
+    @app.application("orders")
+    async def ticker(order: Order) -> Opaque:
+        return Opaque()
 
-    typed(app, result_type=Order, publishes=(Publisher(("ticks/a", "ticks/b")),
-                                             Publisher(("raw",), Opaque)))
     document = app.asyncapi()
     assert_valid(document)
     operations = document["operations"]
-    assert [op["action"] for op in operations.values()] == ["send"] * 3
-    assert operations["ticker_publish_ticks_a"]["messages"] == [
-        {"$ref": "#/channels/ticks_a/messages/Order"}
-    ]
+    assert [op["action"] for op in operations.values()] == ["receive", "send", "send"]
+    assert {topic for name in ("ticks_a", "ticks_b")
+            for topic in [operations[f"ticker_publish_{name}"]["channel"]["$ref"]]} == {
+        "#/channels/ticks_a", "#/channels/ticks_b"}
     opaque = document["components"]["messages"]["Opaque"]["payload"]
     assert "no JSON schema" in opaque["description"]
     assert document["components"]["messages"]["Order"]["payload"]["$ref"].endswith("/Order")
@@ -439,17 +419,15 @@ def test_two_types_of_the_same_name_get_two_schemas() -> None:
 
         return Order
 
+    def consumer_of(payload_type: type) -> Any:
+        async def handler(order: Any) -> None: ...
+
+        handler.__annotations__ = {"order": payload_type, "return": None}
+        return handler
+
     app = DistributedApplication()
-
-    @app.application("a")
-    async def first(message: Any) -> None: ...
-
-    typed(app, payload_type=Order)
-
-    @app.application("b")
-    async def second(message: Any) -> None: ...
-
-    typed(app, payload_type=make())
+    app.application("a", name="first")(consumer_of(Order))
+    app.application("b", name="second")(consumer_of(make()))
     document = app.asyncapi()
     assert_valid(document)
     messages = document["components"]["messages"]
@@ -569,16 +547,17 @@ async def test_asyncapi_router_serves_json_and_an_escaped_page() -> None:
 def test_asyncapi_html_of_a_document_with_everything() -> None:
     app = DistributedApplication("mqtt://127.0.0.1:1883")
 
+    @app.publisher("receipts")
     @app.application("orders/+")
-    async def take(message: Any) -> None:
+    async def take(order: Order) -> Receipt:
         """Take orders."""
+        return Receipt(order, 0.0)
 
-    typed(app, payload_type=Order, result_type=Receipt, publishes=("receipts",))
     html = asyncapi_html(app.asyncapi(description="Orders & receipts"))
     assert html.startswith("<!DOCTYPE html>")
     for text in ("Orders &amp; receipts", "orders/{level2}", "(set at run time)",
                  'class="tag receive"', 'class="tag send"', "replies with",
-                 'id="message-Receipt"', 'id="schema-Order"', "mqtt 5"):
+                 'id="message-Receipt"', 'id="schema-Order"', "mqtt 5", "Take orders."):
         assert text in html, text
     assert "the document as JSON" not in html  # no link without json_url
 
@@ -587,10 +566,11 @@ def test_asyncapi_html_of_a_document_with_everything() -> None:
 
 
 def test_the_page_has_examples() -> None:
-    assert len(BLOCKS) >= 2
+    assert len(BLOCKS) >= 3
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_doc_example_runs(index: int) -> None:
     namespace: dict[str, object] = {"__name__": f"asyncapi_doc_example_{index}"}
-    exec(compile(BLOCKS[index], f"{DOC.name}[{index}]", "exec"), namespace)
+    # dont_inherit: the examples run without this module's `from __future__ import annotations`
+    exec(compile(BLOCKS[index], f"{DOC.name}[{index}]", "exec", dont_inherit=True), namespace)

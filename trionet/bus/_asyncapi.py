@@ -17,8 +17,9 @@ and writes, as plain JSON-compatible data:
   payloads are binary strings), and the bus envelope's fields as message headers.
 
 The payload types come from :class:`~trionet.bus.ApplicationSpec` (``payload_type``,
-``result_type``, ``publishes``) when the typed-handler layer recorded them; an application
-without them receives raw bytes.
+``result_type``, ``publishes``, what the typed handlers declare); a consumer without a typed
+payload receives raw bytes, and one whose return annotation is a type (not ``None``) replies
+with it.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import dataclasses
 import importlib
 import inspect
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigurationError
 from ._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig
 from ._message import BusMessage
+from ._typed import return_annotation
 
 if TYPE_CHECKING:
     from ._app import ApplicationSpec, DistributedApplication
@@ -325,21 +327,13 @@ def _summary(callback: Any) -> tuple[str | None, str | None]:
     return doc.split("\n\n", 1)[0].replace("\n", " ").strip(), doc
 
 
-def _published(spec: ApplicationSpec) -> Iterator[tuple[str, Any]]:
-    """The (topic, payload type) pairs an application publishes its results to."""
-    result_type = getattr(spec, "result_type", None)
-    publishes: Iterable[Any] = getattr(spec, "publishes", None) or ()
-    for item in publishes:
-        if isinstance(item, str):
-            yield item, result_type
-            continue
-        kind = next((getattr(item, name) for name in ("payload_type", "message_type",
-                                                      "result_type")
-                     if getattr(item, name, None) is not None), result_type)
-        topics = getattr(item, "topics", None) or (getattr(item, "topic", None),)
-        for topic in ([topics] if isinstance(topics, str) else topics):
-            if isinstance(topic, str):
-                yield topic, kind
+def _result_type(spec: ApplicationSpec) -> Any:
+    """What a consumer's return value is (``None``: it returns nothing). The bus publishes
+    it to the publisher topics and, for a request, as the reply (``result_type`` is recorded
+    only for consumers with publishers; the annotation says it for the others)."""
+    if spec.result_type is not None:
+        return spec.result_type
+    return return_annotation(spec.callback) if spec.kind == "consumer" else None
 
 
 def _identity(config: BusConfig) -> str:
@@ -348,10 +342,6 @@ def _identity(config: BusConfig) -> str:
         return config.to_url()
     except NotImplementedError:  # another provider's configuration
         return f"{type(config).__qualname__}@{id(config):x}"
-
-
-def _returns(tp: Any) -> bool:
-    return tp is not None and tp is not type(None)
 
 
 class _Builder:
@@ -475,14 +465,13 @@ class _Builder:
     def add(self, spec: ApplicationSpec) -> None:
         config = self._config(spec)
         self.server_keys(config)
-        payload_type = getattr(spec, "payload_type", None)
-        result_type = getattr(spec, "result_type", None)
+        result_type = _result_type(spec)
         for index, topic in enumerate(spec.topics):
             channel = self.channel(topic, config)
             name = spec.name if len(spec.topics) == 1 else f"{spec.name}_{index + 1}"
             operation = self._operation(name, spec, "receive", channel,
-                                        self.schemas.message(payload_type), config)
-            if _returns(result_type):
+                                        self.schemas.message(spec.payload_type), config)
+            if result_type is not None:
                 reply = self.reply_channel(channel)
                 operation["reply"] = {
                     "address": {
@@ -492,10 +481,10 @@ class _Builder:
                     "channel": {"$ref": f"#/channels/{reply.key}"},
                     "messages": [self.message_ref(reply, self.schemas.message(result_type))],
                 }
-        for topic, kind in _published(spec):
+        for topic in spec.publishes:
             channel = self.channel(topic, config)
             self._operation(f"{spec.name}_publish_{channel.key}", spec, "send", channel,
-                            self.schemas.message(kind if _returns(kind) else None), config)
+                            self.schemas.message(result_type), config)
 
     def document(self, info: dict[str, Any]) -> dict[str, Any]:
         default = self.app.default_socket_provider
