@@ -642,6 +642,9 @@ class BusSocket(EnterOnce, abc.ABC):
 
         The request gets a correlation id (a fresh one unless the message has one) and a
         ``response_topic`` on this socket's reply route; *message* itself is not changed.
+        Its ``deadline`` is when this call stops waiting (*timeout*, or the caller's own
+        deadline if that comes first): it travels with the request, and a responding
+        application's handler is cancelled when it passes (see "Deadlines" in the bus guide).
 
         Args:
             message: the request.
