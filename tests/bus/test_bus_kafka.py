@@ -7,7 +7,7 @@ import re
 
 import pytest
 import trio
-from bus_support import PATIENCE, serving, unique, wait_until
+from bus_support import PATIENCE, kafka_url, read_again, serving, unique, wait_until
 
 from trionet.bus import BusMessage, DistributedApplication, KafkaConfig, from_url
 from trionet.bus._kafka import _Offsets, filter_to_pattern, kafka_topic
@@ -59,12 +59,6 @@ def test_offsets_commit_only_contiguous_acknowledged_records() -> None:
     assert offsets.take() == {}
 
 
-def kafka_url(broker: KafkaBroker, group: str) -> str:
-    return (f"kafka://{broker.info.bootstrap_servers}?offset_reset=earliest&group={group}"
-            "&commit_interval=0.2&consumer.session_timeout_ms=6000"
-            "&consumer.heartbeat_interval_ms=1000")
-
-
 async def test_unacknowledged_messages_are_read_again(kafka_broker: KafkaBroker) -> None:
     """A failing handler's message and everything after it come back; handled ones do not."""
     topic = f"{unique()}/jobs"
@@ -86,16 +80,7 @@ async def test_unacknowledged_messages_are_read_again(kafka_broker: KafkaBroker)
         await first.start_async(handle_signals=False)
     assert handled == [b"0", b"1"]
 
-    second = DistributedApplication(url)
-    again: list[bytes] = []
-
-    @second.application(topic, name="worker")
-    async def worker_again(message: BusMessage) -> None:
-        again.append(message.payload)
-
-    async with serving(second):
-        await wait_until(lambda: len(again) >= 3)
-    assert again == [b"2", b"3", b"4"]
+    assert await read_again(url, topic, "worker", 3) == [b"2", b"3", b"4"]
 
 
 async def test_drained_messages_are_committed(kafka_broker: KafkaBroker) -> None:

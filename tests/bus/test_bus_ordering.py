@@ -7,7 +7,7 @@ import collections
 import msgpack
 import pytest
 import trio
-from bus_support import PATIENCE, serving, unique, wait_until
+from bus_support import PATIENCE, kafka_url, read_again, serving, unique, wait_until
 
 from trionet.bus import (
     BusMessage,
@@ -219,16 +219,10 @@ async def test_a_caller_deadline_travels_and_an_expired_request_is_not_handled()
 # -- Kafka: partitions of the topics the bus creates, commits ---------------------------------
 
 
-def _kafka_url(broker: KafkaBroker, group: str, extra: str = "") -> str:
-    return (f"kafka://{broker.info.bootstrap_servers}?offset_reset=earliest&group={group}"
-            "&commit_interval=0.2&consumer.session_timeout_ms=6000"
-            f"&consumer.heartbeat_interval_ms=1000{extra}")
-
-
 async def test_two_instances_share_the_partitions_of_a_bus_created_topic(
         kafka_broker: KafkaBroker) -> None:
     topic = f"{unique()}/work"
-    url = _kafka_url(kafka_broker, unique("g"), "&partitions=2")
+    url = kafka_url(kafka_broker, unique("g"), "&partitions=2")
     got: dict[str, list[str]] = {"one": [], "two": []}
 
     def instance(which: str) -> DistributedApplication:
@@ -257,7 +251,7 @@ async def test_a_slow_record_holds_back_the_commit_until_a_crash(
     """Record 2 is slow and then crashes; 3..7 finished meanwhile but are not committed past
     it, so the next instance reads 2..7 again (at-least-once) and nothing is lost."""
     topic = f"{unique()}/jobs"
-    url = _kafka_url(kafka_broker, unique("g"))
+    url = kafka_url(kafka_broker, unique("g"))
     async with from_url(url).create_socket(name="publisher") as socket:
         for i in range(8):
             await socket.publish(BusMessage(str(i), topic))
@@ -281,16 +275,7 @@ async def test_a_slow_record_holds_back_the_commit_until_a_crash(
         await first.start_async(handle_signals=False)
     assert sorted(finished) == [0, 1, 3, 4, 5, 6, 7]
 
-    second = DistributedApplication(url)
-    again: list[bytes] = []
-
-    @second.application(topic, name="worker")
-    async def worker_again(message: BusMessage) -> None:
-        again.append(message.payload)
-
-    async with serving(second):
-        await wait_until(lambda: len(again) >= 6)
-    assert again == [b"2", b"3", b"4", b"5", b"6", b"7"]
+    assert await read_again(url, topic, "worker", 6) == [b"2", b"3", b"4", b"5", b"6", b"7"]
 
 
 async def test_the_bus_runs_on_the_confluent_engine(kafka_broker: KafkaBroker) -> None:
@@ -298,7 +283,7 @@ async def test_the_bus_runs_on_the_confluent_engine(kafka_broker: KafkaBroker) -
     before the first request; reading the position alone let librdkafka skip the reply)."""
     pytest.importorskip("confluent_kafka")
     topic = f"{unique()}/ck"
-    url = _kafka_url(kafka_broker, unique("g"), "&backend=confluent")
+    url = kafka_url(kafka_broker, unique("g"), "&backend=confluent")
     app = DistributedApplication(url)
     got: list[bytes] = []
 
