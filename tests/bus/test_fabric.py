@@ -21,9 +21,19 @@ from trionet.bus import (
     LoggingMiddleware,
     MemoryBroker,
     decode_payload,
+    from_config,
+    from_url,
 )
 from trionet.errors import ConfigurationError
-from trionet.testing import Fabric, KafkaFabric, MqttFabric, TestBus, murmur2, partition_for
+from trionet.testing import (
+    Fabric,
+    FabricProvider,
+    KafkaFabric,
+    MqttFabric,
+    TestBus,
+    murmur2,
+    partition_for,
+)
 
 URLS = ["memory://fabric-test", "mqtt://broker.invalid:1883", "kafka://kafka.invalid:9092"]
 
@@ -446,3 +456,18 @@ async def test_a_typed_app_with_publishers_and_middleware() -> None:
             await bus.drain()
         assert sorted(receipts, key=str) == [Receipt("cup", 6), Receipt("tea", 3)]
         assert [m.content_type for m in bus.messages("receipts")] == ["application/json"] * 2
+
+
+def test_intercept_makes_every_new_provider_the_fabrics() -> None:
+    fabric = Fabric()
+    before = from_url("mqtt://broker.invalid")
+    with fabric.intercept():
+        inside = from_url("mqtt://broker.invalid?qos=0")
+        assert isinstance(inside, FabricProvider) and inside.broker is fabric.broker(before)
+        assert inside.url == "mqtt://broker.invalid:1883?qos=0"
+        assert from_config(before) is before  # providers made before are left alone
+        app = DistributedApplication("kafka://kafka.invalid")
+        assert isinstance(app.default_socket_provider, FabricProvider)
+        with pytest.raises(ConfigurationError):
+            from_url("nats://x")
+    assert type(from_url("mqtt://broker.invalid")) is type(before)

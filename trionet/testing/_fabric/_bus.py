@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Self
 
 import trio
@@ -16,6 +16,7 @@ from ...bus._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Top
 from ...bus._memory import MemorySocketProvider
 from ...bus._message import BusMessage, _encode_envelope
 from ...bus._payload import to_message
+from ...bus._providers import SocketProviderFactory
 from ...bus._socket import BusSocket, ProviderSpec, SocketProvider
 from ...bus._topics import check_topic
 from ...errors import ConfigurationError
@@ -119,6 +120,29 @@ class Fabric:
         else:
             config = spec if spec is not None else MemoryConfig()
         return FabricProvider(config, self.broker(spec))
+
+    @contextmanager
+    def intercept(self) -> Iterator[Self]:
+        """Within the block, every provider made from a URL or a configuration
+        (:func:`~trionet.bus.from_url`, :func:`~trionet.bus.from_config`,
+        ``DistributedApplication("mqtt://...")``, a decorator's ``socket_provider=``) is a
+        provider of this fabric, in every task of the process: sockets that code under test
+        makes itself go to the fabric too. Providers made before the block are not changed
+        (:class:`TestBus` swaps an application's). Blocks of one fabric may nest; do not
+        overlap blocks of different fabrics."""
+        factory = SocketProviderFactory
+        original = factory.__dict__["from_config"]
+
+        def from_config(config: BusConfig | SocketProvider | str) -> SocketProvider:
+            if isinstance(config, SocketProvider):
+                return config
+            return self.provider(config)
+
+        factory.from_config = staticmethod(from_config)  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            factory.from_config = original  # type: ignore[method-assign]
 
     async def drain(self) -> None:
         """Wait until every message delivered so far has been acknowledged (handled, for an
