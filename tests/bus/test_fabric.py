@@ -471,3 +471,51 @@ def test_intercept_makes_every_new_provider_the_fabrics() -> None:
         with pytest.raises(ConfigurationError):
             from_url("nats://x")
     assert type(from_url("mqtt://broker.invalid")) is type(before)
+
+
+async def test_memory_overflow_block_makes_the_publisher_wait() -> None:
+    app = DistributedApplication("memory://tiny-block?max_queue=1")
+    release = trio.Event()
+    seen: list[bytes] = []
+
+    @app.application("flood")
+    async def slow(message: BusMessage) -> None:
+        await release.wait()
+        seen.append(message.payload)
+
+    async with TestBus(app) as bus:
+        broker = bus.broker()
+        assert isinstance(broker, MqttFabric)
+        broker.max_queued = 2
+        published = 0
+
+        async def flood() -> None:
+            nonlocal published
+            for i in range(10):
+                await bus.publish(str(i), "flood")
+                published += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            await trio.testing.wait_all_tasks_blocked()
+            assert published < 10  # waiting for room, nothing dropped
+            release.set()
+        with trio.fail_after(PATIENCE):
+            await bus.drain()
+    assert seen == [str(i).encode() for i in range(10)]
+    assert broker.statistics.dropped == 0
+
+
+async def test_qos0_is_not_queued_for_an_offline_persistent_session() -> None:
+    fabric = Fabric()
+    url = "mqtt://broker.invalid?client_id=svc&clean_start=false&qos=0"
+    app, _ = echo_app(url, topic="t")
+    async with TestBus(app, fabric=fabric):
+        pass
+    async with TestBus(fabric=fabric) as bus:
+        await bus.publish(b"lost", "t", url=url)
+    app, handled = echo_app(url, topic="t")
+    async with TestBus(app, fabric=fabric) as bus:
+        await bus.publish(b"live", "t")
+        await wait_until(lambda: handled == [b"live"])
+    assert fabric.broker(url).statistics.dropped == 1

@@ -5,7 +5,8 @@ topics not matched by a leading wildcard), shared subscriptions (``$share/{group
 each message goes to one member of the group, round robin), retained messages (delivered on
 subscribe, cleared by an empty payload), one copy per client of a message that matches several
 of its filters, and sessions: a client with ``clean_start=false`` (and a fixed ``client_id``)
-keeps its subscriptions and its queued and unacknowledged QoS 1/2 messages across disconnects,
+keeps its subscriptions and its queued and unacknowledged QoS 1/2 messages across disconnects
+(QoS 0 messages are not queued while it is offline, as mosquitto's default),
 broker restarts and its own restarts, and gets them again when it comes back; other clients
 lose them. Each client's queue in the broker is bounded (``max_queued``, 1000 as in
 mosquitto): what does not fit is dropped and counted.
@@ -237,13 +238,14 @@ class MqttFabric(FabricBroker):
             if not first and isinstance(data, BusMessage):
                 data = data._clone()
             first = False
-            if not session.connected and not session.persistent:
-                self.statistics.dropped += 1
+            qos = min(item.qos, session.qos)
+            if not session.connected and (not session.persistent or qos == 0):
+                self.statistics.dropped += 1  # QoS 0 is not queued for offline sessions
                 continue
             while (self.memory and len(session.queue) >= self.max_queued and session.connected
                    and session.socket is not None and not session.socket.drop):
                 await session.space.wait()  # memory:// blocks the publisher
-            self._queue(session, topic, data, min(item.qos, session.qos))
+            self._queue(session, topic, data, qos)
         await trio.lowlevel.checkpoint()
 
     def _queue(self, session: _Session, topic: str, data: Data, qos: int) -> None:
