@@ -14,26 +14,28 @@ Contenders, interleaved, each round in a fresh server:
 * ``unbounded``: the naive gateway the bridge replaces: a task copies the subscription into an
   unbounded memory channel that the event stream reads (what a hand-written endpoint does).
 
-Prints, per contender, the medians over the rounds (with ``[min-max]``) of: RSS growth (the
-highest sample above the RSS at the start of the run), the most messages buffered between
-subscription and response, and messages dropped; then one JSON line. (tracemalloc is not used:
-tracing every allocation slows the server about threefold, and the flood then overruns
-mosquitto's queue instead of the bridge's.)
+Rows (bench/_harness.py's table and JSON line; lower is better; the naive gateway is the
+baseline): the most messages buffered between subscription and response (limit: the bridge's
+capacity, for ``pause``; a bridge run above it fails the row), the server's RSS growth (the
+highest sample above the RSS at the start of the run) and the messages dropped. (tracemalloc
+is not used: tracing every allocation slows the server about threefold, and the flood then
+overruns mosquitto's queue instead of the bridge's.)
 
-Run: ``.venv/bin/python bench/bridges_memory.py [--quick] [--rounds N] [--count N]``.
+Run: ``.venv/bin/python bench/bridges_memory.py [--quick] [--rounds N]`` (quick: 20 000
+messages; else 50 000).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import socket
-import statistics
 import sys
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
+from _harness import Contender, Row, main_args, measure_rows, report_rows
 
 from trionet.asgi import (
     ASGIApplication,
@@ -107,16 +109,33 @@ async def one_run(kind: str, broker: MosquittoServer, count: int) -> dict[str, f
     samples: list[tuple[int, int]] = []
     buffered = [0]
     rss_start = rss_kib()
+    bridges: list[Bridge[Any]] = []
+    with trio.fail_after(120):
+        await _serve_and_flood(kind, info, topic, count, samples, buffered, bridges)
+    bridge = bridges[0] if bridges else None
+    stats = bridge.statistics if bridge else None
+    return {
+        "rss_growth_kib": max(s[0] for s in samples) - rss_start,
+        "max_buffered": max(max(s[1] for s in samples), stats.high_water if stats else 0,
+                            buffered[0]),
+        "dropped": stats.dropped if stats else 0,
+    }
+
+
+async def _serve_and_flood(kind: str, info: Any, topic: str, count: int,
+                           samples: list[tuple[int, int]], buffered: list[int],
+                           bridges: list[Bridge[Any]]) -> None:
     async with open_mqtt_client(f"mqtt://{info.host}:{info.port}") as client, \
             trio.open_nursery() as nursery:
         router = Router()
-        bridge = None
+        bridge: Bridge[Any] | None = None
         if kind == "unbounded":
             router.add_route("/events", naive_endpoint(client, topic, buffered))
         else:
             bridge = Bridge(mqtt_source(client, topic), max_buffer_size=CAPACITY,
                             overflow=kind)  # type: ignore[arg-type]
             router.add_route("/events", bridge.event_stream)
+            bridges.append(bridge)
         address = await nursery.start(serve, ASGIApplication(router), "127.0.0.1:0")
 
         sock = trio.socket.socket()
@@ -143,48 +162,48 @@ async def one_run(kind: str, broker: MosquittoServer, count: int) -> dict[str, f
         await publisher.wait()
         await stream.aclose()
         nursery.cancel_scope.cancel()
-    stats = bridge.statistics if bridge else None
-    return {
-        "rss_growth_kib": max(s[0] for s in samples) - rss_start,
-        "max_buffered": max(max(s[1] for s in samples), stats.high_water if stats else 0,
-                            buffered[0]),
-        "dropped": stats.dropped if stats else 0,
-    }
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):9.0f} [{min(values):.0f}-{max(values):.0f}]"
-
-
-async def main(rounds: int, count: int) -> None:
-    kinds = ["drop-oldest", "pause", "unbounded"]
-    results: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+def main() -> None:
+    args = main_args(__doc__.split("\n")[0])
+    count = 20_000 if args.quick else 50_000
+    kinds = ["unbounded", "drop-oldest", "pause"]  # the baseline first
+    cached: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     with MosquittoServer() as broker:
         for kind in kinds:  # warm-up (imports, first-use caches), not counted
-            await one_run(kind, broker, 200)
-        for _ in range(rounds):
-            for kind in kinds:
-                with trio.fail_after(120):
-                    results[kind].append(await one_run(kind, broker, count))
-    print(f"slow SSE reader, {count} x 256 B QoS 0 published; medians of {rounds} rounds "
-          f"[min-max]; bridge capacity {CAPACITY} messages")
-    print(f"{'contender':<12} {'RSS growth KiB':>22} "
-          f"{'max buffered msgs':>22} {'dropped':>22}")
-    summary = {}
-    for kind, runs in results.items():
-        columns = {key: [run[key] for run in runs] for key in runs[0]}
-        print(f"{kind:<12} " + " ".join(f"{spread(columns[key]):>22}" for key in columns))
-        summary[kind] = {key: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-                         for key, v in columns.items()}
-    print(json.dumps({"bench": "bridges_memory", "count": count, "rounds": rounds,
-                      "capacity": CAPACITY, "results": summary}))
+            trio.run(one_run, kind, broker, 200)
+
+        def measure(kind: str) -> float:
+            run = trio.run(one_run, kind, broker, count)
+            cached[kind].append(run)
+            return run["max_buffered"]
+
+        def replay(kind: str, key: str) -> Callable[[], float]:
+            taken = iter(cached[kind])
+            return lambda: next(taken)[key]
+
+        buffered = Row(
+            f"most messages buffered, slow SSE reader, {count} x 256 B flood",
+            [Contender(kind, partial(measure, kind)) for kind in kinds],
+            unit="messages", higher_is_better=False, limit=CAPACITY,
+        )
+        measure_rows([buffered], rounds=args.rounds)
+        rows = [buffered]
+        for key, title, unit in (("rss_growth_kib", "server RSS growth", "KiB"),
+                                 ("dropped", "messages dropped", "messages")):
+            row = Row(f"{title}, slow SSE reader", [
+                Contender(kind, replay(kind, key)) for kind in kinds],
+                unit=unit, higher_is_better=False, replays=buffered)
+            measure_rows([row], rounds=args.rounds)
+            rows.append(row)
+    over = [kind for kind in ("drop-oldest", "pause")
+            if any(value > CAPACITY for value in buffered.results[kind])]
+    if over:
+        buffered.failed = f"{', '.join(over)} buffered more than {CAPACITY} messages"
+    report_rows("bridges_memory", rows, rounds=args.rounds,
+                note=f"bridge capacity {CAPACITY} messages per stream; RSS is noisy within one "
+                     "process (memory freed by one run is reused by the next)")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--count", type=int, default=None)
-    args = parser.parse_args()
-    trio.run(main, args.rounds or (1 if args.quick else 3),
-             args.count or (20_000 if args.quick else 50_000))
+    main()

@@ -140,3 +140,24 @@ async def test_close_ends_open_streams_after_their_buffer_and_refuses_new_ones()
     assert late.status == 503
     stats = bridge.statistics
     assert (stats.open_streams, stats.streams, stats.refused) == (0, 1, 1)
+
+
+async def test_kafka_pause_loses_nothing_with_a_slow_browser(kafka_broker: KafkaBroker) -> None:
+    topic = unique("bridges-kafka-pause")
+    servers = kafka_broker.info.bootstrap_servers
+    count = 50
+    async with KafkaProducer(servers) as producer:
+        bridge = Bridge(kafka_source(topic, bootstrap_servers=servers,
+                                     auto_offset_reset="earliest"),
+                        max_buffer_size=2, overflow="pause")
+        browser = SlowBrowser()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_events, bridge.event_stream, browser)
+            await browser.started.wait()
+            for n in range(count):
+                await producer.send(topic, str(n).encode())
+            events = await browser.wait_for_payload(str(count - 1))
+            browser.leave()
+    stats = bridge.statistics
+    assert [e["payload"] for e in events] == [str(n) for n in range(count)]
+    assert stats.dropped == 0 and stats.high_water <= 2
