@@ -463,3 +463,37 @@ async def test_typed_contract(provider_url: str) -> None:
     assert dead[0].headers["x-error"].startswith("InvalidPayload")
     assert app.statistics["orders"].invalid == 1
     assert f"mw:pub:{base}/receipts" in log
+
+
+async def test_middleware_that_raises_goes_to_the_error_policy() -> None:
+    calls: list[str] = []
+
+    class Refuse(Middleware):
+        async def consume_scope(self, call_next: Any, message: BusMessage) -> Any:
+            if message.headers.get("refuse"):
+                raise PermissionError("refused by middleware")
+            return await call_next(message)
+
+        async def publish_scope(self, call_next: Any, message: BusMessage) -> Any:
+            if message.topic == "forbidden":
+                raise PermissionError("no publishing there")
+            return await call_next(message)
+
+    app = DistributedApplication(f"memory://{unique()}", middleware=[Refuse])
+
+    @app.application("guarded", on_error=ErrorPolicy.retry(2, backoff=FAST))
+    @app.publisher("forbidden")
+    async def guarded(body: str) -> str | None:
+        calls.append(body)
+        return body if body == "publish" else None
+
+    async with serving(app):
+        await app.publish("a", "guarded", headers={"refuse": "1"})  # never reaches the handler
+        await app.publish("publish", "guarded")  # handler runs; publishing its result fails
+        await app.publish("b", "guarded")
+        await wait_until(lambda: app.statistics["guarded"].handled == 1, what="b")
+        with pytest.raises(PermissionError):
+            await app.publish("x", "forbidden")
+    stats = app.statistics["guarded"]
+    assert calls == ["publish"] * 3 + ["b"]  # retried as the policy says
+    assert (stats.failed, stats.invalid) == (6, 0)
