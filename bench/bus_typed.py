@@ -75,7 +75,25 @@ PAYLOAD = json.dumps({"id": 12345, "customer": "ada@example.org", "item": "teapo
                       "qty": 3, "price": 19.5, "tags": ["kitchen", "gift"]}).encode()
 
 
-def _contenders() -> dict[str, Callable[[DistributedApplication, list[Any]], None]]:
+Build = Callable[[DistributedApplication, list[Any]], None]
+
+
+def _typed(annotation: Any) -> Build:
+    """A consumer whose payload parameter is annotated *annotation*."""
+
+    def build(app: DistributedApplication, count: list[Any]) -> None:
+        async def handler(order: Any) -> None:
+            count[0] += 1
+            if count[0] == count[1]:
+                count[2].set()
+
+        handler.__annotations__ = {"order": annotation, "return": None}
+        app.application("orders")(handler)
+
+    return build
+
+
+def _contenders() -> dict[str, Build]:
     def raw(app: DistributedApplication, count: list[Any]) -> None:
         @app.application("orders")
         async def handler(message: BusMessage) -> None:
@@ -91,38 +109,14 @@ def _contenders() -> dict[str, Callable[[DistributedApplication, list[Any]], Non
             if count[0] == count[1]:
                 count[2].set()
 
-    def typed_dc(app: DistributedApplication, count: list[Any]) -> None:
-        @app.application("orders")
-        async def handler(order: OrderDC) -> None:
-            count[0] += 1
-            if count[0] == count[1]:
-                count[2].set()
-
-    def typed_struct(app: DistributedApplication, count: list[Any]) -> None:
-        @app.application("orders")
-        async def handler(order: OrderStruct) -> None:
-            count[0] += 1
-            if count[0] == count[1]:
-                count[2].set()
-
-    found: dict[str, Callable[[DistributedApplication, list[Any]], None]] = {
-        "raw": raw, "raw + json()": raw_json, "dataclass": typed_dc, "Struct": typed_struct,
-    }
-    if OrderModel is None:  # pragma: no cover - pydantic is a bench dependency
-        return found
-
-    def typed_pydantic(app: DistributedApplication, count: list[Any]) -> None:
-        @app.application("orders")
-        async def handler(order: OrderModel) -> None:
-            count[0] += 1
-            if count[0] == count[1]:
-                count[2].set()
-
-    found["pydantic"] = typed_pydantic
+    found: dict[str, Build] = {"raw": raw, "raw + json()": raw_json,
+                               "dataclass": _typed(OrderDC), "Struct": _typed(OrderStruct)}
+    if OrderModel is not None:
+        found["pydantic"] = _typed(OrderModel)
     return found
 
 
-async def measure(name: str, build: Callable[[DistributedApplication, list[Any]], None],
+async def measure(name: str, build: Build,
                   messages: int, limit: float, serial: int) -> float:
     """CPU seconds per message for one contender (fresh broker, app built before timing)."""
     app = DistributedApplication(f"memory://typed-bench-{serial}")
