@@ -519,3 +519,14 @@ async def test_qos0_is_not_queued_for_an_offline_persistent_session() -> None:
         await bus.publish(b"live", "t")
         await wait_until(lambda: handled == [b"live"])
     assert fabric.broker(url).statistics.dropped == 1
+
+
+async def test_dots_separate_levels_on_kafka_only() -> None:
+    for url, dropped in (("mqtt://broker.invalid", 0), ("kafka://kafka.invalid", 1)):
+        async with TestBus(fabric=Fabric()) as bus:
+            rule = bus.faults.drop("sensors/+")
+            await bus.publish(b"x", "sensors.v1", url=url)  # one level on MQTT, two on Kafka
+            assert rule.hits == dropped
+            assert len(bus.messages("sensors/+", url=url)) == dropped
+    with pytest.raises(ConfigurationError):
+        TestBus(fabric=Fabric(), seed=1)

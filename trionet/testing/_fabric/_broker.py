@@ -97,10 +97,11 @@ class FabricBroker(abc.ABC):
         """The messages published to topics matching *topic* (a filter), oldest first, as
         they were published (before any fault), replies excluded. The broker remembers the
         last 10 000."""
-        topic_filter = TopicFilter(topic.replace(".", "/"))
+        kafka = self.scheme == "kafka"  # where '.' separates levels too
+        topic_filter = TopicFilter(topic.replace(".", "/") if kafka else topic)
         found = []
         for name, data in self._history:
-            if topic_filter.matches(name.replace(".", "/")):
+            if topic_filter.matches(name.replace(".", "/") if kafka else name):
                 message = _decoded(data)
                 if message is not None:
                     found.append(message)

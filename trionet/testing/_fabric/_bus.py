@@ -197,6 +197,8 @@ class TestBus(EnterOnce):
         for app in apps:
             if not isinstance(app, DistributedApplication):
                 raise TypeError(f"TestBus runs DistributedApplications, not {type(app).__name__}")
+        if fabric is not None and (seed is not None or partitions != 1):
+            raise ConfigurationError("give seed= and partitions= to the Fabric, not the TestBus")
         self.apps = apps
         self.fabric = fabric if fabric is not None else Fabric(seed=seed, partitions=partitions)
         self._run = run

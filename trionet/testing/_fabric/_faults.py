@@ -1,10 +1,10 @@
 """Fault injection for the test fabric: rules that drop, delay, duplicate or reorder messages.
 
-A rule is chosen by a topic filter (MQTT syntax, also on Kafka where ``.`` separates levels
-too), an optional predicate on the decoded message, how many messages it may act on
-(``count``) and a probability drawn from the fabric's seeded random generator, so that a test
-with a fixed seed sees the same faults on every run. Rules act where a message enters the
-broker, in the order they were added: a message dropped by one rule reaches no later rule.
+A rule is chosen by a topic filter (MQTT syntax; on Kafka, ``.`` separates levels too), an
+optional predicate on the decoded message, how many messages it may act on (``count``) and a
+probability drawn from the fabric's seeded random generator, so that a test with a fixed seed
+sees the same faults on every run. Rules act where a message enters the broker, in the order
+they were added: a message dropped by one rule reaches no later rule.
 """
 
 from __future__ import annotations
@@ -74,11 +74,14 @@ class FaultRule:
     shuffle: bool = False
     hits: int = 0
     _filter: TopicFilter = field(init=False, repr=False)
+    _kafka_filter: TopicFilter = field(init=False, repr=False)
     _held: list[Item] = field(default_factory=list, init=False, repr=False)
     _owner: Faults | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._filter = TopicFilter(self.topic.replace(".", "/"))
+        self._filter = TopicFilter(self.topic)
+        # On Kafka, '.' separates levels too (a bus topic a/b is the Kafka topic a.b).
+        self._kafka_filter = TopicFilter(self.topic.replace(".", "/"))
         if self.count is not None and self.count < 0:
             raise ConfigurationError("count must be >= 0 (or None)")
         if not 0.0 <= self.probability <= 1.0:
@@ -102,10 +105,13 @@ class FaultRule:
     def _matches(self, item: Item, rng: random.Random) -> bool:
         if self.exhausted:
             return False
-        topic = item.topic.replace(".", "/")
+        topic = item.topic
         if topic.startswith("_trionet/") and not self.topic.startswith("_trionet"):
             return False  # replies only when asked for by name
-        if not self._filter.matches(topic):
+        if getattr(item.origin, "scheme", "") == "kafka":
+            if not self._kafka_filter.matches(topic.replace(".", "/")):
+                return False
+        elif not self._filter.matches(topic):
             return False
         if self.where is not None:
             message = _decoded(item.data)
