@@ -557,7 +557,8 @@ def test_asyncapi_html_of_a_document_with_everything() -> None:
     assert html.startswith("<!DOCTYPE html>")
     for text in ("Orders &amp; receipts", "orders/{level2}", "(set at run time)",
                  'class="tag receive"', 'class="tag send"', "replies with",
-                 'id="message-Receipt"', 'id="schema-Order"', "mqtt 5", "Take orders."):
+                 'id="message-Receipt"', 'id="schema-Order"', "mqtt 5", "Take orders.",
+                 '<a href="#schema-Order">#/components/schemas/Order</a>'):
         assert text in html, text
     assert "the document as JSON" not in html  # no link without json_url
 

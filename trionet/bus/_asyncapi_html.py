@@ -9,6 +9,7 @@ schemas) is HTML-escaped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any, Final
@@ -62,8 +63,15 @@ def _link(kind: str, name: str, label: str | None = None) -> str:
     return f'<a href="#{_anchor(kind, name)}"><code>{_text(label or name)}</code></a>'
 
 
+#: A reference to a schema in escaped JSON (names of [A-Za-z0-9_.-] only: safe in HTML).
+_SCHEMA_REF: Final = re.compile(r"&quot;#/components/schemas/([A-Za-z0-9_.-]+)&quot;")
+
+
 def _pre(value: object) -> str:
-    return f"<pre>{_text(json.dumps(value, indent=2, ensure_ascii=False))}</pre>"
+    """*value* as indented JSON, escaped, its schema references made links."""
+    text = _text(json.dumps(value, indent=2, ensure_ascii=False))
+    return "<pre>" + _SCHEMA_REF.sub(
+        r'&quot;<a href="#schema-\1">#/components/schemas/\1</a>&quot;', text) + "</pre>"
 
 
 def _address(channel: Mapping[str, Any]) -> str:
