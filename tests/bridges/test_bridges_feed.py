@@ -106,3 +106,26 @@ def test_bad_options_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         Bridge(lambda connection: channel_subscription(trio.open_memory_channel[int](0)[1]),
                **kwargs)  # type: ignore[arg-type]
+
+
+async def test_websocket_closes_1001_when_the_subscription_ends_1011_when_it_fails() -> None:
+    from trionet.asgi import ASGIApplication, Router, TestClient, WebSocketDisconnect
+
+    @asynccontextmanager
+    async def source(connection: object, fail: bool) -> AsyncIterator[AsyncIterator[bytes]]:
+        async def messages() -> AsyncIterator[bytes]:
+            yield b"one"
+            if fail:
+                raise OSError("the broker went away")
+
+        yield messages()
+
+    for fail, code in ((False, 1001), (True, 1011)):
+        bridge = Bridge(lambda connection, fail=fail: source(connection, fail))  # type: ignore[misc]
+        router = Router()
+        router.add_websocket_route("/ws", bridge.websocket)
+        async with TestClient(ASGIApplication(router)).websocket_connect("/ws") as websocket:
+            assert await websocket.receive_json() == {"payload": "one"}
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await websocket.receive()
+        assert closed.value.code == code

@@ -132,6 +132,11 @@ async def test_bad_order_is_a_400_not_a_500() -> None:
         assert b"expected a JSON object" in body
         status, _, _ = await _http(addresses, "POST", "/orders", b"{not json")
         assert status == 400
+        # A bad quantity is answered at once too (it used to fail the handler: a 504 after 5 s)
+        for qty in (b'"many"', b"1.5", b"true"):
+            status, _, body = await _http(addresses, "POST", "/orders",
+                                          b'{"item": "widget", "qty": ' + qty + b"}")
+            assert status == 400 and b"integer 'qty'" in body
         stack.begin_shutdown()
 
 

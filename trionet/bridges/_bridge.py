@@ -46,6 +46,8 @@ DEFAULT_MAX_STREAMS: Final = 1000
 _UNAVAILABLE = (TrionetError, OSError, trio.ClosedResourceError)
 #: The websocket close code when the subscription ended (the server is going away).
 _GOING_AWAY: Final = 1001
+#: ... and when it failed (the error is logged).
+_INTERNAL_ERROR: Final = 1011
 
 
 @dataclass(slots=True)
@@ -253,7 +255,8 @@ class Bridge(Generic[T]):
     async def websocket(self, websocket: WebSocket) -> None:
         """A websocket endpoint: one message per subscription message; what the client sends
         is read and ignored. The handshake is refused with 503 when the subscription cannot be
-        made; the websocket is closed with 1001 when the subscription ends."""
+        made; the websocket is closed with 1001 when the subscription ends, 1011 when it
+        fails."""
         async with AsyncExitStack() as stack:
             feed = await self._enter(stack, websocket)
             if isinstance(feed, str):
@@ -270,7 +273,10 @@ class Bridge(Generic[T]):
                         nursery.cancel_scope.cancel()
             except WebSocketDisconnect:
                 return
-            await websocket.close(_GOING_AWAY, "the subscription ended")
+            if feed.error is not None:
+                await websocket.close(_INTERNAL_ERROR, "the subscription failed")
+            else:
+                await websocket.close(_GOING_AWAY, "the subscription ended")
 
 
 class BridgeFull(TrionetError):

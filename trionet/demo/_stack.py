@@ -161,14 +161,16 @@ class Stack:
                 order = json.loads(message.payload)
             except ValueError:
                 order = None
-            if not isinstance(order, dict) or "item" not in order:
-                # POST /orders answers what the reply says: a 400 here.
-                await socket.reply(message, b'{"error":"expected a JSON object with \'item\'"}',
-                                   content_type="application/json",
-                                   headers={HTTP_STATUS_HEADER: "400"})
+            qty = order.get("qty", 1) if isinstance(order, dict) else None
+            if not isinstance(order, dict) or "item" not in order or type(qty) is not int:
+                # POST /orders answers what the reply says: a 400 here (not a handler error,
+                # which would leave the HTTP request waiting for its 504).
+                await socket.reply(
+                    message,
+                    b'{"error":"expected a JSON object with \'item\' (and an integer \'qty\')"}',
+                    content_type="application/json", headers={HTTP_STATUS_HEADER: "400"})
                 return
             item = str(order.get("item", ""))
-            qty = int(order.get("qty", 1))
             in_stock = stack.inventory.available(item)
             accepted = item in PRICES and 0 < qty <= in_stock
             reply = {
