@@ -337,6 +337,7 @@ def test_typed_payloads_replies_and_publishers() -> None:
     schemas = document["components"]["schemas"]
     assert messages["Order"]["payload"] == {"$ref": "#/components/schemas/Order"}
     assert messages["Order"]["contentType"] == "application/json"
+    assert "application/msgpack" in messages["Order"]["description"]
     position = schemas["Order"]["properties"]["position"]
     assert position["items"] == [{"type": "number"}, {"type": "number"}]  # draft 7 tuples
     assert "prefixItems" not in json.dumps(document)

@@ -102,6 +102,12 @@ def _draft7(schema: Any) -> Any:
 # -- payload schemas -----------------------------------------------------------------------------
 
 
+_JSON_OR_MSGPACK: Final = (
+    "Encoded as JSON, or as MessagePack when the message's content_type is "
+    "application/msgpack (receivers read both)."
+)
+
+
 class _Schemas:
     """The messages and payload schemas of every type the document mentions.
 
@@ -140,6 +146,7 @@ class _Schemas:
             "name": key,
             "title": name,
             "contentType": content_type,
+            **({"description": _JSON_OR_MSGPACK} if content_type == "application/json" else {}),
             "payload": payload,
             "headers": {"$ref": _SCHEMAS + _ENVELOPE},
             "correlationId": {
