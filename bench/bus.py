@@ -386,7 +386,7 @@ async def bench_memory(bench: Bench, n: int, rr_n: int, peer_n: int, peer_rr_n: 
             bench.peers.append(typed_peer)
             await typed_rows(bench, "memory", {
                 "raw bus": (bus_tp, bus_rr),
-                "trionet bus": typed_contenders(publisher, topic, counter, n // 4, rr_n)},
+                "trionet bus": typed_contenders(publisher, topic, counter, n, rr_n)},
                 typed_peer, peer_n, peer_rr_n, TYPED_PEER_GOAL)
             await typed_peer.close()
         app.stop()
