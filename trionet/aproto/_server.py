@@ -47,6 +47,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from .. import metrics as _metrics
 from .._threads import TrioPortal, in_main_thread
 from .._util import reraise_single
 from ..errors import ConfigurationError
@@ -955,6 +956,7 @@ class Server:
         return False
 
     async def _dispatch(self, client: HandlerClient, packet: Packet) -> None:
+        began = trio.current_time() if _metrics.recording() else None
         try:
             for group in self._table:
                 for handler in group:
@@ -980,6 +982,9 @@ class Server:
             self.logger.exception(
                 "(%s) a handler failed; closing the connection", client.session.session_id
             )
+        finally:
+            if began is not None:
+                _metrics.request("aproto", trio.current_time() - began, not client._failed)
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

@@ -32,13 +32,14 @@ from typing import Any, TypeVar
 
 import trio
 
+from .. import metrics as _metrics
 from ..errors import ASGIError
 from ._datastructures import State
 from ._errors import ClientDisconnect, HTTPException, ValidationError, http_exception_for
 from ._requests import DEFAULT_MAX_BODY_SIZE, MAX_BODY_SIZE_KEY, Request
 from ._responses import Response
 from ._routing import _UNSET, Endpoint, Router, WebSocketEndpoint, dispatch, error_response
-from ._types import ASGIApp, Receive, Scope, Send
+from ._types import ASGIApp, Message, Receive, Scope, Send
 from ._util import SendTracker, single_leaf
 from ._websockets import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
@@ -332,7 +333,10 @@ class ASGIApplication:
             stats.websockets += 1
         stats.in_flight += 1
         try:
-            await stack(scope, receive, send)
+            if scope["type"] == "http" and _metrics.recording():
+                await _measured_request(stack, scope, receive, send)
+            else:
+                await stack(scope, receive, send)
         except Exception:
             stats.errors += 1
             raise
@@ -446,3 +450,24 @@ class ASGIApplication:
             await send({"type": "lifespan.shutdown.failed", "message": failure})
         else:
             await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _measured_request(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run one HTTP request, reporting it to :mod:`trionet.metrics` (an error: an exception, or
+    a status of 500 or more)."""
+    began = trio.current_time()
+    status = 500
+
+    async def send_noting_status(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        await send(message)
+
+    try:
+        await app(scope, receive, send_noting_status)
+    except Exception:
+        status = 500
+        raise
+    finally:
+        _metrics.request("asgi", trio.current_time() - began, status < 500)

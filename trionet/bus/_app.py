@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import trio
 
+from .. import metrics as _metrics
 from .._threads import in_main_thread
 from .._util import reraise_single
 from ..errors import ConfigurationError
@@ -450,6 +451,8 @@ class _AppRunner:
         policy = spec.on_error
         attempt = 0
         stats.in_flight += 1
+        _metrics.message("bus", "in")
+        began = trio.current_time()
         # The handler's logs (and what it publishes) carry the message's correlation id.
         correlation_id = message.headers.get(CORRELATION_HEADER) or message.correlation_id
         token = set_correlation_id(correlation_id)
@@ -465,9 +468,11 @@ class _AppRunner:
                     if result is not None:
                         await publish_result(socket, message, result, spec.publishes, None)
                     stats.handled += 1
+                    _metrics.request("bus", trio.current_time() - began, True)
                     break
                 except Exception as exc:
                     stats.failed += 1
+                    _metrics.request("bus", trio.current_time() - began, False)
                     invalid = isinstance(exc, InvalidPayload)
                     stats.invalid += invalid
                     # Invalid payloads are not retried: the same bytes would fail again.

@@ -30,6 +30,7 @@ from typing import Any, Final, Self, TypeAlias, TypeVar
 
 import trio
 
+from .. import metrics as _metrics
 from .._util import EnterOnce, OneShot, reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, current_correlation_id
@@ -452,6 +453,7 @@ class BusSocket(EnterOnce, abc.ABC):
         else:
             await self._send_with_key(topic, data, message.key)
         self.statistics.published += 1
+        _metrics.message("bus", "out")
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         """Publish bytes as they are, with no envelope (for consumers that are not trionet).
@@ -464,6 +466,7 @@ class BusSocket(EnterOnce, abc.ABC):
         self._check_publish_topic(topic)
         await self._send(topic, bytes(data))
         self.statistics.published += 1
+        _metrics.message("bus", "out")
 
     async def reply(
         self,

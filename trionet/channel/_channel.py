@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import trio
 
+from .. import metrics as _metrics
 from ..codecs import Codec
 from ..errors import ChannelClosed, CodecError, FrameTooLarge, ProtocolError, RemoteException
 from ..framing import DEFAULT_MAX_FRAME_SIZE
@@ -484,6 +485,8 @@ class Channel:
         """
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency!r}")
+        if _metrics.recording():
+            handler = _measured(handler)
         slots = _Slots(max_concurrency)
         broken: BaseException | None = None
         origin = self.origin
@@ -889,3 +892,31 @@ def _describe_peer(peername: Any, stream: trio.abc.Stream) -> str:
         name = os.fsdecode(peername)
         return name or "unix socket client"
     return f"<{type(stream).__name__}>"
+
+
+def _measured(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """*handler*, reporting each request to :mod:`trionet.metrics` (when a sink is installed as
+    :meth:`Channel.serve` starts)."""
+
+    async def finish(awaitable: Awaitable[Any], began: float) -> Any:
+        try:
+            result = await awaitable
+        except Exception:
+            _metrics.request("channel", trio.current_time() - began, False)
+            raise
+        _metrics.request("channel", trio.current_time() - began, True)
+        return result
+
+    def measured(content: Any) -> Any:
+        began = trio.current_time()
+        try:
+            result = handler(content)
+        except Exception:
+            _metrics.request("channel", trio.current_time() - began, False)
+            raise
+        if inspect.isawaitable(result):
+            return finish(result, began)
+        _metrics.request("channel", trio.current_time() - began, True)
+        return result
+
+    return measured

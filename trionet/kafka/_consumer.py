@@ -22,6 +22,7 @@ from typing import Any, Final, Self
 
 import trio
 
+from .. import metrics as _metrics
 from .._util import EnterOnce
 from ..errors import ConfigurationError, KafkaError
 from ._commits import commit_offsets
@@ -392,6 +393,7 @@ class KafkaConsumer(EnterOnce):
                                  "poll() is waiting for the listener to return", fault="local")
             self._check_open()
             await self._engine.fetch()
+        _metrics.message("kafka", "in", len(buffer.records))
 
     # -- offsets ----------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import trio
 
+from .. import metrics as _metrics
 from .._util import EnterOnce
 from ..errors import CodecError, ConfigurationError, KafkaError
 from ._deliveries import Batch, Delivery, DeliveryLedger, ProducerStatistics
@@ -248,6 +249,8 @@ class KafkaProducer(EnterOnce):
         header_list = normalize_headers(headers) if headers else []
         if partition is not None and (type(partition) is not int or partition < 0):
             raise ConfigurationError(f"partition must be an int >= 0, not {partition!r}")
+        if _metrics.sinks:
+            _metrics.message("kafka", "out")
         engine = self._engine
         if topic in self._ready_topics and engine.ready(topic):
             # The hot path, inlined: the engine's send does not block once ready().

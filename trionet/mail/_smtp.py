@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from .. import metrics as _metrics
 from ..errors import ConfigurationError, MailError
 from ..tls import TLSArgument
 from ._errors import (
@@ -617,6 +618,7 @@ class AsyncSMTPClient(MailSession[_SMTPConnection]):
         self._recipients_refused += len(refused)
         if result.sent:
             self._messages_sent += 1
+            _metrics.message("mail", "out")
         if refused:
             logger.warning("the SMTP server refused recipients of %s: %s", result.message_id,
                            "; ".join(f"{a}: {c} {t}" for a, (c, t) in refused.items()))

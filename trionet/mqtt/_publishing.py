@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from .. import metrics as _metrics
 from ..errors import ConfigurationError, MQTTError
 from ._base import ClientBase, load_paho
 from ._errors import MQTTPublishError
@@ -81,6 +82,8 @@ class Publishing(ClientBase):
         violation = limit_violation(self._limits, topic, data, level, retain, props, self._v5)
         if violation is not None:
             raise MQTTPublishError(topic, violation[0], violation[1], sent=False)
+        if _metrics.sinks:
+            _metrics.message("mqtt", "out")
         if level == 0:
             if self._state is not ConnectionState.CONNECTED:
                 await self._ready(queue_while_reconnecting=False)
@@ -165,6 +168,7 @@ class Publishing(ClientBase):
                 await self._ready(queue_while_reconnecting=all(item[2] for item in batch))
             box: _Box[None] = _Box(len(batch))
             self._submit(engine.publish_batch, batch, box)
+            _metrics.message("mqtt", "out", len(batch))
             boxes.append(box)
             batch = []
             await settle(_BATCHES_IN_FLIGHT)

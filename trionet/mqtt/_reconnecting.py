@@ -12,6 +12,7 @@ import logging
 
 import trio
 
+from .. import metrics as _metrics
 from ..errors import CircuitOpenError, MQTTConnectError, MQTTNotConnected, MQTTTimeout
 from ..supervision import CircuitBreaker
 from ._connection import Connecting
@@ -72,6 +73,7 @@ class Reconnecting(Connecting):
             if policy.breaker is not None:
                 policy.breaker.record_success()
             self._reconnects += 1
+            _metrics.reconnect("mqtt")
             _log.info("MQTT client %s reconnected to %s:%s (session present: %s)",
                       self._client_id, self._host, self._port, session_present)
             self._set_state(ConnectionState.CONNECTED, session_present=session_present,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from .. import metrics as _metrics
 from .._topics import filter_matcher
 from ._events import AckToken
 from ._flow import Delivery, FlowControl
@@ -182,6 +183,8 @@ class Router:
     def route(self, message: MQTTMessage, token: AckToken | None) -> None:
         """Offer a received message to its consumers and settle its acknowledgement."""
         self.received += 1
+        if _metrics.sinks:
+            _metrics.message("mqtt", "in")
         if self.closing:
             return  # not acknowledged: a persistent session gets it again
         routes = self.routes_of(message)

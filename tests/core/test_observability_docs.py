@@ -1,0 +1,23 @@
+"""Every Python example in docs/observability.rst runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trionet.testing import python_code_blocks
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "observability.rst"
+BLOCKS = python_code_blocks(DOC)
+
+
+def test_the_page_has_examples() -> None:
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
+    namespace: dict[str, object] = {"__name__": f"observability_doc_example_{index}"}
+    exec(compile(BLOCKS[index], f"{DOC.name}[{index}]", "exec"), namespace)
+    assert "Traceback" not in capsys.readouterr().err
