@@ -242,8 +242,9 @@ async def test_two_instances_share_the_partitions_of_a_bus_created_topic(
             for i in range(40):
                 await socket.publish(BusMessage(str(i), topic, key=f"k{i}"))
             await wait_until(lambda: len(set(got["one"]) | set(got["two"])) == 40)
-    assert got["one"] and got["two"]  # each instance had a partition
-    assert not set(got["one"]) & set(got["two"])  # and no record went to both
+    # Each instance had a partition. (A record may reach both, at-least-once, if a late
+    # rebalance moves a partition while its records are in flight: not asserted.)
+    assert got["one"] and got["two"]
 
 
 async def test_a_slow_record_holds_back_the_commit_until_a_crash(
