@@ -184,3 +184,17 @@ async def test_nested_mounts_use_root_path(site: Path) -> None:
         assert (await client.get("/v1/assets/hello.txt")).text == "hello\n"
         assert (await client.get("/v1/assets/docs/index.html")).text == "<h1>docs</h1>"
         assert (await client.get("/v1/hello.txt")).status_code == 404
+
+
+async def test_url_for_a_file_under_a_named_mount(site: Path) -> None:
+    router = Router()
+    router.mount("/static", StaticFiles(directory=site), name="static")
+    users = Router()
+    users.mount("/files", StaticFiles(directory=site), name="files")
+    router.mount("/users/{user_id:int}", users, name="users")
+    assert router.url_for("static", path="docs/index.html") == "/static/docs/index.html"
+    assert router.url_for("static", path="/a b.txt") == "/static/a%20b.txt"
+    assert router.url_for("users:files", user_id=3, path="x.txt") == "/users/3/files/x.txt"
+    async with TestClient(ASGIApplication(router)) as client:
+        url = router.url_for("static", path="hello.txt")
+        assert (await client.get(url)).text == "hello\n"

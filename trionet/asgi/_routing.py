@@ -647,7 +647,8 @@ class Router:
         """The path of the route called ``name`` (relative to this router's mount point).
 
         Routes of a named mount are ``"mount_name:route_name"``; routes of an unnamed mounted
-        router are found by their own name.
+        router are found by their own name. A named mount itself gives the path of a file
+        under it: ``url_for("static", path="css/site.css")`` (for :class:`StaticFiles`).
 
         Raises:
             ASGIError: no such route, or the parameters do not fit it.
@@ -671,6 +672,12 @@ class Router:
                 if sub is not None:
                     return sub
             elif isinstance(entry, Mount):
+                if entry.name == name and "path" in params:
+                    # A file under a named mount: url_for("static", path="css/site.css").
+                    prefix_params = {k: v for k, v in params.items() if k != "path"}
+                    if prefix_params.keys() == entry.pattern.param_names:
+                        file_path = quote(str(params["path"]).lstrip("/"), safe="/")
+                        return f"{entry.pattern.url_path(prefix_params)}/{file_path}"
                 # A mounted Router, or a mounted application that has one (ASGIApplication).
                 sub_router = entry.app if isinstance(entry.app, Router) else None
                 if sub_router is None:
