@@ -11,9 +11,9 @@ unbounded way):
 * ``"pause"``: the pump stops reading the subscription until there is room. The subscription's
   own bounded buffer then fills and its flow control takes over: an MQTT subscription withholds
   QoS 1/2 acknowledgements and the client stops reading from the broker; a Kafka consumer stops
-  fetching; a bus socket's queue fills and its transport waits. Nothing is lost, but everything
-  upstream of this feed (on a shared client, its other subscriptions too) waits for the slowest
-  reader.
+  polling once its bounded read-ahead is full; a bus socket's queue fills and its transport
+  waits. Nothing is lost, but everything upstream of this feed (on a shared client, its other
+  subscriptions too) waits for the slowest reader.
 """
 
 from __future__ import annotations

@@ -88,9 +88,10 @@ def kafka_source(*topics: str, **consumer_options: Any) -> Source[KafkaRecord]:
     """One :class:`~trionet.kafka.KafkaConsumer` of *topics* per connection.
 
     *consumer_options* go to the consumer (``bootstrap_servers=...``; without a ``group_id``
-    the consumer reads every partition and commits nothing). The consumer fetches a batch only
-    when the previous one has been read, so not reading it (``overflow="pause"``) stops the
-    fetching.
+    the consumer reads every partition and commits nothing). The consumer's read-ahead is
+    bounded (at most ``prefetch`` x ``max_poll_records`` records), so not reading it
+    (``overflow="pause"``) stops its polling once that is full; a small ``max_poll_records``
+    makes the bound tight.
     """
     from ..kafka import KafkaConsumer  # the kafka extra, only when used
 
