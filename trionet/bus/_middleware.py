@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -41,6 +41,7 @@ import trio
 from ..errors import ConfigurationError
 from ._errors import BusClosed, InvalidPayload
 from ._message import BusMessage
+from ._payload import as_message
 from ._policy import Backoff
 from ._socket import BusSocket
 
@@ -121,14 +122,32 @@ def wrap_consume(scopes: tuple[Any, ...],
 
 
 def install_publish_middleware(socket: BusSocket, middleware: Sequence[Any]) -> None:
-    """Route every publish of *socket* through the ``publish_scope`` of *middleware*."""
+    """Route every publish of *socket* through the ``publish_scope`` of *middleware*.
+
+    The socket's ``publish`` is replaced, on this instance only, by one that runs the chain
+    and ends in the class's own ``publish``: sockets without middleware pay nothing.
+    """
     scopes = [item.publish_scope for item in middleware if _overrides(item, "publish_scope")]
     if not scopes:
         return
-    chain: PublishNext = socket._publish_message
+    unchained = type(socket).publish
+
+    async def last(message: BusMessage) -> None:
+        await unchained(socket, message)
+
+    chain: PublishNext = last
     for scope in reversed(scopes):
         chain = _link(scope, chain)
-    socket._publish_chain = chain
+
+    async def publish(message: BusMessage | Any, topic: str | None = None, *,
+                      content_type: str | None = None,
+                      headers: Mapping[str, str] | None = None,
+                      correlation_id: str | None = None) -> None:
+        await chain(as_message(message, topic, content_type=content_type, headers=headers,
+                               correlation_id=correlation_id))
+
+    publish.__doc__ = unchained.__doc__
+    socket.publish = publish  # type: ignore[method-assign]
 
 
 def _link(scope: Any, call_next: PublishNext) -> PublishNext:

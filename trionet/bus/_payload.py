@@ -122,6 +122,28 @@ def to_message(
                       correlation_id=correlation_id)
 
 
+def as_message(
+    value: Any,
+    topic: str | None,
+    *,
+    content_type: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    correlation_id: str | None = None,
+) -> BusMessage:
+    """What ``publish(value, topic, ...)`` publishes: a :class:`BusMessage` as it is (a copy
+    to *topic* when one is given), anything else as :func:`to_message` makes it.
+
+    Raises:
+        TypeError: for an object that is not a message and no *topic*.
+    """
+    if isinstance(value, BusMessage):
+        return value if topic is None else value.copy(topic=topic)
+    if topic is None:
+        raise TypeError(f"publish() takes a BusMessage, or a topic with a {type(value).__name__}")
+    return to_message(value, topic, content_type=content_type, headers=headers,
+                      correlation_id=correlation_id)
+
+
 def _invalid(message: BusMessage, annotation: object, exc: BaseException) -> InvalidPayload:
     name = getattr(annotation, "__name__", None) or repr(annotation)
     if isinstance(exc, RecursionError):

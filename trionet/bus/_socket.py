@@ -44,7 +44,7 @@ from ._message import (
     _timeout_ms,
     decode_envelope,
 )
-from ._payload import to_message
+from ._payload import as_message
 from ._topics import check_topic, normalize_topics
 
 __all__ = [
@@ -274,8 +274,6 @@ class BusSocket(EnterOnce, abc.ABC):
         self._request_count = 0
         self._publish_count = 0
         self._checked_topics: set[str] = set()
-        #: The application's publish middleware, ending in :meth:`_publish_message`.
-        self._publish_chain: Callable[[BusMessage], Awaitable[object]] | None = None
         self._state = _NEW
         send, receive = trio.open_memory_channel[Inbound](config.max_queue)
         self._inbound_send: trio.MemorySendChannel[Inbound] = send
@@ -397,8 +395,8 @@ class BusSocket(EnterOnce, abc.ABC):
 
         The message is encoded when it is published, so changing it afterwards changes
         nothing that was sent. A message without a ``message_id`` is sent with a fresh one
-        (unique per socket and run; *message* itself is not changed). Middleware of the
-        application (``publish_scope``) runs around it.
+        (unique per socket and run; *message* itself is not changed). In an application with
+        middleware, its ``publish_scope`` runs around it.
 
         Raises:
             BusClosed: if the socket is not open.
@@ -406,23 +404,9 @@ class BusSocket(EnterOnce, abc.ABC):
             EnvelopeError: if the message cannot be encoded (a header that is not text).
             TypeError: for an object without a *topic*, or one msgspec cannot encode.
         """
-        if type(message) is not BusMessage and not isinstance(message, BusMessage):
-            if topic is None:
-                raise TypeError(
-                    f"publish() takes a BusMessage, or a topic with a {type(message).__name__}"
-                )
-            message = to_message(message, topic, content_type=content_type, headers=headers,
+        if type(message) is not BusMessage or topic is not None:
+            message = as_message(message, topic, content_type=content_type, headers=headers,
                                  correlation_id=correlation_id)
-        elif topic is not None:
-            message = message.copy(topic=topic)
-        chain = self._publish_chain
-        if chain is None:
-            await self._publish_message(message)
-        else:
-            await chain(message)
-
-    async def _publish_message(self, message: BusMessage) -> None:
-        """Publish a message (what :meth:`publish` does once middleware has run)."""
         if self._state != _OPEN:
             self._check_open()
         topic = message.topic
