@@ -9,7 +9,10 @@ application is a thread that calls into them to serve their queues:
   ``poll()``, which runs the per-record delivery callback: each record's
   :class:`ConfluentDelivery` is that callback, so a report finishes its handle with plain
   attribute writes on the polling thread (no crossing per record); only a handle someone
-  :meth:`~ConfluentProducer.watch` es wakes trio. One :class:`~trionet._threads.RepeatingThread`
+  :meth:`~ConfluentProducer.watch` es wakes trio. A batch (``send_batch``) shares one
+  :class:`ConfluentBatch` report queue, whose C ``put`` is each record's callback (no Python
+  frame per report); the polling thread wakes trio for a watched batch once it is complete.
+  One :class:`~trionet._threads.RepeatingThread`
   per producer runs ``poll(0.1)`` from ``start()`` until ``close()``, which flushes under the
   caller's deadline and joins it.
 * the consumer: one :class:`~trionet._threads.ThreadWorker` per consumer runs every call on

@@ -122,6 +122,10 @@ class FutureBatch:
         self._next = n
         return futures[n] if n < len(futures) else None
 
+    def last(self) -> Any:
+        """The batch's last future."""
+        return self._futures[-1]
+
     @property
     def is_done(self) -> bool:
         return self.pending() is None
@@ -246,11 +250,14 @@ class KafkaPythonProducer:
             portal.call_soon(wake)
 
         if type(handle) is FutureBatch:
-            # One wake-up when its first pending record is done: the caller checks again.
-            handle = handle.pending()
-            if handle is None:
+            # One wake-up when its last record is done (as a flush does: the others are then
+            # done, or nearly), else when its first pending one is; the caller checks again.
+            first = handle.pending()
+            if first is None:
                 portal.call_soon(wake)
                 return
+            last = handle.last()
+            handle = first if last.is_done else last
         kp.watch_delivery(handle, woken, woken)
 
     def metadata(self, handle: Any) -> RecordMetadata:
