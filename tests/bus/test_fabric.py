@@ -18,6 +18,7 @@ from trionet.bus import (
     BusMessage,
     BusSocket,
     DistributedApplication,
+    InvalidPayload,
     LoggingMiddleware,
     MemoryBroker,
     decode_payload,
@@ -455,6 +456,14 @@ async def test_a_typed_app_with_publishers_and_middleware() -> None:
         with trio.fail_after(PATIENCE):
             await bus.drain()
         assert sorted(receipts, key=str) == [Receipt("cup", 6), Receipt("tea", 3)]
+        calls = bus.handled("on_order")
+        assert [c.result for c in calls if c.error is None] == [Receipt("tea", 3),
+                                                                Receipt("cup", 6)]
+        assert [type(c.error) for c in calls if c.error] == [InvalidPayload]
+        assert calls[0].message.key == "tea"
+        assert len(bus.handled("on_receipt")) == 2
+        with pytest.raises(KeyError):
+            bus.handled("nobody")
         assert [m.content_type for m in bus.messages("receipts")] == ["application/json"] * 2
 
 

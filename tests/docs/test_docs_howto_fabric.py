@@ -54,6 +54,8 @@ async def test_an_order_is_billed_once() -> None:
         await bus.publish(order("o-1", 30), key="o-1")
         await bus.drain()  # until every delivered message is handled
         assert charged == {"o-1": 30}
+        [call] = bus.handled("billing")  # what the handler was given, returned or raised
+        assert call.error is None and json.loads(call.message.payload)["id"] == "o-1"
         billed = bus.messages("orders/billed")  # what the app published
         assert [json.loads(m.payload)["id"] for m in billed] == ["o-1"]
 # [/fabric-basic]

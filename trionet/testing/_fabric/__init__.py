@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._broker import FabricBroker, FabricProvider, FabricStatistics
-from ._bus import Fabric, TestBus
+from ._bus import Fabric, HandledMessage, TestBus
 from ._faults import FaultRule, Faults
 from ._kafka import KafkaFabric, murmur2, partition_for
 from ._mqtt import MqttFabric
@@ -15,6 +15,7 @@ __all__ = [
     "FabricStatistics",
     "FaultRule",
     "Faults",
+    "HandledMessage",
     "KafkaFabric",
     "MqttFabric",
     "TestBus",

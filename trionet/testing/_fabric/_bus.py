@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, Self
 
 import trio
 
 from ..._util import EnterOnce, reraise_single
-from ...bus._app import DistributedApplication
+from ...bus._app import ApplicationSpec, DistributedApplication
 from ...bus._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, Topics, parse_url
 from ...bus._memory import MemorySocketProvider
 from ...bus._message import BusMessage, _encode_envelope
+from ...bus._middleware import Middleware
 from ...bus._payload import to_message
 from ...bus._providers import SocketProviderFactory
 from ...bus._socket import BusSocket, ProviderSpec, SocketProvider
@@ -25,9 +28,44 @@ from ._faults import Faults, Item
 from ._kafka import KafkaFabric
 from ._mqtt import MqttFabric
 
-__all__ = ["Fabric", "TestBus"]
+__all__ = ["Fabric", "HandledMessage", "TestBus"]
 
 _ids = itertools.count(1)
+#: How many handled messages a TestBus remembers per application.
+_HANDLED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class HandledMessage:
+    """One message an application's handler was given (what :meth:`TestBus.handled` lists).
+
+    Attributes:
+        message: the message.
+        result: what the handler returned (what publishers publish), or ``None``.
+        error: what it raised (an :exc:`~trionet.bus.InvalidPayload` for a payload that did
+            not decode: the handler was not called), or ``None``.
+    """
+
+    message: BusMessage
+    result: Any = None
+    error: Exception | None = None
+
+
+class _Recorder(Middleware):
+    """The innermost consume middleware of an application under a TestBus."""
+
+    def __init__(self) -> None:
+        self.handled: collections.deque[HandledMessage] = collections.deque(maxlen=_HANDLED)
+
+    async def consume_scope(self, call_next: Callable[[BusMessage], Awaitable[Any]],
+                            message: BusMessage) -> Any:
+        try:
+            result = await call_next(message)
+        except Exception as exc:
+            self.handled.append(HandledMessage(message, error=exc))
+            raise
+        self.handled.append(HandledMessage(message, result))
+        return result
 
 
 class Fabric:
@@ -204,6 +242,7 @@ class TestBus(EnterOnce):
         self._run = run
         self._sockets: dict[int, BusSocket] = {}
         self._clients: trio.Nursery | None = None
+        self._recorders: dict[str, _Recorder] = {}
 
     @property
     def faults(self) -> Faults:
@@ -220,13 +259,17 @@ class TestBus(EnterOnce):
             saved.append((app, original_default, original_specs))
             default = self.fabric.provider(original_default)
             app.default_socket_provider = default
-            app.applications[:] = [
-                spec if spec.socket_provider is None
-                else dataclasses.replace(spec, socket_provider=self.fabric.provider(
-                    spec.socket_provider))
-                for spec in original_specs
-            ]
+            app.applications[:] = [self._swapped(spec) for spec in original_specs]
         return saved
+
+    def _swapped(self, spec: ApplicationSpec) -> ApplicationSpec:
+        changes: dict[str, Any] = {}
+        if spec.socket_provider is not None:
+            changes["socket_provider"] = self.fabric.provider(spec.socket_provider)
+        if spec.kind == "consumer":
+            recorder = self._recorders[spec.name] = _Recorder()
+            changes["middleware"] = (*spec.middleware, recorder)
+        return dataclasses.replace(spec, **changes) if changes else spec
 
     @staticmethod
     def _restore(saved: list[tuple[DistributedApplication, Any, list[Any]]]) -> None:
@@ -319,7 +362,8 @@ class TestBus(EnterOnce):
                 :func:`~trionet.bus.encode_payload`) to *topic*.
             topic: the topic (default: the message's).
             key: the Kafka record key (the partition follows from it); by default the
-                message's :attr:`~trionet.bus.BusMessage.key`.
+                message's :attr:`~trionet.bus.BusMessage.key`. A ``str`` is also the message's
+                key when it has none (its ordering key, as when the bus publishes it).
             retain: MQTT's retain flag: the broker keeps the message for later subscribers;
                 an empty ``message`` (``b""``) clears the topic's retained message.
             content_type: how to encode an object (``application/msgpack``; JSON by default).
@@ -336,6 +380,8 @@ class TestBus(EnterOnce):
                 await self._publish_item(Item(check_topic(topic), b"", retain=True), url)
                 return
             message = to_message(message, topic, content_type=content_type, headers=headers)
+        if isinstance(key, str) and message.key is None:
+            message = message.copy(key=key)  # the ordering key too, as the bus publishes it
         check_topic(message.topic)
         broker = self.broker(url)
         data: bytes | BusMessage
@@ -375,6 +421,16 @@ class TestBus(EnterOnce):
         application's), oldest first, before any fault rule (see
         :meth:`FabricBroker.messages`)."""
         return self.broker(url).messages(topic)
+
+    def handled(self, name: str) -> list[HandledMessage]:
+        """The messages the consumer application *name* was given in this block, oldest first,
+        with what its handler returned or raised (FastStream's handler ``mock``; the last
+        10 000 are kept).
+
+        Raises:
+            KeyError: if no consumer of the block's applications has that name.
+        """
+        return list(self._recorders[name].handled)
 
     async def drain(self) -> None:
         """Wait until what was published so far has been handled (see :meth:`Fabric.drain`)."""
