@@ -172,9 +172,19 @@ class FabricBroker(abc.ABC):
         owner._route_reply(topic, data)
         return True
 
-    @abc.abstractmethod
     async def _deliver(self, item: Item) -> None:
-        """Hand a message (after the fault rules) to its subscribers."""
+        """Hand a message (after the fault rules) to its subscribers, or a reply to its
+        requester."""
+        if item.topic.startswith(_RESERVED):
+            if not self._route_reply(item.topic, item.data):
+                self.statistics.dropped += 1
+            await trio.lowlevel.checkpoint()
+            return
+        await self._deliver_message(item)
+
+    @abc.abstractmethod
+    async def _deliver_message(self, item: Item) -> None:
+        """Hand a message (not a reply) to its subscribers."""
 
     @abc.abstractmethod
     def _make_socket(self, config: BusConfig, topics: Sequence[str],

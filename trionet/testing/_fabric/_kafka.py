@@ -32,7 +32,6 @@ import trio
 
 from ...bus._config import BusConfig, KafkaConfig
 from ...bus._socket import (
-    _RESERVED,
     REPLY_PREFIX,
     BusSocket,
     arrival_time as _arrival,
@@ -214,13 +213,8 @@ class KafkaFabric(FabricBroker):
 
     # -- producing ----------------------------------------------------------------------------
 
-    async def _deliver(self, item: Item) -> None:
+    async def _deliver_message(self, item: Item) -> None:
         topic = item.topic
-        if topic.startswith(_RESERVED):
-            if not self._route_reply(topic, item.data):
-                self.statistics.dropped += 1
-            await trio.lowlevel.checkpoint()
-            return
         name = topic.replace("/", ".")
         if name not in self._topics:
             self.create_topic(name, self._default_partitions(name))

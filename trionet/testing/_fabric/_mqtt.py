@@ -29,7 +29,7 @@ import trio
 from ..._topics import split_shared
 from ...bus._config import BusConfig, MemoryConfig, MqttConfig
 from ...bus._message import BusMessage
-from ...bus._socket import _RESERVED, BusSocket, arrival_time as _arrival
+from ...bus._socket import BusSocket, arrival_time as _arrival
 from ...bus._topics import TopicFilter
 from ._broker import FabricBroker, Signal
 from ._faults import Data, Faults, Item
@@ -220,13 +220,8 @@ class MqttFabric(FabricBroker):
                 targets.append(chosen)
         return targets
 
-    async def _deliver(self, item: Item) -> None:
+    async def _deliver_message(self, item: Item) -> None:
         topic = item.topic
-        if topic.startswith(_RESERVED):
-            if not self._route_reply(topic, item.data):
-                self.statistics.dropped += 1
-            await trio.lowlevel.checkpoint()
-            return
         if item.retain and not self.memory:
             if item.data == b"":
                 self.retained.pop(topic, None)
