@@ -621,11 +621,18 @@ class BusSocket(EnterOnce, abc.ABC):
 
     async def request(
         self,
-        message: BusMessage,
+        message: BusMessage | Any,
+        topic: str | None = None,
         *,
         timeout: float | _Unset | None = _UNSET,  # noqa: ASYNC109 - spa_dat's request has one
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> BusMessage:
         """Publish *message* as a request and return the reply.
+
+        Like :meth:`publish`, it takes any object and a *topic* instead of a message (typed
+        objects are encoded as JSON, or MessagePack when *content_type* says so);
+        :func:`~trionet.bus.decode_payload` reads a typed reply.
 
         The request gets a correlation id (a fresh one unless the message has one) and a
         ``response_topic`` on this socket's reply route; *message* itself is not changed.
@@ -643,7 +650,10 @@ class BusSocket(EnterOnce, abc.ABC):
             RequestTimeout: (a :class:`trio.TooSlowError`) if no reply came in time. A reply
                 that arrives later is dropped.
             BusClosed: if the socket is not open.
+            TypeError: for an object without a *topic*, or one msgspec cannot encode.
         """
+        if type(message) is not BusMessage or topic is not None:
+            message = as_message(message, topic, content_type=content_type, headers=headers)
         self._check_open()
         limit = self._request_timeout if timeout is _UNSET else timeout
         if limit is not None and limit <= 0:
