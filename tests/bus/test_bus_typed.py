@@ -529,3 +529,56 @@ async def test_retry_middleware_retries_publishes() -> None:
         await wait_until(lambda: len(out) == 1, what="the relayed message")
     assert attempts == ["in", "in", "out", "out"]
     assert app.statistics["relay"].failed == 0
+
+
+def test_without_msgspec_the_bus_imports_and_typed_handlers_say_what_to_install() -> None:
+    program = """
+import sys
+sys.modules["msgspec"] = None  # as if not installed
+from dataclasses import dataclass
+import trio
+from trionet.bus import BusMessage, DistributedApplication
+from trionet.errors import ConfigurationError
+
+@dataclass
+class Order:
+    item: str
+
+app = DistributedApplication("memory://no-msgspec")
+got = []
+
+@app.application("raw")
+async def raw(message, body: bytes):
+    got.append((message.payload, body))
+    if len(got) == 2:
+        app.stop()
+
+@app.application("raw")
+async def text(body: str):
+    got.append(body)
+    if len(got) == 2:
+        app.stop()
+
+@app.producer()
+async def send(socket):
+    await socket.publish(BusMessage(b"hi", "raw"))
+
+try:
+    async def typed(order: Order): pass
+    app.application("typed")(typed)
+except ConfigurationError as exc:
+    assert "pip install 'trionet[bus]'" in str(exc), exc
+else:
+    raise AssertionError("no ConfigurationError")
+app.start()
+assert sorted(map(str, got)) == ["(b'hi', b'hi')", "hi"], got
+assert "pydantic" not in sys.modules
+print("ok")
+"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
