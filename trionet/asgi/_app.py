@@ -19,6 +19,7 @@ then runs the shutdown hooks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import (
     AsyncIterator,
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from ..errors import ASGIError
 from ._datastructures import State
 from ._errors import ClientDisconnect, HTTPException, ValidationError, http_exception_for
@@ -333,7 +334,11 @@ class ASGIApplication:
             stats.websockets += 1
         stats.in_flight += 1
         try:
-            if scope["type"] == "http" and _metrics.recording():
+            if scope["type"] == "http" and _tracing.enabled():  # a SERVER span (trionet.tracing)
+                await _tracing.serve_request(
+                    functools.partial(_measured_request, stack) if _metrics.recording() else stack,
+                    scope, receive, send)
+            elif scope["type"] == "http" and _metrics.recording():
                 await _measured_request(stack, scope, receive, send)
             else:
                 await stack(scope, receive, send)

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from .. import observability as _observability
+from .. import observability as _observability, tracing as _tracing
 from ._datastructures import Headers
 from ._requests import _headers_from_scope
 from ._responses import Response
@@ -193,6 +193,8 @@ class RequestIdMiddleware(ASGIMiddleware):
             await send(message)
 
         token = _request_id.set(request_id)
+        if _tracing.enabled():
+            _tracing.note_correlation_id(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:

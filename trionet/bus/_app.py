@@ -30,7 +30,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import trio
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from .._threads import in_main_thread
 from .._util import reraise_single
 from ..errors import ConfigurationError
@@ -455,6 +455,10 @@ class _AppRunner:
         began = trio.current_time()
         # The handler's logs (and what it publishes) carry the message's correlation id.
         correlation_id = message.headers.get(CORRELATION_HEADER) or message.correlation_id
+        span = (_tracing.consumer_span(message, correlation_id, socket)
+                if _tracing.enabled() else None)
+        if span is not None:  # the handler runs in a CONSUMER span (trionet.tracing)
+            correlation_id = span.correlation_id
         token = set_correlation_id(correlation_id)
         try:
             while True:
@@ -472,6 +476,8 @@ class _AppRunner:
                     break
                 except Exception as exc:
                     stats.failed += 1
+                    if span is not None:
+                        span.failed(exc)
                     _metrics.request("bus", trio.current_time() - began, False)
                     invalid = isinstance(exc, InvalidPayload)
                     stats.invalid += invalid
@@ -506,6 +512,8 @@ class _AppRunner:
         finally:
             stats.in_flight -= 1
             reset_correlation_id(token)
+            if span is not None:
+                span.end()
         await delivery.ack()
 
     async def _dead_letter(self, socket: BusSocket, message: BusMessage,

@@ -30,7 +30,7 @@ from typing import Any, Final, Self, TypeAlias, TypeVar
 
 import trio
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from .._util import EnterOnce, OneShot, reraise_single
 from ..errors import ConfigurationError
 from ..observability import CORRELATION_HEADER, current_correlation_id
@@ -419,6 +419,8 @@ class BusSocket(EnterOnce, abc.ABC):
             # Published while handling an HTTP request, a session or another message: the
             # receiver's logs get the same correlation id (trionet.observability).
             message = message.copy(headers={**message.headers, CORRELATION_HEADER: work_id})
+        if _tracing.enabled() and (traced := _tracing.trace_headers(message.headers)):
+            message = message.copy(headers=traced)  # W3C trace context (trionet.tracing)
         message_id = message.message_id
         if message_id is None:
             self._publish_count += 1

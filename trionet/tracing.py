@@ -1,0 +1,336 @@
+"""Distributed tracing with OpenTelemetry: the correlation id becomes a W3C trace context.
+
+Where OpenTelemetry is present and a ``TracerProvider`` is configured, trionet's components
+take part in traces:
+
+* an HTTP request to a :class:`~trionet.asgi.ASGIApplication` runs in a ``SERVER`` span whose
+  parent is the request's ``traceparent`` header (a new trace without one);
+* a message published on the bus (:meth:`BusSocket.publish <trionet.bus.BusSocket.publish>`,
+  requests and replies included) carries the current span's context in its ``traceparent``
+  and ``tracestate`` headers (W3C Trace Context), next to the ``x-correlation-id`` header;
+* a bus handler runs in a ``CONSUMER`` span whose parent is the message's ``traceparent``,
+  with the attributes ``messaging.system`` (``mqtt``, ``kafka``, ``memory``),
+  ``messaging.destination`` (the topic), ``messaging.message.id`` and the correlation id.
+
+So an HTTP request that makes a bus request answered by a handler is one trace. Every span
+carries the correlation id (:mod:`trionet.observability`) as ``trionet.correlation_id``; work
+that has none (a request without :class:`~trionet.asgi.RequestIdMiddleware`, a message without
+a correlation id) takes the trace id, as 32 hex digits, as its correlation id, so logs and
+traces share one key.
+
+Tracing is on while a provider is configured: the global one
+(``opentelemetry.trace.set_tracer_provider``), or one given to :func:`install` (which wins).
+trionet never imports OpenTelemetry itself to find out: when nothing else has imported
+``opentelemetry.trace``, or no provider is set, each component pays one dictionary look-up per
+message or request and does nothing more. Install the ``otel`` extra (``opentelemetry-api``)
+and configure the SDK (``opentelemetry-sdk``) with an exporter, as OpenTelemetry's
+documentation describes.
+
+Incoming trace headers are untrusted: a ``traceparent`` that is not W3C's format (version
+``00``: exactly 55 characters, lowercase hex, non-zero ids), or longer than
+:data:`MAX_TRACEPARENT`, is ignored (the work starts a new trace), and a ``tracestate`` longer
+than :data:`MAX_TRACESTATE` is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from . import observability as _observability
+
+__all__ = [
+    "CORRELATION_ATTRIBUTE",
+    "MAX_TRACEPARENT",
+    "MAX_TRACESTATE",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "ConsumerSpan",
+    "consumer_span",
+    "enabled",
+    "install",
+    "installed",
+    "note_correlation_id",
+    "parse_traceparent",
+    "serve_request",
+    "trace_headers",
+    "tracer",
+    "uninstall",
+]
+
+#: The header carrying the trace context (W3C Trace Context), on HTTP requests and messages.
+TRACEPARENT = "traceparent"
+#: The header carrying vendors' trace state (W3C Trace Context).
+TRACESTATE = "tracestate"
+#: The longest ``traceparent`` considered (a version ``00`` header is exactly 55 characters;
+#: later versions may append fields).
+MAX_TRACEPARENT = 256
+#: The longest ``tracestate`` kept (W3C asks to propagate at least 512 characters).
+MAX_TRACESTATE = 512
+#: The span attribute with the correlation id.
+CORRELATION_ATTRIBUTE = "trionet.correlation_id"
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z",
+                          re.DOTALL)
+_NAME = "trionet"
+
+_installed_tracer: Any = None
+_global_provider: Any = None
+_global_tracer: Any = None
+_system_by_type: dict[type, str] = {}
+
+
+class _API:
+    """The parts of ``opentelemetry-api`` used per span, imported once tracing is on."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, trace
+
+        self.context = context
+        self.trace = trace
+        self.empty = context.Context()
+        self.error = trace.StatusCode.ERROR
+        self.Status = trace.Status
+        self.SpanKind = trace.SpanKind
+
+
+_api_cache: list[_API] = []
+
+
+def _api() -> _API:
+    if not _api_cache:
+        _api_cache.append(_API())
+    return _api_cache[0]
+
+
+def tracer() -> Any:
+    """The OpenTelemetry ``Tracer`` trionet uses, or ``None`` while tracing is off."""
+    global _global_provider, _global_tracer
+    if _installed_tracer is not None:
+        return _installed_tracer
+    module = sys.modules.get("opentelemetry.trace")
+    if module is None:
+        return None
+    provider = getattr(module, "_TRACER_PROVIDER", None)
+    if provider is None:
+        return None
+    if provider is not _global_provider:
+        _global_tracer = provider.get_tracer(_NAME)
+        _global_provider = provider
+    return _global_tracer
+
+
+def enabled() -> bool:
+    """True while a ``TracerProvider`` is configured (see the module's description)."""
+    return tracer() is not None
+
+
+def install(tracer_provider: Any = None) -> None:
+    """Trace with *tracer_provider* (default: OpenTelemetry's global one), process-wide.
+
+    It wins over the global provider until :func:`uninstall`. Needs ``opentelemetry-api``.
+    """
+    global _installed_tracer
+    from opentelemetry import trace
+
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    _installed_tracer = provider.get_tracer(_NAME)
+
+
+def uninstall() -> None:
+    """Forget the provider given to :func:`install` (the global one, if set, still traces)."""
+    global _installed_tracer
+    _installed_tracer = None
+
+
+@contextmanager
+def installed(tracer_provider: Any = None) -> Iterator[None]:
+    """:func:`install` *tracer_provider* for the duration of a ``with`` block (tests, scripts)."""
+    global _installed_tracer
+    previous = _installed_tracer
+    install(tracer_provider)
+    try:
+        yield
+    finally:
+        _installed_tracer = previous
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """``(trace id, parent span id, flags)`` from a W3C ``traceparent``, or ``None`` if it is
+    malformed: too long, not lowercase hex, version ``ff``, a version ``00`` header that is not
+    exactly 55 characters, or an all-zero trace or span id."""
+    if len(value) > MAX_TRACEPARENT:
+        return None
+    match = _TRACEPARENT.match(value)
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
+        return None
+    trace_id = int(trace_hex, 16)
+    span_id = int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, int(flags, 16)
+
+
+def _parent(traceparent: str | None, tracestate: str | None) -> Any:
+    """The OpenTelemetry context to start a span in: the remote parent, or an empty context
+    (a new trace) when *traceparent* is missing or malformed."""
+    api = _api()
+    trace = api.trace
+    parsed = parse_traceparent(traceparent) if traceparent else None
+    if parsed is None:
+        return api.empty
+    trace_id, span_id, flags = parsed
+    state = None
+    if tracestate and len(tracestate) <= MAX_TRACESTATE:
+        state = trace.TraceState.from_header([tracestate])
+    parent = trace.SpanContext(trace_id, span_id, is_remote=True,
+                               trace_flags=trace.TraceFlags(flags & 0xFF), trace_state=state)
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent), api.empty)
+
+
+def trace_headers(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """*headers* plus ``traceparent`` (and ``tracestate``) of the current span, or ``None`` if
+    there is nothing to add (no valid current span, or *headers* has a ``traceparent``)."""
+    if TRACEPARENT in headers:
+        return None
+    span_context = _api().trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    added = dict(headers)
+    added[TRACEPARENT] = (f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+                          f"{int(span_context.trace_flags):02x}")
+    if span_context.trace_state:
+        added[TRACESTATE] = span_context.trace_state.to_header()
+    return added
+
+
+def note_correlation_id(correlation_id: str) -> None:
+    """Set *correlation_id* as the current span's ``trionet.correlation_id`` (what
+    :class:`~trionet.asgi.RequestIdMiddleware` calls once it has picked the request id)."""
+    if tracer() is None:
+        return
+    _api().trace.get_current_span().set_attribute(CORRELATION_ATTRIBUTE, correlation_id)
+
+
+def _system(socket: object) -> str:
+    kind = type(socket)
+    found = _system_by_type.get(kind)
+    if found is None:
+        name = kind.__name__.lower()
+        found = next((s for s in ("mqtt", "kafka", "memory") if s in name), "trionet")
+        _system_by_type[kind] = found
+    return found
+
+
+class ConsumerSpan:
+    """The ``CONSUMER`` span a bus handler runs in (made by :func:`consumer_span`).
+
+    Attributes:
+        correlation_id: the message's correlation id, or the trace id when it has none.
+    """
+
+    __slots__ = ("_span", "_token", "correlation_id")
+
+    def __init__(self, span: Any, token: object, correlation_id: str) -> None:
+        self._span = span
+        self._token = token
+        self.correlation_id = correlation_id
+
+    def failed(self, exc: BaseException) -> None:
+        """Record that the handler raised *exc* (each attempt's exception is recorded)."""
+        api = _api()
+        self._span.record_exception(exc)
+        self._span.set_status(api.Status(api.error, f"{type(exc).__name__}: {exc}"[:200]))
+
+    def end(self) -> None:
+        """Leave the span's context and end it (in the task that made it)."""
+        _api().context.detach(self._token)
+        self._span.end()
+
+
+def consumer_span(message: Any, correlation_id: str | None, socket: object) -> ConsumerSpan | None:
+    """Start the ``CONSUMER`` span for handling bus *message* received on *socket*, make it
+    current, and return it (``None`` while tracing is off). Call :meth:`ConsumerSpan.end`."""
+    active = tracer()
+    if active is None:
+        return None
+    api = _api()
+    headers = message.headers
+    parent = _parent(headers.get(TRACEPARENT), headers.get(TRACESTATE))
+    topic = message.topic
+    attributes: dict[str, str] = {
+        "messaging.system": _system(socket),
+        "messaging.destination": topic,
+        "messaging.operation": "process",
+    }
+    if message.message_id is not None:
+        attributes["messaging.message.id"] = message.message_id
+    if correlation_id is not None:
+        attributes[CORRELATION_ATTRIBUTE] = correlation_id
+    span = active.start_span(f"process {topic}", context=parent,
+                             kind=api.SpanKind.CONSUMER, attributes=attributes)
+    if correlation_id is None:
+        correlation_id = f"{span.get_span_context().trace_id:032x}"
+        span.set_attribute(CORRELATION_ATTRIBUTE, correlation_id)
+    token = api.context.attach(api.trace.set_span_in_context(span))
+    return ConsumerSpan(span, token, correlation_id)
+
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+async def serve_request(app: ASGIApp, scope: Any, receive: Any, send: Any) -> None:
+    """Run the HTTP request *scope* with *app* in a ``SERVER`` span (what
+    :class:`~trionet.asgi.ASGIApplication` does while tracing is on)."""
+    active = tracer()
+    if active is None:
+        await app(scope, receive, send)
+        return
+    api = _api()
+    traceparent = tracestate = None
+    for name, value in scope.get("headers", ()):
+        if name == b"traceparent":
+            if traceparent is None:
+                traceparent = value.decode("latin-1")
+        elif name == b"tracestate" and tracestate is None:
+            tracestate = value.decode("latin-1")
+    method = scope.get("method", "GET")
+    span = active.start_span(method, context=_parent(traceparent, tracestate),
+                             kind=api.SpanKind.SERVER, attributes={
+                                 "http.request.method": method,
+                                 "url.path": scope.get("path", ""),
+                                 "url.scheme": scope.get("scheme", "http"),
+                             })
+    correlation_id = _observability.current_correlation_id()
+    correlation_token = None
+    if correlation_id is None:
+        correlation_id = f"{span.get_span_context().trace_id:032x}"
+        correlation_token = _observability.set_correlation_id(correlation_id)
+    span.set_attribute(CORRELATION_ATTRIBUTE, correlation_id)
+    token = api.context.attach(api.trace.set_span_in_context(span))
+
+    async def send_noting_status(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(api.Status(api.error))
+        await send(message)
+
+    try:
+        await app(scope, receive, send_noting_status)
+    except Exception as exc:
+        span.record_exception(exc)
+        span.set_status(api.Status(api.error, type(exc).__name__))
+        raise
+    finally:
+        api.context.detach(token)
+        if correlation_token is not None:
+            _observability.reset_correlation_id(correlation_token)
+        span.end()
