@@ -11,13 +11,22 @@ plain text) and :class:`~trionet.errors.TLSError` for the rest. Each is still a
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from .errors import TLSError, TLSNotSpoken, TLSVerificationError
+from .tls import (
+    CertificateReloader,
+    ServerTLSArgument,
+    TLSArgument,
+    client_context,
+    server_context,
+)
 
-__all__ = ["PLAINTEXT_REASONS", "client_handshake", "translate_handshake_error"]
+__all__ = ["PLAINTEXT_REASONS", "client_handshake", "client_tls", "server_tls_source",
+           "translate_handshake_error"]
 
 # OpenSSL's reasons for "the bytes that came back are not TLS records".
 PLAINTEXT_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST",
@@ -69,3 +78,36 @@ async def client_handshake(stream: trio.SSLStream[Any], host: str | None) -> Non
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+
+
+def client_tls(tls: TLSArgument, ssl_context: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The client context of ``tls=`` or of its older alias ``ssl_context=`` (not both)."""
+    if ssl_context is not None:
+        if tls is not None:
+            raise TypeError("give tls= or ssl_context=, not both")
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
+        return ssl_context
+    return client_context(tls)
+
+
+def server_tls_source(
+    tls: ServerTLSArgument, ssl_context: ssl.SSLContext | None = None
+) -> Callable[[], ssl.SSLContext] | None:
+    """What a server calls per new connection for its context (None: plain TCP).
+
+    *tls* is the server's ``tls=`` argument, *ssl_context* its older alias (not both); a
+    :class:`~trionet.tls.CertificateReloader` gives its current context each time, so a
+    reload reaches the next connection.
+    """
+    if ssl_context is not None:
+        if tls is not None:
+            raise TypeError("give tls= or ssl_context=, not both")
+        tls = ssl_context
+    if isinstance(tls, CertificateReloader):
+        reloader = tls
+        return lambda: reloader.context
+    context = server_context(tls)
+    if context is None:
+        return None
+    return lambda: context

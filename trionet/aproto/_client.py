@@ -14,6 +14,7 @@ import trio
 from .._tls import client_handshake
 from ..errors import AProtoError, ConfigurationError, TLSNotSpoken
 from ..framing import FramedStream
+from ..tls import TLSOptions, client_context
 from ._config import validate_option
 from ._errors import ConnectionClosed
 from ._packet import (
@@ -30,8 +31,9 @@ from ._packet import (
 
 __all__ = ["AsyncClient", "TLSArg", "make_client_context", "plaintext_server_error"]
 
-#: ``tls=`` of the clients: True (verified, system CAs), False (plain TCP), or a context.
-TLSArg = bool | ssl.SSLContext
+#: ``tls=`` of the clients: True (verified, system CAs), False (plain TCP), a context, or a
+#: :class:`~trionet.tls.TLSOptions` (the :mod:`trionet.tls` vocabulary).
+TLSArg = bool | ssl.SSLContext | TLSOptions
 
 _CLOSE_TIMEOUT: Final = 5.0
 
@@ -40,15 +42,14 @@ def make_client_context(tls: TLSArg) -> ssl.SSLContext | None:
     """The client-side SSL context for a ``tls=`` argument (None for plain TCP).
 
     ``True`` gives :func:`ssl.create_default_context`: certificate and hostname verification
-    against the system's CAs.
+    against the system's CAs; a :class:`~trionet.tls.TLSOptions` a verified context with its
+    CA and client certificate (see :func:`trionet.tls.client_context`).
     """
-    if tls is True:
-        return ssl.create_default_context()
-    if tls is False:
-        return None
-    if isinstance(tls, ssl.SSLContext):
-        return tls
-    raise ConfigurationError(f"tls must be True, False or an ssl.SSLContext, not {tls!r}")
+    if tls is None or not isinstance(tls, (bool, ssl.SSLContext, TLSOptions)):
+        raise ConfigurationError(
+            f"tls must be True, False, an ssl.SSLContext or a trionet.tls.TLSOptions, not {tls!r}"
+        )
+    return client_context(tls)
 
 
 def plaintext_server_error(error: TLSNotSpoken, port: int) -> TLSNotSpoken:
@@ -168,8 +169,8 @@ class AsyncClient(_ClientBase):
         byteorder: the Content-Length byte order, ``"big"`` (default) or ``"little"``.
         header_size: bytes in the Content-Length header, 1 to 8 (default 4).
         tls: True (default): TLS with certificate and hostname verification against the system
-            CAs; an :class:`ssl.SSLContext` to use your own (e.g. a private CA); False: plain
-            TCP.
+            CAs; a :class:`~trionet.tls.TLSOptions` (a private CA, a client certificate for
+            mutual TLS) or an :class:`ssl.SSLContext` to use your own; False: plain TCP.
         encoding: the encoding of the packets this client sends, ``"json"`` (default) or
             ``"ziproto"``. Replies are decoded by their own Content-Encoding byte.
         timeout: the longest, in seconds, that connecting, one send or one receive may take

@@ -49,10 +49,12 @@ import trio
 
 from .. import metrics as _metrics
 from .._threads import TrioPortal, in_main_thread
+from .._tls import server_tls_source
 from .._util import reraise_single
 from ..errors import ConfigurationError
 from ..framing._driver import StreamDriver
 from ..observability import set_correlation_id
+from ..tls import ServerTLSArgument
 from ._config import read_config, read_env, validate_option
 from ._errors import StopPropagation
 from ._filters import Filter, IPAddress, normalize_ip
@@ -140,6 +142,20 @@ class ServerStatistics:
     pending_bytes: int = 0
 
 
+def _configured_tls(tls: ServerTLSArgument, certfile: Any, keyfile: Any) -> ServerTLSArgument:
+    """*tls*, or the context of the configuration's ``certfile``/``keyfile`` if it has them."""
+    if keyfile is not None and certfile is None:
+        raise ConfigurationError("keyfile is set but certfile is not")
+    if certfile is None:
+        return tls
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load certfile/keyfile: {exc}") from exc
+    return context
+
+
 class HandlerClient:
     """The connection a packet came from, as handlers see it (the original's ``core.Client``).
 
@@ -203,6 +219,15 @@ class HandlerClient:
     def closed(self) -> bool:
         """True once :meth:`close` was called or the connection is shutting down."""
         return self._closing
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The verified certificate the client presented over TLS (mutual TLS), as
+        :meth:`ssl.SSLSocket.getpeercert` gives it; None over plain TCP or without one."""
+        if isinstance(self._stream, trio.SSLStream):
+            cert: dict[str, Any] | None = self._stream.getpeercert()
+            return cert or None
+        return None
 
     async def send(self, packet: Packet | Mapping[Any, Any], close: bool = False) -> None:
         """Send a packet to this client.
@@ -427,7 +452,11 @@ class Server:
             bytes would go beyond it gets ``ERR_HEADER_INVALID`` and is closed, so slow or
             stalled senders of big packets cannot make the server's memory grow with their
             number.
-        tls: an :class:`ssl.SSLContext` (server side) to speak TLS; None (default) = plain TCP.
+        tls: speak TLS (the :mod:`trionet.tls` server vocabulary): a server-side
+            :class:`ssl.SSLContext`, a :class:`~trionet.tls.TLSOptions` with the server's
+            certificate (``ca_file`` + ``require_client_cert`` for mutual TLS), or a
+            :class:`~trionet.tls.CertificateReloader` to renew the certificate without a
+            restart (new connections get the reloaded one). None (default) = plain TCP.
         encoding: the encoding of a client before its first packet (default ``"json"``).
         shutdown_timeout: the grace period of :meth:`stop`, and the bound on :meth:`shutdown`
             when the server is cancelled (default 10 s).
@@ -458,7 +487,7 @@ class Server:
         session_timeout: float | None = None,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
-        tls: ssl.SSLContext | None = None,
+        tls: ServerTLSArgument = None,
         encoding: str = "json",
         shutdown_timeout: float = 10.0,
         logger: logging.Logger | None = None,
@@ -483,24 +512,15 @@ class Server:
             "shutdown_timeout": shutdown_timeout,
         }
         options = {name: validate_option(name, value) for name, value in options.items()}
-        if tls is not None and not isinstance(tls, ssl.SSLContext):
-            raise ConfigurationError(f"tls must be an ssl.SSLContext or None, not {tls!r}")
+        server_tls_source(tls)  # a wrong tls= fails before the configuration is read
         self.config = config
         self.parser = cfg_parser
         if config is not None:
             options.update(read_config(config, cfg_parser))
         if env_prefix is not None:
             options.update(read_env(prefix=env_prefix))
-        certfile = options.pop("certfile", None)
-        keyfile = options.pop("keyfile", None)
-        if keyfile is not None and certfile is None:
-            raise ConfigurationError("keyfile is set but certfile is not")
-        if certfile is not None:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                tls.load_cert_chain(certfile, keyfile)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigurationError(f"cannot load certfile/keyfile: {exc}") from exc
+        tls = _configured_tls(tls, options.pop("certfile", None), options.pop("keyfile", None))
+        tls_source = server_tls_source(tls)
         self.addr: str = options["addr"]
         self.port: int = options["port"]
         self.buf: int = options["buf"]
@@ -517,7 +537,8 @@ class Server:
         self.max_pending_bytes: int | None = options["max_pending_bytes"]
         self.encoding: Encoding = options["encoding"]
         self.shutdown_timeout: float = options["shutdown_timeout"]
-        self.tls = tls
+        self.tls: ServerTLSArgument = tls
+        self._tls_source = tls_source
         self.logger = logger if logger is not None else logging.getLogger("trionet.aproto.server")
         #: The open sessions, per peer IP address.
         self.sessions = SessionRegistry()
@@ -805,8 +826,8 @@ class Server:
             self._log(logging.DEBUG, "connection gone before it could be served: %s", exc)
             return
         transport: trio.abc.Stream = stream
-        if self.tls is not None:
-            transport = trio.SSLStream(stream, self.tls, server_side=True)
+        if self._tls_source is not None:
+            transport = trio.SSLStream(stream, self._tls_source(), server_side=True)
         client = HandlerClient(self, transport, ip, peer[1])
         session = client.session
         sid = session.session_id
@@ -877,7 +898,7 @@ class Server:
         sid = client.session.session_id
         stats = self._stats
         pending: bytes | bytearray | None = None
-        if self.tls is None:
+        if self._tls_source is None:
             # The state is _WAITING: the idle timeout bounds this read too.
             first = await receive()
             while (looks_tls := _tls_client_hello_prefix(first)) is None:

@@ -15,11 +15,12 @@ from typing import Any
 
 import trio
 
-from .._tls import client_handshake
+from .._tls import client_handshake, client_tls, server_tls_source
 from .._util import open_hidden_nursery
 from ..codecs import Codec, SerializerFactory, SerializingCodec, get_codec
 from ..framing import DEFAULT_MAX_FRAME_SIZE
 from ..supervision import Backoff, RetryPolicy
+from ..tls import ServerTLSArgument, TLSArgument
 from ._channel import Channel
 
 __all__ = ["Address", "CodecSpec", "open_channel", "open_connection", "start_server"]
@@ -164,6 +165,7 @@ async def open_connection(
     addr: Address,
     *,
     codec: CodecSpec = "json",
+    tls: TLSArgument = None,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -183,8 +185,11 @@ async def open_connection(
         addr: ``(host, port)`` for TCP, or a path (``str``) for a Unix socket.
         codec: a codec name (``"json"`` by default, as aiomas 2.x, or ``"msgpack"``), a codec
             object, or a factory returning one.
-        ssl_context: connect with TLS using this context (server certificate checked against
-            *server_hostname*).
+        tls: connect with TLS (the :mod:`trionet.tls` vocabulary): ``True`` verifies the
+            server against the system's CAs, a :class:`~trionet.tls.TLSOptions` names a
+            private CA and a client certificate (mutual TLS), or an :class:`ssl.SSLContext`;
+            the certificate is checked against *server_hostname*. None (default): plain.
+        ssl_context: aiomas's name for ``tls=`` with a context (give one of the two).
         server_hostname: the name to check the server's certificate against; defaults to the
             TCP host (``"localhost"`` for Unix sockets).
         max_frame_size: the largest message accepted or sent, in bytes.
@@ -209,7 +214,8 @@ async def open_connection(
         CircuitOpenError: the *retry* policy's circuit breaker is open.
     """
     policy = _retry_policy(timeout, retry)
-    stream = await _connect(addr, ssl_context, server_hostname, kwds, policy)
+    context = client_tls(tls, ssl_context)
+    stream = await _connect(addr, context, server_hostname, kwds, policy)
     async with open_channel(stream, codec=codec, max_frame_size=max_frame_size,
                             extra_serializers=extra_serializers) as channel:
         yield channel
@@ -249,6 +255,7 @@ async def start_server(
     client_connected_cb: Callable[[Channel], Awaitable[object]],
     *,
     codec: CodecSpec = "json",
+    tls: ServerTLSArgument = None,
     ssl_context: ssl.SSLContext | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     backlog: int | None = None,
@@ -280,8 +287,13 @@ async def start_server(
         client_connected_cb: ``async def cb(channel)``, run once per connection.
         codec: a codec name (``"json"`` by default, as aiomas 2.x, or ``"msgpack"``) or a
             codec object, shared by all connections; or a factory called per connection.
-        ssl_context: serve TLS with this server-side context; the handshake is done before
+        tls: serve TLS (the :mod:`trionet.tls` server vocabulary): a server-side
+            :class:`ssl.SSLContext`, a :class:`~trionet.tls.TLSOptions` with the server's
+            certificate (and ``ca_file`` + ``require_client_cert`` for mutual TLS), or a
+            :class:`~trionet.tls.CertificateReloader` to renew the certificate while serving
+            (new connections get the reloaded one). The handshake is done before
             *client_connected_cb* runs, and a failed handshake only closes that connection.
+        ssl_context: aiomas's name for ``tls=`` with a context (give one of the two).
         max_frame_size: the largest message accepted or sent, in bytes.
         backlog: the listen backlog (trio's default if ``None``).
         frame_timeout: seconds a client has to complete a frame it has started sending, and
@@ -295,6 +307,7 @@ async def start_server(
             ``(host, port)`` tuples or the socket path.
     """
     make_codec = _codec_factory(codec, extra_serializers)
+    tls_source = server_tls_source(tls, ssl_context)
     listeners = await _open_listeners(addr, backlog)
     unix_path = None if isinstance(addr, tuple) else os.fspath(addr)
     unix_inode = os.stat(unix_path).st_ino if unix_path is not None else None
@@ -311,7 +324,7 @@ async def start_server(
                 nursery=nursery,
                 callback=client_connected_cb,
                 make_codec=make_codec,
-                ssl_context=ssl_context,
+                tls_source=tls_source,
                 max_frame_size=max_frame_size,
                 handshake_timeout=frame_timeout,
                 live=live,
@@ -338,15 +351,15 @@ async def _serve_connection(
     nursery: trio.Nursery,
     callback: Callable[[Channel], Awaitable[object]],
     make_codec: Callable[[], Codec],
-    ssl_context: ssl.SSLContext | None,
+    tls_source: Callable[[], ssl.SSLContext] | None,
     max_frame_size: int,
     handshake_timeout: float | None,
     live: dict[Channel, trio.CancelScope],
 ) -> None:
     peer = "a client"
     try:
-        if ssl_context is not None:
-            stream = trio.SSLStream(stream, ssl_context, server_side=True)
+        if tls_source is not None:
+            stream = trio.SSLStream(stream, tls_source(), server_side=True)
             with trio.move_on_after(
                 math.inf if handshake_timeout is None else handshake_timeout
             ) as handshake:

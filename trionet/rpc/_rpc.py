@@ -28,6 +28,7 @@ from ..channel._open import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Address
 from ..codecs import SerializerFactory
 from ..errors import ChannelClosed
 from ..framing import DEFAULT_MAX_FRAME_SIZE
+from ..tls import ServerTLSArgument, TLSArgument
 
 logger = logging.getLogger("trionet.rpc")
 
@@ -369,6 +370,7 @@ async def open_connection(
     *,
     rpc_service: RpcService | None = None,
     codec: CodecSpec = "json",
+    tls: TLSArgument = None,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -386,7 +388,7 @@ async def open_connection(
         addr: ``(host, port)`` or a Unix socket path.
         rpc_service: serve this service to the peer too (calls in both directions), in a
             task that ends with the block.
-        codec, ssl_context, server_hostname, max_frame_size, kwds: as for
+        codec, tls, ssl_context, server_hostname, max_frame_size, kwds: as for
             :func:`trionet.channel.open_connection` (``timeout=`` and ``retry=`` for
             retry-connect, ``extra_serializers=`` among *kwds*).
         max_concurrency: limit of concurrent ``async`` calls served to the peer.
@@ -395,6 +397,7 @@ async def open_connection(
     async with _open_channel_connection(
         addr,
         codec=codec,
+        tls=tls,
         ssl_context=ssl_context,
         server_hostname=server_hostname,
         max_frame_size=max_frame_size,
@@ -437,6 +440,7 @@ async def start_server(
     client_connected_cb: Callable[[RpcClient], Awaitable[object]] | None = None,
     *,
     codec: CodecSpec = "json",
+    tls: ServerTLSArgument = None,
     ssl_context: ssl.SSLContext | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_concurrency: int = 64,
@@ -458,7 +462,7 @@ async def start_server(
         client_connected_cb: optional ``async def cb(client)`` run alongside serving each
             connection, with an :class:`RpcClient` to call the peer back; it is cancelled
             when the peer disconnects.
-        codec, ssl_context, max_frame_size, backlog, frame_timeout, idle_timeout, \
+        codec, tls, ssl_context, max_frame_size, backlog, frame_timeout, idle_timeout, \
             extra_serializers, task_status: as for :func:`trionet.channel.start_server`.
         max_concurrency: limit of concurrent ``async`` calls per connection.
 
@@ -481,6 +485,7 @@ async def start_server(
         addr,
         on_connection,
         codec=codec,
+        tls=tls,
         ssl_context=ssl_context,
         max_frame_size=max_frame_size,
         backlog=backlog,
