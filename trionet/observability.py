@@ -12,6 +12,9 @@ request is seen by everything that request's task calls, and tasks it starts inh
   current id into the ``x-correlation-id`` header of messages published from a context that
   has one, so an HTTP request id travels over the bus to the consumer that answers it.
 
+Where OpenTelemetry is configured, :mod:`trionet.tracing` carries a W3C trace context next to
+the id, and work that has no id takes the trace id as its correlation id.
+
 Add :class:`CorrelationIdFilter` to a logging handler and use ``%(correlation_id)s`` in its
 format, or call :func:`configure_logging` for a ready-made stderr handler, human-readable or
 JSON lines (:class:`JsonFormatter`); every ``trionet`` command sets its logging up with it

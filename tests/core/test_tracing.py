@@ -185,6 +185,36 @@ async def test_malformed_traceparent_is_ignored(exporter: InMemorySpanExporter) 
         assert span.attributes["trionet.correlation_id"] == f"{ids(span)[0]:032x}"
 
 
+async def test_failures_mark_the_spans(exporter: InMemorySpanExporter) -> None:
+    bus = DistributedApplication("memory://tracing-failures")
+    failed = trio.Event()
+
+    @bus.application("jobs")
+    async def job(message: BusMessage) -> None:
+        failed.set()
+        raise ValueError("bad job")
+
+    web = ASGIApplication()
+
+    @web.route("/")
+    async def index(request: Request) -> Response:
+        raise RuntimeError("broken")
+
+    with trio.fail_after(PATIENCE):
+        async with serving(bus), bus.default_socket_provider.create_socket() as socket:
+            await socket.publish(BusMessage(b"", "jobs"))
+            await failed.wait()
+            async with TestClient(web, raise_app_exceptions=False) as client:
+                assert (await client.get("/")).status_code == 500
+    (consumer,) = by_kind(exporter, trace.SpanKind.CONSUMER)
+    (server,) = by_kind(exporter, trace.SpanKind.SERVER)
+    for span, error in ((consumer, "ValueError"), (server, None)):
+        assert span.status.status_code is trace.StatusCode.ERROR
+        if error:
+            assert [e.attributes["exception.type"] for e in span.events  # type: ignore[index]
+                    if e.name == "exception"] == [error]
+
+
 async def test_no_spans_and_no_headers_without_a_provider() -> None:
     spans = InMemorySpanExporter()
     unused = exporter_provider(spans)  # made, but neither installed nor global

@@ -15,7 +15,7 @@ from urllib.request import urlopen
 
 import trio
 
-from trionet.demo._stack import Stack, StackAddresses, _http, exercise
+from trionet.demo._stack import ORDERS_TOPIC, Stack, StackAddresses, _http, exercise
 
 
 async def test_stack_serves_every_component_and_shuts_down_in_order() -> None:
@@ -137,6 +137,23 @@ async def test_bad_order_is_a_400_not_a_500() -> None:
             status, _, body = await _http(addresses, "POST", "/orders",
                                           b'{"item": "widget", "qty": ' + qty + b"}")
             assert status == 400 and b"integer 'qty'" in body
+        stack.begin_shutdown()
+
+
+async def test_the_bus_asyncapi_page_is_served() -> None:
+    stack = Stack()
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(stack.serve)
+        status, headers, body = await _http(addresses, "GET", "/asyncapi/asyncapi.json")
+        assert status == 200
+        document = json.loads(body)
+        assert document["asyncapi"].startswith("3.")
+        assert document["info"]["title"] == "trionet demo"
+        assert any(channel["address"] == ORDERS_TOPIC
+                   for channel in document["channels"].values())
+        status, headers, body = await _http(addresses, "GET", "/asyncapi/")
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        assert ORDERS_TOPIC.encode() in body
         stack.begin_shutdown()
 
 

@@ -10,8 +10,9 @@
 * an ASGI app on Hypercorn's trio worker: ``GET /hello``, ``POST /orders`` (a
   :func:`trionet.bridges.bus_request` route: a request on the bus, answered by the consumer), a
   live page at ``/live`` fed by a :class:`trionet.bridges.Bridge` (see ``_live``), a websocket
-  echo at ``/ws/echo``, and ``/healthz`` / ``/readyz`` (a :class:`trionet.asgi.Health` with a
-  check per component);
+  echo at ``/ws/echo``, the bus's AsyncAPI page at ``/asyncapi/`` (JSON at
+  ``/asyncapi/asyncapi.json``), and ``/healthz`` / ``/readyz`` (a
+  :class:`trionet.asgi.Health` with a check per component);
 * on an ``mqtt://`` broker, an MQTT client that feeds the live page.
 
 Shutdown is ordered: :meth:`Stack.begin_shutdown` marks the stack not ready (``/readyz``
@@ -52,6 +53,7 @@ from ..bus import (
     BusSocket,
     DistributedApplication,
     SocketProviderFactory as _Providers,
+    asyncapi_router,
 )
 from ._asgi import echo, http_request
 from ._live import LIVE_FILTER, add_live_routes, announce, mqtt_client_for, read_live_events
@@ -80,6 +82,7 @@ class StackAddresses:
             f"http:      {self.http}  (GET /hello, POST /orders, GET /work, /healthz, /readyz)",
             f"live:      {self.http}/live  (a page streaming {LIVE_FILTER}; "
             "/live/events, /ws/live)",
+            f"asyncapi:  {self.http}/asyncapi/  (the bus's AsyncAPI page and asyncapi.json)",
             f"websocket: {self.websocket}/ws/echo",
             f"aproto:    {self.aproto[0]}:{self.aproto[1]}  (protocol v22, JSON or ZiProto)",
             f"rpc:       {self.rpc[0]}:{self.rpc[1]}  (aiomas wire format, JSON)",
@@ -230,6 +233,7 @@ class Stack:
             return Response.json({"worked": seconds})
 
         router.add_websocket_route("/ws/echo", echo)
+        router.mount("/asyncapi", asyncapi_router(self.bus_app, title="trionet demo"))
         app = ASGIApplication(router)
         app.add_middleware(RequestIdMiddleware)
         self._add_health_checks(app)
