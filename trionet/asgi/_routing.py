@@ -348,16 +348,16 @@ async def _call_with_deadline(
         response = await route.endpoint(request, **params)
     if cancel_scope.cancelled_caught:
         raise HTTPException(504, _TIMED_OUT)
-    return _DeadlineResponse(_checked(route, response), deadline)
-
-
-def _checked(route: Route, response: object) -> Response:
     if not isinstance(response, Response):
-        raise ASGIError(
-            f"handler {route.name!r} returned {type(response).__name__}, expected a Response",
-            fault="local",
-        )
-    return response
+        raise _not_a_response(route, response)
+    return _DeadlineResponse(response, deadline)
+
+
+def _not_a_response(route: Route, response: object) -> ASGIError:
+    return ASGIError(
+        f"handler {route.name!r} returned {type(response).__name__}, expected a Response",
+        fault="local",
+    )
 
 
 class _DeadlineResponse(Response):
@@ -392,15 +392,11 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-def _match(
-    entry: Route | WebSocketRoute | Mount | Host, scope: Scope, path: str
-) -> tuple[dict[str, Any], int] | None:
-    """``(params, length of the path matched)`` if ``entry`` takes the request (a host takes
-    none of the path), else ``None``."""
-    if isinstance(entry, Host):
-        params = entry.match(scope)
-        return None if params is None else (params, 0)
-    return entry.pattern.match(path)
+def _host_match(entry: Host, scope: Scope) -> tuple[dict[str, Any], int] | None:
+    """What a route pattern's ``match`` gives, for a host: ``(params, 0)`` (a host takes none
+    of the path), or ``None``."""
+    params = entry.match(scope)
+    return None if params is None else (params, 0)
 
 
 def _host_url_for(entry: Host, name: str, params: dict[str, Any], near: list[str]) -> str | None:
@@ -720,7 +716,11 @@ class Router:
                     return await self._call(route, request, {})
         allowed: set[str] | None = None
         for entry in self._http:
-            found = _match(entry, scope, path)
+            # isinstance inline, not a call per entry: this loop runs for every request
+            if isinstance(entry, Host):
+                found = _host_match(entry, scope)
+            else:
+                found = entry.pattern.match(path)
             if found is None:
                 continue
             params, end = found
@@ -751,7 +751,10 @@ class Router:
         if route.timeout is not None:
             deadline = trio.current_time() + route.timeout
             return await _call_with_deadline(route, request, params, deadline)
-        return _checked(route, await route.endpoint(request, **params))
+        response: object = await route.endpoint(request, **params)
+        if not isinstance(response, Response):  # inline: no extra call on this per-request path
+            raise _not_a_response(route, response)
+        return response
 
     def _slash_redirect(self, request: Request, path: str) -> Response | None:
         if path == "/":
@@ -776,7 +779,11 @@ class Router:
         scope = websocket.scope
         path = route_path(scope)
         for entry in self._ws:
-            found = _match(entry, scope, path)
+            # isinstance inline, not a call per entry: this loop runs for every request
+            if isinstance(entry, Host):
+                found = _host_match(entry, scope)
+            else:
+                found = entry.pattern.match(path)
             if found is None:
                 continue
             params, end = found
