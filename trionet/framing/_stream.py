@@ -91,6 +91,7 @@ class FramedStream(trio.abc.Channel[bytes]):
         self._writing = False
         self._send_error: BaseException | None = None
         self._closed = False
+        self._eof_sent = False
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -118,9 +119,37 @@ class FramedStream(trio.abc.Channel[bytes]):
         """Alias of :meth:`send_frame`, for the :class:`trio.abc.SendChannel` interface."""
         await self.send_frame(value)
 
+    async def send_eof(self) -> None:
+        """Close the sending direction only: the peer receives every frame sent before, then
+        :class:`trio.EndOfChannel`; this side can still receive (half-close, as a TCP
+        ``shutdown(SHUT_WR)``). Frames other tasks have queued are written first; later sends
+        raise :class:`trio.ClosedResourceError`. Calling it again does nothing.
+
+        Raises:
+            TypeError: the stream cannot half-close (it is not a
+                :class:`trio.abc.HalfCloseableStream`: TLS streams, for one, cannot).
+            trio.ClosedResourceError: this FramedStream was closed.
+            trio.BrokenResourceError: the stream failed, now or in an earlier send.
+        """
+        stream = self.stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
+            raise TypeError(f"a {type(stream).__name__} cannot half-close (send_eof needs a "
+                            "trio.abc.HalfCloseableStream, such as a TCP or Unix socket)")
+        if self._eof_sent:
+            await trio.lowlevel.checkpoint()
+            return
+        self._check_sendable()
+        # An empty write through the queue: it returns once everything queued before it
+        # (and any write in progress) has gone out.
+        await self._send_encoded(b"")
+        self._eof_sent = True
+        await stream.send_eof()
+
     def _check_sendable(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this FramedStream was closed")
+        if self._eof_sent:
+            raise trio.ClosedResourceError("send_eof() was called: this side sends no more")
         if self._send_error is not None:
             raise trio.BrokenResourceError(
                 "an earlier send on this FramedStream failed"

@@ -1,0 +1,47 @@
+"""FramedStream.send_eof (issue 23, aiomas parity: half-close on the framed stream): the peer
+reads every frame, then end-of-input, and can still answer."""
+
+from __future__ import annotations
+
+import ssl
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from trionet.framing import FramedStream
+
+
+async def test_the_peer_sees_every_frame_then_the_end_and_can_still_answer() -> None:
+    got: list[bytes] = []
+
+    async def server(stream: trio.SocketStream) -> None:
+        async with FramedStream(stream) as framed:
+            async for frame in framed:  # ends at the client's send_eof
+                got.append(frame)
+            await framed.send_frames([b"seen", str(len(got)).encode()])
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, server, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        async with FramedStream(await trio.open_tcp_stream("127.0.0.1", port)) as client:
+            async with trio.open_nursery() as senders:  # frames sent before send_eof arrive
+                for n in range(5):
+                    senders.start_soon(client.send_frame, b"frame %d" % n)
+                await trio.testing.wait_all_tasks_blocked()
+                senders.start_soon(client.send_eof)
+            await client.send_eof()  # again: nothing happens
+            with pytest.raises(trio.ClosedResourceError, match="send_eof"):
+                await client.send_frame(b"late")
+            assert [frame async for frame in client] == [b"seen", b"5"]
+        assert sorted(got) == [b"frame %d" % n for n in range(5)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stream_that_cannot_half_close_says_so() -> None:
+    left, _right = trio.testing.memory_stream_pair()
+    tls = trio.SSLStream(left, ssl.create_default_context(), server_hostname="localhost")
+    framed = FramedStream(tls)
+    with pytest.raises(TypeError, match="cannot half-close"):
+        await framed.send_eof()
