@@ -17,6 +17,7 @@ import trio
 from .._util import EnterOnce
 from ..errors import ConfigurationError
 from ._engine import AdminEngine, load_engine
+from ._options import with_tls
 from ._records import TopicPartition
 from ._url import parse_kafka_url
 from ._util import check_servers, servers_text
@@ -82,7 +83,8 @@ class KafkaAdmin(EnterOnce):
         backend: the engine (``"kafka-python"`` by default).
         **config: any other option of the engine's admin client; for kafka-python, its
             ``KafkaAdminClient`` options (``security_protocol``,
-            ``sasl_*``, ``ssl_*``, ``client_id``...). trionet's defaults differ in
+            ``sasl_*``, ``ssl_*`` (or ``tls=`` in the :mod:`trionet.tls`
+            vocabulary, which sets them), ``client_id``...). trionet's defaults differ in
             ``bootstrap_timeout_ms`` and ``request_timeout_ms`` (10 s each).
 
     Raises:
@@ -95,7 +97,7 @@ class KafkaAdmin(EnterOnce):
         servers = check_servers(bootstrap_servers)
         self._servers_text = servers_text(servers)
         self._engine: AdminEngine = engine.admin(
-            engine.configure("admin", config, servers=servers))
+            engine.configure("admin", with_tls(config), servers=servers))
         self._open = False
 
     @classmethod

@@ -28,7 +28,7 @@ from ..errors import ConfigurationError, KafkaError
 from ._commits import commit_offsets
 from ._engine import ConsumerEngine, RebalanceDone, RebalanceKind, load_engine
 from ._fetch import FetchBuffer, Undecodable
-from ._options import ConsumerOptions, as_tp, check_offset, check_topic
+from ._options import ConsumerOptions, as_tp, check_offset, check_topic, with_tls
 from ._records import Deserializer, KafkaRecord, TopicPartition, make_decoder
 from ._url import parse_kafka_url
 from ._util import check_servers, hidden_nursery, servers_text
@@ -164,7 +164,8 @@ class KafkaConsumer(EnterOnce):
         **config: any other option of the engine's consumer; for kafka-python, its
             ``KafkaConsumer`` options (``auto_offset_reset``,
             ``enable_auto_commit``, ``max_poll_records``, ``session_timeout_ms``,
-            ``security_protocol``, ``sasl_*``, ``ssl_*``, ``isolation_level``,
+            ``security_protocol``, ``sasl_*``, ``ssl_*`` (or ``tls=`` in the :mod:`trionet.tls`
+            vocabulary, which sets them), ``isolation_level``,
             ``group_instance_id``...). trionet's defaults differ from kafka-python's in
             ``enable_auto_commit`` (False: commit explicitly, after processing) and
             ``bootstrap_timeout_ms`` (10 s).
@@ -200,8 +201,8 @@ class KafkaConsumer(EnterOnce):
         if listener is not None and not isinstance(listener, ConsumerRebalanceListener):
             raise ConfigurationError("listener must be a ConsumerRebalanceListener")
         servers = check_servers(bootstrap_servers)
-        self._config = engine.configure("consumer", config, servers=servers, group_id=group_id,
-                                        handled=_HANDLED)
+        self._config = engine.configure("consumer", with_tls(config), servers=servers,
+                                        group_id=group_id, handled=_HANDLED)
         self._options = options = ConsumerOptions.build(
             tuple(topics), group_id=group_id, pattern=pattern, partitions=partitions,
             poll_interval=poll_interval, close_timeout=close_timeout, prefetch=prefetch,

@@ -6,11 +6,14 @@ These are trionet's own parameters (every engine honours them); the library's op
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import ConfigurationError
+from ..tls import TLSOptions
 from ._records import TopicPartition
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "check_credentials",
     "check_offset",
     "check_topic",
+    "with_tls",
 ]
 
 #: How long a read-ahead poll (the application still has records) may wait for the network.
@@ -157,3 +161,38 @@ def check_credentials(options: Mapping[str, Any]) -> None:
             "Use security_protocol='SASL_SSL' (kafka+ssl:// in a URL), a SCRAM mechanism, or "
             "pass allow_insecure_auth=True (?allow_insecure_auth=true) for a trusted network"
         )
+
+
+def with_tls(config: Mapping[str, Any]) -> dict[str, Any]:
+    """*config* with its ``tls=`` (the :mod:`trionet.tls` vocabulary) turned into the engine's
+    ``security_protocol`` and ``ssl_*`` options (kafka-python's names, which the confluent
+    engine maps to librdkafka's).
+
+    ``True`` and a :class:`~trionet.tls.TLSOptions` verify the broker (the libraries' default
+    with TLS on); an :class:`ssl.SSLContext` becomes kafka-python's ``ssl_context``.
+
+    Raises:
+        ConfigurationError: ``tls`` is of another kind, or ``security_protocol`` says no TLS.
+    """
+    options = dict(config)
+    tls = options.pop("tls", None)
+    if tls is None or tls is False:
+        return options
+    if not isinstance(tls, (bool, ssl.SSLContext, TLSOptions)):
+        raise ConfigurationError(f"tls must be True, False, None, an ssl.SSLContext or a "
+                                 f"trionet.tls.TLSOptions, not {type(tls).__name__}")
+    sasl = "sasl_mechanism" in options or "sasl_plain_username" in options
+    protocol = str(options.get("security_protocol", "SASL_SSL" if sasl else "SSL")).upper()
+    if protocol not in ("SSL", "SASL_SSL"):
+        raise ConfigurationError(f"tls= asks for TLS but security_protocol is {protocol!r}")
+    options["security_protocol"] = protocol
+    if isinstance(tls, ssl.SSLContext):
+        options["ssl_context"] = tls
+    elif isinstance(tls, TLSOptions):
+        if tls.cert_file is None and (tls.key_file is not None or tls.key_password):
+            raise ConfigurationError("key_file and key_password need a cert_file")
+        for name, value in (("ssl_cafile", tls.ca_file), ("ssl_certfile", tls.cert_file),
+                            ("ssl_keyfile", tls.key_file), ("ssl_password", tls.key_password)):
+            if value is not None:
+                options[name] = os.fspath(value)
+    return options

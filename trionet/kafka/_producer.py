@@ -24,7 +24,7 @@ from ..errors import CodecError, ConfigurationError, KafkaError
 from ._deliveries import Batch, Delivery, DeliveryLedger, ProducerStatistics
 from ._engine import ProducerEngine, load_engine
 from ._errors import KafkaDeliveryError
-from ._options import ProducerOptions
+from ._options import ProducerOptions, with_tls
 from ._records import (
     HeadersInput,
     RecordMetadata,
@@ -88,7 +88,8 @@ class KafkaProducer(EnterOnce):
         backend: the engine (``"kafka-python"`` by default; see the Kafka guide).
         **config: any other option of the engine's producer; for kafka-python, its
             ``KafkaProducer`` options (``acks``, ``linger_ms``,
-            ``compression_type``, ``security_protocol``, ``sasl_*``, ``ssl_*``,
+            ``compression_type``, ``security_protocol``, ``sasl_*``, ``ssl_*`` (or ``tls=``
+            in the :mod:`trionet.tls` vocabulary, which sets them),
             ``enable_idempotence``, ``transactional_id``, ...). trionet's defaults differ from
             kafka-python's in ``bootstrap_timeout_ms`` and ``max_block_ms`` (10 s each); and
             with an explicit ``acks`` other than ``"all"`` idempotence is switched off unless
@@ -111,7 +112,8 @@ class KafkaProducer(EnterOnce):
     ) -> None:
         engine = load_engine(backend)
         servers = check_servers(bootstrap_servers)
-        self._config = engine.configure("producer", config, servers=servers, handled=_HANDLED)
+        self._config = engine.configure("producer", with_tls(config), servers=servers,
+                                        handled=_HANDLED)
         self._options = ProducerOptions(max_pending, close_timeout)
         self._servers_text = servers_text(servers)
         self._encode_key = make_encoder(key_serializer, "key")
