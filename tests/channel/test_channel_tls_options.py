@@ -42,6 +42,11 @@ def files(tmp_path: Path) -> Files:
     return Files(tmp_path)
 
 
+async def echo(channel: Channel) -> None:
+    async for request in channel:
+        await request.reply(request.content)
+
+
 def names(stream: Any) -> list[str]:
     return [value for kind, value in stream.getpeercert()["subjectAltName"] if kind == "DNS"]
 
@@ -54,8 +59,7 @@ async def test_mutual_tls_on_a_channel(files: Files) -> None:
 
     async def handle(channel: Channel) -> None:
         seen.append(names(channel.stream))  # the server knows who the client is
-        async for request in channel:
-            await request.reply(request.content)
+        await echo(channel)
 
     async with trio.open_nursery() as nursery:
         [addr] = await nursery.start(partial(start_server, ("127.0.0.1", 0), handle,
@@ -118,11 +122,6 @@ async def test_a_reloaded_certificate_reaches_new_connections_only(files: Files)
     cert = files.issue("server", "old.test")
     reloader = CertificateReloader(TLSOptions(cert_file=cert))
     trust = TLSOptions(ca_file=files.ca_file)
-
-    async def echo(channel: Channel) -> None:
-        async for request in channel:
-            await request.reply(request.content)
-
     async with trio.open_nursery() as nursery:
         [addr] = await nursery.start(partial(start_server, ("127.0.0.1", 0), echo,
                                              tls=reloader))
