@@ -280,7 +280,8 @@ class SerializingCodec:
         """Teach the codec to encode instances of *type_*.
 
         Args:
-            type_: the exact class to handle (subclasses are not matched).
+            type_: the exact class to handle (subclasses are not matched). ``object`` is the
+                fallback for every class without a serializer of its own (as in aiomas).
             serialize: turns an instance into a value the codec already knows.
             deserialize: turns that value back into an instance.
 
@@ -348,7 +349,7 @@ class JSON(SerializingCodec):
                 )
 
     def _default(self, value: Any) -> Any:
-        ser = self._by_type.get(type(value))
+        ser = self._by_type.get(type(value)) or self._by_type.get(object)
         if ser is None:
             raise self._fail_encode(value)
         return {JSON_TYPE_KEY: [ser.type_name, ser.serialize(value)]}
@@ -414,7 +415,7 @@ class MsgPack(SerializingCodec):
         self._packer = msgpack.Packer(use_bin_type=True, default=self._default)
 
     def _default(self, value: Any) -> Any:
-        ser = self._by_type.get(type(value))
+        ser = self._by_type.get(type(value)) or self._by_type.get(object)
         if ser is None:
             raise self._fail_encode(value)
         # Not self.encode: the shared packer is in the middle of packing the outer value.

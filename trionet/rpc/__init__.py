@@ -15,7 +15,8 @@ Expose functions with :func:`expose` on a service (a class with ``router = Servi
     async with open_connection(addresses[0]) as client:
         assert await client.remote.add(1, 2) == 3
 
-A remote exception is raised as :class:`~trionet.errors.RemoteException`.
+A remote exception is raised as :class:`~trionet.errors.RemoteException`. A service passed as
+an argument or returned reaches the peer as a :class:`Proxy` calling it back.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from .._util import fix_public_modules as _fix_public_modules
 from ..errors import RemoteException as RemoteException
 from ._rpc import (
+    MAX_REFERENCES as MAX_REFERENCES,
     Proxy as Proxy,
     Router as Router,
     RpcClient as RpcClient,
@@ -36,6 +38,7 @@ from ._rpc import (
 )
 
 __all__ = [
+    "MAX_REFERENCES",
     "Proxy",
     "RemoteException",
     "Router",

@@ -4,13 +4,19 @@ A call is one channel request whose content is ``[path, args, kwargs]``, exactly
 sends it: *path* names the function, ``/``-separated through nested services
 (``"calc/add"``). The reply is the function's return value; an exception becomes a failure,
 raised on the caller's side as :class:`~trionet.errors.RemoteException`.
+
+A service passed as an argument or returned (an object with a ``router``) travels by reference,
+as in aiomas: the sending side registers it for the life of the connection under an
+unguessable name, and the receiving side gets a :class:`Proxy` that calls it back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -25,8 +31,8 @@ from ..channel import (
     start_server as _start_channel_server,
 )
 from ..channel._open import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Address, CodecSpec
-from ..codecs import SerializerFactory
-from ..errors import ChannelClosed
+from ..codecs import Codec, SerializerFactory, SerializingCodec, get_codec
+from ..errors import ChannelClosed, CodecError
 from ..framing import DEFAULT_MAX_FRAME_SIZE
 from ..tls import ServerTLSArgument, TLSArgument
 
@@ -46,6 +52,9 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: How many services one side of a connection may send to the peer by reference.
+MAX_REFERENCES = 1000
 
 _EXPOSED = "__rpc__"
 
@@ -339,13 +348,103 @@ def _router_of(service: RpcService) -> Router:
     return router
 
 
-def _dispatcher(router: Router) -> Callable[[Any], Any]:
+class _References:
+    """One connection's services sent by reference: name -> router, and the way back."""
+
+    __slots__ = ("by_name", "by_router", "channel", "codec", "serving")
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self.by_name: dict[str, Router] = {}
+        self.by_router: dict[Router, str] = {}
+        #: Set once the channel exists; proxies for the peer's services call through it.
+        self.channel: Channel | None = None
+        #: Whether this side answers calls on the connection (it can only then send services).
+        self.serving = False
+
+    def serialize(self, obj: object) -> str:
+        router = getattr(obj, "router", None)
+        if not isinstance(router, Router):
+            raise CodecError(f"cannot encode an object of type {type(obj).__qualname__}; "
+                             "register it with add_serializer()", codec=self.codec, fault="local")
+        if not self.serving:
+            raise CodecError(f"cannot send the service {obj!r} by reference: this side serves "
+                             "no RPC on the connection (open_connection(rpc_service=...))",
+                             codec=self.codec, fault="local")
+        name = self.by_router.get(router)
+        if name is None:
+            if len(self.by_name) >= MAX_REFERENCES:
+                raise CodecError(f"more than {MAX_REFERENCES} services sent by reference on "
+                                 "one connection", codec=self.codec, fault="local")
+            name = "~" + secrets.token_hex(16)  # "~": never an attribute or sub-service name
+            self.by_name[name] = router
+            self.by_router[router] = name
+        return name
+
+    def deserialize(self, name: object) -> Proxy:
+        if not isinstance(name, str) or not name.startswith("~") or self.channel is None:
+            raise CodecError(f"invalid service reference {name!r}", codec=self.codec)
+        return Proxy(self.channel, name)
+
+
+# Codec -> the references of the one connection that codec encodes for.
+_REFERENCES: weakref.WeakKeyDictionary[Codec, _References] = weakref.WeakKeyDictionary()
+
+
+def _references_codec(codec: CodecSpec, extra_serializers: Iterable[SerializerFactory]
+                      ) -> tuple[CodecSpec, Iterable[SerializerFactory]]:
+    """A codec factory making one codec per connection that carries services by reference.
+
+    A codec object (shared by the connections) is left alone: no references through it.
+    """
+    if not isinstance(codec, (str, type)) and (isinstance(codec, Codec) or not callable(codec)):
+        return codec, extra_serializers
+    extras = tuple(extra_serializers)
+    spec = codec
+
+    def make() -> Codec:
+        made = get_codec(spec) if isinstance(spec, (str, type)) else spec()
+        if not isinstance(made, SerializingCodec):
+            if extras:
+                raise TypeError(f"extra_serializers need a codec with add_serializer(), not "
+                                f"{made!r}")
+            return made
+        for factory in extras:
+            made.add_serializer(*factory())
+        if object not in made._by_type:
+            refs = _References(made.name)
+            made.add_serializer(object, refs.serialize, refs.deserialize)
+            _REFERENCES[made] = refs
+        return made
+
+    if isinstance(spec, str):
+        get_codec(spec)  # an unknown name fails here, not at the first connection
+    return make, ()
+
+
+def _bind_references(channel: Channel, *, serving: bool) -> _References | None:
+    refs = _REFERENCES.get(channel.codec)
+    if refs is not None:
+        refs.channel = channel
+        refs.serving = serving
+    return refs
+
+
+def _dispatcher(router: Router, refs: _References | None = None) -> Callable[[Any], Any]:
+    by_name = refs.by_name if refs is not None else {}
+
     def dispatch(content: Any) -> Any:
         if not isinstance(content, (list, tuple)) or len(content) != 3:
             raise TypeError("an RPC request must be [path, args, kwargs]")
         path, args, kwargs = content
         if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
             raise TypeError("an RPC request must be [path, args, kwargs]")
+        if by_name and isinstance(path, str) and path.startswith("~"):
+            name, _, rest = path.partition("/")
+            target = by_name.get(name)
+            if target is None:
+                raise LookupError("no such service reference (it lives as long as its connection)")
+            return target.resolve(rest)(*args, **kwargs)
         return router.resolve(path)(*args, **kwargs)
 
     return dispatch
@@ -394,6 +493,7 @@ async def open_connection(
         max_concurrency: limit of concurrent ``async`` calls served to the peer.
     """
     router = _router_of(rpc_service) if rpc_service is not None else None
+    codec, kwds["extra_serializers"] = _references_codec(codec, kwds.get("extra_serializers", ()))
     async with _open_channel_connection(
         addr,
         codec=codec,
@@ -404,12 +504,13 @@ async def open_connection(
         **kwds,
     ) as channel:
         client = RpcClient(channel)
+        refs = _bind_references(channel, serving=router is not None)
         if router is None:
             yield client
             return
         async with open_hidden_nursery() as nursery:
-            nursery.start_soon(_serve_quietly, channel, _dispatcher(router), max_concurrency,
-                               client)
+            nursery.start_soon(_serve_quietly, channel, _dispatcher(router, refs),
+                               max_concurrency, client)
             try:
                 yield client
             finally:
@@ -469,9 +570,11 @@ async def start_server(
     Raises:
         TypeError: *rpc_service* has no router.
     """
-    dispatch = _dispatcher(_router_of(rpc_service))
+    router = _router_of(rpc_service)
+    codec, extra_serializers = _references_codec(codec, extra_serializers)
 
     async def on_connection(channel: Channel) -> None:
+        dispatch = _dispatcher(router, _bind_references(channel, serving=True))
         if client_connected_cb is None:
             await channel.serve(dispatch, max_concurrency=max_concurrency)
             return
