@@ -45,3 +45,27 @@ async def test_a_stream_that_cannot_half_close_says_so() -> None:
     framed = FramedStream(tls)
     with pytest.raises(TypeError, match="cannot half-close"):
         await framed.send_eof()
+
+
+async def test_the_server_half_closes_and_still_hears_the_client() -> None:
+    heard: list[bytes] = []
+    done = trio.Event()
+
+    async def server(stream: trio.SocketStream) -> None:
+        async with FramedStream(stream) as framed:
+            await framed.send_frames([b"hello", b"bye"])
+            await framed.send_eof()
+            heard.extend([frame async for frame in framed])  # the client's frames still arrive
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, server, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        async with FramedStream(await trio.open_tcp_stream("127.0.0.1", port)) as client:
+            assert [frame async for frame in client] == [b"hello", b"bye"]
+            await client.send_frames([b"thanks", b"done"])
+            await client.send_eof()
+            with trio.fail_after(5):
+                await done.wait()
+        assert heard == [b"thanks", b"done"]
+        nursery.cancel_scope.cancel()
