@@ -234,3 +234,46 @@ async def test_cancelling_a_stalled_tls_handshake_is_prompt(backend: Backend) ->
             nursery.cancel_scope.cancel()
     assert len(accepted) == 2
     assert mqtt_threads() == []
+
+
+class _CancelAsTheDriverStarts(trio.abc.Instrument):
+    """Cancels *scope* in the scheduling step in which the client's driver task reports that
+    it has started: the task entering ``async with client`` then resumes with the driver
+    already told to stop (whether the driver's stop or the resumed task runs first is up to
+    trio's scheduling order, so a test repeats it)."""
+
+    def __init__(self, client: MQTTClient, scope: trio.CancelScope) -> None:
+        self.client = client
+        self.scope = scope
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        driver = self.client._driver
+        if driver is None or self.scope.cancel_called:
+            return
+        if getattr(task.coro, "cr_code", None) is not type(driver).run.__code__:
+            return
+        loop = getattr(driver, "_loop", None)  # the thread driver starts its thread first
+        if loop is None or loop._running:
+            self.scope.cancel()
+
+
+@BACKENDS
+async def test_connect_cancelled_as_the_client_starts_is_cancelled_not_not_connected(
+    shared_mosquitto: MosquittoServer, backend: Backend
+) -> None:
+    # A bus producer stopped (SIGTERM) while its socket was still opening failed 'trionet run'
+    # with MQTTNotConnected("the MQTT client is closed"): connect() found the driver stopped by
+    # the cancellation and reported that instead of the cancellation itself.
+    info = shared_mosquitto.info
+    with trio.fail_after(TEST_DEADLINE):
+        for _ in range(16):  # each round loses the race with probability 1/2 on the old code
+            client = MQTTClient(unique("cancel-start"), backend=backend)
+            with trio.CancelScope() as scope:
+                instrument = _CancelAsTheDriverStarts(client, scope)
+                trio.lowlevel.add_instrument(instrument)
+                try:
+                    async with client:
+                        await client.connect(info.host, info.port)
+                finally:
+                    trio.lowlevel.remove_instrument(instrument)
+            assert scope.cancelled_caught

@@ -81,6 +81,9 @@ class Connecting(ClientBase):
             MQTTError: the client is already connected or connecting.
             MQTTNotConnected: used outside ``async with client:``.
         """
+        # A cancellation that came while the client was starting has already told its driver
+        # to stop: it must come out as itself, not as "the MQTT client is closed".
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._engine_or_fail()
         if self._state is not ConnectionState.DISCONNECTED:
             raise MQTTError(f"the client is already {self._state.value}", fault="local")
@@ -160,6 +163,8 @@ class Connecting(ClientBase):
                 try:
                     await driver.connect(attempt, self._host, self._port, first)
                 except trio.ClosedResourceError:
+                    # stopped by a cancellation of the client's block: that, not this
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     raise MQTTNotConnected("the MQTT client is closed") from None
                 event = await box.wait()
                 answered = True
