@@ -69,3 +69,25 @@ async def test_the_server_half_closes_and_still_hears_the_client() -> None:
                 await done.wait()
         assert heard == [b"thanks", b"done"]
         nursery.cancel_scope.cancel()
+
+
+async def test_sends_are_refused_as_soon_as_send_eof_begins() -> None:
+    """While send_eof waits for a blocked write to finish, a new send is refused at once: it
+    could otherwise still be being written when the end of input goes out."""
+    left, right = trio.testing.lockstep_stream_pair()  # every write waits for the reader
+    framed, peer = FramedStream(left), FramedStream(right)
+    with trio.fail_after(10):
+        await _refused_during_eof(framed, peer)
+    await framed.aclose()
+    await peer.aclose()
+
+
+async def _refused_during_eof(framed: FramedStream, peer: FramedStream) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(framed.send_frame, b"first")  # blocks in the write
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(framed.send_eof)  # waits for "first" to go out
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.ClosedResourceError, match="send_eof"):
+            await framed.send_frame(b"second")
+        assert [frame async for frame in peer] == [b"first"]  # then the end of input

@@ -139,10 +139,16 @@ class FramedStream(trio.abc.Channel[bytes]):
             await trio.lowlevel.checkpoint()
             return
         self._check_sendable()
-        # An empty write through the queue: it returns once everything queued before it
-        # (and any write in progress) has gone out.
-        await self._send_encoded(b"")
+        # From here on, sends are refused: a frame queued while the queue drains could still be
+        # being written when the end of input goes out.
         self._eof_sent = True
+        try:
+            # An empty write through the queue: it returns once everything queued before it
+            # (and any write in progress) has gone out.
+            await self._queue_and_wait(b"")
+        except BaseException:
+            self._eof_sent = False  # not sent: a later call tries again
+            raise
         await stream.send_eof()
 
     def _check_sendable(self) -> None:
@@ -157,6 +163,9 @@ class FramedStream(trio.abc.Channel[bytes]):
 
     async def _send_encoded(self, frame: bytes) -> None:
         self._check_sendable()
+        await self._queue_and_wait(frame)
+
+    async def _queue_and_wait(self, frame: bytes) -> None:
         batch = self._queued
         batch.frames.append(frame)
         while True:
@@ -167,7 +176,12 @@ class FramedStream(trio.abc.Channel[bytes]):
             if batch.sent:
                 return
             if batch.error is not None:
-                self._check_sendable()  # raises with the stored cause
+                if self._closed:
+                    raise trio.ClosedResourceError("this FramedStream was closed")
+                if self._send_error is not None:
+                    raise trio.BrokenResourceError(
+                        "an earlier send on this FramedStream failed"
+                    ) from self._send_error
                 raise trio.BrokenResourceError("send failed") from batch.error
             # The writer gave up before sending our batch: it moved our frames to a new batch.
             batch = self._queued
