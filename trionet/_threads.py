@@ -61,6 +61,7 @@ async def run_blocking(
     on_cancel: Callable[[], None] | None = None,
     limiter: trio.CapacityLimiter | None = None,
     grace: float = 0.0,
+    on_discard: Callable[[T], object] | None = None,
 ) -> T:
     """Run ``fn(*args)`` on a worker thread and return its result.
 
@@ -82,6 +83,10 @@ async def run_blocking(
             middle, e.g. one command and its reply, so that the connection stays in step; the
             caller then learns of the cancellation only when ``fn`` has returned or the grace
             has run out, and :class:`trio.Cancelled` is raised either way.
+        on_discard: called (on a worker thread, shielded) with what ``fn`` returned when a
+            cancellation discards it: ``fn`` may have finished despite *on_cancel*, or just
+            before the cancellation, and what it built (a client with sockets and threads) must
+            still be closed.
     """
     if on_cancel is None:
         return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
@@ -110,6 +115,9 @@ async def run_blocking(
             finished.set()
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
+        if on_discard is not None and isinstance(result, outcome.Value):
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(on_discard, result.value)
         # The watcher's Cancelled arrives wrapped in the nursery's group; callers must see the
         # bare trio.Cancelled, as from any other checkpoint.
         cancelled, rest = group.split(trio.Cancelled)

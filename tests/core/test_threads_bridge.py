@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from functools import partial
 
 import pytest
 import trio
@@ -47,6 +48,31 @@ async def test_run_blocking_cancel_unblocks_the_thread() -> None:
     for thread in threading.enumerate():
         assert "recv" not in repr(getattr(thread, "_target", None))
     assert threading.active_count() <= before + 1
+
+
+async def test_run_blocking_closes_what_a_cancelled_call_built_anyway() -> None:
+    # A Kafka client whose construction finished although its start was cancelled was dropped
+    # without being closed (its threads and sockets stayed open): on_discard gets it now.
+    for finishes in (True, False):
+        gate = threading.Event()
+        built = object()
+        discarded: list[object] = []
+
+        def build(finishes: bool = finishes, gate: threading.Event = gate,
+                  built: object = built) -> object:
+            gate.wait()
+            if not finishes:
+                raise ConnectionError("the cancelled bootstrap gave up")
+            return built
+
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(run_blocking, build, on_cancel=gate.set,
+                                           on_discard=discarded.append))
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert discarded == ([built] if finishes else [])
 
 
 async def test_worker_runs_calls_in_order_on_one_thread() -> None:

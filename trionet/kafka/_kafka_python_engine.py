@@ -155,7 +155,9 @@ class KafkaPythonProducer:
     async def start(self) -> None:
         self._portal = TrioPortal()
         trap = kp.ClientTrap()
-        self._kp = await run_blocking(self._build, trap, on_cancel=trap.abort)
+        # (a producer built although the start was cancelled is closed, not left running)
+        self._kp = await run_blocking(self._build, trap, on_cancel=trap.abort,
+                                      on_discard=functools.partial(kp.close_producer, timeout=0))
         # kafka-python's send and the metadata check, called directly (no frame of ours per
         # record): send does not block once ready() holds.
         self.send = self._kp.send  # type: ignore[method-assign]
@@ -310,7 +312,8 @@ class KafkaPythonAdmin:
 
     async def start(self) -> None:
         trap = kp.ClientTrap()
-        self._admin = await run_blocking(self._build, trap, on_cancel=trap.abort)
+        self._admin = await run_blocking(self._build, trap, on_cancel=trap.abort,
+                                         on_discard=kp.close_admin)
 
     def _build(self, trap: kp.ClientTrap) -> Any:  # worker thread
         return kp.build_admin(self._config.options, trap, servers=self._servers)
