@@ -124,9 +124,13 @@ HEADLINES = (
 # -- running the scripts ------------------------------------------------------------------------
 
 
+#: Scripts in bench/ that are tools, not benchmarks (compare.py needs --baseline).
+_TOOLS = frozenset({"run_all.py", "compare.py"})
+
+
 def discover() -> list[str]:
     return sorted(p.stem for p in HERE.glob("*.py")
-                  if p.name != "run_all.py" and not p.name.startswith("_"))
+                  if p.name not in _TOOLS and not p.name.startswith("_"))
 
 
 def parse_output(name: str, stdout: str, stderr: str, returncode: int) -> dict[str, Any]:
@@ -374,7 +378,9 @@ def plot_bars(bars: list[dict[str, Any]], title: str, path: Path) -> bool:
     if not bars:
         return False
     values = [b["ratio"] for b in bars]
-    spread_values = values + [v for b in bars for v in (b["lo"], b["hi"], b["goal"]) if v]
+    # a spread may be infinite (a round where trionet's value was 0, e.g. no memory growth)
+    spread_values = values + [v for b in bars for v in (b["lo"], b["hi"], b["goal"])
+                              if v and math.isfinite(v) and v > 0]
     log = max(spread_values) / min(spread_values) > 5
     colours = {True: "#2e86c1", False: "#c0392b", None: "#95a5a6"}
     height = max(3.2, 0.42 * len(bars) + 2.0)
@@ -385,7 +391,8 @@ def plot_bars(bars: list[dict[str, Any]], title: str, path: Path) -> bool:
         ax.barh(y, b["ratio"], color=colour, hatch="//" if b["failed"] else None,
                 left=0 if not log else None)
         if b["lo"] is not None and b["hi"] is not None:
-            ax.plot([b["lo"], b["hi"]], [y, y], color="black", linewidth=1.2)
+            high = b["hi"] if math.isfinite(b["hi"]) else max(spread_values) * 3
+            ax.plot([b["lo"], high], [y, y], color="black", linewidth=1.2)
         if b["goal"] is not None:
             ax.plot([b["goal"], b["goal"]], [y - 0.42, y + 0.42], color="black",
                     linestyle="--", linewidth=1.5)
@@ -394,7 +401,8 @@ def plot_bars(bars: list[dict[str, Any]], title: str, path: Path) -> bool:
             note += " FAILED"
         elif b["met"] is False:
             note += " MISSED"
-        right = max(v for v in (b["ratio"], b["hi"], b["goal"]) if v is not None)
+        right = max(v for v in (b["ratio"], b["hi"], b["goal"])
+                    if v is not None and math.isfinite(v))
         ax.annotate(note, (right, y), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=7)
     ax.axvline(1.0, color="grey", linewidth=0.8)
