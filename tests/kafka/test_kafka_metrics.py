@@ -17,10 +17,11 @@ async def test_records_out_and_in(servers: str) -> None:
                 for n in range(5):
                     producer.send_nowait(topic, b"%d" % n)
                 await producer.flush()
+                assert await producer.send_many(topic, [b"5", b"6", b"7"]) == 3
             async with KafkaConsumer(topic, bootstrap_servers=servers,
                                      group_id=unique("metrics"), **CONSUMER) as consumer:
                 got = []
-                while len(got) < 5:
+                while len(got) < 8:
                     got.extend(await consumer.getmany())
-    assert registry.value("trionet_messages_total", component="kafka", direction="out") == 5
-    assert registry.value("trionet_messages_total", component="kafka", direction="in") == 5
+    assert registry.value("trionet_messages_total", component="kafka", direction="out") == 8
+    assert registry.value("trionet_messages_total", component="kafka", direction="in") == 8

@@ -451,8 +451,10 @@ class _AppRunner:
         policy = spec.on_error
         attempt = 0
         stats.in_flight += 1
-        _metrics.message("bus", "in")
-        began = trio.current_time()
+        # measured only while a metrics sink listens (no clock reads otherwise)
+        began = trio.current_time() if _metrics.sinks else None
+        if began is not None:
+            _metrics.message("bus", "in")
         # The handler's logs (and what it publishes) carry the message's correlation id.
         correlation_id = message.headers.get(CORRELATION_HEADER) or message.correlation_id
         span = (_tracing.consumer_span(message, correlation_id, socket)
@@ -472,13 +474,15 @@ class _AppRunner:
                     if result is not None:
                         await publish_result(socket, message, result, spec.publishes, None)
                     stats.handled += 1
-                    _metrics.request("bus", trio.current_time() - began, True)
+                    if began is not None:
+                        _metrics.request("bus", trio.current_time() - began, True)
                     break
                 except Exception as exc:
                     stats.failed += 1
                     if span is not None:
                         span.failed(exc)
-                    _metrics.request("bus", trio.current_time() - began, False)
+                    if began is not None:
+                        _metrics.request("bus", trio.current_time() - began, False)
                     invalid = isinstance(exc, InvalidPayload)
                     stats.invalid += invalid
                     # Invalid payloads are not retried: the same bytes would fail again.

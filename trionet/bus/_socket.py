@@ -439,7 +439,8 @@ class BusSocket(EnterOnce, abc.ABC):
         else:
             await self._send_with_key(topic, data, message.key)
         self.statistics.published += 1
-        _metrics.message("bus", "out")
+        if _metrics.sinks:
+            _metrics.message("bus", "out")
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         """Publish bytes as they are, with no envelope (for consumers that are not trionet).
@@ -452,7 +453,8 @@ class BusSocket(EnterOnce, abc.ABC):
         self._check_publish_topic(topic)
         await self._send(topic, bytes(data))
         self.statistics.published += 1
-        _metrics.message("bus", "out")
+        if _metrics.sinks:
+            _metrics.message("bus", "out")
 
     async def reply(
         self,

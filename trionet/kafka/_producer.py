@@ -405,6 +405,8 @@ class KafkaProducer(EnterOnce):
                         ledger.add_batch(batch)
                         mine.append(batch)
                         sent += handle.count
+                        if _metrics.sinks:
+                            _metrics.message("kafka", "out", handle.count)
                     if error is None:
                         break
                     chunk = chunk[handle.count:]
