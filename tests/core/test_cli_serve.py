@@ -235,6 +235,54 @@ async def test_https_and_client_certificates(web_dir: Path, tls_ca: trustme.CA) 
     assert not refused.startswith("HTTP/"), refused
 
 
+async def _peer_fingerprint(url: str, client: ssl.SSLContext) -> bytes:
+    host, _, port = url.partition("://")[2].rpartition(":")
+    stream = trio.SSLStream(await trio.open_tcp_stream(host, int(port)), client,
+                            server_hostname=host)
+    async with stream:
+        await stream.do_handshake()
+        der = stream.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _der(cert: trustme.LeafCert) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sighup_reloads_the_certificate(web_dir: Path, tls_ca: trustme.CA,
+                                              workers: str) -> None:
+    """SIGHUP reads --certfile/--keyfile again: new connections get the new certificate; a
+    broken file is reported and the certificate in use stays (under the supervisor of
+    --workers, every serving process reloads)."""
+    client = ssl.create_default_context()
+    tls_ca.configure_trust(client)
+    first = tls_ca.issue_cert("127.0.0.1")
+    first.private_key_and_cert_chain_pem.write_to_path(str(web_dir / "server.pem"))
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, web_dir, "cli_web:app", "--bind", "127.0.0.1:0",
+                             "--workers", workers, "--no-access-log",
+                             "--certfile", "server.pem", "--keyfile", "server.pem")
+        url = await served.url()
+        assert await _peer_fingerprint(url, client) == _der(first)
+        second = tls_ca.issue_cert("127.0.0.1")
+        second.private_key_and_cert_chain_pem.write_to_path(str(web_dir / "server.pem"))
+        mark = len(served.output)
+        served.process.send_signal(signal.SIGHUP)
+        for _ in range(int(workers)):
+            mark = (await served.wait_for("certificate reloaded from server.pem", mark)).end()
+        for _ in range(4):  # whichever process accepts
+            assert await _peer_fingerprint(url, client) == _der(second)
+        (web_dir / "server.pem").write_text("not a certificate")
+        served.process.send_signal(signal.SIGHUP)
+        for _ in range(int(workers)):
+            mark = (await served.wait_for("could not be reloaded, keeping the old one",
+                                          mark)).end()
+        assert await _peer_fingerprint(url, client) == _der(second)
+        assert await served.stop() == 0, served.output
+
+
 # -- --workers and --reload: a supervisor and its serving processes ----------------------------
 
 

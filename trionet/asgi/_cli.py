@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 
 from ..errors import ASGIError, ConfigurationError
+from ..tls import CertificateReloader, TLSOptions
 from ._app import ASGIApplication
 from ._serve import BoundAddress, Worker, serve
 from ._types import ASGIApp
@@ -244,13 +245,35 @@ def _hypercorn_config(opts: ServeOptions, bind: str) -> Config:
     if opts.access_log:
         config.accesslog = logging.getLogger("trionet.access")
         config.access_log_format = ACCESS_LOG_FORMAT
-    if opts.certfile is not None and opts.keyfile is not None:
-        config.certfile = opts.certfile
-        config.keyfile = opts.keyfile
-        if opts.ca_certs is not None:
-            config.ca_certs = opts.ca_certs
-            config.verify_mode = ssl.CERT_REQUIRED
     return config
+
+
+def _certificate_reloader(opts: ServeOptions) -> CertificateReloader | None:
+    """The HTTPS settings of ``--certfile/--keyfile/--ca-certs`` (None: plain HTTP), read
+    again on SIGHUP."""
+    if opts.certfile is None:
+        return None
+    options = TLSOptions(cert_file=opts.certfile, key_file=opts.keyfile,
+                         ca_file=opts.ca_certs, require_client_cert=opts.ca_certs is not None)
+    try:
+        return CertificateReloader(options)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"--certfile/--keyfile/--ca-certs cannot be used: {exc}"
+        ) from exc
+
+
+def _reload_certificate(reloader: CertificateReloader, me: str) -> None:
+    """SIGHUP: read the certificate files again for new connections; a failure keeps the
+    certificate in use (and says so)."""
+    try:
+        reloader.reload()
+    except (ConfigurationError, OSError, ssl.SSLError) as exc:
+        print(f"{me}: SIGHUP received, the certificate could not be reloaded, keeping the "
+              f"old one: {exc}", file=sys.stderr)
+    else:
+        print(f"{me}: SIGHUP received, certificate reloaded from {reloader.options.cert_file}"
+              " (new connections use it)", file=sys.stderr)
 
 
 class _OneLineLifespanErrors(logging.Filter):
@@ -301,15 +324,22 @@ async def _read_control(control: trio.socket.SocketType,
         stop.cancel()
 
 
-async def _serve_until_signal(app: ASGIApp, opts: ServeOptions, config: Config) -> int:
-    """Serve until a signal; returns the exit status (0, or 128 + signal after a forced stop)."""
+async def _serve_until_signal(app: ASGIApp, opts: ServeOptions, config: Config,
+                              reloader: CertificateReloader | None = None) -> int:
+    """Serve until a signal; returns the exit status (0, or 128 + signal after a forced stop).
+
+    With a *reloader* (HTTPS), SIGHUP reads the certificate files again instead.
+    """
     force_stop = trio.Event()
     forced_by: list[signal.Signals] = []
     me = "trionet" if opts.control_fd is None else f"trionet[{os.getpid()}]"
     server_scope = trio.CancelScope()
 
     def on_signal(signum: signal.Signals) -> None:
-        if not server_scope.cancel_called:
+        if signum == signal.SIGHUP:
+            if reloader is not None:
+                _reload_certificate(reloader, me)
+        elif not server_scope.cancel_called:
             print(f"{me}: {signum.name} received, shutting down (again to stop at once)",
                   file=sys.stderr)
             server_scope.cancel()
@@ -320,13 +350,14 @@ async def _serve_until_signal(app: ASGIApp, opts: ServeOptions, config: Config) 
 
     # The receiver stays open, and read, until the server has stopped: a signal left unread
     # in it would be re-delivered when it closes (and kill the process after a clean stop).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if reloader else [])
+    with trio.open_signal_receiver(*handled) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run_server(*, task_status: trio.TaskStatus[BoundAddress]) -> None:
                 with server_scope:
                     await serve(app, None, config=config, force_stop=force_stop,
-                                worker=opts.worker, task_status=task_status)
+                                worker=opts.worker, tls=reloader, task_status=task_status)
                 nursery.cancel_scope.cancel()  # stopped: no more signals to wait for
 
             address: BoundAddress = await nursery.start(run_server)
@@ -345,9 +376,10 @@ async def _serve_until_signal(app: ASGIApp, opts: ServeOptions, config: Config) 
 def _serve_one_process(opts: ServeOptions) -> int:
     app = load_asgi_app(opts.app, factory=opts.factory)
     config = _hypercorn_config(opts, opts.bind)
+    reloader = _certificate_reloader(opts)
     try:
         with collapse_single_error():
-            status: int = trio.run(_serve_until_signal, app, opts, config)
+            status: int = trio.run(_serve_until_signal, app, opts, config, reloader)
     except OSError as exc:
         # Raised by the bind (in use, not an address of this host, permission...).
         raise ASGIError(f"cannot listen on {opts.bind}: {exc}", fault="local") from exc

@@ -39,6 +39,7 @@ import trio
 
 from .._extras import missing_extra
 from ..errors import ASGIError, ConfigurationError
+from ..tls import ServerTLSArgument
 from ._app import ASGIApplication
 from ._routing import Mount, Router, WebSocketRoute
 from ._types import ASGIApp, Receive, Scope, Send
@@ -312,6 +313,7 @@ async def serve(
     websocket_max_message_size: int | None = None,
     force_stop: trio.Event | None = None,
     worker: Worker | None = None,
+    tls: ServerTLSArgument = None,
     task_status: trio.TaskStatus[BoundAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` with Hypercorn's protocol stack on trio until cancelled, then shut down
@@ -358,10 +360,20 @@ async def serve(
             ``"hypercorn"``: Hypercorn's own trio worker, which also serves HTTP/3 and WSGI
             applications. Without this argument, the ``TRIONET_ASGI_WORKER`` environment
             variable chooses, if it is set.
+        tls: serve HTTPS (see :mod:`trionet.tls`): a server :class:`ssl.SSLContext` (used
+            as it is: set its ALPN protocols to ``["h2", "http/1.1"]`` for HTTP/2), a
+            :class:`~trionet.tls.TLSOptions` naming the certificate files, or a
+            :class:`~trionet.tls.CertificateReloader`: after its ``reload()``, new
+            connections get the new certificate while open ones keep theirs, without a
+            restart. Contexts trionet builds offer HTTP/2 and HTTP/1.1 through ALPN. Instead
+            of the config's ``certfile``/``keyfile`` (not both).
 
     Raises:
         ASGIError: the application's lifespan startup or shutdown failed or timed out.
-        OSError: the address cannot be bound.
+        ConfigurationError: ``tls`` is not a server's ``tls=`` argument, or comes with a
+            config that has a certificate too.
+        OSError: the address cannot be bound, or a certificate file cannot be read.
+        ssl.SSLError: a certificate file of ``tls`` is not valid.
         ValueError: a limit is not a positive int.
     """
     try:
@@ -384,6 +396,10 @@ async def serve(
     max_header_count, max_header_size = _apply_limits(
         config, from_caller, app, max_header_count, max_header_size, websocket_max_message_size
     )
+    if tls is not None:
+        from ._tls import config_with_tls
+
+        config = config_with_tls(config, tls)
     _install_bounded_websocket_buffer()
     install_close_code_passing()  # a handler sees the client's close code, not 1006
     guarded = _limit_request_heads(app, max_header_count, max_header_size)

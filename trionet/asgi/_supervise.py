@@ -7,7 +7,8 @@ supervisor's end closes (the supervisor is gone, even killed) it shuts down grac
 children run in their own session, so a terminal's Ctrl+C reaches only the supervisor, which
 passes each SIGINT/SIGTERM on: the first one stops every child gracefully, a second one stops
 them at once, and the exit status is the children's (128 + the signal number after a forced
-stop). The supervisor waits for its children; any still running when it leaves (after a bug,
+stop). With HTTPS (``--certfile``), SIGHUP is passed on too: each child reads its certificate
+files again. The supervisor waits for its children; any still running when it leaves (after a bug,
 or past the shutdown deadline) are killed by PID and waited for.
 
 Without ``--reload`` a child that ends by itself ends the whole server (the others are stopped
@@ -199,7 +200,9 @@ async def _supervise(opts: ServeOptions, sock: socket.socket, url: str) -> int:
     state = "starting"  # starting, running, restarting, crashed (--reload), stopping
     announced = False
     try:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # With HTTPS, SIGHUP is passed on: each child reads its certificate files again.
+        handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if opts.certfile else [])
+        with trio.open_signal_receiver(*handled) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_forward_signals, signals, events_send)
                 if opts.reload:
@@ -244,6 +247,9 @@ async def _supervise(opts: ServeOptions, sock: socket.socket, url: str) -> int:
                             if state == "restarting":
                                 state = "starting"
                                 await spawn(nursery)
+                    elif kind == "signal" and value == signal.SIGHUP:
+                        # Not a stop: the children reload their certificates.
+                        await stop_all(nursery, signal.SIGHUP, deadline=False)
                     elif kind == "signal":
                         assert isinstance(value, signal.Signals)
                         user_signals += 1
