@@ -1,4 +1,5 @@
-"""One handler, several transports: the same consumer answers requests over MQTT and Kafka."""
+"""One handler, several transports: the same consumer answers requests over MQTT, Kafka and the
+Channel."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ import trio
 from bridges_support import unique
 
 from trionet.bridges import on_transports
-from trionet.bus import BusMessage, BusSocket, DistributedApplication, from_url
+from trionet.bus import (
+    BusMessage,
+    BusSocket,
+    ChannelSocketProvider,
+    DistributedApplication,
+    channel_request,
+    from_url,
+)
+from trionet.channel import open_connection
 from trionet.errors import ConfigurationError
 from trionet.testing import KafkaBroker, MosquittoServer
 
 
-async def test_one_handler_answers_over_mqtt_and_kafka(
+async def test_one_handler_answers_over_mqtt_kafka_and_the_channel(
     shared_mosquitto: MosquittoServer, kafka_broker: KafkaBroker,
 ) -> None:
     tag = unique("transports")
@@ -24,23 +33,29 @@ async def test_one_handler_answers_over_mqtt_and_kafka(
     app = DistributedApplication(f"memory://{tag}")
     calls: list[str] = []
 
-    @on_transports(app, topic, [mqtt, kafka], max_concurrency=2)
+    channel = ChannelSocketProvider()  # channel://127.0.0.1:0: a free port
+
+    @on_transports(app, topic, [mqtt, kafka, channel], max_concurrency=2)
     async def orders(message: BusMessage, socket: BusSocket) -> None:
         calls.append(socket.config.scheme)
         await socket.reply(message, b"accepted " + message.payload)
 
     assert orders.__name__ == "orders"  # registered unchanged
-    assert sorted(app.statistics) == ["orders@kafka", "orders@mqtt"]
+    assert sorted(app.statistics) == ["orders@channel", "orders@kafka", "orders@mqtt"]
     async with trio.open_nursery() as nursery:
         await nursery.start(app.serve)
         for url in (mqtt, kafka):
             async with from_url(url).create_socket(name="client") as client:
                 reply = await client.request(BusMessage(b"widget", topic), timeout=30)
             assert reply.payload == b"accepted widget"
+        async with open_connection(channel.addresses[0]) as connection:
+            reply = await channel_request(connection, b"gadget", topic)
+        assert reply.payload == b"accepted gadget"
         app.stop()
-    assert sorted(calls) == ["kafka", "mqtt"]
+    assert sorted(calls) == ["channel", "kafka", "mqtt"]
     assert app.statistics["orders@mqtt"].handled == 1
     assert app.statistics["orders@kafka"].handled == 1
+    assert app.statistics["orders@channel"].handled == 1
 
 
 def test_names_and_bad_arguments() -> None:

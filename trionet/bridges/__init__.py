@@ -7,8 +7,8 @@ the bus.
 * :func:`bus_request`: an endpoint that forwards the request body as a bus request and answers
   with the reply (``POST /orders`` -> ``orders/new`` -> response), with 503/504/413 for the
   failures;
-* :func:`on_transports`: one bus handler reachable over several brokers (MQTT and Kafka) with
-  one declaration.
+* :func:`on_transports`: one bus handler reachable over several transports (MQTT, Kafka and
+  the Channel, ``channel://``) with one declaration.
 
 Backpressure, end to end: the response's ``send`` waits while the browser is not reading, so
 the feed fills; a full feed either drops its oldest message and counts it (``"drop-oldest"``,

@@ -25,16 +25,18 @@ def on_transports(
 ) -> Callable[[CallbackT], CallbackT]:
     """Decorator: one consumer of *app*, subscribed to *topics* on every broker of *brokers*::
 
-        @on_transports(app, "orders/new", ["mqtt://127.0.0.1:1883", "kafka://127.0.0.1:9092"])
+        @on_transports(app, "orders/new", ["mqtt://127.0.0.1:1883", "kafka://127.0.0.1:9092",
+                                           "channel://127.0.0.1:5555"])
         async def orders(message, socket):
             await socket.reply(message, b"accepted")
 
     Each broker gets its own application (``<name>@<scheme>``: ``orders@mqtt``,
-    ``orders@kafka``; ``orders@mqtt-2`` for a second MQTT broker) with its own socket, so a
-    request is answered on the transport it came from, each transport is acknowledged, restarted
-    and counted (``app.statistics``) on its own, and one broker going away does not stop the
-    others' consumers unless the options say so (``on_error``, ``restart``). The callback itself
-    is registered unchanged and returned.
+    ``orders@kafka``, ``orders@channel``, a listener for :mod:`trionet.channel` clients (see
+    :class:`~trionet.bus.ChannelConfig`); ``orders@mqtt-2`` for a second MQTT broker) with its
+    own socket, so a request is answered on the transport it came from, each transport is
+    acknowledged, restarted and counted (``app.statistics``) on its own, and one broker going
+    away does not stop the others' consumers unless the options say so (``on_error``,
+    ``restart``). The callback itself is registered unchanged and returned.
 
     Args:
         app: the application to register with.

@@ -38,8 +38,15 @@ from ._app import (
     Resource as Resource,
 )
 from ._asyncapi_html import asyncapi_html as asyncapi_html, asyncapi_router as asyncapi_router
+from ._channel import (
+    ChannelRequestError as ChannelRequestError,
+    ChannelSocket as ChannelSocket,
+    ChannelSocketProvider as ChannelSocketProvider,
+    channel_request as channel_request,
+)
 from ._config import (
     BusConfig as BusConfig,
+    ChannelConfig as ChannelConfig,
     KafkaConfig as KafkaConfig,
     MemoryConfig as MemoryConfig,
     MqttConfig as MqttConfig,
@@ -119,6 +126,10 @@ __all__ = [
     "BusError",
     "BusMessage",
     "BusSocket",
+    "ChannelConfig",
+    "ChannelRequestError",
+    "ChannelSocket",
+    "ChannelSocketProvider",
     "ConsumeNext",
     "ConsumerCallback",
     "CorrelationId",
@@ -157,6 +168,7 @@ __all__ = [
     "TopicFilter",
     "asyncapi_html",
     "asyncapi_router",
+    "channel_request",
     "check_topic",
     "check_topic_filter",
     "decode_envelope",

@@ -1,4 +1,5 @@
-"""Broker configurations and the ``memory://``, ``mqtt://`` and ``kafka://`` URLs (no I/O).
+"""Broker configurations and the ``memory://``, ``mqtt://``, ``kafka://`` and ``channel://``
+URLs (no I/O).
 
 A configuration is a frozen dataclass; :func:`parse_url` turns a URL into one, and
 :meth:`BusConfig.to_url` goes back (with the password hidden). Nothing here imports an MQTT or
@@ -21,6 +22,7 @@ from ._topics import normalize_topics
 
 __all__ = [
     "BusConfig",
+    "ChannelConfig",
     "KafkaConfig",
     "MemoryConfig",
     "MqttConfig",
@@ -295,6 +297,68 @@ class KafkaConfig(BusConfig):
         return f"kafka://{','.join(self.servers)}{_query(query)}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ChannelConfig(BusConfig):
+    """Bus handlers served to :mod:`trionet.channel` clients (``channel://host:port``).
+
+    Not a broker: a socket of this configuration *listens* on ``host:port`` for
+    aiomas-style request-reply connections (:func:`trionet.channel.open_connection`), and each
+    request a client sends with :func:`~trionet.bus.channel_request` becomes a message for the
+    application's handler, whose reply goes back on the same connection. With
+    :func:`~trionet.bridges.on_transports` one handler answers on MQTT, Kafka and the Channel.
+    See "The Channel transport" in the bus guide.
+
+    Attributes:
+        host: the address to listen on (loopback by default).
+        port: the port (``0``: a free one; :attr:`ChannelSocketProvider.addresses
+            <trionet.bus.ChannelSocketProvider.addresses>` tells which).
+        channel_codec: the Channel codec, ``"json"`` (aiomas's default; payloads travel as
+            text) or ``"msgpack"`` (binary payloads). Clients must use the same.
+        max_pending: how many requests one connection may have unanswered; past that the
+            server stops reading that connection (backpressure through TCP).
+        max_connections: how many client connections may be open at once; more are closed
+            when they connect.
+
+    The :attr:`~BusConfig.request_timeout` (30 s by default) is how long a request waits for
+    the handler's reply: the handler runs under that deadline and the client gets a failure
+    when it passes.
+    """
+
+    scheme: ClassVar[str] = "channel"
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    channel_codec: Literal["json", "msgpack"] = "json"
+    max_pending: int = 64
+    max_connections: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.channel_codec not in ("json", "msgpack"):
+            raise ConfigurationError(
+                f"channel_codec must be 'json' or 'msgpack', not {self.channel_codec!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not (
+                0 <= self.port <= 65535):
+            raise ConfigurationError(f"port must be from 0 to 65535, not {self.port!r}")
+        for name in ("max_pending", "max_connections"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+                raise ConfigurationError(f"{name} must be an integer from 1 to 100000, "
+                                         f"not {value!r}")
+        if self.request_timeout is None:
+            raise ConfigurationError("a channel:// transport needs a request_timeout (a "
+                                     "client's request must not wait for ever)")
+
+    def to_url(self) -> str:
+        query = self._common_query()
+        for name, default in (("channel_codec", "json"), ("max_pending", 64),
+                              ("max_connections", 256)):
+            value = getattr(self, name)
+            if value != default:
+                query.append((name, _fmt(value)))
+        return f"channel://{_host(self.host)}:{self.port}{_query(query)}"
+
+
 # -- URL parsing --------------------------------------------------------------------------------
 
 
@@ -373,6 +437,11 @@ _PARAMS: dict[str, dict[str, tuple[str, Callable[[str, str], Any]]]] = {
         "v": ("version", _text),
         "allow_insecure_auth": ("allow_insecure_auth", _parse_bool),
     },
+    "channel": {
+        "channel_codec": ("channel_codec", _text),
+        "max_pending": ("max_pending", _parse_int),
+        "max_connections": ("max_connections", _parse_int),
+    },
     "kafka": {
         "group": ("group_id", _text),
         "group_id": ("group_id", _text),
@@ -406,11 +475,11 @@ def _parse_any(text: str) -> Any:
 def parse_url(url: str) -> BusConfig:
     """Parse a broker URL into its configuration.
 
-    ``memory://[name]``, ``mqtt://[user[:password]@]host[:port]``, ``mqtts://...`` (TLS) and
-    ``kafka://host:port[,host:port...]``, each with query parameters named after the
-    configuration's fields (``?qos=1&client_id=x``, ``?group=g&offset_reset=earliest``; the
-    options of :class:`BusConfig` everywhere: ``codec``, ``max_queue``, ``request_timeout``,
-    ``client_name``, ``topics=a,b``).
+    ``memory://[name]``, ``mqtt://[user[:password]@]host[:port]``, ``mqtts://...`` (TLS),
+    ``kafka://host:port[,host:port...]`` and ``channel://host:port``, each with query
+    parameters named after the configuration's fields (``?qos=1&client_id=x``,
+    ``?group=g&offset_reset=earliest``; the options of :class:`BusConfig` everywhere:
+    ``codec``, ``max_queue``, ``request_timeout``, ``client_name``, ``topics=a,b``).
 
     Raises:
         ConfigurationError: for an unknown scheme or parameter, or a value of the wrong type.
@@ -426,7 +495,7 @@ def parse_url(url: str) -> BusConfig:
     if family not in _PARAMS:
         raise ConfigurationError(
             f"unsupported broker URL scheme {parts.scheme!r} in {url!r}; "
-            "use memory://, mqtt://, mqtts:// or kafka://"
+            "use memory://, mqtt://, mqtts://, kafka:// or channel://"
         )
     known = {**_COMMON, **_PARAMS[family]}
     values: dict[str, Any] = {}
@@ -464,6 +533,16 @@ def parse_url(url: str) -> BusConfig:
             password=address.password,
             **values,
         )
+    if family == "channel":
+        if parts.path.strip("/"):
+            raise ConfigurationError(f"a channel:// URL has no path: {url!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigurationError(f"invalid port in {url!r}") from None
+        if parts.username is not None or parts.password is not None:
+            raise ConfigurationError(f"a channel:// URL takes no user or password: {url!r}")
+        return ChannelConfig(host=parts.hostname or "127.0.0.1", port=port or 0, **values)
     servers = [s for s in (parts.netloc + parts.path.rstrip("/")).split(",") if s]
     if not servers:
         raise ConfigurationError(f"no bootstrap server in Kafka URL {url!r}")

@@ -9,7 +9,7 @@ so ``memory://`` needs neither paho nor kafka-python.
 from __future__ import annotations
 
 from ..errors import ConfigurationError
-from ._config import BusConfig, KafkaConfig, MemoryConfig, MqttConfig, parse_url
+from ._config import BusConfig, ChannelConfig, KafkaConfig, MemoryConfig, MqttConfig, parse_url
 from ._socket import SocketProvider
 
 __all__ = ["SocketProviderFactory", "from_config", "from_url"]
@@ -21,7 +21,7 @@ class SocketProviderFactory:
     @staticmethod
     def from_config(config: BusConfig | SocketProvider | str) -> SocketProvider:
         """The provider for a configuration (:class:`MemoryConfig`, :class:`MqttConfig`,
-        :class:`KafkaConfig`), a URL, or a provider (returned as it is).
+        :class:`KafkaConfig`, :class:`ChannelConfig`), a URL, or a provider (returned as it is).
 
         Raises:
             ConfigurationError: for anything else.
@@ -42,11 +42,16 @@ class SocketProviderFactory:
             from ._kafka import KafkaSocketProvider
 
             return KafkaSocketProvider(config)
+        if isinstance(config, ChannelConfig):
+            from ._channel import ChannelSocketProvider
+
+            return ChannelSocketProvider(config)
         raise ConfigurationError(f"no socket provider for a {type(config).__name__}")
 
     @staticmethod
     def from_url(url: str) -> SocketProvider:
-        """The provider for ``memory://...``, ``mqtt://...``, ``mqtts://...`` or ``kafka://...``.
+        """The provider for ``memory://...``, ``mqtt://...``, ``mqtts://...``, ``kafka://...`` or
+        ``channel://...``.
 
         Raises:
             ConfigurationError: for a malformed URL or an unknown scheme or parameter.
