@@ -16,7 +16,7 @@ import stat as _stat
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from contextlib import aclosing
 from datetime import datetime
-from email.utils import format_datetime, formatdate
+from email.utils import format_datetime
 from http.cookies import SimpleCookie
 from typing import Any, ClassVar, Literal, overload
 from urllib.parse import quote
@@ -26,6 +26,7 @@ import trio
 from ._background import BackgroundTask, run_background
 from ._datastructures import MutableHeaders, _to_raw
 from ._errors import HTTPException
+from ._filesend import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_RANGES, FileSender, validator_headers
 from ._types import Receive, Scope, Send
 from ._util import collapse_single_error
 
@@ -458,18 +459,29 @@ async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> No
 class FileResponse(Response):
     """A response that sends a file from disk in chunks, read through :func:`trio.open_file`.
 
-    ``Content-Length`` and ``Last-Modified`` come from the file; ``Content-Type`` is guessed
-    from the file name unless given. A missing file answers 404.
+    It answers as :class:`StaticFiles` does: ``ETag``, ``Last-Modified`` and
+    ``Accept-Ranges: bytes`` go with the file; when the status is 200, ``If-None-Match`` /
+    ``If-Modified-Since`` get 304, ``Range`` gets 206 (one range, or up to ``max_ranges`` as
+    ``multipart/byteranges``) or 416, ``If-Range`` is honoured, and ``HEAD`` gets the headers
+    without reading the file. ``Content-Type`` is guessed from the file name unless given. A
+    missing file, or one that is not a regular file, answers 404.
 
     Args:
         path: the file to send.
         status_code: the HTTP status.
-        headers: extra headers.
+        headers: extra headers (your ``ETag`` or ``Last-Modified`` replace the file's).
         media_type: the media type; guessed from ``filename`` or ``path`` when ``None``.
-        filename: if given, the response carries ``Content-Disposition: attachment`` with
-            this name, so browsers download it.
+        filename: if given, the response carries ``Content-Disposition`` with this name
+            (``filename*=`` in UTF-8 when it is not plain ASCII).
+        content_disposition_type: ``"attachment"`` (browsers download the file) or
+            ``"inline"`` (browsers show it), with ``filename``.
         chunk_size: bytes per read and per ASGI message.
+        max_ranges: the most ranges a ``Range`` header may ask for (more: 416).
         background: a :class:`BackgroundTask` to run once the file has been sent.
+
+    Raises:
+        ValueError: ``content_disposition_type`` is neither ``attachment`` nor ``inline``, or
+            ``chunk_size`` or ``max_ranges`` is below 1.
     """
 
     def __init__(
@@ -480,14 +492,22 @@ class FileResponse(Response):
         media_type: str | None = None,
         *,
         filename: str | None = None,
-        chunk_size: int = 64 * 1024,
+        content_disposition_type: str = "attachment",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_ranges: int = DEFAULT_MAX_RANGES,
         background: BackgroundTask | None = None,
     ) -> None:
+        if content_disposition_type not in ("attachment", "inline"):
+            raise ValueError("content_disposition_type must be 'attachment' or 'inline', not "
+                             f"{content_disposition_type!r}")
+        if chunk_size < 1 or max_ranges < 1:
+            raise ValueError("chunk_size and max_ranges must be at least 1")
         self.status_code = status_code
         self.background = background
         self.path = os.fspath(path)
         self.filename = filename
         self.chunk_size = chunk_size
+        self.max_ranges = max_ranges
         if media_type is None:
             guessed, _ = mimetypes.guess_type(filename or self.path)
             media_type = guessed or "application/octet-stream"
@@ -497,39 +517,34 @@ class FileResponse(Response):
         if filename is not None:
             quoted = quote(filename)
             if quoted == filename:
-                disposition = f'attachment; filename="{filename}"'
+                disposition = f'{content_disposition_type}; filename="{filename}"'
             else:
-                disposition = f"attachment; filename*=utf-8''{quoted}"
+                disposition = f"{content_disposition_type}; filename*=utf-8''{quoted}"
             self._raw_headers.append((b"content-disposition", disposition.encode("latin-1")))
 
     async def send_to(self, scope: Scope | None, receive: Receive | None, send: Send) -> None:
-        """Stat the file, send the headers, then the file's content in chunks."""
+        """Open the file, answer the request's conditions and ranges, then send the bytes."""
         try:
-            info = await trio.Path(self.path).stat()
-        except FileNotFoundError:
+            # Checked before opening: opening a FIFO would wait for a writer.
+            if not _stat.S_ISREG((await trio.Path(self.path).stat()).st_mode):
+                raise HTTPException(404, "not a regular file")
+            file = await trio.open_file(self.path, "rb")
+        except (FileNotFoundError, NotADirectoryError):
             raise HTTPException(404, "file not found") from None
-        if not _stat.S_ISREG(info.st_mode):
-            raise HTTPException(404, "not a regular file")
-        self._add_default_headers(info.st_size)
-        if not any(name == b"last-modified" for name, _ in self._raw_headers):
-            modified = formatdate(info.st_mtime, usegmt=True).encode("ascii")
-            self._raw_headers.append((b"last-modified", modified))
-        start = {
-            "type": "http.response.start",
-            "status": self.status_code,
-            "headers": self._raw_headers,
-        }
-        if scope is not None and scope.get("method") == "HEAD":
-            await send(start)
-            await send({"type": "http.response.body", "body": b""})
-            return
-        async with await trio.open_file(self.path, "rb") as file:
-            await send(start)
-            remaining = info.st_size
-            while True:
-                chunk = await file.read(self.chunk_size)
-                remaining -= len(chunk)
-                more = bool(chunk) and remaining > 0
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
-                if not more:
-                    return
+        async with file:
+            info = os.fstat(file.fileno())  # the file opened decides (it may have changed)
+            if not _stat.S_ISREG(info.st_mode):
+                raise HTTPException(404, "not a regular file")
+            content_type = self.media_type or "application/octet-stream"
+            headers: list[tuple[bytes, bytes]] = []
+            for name, value in self._raw_headers:
+                if name == b"content-type":
+                    content_type = value.decode("latin-1")
+                elif name != b"content-length":
+                    headers.append((name, value))
+            if content_type.startswith("text/") and "charset=" not in content_type:
+                content_type += f"; charset={self.charset}"
+            headers += validator_headers(info, (name for name, _ in headers))
+            await FileSender(scope, send, file, info, self.status_code, headers=headers,
+                             content_type=content_type, max_ranges=self.max_ranges,
+                             chunk_size=self.chunk_size).run()

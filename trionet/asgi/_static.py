@@ -16,95 +16,23 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
-import secrets
 import stat as _stat
-from collections.abc import Iterable
-from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from ..errors import ASGIError
-from ._datastructures import Headers
+from ._filesend import DEFAULT_MAX_RANGES, FileSender, parse_ranges, validator_headers
 from ._responses import Response
 from ._types import Receive, Scope, Send
 
-__all__ = ["DEFAULT_MAX_RANGES", "StaticFiles"]
+__all__ = ["DEFAULT_MAX_RANGES", "StaticFiles", "parse_ranges"]
 
-#: The most ranges one ``Range`` header may ask for (more get 416).
-DEFAULT_MAX_RANGES = 16
-# Longest Range header read at all (longer ones get 416).
-_MAX_RANGE_HEADER = 1024
-_CHUNK = 64 * 1024
 _ENCODED_FORBIDDEN = re.compile(rb"%(?:2f|5c|00)", re.IGNORECASE)
-_RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
 
 
 class _NotFound(Exception):
     pass
-
-
-def _etag(info: os.stat_result) -> str:
-    return f'"{info.st_size:x}-{info.st_mtime_ns:x}"'
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    # If-None-Match uses the weak comparison: W/"x" matches "x".
-    if header.strip() == "*":
-        return True
-    bare = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
-
-
-def parse_ranges(header: str, size: int, max_ranges: int) -> list[tuple[int, int]] | None:
-    """The byte ranges ``(first, last)`` (inclusive) a ``Range`` header asks for, sorted and
-    merged; ``None`` if the header is not a ``bytes=`` range set (ignore it, send everything).
-
-    Raises:
-        ValueError: no range is satisfiable, or the header is too long or asks for too many
-            (answer 416).
-    """
-    if len(header) > _MAX_RANGE_HEADER:
-        raise ValueError("Range header too long")
-    unit, _, specs = header.partition("=")
-    if unit.strip().lower() != "bytes" or not specs.strip():
-        return None
-    parts = specs.split(",")
-    if len(parts) > max_ranges:
-        raise ValueError("too many ranges")
-    ranges: list[tuple[int, int]] = []
-    for part in parts:
-        found = _RANGE_SPEC.fullmatch(part)
-        if found is None:
-            return None
-        first_text, last_text = found.groups()
-        if first_text:
-            first = int(first_text)
-            last = int(last_text) if last_text else size - 1
-            if last_text and last < first:
-                return None  # syntactically invalid: ignore the header
-            if first >= size:
-                continue  # unsatisfiable, maybe others are not
-            ranges.append((first, min(last, size - 1)))
-        elif last_text:
-            suffix = int(last_text)
-            if suffix == 0 or size == 0:
-                continue
-            ranges.append((max(size - suffix, 0), size - 1))
-        else:
-            return None
-    if not ranges:
-        raise ValueError("no satisfiable range")
-    ranges.sort()
-    merged = [ranges[0]]
-    for first, last in ranges[1:]:
-        previous_first, previous_last = merged[-1]
-        if first <= previous_last + 1:
-            merged[-1] = (previous_first, max(previous_last, last))
-        else:
-            merged.append((first, last))
-    return merged
 
 
 def _open_no_follow(path: str, flags: int) -> int:
@@ -247,16 +175,6 @@ class StaticFiles:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _headers(self, info: os.stat_result) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (b"accept-ranges", b"bytes"),
-            (b"etag", _etag(info).encode("ascii")),
-            (b"last-modified", formatdate(info.st_mtime, usegmt=True).encode("ascii")),
-        ]
-        if self.cache_control is not None:
-            headers.append((b"cache-control", self.cache_control.encode("latin-1")))
-        return headers
-
     async def _send_file(
         self, scope: Scope, receive: Receive, send: Send, path: str, info: os.stat_result,
         status: int,
@@ -272,123 +190,11 @@ class StaticFiles:
             if not _stat.S_ISREG(info.st_mode):
                 await Response.text("Not Found", 404).send_to(scope, receive, send)
                 return
-            await _FileSender(self, scope, send, file, info, status).run(path)
-
-
-class _FileSender:
-    """One file response: conditional requests, ranges, then the bytes."""
-
-    def __init__(
-        self, owner: StaticFiles, scope: Scope, send: Send, file: Any, info: os.stat_result,
-        status: int,
-    ) -> None:
-        self.owner = owner
-        self.scope = scope
-        self.send = send
-        self.file = file
-        self.info = info
-        self.status = status
-        self.headers = Headers(raw=scope.get("headers", []))
-        self.head = scope["method"] == "HEAD"
-
-    async def run(self, path: str) -> None:
-        info = self.info
-        headers = self.owner._headers(info)
-        media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        if media_type.startswith("text/") or media_type == "application/javascript":
-            media_type += "; charset=utf-8"
-        if self.status == 200 and self._not_modified():
-            await self._start(304, headers)
-            await self.send({"type": "http.response.body", "body": b""})
-            return
-        size = info.st_size
-        ranges = None
-        range_header = self.headers.get("range")
-        if range_header is not None and self.status == 200 and self._if_range_holds():
-            try:
-                ranges = parse_ranges(range_header, size, self.owner.max_ranges)
-            except ValueError:
-                headers.append((b"content-range", f"bytes */{size}".encode("ascii")))
-                headers.append((b"content-length", b"0"))
-                await self._start(416, headers)
-                await self.send({"type": "http.response.body", "body": b""})
-                return
-        if ranges is None:
-            headers += [(b"content-type", media_type.encode("latin-1")),
-                        (b"content-length", str(size).encode("ascii"))]
-            await self._start(self.status, headers)
-            await self._copy([(0, size - 1)] if size else [], [b""])
-        elif len(ranges) == 1:
-            first, last = ranges[0]
-            headers += [
-                (b"content-type", media_type.encode("latin-1")),
-                (b"content-range", f"bytes {first}-{last}/{size}".encode("ascii")),
-                (b"content-length", str(last - first + 1).encode("ascii")),
-            ]
-            await self._start(206, headers)
-            await self._copy(ranges, [b""])
-        else:
-            boundary = secrets.token_hex(16)
-            heads = [
-                (f"--{boundary}\r\nContent-Type: {media_type}\r\n"
-                 f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n").encode("latin-1")
-                for first, last in ranges
-            ]
-            separators = [heads[0]] + [b"\r\n" + head for head in heads[1:]]
-            tail = f"\r\n--{boundary}--\r\n".encode("ascii")
-            length = sum(map(len, separators)) + len(tail) + sum(
-                last - first + 1 for first, last in ranges
-            )
-            headers += [
-                (b"content-type", f"multipart/byteranges; boundary={boundary}".encode("ascii")),
-                (b"content-length", str(length).encode("ascii")),
-            ]
-            await self._start(206, headers)
-            await self._copy(ranges, [*separators, tail])
-
-    def _not_modified(self) -> bool:
-        if_none_match = self.headers.get("if-none-match")
-        if if_none_match is not None:
-            return _etag_matches(if_none_match, _etag(self.info))
-        since = self.headers.get("if-modified-since")
-        if since is None:
-            return False
-        try:
-            return int(self.info.st_mtime) <= int(parsedate_to_datetime(since).timestamp())
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-
-    def _if_range_holds(self) -> bool:
-        header = self.headers.get("if-range")
-        if header is None:
-            return True
-        if_range = str(header).strip()
-        if if_range.startswith(('"', "W/")):
-            return if_range == _etag(self.info)  # the strong comparison
-        return if_range == formatdate(self.info.st_mtime, usegmt=True)
-
-    async def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-
-    async def _copy(self, ranges: Iterable[tuple[int, int]], separators: list[bytes]) -> None:
-        """Send ``separators[i]`` before range ``i`` and the last separator at the end."""
-        send = self.send
-        if self.head:
-            await send({"type": "http.response.body", "body": b""})
-            return
-        pending = b""
-        for index, (first, last) in enumerate(ranges):
-            pending += separators[index]
-            await self.file.seek(first)
-            remaining = last - first + 1
-            while remaining:
-                chunk = await self.file.read(min(_CHUNK, remaining))
-                if not chunk:
-                    # The file shrank under us: abort rather than send a short body.
-                    raise ASGIError("a static file shrank while it was being sent",
-                                    fault="local")
-                remaining -= len(chunk)
-                await send({"type": "http.response.body", "body": pending + chunk,
-                            "more_body": True})
-                pending = b""
-        await send({"type": "http.response.body", "body": pending + separators[-1]})
+            media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            if media_type.startswith("text/") or media_type == "application/javascript":
+                media_type += "; charset=utf-8"
+            headers = validator_headers(info)
+            if self.cache_control is not None:
+                headers.append((b"cache-control", self.cache_control.encode("latin-1")))
+            await FileSender(scope, send, file, info, status, headers=headers,
+                             content_type=media_type, max_ranges=self.max_ranges).run()
