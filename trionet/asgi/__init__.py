@@ -92,8 +92,10 @@ from ._serve import (
 from ._sessions import SessionMiddleware as SessionMiddleware
 from ._sse import (
     DEFAULT_PING_INTERVAL as DEFAULT_PING_INTERVAL,
+    MAX_LAST_EVENT_ID as MAX_LAST_EVENT_ID,
     EventSourceResponse as EventSourceResponse,
     ServerSentEvent as ServerSentEvent,
+    last_event_id as last_event_id,
 )
 from ._static import StaticFiles as StaticFiles
 from ._testclient import TestClient as TestClient, TestResponse as TestResponse
@@ -117,6 +119,7 @@ __all__ = [
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_PING_INTERVAL",
+    "MAX_LAST_EVENT_ID",
     "URL",
     "ASGIApp",
     "ASGIApplication",
@@ -183,6 +186,7 @@ __all__ = [
     "connect_websocket",
     "current_request_id",
     "largest_websocket_limit",
+    "last_event_id",
     "requires",
     "serve",
 ]

@@ -14,27 +14,36 @@ make it safe to leave open for hours:
   channel is closed, so its sender's next ``send`` raises ``trio.BrokenResourceError``).
 * **Keep-alive.** A comment line goes out whenever no event has been sent for ``ping`` seconds,
   so proxies and load balancers do not cut an idle stream.
+
+A reconnecting browser sends the ``id`` of the last event it received as ``Last-Event-ID``;
+:func:`last_event_id` reads it (bounded in length, control characters refused), and a producer
+*factory* given as the content gets it as its argument, to resume after that event.
 """
 
 from __future__ import annotations
 
 import json as _json
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import Any, TypeAlias
 
 import trio
 
 from ._background import BackgroundTask
 from ._datastructures import _to_raw
+from ._errors import HTTPException
+from ._requests import HTTPConnection
 from ._responses import HeadersArg, Response
 from ._types import Receive, Scope, Send
 from ._util import collapse_single_error
 
-__all__ = ["DEFAULT_PING_INTERVAL", "EventSourceResponse", "ServerSentEvent"]
+__all__ = ["DEFAULT_PING_INTERVAL", "MAX_LAST_EVENT_ID", "EventSourceResponse",
+           "ServerSentEvent", "last_event_id"]
 
 #: Seconds without an event after which :class:`EventSourceResponse` sends a keep-alive comment.
 DEFAULT_PING_INTERVAL = 15.0
+#: The longest ``Last-Event-ID`` accepted, in bytes (a longer one is answered with 400).
+MAX_LAST_EVENT_ID = 1024
 
 _JSON = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _BREAKS = ("\r\n", "\r", "\n")
@@ -128,11 +137,62 @@ def _as_event(item: Any) -> ServerSentEvent:
 
 
 #: What an event stream may be fed: an async iterable of events, or a trio receive channel.
-EventSource = AsyncIterable[Any] | trio.abc.ReceiveChannel[Any]
+EventSource: TypeAlias = "AsyncIterable[Any] | trio.abc.ReceiveChannel[Any]"
+#: A producer that resumes: called with the client's ``Last-Event-ID`` (or ``None``).
+EventSourceFactory: TypeAlias = "Callable[[str | None], EventSource]"
+
+
+def _check_last_event_id(raw: bytes, max_length: int) -> str | None:
+    if not raw:
+        return None
+    if len(raw) > max_length:
+        raise HTTPException(400, f"Last-Event-ID is longer than {max_length} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "Last-Event-ID is not UTF-8") from None
+    if any(char < " " or char == "\x7f" for char in text):
+        raise HTTPException(400, "Last-Event-ID contains a control character")
+    return text
+
+
+def _raw_last_event_id(scope: Scope) -> bytes:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"last-event-id":
+            return bytes(value).strip(b" \t")
+    return b""
+
+
+def last_event_id(
+    request: HTTPConnection | Scope, *, max_length: int = MAX_LAST_EVENT_ID
+) -> str | None:
+    """The ``Last-Event-ID`` a reconnecting ``EventSource`` sent (the ``id`` of the last event
+    it received), or ``None`` on a first connection (no header, or an empty one).
+
+    Args:
+        request: the :class:`Request` (or its ASGI scope).
+        max_length: the longest id accepted, in bytes.
+
+    Raises:
+        HTTPException: 400 if the id is longer than ``max_length`` bytes, not UTF-8, or
+            contains a control character (a browser only sends back what the server sent).
+    """
+    scope = request.scope if isinstance(request, HTTPConnection) else request
+    return _check_last_event_id(_raw_last_event_id(scope), max_length)
 
 
 class EventSourceResponse(Response):
     """A ``text/event-stream`` response fed by an async iterator or a trio receive channel.
+
+    ``content`` may also be a producer *factory*: a function called, when the response is
+    sent, with the client's ``Last-Event-ID`` (see :func:`last_event_id`; ``None`` on a first
+    connection) and returning the events, so that a reconnecting client resumes after the last
+    event it received. A malformed ``Last-Event-ID`` is then answered with 400::
+
+        def produce(last_id: str | None) -> AsyncIterator[ServerSentEvent]:
+            return history.events_after(int(last_id) if last_id else -1)
+
+        return EventSourceResponse(produce)
 
     Each item becomes one event: a :class:`ServerSentEvent`, a mapping of its arguments
     (``{"data": ..., "event": "tick", "id": 7}``), or anything else as the ``data`` (``str``
@@ -152,14 +212,17 @@ class EventSourceResponse(Response):
     ``aclose()``, a receive channel with ``aclose()``.
 
     Args:
-        content: the events: an async iterable, or a ``trio.abc.ReceiveChannel``.
+        content: the events: an async iterable, a ``trio.abc.ReceiveChannel``, or a
+            function of the ``Last-Event-ID`` returning one of these.
         status_code: the HTTP status.
         headers: extra headers. ``Cache-Control: no-store`` and ``X-Accel-Buffering: no``
             (which tells nginx not to buffer) are added unless given.
         ping: seconds without an event after which a keep-alive comment is sent; ``None``
             sends none.
         ping_comment: the text of that comment.
-        retry: if given, a first ``retry:`` field (milliseconds) sent before any event.
+        retry: if given, a first ``retry:`` field (milliseconds) sent before any event: how
+            long the browser waits before it reconnects.
+        max_last_event_id: the longest ``Last-Event-ID`` a factory is given, in bytes.
         background: a :class:`BackgroundTask` to run once the stream has ended (also after a
             disconnect).
 
@@ -169,13 +232,14 @@ class EventSourceResponse(Response):
 
     def __init__(
         self,
-        content: EventSource,
+        content: EventSource | EventSourceFactory,
         status_code: int = 200,
         headers: HeadersArg = None,
         *,
         ping: float | None = DEFAULT_PING_INTERVAL,
         ping_comment: str = "ping",
         retry: int | None = None,
+        max_last_event_id: int = MAX_LAST_EVENT_ID,
         background: BackgroundTask | None = None,
     ) -> None:
         if not 200 <= status_code <= 599:
@@ -185,7 +249,16 @@ class EventSourceResponse(Response):
         self.status_code = status_code
         self.media_type = "text/event-stream"
         self.body = b""
-        self.content = content
+        self.content: EventSource | None = None
+        self._factory: EventSourceFactory | None = None
+        if isinstance(content, trio.abc.ReceiveChannel) or hasattr(content, "__aiter__"):
+            self.content = content
+        elif callable(content):
+            self._factory = content
+        else:
+            raise TypeError("content must be an async iterable, a trio receive channel, or a "
+                            f"function of the Last-Event-ID, not {type(content).__name__}")
+        self.max_last_event_id = max_last_event_id
         self.background = background
         self.ping = ping
         self._ping_bytes = ServerSentEvent(comment=ping_comment).encode()
@@ -211,6 +284,15 @@ class EventSourceResponse(Response):
             await send(start)
             await send({"type": "http.response.body", "body": b""})
             return
+        if self._factory is not None:
+            raw = _raw_last_event_id(scope) if scope is not None else b""
+            try:
+                resume_after = _check_last_event_id(raw, self.max_last_event_id)
+            except HTTPException as exc:
+                await Response.text(f"{exc.detail}", exc.status_code).send_to(
+                    scope, receive, send)
+                return
+            self.content = self._factory(resume_after)
         disconnected = trio.Event()
         try:
             with collapse_single_error():
@@ -229,6 +311,7 @@ class EventSourceResponse(Response):
 
     async def _pump(self, nursery: trio.Nursery, send: Send) -> None:
         content = self.content
+        assert content is not None  # the factory was called in send_to
         if isinstance(content, trio.abc.ReceiveChannel):
             channel: trio.abc.ReceiveChannel[Any] = content
         else:
