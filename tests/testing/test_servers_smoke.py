@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from trionet.errors import ConfigurationError
+from trionet.testing import KafkaTLSBroker
 from trionet.testing._servers import (
     KAFKA_BOOTSTRAP_ENV,
     KAFKA_TEST_CONSUMER_CONFIG,
@@ -324,6 +325,25 @@ def test_kafka_create_topic_produce_and_consume_with_group(kafka_broker: KafkaBr
         admin.close()
 
 
+def test_kafka_tls_broker_listens_on_loopback_and_advertises_its_tls_port(
+    kafka_tls_broker: KafkaTLSBroker,
+) -> None:
+    from kafka import KafkaAdminClient
+
+    info = kafka_tls_broker.info
+    assert_loopback_only(info.port, info.plain_port)
+    assert len(kafka_tls_broker.pids) == 2  # the broker and the terminator
+    admin = KafkaAdminClient(bootstrap_servers=info.bootstrap_servers, security_protocol="SSL",
+                             ssl_cafile=str(info.ca_file), client_id="smoke-tls")
+    try:
+        brokers = admin._client.cluster.brokers()
+    finally:
+        admin.close()
+    assert {(broker.host, broker.port) for broker in brokers} == {("127.0.0.1", info.port)}
+    assert info.handshakes()
+    assert kafka_tls_broker.direct_connections() == 0
+
+
 def test_kafka_bootstrap_env_selects_an_existing_broker(
     kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -506,7 +526,7 @@ def test_mail_remote_client_needs_tls_and_bad_passwords_are_refused(
 # -- life cycle ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [MosquittoServer, KafkaBroker, MailServers])
+@pytest.mark.parametrize("make", [MosquittoServer, KafkaBroker, MailServers, KafkaTLSBroker])
 def test_close_stops_every_process_and_removes_the_directory(make: Callable[[], Any]) -> None:
     server = make()
     with server:
@@ -576,10 +596,13 @@ def test_plugin_fixtures_leave_no_process_behind(pytester: pytest.Pytester) -> N
                                 f.write(f"{{pid_}} {{start}}\\n")
 
             def test_uses_every_fixture(
-                tls_ca, mosquitto, shared_mosquitto, kafka_broker, mail_servers
+                tls_ca, mosquitto, shared_mosquitto, kafka_broker, mail_servers,
+                kafka_tls_broker, kafka_mtls_broker,
             ):
-                note(mosquitto, shared_mosquitto, kafka_broker, mail_servers)
+                note(mosquitto, shared_mosquitto, kafka_broker, mail_servers,
+                     kafka_tls_broker, kafka_mtls_broker)
                 assert mosquitto.info.ca_file.read_bytes() == tls_ca.cert_pem.bytes()
+                assert kafka_tls_broker.info.ca_file.read_bytes() == tls_ca.cert_pem.bytes()
             """
         )
     )

@@ -270,7 +270,7 @@ def _servers(config: BusConfig) -> tuple[list[dict[str, Any]], dict[str, Any] | 
     if isinstance(config, KafkaConfig):
         security = _kafka_option(config, "security_protocol").upper()
         mechanism = _kafka_option(config, "sasl_mechanism").upper()
-        secure = security in ("SSL", "SASL_SSL")
+        secure = security in ("SSL", "SASL_SSL") or bool(config.tls)
         servers = []
         for address in config.servers:
             servers.append({

@@ -241,6 +241,10 @@ class KafkaConfig(BusConfig):
         consumer_config: extra kafka-python consumer settings (URL: ``consumer.NAME=VALUE``),
             e.g. ``session_timeout_ms``.
         producer_config: extra kafka-python producer settings (URL: ``producer.NAME=VALUE``).
+        tls: connect with TLS: ``True`` (the system's CAs; URL: ``tls=true``), a
+            :class:`~trionet.tls.TLSOptions` (a private CA, a client certificate) or, with the
+            kafka-python engine, an :class:`ssl.SSLContext`; the ``tls=`` of the Kafka
+            clients, given to the bus's producer, consumers and admin client alike.
     """
 
     scheme: ClassVar[str] = "kafka"
@@ -256,6 +260,7 @@ class KafkaConfig(BusConfig):
     backend: str | None = None
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
+    tls: Any = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -291,6 +296,8 @@ class KafkaConfig(BusConfig):
             value = getattr(self, name)
             if value != default:
                 query.append(("group" if name == "group_id" else name, _fmt(value)))
+        if self.tls:
+            query.append(("tls", "true"))
         for prefix, extra in (("consumer", self.consumer_config),
                               ("producer", self.producer_config)):
             query.extend((f"{prefix}.{key}", _fmt(value)) for key, value in extra.items())
@@ -453,6 +460,7 @@ _PARAMS: dict[str, dict[str, tuple[str, Callable[[str, str], Any]]]] = {
         "partitions": ("partitions", _parse_int),
         "replication_factor": ("replication_factor", _parse_int),
         "backend": ("backend", _text),
+        "tls": ("tls", _parse_bool),
     },
 }
 

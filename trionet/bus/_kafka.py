@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
@@ -149,18 +149,25 @@ class KafkaSocket(BusSocket):
 
     # -- connection -----------------------------------------------------------------------------
 
+    def _tls(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """*options* with the configuration's ``tls`` (unless they set ``tls`` themselves)."""
+        out = dict(options)
+        if self.config.tls:
+            out.setdefault("tls", self.config.tls)
+        return out
+
     @asynccontextmanager
     async def _connect(self, nursery: trio.Nursery) -> AsyncIterator[None]:
         config = self.config
         async with AsyncExitStack() as stack:
             self._producer = await stack.enter_async_context(KafkaProducer(
                 self._servers, client_id=self.client_id, close_timeout=CLOSE_TIMEOUT,
-                backend=config.backend, **dict(config.producer_config),
+                backend=config.backend, **self._tls(config.producer_config),
             ))
             if config.create_topics:
                 self._admin = await stack.enter_async_context(
                     KafkaAdmin(self._servers, client_id=f"{self.client_id}-admin",
-                               backend=config.backend))
+                               backend=config.backend, **self._tls({})))
             self._nursery = nursery
             try:
                 yield
@@ -265,7 +272,7 @@ class KafkaSocket(BusSocket):
     ) -> None:
         reader = _Reader()
         topics, pattern = self._subscription_args()
-        options = {**_CONSUMER_DEFAULTS, **self.config.consumer_config}
+        options = self._tls({**_CONSUMER_DEFAULTS, **self.config.consumer_config})
         try:
             with reader.scope:
                 async with KafkaConsumer(
@@ -350,7 +357,7 @@ class KafkaSocket(BusSocket):
     ) -> None:
         reader = _Reader()
         partition = (self._reply_topic, 0)
-        options = {**_CONSUMER_DEFAULTS, **self.config.consumer_config}
+        options = self._tls({**_CONSUMER_DEFAULTS, **self.config.consumer_config})
         try:
             with reader.scope:
                 async with KafkaConsumer(

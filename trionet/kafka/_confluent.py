@@ -215,6 +215,11 @@ def _settings(kind: Kind, config: Mapping[str, Any], servers: str) -> dict[str, 
             out[name] = value
         elif name in names:
             out[names[name]] = value
+        elif name == "ssl_context":
+            raise ConfigurationError(
+                "librdkafka (the confluent engine) cannot use an ssl.SSLContext: give "
+                "tls=trionet.tls.TLSOptions(ca_file=..., cert_file=..., key_file=...) or "
+                "tls=True instead")
         else:
             raise ConfigurationError(
                 f"unknown {kind} option {name!r} for the confluent engine: use one of "
@@ -301,9 +306,32 @@ class _Abort:
 _BOOTSTRAP_SLICE: Final = 0.2
 
 
-def _check_reachable(client: Any, servers: str, timeout_ms: int, abort: _Abort) -> None:
+class _LastError:
+    """A librdkafka ``error_cb`` that remembers the last TLS or authentication failure (for
+    the message of a failed bootstrap), then calls the ``error_cb`` the options had, if any.
+
+    librdkafka calls it from ``poll()`` (or ``consume()``) on the thread that polls.
+    """
+
+    __slots__ = ("_chained", "text")
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.text = ""
+        self._chained = options.get("error_cb")
+        options["error_cb"] = self
+
+    def __call__(self, error: Any) -> None:
+        if error.code() in (_E._SSL, _E._AUTHENTICATION):
+            self.text = str(error.str())
+        if self._chained is not None:
+            self._chained(error)
+
+
+def _check_reachable(client: Any, servers: str, timeout_ms: int, abort: _Abort,
+                     errors: _LastError | None = None) -> None:
     """Block until a broker answered a metadata request, or raise KafkaConnectionError (or
-    return early once *abort* is set)."""
+    return early once *abort* is set). The error names the last TLS or authentication
+    failure that *errors* (the client's ``error_cb``) saw."""
     deadline = time.monotonic() + timeout_ms / 1000
     while not abort.aborted:
         try:
@@ -312,8 +340,12 @@ def _check_reachable(client: Any, servers: str, timeout_ms: int, abort: _Abort) 
             return
         except ck.KafkaException as exc:
             if time.monotonic() >= deadline:
+                cause = ""
+                if errors is not None:
+                    client.poll(0)  # serves the error callback
+                    cause = f": {errors.text}" if errors.text else ""
                 raise KafkaConnectionError(
-                    f"no Kafka broker at {servers} answered within {timeout_ms} ms",
+                    f"no Kafka broker at {servers} answered within {timeout_ms} ms{cause}",
                     bootstrap_servers=servers) from exc
 
 
@@ -419,13 +451,15 @@ class ConfluentProducer:
 
     async def start(self) -> None:
         self._portal = TrioPortal()
-        holder = [ck.Producer(dict(self._config.options))]
+        options = dict(self._config.options)
+        errors = _LastError(options)
+        holder = [ck.Producer(options)]
         producer = holder[0]
         timeout_ms = int(self._config.extra["bootstrap_timeout_ms"])
         abort = _Abort()
         try:
             await run_blocking(_check_reachable, producer, self._servers, timeout_ms, abort,
-                               on_cancel=abort.set)
+                               errors, on_cancel=abort.set)
             if self._config.transactional:
                 await run_blocking(self._init_transactions, producer)
         except BaseException:
@@ -741,10 +775,12 @@ class ConfluentConsumer:
             self._unreachable = True
 
     def _build(self, abort: _Abort) -> None:  # consumer thread
-        consumer = ck.Consumer({**self._config.options, "error_cb": self._on_error})
+        options = {**self._config.options, "error_cb": self._on_error}
+        errors = _LastError(options)
+        consumer = ck.Consumer(options)
         try:
             _check_reachable(consumer, self._servers,
-                             int(self._config.extra["bootstrap_timeout_ms"]), abort)
+                             int(self._config.extra["bootstrap_timeout_ms"]), abort, errors)
         except BaseException:
             consumer.close()
             raise
@@ -1284,12 +1320,14 @@ class ConfluentAdmin:
         self._timeout = config.request_timeout_ms / 1000
 
     async def start(self) -> None:
-        holder = [AdminClient(dict(self._config.options))]
+        options = dict(self._config.options)
+        errors = _LastError(options)
+        holder = [AdminClient(options)]
         abort = _Abort()
         try:
             await run_blocking(_check_reachable, holder[0], self._servers,
                                int(self._config.extra["bootstrap_timeout_ms"]), abort,
-                               on_cancel=abort.set)
+                               errors, on_cancel=abort.set)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await run_blocking(_release, holder)

@@ -45,6 +45,8 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
 * :func:`_close_failed_connects` fixes a socket leak: kafka-python 3.0 does not close the socket
   of a failed connection attempt (refused, timed out), so every retry against a dead broker
   leaks a file descriptor until the garbage collector finds it (with a ``ResourceWarning``).
+  It also closes the TLS socket of a connection whose handshake failed (an untrusted
+  certificate, a refused client certificate), which kafka-python leaks the same way.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ try:
     from kafka.future import Future as KFuture
     from kafka.net.compat import KafkaNetClient
     from kafka.net.inet import KafkaNetSocket
+    from kafka.net.transport import KafkaSSLTransport
     from kafka.record.default_records import DefaultRecordBase
     from kafka.record.util import calc_crc32c
     from kafka.structs import MemberState, OffsetAndMetadata
@@ -190,6 +193,26 @@ def _close_failed_connects() -> None:
     sock_connect._trionet_closes_failed_sockets = True  # type: ignore[attr-defined]
     KafkaNetSocket.sock_connect = sock_connect
 
+    # KafkaNetManager._build_transport raises on a failed TLS handshake without closing the
+    # transport it built (its caller only closes transports it was handed)
+    original_handshake = KafkaSSLTransport.handshake
+    if getattr(original_handshake, "_trionet_closes_failed_sockets", False):
+        return
+
+    async def handshake(self: Any) -> Any:
+        try:
+            return await original_handshake(self)
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, OSError):  # ssl.SSLError included
+                # kept on the client's network loop: a failed bootstrap then names the cause
+                with contextlib.suppress(AttributeError):
+                    self._net.trionet_tls_failure = f"{self.host}: {_describe(exc)}"
+            raise
+
+    handshake._trionet_closes_failed_sockets = True  # type: ignore[attr-defined]
+    KafkaSSLTransport.handshake = handshake
+
 
 _close_failed_connects()
 
@@ -292,6 +315,13 @@ class ClientTrap:
         return client
 
     @property
+    def tls_failure(self) -> str:
+        """Why the last TLS handshake of the client failed (``"host: reason"``), or ``""``."""
+        client = self._state.value[0]
+        failure = getattr(getattr(client, "_net", None), "trionet_tls_failure", "")
+        return failure if isinstance(failure, str) else ""
+
+    @property
     def aborted(self) -> bool:
         """Whether :meth:`abort` was called."""
         aborted: bool = self._state.value[1]
@@ -328,10 +358,16 @@ def _build(cls: Any, trap: ClientTrap, config: Mapping[str, Any], *, servers: st
     try:
         return cls(**options)
     except BaseException as exc:
+        tls_failure = trap.tls_failure
         trap.close()
         if trap.aborted:
             raise
-        raise translated(exc, servers=servers, operation=f"starting the Kafka {what}")  # noqa: B904
+        error = translated(exc, servers=servers, operation=f"starting the Kafka {what}")
+        if isinstance(error, KafkaConnectionError) and tls_failure:
+            error = KafkaConnectionError(f"{error}; the last TLS handshake failed: {tls_failure}",
+                                         bootstrap_servers=servers)
+            error.__cause__ = exc
+        raise error  # noqa: B904
 
 
 def build_producer(config: Mapping[str, Any], trap: ClientTrap, *, servers: str) -> Any:

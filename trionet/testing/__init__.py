@@ -26,6 +26,7 @@ from ._fabric import (
     murmur2 as murmur2,
     partition_for as partition_for,
 )
+from ._kafka_tls import KafkaTLSBroker as KafkaTLSBroker, KafkaTLSInfo as KafkaTLSInfo
 from ._servers import (
     DEFAULT_MAIL_USERS as DEFAULT_MAIL_USERS,
     KAFKA_BOOTSTRAP_ENV as KAFKA_BOOTSTRAP_ENV,
@@ -57,6 +58,8 @@ __all__ = [
     "KafkaBroker",
     "KafkaFabric",
     "KafkaInfo",
+    "KafkaTLSBroker",
+    "KafkaTLSInfo",
     "MailInfo",
     "MailServers",
     "MailUser",

@@ -13,6 +13,11 @@ are available in every pytest run without any ``conftest.py``:
 ``kafka_broker`` (session)
     A :class:`~trionet.testing.KafkaBroker`: a private noida-db, or the broker named by the
     ``TRIONET_KAFKA_BOOTSTRAP=host:port`` environment variable.
+``kafka_tls_broker`` (session)
+    A :class:`~trionet.testing.KafkaTLSBroker`: Tansu behind a TLS terminator, reachable only
+    over TLS (certificate from ``tls_ca``).
+``kafka_mtls_broker`` (session)
+    The same, but the terminator also requires a client certificate from ``tls_ca``.
 ``mail_servers`` (session)
     :class:`~trionet.testing.MailServers`: Dovecot (IMAP, IMAPS, LMTP) and Postfix (SMTP, SMTPS).
 
@@ -31,6 +36,7 @@ import pytest
 if TYPE_CHECKING:
     import trustme
 
+    from ._kafka_tls import KafkaTLSBroker
     from ._servers import KafkaBroker, MailServers, MosquittoServer
 
 
@@ -86,6 +92,31 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     from ._servers import KafkaBroker
 
     with KafkaBroker.from_env() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka_tls_broker(tls_ca: trustme.CA) -> Iterator[KafkaTLSBroker]:
+    """A Kafka-protocol broker whose only advertised listener is TLS, for the session.
+
+    Clients bootstrap from ``kafka_tls_broker.info.bootstrap_servers`` with
+    ``tls=kafka_tls_broker.info.tls_options()``. It is Tansu (memory storage) behind a TLS
+    terminator: see :class:`~trionet.testing.KafkaTLSBroker` for the deviations from Apache
+    Kafka that tests must avoid (prefer assigned partitions to consumer groups).
+    """
+    from ._kafka_tls import KafkaTLSBroker
+
+    with KafkaTLSBroker(ca=tls_ca) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka_mtls_broker(tls_ca: trustme.CA) -> Iterator[KafkaTLSBroker]:
+    """Like ``kafka_tls_broker``, but a client must present a certificate from ``tls_ca``
+    (``info.tls_options(client_cert=True)``)."""
+    from ._kafka_tls import KafkaTLSBroker
+
+    with KafkaTLSBroker(ca=tls_ca, require_client_cert=True) as broker:
         yield broker
 
 
