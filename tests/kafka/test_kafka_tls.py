@@ -58,6 +58,24 @@ async def test_produce_and_consume_over_tls(kafka_tls_broker: KafkaTLSBroker) ->
     assert received == [b"secret-0", b"secret-1", b"secret-2"]
 
 
+async def test_a_kafka_ssl_url(kafka_tls_broker: KafkaTLSBroker) -> None:
+    # kafka+ssl:// with the CA as a URL option, on each engine
+    info = kafka_tls_broker.info
+    url = f"kafka+ssl://{info.bootstrap_servers}?ssl_cafile={info.ca_file}"
+    topic = unique("tls-url")
+    handshakes = len(info.handshakes())
+    with trio.fail_after(60):
+        async with KafkaAdmin.from_url(url) as admin:
+            await admin.create_topic(topic, num_partitions=1)
+        async with KafkaProducer.from_url(url) as producer:
+            await producer.send(topic, b"via a URL", partition=0)
+        async with KafkaConsumer.from_url(url, partitions=[(topic, 0)],
+                                          auto_offset_reset="earliest") as consumer:
+            assert (await consumer.getone()).value == b"via a URL"
+            assert kafka_tls_broker.direct_connections() == 0
+    assert len(info.handshakes()) > handshakes
+
+
 async def test_an_ssl_context(kafka_tls_broker: KafkaTLSBroker, kafka_backend: str) -> None:
     # tls=SSLContext: kafka-python takes the context; librdkafka cannot, and says so
     context = kafka_tls_broker.info.ssl_context()

@@ -11,8 +11,9 @@ terminator's port, so every connection of a Kafka client goes through TLS::
 
 Each connection writes one line to standard output: ``tls ok <peer> <version> <client>`` after
 a successful handshake (``<client>`` is the client certificate's subject, or ``-``), or
-``tls failed <peer> <reason>``. Limits: at most :data:`MAX_CONNECTIONS` connections at once
-(later ones wait in the kernel's backlog) and :data:`HANDSHAKE_TIMEOUT` seconds per handshake.
+``tls failed <peer> <reason>``. Limits: at most :data:`MAX_CONNECTIONS` connections are served
+at once (later ones are accepted and wait for a slot) and :data:`HANDSHAKE_TIMEOUT` seconds per
+handshake.
 ``SIGTERM`` ends the process.
 """
 
