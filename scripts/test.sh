@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the tests need, on a fresh Debian machine, then every check:
-#   1. system packages for the real servers the tests start (mosquitto, Dovecot, Postfix) and
+#   1. system packages for the real servers the tests start (mosquitto and the headers and
+#      compiler for its test plugin, Dovecot, Postfix) and
 #      the headless Chromium that loads the demo's live page;
 #   2. a venv (.venv) with trionet and all its extras and test dependencies;
 #   3. ruff, mypy --strict, the Sphinx docs build (warnings as errors), and the pytest suite.
@@ -13,6 +14,11 @@ step() { printf '\n==> %s\n' "$*"; }
 # -- 1. system packages -----------------------------------------------------------------------
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# the test plugin for MQTT 5 enhanced authentication (trionet/testing/mosquitto_auth_plugin.c)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -e /usr/include/mosquitto_plugin.h ] || need+=(mosquitto-dev)
+[ -e /usr/include/mosquitto.h ] || need+=(libmosquitto-dev)
+[ -e /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
 [ -e /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 [ -e /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)

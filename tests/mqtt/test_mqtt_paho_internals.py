@@ -35,6 +35,9 @@ from trionet.mqtt._paho import EngineSettings, PahoEngine, _BufferedClient, enco
         ("_do_on_publish", ["self", "mid", "reason_code", "properties"]),
         ("_send_publish", ["self", "mid", "topic", "payload", "qos", "retain", "dup", "info",
                            "properties"]),
+        # enhanced authentication (trionet/mqtt/_paho_auth.py)
+        ("_packet_handle", ["self"]),
+        ("_packet_queue", ["self", "command", "packet", "mid", "qos", "info"]),
     ],
 )
 def test_overridden_paho_hooks_still_exist(name: str, parameters: list[str]) -> None:
@@ -48,7 +51,7 @@ def test_paho_state_used_by_the_overrides() -> None:
                       "_ssl", "_ssl_context", "_transport", "_host", "_port",
                       "_connect_timeout", "_websocket_path", "_websocket_extra_headers",
                       "_on_publish", "_on_message", "_userdata", "_out_packet",
-                      "_last_msg_out", "_protocol"):
+                      "_last_msg_out", "_protocol", "_connect_properties"):
         assert hasattr(client, attribute), attribute
     assert hasattr(paho, "_WebsocketWrapper")
     assert "packet" in client._in_packet

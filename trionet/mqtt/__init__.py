@@ -39,6 +39,12 @@ from ..errors import (
     MQTTNotConnected as MQTTNotConnected,
     MQTTTimeout as MQTTTimeout,
 )
+from ._auth import (
+    MAX_AUTH_DATA as MAX_AUTH_DATA,
+    MAX_AUTH_ROUNDS as MAX_AUTH_ROUNDS,
+    Authenticator as Authenticator,
+    ScramAuthenticator as ScramAuthenticator,
+)
 from ._client import (
     MessageHandler as MessageHandler,
     MQTTClient as MQTTClient,
@@ -47,6 +53,7 @@ from ._client import (
 from ._errors import (
     InvalidPayload as InvalidPayload,
     InvalidTopic as InvalidTopic,
+    MQTTAuthError as MQTTAuthError,
     MQTTPublishError as MQTTPublishError,
     MQTTSessionTakenOver as MQTTSessionTakenOver,
     MQTTSubscribeError as MQTTSubscribeError,
@@ -94,14 +101,18 @@ def _require_paho() -> None:
 _require_paho()
 
 __all__ = [
+    "MAX_AUTH_DATA",
+    "MAX_AUTH_ROUNDS",
     "MQTTV5",
     "MQTTV311",
+    "Authenticator",
     "BrokerLimits",
     "ConnectionEvent",
     "ConnectionEvents",
     "ConnectionState",
     "InvalidPayload",
     "InvalidTopic",
+    "MQTTAuthError",
     "MQTTClient",
     "MQTTClientOptions",
     "MQTTConnectError",
@@ -118,6 +129,7 @@ __all__ = [
     "Payload",
     "QoS",
     "ReconnectPolicy",
+    "ScramAuthenticator",
     "Subscription",
     "SubscriptionStatistics",
     "TopicMatcher",

@@ -85,6 +85,7 @@ class ClientBase:
     _lost_code: int | None
     _fatal: BaseException | None
     _qos0_credit: trio.Semaphore
+    _reauth_lock: trio.Lock
     _handlers_done: trio.Event
     _published: int
     _handler_errors: int

@@ -34,12 +34,14 @@ from .._util import EnterOnce, single_exception
 from ..errors import MQTTNotConnected
 from ..supervision import RetryPolicy
 from ..tls import TLSOptions
+from ._auth import Authenticator
 from ._base import MessageHandler, load_drivers
 from ._errors import MQTTPublishError
 from ._events import (
     Acked,
     AckedMany,
     AckToken,
+    AuthDone,
     Connack,
     ConnectFailed,
     Credit,
@@ -124,7 +126,16 @@ class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
             :exc:`~trionet.errors.ConfigurationError`, before any byte is sent, for a password
             on a connection without TLS, unless *allow_insecure_auth* is true.
         allow_insecure_auth: send the password over a connection without TLS anyway (anyone on
-            the path can read it): for a broker on loopback or a trusted network.
+            the path can read it): for a broker on loopback or a trusted network. It also
+            lets an *authenticator* run without TLS.
+        authenticator: MQTT 5 enhanced authentication (AUTH packets): an
+            :class:`~trionet.mqtt.Authenticator`, for example a
+            :class:`~trionet.mqtt.ScramAuthenticator`. Every connection attempt (reconnects
+            too) runs its exchange; a failed one raises :exc:`~trionet.mqtt.MQTTAuthError`.
+            Needs ``protocol=5``. Like a password, it needs TLS unless *allow_insecure_auth*
+            is true: even where the secret itself never goes over the wire (SCRAM), an
+            eavesdropper who records the exchange can try passwords against it offline, and
+            an active attacker can make the client talk to it before the check fails.
         tls: True for ``ssl.create_default_context()`` (verified against the system's CAs),
             an :class:`ssl.SSLContext` (with client certificates loaded, if the broker wants
             them), a :class:`~trionet.tls.TLSOptions` (a private CA, a client certificate), or
@@ -193,6 +204,7 @@ class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
         username: str | None = None,
         password: str | None = None,
         allow_insecure_auth: bool = False,
+        authenticator: Authenticator | None = None,
         tls: ssl.SSLContext | TLSOptions | bool | None = None,
         transport: Literal["tcp", "websockets"] = "tcp",
         websocket_path: str = "/mqtt",
@@ -224,7 +236,7 @@ class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
             on_handler_error=on_handler_error, subscription_buffer_size=subscription_buffer_size,
             handler_buffer_size=handler_buffer_size, max_buffered_messages=max_buffered_messages,
             connect_timeout=connect_timeout, close_timeout=close_timeout,
-            reply_topic=reply_topic, backend=backend,
+            reply_topic=reply_topic, backend=backend, authenticator=authenticator,
         )
         self._options = options
         self._settings = settings
@@ -258,6 +270,7 @@ class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
         self._lost_code = None
         self._fatal = None
         self._qos0_credit = trio.Semaphore(_QOS0_CREDIT)
+        self._reauth_lock = trio.Lock()
         self._handlers_done = trio.Event()
         # counters
         self._published = 0
@@ -467,6 +480,11 @@ class MQTTClient(EnterOnce, Reconnecting, Subscribing, Requesting):
                          self._client_id, event.topic_filter, event.reason)
         elif isinstance(event, Done):
             event.waiter.resolve(event.value)
+        elif isinstance(event, AuthDone):
+            if event.error is None:
+                event.waiter.resolve()
+            else:
+                event.waiter.fail(event.error)
         elif isinstance(event, NotSent):
             event.waiter.fail(
                 MQTTPublishError(event.topic, event.reason_code, event.reason, sent=False))

@@ -12,8 +12,9 @@ from typing import Any
 import trio
 
 from ..errors import ConfigurationError, MQTTConnectError, MQTTError, MQTTNotConnected, MQTTTimeout
+from ._auth import AUTH_FAILURES
 from ._base import ClientBase
-from ._errors import SESSION_TAKEN_OVER, MQTTSessionTakenOver
+from ._errors import SESSION_TAKEN_OVER, MQTTAuthError, MQTTSessionTakenOver
 from ._events import Connack, ConnectFailed
 from ._message import ConnectionState
 from ._subscription import ConnectionEvents, _Box
@@ -107,6 +108,16 @@ class Connecting(ClientBase):
                 "or an SSLContext; mqtts:// or wss:// in a URL), or pass "
                 "allow_insecure_auth=True (?allow_insecure_auth=true) for a trusted network"
             )
+        if settings.authenticator is not None and settings.tls is None and (
+            not self._options.allow_insecure_auth
+        ):
+            raise ConfigurationError(
+                f"refusing to run the MQTT enhanced authentication "
+                f"({settings.authenticator.method}) with {host}:{port} over a connection "
+                "without TLS: an eavesdropper could record it and try passwords against it "
+                "offline. Connect with TLS (tls=True or an SSLContext), or pass "
+                "allow_insecure_auth=True for a trusted network"
+            )
         self._host, self._port = host, port
         self._backoff = 0
         self._set_state(ConnectionState.CONNECTING)
@@ -176,12 +187,21 @@ class Connecting(ClientBase):
         where = f"{self._host}:{self._port}"
         if event is None:
             raise MQTTTimeout(f"no CONNACK from {where} within {self._options.connect_timeout:g} s")
+        authenticator = self._settings.authenticator
         if isinstance(event, ConnectFailed):
+            if isinstance(event.error, MQTTAuthError):
+                raise MQTTAuthError(f"enhanced authentication with {where} failed: "
+                                    f"{event.reason}", method=event.error.method)
             error = MQTTConnectError(f"cannot connect to {where}: {event.reason}")
             if event.error is not None:
                 raise error from event.error
             raise error
         if not event.ok:
+            if authenticator is not None and event.reason_code in AUTH_FAILURES:
+                raise MQTTAuthError(
+                    f"{where} refused the connection: {event.reason} (enhanced authentication, "
+                    f"method {authenticator.method!r})",
+                    method=authenticator.method, reason_code=event.reason_code)
             raise MQTTConnectError(f"{where} refused the connection: {event.reason}",
                                    reason_code=event.reason_code)
         if self._lost_while_connecting:
@@ -209,6 +229,37 @@ class Connecting(ClientBase):
         self._submit(engine.disconnect, box, "disconnect() was called")
         with trio.move_on_after(self._options.close_timeout):
             await box.wait()
+
+    async def reauthenticate(self) -> None:
+        """Run the ``authenticator``'s exchange again on the open connection (MQTT 5
+        re-authentication, AUTH reason code 0x19), for example after the credentials changed
+        or before a token expires. One at a time; the connection carries on meanwhile.
+
+        Raises:
+            MQTTAuthError: the broker refused (it then closes the connection, and the client
+                reconnects, running the full exchange again) or failed to prove itself (the
+                client closes the connection).
+            MQTTTimeout: the broker did not finish within ``connect_timeout`` seconds.
+            MQTTNotConnected: not connected (or the connection ended meanwhile).
+            ConfigurationError: the client has no ``authenticator``.
+        """
+        if self._settings.authenticator is None:
+            raise ConfigurationError("reauthenticate() needs MQTTClient(authenticator=...)")
+        engine = self._engine_or_fail()
+        if self._state is not ConnectionState.CONNECTED:
+            raise MQTTNotConnected()
+        async with self._reauth_lock:
+            box: _Box[None] = _Box()
+            self._submit(engine.reauthenticate, box)
+            try:
+                with trio.fail_after(self._options.connect_timeout):
+                    await box.wait()
+            except trio.TooSlowError:
+                raise MQTTTimeout(f"the broker did not finish the re-authentication within "
+                                  f"{self._options.connect_timeout:g} s") from None
+            finally:
+                if not box.done:
+                    self._submit_quiet(engine.forget_reauthentication, box)
 
     def _fatal_takeover(self, code: int | None) -> bool:
         """Whether a loss with this reason code is a takeover that ends the client."""

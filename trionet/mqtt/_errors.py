@@ -8,11 +8,12 @@ the errors only the MQTT client raises.
 
 from __future__ import annotations
 
-from ..errors import MQTTError, MQTTNotConnected
+from ..errors import MQTTConnectError, MQTTError, MQTTNotConnected
 
 __all__ = [
     "InvalidPayload",
     "InvalidTopic",
+    "MQTTAuthError",
     "MQTTPublishError",
     "MQTTSessionTakenOver",
     "MQTTSubscribeError",
@@ -43,6 +44,25 @@ class InvalidPayload(MQTTError, TypeError):
             f"{type(payload).__name__}",
             fault="local",
         )
+
+
+class MQTTAuthError(MQTTConnectError):
+    """MQTT 5 enhanced authentication failed (see :class:`~trionet.mqtt.Authenticator`).
+
+    Either the broker refused (CONNACK, or a DISCONNECT during a re-authentication, with reason
+    code 0x86 "bad user name or password", 0x87 "not authorized" or 0x8C "bad authentication
+    method"), or the client refused the broker: its data was malformed or too large, the
+    exchange took more than :data:`~trionet.mqtt.MAX_AUTH_ROUNDS` rounds, or the broker failed
+    to prove itself (a wrong SCRAM signature). Nothing more is sent on that connection.
+
+    Attributes:
+        reason_code: the broker's reason code, or None when the client refused the broker.
+        method: the authentication method.
+    """
+
+    def __init__(self, message: str, *, method: str, reason_code: int | None = None) -> None:
+        super().__init__(message, reason_code=reason_code)
+        self.method = method
 
 
 class MQTTSubscribeError(MQTTError):

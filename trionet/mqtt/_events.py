@@ -25,6 +25,7 @@ __all__ = [
     "AckToken",
     "Acked",
     "AckedMany",
+    "AuthDone",
     "Connack",
     "ConnectFailed",
     "Credit",
@@ -165,6 +166,14 @@ class Done:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthDone:
+    """A re-authentication ended: it succeeded (*error* None) or failed with *error*."""
+
+    waiter: Waiter
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
 class NotSent:
     """A QoS 1/2 publish breaks a limit the broker announced: dropped unsent."""
 
@@ -177,5 +186,5 @@ class NotSent:
 #: Any event.
 Event: TypeAlias = (
     Connack | ConnectFailed | Lost | Acked | AckedMany | SubAck | UnsubAck | Messages | Credit
-    | Failed | ResubscribeFailed | Done | NotSent
+    | Failed | ResubscribeFailed | Done | NotSent | AuthDone
 )

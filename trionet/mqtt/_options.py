@@ -11,6 +11,7 @@ from typing import Literal, TypedDict
 from ..errors import ConfigurationError
 from ..supervision import RetryPolicy
 from ..tls import TLSOptions, client_context
+from ._auth import Authenticator
 from ._message import MAX_PACKET_SIZE, MQTTV5, MQTTV311, Will
 from ._reconnect import ReconnectPolicy
 from ._topics import validate_topic
@@ -42,6 +43,8 @@ class EngineSettings:
     connect_timeout: float
     #: the client's own cap on outgoing packets (None: MQTT's limit)
     max_packet_size: int | None = None
+    #: MQTT 5 enhanced authentication (None: none)
+    authenticator: Authenticator | None = None
 
 
 class MQTTClientOptions(TypedDict, total=False):
@@ -55,6 +58,7 @@ class MQTTClientOptions(TypedDict, total=False):
     username: str | None
     password: str | None
     allow_insecure_auth: bool
+    authenticator: Authenticator | None
     tls: ssl.SSLContext | TLSOptions | bool | None
     transport: Literal["tcp", "websockets"]
     websocket_path: str
@@ -142,6 +146,7 @@ def build_options(
     close_timeout: float,
     reply_topic: str | None,
     backend: Literal["thread", "trio"],
+    authenticator: Authenticator | None = None,
 ) -> tuple[ClientOptions, EngineSettings]:
     """Check :class:`~trionet.mqtt.MQTTClient`'s keyword options and freeze them.
 
@@ -207,6 +212,17 @@ def build_options(
         raise ConfigurationError("allow_insecure_auth must be True or False")
     if reply_topic is not None:
         validate_topic(reply_topic)
+    if authenticator is not None:
+        if not isinstance(authenticator, Authenticator):
+            raise ConfigurationError(
+                "authenticator must have a method name and start(), step() and finish() "
+                "(see trionet.mqtt.Authenticator)"
+            )
+        if protocol != MQTTV5:
+            raise ConfigurationError("enhanced authentication (authenticator=) needs MQTT 5 "
+                                     "(protocol=5)")
+        if not isinstance(authenticator.method, str) or not authenticator.method:
+            raise ConfigurationError("an authenticator's method must be a non-empty str")
     context = client_context(tls)
     if reconnect is True:
         policy: ReconnectPolicy | None = ReconnectPolicy()
@@ -237,6 +253,7 @@ def build_options(
         receive_maximum=receive_maximum,
         connect_timeout=connect_timeout,
         max_packet_size=max_packet_size,
+        authenticator=authenticator,
     )
     options = ClientOptions(
         client_id=client_id,

@@ -81,6 +81,7 @@ from ._message import (
     unpack_envelope,
 )
 from ._options import EngineSettings
+from ._paho_auth import EngineAuth
 from ._paho_subs import Spec, SubscriptionBook
 
 __all__ = [
@@ -465,6 +466,38 @@ class _BufferedClient(paho.Client):
         return sock
 
 
+class _AuthClient(_BufferedClient):
+    """With an authenticator: AUTH packets go to the engine (paho treats them as a protocol
+    error), and a packet whose handling failed the exchange closes the connection with
+    nothing more sent (see :mod:`trionet.mqtt._paho_auth`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.auth_packet: Callable[[bytearray], MQTTErrorCode] | None = None
+        self.auth_connack: Callable[[bytearray], None] | None = None
+        self.auth_abort = False
+
+    def _packet_handle(self) -> MQTTErrorCode:
+        command = self._in_packet["command"] & 0xF0
+        if command == PacketTypes.AUTH << 4 and self.auth_packet is not None:
+            self._easy_log(paho.MQTT_LOG_DEBUG, "Received AUTH")
+            rc = self.auth_packet(self._in_packet["packet"])
+        else:
+            if command == paho.CONNACK and self.auth_connack is not None:
+                self.auth_connack(self._in_packet["packet"])
+            rc = super()._packet_handle()
+        if self.auth_abort:
+            self.auth_abort = False
+            self.wbuf.clear()
+            self._out_packet.clear()
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        return rc
+
+
+def _client_class(settings: EngineSettings) -> type[_BufferedClient]:
+    return _BufferedClient if settings.authenticator is None else _AuthClient
+
+
 # -- the engine ---------------------------------------------------------------------------------
 
 Wait = Callable[[list[int], list[int], "float | None"], tuple[list[int], list[int]]]
@@ -475,7 +508,7 @@ def _no_wait(readable: list[int], writable: list[int], timeout: float | None
     raise RuntimeError("this engine is driven by trio, not by a network thread")
 
 
-class PahoEngine:
+class PahoEngine(EngineAuth):
     """Drives one paho client; one thread at a time calls its methods (see the module docstring).
 
     Args:
@@ -539,13 +572,14 @@ class PahoEngine:
             settings.keepalive
         ) else 1.0
         self._next_misc = 0.0
+        self._init_auth()
 
     # -- construction ---------------------------------------------------------------------------
 
     def _make_client(self) -> _BufferedClient:
         s = self._s
         if self._v5:
-            client = _BufferedClient(
+            client = _client_class(s)(
                 CallbackAPIVersion.VERSION2,
                 client_id=s.client_id,
                 protocol=MQTTProtocolVersion.MQTTv5,
@@ -594,6 +628,7 @@ class PahoEngine:
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
+        self._auth_hook(client)
         return client
 
     def reconfigure(self, settings: EngineSettings) -> None:
@@ -742,6 +777,8 @@ class PahoEngine:
                         self._limits)
             )
             return
+        if not self._auth_connack(properties):
+            return  # (the broker failed to prove itself: _AuthClient closes the connection)
         self._connection_attempt = attempt
         self._connecting = None
         self._connected = True
@@ -785,6 +822,7 @@ class PahoEngine:
     ) -> None:
         was_connected = self._connected
         self._connected = False
+        self._auth_lost(reason_code.value)
         if self._connecting is not None:
             attempt = self._connecting
             self._connecting = None
@@ -994,11 +1032,12 @@ class PahoEngine:
                         clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY
                         if self._s.clean_start
                         else False,
-                        properties=connect_properties(self._s),
+                        properties=self._auth_begin(connect_properties(self._s)),
                     )
                 else:
                     client.connect(host, port, self._s.keepalive)
             else:
+                self._auth_reconnect(client, connect_properties(self._s))
                 client.reconnect()
         except Exception as exc:  # OSError, ssl.SSLError, WebsocketConnectionError, ValueError
             self._connecting = None
@@ -1066,5 +1105,6 @@ class PahoEngine:
         self._outbox.clear()
         self._inflight = 0
         self._client.drop_out_messages()
+        self._auth_lost(None)
         if waiters:
             self._events.append(Failed(waiters, reason))

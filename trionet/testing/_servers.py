@@ -785,6 +785,15 @@ class MosquittoInfo:
         ca_file: PEM file of the CA that issued the TLS listener's certificate.
         data_dir: where mosquitto keeps ``mosquitto.db`` (persistence, autosaved every second).
         log_file: mosquitto's log (connections included).
+        ext_auth_port: with ``MosquittoServer(auth_plugin=True)``: plain MQTT over TCP where
+            only MQTT 5 enhanced authentication lets a client in (the test plugin's methods:
+            ``SCRAM-SHA-256``, ``SCRAM-SHA-512`` and ``TRIONET-TEST``, described in
+            ``trionet/testing/mosquitto_auth_plugin.c``); None without it.
+        scram_user: the SCRAM user name the plugin knows.
+        scram_password: that user's password.
+        scram_forged_user: a second SCRAM user, with the same password, whom the plugin
+            authenticates but answers with a wrong server signature (a broker that cannot
+            prove it knows the password).
     """
 
     host: str
@@ -797,6 +806,10 @@ class MosquittoInfo:
     ca_file: Path
     data_dir: Path
     log_file: Path
+    ext_auth_port: int | None = None
+    scram_user: str = ""
+    scram_password: str = ""
+    scram_forged_user: str = ""
 
     def ssl_context(self) -> ssl.SSLContext:
         """Return a new client context that trusts :attr:`ca_file` (and checks host names)."""
@@ -830,6 +843,11 @@ class MosquittoServer(_ServerProcesses):
             ``retain_available false``).
         listener_config: more lines for the anonymous plain listener (for example
             ``max_qos 1``).
+        auth_plugin: add a listener (:attr:`MosquittoInfo.ext_auth_port`) guarded by the test
+            plugin for MQTT 5 enhanced authentication (``mosquitto_auth_plugin.c`` beside this
+            module, compiled with gcc on first use and cached by the hash of its source in
+            ``~/.cache/trionet``; needs the Debian
+            packages ``gcc``, ``mosquitto-dev``, ``libmosquitto-dev`` and ``libssl-dev``).
 
     Raises:
         ConfigurationError: the user name or password contains ``:`` or whitespace, or
@@ -850,6 +868,7 @@ class MosquittoServer(_ServerProcesses):
         max_packet_size: int | None = None,
         extra_config: str = "",
         listener_config: str = "",
+        auth_plugin: bool = False,
     ) -> None:
         _check_credential("MQTT user name", username)
         _check_credential("MQTT password", password)
@@ -869,6 +888,10 @@ class MosquittoServer(_ServerProcesses):
         self._info: MosquittoInfo | None = None
         self._tls: _TLSFiles | None = None
         self._ports = (0, 0, 0, 0)
+        self._auth_plugin = auth_plugin
+        self._plugin: Path | None = None
+        self._ext_auth_port = 0
+        self._scram = ("scram-user", secrets.token_urlsafe(12), "scram-forger")
 
     @property
     def info(self) -> MosquittoInfo:
@@ -889,6 +912,8 @@ class MosquittoServer(_ServerProcesses):
             _check_executable(
                 Path(self._binary), server="mosquitto", package="mosquitto", installer="apt"
             )
+        if self._auth_plugin:
+            self._plugin = build_auth_plugin()
 
     def _prepare(self, directory: Path) -> None:
         ca = self._ca if self._ca is not None else _new_ca("mosquitto")
@@ -910,6 +935,19 @@ class MosquittoServer(_ServerProcesses):
         assert self._binary is not None
         port, auth_port, tls_port, ws_port = (_free_port() for _ in range(4))
         self._ports = (port, auth_port, tls_port, ws_port)
+        ready: tuple[int, ...] = self._ports
+        ext_auth = ""
+        if self._plugin is not None:
+            self._ext_auth_port = _free_port()
+            ready = (*ready, self._ext_auth_port)
+            user, password, forger = self._scram
+            ext_auth = f"""
+listener {self._ext_auth_port} {LOOPBACK}
+allow_anonymous false
+plugin {self._plugin}
+plugin_opt_user {user}:{password}
+plugin_opt_forged_user {forger}:{password}
+"""
         me = pwd.getpwuid(os.getuid()).pw_name
         limits = self._extra_config
         if limits and not limits.endswith("\n"):
@@ -955,7 +993,7 @@ listener {ws_port} {LOOPBACK}
 protocol websockets
 socket_domain ipv4
 allow_anonymous true
-"""
+{ext_auth}"""
         (directory / "mosquitto.conf").write_text(conf)
         self._children = [
             _Child(
@@ -964,7 +1002,7 @@ allow_anonymous true
                 cwd=directory,
                 output_file=directory / "mosquitto.out",
                 log_files=[directory / "mosquitto.log"],
-                ready_ports=self._ports,
+                ready_ports=ready,
             )
         ]
 
@@ -982,7 +1020,56 @@ allow_anonymous true
             ca_file=self._tls.ca_file,
             data_dir=directory / "data",
             log_file=directory / "mosquitto.log",
+            ext_auth_port=self._ext_auth_port if self._plugin is not None else None,
+            scram_user=self._scram[0] if self._plugin is not None else "",
+            scram_password=self._scram[1] if self._plugin is not None else "",
+            scram_forged_user=self._scram[2] if self._plugin is not None else "",
         )
+
+
+#: The C source of the test plugin for MQTT 5 enhanced authentication (SCRAM-SHA-256/512 with
+#: one user, and ``TRIONET-TEST``, which misbehaves on request; its header comment says how).
+AUTH_PLUGIN_SOURCE: Final = Path(__file__).with_name("mosquitto_auth_plugin.c")
+
+_PLUGIN_HEADERS: Final = (
+    ("/usr/include/mosquitto_plugin.h", "mosquitto-dev"),
+    ("/usr/include/mosquitto.h", "libmosquitto-dev"),
+    ("/usr/include/openssl/evp.h", "libssl-dev"),
+)
+
+
+def build_auth_plugin() -> Path:
+    """Compile :data:`AUTH_PLUGIN_SOURCE` (once: the result is cached under the user's cache
+    directory, named by the hash of the source) and return the shared object's path.
+
+    Raises:
+        ServerNotInstalled: gcc or a header package is missing.
+        ServerStartError: the compiler failed.
+    """
+    source = AUTH_PLUGIN_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trionet"
+    target = cache / f"mosquitto-auth-{digest}.so"
+    if target.is_file():
+        return target
+    gcc = _find_program("gcc", server="mosquitto", package="gcc")
+    for header, package in _PLUGIN_HEADERS:
+        if not Path(header).is_file():
+            raise ServerNotInstalled(f"{header} is missing (the test plugin needs it)",
+                                     server="mosquitto", package=package, installer="apt")
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = cache / f".mosquitto-auth-{digest}-{os.getpid()}.so"
+    result = subprocess.run(
+        [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(partial), str(AUTH_PLUGIN_SOURCE),
+         "-lcrypto"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise ServerStartError(f"gcc could not build the test plugin: {result.stderr[-2000:]}",
+                               server="mosquitto")
+    os.replace(partial, target)  # (atomic: a concurrent run sees all of it or nothing)
+    return target
 
 
 # -- Kafka --------------------------------------------------------------------------------------
