@@ -321,8 +321,11 @@ class _LastError:
         options["error_cb"] = self
 
     def __call__(self, error: Any) -> None:
-        if error.code() in (_E._SSL, _E._AUTHENTICATION):
-            self.text = str(error.str())
+        text = str(error.str())
+        # a TLS alert after the handshake (a refused client certificate) is a transport error
+        if error.code() in (_E._SSL, _E._AUTHENTICATION) or (
+                error.code() == _E._TRANSPORT and "SSL" in text):
+            self.text = text
         if self._chained is not None:
             self._chained(error)
 

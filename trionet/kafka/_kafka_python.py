@@ -46,7 +46,8 @@ function of its own with a comment saying why. kafka-python is pinned to ``>=3.0
   of a failed connection attempt (refused, timed out), so every retry against a dead broker
   leaks a file descriptor until the garbage collector finds it (with a ``ResourceWarning``).
   It also closes the TLS socket of a connection whose handshake failed (an untrusted
-  certificate, a refused client certificate), which kafka-python leaks the same way.
+  certificate, a refused client certificate), which kafka-python leaks the same way, and keeps
+  the client's last TLS error, so that a failed bootstrap names its cause.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import operator
+import ssl
 import struct
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -213,6 +215,20 @@ def _close_failed_connects() -> None:
     handshake._trionet_closes_failed_sockets = True  # type: ignore[attr-defined]
     KafkaSSLTransport.handshake = handshake
 
+    # With TLS 1.3 a server that refuses the client's certificate says so after the client's
+    # side of the handshake is over: the alert comes with the first read
+    original_recv = KafkaSSLTransport._sock_recv
+
+    def sock_recv(self: Any) -> Any:
+        data, err = original_recv(self)
+        cause = err.args[0] if err is not None and err.args else None
+        if isinstance(cause, ssl.SSLError):
+            with contextlib.suppress(AttributeError):
+                self._net.trionet_tls_failure = f"{self.host}: {_describe(cause)}"
+        return data, err
+
+    KafkaSSLTransport._sock_recv = sock_recv
+
 
 _close_failed_connects()
 
@@ -316,7 +332,7 @@ class ClientTrap:
 
     @property
     def tls_failure(self) -> str:
-        """Why the last TLS handshake of the client failed (``"host: reason"``), or ``""``."""
+        """The client's last TLS error (``"host: reason"``), or ``""``."""
         client = self._state.value[0]
         failure = getattr(getattr(client, "_net", None), "trionet_tls_failure", "")
         return failure if isinstance(failure, str) else ""
@@ -364,7 +380,7 @@ def _build(cls: Any, trap: ClientTrap, config: Mapping[str, Any], *, servers: st
             raise
         error = translated(exc, servers=servers, operation=f"starting the Kafka {what}")
         if isinstance(error, KafkaConnectionError) and tls_failure:
-            error = KafkaConnectionError(f"{error}; the last TLS handshake failed: {tls_failure}",
+            error = KafkaConnectionError(f"{error}; the last TLS error: {tls_failure}",
                                          bootstrap_servers=servers)
             error.__cause__ = exc
         raise error  # noqa: B904

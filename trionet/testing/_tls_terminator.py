@@ -20,6 +20,7 @@ handshake.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ssl
 from typing import Final
 
@@ -58,6 +59,18 @@ def _subject(tls: trio.SSLStream[trio.SocketStream]) -> str:
     return ",".join(names) or "-"
 
 
+async def _send_alert(tls: trio.SSLStream[trio.SocketStream], stream: trio.SocketStream) -> None:
+    """Send the TLS alert OpenSSL wrote when the handshake failed (``certificate required``,
+    ``unknown ca``...), as a broker's TLS stack does: trio's SSLStream leaves it unsent in its
+    outgoing buffer, and without it the client sees only a closed connection."""
+    outgoing = getattr(tls, "_outgoing", None)  # trio's MemoryBIO (a private attribute)
+    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    if alert:
+        with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError,
+                                                         trio.ClosedResourceError):
+            await stream.send_all(alert)
+
+
 async def _relay(source: trio.abc.ReceiveStream, sink: trio.abc.SendStream) -> None:
     while data := await source.receive_some(_CHUNK):
         await sink.send_all(data)
@@ -75,6 +88,7 @@ async def _handle(stream: trio.SocketStream, context: ssl.SSLContext, upstream_p
         except (trio.BrokenResourceError, trio.TooSlowError) as exc:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
             _log(f"tls failed {peer} {type(cause).__name__}: {cause}")
+            await _send_alert(tls, stream)
             return
         _log(f"tls ok {peer} {tls.version()} {_subject(tls)}")
         try:
