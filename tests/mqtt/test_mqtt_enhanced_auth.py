@@ -21,6 +21,7 @@ from trionet.mqtt import (
     MAX_AUTH_DATA,
     MAX_AUTH_ROUNDS,
     Authenticator,
+    ConnectionEvents,
     ConnectionState,
     MQTTAuthError,
     MQTTClient,
@@ -97,6 +98,16 @@ class GarbageScram(ScramAuthenticator):
     def start(self) -> bytes:
         super().start()
         return b"reply " + self.garbage.hex().encode()
+
+
+async def _reconnected(events: ConnectionEvents) -> None:
+    """Wait until the connection is lost and back (*events* opened before connecting)."""
+    seen = []
+    async for event in events:
+        seen.append(event.state)
+        if event.state is ConnectionState.CONNECTED and ConnectionState.RECONNECTING in seen:
+            return
+    raise AssertionError(f"the client closed without reconnecting: {seen}")
 
 
 def client_for(info: MosquittoInfo, authenticator: Authenticator, backend: str,
@@ -357,6 +368,54 @@ async def test_a_broker_that_never_finishes_a_reauthentication_times_out(backend
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_broker_that_stalls_the_first_exchange_times_out(backend: str) -> None:
+    async def script(session: Session, connect: Packet) -> None:
+        await session.send(_auth_reply("TRIONET-TEST", b"challenge"))
+        while await session.read() is not None:
+            pass  # gets the answer, never sends the CONNACK
+
+    method = Scripted(b"hello")
+    with trio.fail_after(TEST_DEADLINE):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_script, script)
+            async with MQTTClient(protocol=5, authenticator=method, allow_insecure_auth=True,
+                                  connect_timeout=0.5, reconnect=False,
+                                  backend=backend) as client:  # type: ignore[arg-type]
+                with pytest.raises(MQTTTimeout, match="no CONNACK"):
+                    await client.connect("127.0.0.1", port)
+            nursery.cancel_scope.cancel()
+    assert method.steps == [b"challenge"]
+
+
+class RefusesSecondFinish(Scripted):
+    """Accepts the broker's proof once, then refuses it (a broker that turned impostor)."""
+
+    def finish(self, server_data: bytes | None) -> None:
+        super().finish(server_data)
+        if len(self.finished) == 2:
+            raise ValueError("not the broker we know")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_reauthentication_the_client_refuses_closes_the_connection(
+    auth_broker: MosquittoServer, backend: str
+) -> None:
+    info = auth_broker.info
+    assert info.ext_auth_port is not None
+    method = RefusesSecondFinish(b"rounds 0")
+    with trio.fail_after(TEST_DEADLINE):
+        client = MQTTClient(protocol=5, authenticator=method, allow_insecure_auth=True,
+                            backend=backend)  # type: ignore[arg-type]
+        async with client, client.connection_events() as events:
+            await client.connect(info.host, info.ext_auth_port)
+            with pytest.raises(MQTTAuthError, match="not the broker we know") as caught:
+                await client.reauthenticate()
+            await _reconnected(events)  # (and the reconnect authenticated)
+    assert caught.value.reason_code is None
+    assert len(method.finished) == 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["ignores the method", "wrong method", "stray AUTH"])
 async def test_broker_protocol_errors_fail_closed(backend: str, case: str) -> None:
     async def script(session: Session, connect: Packet) -> None:
@@ -396,17 +455,12 @@ async def test_an_auth_packet_outside_an_exchange_closes_the_connection(backend:
     with trio.fail_after(TEST_DEADLINE):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve_script, script)
-            async with MQTTClient(protocol=5, authenticator=Scripted(b"x"),
-                                  allow_insecure_auth=True,
-                                  backend=backend) as client:  # type: ignore[arg-type]
-                seen = []
-                async with client.connection_events() as events:
-                    await client.connect("127.0.0.1", port)
-                    await client.publish("stray/auth", "hello")
-                    async for event in events:
-                        seen.append(event.state)
-                        if event.state is ConnectionState.CONNECTED and len(seen) > 2:
-                            break
-                assert ConnectionState.RECONNECTING in seen
+            client = MQTTClient(protocol=5, authenticator=Scripted(b"x"),
+                                allow_insecure_auth=True,
+                                backend=backend)  # type: ignore[arg-type]
+            async with client, client.connection_events() as events:
+                await client.connect("127.0.0.1", port)
+                await client.publish("stray/auth", "hello")
+                await _reconnected(events)
             nursery.cancel_scope.cancel()
     assert connections == 2
