@@ -14,7 +14,14 @@ import pytest
 import trio
 from asgi_support import running_server
 
-from trionet.asgi import ASGIApplication, FileResponse, Request, Response
+from trionet.asgi import (
+    ASGIApplication,
+    FileResponse,
+    GZipMiddleware,
+    Request,
+    Response,
+    StaticFiles,
+)
 
 DATA = bytes(range(256)) * 40  # 10 240 bytes
 
@@ -121,3 +128,31 @@ async def test_content_disposition_and_other_statuses(tmp_path: Path) -> None:
         assert created.headers.get_list("etag") == ['"mine"']
     with pytest.raises(ValueError, match="content_disposition_type"):
         FileResponse(tmp_path / "data.bin", content_disposition_type="evil; x=1")
+
+
+async def test_gzip_leaves_partial_content_alone(tmp_path: Path) -> None:
+    """A 206 body is a byte range of the file: GZipMiddleware compressed it (for StaticFiles
+    already before FileResponse had ranges), so its Content-Range described bytes the client
+    never got."""
+    path = tmp_path / "page.txt"
+    path.write_bytes(b"abcdefghij" * 1000)
+    app = ASGIApplication()
+    app.mount("/static", StaticFiles(directory=tmp_path))
+
+    @app.route("/page")
+    async def page(request: Request) -> Response:
+        return FileResponse(path)
+
+    app.add_middleware(GZipMiddleware, minimum_size=10)
+    headers = {"Accept-Encoding": "gzip", "Range": "bytes=5-2004"}
+    with trio.fail_after(20):
+        async with running_server(app) as address, \
+                httpx.AsyncClient(base_url=address.url) as client:
+            for url in ("/static/page.txt", "/page"):
+                part = await client.get(url, headers=headers)
+                assert part.status_code == 206, url
+                assert "content-encoding" not in part.headers, url
+                assert part.content == path.read_bytes()[5:2005], url
+                assert part.headers["content-length"] == "2000", url
+                whole = await client.get(url, headers={"Accept-Encoding": "gzip"})
+                assert whole.headers["content-encoding"] == "gzip", url

@@ -365,7 +365,8 @@ class GZipMiddleware(ASGIMiddleware):
     A complete body is compressed in one go when it is at least ``minimum_size`` bytes
     (``Content-Length`` is corrected); a streamed body is compressed chunk by chunk, each
     chunk flushed so the client sees it immediately. Responses that already have a
-    ``Content-Encoding`` and ``text/event-stream`` responses pass through.
+    ``Content-Encoding``, partial content (``Content-Range``: a 206 range or a 416) and
+    ``text/event-stream`` responses pass through.
 
     A ``HEAD`` request gets the headers ``GET`` would get (``Content-Encoding: gzip``,
     ``Vary: Accept-Encoding``): when the application sends the body with its ``HEAD``
@@ -449,8 +450,12 @@ class _GZipResponder:
         if kind == "http.response.start":
             headers = Headers(message.get("headers", []))
             media = headers.get("content-type", "")
-            self.passthrough = "content-encoding" in headers or media.startswith(
-                "text/event-stream"
+            # A 206 body is a byte range of the uncompressed file (its Content-Range says
+            # which): compressed, the range would describe bytes the client never gets.
+            self.passthrough = (
+                "content-encoding" in headers
+                or "content-range" in headers
+                or media.startswith("text/event-stream")
             )
             if self.passthrough:
                 await self.send(message)
