@@ -170,6 +170,7 @@ async def test_a_broker_that_cannot_prove_itself_is_refused(
                                                        info.scram_password), backend) as client:
             with pytest.raises(MQTTAuthError, match="signature is wrong") as caught:
                 await client.connect(info.host, info.ext_auth_port)
+            assert isinstance(caught.value.__cause__, ValueError)
             assert client.state is ConnectionState.DISCONNECTED
             with pytest.raises(MQTTAuthError):  # and again: no state left over
                 await client.connect(info.host, info.ext_auth_port)
@@ -387,6 +388,24 @@ async def test_a_broker_that_stalls_the_first_exchange_times_out(backend: str) -
     assert method.steps == [b"challenge"]
 
 
+class FailingStart(Scripted):
+    def start(self) -> bytes:
+        raise RuntimeError("no credentials at hand")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_an_authenticator_that_fails_to_start_is_an_auth_error(
+    auth_broker: MosquittoServer, backend: str
+) -> None:
+    info = auth_broker.info
+    assert info.ext_auth_port is not None
+    with trio.fail_after(TEST_DEADLINE):
+        async with client_for(info, FailingStart(), backend) as client:
+            with pytest.raises(MQTTAuthError, match="no credentials at hand") as caught:
+                await client.connect(info.host, info.ext_auth_port)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
 class RefusesSecondFinish(Scripted):
     """Accepts the broker's proof once, then refuses it (a broker that turned impostor)."""
 
@@ -412,6 +431,7 @@ async def test_a_reauthentication_the_client_refuses_closes_the_connection(
                 await client.reauthenticate()
             await _reconnected(events)  # (and the reconnect authenticated)
     assert caught.value.reason_code is None
+    assert isinstance(caught.value.__cause__, ValueError)  # the authenticator's own error
     assert len(method.finished) == 3
 
 

@@ -71,9 +71,12 @@ class Authenticator(Protocol):
     CONNACK, or from the AUTH packet that ends a re-authentication).
 
     The methods are synchronous and must be quick, pure computation (no I/O, no waiting):
-    they run where the client's protocol engine runs, on the client's network thread (or on
-    the trio thread with ``backend="trio"``). Raising any exception fails the exchange: the
-    connection attempt fails with :exc:`~trionet.mqtt.MQTTAuthError` and nothing more is sent.
+    they run where the client's protocol engine runs, on the client's network thread (with
+    ``backend="trio"``: on the trio thread, and :meth:`start` for a connection attempt on the
+    worker thread that connects), never two at once. Give each client its own authenticator
+    (it holds the state of one exchange). Raising any exception fails the exchange: the
+    connection attempt (or the re-authentication) fails with
+    :exc:`~trionet.mqtt.MQTTAuthError` and nothing more is sent.
 
     Attributes:
         method: the Authentication Method the broker knows the method by (for example
@@ -268,7 +271,8 @@ class ScramAuthenticator:
     The password never leaves the client: the broker gets a proof that the client knows it,
     and must itself prove that it knows the salted password (its signature in the CONNACK is
     checked with :func:`hmac.compare_digest`; a missing or wrong one fails the connection).
-    Each exchange uses a fresh client nonce from :mod:`secrets`. The salted password is
+    Each exchange uses a fresh client nonce from :mod:`secrets`. Give each client its own
+    instance (it holds the state of the exchange in progress). The salted password is
     computed once per salt and iteration count (RFC 5802 §5.1 allows caching it), so
     reconnects and re-authentications do not repeat the key derivation.
 

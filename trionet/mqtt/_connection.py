@@ -191,7 +191,8 @@ class Connecting(ClientBase):
         if isinstance(event, ConnectFailed):
             if isinstance(event.error, MQTTAuthError):
                 raise MQTTAuthError(f"enhanced authentication with {where} failed: "
-                                    f"{event.reason}", method=event.error.method)
+                                    f"{event.reason}", method=event.error.method
+                                    ) from event.error.__cause__
             error = MQTTConnectError(f"cannot connect to {where}: {event.reason}")
             if event.error is not None:
                 raise error from event.error

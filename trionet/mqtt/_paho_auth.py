@@ -80,7 +80,11 @@ class EngineAuth:
             return props
         self._auth_lost(None)
         authenticator = self._authenticator
-        data = authenticator.start()
+        try:
+            data = authenticator.start()
+        except Exception as exc:  # (connect() reports it as the attempt's failure)
+            raise MQTTAuthError(f"the authenticator failed: {exc}",
+                                method=authenticator.method) from exc
         props.AuthenticationMethod = authenticator.method
         if data is not None:
             props.AuthenticationData = bytes(data)
@@ -105,11 +109,12 @@ class EngineAuth:
         if self._auth_phase == "reauth" and len(body) >= 2:
             self._auth_lost(body[1])
 
-    def _auth_fail(self, why: str, reason_code: int | None = None) -> MQTTErrorCode:
+    def _auth_fail(self, why: str, cause: BaseException | None = None) -> MQTTErrorCode:
         """End the exchange in progress: report *why*; the connection is to be closed."""
         phase = self._auth_phase
         self._auth_phase = None
-        error = MQTTAuthError(why, method=self._authenticator.method, reason_code=reason_code)
+        error = MQTTAuthError(why, method=self._authenticator.method)
+        error.__cause__ = cause
         if phase == "connect" and self._connecting is not None:
             self._refused = True  # (the closing connection reports nothing more)
             self._events.append(ConnectFailed(self._connecting, error, why))
@@ -144,7 +149,7 @@ class EngineAuth:
             try:
                 self._authenticator.finish(packet.data)
             except Exception as exc:
-                return self._auth_fail(f"the broker's final data was refused: {exc}")
+                return self._auth_fail(f"the broker's final data was refused: {exc}", exc)
             waiter = self._auth_waiter
             self._auth_phase = None
             self._auth_waiter = None
@@ -157,7 +162,7 @@ class EngineAuth:
         try:
             answer = self._authenticator.step(packet.data)
         except Exception as exc:
-            return self._auth_fail(f"the broker's data was refused: {exc}")
+            return self._auth_fail(f"the broker's data was refused: {exc}", exc)
         return self._send_auth(CONTINUE_AUTHENTICATION, answer)
 
     def _send_auth(self, reason_code: int, data: bytes | None) -> MQTTErrorCode:
@@ -176,7 +181,7 @@ class EngineAuth:
             self._authenticator.finish(None if data is None else bytes(data))
         except Exception as exc:
             self._auth_phase = "connect"
-            self._auth_fail(f"the broker's final data was refused: {exc}")
+            self._auth_fail(f"the broker's final data was refused: {exc}", exc)
             return False
         return True
 
