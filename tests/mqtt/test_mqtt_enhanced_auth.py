@@ -141,6 +141,20 @@ async def test_scram_connects_and_reauthenticates(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_scram_over_tls_needs_no_opt_in(auth_broker: MosquittoServer, backend: str) -> None:
+    info = auth_broker.info
+    assert info.ext_auth_tls_port is not None
+    scram = CountingScram(info.scram_user, info.scram_password)
+    with trio.fail_after(TEST_DEADLINE):
+        async with MQTTClient(protocol=5, authenticator=scram, tls=info.ssl_context(),
+                              backend=backend) as client:  # type: ignore[arg-type]
+            await client.connect(info.host, info.ext_auth_tls_port)
+            await client.publish(unique("scram-tls"), "secret", qos=1)
+            await client.reauthenticate()
+    assert scram.verified == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_wrong_password_is_a_clean_connect_error(
     auth_broker: MosquittoServer, backend: str
 ) -> None:

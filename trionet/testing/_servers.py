@@ -789,6 +789,7 @@ class MosquittoInfo:
             only MQTT 5 enhanced authentication lets a client in (the test plugin's methods:
             ``SCRAM-SHA-256``, ``SCRAM-SHA-512`` and ``TRIONET-TEST``, described in
             ``trionet/testing/mosquitto_auth_plugin.c``); None without it.
+        ext_auth_tls_port: the same over TLS (the certificate of :attr:`tls_port`).
         scram_user: the SCRAM user name the plugin knows.
         scram_password: that user's password.
         scram_forged_user: a second SCRAM user, with the same password, whom the plugin
@@ -807,6 +808,7 @@ class MosquittoInfo:
     data_dir: Path
     log_file: Path
     ext_auth_port: int | None = None
+    ext_auth_tls_port: int | None = None
     scram_user: str = ""
     scram_password: str = ""
     scram_forged_user: str = ""
@@ -843,7 +845,8 @@ class MosquittoServer(_ServerProcesses):
             ``retain_available false``).
         listener_config: more lines for the anonymous plain listener (for example
             ``max_qos 1``).
-        auth_plugin: add a listener (:attr:`MosquittoInfo.ext_auth_port`) guarded by the test
+        auth_plugin: add two listeners (:attr:`MosquittoInfo.ext_auth_port`, and
+            :attr:`~MosquittoInfo.ext_auth_tls_port` with TLS) guarded by the test
             plugin for MQTT 5 enhanced authentication (``mosquitto_auth_plugin.c`` beside this
             module, compiled with gcc on first use and cached by the hash of its source in
             ``~/.cache/trionet``; needs the Debian
@@ -891,6 +894,7 @@ class MosquittoServer(_ServerProcesses):
         self._auth_plugin = auth_plugin
         self._plugin: Path | None = None
         self._ext_auth_port = 0
+        self._ext_auth_tls_port = 0
         self._scram = ("scram-user", secrets.token_urlsafe(12), "scram-forger")
 
     @property
@@ -939,15 +943,21 @@ class MosquittoServer(_ServerProcesses):
         ext_auth = ""
         if self._plugin is not None:
             self._ext_auth_port = _free_port()
-            ready = (*ready, self._ext_auth_port)
+            self._ext_auth_tls_port = _free_port()
+            ready = (*ready, self._ext_auth_port, self._ext_auth_tls_port)
             user, password, forger = self._scram
+            plugin = (f"allow_anonymous false\nplugin {self._plugin}\n"
+                      f"plugin_opt_user {user}:{password}\n"
+                      f"plugin_opt_forged_user {forger}:{password}\n")
             ext_auth = f"""
 listener {self._ext_auth_port} {LOOPBACK}
-allow_anonymous false
-plugin {self._plugin}
-plugin_opt_user {user}:{password}
-plugin_opt_forged_user {forger}:{password}
-"""
+{plugin}
+listener {self._ext_auth_tls_port} {LOOPBACK}
+cafile {self._tls.ca_file}
+certfile {self._tls.cert_file}
+keyfile {self._tls.key_file}
+tls_version tlsv1.2
+{plugin}"""
         me = pwd.getpwuid(os.getuid()).pw_name
         limits = self._extra_config
         if limits and not limits.endswith("\n"):
@@ -1021,6 +1031,7 @@ allow_anonymous true
             data_dir=directory / "data",
             log_file=directory / "mosquitto.log",
             ext_auth_port=self._ext_auth_port if self._plugin is not None else None,
+            ext_auth_tls_port=self._ext_auth_tls_port if self._plugin is not None else None,
             scram_user=self._scram[0] if self._plugin is not None else "",
             scram_password=self._scram[1] if self._plugin is not None else "",
             scram_forged_user=self._scram[2] if self._plugin is not None else "",

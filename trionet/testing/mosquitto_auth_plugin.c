@@ -15,6 +15,8 @@
  *
  * Built by trionet.testing.MosquittoServer(auth_plugin=True) with
  *   gcc -shared -fPIC -o plugin.so mosquitto_auth_plugin.c -lcrypto
+ * and loaded on two listeners (plain and TLS): one library, initialised once per listener, so
+ * the users and exchanges are shared and each listener's identifier travels as its userdata.
  * (Debian packages mosquitto-dev, libmosquitto-dev, libssl-dev). A test fixture, not a broker
  * component: one small table of clients, no user enumeration defence.
  */
@@ -54,7 +56,6 @@ struct exchange {
 	char username[128];
 };
 
-static mosquitto_plugin_id_t *plugin_id;
 static struct user users[2]; /* [0] the user, [1] the forged user */
 static int iterations = 4096;
 static struct exchange exchanges[MAX_CLIENTS];
@@ -302,6 +303,7 @@ static int set_user(struct user *u, const char *value)
 	if(!colon || (size_t)(colon - value) >= sizeof(u->name) || strlen(colon + 1) >= sizeof(u->password)) {
 		return MOSQ_ERR_INVAL;
 	}
+	if(u->set) return MOSQ_ERR_SUCCESS; /* (the other listener's instance set it) */
 	memcpy(u->name, value, (size_t)(colon - value));
 	u->name[colon - value] = '\0';
 	strcpy(u->password, colon + 1);
@@ -321,8 +323,7 @@ int mosquitto_plugin_version(int supported_version_count, const int *supported_v
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		struct mosquitto_opt *options, int option_count)
 {
-	(void)userdata;
-	plugin_id = identifier;
+	*userdata = identifier;
 	for(int i = 0; i < option_count; i++){
 		int rc = MOSQ_ERR_SUCCESS;
 		if(!strcmp(options[i].key, "user")) rc = set_user(&users[0], options[i].value);
@@ -331,19 +332,19 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		if(rc) return rc;
 	}
 	if(iterations < 1) return MOSQ_ERR_INVAL;
-	int rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_EXT_AUTH_START, on_auth, NULL, NULL);
-	if(!rc) rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_EXT_AUTH_CONTINUE, on_auth, NULL, NULL);
-	if(!rc) rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, NULL);
+	int rc = mosquitto_callback_register(identifier, MOSQ_EVT_EXT_AUTH_START, on_auth, NULL, NULL);
+	if(!rc) rc = mosquitto_callback_register(identifier, MOSQ_EVT_EXT_AUTH_CONTINUE, on_auth, NULL, NULL);
+	if(!rc) rc = mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, NULL);
 	return rc;
 }
 
 int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count)
 {
-	(void)userdata;
+	mosquitto_plugin_id_t *identifier = userdata;
 	(void)options;
 	(void)option_count;
-	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_EXT_AUTH_START, on_auth, NULL);
-	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_EXT_AUTH_CONTINUE, on_auth, NULL);
-	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
+	mosquitto_callback_unregister(identifier, MOSQ_EVT_EXT_AUTH_START, on_auth, NULL);
+	mosquitto_callback_unregister(identifier, MOSQ_EVT_EXT_AUTH_CONTINUE, on_auth, NULL);
+	mosquitto_callback_unregister(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
 	return MOSQ_ERR_SUCCESS;
 }
