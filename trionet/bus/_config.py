@@ -151,6 +151,10 @@ class MqttConfig(BusConfig):
         version: the MQTT protocol version, ``"3.1.1"`` or ``"5"``.
         allow_insecure_auth: send the password without TLS (``?allow_insecure_auth=true``);
             otherwise a password on a connection without TLS is refused before connecting.
+        authenticator: MQTT 5 enhanced authentication: a function returning a new
+            :class:`trionet.mqtt.Authenticator` (``lambda: ScramAuthenticator(user,
+            password)``), called once per socket, since an authenticator serves one client.
+            Not a URL parameter. The same rule as a password applies without TLS.
     """
 
     scheme: ClassVar[str] = "mqtt"
@@ -166,9 +170,17 @@ class MqttConfig(BusConfig):
     tls: Any = False
     version: Literal["3.1.1", "5"] = "5"
     allow_insecure_auth: bool = False
+    authenticator: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.authenticator is not None:
+            if not callable(self.authenticator) or hasattr(self.authenticator, "method"):
+                raise ConfigurationError(
+                    "authenticator must be a function returning a new authenticator per "
+                    "socket (lambda: ScramAuthenticator(user, password)), not an authenticator")
+            if self.version != "5":
+                raise ConfigurationError("enhanced authentication (authenticator=) needs MQTT 5")
         if self.qos not in (0, 1, 2):
             raise ConfigurationError(f"qos must be 0, 1 or 2, not {self.qos!r}")
         if self.version not in ("3.1.1", "5"):

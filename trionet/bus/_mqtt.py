@@ -88,6 +88,7 @@ class MqttSocket(BusSocket):
             password=config.password,
             allow_insecure_auth=config.allow_insecure_auth,
             tls=config.tls or None,
+            authenticator=None if config.authenticator is None else config.authenticator(),
             subscription_buffer_size=config.max_queue,
             max_buffered_messages=max(1000, 2 * config.max_queue),
             max_concurrency=1,  # the catch-all handler below keeps arrival order
