@@ -3,9 +3,11 @@ the OpenTelemetry SDK's in-memory exporter; malformed headers ignored; off witho
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from trionet.observability import current_correlation_id
 from trionet.testing import MosquittoServer
 
 PATIENCE = 20
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tracing_components.py"
 INCOMING = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -279,3 +282,22 @@ def test_opentelemetry_is_never_imported_by_trionet() -> None:
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_the_components_example(mosquitto: MosquittoServer,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("docs_example_tracing_components", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    info = mosquitto.info  # a private broker: no other test's retained sensors/... messages
+    with trio.fail_after(PATIENCE):
+        await module.main(f"mqtt://{info.host}:{info.port}")
+    assert capsys.readouterr().out.splitlines() == [
+        "sensors/kitchen: 31.5 °C, alarm: True",
+        "INTERNAL read sensor              sensor trace",
+        "PRODUCER publish sensors/kitchen  sensor trace",
+        "CONSUMER process sensors/kitchen  sensor trace",
+        "CLIENT   too_hot                  sensor trace",
+        "SERVER   too_hot                  own trace",
+    ]

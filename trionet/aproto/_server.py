@@ -47,7 +47,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from .._threads import TrioPortal, in_main_thread
 from .._tls import server_tls_source
 from .._util import reraise_single
@@ -978,11 +978,13 @@ class Server:
 
     async def _dispatch(self, client: HandlerClient, packet: Packet) -> None:
         began = trio.current_time() if _metrics.recording() else None
+        span = _request_span(client) if _tracing.enabled() else None
         try:
             for group in self._table:
                 for handler in group:
                     if (await handler.check_async(client, packet) if handler.is_async
                             else handler.check(client, packet)):
+                        _tracing.name_method(span, handler.function)
                         await handler.function(client, packet)
                         break
                 if client._closing:
@@ -997,17 +999,27 @@ class Server:
                     logging.INFO, "(%s) connection lost while sending: %s",
                     client.session.session_id, exc or type(exc).__name__,
                 )
-        except Exception:
+        except Exception as exc:
             client._failed = True
             self._stats.handler_errors += 1
+            _tracing.end_span(span, exc)
             self.logger.exception(
                 "(%s) a handler failed; closing the connection", client.session.session_id
             )
         finally:
             if began is not None:
                 _metrics.request("aproto", trio.current_time() - began, not client._failed)
+            _tracing.end_span(span, None)
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<aproto.Server {self.addr}:{self.port} {state}, {len(self._clients)} client(s)>"
 
+
+def _request_span(client: HandlerClient) -> _tracing.Span | None:
+    """The SERVER span of one packet, current while its handler runs, named after that handler
+    (trionet.tracing); no trace context arrives: AsyncAProto's packets have no header field for
+    one."""
+    return _tracing.start_span("aproto request", "server", {
+        "rpc.system": "aproto", "client.address": client.address, "client.port": client.port,
+        "network.transport": "tcp"}, current=True)

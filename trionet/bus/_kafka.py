@@ -164,6 +164,7 @@ class KafkaSocket(BusSocket):
                 self._servers, client_id=self.client_id, close_timeout=CLOSE_TIMEOUT,
                 backend=config.backend, **self._tls(config.producer_config),
             ))
+            self._producer._traced = False  # the bus traces its messages (trionet.tracing)
             if config.create_topics:
                 self._admin = await stack.enter_async_context(
                     KafkaAdmin(self._servers, client_id=f"{self.client_id}-admin",
@@ -285,6 +286,7 @@ class KafkaSocket(BusSocket):
                     backend=self.config.backend,
                     **options,
                 ) as consumer:
+                    consumer._traced = False  # the bus traces its messages (trionet.tracing)
                     reader.consumer = consumer
                     self._assigned = trio.Event()
                     self._pattern_mode = pattern is not None
@@ -369,6 +371,7 @@ class KafkaSocket(BusSocket):
                     backend=self.config.backend,
                     **options,
                 ) as consumer:
+                    consumer._traced = False  # the bus traces its messages (trionet.tracing)
                     reader.consumer = consumer
                     # Fixed at the end before any request goes out (seeking first: the
                     # confluent engine's position() only reads it, and librdkafka would

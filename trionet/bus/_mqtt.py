@@ -94,6 +94,7 @@ class MqttSocket(BusSocket):
             max_concurrency=1,  # the catch-all handler below keeps arrival order
             ack="processed",  # the broker hears of a message when the bus acknowledges it
         )
+        client._traced = False  # the bus traces its messages itself (trionet.tracing)
         client.on_message(partial(self._unrouted, client))
         try:
             async with client:

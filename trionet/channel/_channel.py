@@ -41,12 +41,13 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import trio
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from ..codecs import Codec
 from ..errors import ChannelClosed, CodecError, FrameTooLarge, ProtocolError, RemoteException
 from ..framing import DEFAULT_MAX_FRAME_SIZE
 from ..framing._driver import HIGH_WATER as _HIGH_WATER, StreamDriver
 from ..observability import _correlation_id
+from . import _tracing as _channel_tracing
 from ._protocol import REQUEST, RESULT, ChannelProtocol, remote_type_name
 
 if TYPE_CHECKING:
@@ -376,8 +377,15 @@ class Channel:
         await _checkpoint_if_cancelled()
         if self._closed or self._broken is not None or self._eof:
             raise self._closed_error()
+        span = (_channel_tracing.client_span(content, self.peername)
+                if _tracing.enabled() else None)  # a CLIENT span (trionet.tracing)
         call = _Waiter(self)
-        msg_id, frame = self._proto.request(content, call)
+        try:
+            msg_id, frame = self._proto.request(content, call)
+        except Exception as exc:
+            if span is not None:
+                _tracing.end_span(span, exc)
+            raise
         try:
             io = self._io
             if io.out_bytes >= _HIGH_WATER:
@@ -396,12 +404,16 @@ class Channel:
                     self._writers_due -= 1
             if not call.done or (self._parked and not self._reading):
                 await self._wait(call)
-        except BaseException:
+        except BaseException as exc:
             if not call.done:
                 self._proto.forget(msg_id)
             if self._parked and not self._reading:
                 self._hand_off()
+            if span is not None:
+                _tracing.end_span(span, exc)
             raise
+        if span is not None:
+            _tracing.end_span(span, call.error)
         if call.error is not None:
             raise call.error
         return call.value
@@ -487,6 +499,8 @@ class Channel:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency!r}")
         if _metrics.recording():
             handler = _measured(handler)
+        if _tracing.enabled():  # a SERVER span per request (trionet.tracing)
+            handler = _tracing.traced_handler(handler, _channel_tracing.describer(self.peername))
         slots = _Slots(max_concurrency)
         broken: BaseException | None = None
         origin = self.origin

@@ -22,9 +22,10 @@ from typing import Any, Final, Self
 
 import trio
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from .._util import EnterOnce
 from ..errors import ConfigurationError, KafkaError
+from . import _tracing as _kafka_tracing
 from ._commits import commit_offsets
 from ._engine import ConsumerEngine, RebalanceDone, RebalanceKind, load_engine
 from ._fetch import FetchBuffer, Undecodable
@@ -210,6 +211,8 @@ class KafkaConsumer(EnterOnce):
             commit_on_exit=commit_on_exit, broker_timeout=broker_timeout)
         self._servers_text = servers_text(servers)
         self._group_id = group_id
+        self._traced = True  # False for a consumer a higher layer traces (the bus's)
+        self._tracing_batch = False
         self._listener = listener
         self._decode_key = make_decoder(key_deserializer, "key")
         self._decode_value = make_decoder(value_deserializer, "value")
@@ -345,6 +348,7 @@ class KafkaConsumer(EnterOnce):
         else:
             self._since_yield = 0
             self._engine.taken()
+            self._tracing_batch = self._traced and _tracing.enabled()
             if time.perf_counter() - self._yielded_at >= _YIELD_INTERVAL:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 self._yielded_at = time.perf_counter()
@@ -356,6 +360,8 @@ class KafkaConsumer(EnterOnce):
             raise item.error
         record: KafkaRecord = item  # type: ignore[assignment]  # (no cast() call per record)
         self._delivered[(record[0], record[1])] = record[2] + 1  # topic, partition, offset
+        if self._tracing_batch:  # (decided once per fetched batch, in _fill)
+            _kafka_tracing.received(record, self._group_id)  # a CONSUMER span
         return record
 
     async def getone(self) -> KafkaRecord:
@@ -380,6 +386,8 @@ class KafkaConsumer(EnterOnce):
             await self._fill()
         out = self._buffer.take(max_records)
         self._engine.taken()
+        if _tracing.enabled() and self._traced and out:
+            _kafka_tracing.received_batch(out, self._group_id)  # a CONSUMER span
         return out
 
     async def _fill(self) -> None:
@@ -395,6 +403,9 @@ class KafkaConsumer(EnterOnce):
             self._check_open()
             await self._engine.fetch()
         _metrics.message("kafka", "in", len(buffer.records))
+        # Whether the records handed out next get CONSUMER spans: checked per batch (and every
+        # 16 records), not per record (trionet.tracing).
+        self._tracing_batch = self._traced and _tracing.enabled()
 
     # -- offsets ----------------------------------------------------------------------------------
 

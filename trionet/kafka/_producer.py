@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import trio
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from .._util import EnterOnce
 from ..errors import CodecError, ConfigurationError, KafkaError
+from . import _tracing as _kafka_tracing
 from ._deliveries import Batch, Delivery, DeliveryLedger, ProducerStatistics
 from ._engine import ProducerEngine, load_engine
 from ._errors import KafkaDeliveryError
@@ -122,6 +123,7 @@ class KafkaProducer(EnterOnce):
         self._engine: ProducerEngine = engine.producer(self._config)
         self._ledger = DeliveryLedger(self._engine)
         self._open = False
+        self._traced = True  # False for a producer a higher layer traces (the bus's)
         #: The engine is started and not closed yet (open, or flushing on exit).
         self._started = False
         self._nursery: trio.Nursery | None = None
@@ -253,6 +255,8 @@ class KafkaProducer(EnterOnce):
             raise ConfigurationError(f"partition must be an int >= 0, not {partition!r}")
         if _metrics.sinks:
             _metrics.message("kafka", "out")
+        if _tracing.enabled() and self._traced:
+            return self._send_traced(topic, value, key, header_list, partition, timestamp_ms)
         engine = self._engine
         if topic in self._ready_topics and engine.ready(topic):
             # The hot path, inlined: the engine's send does not block once ready().
@@ -267,6 +271,24 @@ class KafkaProducer(EnterOnce):
                 ledger.collect()
             return Delivery(ledger, topic, partition, seq, future)
         return self._enqueue(topic, value, key, header_list, partition, timestamp_ms)
+
+    def _send_traced(self, topic: str, value: bytes | bytearray | memoryview | None,
+                     key: bytes | bytearray | memoryview | None,
+                     headers: list[tuple[str, bytes]], partition: int | None,
+                     timestamp_ms: int | None) -> Delivery:
+        """``send_nowait`` in a PRODUCER span (handing the record over), its context in the
+        record's headers (trionet.tracing)."""
+        span = _kafka_tracing.send_span(topic, partition, value)
+        if span is None:
+            return self._enqueue(topic, value, key, headers, partition, timestamp_ms)
+        try:
+            return self._enqueue(topic, value, key, _kafka_tracing.with_carrier(headers, span),
+                                 partition, timestamp_ms)
+        except Exception as exc:
+            span.failed(exc)
+            raise
+        finally:
+            span.end()
 
     def _enqueue(self, topic: str, value: bytes | bytearray | memoryview | None,
                  key: bytes | bytearray | memoryview | None, headers: list[tuple[str, bytes]],
@@ -393,6 +415,11 @@ class KafkaProducer(EnterOnce):
         size = max(1, min(_BATCH, self._max_pending))
         mine: list[Batch] = []
         sent = 0
+        span = None
+        if _tracing.enabled() and self._traced:  # one PRODUCER span for the records
+            span = _kafka_tracing.send_span(topic, partition, None, 0)
+            if span is not None:
+                header_list = _kafka_tracing.with_carrier(header_list, span)
         try:
             iterator = iter(values)
             while chunk := list(itertools.islice(iterator, size)):
@@ -416,14 +443,21 @@ class KafkaProducer(EnterOnce):
                     await self._some_finished()
             for batch in mine:
                 await self._wait_batch(batch)
-        except BaseException:
+        except BaseException as exc:
             for batch in mine:  # their failures are flush()'s now
                 batch.waited = False
+            if span is not None:
+                _tracing.end_span(span, exc, sent)
             raise
         ledger.collect()
         for batch in mine:
             if batch.handle.exception is not None:
-                raise engine.failure(batch.handle, topic, partition)
+                error = engine.failure(batch.handle, topic, partition)
+                if span is not None:
+                    _tracing.end_span(span, error, sent)
+                raise error
+        if span is not None:
+            _tracing.end_span(span, None, sent)
         return sent
 
     def _encode_values(self, chunk: list[Any], keyless: bool) -> list[Any]:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import trio
 
+from .. import tracing as _tracing
 from .._threads import SocketInterrupter
 from .._tls import PLAINTEXT_REASONS
 from ..errors import ConfigurationError, MailError
@@ -55,6 +56,14 @@ __all__ = [
 logger = logging.getLogger("trionet.mail")
 
 T = TypeVar("T")
+
+#: The command a blocking call sends, for its span's name (trionet.tracing).
+_SPAN_NAMES = {
+    "authenticate_with": "AUTHENTICATE", "ping": "NOOP", "select_mailbox": "SELECT",
+    "search_uids": "UID SEARCH", "fetch_uids": "UID FETCH", "fetch_matching": "UID FETCH",
+    "copy_uids": "UID COPY", "move_uids": "UID MOVE", "store_flags": "UID STORE",
+    "list_boxes": "LIST", "idle_start": "IDLE", "idle_read": "IDLE", "idle_done": "DONE",
+}
 
 # -- the blocking side (runs on worker threads) -------------------------------------------------
 
@@ -440,8 +449,10 @@ class MailSession(Generic[ConnT]):
             f"the {self._protocol.name} client is not connected; call connect() first"
         )
 
-    async def _call(self, fn: Callable[..., T], *args: Any, grace: float = 0.0) -> T:
-        """Run a method of the current connection on a worker thread (lock held).
+    async def _call(self, fn: Callable[..., T], *args: Any, grace: float = 0.0,
+                    traced: bool = True) -> T:
+        """Run a method of the current connection on a worker thread (lock held), in a
+        ``CLIENT`` span named after it while tracing is on (unless not *traced*).
 
         A cancellation shuts the socket down (after ``grace`` seconds if the call is still
         running then) and drops the connection; a call that finished within ``grace`` leaves
@@ -450,17 +461,38 @@ class MailSession(Generic[ConnT]):
         conn = self._conn
         if conn is None:
             raise self._not_connected()
-        try:
-            return await run_interruptible(
-                conn.interrupter, self._translate(fn), *args, grace=grace
-            )
-        except (self._protocol.connection_error, self._protocol.protocol_error):
-            self._drop()  # lost, or out of step with the server: a new connection next time
-            raise
-        except trio.Cancelled:
-            if conn.interrupter.interrupted:  # the call was cut short: the session is unusable
-                self._drop()
-            raise
+        span = self._span(fn, args) if traced and _tracing.enabled() else None
+        with _tracing.ending(span):
+            try:
+                return await run_interruptible(
+                    conn.interrupter, self._translate(fn), *args, grace=grace
+                )
+            except (self._protocol.connection_error, self._protocol.protocol_error):
+                self._drop()  # lost, or out of step with the server: a new connection next
+                raise
+            except trio.Cancelled:
+                if conn.interrupter.interrupted:  # cut short: the session is unusable
+                    self._drop()
+                raise
+
+    def _span(self, operation: object, args: tuple[Any, ...] = ()) -> _tracing.Span | None:
+        """A ``CLIENT`` span for *operation* (a command, or the blocking call that sends one
+        with *args*) on the server (trionet.tracing); nothing goes into the mail itself (there
+        is no standard header for a trace context in mail)."""
+        if not isinstance(operation, str):
+            name = getattr(operation, "__name__", "call")
+            if name == "mailbox_command" and len(args) > 1:
+                operation = str(args[1])  # (conn, "CREATE", mailbox)
+            else:
+                operation = _SPAN_NAMES.get(name, name)
+        protocol = self._protocol.name
+        attributes: dict[str, _tracing.AttributeValue] = {
+            "network.protocol.name": protocol.lower(), "network.transport": "tcp"}
+        params = self._params
+        if params is not None:
+            attributes["server.address"] = params.host
+            attributes["server.port"] = params.port
+        return _tracing.start_span(f"{protocol} {operation}", "client", attributes)
 
     async def _ensure_connected(self, *, login: bool = True) -> ConnT:
         """The current connection; after a lost one, connect and (with ``login``) log in and

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from ..errors import ConfigurationError, MailError
 from ..tls import TLSArgument
 from ._errors import (
@@ -587,22 +587,29 @@ class AsyncSMTPClient(MailSession[_SMTPConnection]):
         connection, reconnect and go on with the message that failed (once per message)."""
         results: list[SendResult] = []
         retried = -1
-        while len(results) < len(batch):
-            conn = await self._ensure_connected()
-            done, error = await self._call(conn.transact_many, batch[len(results) :])
-            for outgoing, (rcpts, final) in zip(batch[len(results) :], done, strict=False):
-                results.append(self._record(outgoing, rcpts, final))
-            if error is None:
-                continue
-            if not isinstance(error, SMTPConnectionError):
-                if isinstance(error, SMTPProtocolError):
-                    self._drop()  # out of step with the server
-                raise error
-            self._drop()
-            if retried == len(results) or self._params is None:
-                raise error
-            retried = len(results)
-            logger.info("SMTP connection lost (%s); reconnecting", error)
+        span = self._span("MAIL") if _tracing.enabled() else None  # one CLIENT span
+        with _tracing.ending(span):
+            while len(results) < len(batch):
+                conn = await self._ensure_connected()
+                done, error = await self._call(conn.transact_many, batch[len(results) :],
+                                               traced=False)
+                for outgoing, (rcpts, final) in zip(batch[len(results) :], done, strict=False):
+                    results.append(self._record(outgoing, rcpts, final))
+                if error is None:
+                    continue
+                if not isinstance(error, SMTPConnectionError):
+                    if isinstance(error, SMTPProtocolError):
+                        self._drop()  # out of step with the server
+                    raise error
+                self._drop()
+                if retried == len(results) or self._params is None:
+                    raise error
+                retried = len(results)
+                logger.info("SMTP connection lost (%s); reconnecting", error)
+            if span is not None:
+                span.set("trionet.mail.message_count", len(batch))
+                span.set("trionet.mail.recipients_refused",
+                         sum(len(result.refused) for result in results))
         return results
 
     def _record(

@@ -78,6 +78,8 @@ class ClientBase:
     _attempt: int
     _connect_boxes: dict[int, _Box[Connack | ConnectFailed]]
     _limits: BrokerLimits
+    #: False for a client that a higher layer traces itself (the bus's)
+    _traced: bool = True
     _backoff: int
     _connected_at: float
     _lost: trio.Event

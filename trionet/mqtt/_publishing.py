@@ -9,8 +9,9 @@ from typing import Any
 
 import trio
 
-from .. import metrics as _metrics
+from .. import metrics as _metrics, tracing as _tracing
 from ..errors import ConfigurationError, MQTTError
+from . import _tracing as _mqtt_tracing
 from ._base import ClientBase, load_paho
 from ._errors import MQTTPublishError
 from ._limits import limit_violation
@@ -77,48 +78,60 @@ class Publishing(ClientBase):
         validate_topic(topic)
         data = payload if type(payload) is bytes else to_payload(payload)
         level = qos if type(qos) is QoS else to_qos(qos)
-        props = self._paho_props(properties)
-        engine = self._engine_or_fail()
-        violation = limit_violation(self._limits, topic, data, level, retain, props, self._v5)
-        if violation is not None:
-            raise MQTTPublishError(topic, violation[0], violation[1], sent=False)
-        if _metrics.sinks:
-            _metrics.message("mqtt", "out")
-        if level == 0:
-            if self._state is not ConnectionState.CONNECTED:
-                await self._ready(queue_while_reconnecting=False)
-            await trio.lowlevel.checkpoint_if_cancelled()
-            # Written to the socket right here when the network thread is idle (see
-            # ThreadDriver.try_direct); otherwise queued for it, under a credit.
-            driver = self._driver
-            if driver is not None and driver.try_direct(
-                engine.publish0, topic, data, retain, props, False
-            ):
-                self._published += 1
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
-            try:
-                self._qos0_credit.acquire_nowait()
-            except trio.WouldBlock:
-                await self._qos0_credit.acquire()  # the network thread is behind: wait
-            else:
-                # hand the message over first, then let other tasks run
+        span = error = None
+        if _tracing.enabled() and self._traced:  # a PRODUCER span (trionet.tracing)
+            span = _mqtt_tracing.publish_span(topic, self._client_id, len(data))
+            if span is not None and self._v5:
+                properties = _mqtt_tracing.with_carrier(properties, span.carrier())
+        try:
+            props = self._paho_props(properties)
+            engine = self._engine_or_fail()
+            violation = limit_violation(self._limits, topic, data, level, retain, props, self._v5)
+            if violation is not None:
+                raise MQTTPublishError(topic, violation[0], violation[1], sent=False)
+            if _metrics.sinks:
+                _metrics.message("mqtt", "out")
+            if level == 0:
+                if self._state is not ConnectionState.CONNECTED:
+                    await self._ready(queue_while_reconnecting=False)
+                await trio.lowlevel.checkpoint_if_cancelled()
+                # Written to the socket right here when the network thread is idle (see
+                # ThreadDriver.try_direct); otherwise queued for it, under a credit.
+                driver = self._driver
+                if driver is not None and driver.try_direct(
+                    engine.publish0, topic, data, retain, props, False
+                ):
+                    self._published += 1
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return
+                try:
+                    self._qos0_credit.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._qos0_credit.acquire()  # the network thread is behind: wait
+                else:
+                    # hand the message over first, then let other tasks run
+                    self._submit(engine.publish0, topic, data, retain, props)
+                    self._published += 1
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return
                 self._submit(engine.publish0, topic, data, retain, props)
                 self._published += 1
-                await trio.lowlevel.cancel_shielded_checkpoint()
                 return
-            self._submit(engine.publish0, topic, data, retain, props)
-            self._published += 1
-            return
-        if self._state is not ConnectionState.CONNECTED:
-            await self._ready(queue_while_reconnecting=True)
-        box: _Box[None] = _Box()
-        driver = self._driver
-        if driver is None or not driver.try_direct(
-            engine.publish, topic, data, int(level), retain, props, box
-        ):
-            self._submit(engine.publish, topic, data, int(level), retain, props, box)
-        await box.wait()
+            if self._state is not ConnectionState.CONNECTED:
+                await self._ready(queue_while_reconnecting=True)
+            box: _Box[None] = _Box()
+            driver = self._driver
+            if driver is None or not driver.try_direct(
+                engine.publish, topic, data, int(level), retain, props, box
+            ):
+                self._submit(engine.publish, topic, data, int(level), retain, props, box)
+            await box.wait()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if span is not None:
+                _tracing.end_span(span, error)
 
     async def publish_many(
         self,
@@ -146,6 +159,12 @@ class Publishing(ClientBase):
         """
         default_qos = int(to_qos(qos))
         engine = self._engine_or_fail()
+        span = None
+        carrier = None
+        if _tracing.enabled() and self._traced:  # one PRODUCER span for the batch
+            span = _mqtt_tracing.publish_span(None, self._client_id, None)
+            if span is not None and self._v5:
+                carrier = span.carrier()
         batch: list[tuple[str, bytes, int, bool, Any]] = []
         boxes: deque[_Box[None]] = deque()
         count = 0
@@ -173,25 +192,37 @@ class Publishing(ClientBase):
             batch = []
             await settle(_BATCHES_IN_FLIGHT)
 
-        for item in messages:
-            if isinstance(item, MQTTMessage):
-                validate_topic(item.topic)
-                entry = (item.topic, item.payload, int(item.qos), item.retain,
-                         self._paho_props(item.properties))
-            else:
-                topic, payload = item
-                validate_topic(topic)
-                entry = (topic, to_payload(payload), default_qos, retain, None)
-            violation = limit_violation(self._limits, *entry, self._v5)
-            if violation is not None:
-                raise MQTTPublishError(entry[0], violation[0], violation[1], sent=False)
-            batch.append(entry)
-            count += 1
-            if len(batch) >= _BATCH:
+        try:
+            for item in messages:
+                if isinstance(item, MQTTMessage):
+                    validate_topic(item.topic)
+                    properties = item.properties
+                    if carrier is not None:
+                        properties = _mqtt_tracing.with_carrier(properties, carrier)
+                    entry = (item.topic, item.payload, int(item.qos), item.retain,
+                             self._paho_props(properties))
+                else:
+                    topic, payload = item
+                    validate_topic(topic)
+                    entry = (topic, to_payload(payload), default_qos, retain,
+                             None if carrier is None
+                             else self._paho_props(_mqtt_tracing.with_carrier(None, carrier)))
+                violation = limit_violation(self._limits, *entry, self._v5)
+                if violation is not None:
+                    raise MQTTPublishError(entry[0], violation[0], violation[1], sent=False)
+                batch.append(entry)
+                count += 1
+                if len(batch) >= _BATCH:
+                    await send()
+            if batch:
                 await send()
-        if batch:
-            await send()
-        await settle(0)
-        if first_error is not None:
-            raise first_error
+            await settle(0)
+            if first_error is not None:
+                raise first_error
+        except BaseException as exc:
+            if span is not None:
+                _tracing.end_span(span, exc, count)
+            raise
+        if span is not None:
+            _tracing.end_span(span, None, count)
         return count

@@ -10,7 +10,9 @@ from typing import overload
 
 import trio
 
+from .. import tracing as _tracing
 from ..errors import ConfigurationError, MQTTError
+from . import _tracing as _mqtt_tracing
 from ._base import ClientBase, MessageHandler
 from ._message import ConnectionState, MQTTMessage, QoS, to_qos
 from ._subscription import Subscription, _Box
@@ -149,6 +151,8 @@ class Subscribing(ClientBase):
             raise ConfigurationError("max_buffer_size must be an int >= 1")
         self._engine_or_fail()
         mailbox = Subscription(self._flow, topic, level, size)
+        if self._traced:
+            mailbox._traced_by = self._client_id
         route = self._router.route_for(topic)
         route.mailboxes.append(mailbox)
         subscribed = False
@@ -209,8 +213,11 @@ class Subscribing(ClientBase):
         return router.messages_box
 
     def _new_messages_box(self) -> Subscription:
-        return Subscription(self._flow, "<client.messages>", QoS.EXACTLY_ONCE,
-                            self._options.subscription_buffer_size)
+        box = Subscription(self._flow, "<client.messages>", QoS.EXACTLY_ONCE,
+                           self._options.subscription_buffer_size)
+        if self._traced:
+            box._traced_by = self._client_id
+        return box
 
     @overload
     def on_message(self, handler: MessageHandler, /) -> MessageHandler: ...
@@ -287,15 +294,20 @@ class Subscribing(ClientBase):
 
     async def _run_handlers(self, message: MQTTMessage, limit: trio.Semaphore) -> None:
         failed = False
+        span = None
+        if _tracing.enabled() and self._traced:  # the handlers run in a CONSUMER span
+            span = _mqtt_tracing.received(message, self._client_id, True)
         try:
             for topic_filter, handler in list(self._handlers):
                 if topic_filter is not None and not topic_matches(topic_filter, message.topic):
                     continue
                 try:
                     await handler(message)
-                except Exception:
+                except Exception as exc:
                     failed = True
                     self._handler_errors += 1
+                    if span is not None:
+                        span.failed(exc)
                     if self._options.on_handler_error == "raise":
                         raise
                     _log.exception(
@@ -308,3 +320,5 @@ class Subscribing(ClientBase):
                 self._router.handler_box.ack(message)  # (ack="processed"; a no-op otherwise)
         finally:
             limit.release()
+            if span is not None:
+                span.end()

@@ -15,6 +15,8 @@ from typing import Generic, TypeVar, final
 
 import trio
 
+from .. import tracing as _tracing
+from . import _tracing as _mqtt_tracing
 from ._flow import Delivery, FlowControl
 from ._message import ConnectionEvent, MQTTMessage, QoS
 
@@ -79,6 +81,8 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         self._received = 0
         # ack="processed": the acknowledgements this subscription still owes, by message
         self._unacked: dict[int, tuple[MQTTMessage, Delivery]] = {}
+        # the client id, when messages taken from here get a CONSUMER span (trionet.tracing)
+        self._traced_by: str | None = None
 
     def __repr__(self) -> str:
         return f"<Subscription {self.topic_filter!r} qos={int(self.qos)}>"
@@ -165,6 +169,8 @@ class Subscription(trio.abc.ReceiveChannel[MQTTMessage]):
         if queue:
             message = queue.popleft()
             self._received += 1
+            if _tracing.enabled() and self._traced_by is not None:
+                _mqtt_tracing.received(message, self._traced_by, False)
             flow = self._flow
             if flow is not None:
                 flow.consumed()

@@ -20,6 +20,9 @@ are available in every pytest run without any ``conftest.py``:
     The same, but the terminator also requires a client certificate from ``tls_ca``.
 ``mail_servers`` (session)
     :class:`~trionet.testing.MailServers`: Dovecot (IMAP, IMAPS, LMTP) and Postfix (SMTP, SMTPS).
+``span_exporter`` (function)
+    An OpenTelemetry SDK ``InMemorySpanExporter`` that receives trionet's spans during the test
+    (:func:`trionet.tracing.installed`); needs ``opentelemetry-sdk``.
 
 A fixture whose server cannot start fails the test with the reason (for example which apt
 package is missing); it never skips. This module imports only pytest at import time; trustme and
@@ -35,6 +38,7 @@ import pytest
 
 if TYPE_CHECKING:
     import trustme
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from ._kafka_tls import KafkaTLSBroker
     from ._servers import KafkaBroker, MailServers, MosquittoServer
@@ -133,3 +137,24 @@ def mail_servers(tls_ca: trustme.CA) -> Iterator[MailServers]:
 
     with MailServers(ca=tls_ca) as servers:
         yield servers
+
+
+@pytest.fixture
+def span_exporter() -> Iterator[InMemorySpanExporter]:
+    """Trace with a fresh OpenTelemetry SDK provider for one test and collect the spans.
+
+    ``span_exporter.get_finished_spans()`` lists the spans trionet ended during the test (the
+    provider is given to :func:`trionet.tracing.installed`, not set globally).
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from .. import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with tracing.installed(provider):
+        yield exporter
+    provider.shutdown()
