@@ -19,8 +19,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from trionet import tracing
 from trionet.asgi import ASGIApplication, Request, RequestIdMiddleware, Response, TestClient
-from trionet.bus import BusMessage, BusSocket, DistributedApplication
+from trionet.bus import (
+    BusMessage,
+    BusSocket,
+    ChannelSocketProvider,
+    DistributedApplication,
+    channel_request,
+)
 from trionet.bus.testing import serving
+from trionet.channel import open_connection
 from trionet.observability import current_correlation_id
 from trionet.testing import MosquittoServer
 
@@ -301,3 +308,25 @@ async def test_the_components_example(mosquitto: MosquittoServer,
         "CLIENT   too_hot                  sensor trace",
         "SERVER   too_hot                  own trace",
     ]
+
+
+async def test_the_bus_over_the_channel_is_traced_once(exporter: InMemorySpanExporter) -> None:
+    provider = ChannelSocketProvider()
+    bus = DistributedApplication(provider)
+
+    @bus.application("orders/+")
+    async def orders(message: BusMessage, socket: BusSocket) -> None:
+        await socket.reply(message, b"accepted")
+
+    with trio.fail_after(PATIENCE):
+        async with serving(bus), open_connection(provider.addresses[0]) as channel:
+            reply = await channel_request(channel, b"tea", "orders/new",
+                                          headers={"traceparent": INCOMING})
+    assert reply.payload == b"accepted"
+    # the bus's CONSUMER span, child of the request's context; no Channel SERVER span under it
+    (consumer,) = by_kind(exporter, trace.SpanKind.CONSUMER)
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == 0xb7ad6b7169203331
+    assert by_kind(exporter, trace.SpanKind.SERVER) == []
+    (client,) = by_kind(exporter, trace.SpanKind.CLIENT)  # the caller's Channel request
+    assert client.name == "aiomas request"

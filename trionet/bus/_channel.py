@@ -150,6 +150,7 @@ class ChannelSocket(BusSocket):
                            self.client_id, channel.origin, self._connections)
             return
         self._connections += 1
+        channel._traced = False  # the bus traces its messages itself (trionet.tracing)
         try:
             await channel.serve(self._answer, max_concurrency=self.config.max_pending)
         finally:

@@ -254,6 +254,7 @@ class Channel:
         "_reading",
         "_recv_waiters",
         "_stream",
+        "_traced",
         "_writers_due",
     )
 
@@ -276,6 +277,7 @@ class Channel:
         self._inbox: deque[tuple[int, Any]] = deque()
         self._writers_due = 0
         self._closed = False
+        self._traced = True  # False when a higher layer traces the requests (the bus's)
         self._eof = False
         self._broken: BaseException | None = None
         # For servers' timeouts (see stalled()): when the last bytes arrived, and when the
@@ -499,7 +501,7 @@ class Channel:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency!r}")
         if _metrics.recording():
             handler = _measured(handler)
-        if _tracing.enabled():  # a SERVER span per request (trionet.tracing)
+        if _tracing.enabled() and self._traced:  # a SERVER span per request (trionet.tracing)
             handler = _tracing.traced_handler(handler, _channel_tracing.describer(self.peername))
         slots = _Slots(max_concurrency)
         broken: BaseException | None = None
