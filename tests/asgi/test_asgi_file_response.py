@@ -156,3 +156,34 @@ async def test_gzip_leaves_partial_content_alone(tmp_path: Path) -> None:
                 assert part.headers["content-length"] == "2000", url
                 whole = await client.get(url, headers={"Accept-Encoding": "gzip"})
                 assert whole.headers["content-encoding"] == "gzip", url
+
+
+async def test_gzip_makes_the_etag_weak(tmp_path: Path) -> None:
+    """The compressed bytes are another representation than the file's: their ETag is weak,
+    so an If-Range with it gets the whole (compressed) file, never a range of the uncompressed
+    bytes to splice into compressed ones; If-None-Match still matches (the weak comparison).
+    GZipMiddleware kept the strong ETag."""
+    path = tmp_path / "page.txt"
+    path.write_bytes(b"abcdefghij" * 1000)
+    app = ASGIApplication()
+
+    @app.route("/page")
+    async def page(request: Request) -> Response:
+        return FileResponse(path)
+
+    app.add_middleware(GZipMiddleware, minimum_size=10)
+    gz = {"Accept-Encoding": "gzip"}
+    with trio.fail_after(20):
+        async with running_server(app) as address, \
+                httpx.AsyncClient(base_url=address.url) as client:
+            whole = await client.get("/page", headers=gz)
+            etag = whole.headers["etag"]
+            assert whole.headers["content-encoding"] == "gzip"
+            assert etag.startswith('W/"'), etag
+            cached = await client.get("/page", headers={**gz, "If-None-Match": etag})
+            assert cached.status_code == 304
+            resumed = await client.get("/page", headers={**gz, "Range": "bytes=100-",
+                                                         "If-Range": etag})
+            assert resumed.status_code == 200 and resumed.content == path.read_bytes()
+            identity = await client.get("/page", headers={"Accept-Encoding": "identity"})
+            assert not identity.headers["etag"].startswith("W/")

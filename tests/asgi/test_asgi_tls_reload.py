@@ -170,3 +170,7 @@ async def test_tls_and_a_config_certificate_do_not_mix(tmp_path: Path) -> None:
     options = TLSOptions(cert_file=tmp_path / "cert.pem", key_file=tmp_path / "key.pem")
     with pytest.raises(ConfigurationError, match="not both"):
         await serve(app, "127.0.0.1:0", config=config, tls=options)
+    only_ca = Config()
+    only_ca.ca_certs = str(tmp_path / "cert.pem")  # would be ignored by tls=
+    with pytest.raises(ConfigurationError, match="not both"):
+        await serve(app, "127.0.0.1:0", config=only_ca, tls=options)

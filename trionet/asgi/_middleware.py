@@ -366,7 +366,9 @@ class GZipMiddleware(ASGIMiddleware):
     (``Content-Length`` is corrected); a streamed body is compressed chunk by chunk, each
     chunk flushed so the client sees it immediately. Responses that already have a
     ``Content-Encoding``, partial content (``Content-Range``: a 206 range or a 416) and
-    ``text/event-stream`` responses pass through.
+    ``text/event-stream`` responses pass through. A compressed response's strong ``ETag``
+    becomes weak (``W/"..."``): it still answers ``If-None-Match``, but an ``If-Range`` with it
+    gets the whole file rather than a range of other bytes.
 
     A ``HEAD`` request gets the headers ``GET`` would get (``Content-Encoding: gzip``,
     ``Vary: Accept-Encoding``): when the application sends the body with its ``HEAD``
@@ -436,9 +438,16 @@ class _GZipResponder:
 
     def _headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
         assert self.start is not None
-        headers = [
-            (k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"
-        ]
+        headers = []
+        for name, value in self.start.get("headers", []):
+            lowered = name.lower()
+            if lowered == b"content-length":
+                continue
+            if lowered == b"etag" and not value.startswith(b"W/"):
+                # A strong ETag names the uncompressed bytes: the compressed ones are another
+                # representation (a client must not combine their ranges, If-Range).
+                value = b"W/" + value
+            headers.append((name, value))
         headers.append((b"content-encoding", b"gzip"))
         headers = _add_vary(headers, b"Accept-Encoding")
         if length is not None:

@@ -366,7 +366,7 @@ async def serve(
             :class:`~trionet.tls.CertificateReloader`: after its ``reload()``, new
             connections get the new certificate while open ones keep theirs, without a
             restart. Contexts trionet builds offer HTTP/2 and HTTP/1.1 through ALPN. Instead
-            of the config's ``certfile``/``keyfile`` (not both).
+            of the config's ``certfile``/``keyfile``/``ca_certs`` (not both).
 
     Raises:
         ASGIError: the application's lifespan startup or shutdown failed or timed out.

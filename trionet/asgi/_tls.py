@@ -96,12 +96,15 @@ def config_with_tls(config: Config, tls: ServerTLSArgument) -> Config:
     it is is used as it is.
 
     Raises:
-        ConfigurationError: the config names a certificate too, or *tls* is not a server's
-            ``tls=`` argument.
+        ConfigurationError: the config names a certificate or CA file too, or *tls* is not a
+            server's ``tls=`` argument.
         OSError, ssl.SSLError: the files of a :class:`~trionet.tls.TLSOptions` are not usable.
     """
-    if config.certfile is not None or config.keyfile is not None:
-        raise ConfigurationError("give serve() tls= or a config with certfile/keyfile, not both")
+    if any(value is not None for value in (config.certfile, config.keyfile, config.ca_certs)):
+        # The config's TLS files would be ignored without a word: refuse the mix.
+        raise ConfigurationError(
+            "give serve() tls= or a config with certfile/keyfile/ca_certs, not both"
+        )
     source = server_tls_source(tls)
     if source is None:
         raise ConfigurationError("tls= of serve() is None: there is no TLS to configure")
