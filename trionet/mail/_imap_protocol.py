@@ -327,28 +327,65 @@ def parse_fetch_responses(data: Sequence[ResponseItem | None]) -> list[FetchedIt
     """
     out: list[FetchedItem] = []
     for group in _group_responses(data):
-        parser = _Parser(_segments(group))
-        sequence = _as_int(parser.value(), "message sequence number")
-        attributes = parser.value()
-        if not isinstance(attributes, list) or len(attributes) % 2:
-            raise IMAPProtocolError(f"malformed FETCH response for message {sequence}")
-        uid: int | None = None
-        flags: frozenset[str] | None = None
-        body: bytes | None = None
-        for key, value in zip(attributes[::2], attributes[1::2], strict=True):
-            name = key.upper() if isinstance(key, str) else ""
-            if name == "UID":
-                uid = _as_int(value, "UID")
-            elif name == "FLAGS":
-                if not isinstance(value, list):
-                    raise IMAPProtocolError(f"FLAGS is not a list: {value!r}")
-                flags = frozenset(str(flag) for flag in value if isinstance(flag, str))
-            elif name in ("BODY[]", "RFC822", "BINARY[]"):
-                if isinstance(value, str):
-                    value = value.encode("utf-8", "surrogateescape")
-                body = value if isinstance(value, bytes) else None
-        out.append(FetchedItem(sequence, uid, flags, body))
+        item = _simple_fetch(group)
+        out.append(_parse_fetch(group) if item is None else item)
     return out
+
+
+# The response to the client's own ``UID FETCH ... (UID FLAGS BODY.PEEK[])`` as servers send it:
+# ``12 (UID 7 FLAGS (\Seen $Label) BODY[] {379}``, the literal, then ``)``. Flags here are plain
+# atoms (none starts with ``(``, ``"``, ``{``, none holds a bracket) separated by single spaces.
+_SIMPLE_FETCH: Final = re.compile(
+    rb"([0-9]+) \(UID ([0-9]+) FLAGS \(([^ ()\"{\[\]]+(?: [^ ()\"{\[\]]+)*)?\) "
+    rb"(?:BODY\[\]|RFC822|BINARY\[\]) \{[0-9]+\}"
+)
+
+
+def _simple_fetch(group: list[ResponseItem]) -> FetchedItem | None:
+    """A response of the usual shape (above) read with one regular expression; None for any
+    other, which :func:`_parse_fetch` reads token by token (tests check that both agree)."""
+    if len(group) != 2 or group[1] != b")" or not isinstance(group[0], tuple):
+        return None
+    line, body = group[0]
+    match = _SIMPLE_FETCH.fullmatch(line)
+    if match is None:
+        return None
+    sequence, uid, flag_list = match.groups()
+    flags = (
+        frozenset(
+            flag
+            for flag in flag_list.decode("utf-8", "surrogateescape").split(" ")
+            if flag.upper() != "NIL"  # the atom NIL is no flag
+        )
+        if flag_list
+        else frozenset()
+    )
+    return FetchedItem(int(sequence), int(uid), flags, body)
+
+
+def _parse_fetch(group: list[ResponseItem]) -> FetchedItem:
+    """One FETCH response, any shape, token by token."""
+    parser = _Parser(_segments(group))
+    sequence = _as_int(parser.value(), "message sequence number")
+    attributes = parser.value()
+    if not isinstance(attributes, list) or len(attributes) % 2:
+        raise IMAPProtocolError(f"malformed FETCH response for message {sequence}")
+    uid: int | None = None
+    flags: frozenset[str] | None = None
+    body: bytes | None = None
+    for key, value in zip(attributes[::2], attributes[1::2], strict=True):
+        name = key.upper() if isinstance(key, str) else ""
+        if name == "UID":
+            uid = _as_int(value, "UID")
+        elif name == "FLAGS":
+            if not isinstance(value, list):
+                raise IMAPProtocolError(f"FLAGS is not a list: {value!r}")
+            flags = frozenset(str(flag) for flag in value if isinstance(flag, str))
+        elif name in ("BODY[]", "RFC822", "BINARY[]"):
+            if isinstance(value, str):
+                value = value.encode("utf-8", "surrogateescape")
+            body = value if isinstance(value, bytes) else None
+    return FetchedItem(sequence, uid, flags, body)
 
 
 # -- LIST ---------------------------------------------------------------------------------------

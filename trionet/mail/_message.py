@@ -39,6 +39,7 @@ from typing import Any, Final
 import trio
 
 from ._errors import MailMessageError
+from ._fastparse import content_charset, date_from_header, message_from_bytes
 
 __all__ = ["Attachment", "MailMessage", "parse_message"]
 
@@ -47,7 +48,6 @@ __all__ = ["Attachment", "MailMessage", "parse_message"]
 _BUILD_POLICY: Final = email.policy.SMTP.clone(cte_type="7bit")
 # Same, but with UTF-8 headers, for messages whose addresses need SMTPUTF8 (RFC 6531).
 _BUILD_POLICY_UTF8: Final = email.policy.SMTP.clone(cte_type="7bit", utf8=True)
-_PARSE_POLICY: Final = email.policy.compat32
 
 # Guessing content types from the built-in table only: mimetypes.guess_type() would read the
 # system's mime.types files on first use, which is blocking I/O.
@@ -482,7 +482,7 @@ class MailMessage:
             raw_bytes = None
         else:
             raw_bytes = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
-            message = email.message_from_bytes(raw_bytes, policy=_PARSE_POLICY)
+            message = message_from_bytes(raw_bytes)
         return _parse(cls, message, raw_bytes, uid, frozenset(flags))
 
 
@@ -507,7 +507,9 @@ def _clean(value: object) -> str:
     """A header value as text: unfolded, RFC 2047 words decoded, raw UTF-8 bytes recovered."""
     if isinstance(value, email.header.Header):
         return str(value)
-    text = _FOLD.sub("", str(value))
+    text = str(value)
+    if "\n" in text:
+        text = _FOLD.sub("", text)
     if not text.isascii():
         # compat32 turns 8-bit header bytes into surrogates: they are most likely UTF-8
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -523,14 +525,8 @@ def _decode_words(value: str) -> str:
         return value
 
 
-def _raw_values(message: Message, name: str) -> list[str]:
-    """The header's values as stored (``get()`` would turn 8-bit bytes into U+FFFD)."""
-    name = name.lower()
-    return [str(value) for key, value in message.raw_items() if key.lower() == name]
-
-
-def _header_text(message: Message, name: str) -> str | None:
-    values = _raw_values(message, name)
+def _header_text(fields: dict[str, list[str]], name: str) -> str | None:
+    values = fields.get(name)
     return _clean(values[0]) if values else None
 
 
@@ -547,11 +543,11 @@ _BARE_ADDRESS: Final = re.compile(rf"\s*({_ATEXT}@{_ATEXT})\s*")
 _NAMED_ADDRESS: Final = re.compile(rf"\s*([^<>\"(),;:@\\]*?)\s*<({_ATEXT}@{_ATEXT})>\s*")
 
 
-def _addresses(message: Message, name: str) -> list[str]:
-    values = _raw_values(message, name)
+def _addresses(fields: dict[str, list[str]], name: str) -> list[str]:
+    values = fields.get(name)
     if not values:
         return []
-    raw = [_FOLD.sub("", str(v)) for v in values]
+    raw = [_FOLD.sub("", v) if "\n" in v else v for v in values]
     if len(raw) == 1:
         # the common single-address forms, without email.utils.getaddresses (slow since its
         # 2023 hardening parses everything twice)
@@ -571,7 +567,7 @@ def _addresses(message: Message, name: str) -> list[str]:
 def _decoded_text(part: Message) -> str:
     payload = part.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
-    charset = part.get_content_charset() or "us-ascii"
+    charset = content_charset(part) or "us-ascii"
     try:
         text = data.decode(charset, errors="replace")
     except LookupError:  # an unknown charset name
@@ -582,16 +578,18 @@ def _decoded_text(part: Message) -> str:
     return text.replace("\r\n", "\n")
 
 
-def _leaf_parts(message: Message) -> Iterator[Message]:
-    """Every non-multipart part, not descending into attached messages (message/rfc822)."""
-    if message.get_content_maintype() == "multipart":
+def _leaf_parts(message: Message) -> Iterator[tuple[Message, str]]:
+    """Every non-multipart part with its content type, not descending into attached messages
+    (message/rfc822)."""
+    content_type = message.get_content_type()
+    if content_type.startswith("multipart/"):
         payload = message.get_payload()
         if isinstance(payload, list):
             for part in payload:
                 if isinstance(part, Message):
                     yield from _leaf_parts(part)
         return
-    yield message
+    yield message, content_type
 
 
 def _part_filename(part: Message) -> str:
@@ -605,8 +603,8 @@ def _part_filename(part: Message) -> str:
     return _clean(filename) if filename else ""
 
 
-def _part_bytes(part: Message) -> bytes:
-    if part.get_content_type() == "message/rfc822":
+def _part_bytes(part: Message, content_type: str) -> bytes:
+    if content_type == "message/rfc822":
         payload = part.get_payload()
         if isinstance(payload, list) and payload and isinstance(payload[0], Message):
             return payload[0].as_bytes(policy=email.policy.compat32.clone(linesep="\r\n"))
@@ -633,59 +631,66 @@ def _parse(
     # for the usual mixed > alternative > related trees)
     text_part: Message | None = None
     html_part: Message | None = None
-    for part in leaves:
-        content_type = part.get_content_type()
+    for part, content_type in leaves:
         if content_type == "text/plain" and text_part is None and _is_body_candidate(part):
             text_part = part
         elif content_type == "text/html" and html_part is None and _is_body_candidate(part):
             html_part = part
 
     attachments: list[Attachment] = []
-    for part in leaves:
+    for part, content_type in leaves:
         if part is text_part or part is html_part:
             continue
-        if part is message and message.get_content_maintype() == "text":
+        if part is message and content_type.startswith("text/"):
             continue  # a single-part message whose body is neither plain nor html text
         content_id = part.get("Content-ID")
         cid = _clean(content_id).strip("<>") if content_id else None
         inline = part.get_content_disposition() == "inline"
         filename = _part_filename(part)
-        content = _part_bytes(part)
+        content = _part_bytes(part, content_type)
         try:
             attachment = Attachment(
-                filename, content, part.get_content_type(), content_id=cid or None, inline=inline
+                filename, content, content_type, content_id=cid or None, inline=inline
             )
         except MailMessageError:  # a Content-ID we cannot represent: keep the part, not the id
-            attachment = Attachment(filename, content, part.get_content_type(), inline=inline)
+            attachment = Attachment(filename, content, content_type, inline=inline)
         attachments.append(attachment)
 
+    # one pass over the header fields: every value by lower-case name, and the fields that
+    # MailMessage does not model itself (the first of each name), cleaned
+    fields: dict[str, list[str]] = {}
+    headers: dict[str, str] = {}
+    for key, value in message.raw_items():
+        name = key.lower()
+        known = fields.get(name)
+        if known is None:
+            fields[name] = [str(value)]
+        else:
+            known.append(str(value))
+        if name not in _OWN_HEADERS and key not in headers:
+            headers[key] = _clean(value)
+
     date: _dt.datetime | None = None
-    date_header = _header_text(message, "Date")
+    date_header = _header_text(fields, "date")
     if date_header is not None:
         try:
-            date = email.utils.parsedate_to_datetime(date_header)
+            date = date_from_header(date_header)
         except (ValueError, TypeError, IndexError):
             date = None
 
-    headers: dict[str, str] = {}
-    for key, value in message.raw_items():
-        if key.lower() in _OWN_HEADERS or key in headers:
-            continue
-        headers[key] = _clean(value)
-
-    reply_to = _addresses(message, "Reply-To")
+    reply_to = _addresses(fields, "reply-to")
     return cls(
-        subject=_header_text(message, "Subject") or "",
-        sender=(_addresses(message, "From") or [_header_text(message, "From") or ""])[0],
-        recipients=_addresses(message, "To"),
+        subject=_header_text(fields, "subject") or "",
+        sender=(_addresses(fields, "from") or [_header_text(fields, "from") or ""])[0],
+        recipients=_addresses(fields, "to"),
         text_content=_decoded_text(text_part) if text_part is not None else None,
         html_content=_decoded_text(html_part) if html_part is not None else None,
         attachments=attachments,
-        cc=_addresses(message, "Cc"),
-        bcc=_addresses(message, "Bcc"),
+        cc=_addresses(fields, "cc"),
+        bcc=_addresses(fields, "bcc"),
         reply_to=", ".join(reply_to) if reply_to else None,
         headers=headers,
-        message_id=(_header_text(message, "Message-ID") or "").strip(),
+        message_id=(_header_text(fields, "message-id") or "").strip(),
         date=date,
         uid=uid,
         flags=flags,
