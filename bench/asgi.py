@@ -18,8 +18,11 @@ answer it re-encoded). Contenders (``app@server``):
   trio-native HTTP/1.1 stack could reach here.
 * ``trionet@hypercorn-trio``: ``trionet.asgi`` Router + ``ASGIApplication`` + the middleware,
   on Hypercorn's own trio worker (``hypercorn.trio.serve``).
+* ``trionet@trionet-worker-hc11``: the same app on trionet's worker with HTTP/1.1 handled by
+  Hypercorn's ``H11Protocol`` (``TRIONET_ASGI_HTTP1=hypercorn``; the worker's path before its
+  own h11 one), to compare the two paths in the same run.
 * ``trionet@trionet-worker``: the same app served by ``trionet.asgi.serve()`` as users run it:
-  trionet's trio worker around Hypercorn's protocol classes, with serve()'s request limits.
+  trionet's trio worker (its own h11 path for HTTP/1.1), with serve()'s request limits.
 
 No baseline process imports trionet (an import hook in each makes it an error). The
 middleware is the same tiny pure-ASGI class for both frameworks (it adds a response header).
@@ -40,7 +43,8 @@ framework alone costs per request); each server's CPU time per request, from
 latency. The µs rows report ratio baseline/contender, so > 1 still means better.
 
 Run: ``.venv/bin/python bench/asgi.py [--quick] [--rounds N]`` (``BENCH_ASGI_DURATION=S`` sets
-the seconds per measurement, default 3; ``--quick`` uses 1).
+the seconds per measurement, default 3; ``--quick`` uses 1; ``BENCH_ASGI_ONLY=name,name`` runs
+only those servers, and only the rows whose contenders are all among them).
 Needs: ``wrk`` (``apt-get install wrk``, optional) and the ``bench`` extra (starlette,
 ``uvicorn[standard]``, granian).
 """
@@ -80,6 +84,7 @@ SERVERS = (
     "starlette@hypercorn-trio",
     "trio+h11 bound",
     "trionet@hypercorn-trio",
+    "trionet@trionet-worker-hc11",
     "trionet@trionet-worker",
 )
 FRAMEWORK_ROW = ("raw@hypercorn-trio", "starlette@hypercorn-trio", "trionet@hypercorn-trio")
@@ -89,6 +94,9 @@ BOUND_ROW = ("trio+h11 bound", "trionet@trionet-worker")
 # uvicorn with h11 (the stretch goal: >= 1x).
 WORKER_ROW = ("trionet@hypercorn-trio", "trionet@trionet-worker")
 STRETCH_ROW = ("starlette@uvicorn-h11", "trionet@trionet-worker")
+# trionet's worker with its own HTTP/1.1 path against the same worker around Hypercorn's
+# H11Protocol (what it ran before).
+PATH_ROW = ("trionet@trionet-worker-hc11", "trionet@trionet-worker")
 
 
 # -- the three applications (built inside the server process) --------------------------------
@@ -281,6 +289,9 @@ def run_server(name: str, port: int) -> None:
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 0.5
+    if server == "trionet-worker-hc11":  # trionet's worker, HTTP/1.1 by Hypercorn's protocol
+        os.environ["TRIONET_ASGI_HTTP1"] = "hypercorn"
+        server = "trionet-worker"
     if server == "trionet-worker":  # what trionet.asgi.serve() runs by default
         from functools import partial
 
@@ -512,6 +523,12 @@ def main() -> None:
     parser_args = main_args(__doc__ or "")
     # wrk takes whole seconds.
     duration = 1 if parser_args.quick else int(os.environ.get("BENCH_ASGI_DURATION", "3"))
+    only = {n for n in os.environ.get("BENCH_ASGI_ONLY", "").split(",") if n}
+    names = tuple(n for n in SERVERS if not only or n in only)
+
+    def wanted(row: tuple[str, ...]) -> bool:
+        return all(n in names for n in row)
+
     servers: dict[str, subprocess.Popen[bytes]] = {}
     urls: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -522,12 +539,12 @@ def main() -> None:
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
         try:
-            for name in SERVERS:
+            for name in names:
                 port = _free_port()
                 servers[name] = subprocess.Popen(server_command(name, port))
                 _wait_port(port, servers[name])
                 urls[name] = f"http://127.0.0.1:{port}"
-            for name in SERVERS:  # warm up every server and check it answers correctly
+            for name in names:  # warm up every server and check it answers correctly
                 measure(urls[name] + "/hello", "GET", 1, script)
                 measure(urls[name] + "/echo", "POST", 1, script)
 
@@ -556,7 +573,7 @@ def main() -> None:
             for method, path in (("GET", "/hello"), ("POST", "/echo")):
                 measuring[method] = Row(
                     f"{method} {path}: all servers (req/s)",
-                    [Contender(name, throughput(name, path, method)) for name in SERVERS],
+                    [Contender(name, throughput(name, path, method)) for name in names],
                     unit="req/s", higher_is_better=True,
                 )
                 rows.append(measuring[method])
@@ -585,6 +602,12 @@ def main() -> None:
                     replay(STRETCH_ROW, method, "rps"), goal=1.0, unit="req/s",
                     higher_is_better=True, replays=measuring[method],
                 ))
+                rows.append(Row(
+                    f"{method} {path}: the worker's h11 path vs Hypercorn's H11Protocol in it "
+                    "(CPU/request)",
+                    replay(PATH_ROW, method, "cpu"), unit="us", replays=measuring[method],
+                ))
+            rows = [row for row in rows if wanted(tuple(c.name for c in row.contenders))]
             calls = 2_000 if parser_args.quick else 20_000
             rows += [
                 Row(
@@ -594,12 +617,12 @@ def main() -> None:
                 for method in ("GET", "POST")
             ]
             rows += [
-                Row(f"{method} server CPU per request", replay(SERVERS, method, "cpu"), unit="us",
+                Row(f"{method} server CPU per request", replay(names, method, "cpu"), unit="us",
                     replays=measuring[method])
                 for method in ("GET", "POST")
             ]
             rows += [
-                Row(f"{method} latency {pct}", replay(SERVERS, method, pct), unit="us",
+                Row(f"{method} latency {pct}", replay(names, method, pct), unit="us",
                     replays=measuring[method])
                 for method in ("GET", "POST")
                 for pct in ("p50", "p99")

@@ -4,11 +4,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import trio
 
 from trionet.asgi import ASGIApp, BoundAddress, serve
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+
+
+def hypercorn_config(**settings: Any) -> Config:
+    """A Hypercorn ``Config`` bound to a free loopback port, with ``settings`` set on it."""
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    for name, value in settings.items():
+        setattr(config, name, value)
+    return config
+
+
+def use_worker(monkeypatch: pytest.MonkeyPatch, worker: str) -> str:
+    """Make ``serve()`` run ``worker`` in this test (and in its subprocesses): ``trionet``,
+    ``hypercorn``, or ``trionet-hc11`` (trionet's worker, HTTP/1.1 by Hypercorn's protocol)."""
+    if worker == "trionet-hc11":
+        monkeypatch.setenv("TRIONET_ASGI_WORKER", "trionet")
+        monkeypatch.setenv("TRIONET_ASGI_HTTP1", "hypercorn")
+    else:
+        monkeypatch.setenv("TRIONET_ASGI_WORKER", worker)
+        monkeypatch.delenv("TRIONET_ASGI_HTTP1", raising=False)
+    return worker
 
 
 @asynccontextmanager

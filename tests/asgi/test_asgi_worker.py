@@ -1,5 +1,6 @@
 """HTTP behaviour both trio workers must keep (``tests/asgi/conftest.py`` runs every test here
-on trionet's worker and on Hypercorn's): keep-alive and pipelining, chunked bodies,
+on trionet's worker, on it with HTTP/1.1 left to Hypercorn's protocol, and on Hypercorn's
+worker): keep-alive and pipelining, chunked bodies,
 ``Expect: 100-continue``, HEAD, HTTP/2 over TLS (ALPN) and cleartext (prior knowledge and the
 ``h2c`` upgrade), websockets (fragments, ping/pong, close codes), keep-alive and slowloris
 cut-offs, and the graceful shutdown of idle connections."""
@@ -21,10 +22,16 @@ import trio
 import trustme
 import wsproto
 import wsproto.events as ws_events
-from asgi_support import raw_http
+from asgi_support import hypercorn_config, raw_http, use_worker
 from hypercorn.config import Config
 
 from trionet.asgi import BoundAddress, serve
+
+
+@pytest.fixture(autouse=True, params=["trionet", "trionet-hc11", "hypercorn"])
+def asgi_worker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Here also trionet's worker with HTTP/1.1 left to Hypercorn's protocol (the A/B switch)."""
+    return use_worker(monkeypatch, request.param)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -72,12 +79,7 @@ async def served(config: Config | None = None, **kwargs: Any) -> AsyncIterator[B
         nursery.cancel_scope.cancel()
 
 
-def _config(**settings: Any) -> Config:
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    for name, value in settings.items():
-        setattr(config, name, value)
-    return config
+_config = hypercorn_config
 
 
 async def test_keep_alive_and_pipelining() -> None:

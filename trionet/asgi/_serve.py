@@ -356,7 +356,8 @@ async def serve(
             shutdown is abandoned: in-flight requests and the lifespan shutdown are cancelled
             at once. The command line sets it on a second SIGINT/SIGTERM.
         worker: ``"trionet"`` (the default, :data:`DEFAULT_WORKER`): trionet's lean trio
-            worker around Hypercorn's HTTP/1.1, HTTP/2 and websocket protocol classes;
+            worker, with its own HTTP/1.1 path and Hypercorn's HTTP/2 and websocket
+            protocol classes;
             ``"hypercorn"``: Hypercorn's own trio worker, which also serves HTTP/3 and WSGI
             applications. Without this argument, the ``TRIONET_ASGI_WORKER`` environment
             variable chooses, if it is set.

@@ -1,7 +1,11 @@
 """trionet's trio worker for Hypercorn's protocol stack.
 
-Hypercorn's HTTP/1.1 (h11), HTTP/2 (h2) and websocket (wsproto) protocol classes do the HTTP
-work; this module is the trio glue around them, in place of ``hypercorn.trio``'s. It keeps that
+HTTP/1.1 connections go to trionet's own h11 path (:mod:`._http11`: one task per connection,
+no per-request protocol objects) unless the environment variable ``TRIONET_ASGI_HTTP1`` is
+``hypercorn``; a request there that switches protocols (websocket, ``h2c``, HTTP/2's preface)
+is replayed into Hypercorn's protocol, which keeps the connection. Hypercorn's HTTP/1.1 (h11),
+HTTP/2 (h2) and websocket (wsproto) protocol classes do the rest of the HTTP work; this module
+is the trio glue around them, in place of ``hypercorn.trio``'s. It keeps that
 worker's behaviour (the ``Config`` and its limits and timeouts, the lifespan, the graceful
 shutdown, TLS with ALPN) and spends far less per request:
 
@@ -34,6 +38,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
+
+from ._http11 import HTTP11Connection, write_socket
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -104,10 +110,9 @@ def _no_threads(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("this worker serves ASGI applications only (use worker='hypercorn')")
 
 
-async def _run_app(app: Any, config: Config, scope: Any, receive: Any,
-                   send: Callable[[Any], Awaitable[None]]) -> None:
-    """One application call, as Hypercorn runs it: errors are logged, and ``send(None)``
-    tells the protocol that the application has finished."""
+async def call_app(app: Any, config: Config, scope: Any, receive: Any, send: Any) -> None:
+    """One application call, as Hypercorn runs it: errors are logged, not raised; a
+    cancellation goes on, whatever else failed."""
     try:
         await app(scope, receive, send, _no_threads, _no_threads)
     except trio.Cancelled:
@@ -120,6 +125,14 @@ async def _run_app(app: Any, config: Config, scope: Any, receive: Any,
             raise cancelled from None  # the cancellation goes on, whatever else failed
     except Exception:
         await config.log.exception("Error in ASGI Framework")
+
+
+async def _run_app(app: Any, config: Config, scope: Any, receive: Any,
+                   send: Callable[[Any], Awaitable[None]]) -> None:
+    """One application call for Hypercorn's protocols: ``send(None)`` then tells the protocol
+    that the application has finished."""
+    try:
+        await call_app(app, config, scope, receive, send)
     finally:
         await send(None)
 
@@ -146,7 +159,9 @@ class _Connection:
     """One TCP (or TLS) connection: reads feed the protocol, the protocol's events write."""
 
     def __init__(self, app: Any, config: Config, context: _Context, state: Any,
-                 stream: trio.abc.Stream) -> None:
+                 stream: trio.abc.Stream, http1: str = "trionet") -> None:
+        self.http1 = http1
+        self.lean: HTTP11Connection | None = None
         self.app = app
         self.config = config
         self.context = context
@@ -171,7 +186,7 @@ class _Connection:
     # -- the connection's life ---------------------------------------------------------------
 
     async def run(self) -> None:
-        from hypercorn.events import Closed
+        from hypercorn.events import Closed, RawData
         from hypercorn.protocol import ProtocolWrapper
         from hypercorn.utils import parse_socket_addr
 
@@ -195,6 +210,14 @@ class _Connection:
             client = parse_socket_addr(sock.family, sock.getpeername())
             server = parse_socket_addr(sock.family, sock.getsockname())
             self.context.connections.add(self)
+            replay = b""
+            if self.http1 == "trionet" and alpn in (None, "http/1.1"):
+                self.lean = HTTP11Connection(self, client, server)
+                handover = await self.lean.run()
+                self.lean = None
+                if handover is None:
+                    return
+                replay = handover  # a protocol switch: Hypercorn's protocol takes over
             async with trio.open_nursery() as writer_nursery:
                 writer_nursery.start_soon(self._writer)
                 async with trio.open_nursery() as nursery:
@@ -206,6 +229,8 @@ class _Connection:
                     )
                     await self.protocol.initiate()
                     self._set_idle(True)
+                    if replay:
+                        await self.protocol.handle(RawData(replay))
                     await self._read_loop(Closed)
                 await self._drain()
                 writer_nursery.cancel_scope.cancel()
@@ -285,6 +310,9 @@ class _Connection:
 
     def close_if_idle(self) -> None:
         """The server is shutting down: an idle connection goes now."""
+        if self.lean is not None:
+            self.lean.close_if_idle()
+            return
         if self.idle_deadline != math.inf:
             self.idle_deadline = -math.inf
             if self.read_scope is not None:
@@ -332,7 +360,7 @@ class _Connection:
             out.clear()
             try:
                 if sock is not None:
-                    await self._write_socket(sock, data)
+                    await write_socket(sock, data)
                 else:
                     await self.stream.send_all(data)
             except _SEND_ERRORS:
@@ -347,20 +375,6 @@ class _Connection:
             self.out_bytes -= len(data)
             if self.space:
                 self.space.unpark_all()
-
-    @staticmethod
-    async def _write_socket(sock: Any, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            fd = sock.fileno()
-            if fd < 0:
-                raise trio.ClosedResourceError("the connection was closed")
-            try:
-                sent = os.write(fd, view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
-                continue
-            view = view[sent:]
 
     async def _drain(self) -> None:
         """Wait (shielded, for at most :data:`_DRAIN_TIMEOUT`) until everything queued has
@@ -444,8 +458,13 @@ async def worker_serve(
                                  "worker='hypercorn'")
             state = ConnectionState(lifespan_state.copy())
 
+            http1 = os.environ.get("TRIONET_ASGI_HTTP1") or "trionet"
+            if http1 not in ("trionet", "hypercorn"):
+                raise ValueError(f"TRIONET_ASGI_HTTP1 must be 'trionet' or 'hypercorn', "
+                                 f"not {http1!r}")
+
             async def connection(stream: trio.abc.Stream) -> None:
-                await _Connection(wrapped, config, context, state, stream).run()
+                await _Connection(wrapped, config, context, state, stream, http1).run()
 
             task_status.started(urls)
             try:
