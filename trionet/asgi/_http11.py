@@ -59,7 +59,6 @@ _LINGER_TIME = 1.0
 _LINGER_BYTES = 2**20
 _READ_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 _ASGI = {"spec_version": "2.1", "version": "3.0"}
 # Exchange states.
 _REQUEST, _RESPONSE, _DONE = 0, 1, 2
@@ -116,11 +115,11 @@ class _Exchange:
         if self.body_done:
             if self.disconnected or self.state == _DONE:  # as Hypercorn: once the response
                 await trio.lowlevel.checkpoint()         # is complete, the request is over
-                return _DISCONNECT
+                return {"type": "http.disconnect"}
             return await self._wait_disconnect()
         if self.disconnected:
             await trio.lowlevel.checkpoint()
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         conn = self.conn
         h11conn = conn.h11
         while True:
@@ -129,7 +128,7 @@ class _Exchange:
             except h11.RemoteProtocolError as error:  # a broken body (bad chunk size...)
                 await conn.refuse(error.error_status_hint)
                 self._disconnect()
-                return _DISCONNECT
+                return {"type": "http.disconnect"}
             kind = type(event)
             if kind is h11.Data:
                 return self._body(event)
@@ -147,7 +146,7 @@ class _Exchange:
             data = await conn.read(conn.read_deadline())
             if not data:  # closed, timed out, or broken: the client is gone
                 self._disconnect()
-                return _DISCONNECT
+                return {"type": "http.disconnect"}
             h11conn.receive_data(data)
 
     def _body(self, event: Any) -> dict[str, Any]:
@@ -178,7 +177,7 @@ class _Exchange:
             if self.watch_event is None:
                 self.watch_event = trio.Event()
             await self.watch_event.wait()
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         conn = self.conn
         if conn.pending:
             head = conn.pending
@@ -198,7 +197,7 @@ class _Exchange:
                         await trio.sleep_forever()
             finally:
                 self.watch_scope = None
-        return _DISCONNECT
+        return {"type": "http.disconnect"}
 
     def _over(self) -> None:
         """The response is complete: watchers of the connection get ``http.disconnect``."""
@@ -379,7 +378,9 @@ class HTTP11Connection:
                     deadline = min(deadline, trio.current_time() + self.read_timeout)
                 if self.idle_deadline <= trio.current_time():
                     return None  # keep-alive timeout (or shutdown), even if bytes trickle in
-                data = await self.read(deadline, poll_first=True)
+                # A new connection's first request is often there already; a kept-alive one's
+                # next request rarely is, right after the response went out.
+                data = await self.read(deadline, poll_first=not self.requests)
                 if data is None:
                     return None
                 h11conn.receive_data(data)
