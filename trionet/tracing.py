@@ -91,6 +91,11 @@ CORRELATION_ATTRIBUTE = "trionet.correlation_id"
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z",
                           re.DOTALL)
+# a W3C tracestate list member: a key (lowercase; "tenant@system" allowed) "=" a value of
+# printable ASCII without "," and "=", not ending in a space
+_TRACESTATE_MEMBER = re.compile(
+    r"[a-z0-9][a-z0-9_\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}"
+    r"[\x21-\x2b\x2d-\x3c\x3e-\x7e]\Z")
 _NAME = "trionet"
 
 _installed_tracer: Any = None
@@ -210,11 +215,20 @@ def _parent(traceparent: str | None, tracestate: str | None) -> Any:
         return api.empty
     trace_id, span_id, flags = parsed
     state = None
-    if tracestate and len(tracestate) <= MAX_TRACESTATE:
+    if tracestate and len(tracestate) <= MAX_TRACESTATE and _valid_tracestate(tracestate):
         state = trace.TraceState.from_header([tracestate])
     parent = trace.SpanContext(trace_id, span_id, is_remote=True,
                                trace_flags=trace.TraceFlags(flags & 0xFF), trace_state=state)
     return trace.set_span_in_context(trace.NonRecordingSpan(parent), api.empty)
+
+
+def _valid_tracestate(value: str) -> bool:
+    """True if *value* is a W3C ``tracestate`` list (at most 32 ``key=value`` members); what is
+    not is dropped here, silently (OpenTelemetry would log a warning for each: a peer could
+    fill the logs)."""
+    members = [member.strip(" \t") for member in value.split(",")]
+    members = [member for member in members if member]
+    return len(members) <= 32 and all(_TRACESTATE_MEMBER.match(m) for m in members)
 
 
 def trace_headers(headers: Mapping[str, str]) -> dict[str, str] | None:

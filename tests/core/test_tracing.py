@@ -4,6 +4,7 @@ the OpenTelemetry SDK's in-memory exporter; malformed headers ignored; off witho
 from __future__ import annotations
 
 import importlib.util
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -330,3 +331,19 @@ async def test_the_bus_over_the_channel_is_traced_once(exporter: InMemorySpanExp
     assert by_kind(exporter, trace.SpanKind.SERVER) == []
     (client,) = by_kind(exporter, trace.SpanKind.CLIENT)  # the caller's Channel request
     assert client.name == "aiomas request"
+
+
+def test_a_malformed_tracestate_is_dropped_quietly(exporter: InMemorySpanExporter,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    for value in ["!!!", "=", "A=b", "k=" + "x" * 300, "a=b,\x00", ",".join(["k=v"] * 33)]:
+        span = tracing.start_span("in", "consumer", {}, carrier=(INCOMING, value))
+        assert span is not None
+        span.end()
+    kept = tracing.start_span("in", "consumer", {}, carrier=(INCOMING, "rojo=00f0, a@b=c "))
+    assert kept is not None
+    kept.end()
+    finished = exporter.get_finished_spans()
+    assert all(s.parent is not None and s.parent.span_id == 0xb7ad6b7169203331 for s in finished)
+    assert [bool(s.context and s.context.trace_state) for s in finished] == [False] * 6 + [True]
+    assert caplog.records == []  # (OpenTelemetry logs a warning for each one it parses)
