@@ -5,14 +5,11 @@ stack's bridge over server-sent events. Chromium comes from Debian's ``chromium`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import trio
-from browser_support import DevTools, headless_chromium
-from trio_websocket import open_websocket_url
+from browser_support import browser_tab
 
-from trionet.demo._asgi import http_request
 from trionet.demo._live import LIVE_TOPIC
 from trionet.demo._stack import Stack
 from trionet.mqtt import open_mqtt_client
@@ -28,24 +25,17 @@ async def test_live_page_shows_mqtt_messages_in_headless_chromium(
     async with trio.open_nursery() as nursery:
         addresses = await nursery.start(stack.serve)
         with trio.fail_after(60):
-            async with headless_chromium(tmp_path) as devtools_address:
-                host, port = devtools_address.rsplit(":", 1)
-                status, _, body = await http_request(host, int(port), "GET", "/json/list")
-                assert status == 200
-                page = next(t for t in json.loads(body) if t["type"] == "page")
-                async with open_websocket_url(page["webSocketDebuggerUrl"]) as connection:
-                    tab = DevTools(connection)
-                    await tab.command("Page.enable")
-                    await tab.command("Page.navigate", url=f"{addresses.http}/live")
-                    await tab.until_event("Page.loadEventFired")
-                    # The EventSource is open: the bridge subscribed before answering.
-                    assert await tab.evaluate("window.trionetLive.opened") is True
-                    async with open_mqtt_client(broker) as publisher:
-                        for room, value in (("kitchen", "21.5"), ("hall", "19.0"),
-                                            ("attic", "<b>hot</b>")):
-                            await publisher.publish(f"{LIVE_TOPIC}/{room}", value, qos=1)
-                    shown = await tab.evaluate("window.trionetLive.atLeast(3)")
-                    state = await tab.evaluate("document.getElementById('state').textContent")
+            async with browser_tab(tmp_path) as tab:
+                await tab.command("Page.navigate", url=f"{addresses.http}/live")
+                await tab.until_event("Page.loadEventFired")
+                # The EventSource is open: the bridge subscribed before answering.
+                assert await tab.evaluate("window.trionetLive.opened") is True
+                async with open_mqtt_client(broker) as publisher:
+                    for room, value in (("kitchen", "21.5"), ("hall", "19.0"),
+                                        ("attic", "<b>hot</b>")):
+                        await publisher.publish(f"{LIVE_TOPIC}/{room}", value, qos=1)
+                shown = await tab.evaluate("window.trionetLive.atLeast(3)")
+                state = await tab.evaluate("document.getElementById('state').textContent")
         assert shown == [f"{LIVE_TOPIC}/kitchen: 21.5", f"{LIVE_TOPIC}/hall: 19.0",
                          f"{LIVE_TOPIC}/attic: <b>hot</b>"]  # text, never markup
         assert state == "connected"
