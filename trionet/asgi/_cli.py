@@ -127,7 +127,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not log a line per request (logger 'trionet.access', level "
                         "info)")
     parser.add_argument("--certfile", metavar="PEM",
-                        help="serve HTTPS with this certificate (chain); needs --keyfile")
+                        help="serve HTTPS with this certificate (chain); needs --keyfile. "
+                        "SIGHUP reads the files again (new connections get the new "
+                        "certificate)")
     parser.add_argument("--keyfile", metavar="PEM", help="the private key of --certfile")
     parser.add_argument("--ca-certs", metavar="PEM",
                         help="require client certificates issued by these CAs (with --certfile)")
