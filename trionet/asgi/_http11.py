@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from ._worker import _Connection
 
-__all__ = ["HTTP11Connection", "write_socket"]
+__all__ = ["HTTP11Connection", "receive_some", "write_socket"]
 
 _MAX_RECV = 2**16
 # What a pipelining client may have the server hold (in h11's buffer) while a response runs.
@@ -277,6 +277,23 @@ class _Exchange:
             await trio.lowlevel.checkpoint_if_cancelled()
         if not more:
             await conn.access(self.scope, self.response, time() - self.start)
+
+
+async def receive_some(stream: trio.abc.Stream, sock: Any) -> bytes:
+    """The next bytes from *stream*; through the file descriptor of *sock* (a plain TCP
+    stream's socket, else None): one wait for readability and one ``read``, without the
+    stream wrapper's extra checkpoints."""
+    if sock is None:
+        return bytes(await stream.receive_some(_MAX_RECV))
+    while True:
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection was closed")
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            return os.read(fd, _MAX_RECV)
+        except BlockingIOError:
+            continue
 
 
 async def write_socket(sock: Any, data: bytes) -> None:
@@ -536,30 +553,16 @@ class HTTP11Connection:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
             if deadline == math.inf:
-                return await self._receive()
+                return await receive_some(self.stream, self.sock)
             with trio.CancelScope(deadline=deadline) as scope:
                 self.read_scope = scope
                 try:
-                    return await self._receive()
+                    return await receive_some(self.stream, self.sock)
                 finally:
                     self.read_scope = None
             return None  # the deadline passed
         except _READ_ERRORS:
             return None
-
-    async def _receive(self) -> bytes:
-        sock = self.sock
-        if sock is None:
-            return bytes(await self.stream.receive_some(_MAX_RECV))
-        fd = sock.fileno()
-        while True:
-            if fd < 0:
-                raise trio.ClosedResourceError("the connection was closed")
-            await trio.lowlevel.wait_readable(fd)
-            try:
-                return os.read(fd, _MAX_RECV)
-            except BlockingIOError:
-                fd = sock.fileno()
 
     async def write(self, data: bytes) -> bool:
         """Write *data* whole and in order; False if the connection is broken.

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from ._http11 import HTTP11Connection, write_socket
+from ._http11 import HTTP11Connection, receive_some, write_socket
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -48,7 +48,6 @@ __all__ = ["worker_serve"]
 
 logger = logging.getLogger("trionet.asgi")
 
-_MAX_RECV = 2**16
 # Queued output past which a sender waits for the writer (backpressure from a slow client).
 _HIGH_WATER = 2**18
 # How long closing a connection waits for its queued output to be written.
@@ -252,7 +251,7 @@ class _Connection:
             with trio.CancelScope(deadline=deadline) as scope:
                 self.read_scope = scope
                 try:
-                    data = await self._receive()
+                    data = await receive_some(self.stream, self.sock)
                 except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
                     break
                 finally:
@@ -263,20 +262,6 @@ class _Connection:
             if not data:
                 break
         await handle(closed())
-
-    async def _receive(self) -> bytes:
-        sock = self.sock
-        if sock is None:
-            return bytes(await self.stream.receive_some(_MAX_RECV))
-        while True:
-            fd = sock.fileno()
-            if fd < 0:
-                raise trio.ClosedResourceError("the connection was closed")
-            await trio.lowlevel.wait_readable(fd)
-            try:
-                return os.read(fd, _MAX_RECV)
-            except BlockingIOError:
-                continue
 
     # -- events from the protocol ------------------------------------------------------------
 
