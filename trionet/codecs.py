@@ -393,7 +393,7 @@ class JSON(SerializingCodec):
             raise
         except Exception as exc:
             raise _json_error(exc, self.max_depth) from exc
-        if _json_needs_check(text, self.max_depth):
+        if len(text) > self.max_depth and _json_needs_check(text, self.max_depth):
             check_depth(value, self.max_depth, codec=self.name)
         return value
 
@@ -483,7 +483,9 @@ class MsgPack(SerializingCodec):
 
     def decode(self, data: bytes) -> Any:
         raw = None
-        if self.max_depth < _MSGPACK_STACK:  # (below it, msgpack's own limit is the bound)
+        if self.max_depth < _MSGPACK_STACK and not (  # (else msgpack's own limit bounds it)
+            type(data) is bytes and len(data) <= self.max_depth  # (too short to nest deeper)
+        ):
             try:
                 raw = _msgpack_needs_check(data, self.max_depth)
             except Exception as exc:  # not a bytes-like object

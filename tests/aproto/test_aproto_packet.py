@@ -23,8 +23,10 @@ from trionet.aproto import (
     StopPropagation,
     error_payload,
 )
+from trionet.aproto._packet import parse_body
+from trionet.codecs import JSON, ZiProto
 from trionet.errors import AProtoError, CodecError, FrameTooLarge
-from trionet.framing import NEED_DATA
+from trionet.framing import NEED_DATA, LengthPrefixEncoder
 
 HEADER_SIZES = [1, 2, 4, 8]
 ORDERS = ["big", "little"]
@@ -369,3 +371,57 @@ def test_packet_from_json_text() -> None:
 def test_stop_propagation_raises() -> None:
     with pytest.raises(StopPropagation):
         Packet({}).stop_propagation()
+
+
+# The decoder reads a well-formed packet inline and the encoder frames inline (hot paths):
+# both must agree with parse_body and LengthPrefixEncoder on everything.
+packet_bodies = st.one_of(
+    st.binary(max_size=12),
+    st.builds(
+        lambda version, encoding, payload: bytes([version, encoding]) + payload,
+        st.sampled_from([22, 21, 0]),
+        st.sampled_from([0, 1, 2]),
+        st.one_of(
+            st.binary(max_size=12),
+            st.sampled_from([b'{"a":1}', b"[1]", b"{}", b'{"a":', b"\x81\xa1a\x01", b"\x91\x01",
+                             b"\xc1", b'"x"', b"  {}  ", b'{"a":1} x']),
+        ),
+    ),
+)
+
+
+def _key(event: object) -> object:
+    # (Rejected has no __eq__: compare what it carries)
+    if isinstance(event, Rejected):
+        return ("rejected", event.error_code, event.encoding, event.reason, event.fatal)
+    assert isinstance(event, Incoming)
+    return ("incoming", event.fields, event.encoding)
+
+
+@given(st.lists(packet_bodies, max_size=5))
+def test_decoder_events_are_parse_body_results(bodies: list[bytes]) -> None:
+    data = b"".join(len(body).to_bytes(4, "big") + body for body in bodies)
+    got = PacketDecoder().feed(data)
+    assert [_key(event) for event in got] == [_key(parse_body(body)) for body in bodies]
+
+
+@pytest.mark.parametrize("header_size", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("byteorder", ["big", "little"])
+def test_encoder_frames_as_length_prefix_encoder(header_size: int, byteorder: str) -> None:
+    limit = min(300, (1 << (8 * header_size)) - 1)
+    encoder = PacketEncoder(header_size=header_size, byteorder=byteorder,  # type: ignore[arg-type]
+                            max_packet_size=limit)
+    frames = LengthPrefixEncoder(header_size=header_size, byteorder=byteorder,  # type: ignore[arg-type]
+                                 extra_header_size=2, max_frame_size=limit)
+    for size in (0, 1, 100, limit - 10, limit - 9, limit - 8):
+        fields = {"d": "x" * size}
+        for encoding, codec, prefix in (("json", JSON(), b"\x16\x00"),
+                                        ("ziproto", ZiProto(), b"\x16\x01")):
+            payload = codec.encode(fields)
+            if len(payload) + 2 > limit:
+                with pytest.raises(FrameTooLarge):
+                    encoder.encode(fields, encoding)  # type: ignore[arg-type]
+                continue
+            assert encoder.encode(fields, encoding) == frames.encode(  # type: ignore[arg-type]
+                payload, prefix
+            )

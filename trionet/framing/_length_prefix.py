@@ -133,7 +133,10 @@ class LengthPrefixEncoder:
         """
         if len(extra) != self._extra:
             raise ValueError(f"extra must be {self._extra} bytes, got {len(extra)}")
-        return b"".join((self.header(len(payload) + self._extra), extra, payload))
+        length = len(payload) + self._extra
+        if self._struct is not None and length <= self._limit:  # header(), inlined
+            return b"".join((self._struct.pack(length), extra, payload))
+        return b"".join((self.header(length), extra, payload))
 
 
 class LengthPrefixDecoder:
