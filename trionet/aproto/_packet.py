@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeAlias
 
 import msgpack
 
@@ -213,6 +213,10 @@ def parse_body(body: bytes) -> Incoming | Rejected:
     return Incoming(value, name)
 
 
+#: A valid packet as :meth:`PacketDecoder._feed` returns it: its map and its encoding.
+Received: TypeAlias = tuple[dict[Any, Any], Encoding]
+
+
 class PacketDecoder:
     """Incremental AsyncAProto packet decoder (no I/O).
 
@@ -294,11 +298,21 @@ class PacketDecoder:
         A fatal :class:`Rejected` is always the last event; after it the decoder returns nothing
         but that same rejection.
         """
+        events = self._feed(data)
+        return [Incoming(*event) if isinstance(event, tuple) else event for event in events]
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> list[Received | Rejected]:
+        """:meth:`feed`, with each valid packet as a ``(fields, encoding)`` pair (the server
+        makes a Packet of it: no Incoming object in between)."""
         if self._pending_error is not None:
             return [self._pending_error]
         if self._events:
-            out, self._events = self._events, []
-            out.extend(self.feed(data))
+            out: list[Received | Rejected] = [
+                (event.fields, event.encoding) if isinstance(event, Incoming) else event
+                for event in self._events
+            ]
+            self._events = []
+            out.extend(self._feed(data))
             return out
         frames_decoder = self._frames
         try:
@@ -309,6 +323,7 @@ class PacketDecoder:
             return []
         out = []
         append = out.append
+        event: Incoming | Rejected
         for frame in frames:
             # parse_body's well-formed case, inlined (one call less per packet); anything else,
             # including a decoder error, goes through parse_body itself
@@ -319,9 +334,10 @@ class PacketDecoder:
                 except Exception:  # (parse_body rejects it: decoded again there, rarely)
                     value = None
                 if type(value) is dict:
-                    append(Incoming(value, ENCODINGS[encoding_id]))
+                    append((value, ENCODINGS[encoding_id]))
                     continue
-            append(parse_body(frame))
+            event = parse_body(frame)
+            append((event.fields, event.encoding) if isinstance(event, Incoming) else event)
         if data:
             # Frames that came before a bad header are returned first; the framing decoder
             # keeps the error for its next call. Surface it now: the peer may send nothing more.

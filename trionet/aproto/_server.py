@@ -65,7 +65,6 @@ from ._packet import (
     ERR_TIMED_OUT,
     ByteOrder,
     Encoding,
-    Incoming,
     Packet,
     PacketDecoder,
     PacketEncoder,
@@ -902,7 +901,7 @@ class Server:
             max_packet_size=self.max_packet_size,
         )
         receive = client._io.receive
-        feed = decoder.feed
+        feed = decoder._feed
         encoder = self._encoder
         keep_alive = self.keep_alive
         budget = self.max_pending_bytes
@@ -965,13 +964,14 @@ class Server:
             last = len(events) - 1
             for index, event in enumerate(events):
                 client._corked = index != last
-                if isinstance(event, Incoming):
+                if isinstance(event, tuple):  # a valid packet: (fields, encoding)
+                    fields, packet_encoding = event
                     if debug:
-                        self._log(logging.DEBUG, "(%s) packet %r", sid, event.fields)
-                    client.encoding = packet_encoding = event.encoding
+                        self._log(logging.DEBUG, "(%s) packet %r", sid, fields)
+                    client.encoding = packet_encoding
                     stats.packets += 1
                     packet = new_packet(Packet)  # Packet._received, inlined
-                    packet.fields = event.fields
+                    packet.fields = fields
                     packet.encoding = packet_encoding
                     packet.sender = client
                     await _dispatch(self, client, packet, traced)
