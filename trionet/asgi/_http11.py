@@ -42,13 +42,14 @@ from wsgiref.handlers import format_date_time
 
 import h11
 import trio
+from hypercorn.utils import build_and_validate_headers, valid_server_name
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
 
     from ._worker import _Connection
 
-__all__ = ["HTTP11Connection", "receive_some", "write_socket"]
+__all__ = ["HTTP11Connection", "call_app", "receive_some", "write_socket"]
 
 _MAX_RECV = 2**16
 # What a pipelining client may have the server hold (in h11's buffer) while a response runs.
@@ -66,6 +67,27 @@ _STATE_NAMES = ("REQUEST", "RESPONSE", "CLOSED")
 # Verdicts on a request head.
 _SWITCH = object()
 _SMUGGLING = object()
+
+
+def _no_threads(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("this worker serves ASGI applications only (use worker='hypercorn')")
+
+
+async def call_app(app: Any, config: Config, scope: Any, receive: Any, send: Any) -> None:
+    """One application call, as Hypercorn runs it (for both of the worker's HTTP/1.1 paths):
+    errors are logged, not raised; a cancellation goes on, whatever else failed."""
+    try:
+        await app(scope, receive, send, _no_threads, _no_threads)
+    except trio.Cancelled:
+        raise
+    except BaseExceptionGroup as error:
+        cancelled, others = error.split(trio.Cancelled)
+        if others is not None:
+            await config.log.exception("Error in ASGI Framework")
+        if cancelled is not None:
+            raise cancelled from None  # the cancellation goes on, whatever else failed
+    except Exception:
+        await config.log.exception("Error in ASGI Framework")
 
 
 class _Dates:
@@ -233,8 +255,6 @@ class _Exchange:
 
     def _start(self, message: Any) -> bool:
         """Prepare the response head; True if it may wait for the first body message."""
-        from hypercorn.utils import build_and_validate_headers
-
         conn = self.conn
         status = int(message["status"])
         headers = build_and_validate_headers(message.get("headers", ()))
@@ -483,14 +503,9 @@ class HTTP11Connection:
             "extensions": {},
         }
         exchange = _Exchange(self, scope)
-        if config.server_names:
-            from hypercorn.utils import valid_server_name
-
-            if not valid_server_name(config, request):
-                await self._error_response(exchange, 404)
-                return
-        from ._worker import call_app
-
+        if config.server_names and not valid_server_name(config, request):
+            await self._error_response(exchange, 404)
+            return
         await call_app(self.app, config, scope, exchange.receive, exchange.send)
         if exchange.state == _DONE:
             return

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from ._http11 import HTTP11Connection, receive_some, write_socket
+from ._http11 import HTTP11Connection, call_app, receive_some, write_socket
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -103,27 +103,6 @@ class _Context:
     @staticmethod
     async def sleep(wait: float) -> None:
         await trio.sleep(wait)
-
-
-def _no_threads(*args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError("this worker serves ASGI applications only (use worker='hypercorn')")
-
-
-async def call_app(app: Any, config: Config, scope: Any, receive: Any, send: Any) -> None:
-    """One application call, as Hypercorn runs it: errors are logged, not raised; a
-    cancellation goes on, whatever else failed."""
-    try:
-        await app(scope, receive, send, _no_threads, _no_threads)
-    except trio.Cancelled:
-        raise
-    except BaseExceptionGroup as error:
-        cancelled, others = error.split(trio.Cancelled)
-        if others is not None:
-            await config.log.exception("Error in ASGI Framework")
-        if cancelled is not None:
-            raise cancelled from None  # the cancellation goes on, whatever else failed
-    except Exception:
-        await config.log.exception("Error in ASGI Framework")
 
 
 async def _run_app(app: Any, config: Config, scope: Any, receive: Any,

@@ -36,7 +36,7 @@ from ._config import ChannelConfig, Topics
 from ._errors import BusError, RequestTimeout
 from ._message import BusMessage
 from ._payload import as_message
-from ._socket import BusSocket, SocketProvider
+from ._socket import _RESERVED, BusSocket, SocketProvider
 from ._topics import TopicFilter, check_topic
 
 __all__ = [
@@ -169,7 +169,7 @@ class ChannelSocket(BusSocket):
             check_topic(topic)
         except ConfigurationError as exc:
             raise ChannelRequestError(str(exc)) from None
-        if topic.startswith("_trionet/") or not any(
+        if topic.startswith(_RESERVED) or not any(
                 f.matches(topic) for f in self._filters.values()):
             raise ChannelRequestError(f"no handler for the topic {topic!r}")
         correlation_id = f"{next(self._ids):x}"

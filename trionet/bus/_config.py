@@ -284,11 +284,7 @@ class KafkaConfig(BusConfig):
             raise ConfigurationError("bootstrap_servers must name at least one broker")
         if not self.commit_interval > 0:
             raise ConfigurationError("commit_interval must be positive")
-        for name in ("partitions", "replication_factor"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-                raise ConfigurationError(f"{name} must be an integer from 1 to 10000, "
-                                         f"not {value!r}")
+        _check_counts(self, ("partitions", "replication_factor"), 10_000)
         if self.backend is not None and (not isinstance(self.backend, str) or not self.backend):
             raise ConfigurationError(f"backend must be an engine name, not {self.backend!r}")
 
@@ -359,11 +355,7 @@ class ChannelConfig(BusConfig):
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not (
                 0 <= self.port <= 65535):
             raise ConfigurationError(f"port must be from 0 to 65535, not {self.port!r}")
-        for name in ("max_pending", "max_connections"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
-                raise ConfigurationError(f"{name} must be an integer from 1 to 100000, "
-                                         f"not {value!r}")
+        _check_counts(self, ("max_pending", "max_connections"), 100_000)
         if self.request_timeout is None:
             raise ConfigurationError("a channel:// transport needs a request_timeout (a "
                                      "client's request must not wait for ever)")
@@ -389,6 +381,15 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def _check_counts(config: BusConfig, names: Sequence[str], most: int) -> None:
+    """Each field of *names* must be an integer from 1 to *most* (not a bool)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ConfigurationError(f"{name} must be an integer from 1 to {most}, "
+                                     f"not {value!r}")
 
 
 def _host(host: str) -> str:
